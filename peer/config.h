@@ -1,0 +1,123 @@
+/*
+ * config.h - kvc-peer's configuration, read from YAML (libyaml).
+ *
+ * Strict by design: an unknown key, a wrong type or an invalid value is an
+ * error that names FILE:LINE:COL and the dotted key, and the peer refuses
+ * to start. Every field has a documented default (README, "Configuration").
+ */
+#ifndef KVC_CONFIG_H
+#define KVC_CONFIG_H
+
+#include "base.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVC_NAME_MAX 64      /* site, name, region: [a-z0-9-]{1,63} */
+#define KVC_PATH_MAX 1024
+#define KVC_ENDPOINT_MAX 256
+#define KVC_MAX_ROLES 8
+#define KVC_MAX_SEEDS 64
+#define KVC_MAX_REVOKED 256
+#define KVC_MAX_BACKENDS 16
+
+typedef enum { KVC_LOG_DEBUG, KVC_LOG_INFO, KVC_LOG_WARN, KVC_LOG_ERROR } kvc_log_level_t;
+
+typedef enum { KVC_PROFILE_LAN, KVC_PROFILE_WAN } kvc_profile_t;
+
+/* A seed: a peer's endpoint and its Curve25519 public key (CurveZMQ needs
+ * the server's key before it connects). */
+typedef struct {
+    char endpoint[KVC_ENDPOINT_MAX];
+    uint8_t public_key[32];
+} kvc_seed_t;
+
+/* Optional overrides of the membership timing profile; 0 means "use the
+ * profile's value". */
+typedef struct {
+    uint32_t probe_interval_ms;
+    uint32_t probe_timeout_ms;
+    uint32_t suspicion_mult;
+    uint32_t indirect_probes;
+    uint32_t retransmit_mult;
+    uint32_t pushpull_interval_ms;
+    uint32_t reap_after_s;
+    uint32_t gossip_interval_ms;
+    uint32_t gossip_nodes;
+    uint32_t max_message_bytes;
+} kvc_timing_t;
+
+/* A model server this peer's proxy talks to (issue 4 fills the rest). */
+typedef struct {
+    char model[KVC_NAME_MAX * 2];
+    char grpc[KVC_ENDPOINT_MAX];      /* host:port of the gRPC API */
+    char api[16];                     /* "tfserving" or "kserve" */
+    char metrics_url[KVC_ENDPOINT_MAX]; /* Prometheus endpoint, optional */
+} kvc_backend_t;
+
+typedef struct {
+    /* peer.* */
+    char name[KVC_NAME_MAX];
+    char site[KVC_NAME_MAX];
+    char region[KVC_NAME_MAX];
+    char roles[KVC_MAX_ROLES][KVC_NAME_MAX];
+    size_t n_roles;
+    char data_dir[KVC_PATH_MAX];
+    char credential[KVC_PATH_MAX];   /* path of the peer's credential file */
+
+    /* federation.* */
+    char trust[KVC_PATH_MAX];        /* path of the federation's public key */
+    char listen[KVC_ENDPOINT_MAX];   /* e.g. tcp://0.0.0.0:7946 */
+    char advertise[KVC_ENDPOINT_MAX];/* e.g. tcp://10.0.0.5:7946; "" = listen */
+    kvc_seed_t seeds[KVC_MAX_SEEDS];
+    size_t n_seeds;
+    uint8_t revoked[KVC_MAX_REVOKED][32];
+    size_t n_revoked;
+    kvc_profile_t profile;
+    kvc_timing_t timing;             /* federation.timing.* overrides */
+
+    /* control.* */
+    char control_endpoint[KVC_ENDPOINT_MAX]; /* "" = ipc://DATA_DIR/control.sock */
+
+    /* http.* */
+    char http_listen[KVC_ENDPOINT_MAX];      /* host:port, "" = disabled */
+    uint64_t http_max_body;                   /* bytes */
+
+    /* proxy.* (issue 4) */
+    kvc_backend_t backends[KVC_MAX_BACKENDS];
+    size_t n_backends;
+
+    /* log.* */
+    kvc_log_level_t log_level;
+} kvc_config_t;
+
+/* Fills cfg with every documented default. */
+void kvc_config_defaults(kvc_config_t *cfg);
+
+/*
+ * Parses YAML text (len bytes, need not be NUL-terminated) named `name` in
+ * messages, on top of the defaults already in cfg. On error returns a
+ * negative code and sets err->msg to "NAME:LINE:COL: key: what is wrong"
+ * (one line). cfg may be partly filled after an error.
+ */
+int kvc_config_parse(kvc_config_t *cfg, const char *name, const char *text, size_t len,
+                     kvc_err_t *err);
+
+/* Reads and parses a file (at most 1 MiB), defaults first. Same errors,
+ * plus "PATH: cannot read: REASON". */
+int kvc_config_load(kvc_config_t *cfg, const char *path, kvc_err_t *err);
+
+/* Fills the derived defaults that depend on other fields (advertise from
+ * listen, control endpoint under data_dir). Call after parse/load. */
+void kvc_config_finish(kvc_config_t *cfg);
+
+/* Returns "site/name" in buf (size >= 2*KVC_NAME_MAX). */
+const char *kvc_config_member_id(const kvc_config_t *cfg, char *buf, size_t size);
+
+/* 1 if s matches [a-z0-9-]{1,63} and does not start or end with '-'. */
+int kvc_config_valid_name(const char *s);
+
+/* Parses a 64-character hex Curve25519/Ed25519 key. */
+int kvc_config_parse_key(const char *hex, uint8_t key[32]);
+
+#endif
