@@ -104,4 +104,38 @@ void kvc_key_hex(const uint8_t key[32], char hex[65]);
 /* Wipes an identity's secret. */
 void kvc_identity_wipe(kvc_identity_t *id);
 
+/* ---- Additions (beyond the first draft of this header) ---------------- */
+
+#define KVC_CRED_FILE_MAX 16384 /* every key/identity file is at most this */
+
+/* Makes a federation keypair in memory only (tests, `kvc-peer --dev`). */
+int kvc_ca_generate(kvc_ca_t *out);
+
+/* Derives a federation keypair from a 32-byte seed: deterministic, for
+ * fuzzing and reproducible tests only. */
+int kvc_ca_from_seed(const uint8_t seed[32], kvc_ca_t *out);
+
+/*
+ * Parses the text of an identity file (len bytes, need not be
+ * NUL-terminated, may hold any bytes) named `name` in messages
+ * ("NAME:LINE: what is wrong"). Same checks as kvc_identity_load. On error
+ * out is wiped. Exposed for the fuzzer and tests.
+ */
+int kvc_identity_parse(const char *text, size_t len, const char *name, kvc_identity_t *out,
+                       kvc_err_t *err);
+
+/* Reads a node's public key file (path written by kvc_nodekey_generate
+ * with ".pub" appended), e.g. for `kvc nodes approve`. */
+int kvc_nodekey_load_public(const char *path, uint8_t public_key[32], kvc_err_t *err);
+
+/* Formats unix seconds as ISO-8601 UTC ("2026-11-01T00:00:00Z") into buf
+ * (size >= 32; out-of-range times print as "@SECONDS"). Returns buf. */
+const char *kvc_cred_time_str(int64_t unix_s, char *buf, size_t size);
+
+/* Parses a comma-separated role list ("gateway,coordinator"; "" = none)
+ * into roles; each must be a valid name, at most KVC_MAX_ROLES. KVC_EINVAL
+ * with a message like "roles: 'X' must match [a-z0-9-]{1,63}". */
+int kvc_cred_parse_roles(const char *list, char roles[KVC_MAX_ROLES][KVC_NAME_MAX],
+                         size_t *n_roles, kvc_err_t *err);
+
 #endif
