@@ -32,7 +32,6 @@
 #define S_NAME_RULE "must match [a-z0-9-]{1,63} and not start or end with '-'"
 #define S_B64_VARIANT sodium_base64_VARIANT_ORIGINAL
 #define S_B64_MAX sodium_base64_ENCODED_LEN(KVC_CRED_BLOB_MAX, S_B64_VARIANT)
-#define S_LINE_MAX (S_B64_MAX + 32)
 #define S_TEXT_MAX 8192 /* what we write: an identity file is under 4 KiB */
 #define S_MAX_DAYS 3650
 
@@ -676,7 +675,7 @@ int kvc_identity_parse(const char *text, size_t len, const char *name, kvc_ident
                        kvc_err_t *err)
 {
     char site[KVC_NAME_MAX + 1], pname[KVC_NAME_MAX + 1], roles_s[KVC_MAX_ROLES * KVC_NAME_MAX];
-    char not_after[40], b64[S_B64_MAX + 1], shown[48];
+    char not_after[40], b64[S_B64_MAX], shown[48];
     char roles[KVC_MAX_ROLES][KVC_NAME_MAX];
     size_t n_roles = 0;
     uint8_t pk[32];
@@ -727,17 +726,19 @@ int kvc_identity_parse(const char *text, size_t len, const char *name, kvc_ident
                          l_sec);
         goto done;
     }
+    /* Room for a little more than the limit so s_unpack reports the size. */
+    uint8_t blob[KVC_CRED_BLOB_MAX + 3];
     size_t blob_len = 0;
     const char *b64_end = NULL;
-    if (sodium_base642bin(out->cred.blob, sizeof out->cred.blob, b64, strlen(b64), NULL,
-                          &blob_len, &b64_end, S_B64_VARIANT) != 0 ||
+    if (sodium_base642bin(blob, sizeof blob, b64, strlen(b64), NULL, &blob_len, &b64_end,
+                          S_B64_VARIANT) != 0 ||
         b64_end != b64 + strlen(b64)) {
         rc = kvc_err_set(err, KVC_EPARSE, "%s:%d: credential: not valid base64", name, l_cred);
         goto done;
     }
-    rc = s_unpack(out->cred.blob, blob_len, &outer, &body, err);
+    rc = s_unpack(blob, blob_len, &outer, &body, err);
     if (rc == KVC_OK)
-        rc = s_fill(body, out->cred.blob, blob_len, &out->cred, err);
+        rc = s_fill(body, blob, blob_len, &out->cred, err);
     if (rc != KVC_OK) {
         kvc_err_prefix(err, "%s:%d: ", name, l_cred);
         goto done;
