@@ -20,6 +20,8 @@
 #define KVC_MAX_SEEDS 64
 #define KVC_MAX_REVOKED 256
 #define KVC_MAX_BACKENDS 16
+#define KVC_CONFIG_MAX_BYTES (1024 * 1024)           /* largest config file */
+#define KVC_CONFIG_DEFAULT_MAX_BODY (64ull << 20)    /* http.max_body default */
 
 typedef enum { KVC_LOG_DEBUG, KVC_LOG_INFO, KVC_LOG_WARN, KVC_LOG_ERROR } kvc_log_level_t;
 
