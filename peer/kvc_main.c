@@ -1,7 +1,309 @@
-/* kvc: placeholder main until the daemon lands. */
+/*
+ * kvc - the command line for a kvc federation, usable from any site.
+ *
+ * Talks to one local kvc-peer through its control endpoint, found from
+ * --control ENDPOINT, the KVC_CONTROL variable, or --config FILE (the
+ * peer's own configuration). Human tables by default, --json for scripts.
+ * Failure: one line on stderr and a non-zero exit (1 runtime, 2 usage).
+ */
+#include "cli_ca.h"
+#include "cli_out.h"
+#include "config.h"
+#include "control.h"
+
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *config;
+    const char *control;
+    int json;
+    int timeout_ms;
+    const char *site;
+} kvc_cli_opts_t;
+
+static void s_usage(FILE *f)
 {
-    fputs("kvc: not built yet\n", stderr);
-    return 1;
+    fputs("usage: kvc [--config FILE | --control ENDPOINT] [--json] COMMAND [ARGS]\n"
+          "\n"
+          "Commands for a running peer:\n"
+          "  status                 this peer: identity, uptime, links, auth rejects\n"
+          "  peers                  the peers this one has a link to\n"
+          "\n"
+          "Credentials (offline, no peer needed):\n"
+          "  ca init --out DIR      make the federation's signing key\n"
+          "  cert issue ...         issue a peer credential signed by the federation key\n"
+          "  cert show FILE         show (and with --trust, verify) a credential\n"
+          "  keygen --out FILE      make a node keypair\n"
+          "\n"
+          "Options:\n"
+          "  --config FILE          find the peer's control endpoint in its config file\n"
+          "  --control ENDPOINT     the peer's control endpoint (or set KVC_CONTROL)\n"
+          "  --json                 machine-readable output\n"
+          "  --timeout MS           how long to wait for the peer (default 3000)\n"
+          "  -h, --help             this help; 'kvc COMMAND --help' for a command\n",
+          f);
+}
+
+/* Prints the one-line failure message and returns the exit code. */
+static int s_fail(int code, const char *fmt, const char *arg)
+{
+    fputs("kvc: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    return code;
+}
+
+/* Resolves the control endpoint from the options, the environment or a config. */
+static int s_endpoint(const kvc_cli_opts_t *o, char *out, size_t size)
+{
+    if (o->control)
+        return kvc_strlcpy(out, o->control, size) ? s_fail(2, "%s: endpoint too long", o->control)
+                                                  : 0;
+    if (o->config) {
+        kvc_config_t cfg;
+        kvc_err_t err = {0};
+        kvc_config_defaults(&cfg);
+        if (kvc_config_load(&cfg, o->config, &err) != 0)
+            return s_fail(2, "%s", err.msg);
+        kvc_config_finish(&cfg);
+        kvc_strlcpy(out, cfg.control_endpoint, size);
+        return 0;
+    }
+    const char *env = getenv("KVC_CONTROL");
+    if (env && *env)
+        return kvc_strlcpy(out, env, size) ? s_fail(2, "%s: endpoint too long", "KVC_CONTROL")
+                                           : 0;
+    return s_fail(2, "%s",
+                  "no peer to talk to: use --config FILE, --control ENDPOINT or set KVC_CONTROL");
+}
+
+/* Calls the peer; prints the failure line itself. */
+static int s_call(const kvc_cli_opts_t *o, const char *command, Kvc__Ctl__Reply **rep)
+{
+    char ep[KVC_ENDPOINT_MAX];
+    int rc = s_endpoint(o, ep, sizeof ep);
+    if (rc)
+        return rc;
+    kvc_err_t err = {0};
+    if (kvc_control_call(ep, command, NULL, 0, o->timeout_ms, rep, &err) != 0)
+        return s_fail(1, "%s", err.msg);
+    return 0;
+}
+
+/* kvc status */
+static int s_cmd_status(const kvc_cli_opts_t *o)
+{
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "status", &rep);
+    if (rc)
+        return rc;
+    const Kvc__Ctl__Status *st = rep->status;
+    if (!st) {
+        kvc__ctl__reply__free_unpacked(rep, NULL);
+        return s_fail(1, "%s", "the peer sent no status");
+    }
+    if (o->json) {
+        printf("{\"name\":");
+        kvc_json_str(stdout, st->name);
+        printf(",\"site\":");
+        kvc_json_str(stdout, st->site);
+        printf(",\"region\":");
+        kvc_json_str(stdout, st->region);
+        printf(",\"roles\":[");
+        for (size_t i = 0; i < st->n_roles; i++) {
+            if (i)
+                putchar(',');
+            kvc_json_str(stdout, st->roles[i]);
+        }
+        printf("],\"version\":");
+        kvc_json_str(stdout, st->version);
+        printf(",\"uptime_s\":%llu,\"listen\":", (unsigned long long)st->uptime_s);
+        kvc_json_str(stdout, st->listen);
+        printf(",\"advertise\":");
+        kvc_json_str(stdout, st->advertise);
+        printf(",\"public_key\":");
+        kvc_json_str(stdout, st->public_key);
+        printf(",\"peers_connected\":%u,\"peers_known\":%u,\"auth_rejects\":%llu,"
+               "\"auth_rejects_by_reason\":{",
+               st->peers_connected, st->peers_known, (unsigned long long)st->auth_rejects);
+        for (size_t i = 0; i < st->n_auth_rejects_by_reason; i++) {
+            if (i)
+                putchar(',');
+            kvc_json_str(stdout, st->auth_rejects_by_reason[i]->reason);
+            printf(":%llu", (unsigned long long)st->auth_rejects_by_reason[i]->count);
+        }
+        printf("},\"msgs_in\":%llu,\"msgs_out\":%llu,\"send_dropped\":%llu}\n",
+               (unsigned long long)st->msgs_in, (unsigned long long)st->msgs_out,
+               (unsigned long long)st->send_dropped);
+    } else {
+        char up[32];
+        printf("%-16s %s/%s\n", "member", st->site, st->name);
+        printf("%-16s %s\n", "region", st->region);
+        printf("%-16s", "roles");
+        for (size_t i = 0; i < st->n_roles; i++)
+            printf("%s%s", i ? "," : " ", st->roles[i]);
+        printf("\n%-16s %s\n", "version", st->version);
+        printf("%-16s %s\n", "uptime", kvc_fmt_duration(st->uptime_s, up, sizeof up));
+        printf("%-16s %s\n", "listen", st->listen);
+        printf("%-16s %s\n", "advertise", st->advertise);
+        printf("%-16s %.16s…\n", "public key", st->public_key);
+        printf("%-16s %u connected, %u known\n", "peers", st->peers_connected, st->peers_known);
+        printf("%-16s %llu", "auth rejects", (unsigned long long)st->auth_rejects);
+        int first = 1;
+        for (size_t i = 0; i < st->n_auth_rejects_by_reason; i++) {
+            if (!st->auth_rejects_by_reason[i]->count)
+                continue;
+            printf("%s%s %llu", first ? " (" : ", ", st->auth_rejects_by_reason[i]->reason,
+                   (unsigned long long)st->auth_rejects_by_reason[i]->count);
+            first = 0;
+        }
+        printf("%s\n", first ? "" : ")");
+        printf("%-16s %llu in, %llu out, %llu dropped\n", "messages",
+               (unsigned long long)st->msgs_in, (unsigned long long)st->msgs_out,
+               (unsigned long long)st->send_dropped);
+    }
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    return 0;
+}
+
+/* kvc peers */
+static int s_cmd_peers(const kvc_cli_opts_t *o)
+{
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "peers", &rep);
+    if (rc)
+        return rc;
+    if (o->json) {
+        putchar('[');
+        int n = 0;
+        for (size_t i = 0; i < rep->n_peers; i++) {
+            const Kvc__Ctl__PeerLink *p = rep->peers[i];
+            if (o->site && strcmp(o->site, p->site) != 0)
+                continue;
+            printf("%s{\"member\":", n++ ? "," : "");
+            kvc_json_str(stdout, p->member_id);
+            printf(",\"site\":");
+            kvc_json_str(stdout, p->site);
+            printf(",\"name\":");
+            kvc_json_str(stdout, p->name);
+            printf(",\"region\":");
+            kvc_json_str(stdout, p->region);
+            printf(",\"endpoint\":");
+            kvc_json_str(stdout, p->endpoint);
+            printf(",\"public_key\":");
+            kvc_json_str(stdout, p->public_key);
+            printf(",\"roles\":[");
+            for (size_t r = 0; r < p->n_roles; r++) {
+                if (r)
+                    putchar(',');
+                kvc_json_str(stdout, p->roles[r]);
+            }
+            printf("],\"up\":%s,\"last_seen_ms_ago\":%llu,\"rtt_us\":%llu,\"not_after\":%lld}",
+                   p->up ? "true" : "false", (unsigned long long)p->last_seen_ms_ago,
+                   (unsigned long long)p->rtt_us, (long long)p->not_after);
+        }
+        puts("]");
+    } else {
+        printf("%-28s %-12s %-8s %-6s %-10s %-10s %s\n", "MEMBER", "REGION", "STATE", "RTT",
+               "LAST SEEN", "KEY", "ENDPOINT");
+        for (size_t i = 0; i < rep->n_peers; i++) {
+            const Kvc__Ctl__PeerLink *p = rep->peers[i];
+            if (o->site && strcmp(o->site, p->site) != 0)
+                continue;
+            char rtt[16], seen[32];
+            if (p->rtt_us)
+                snprintf(rtt, sizeof rtt, "%.1fms", (double)p->rtt_us / 1000.0);
+            else
+                snprintf(rtt, sizeof rtt, "-");
+            snprintf(seen, sizeof seen, "%.1fs ago", (double)p->last_seen_ms_ago / 1000.0);
+            printf("%-28s %-12s %-8s %-6s %-10s %.8s…  %s\n", p->member_id, p->region,
+                   p->up ? "up" : "down", rtt, seen, p->public_key, p->endpoint);
+        }
+    }
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    return 0;
+}
+
+/* Prints a command's help. */
+static int s_cmd_help(const char *cmd)
+{
+    if (strcmp(cmd, "status") == 0)
+        puts("usage: kvc status [--json]\n\nShows this peer's member id, region, roles, "
+             "uptime,\nendpoints, connected peers and authentication rejects by reason.");
+    else if (strcmp(cmd, "peers") == 0)
+        puts("usage: kvc peers [--site S] [--json]\n\nLists the peers this one has an "
+             "authenticated link with:\nmember id, region, up/down, round trip, last "
+             "message, key, endpoint.");
+    else
+        return s_fail(2, "unknown command '%s' (see 'kvc --help')", cmd);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    kvc_cli_opts_t o = {.timeout_ms = 3000};
+    const char *cmd = NULL;
+    int cmd_index = 0, help = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!cmd && (strcmp(a, "ca") == 0 || strcmp(a, "cert") == 0 || strcmp(a, "keygen") == 0)) {
+            cmd = a;
+            cmd_index = i;
+            break; /* these parse their own options */
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            help = 1;
+        } else if (strcmp(a, "--json") == 0) {
+            o.json = 1;
+        } else if (strcmp(a, "--config") == 0 || strcmp(a, "--control") == 0 ||
+                   strcmp(a, "--timeout") == 0 || strcmp(a, "--site") == 0) {
+            if (i + 1 >= argc)
+                return s_fail(2, "%s needs a value", a);
+            const char *v = argv[++i];
+            if (strcmp(a, "--config") == 0)
+                o.config = v;
+            else if (strcmp(a, "--control") == 0)
+                o.control = v;
+            else if (strcmp(a, "--site") == 0)
+                o.site = v;
+            else {
+                int64_t t;
+                if (kvc_parse_i64(v, 1, 600000, &t) != 0)
+                    return s_fail(2, "--timeout: '%s' is not a number of ms in 1..600000", v);
+                o.timeout_ms = (int)t;
+            }
+        } else if (a[0] == '-') {
+            return s_fail(2, "unknown option '%s' (see 'kvc --help')", a);
+        } else if (!cmd) {
+            cmd = a;
+        } else {
+            return s_fail(2, "unexpected argument '%s' (see 'kvc --help')", a);
+        }
+    }
+    if (cmd && cmd_index) {
+        int sub_argc = argc - cmd_index;
+        char **sub_argv = argv + cmd_index;
+        if (strcmp(cmd, "ca") == 0)
+            return kvc_cli_ca(sub_argc, sub_argv);
+        if (strcmp(cmd, "cert") == 0)
+            return kvc_cli_cert(sub_argc, sub_argv);
+        return kvc_cli_keygen(sub_argc, sub_argv);
+    }
+    if (!cmd) {
+        s_usage(help ? stdout : stderr);
+        return help ? 0 : 2;
+    }
+    if (help)
+        return s_cmd_help(cmd);
+    if (strcmp(cmd, "status") == 0)
+        return s_cmd_status(&o);
+    if (strcmp(cmd, "peers") == 0)
+        return s_cmd_peers(&o);
+    if (strcmp(cmd, "help") == 0) {
+        s_usage(stdout);
+        return 0;
+    }
+    return s_fail(2, "unknown command '%s' (see 'kvc --help')", cmd);
 }

@@ -1,0 +1,38 @@
+/*
+ * cli_out.c - JSON string escaping and duration formatting for the CLI.
+ */
+#include "cli_out.h"
+
+void kvc_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+const char *kvc_fmt_duration(uint64_t secs, char *buf, size_t size)
+{
+    unsigned long long s = secs;
+    if (s >= 86400)
+        snprintf(buf, size, "%llud%lluh", s / 86400, (s % 86400) / 3600);
+    else if (s >= 3600)
+        snprintf(buf, size, "%lluh%llum", s / 3600, (s % 3600) / 60);
+    else if (s >= 60)
+        snprintf(buf, size, "%llum%llus", s / 60, s % 60);
+    else
+        snprintf(buf, size, "%llus", s);
+    return buf;
+}

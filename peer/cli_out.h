@@ -1,0 +1,17 @@
+/*
+ * cli_out.h - small output helpers for the `kvc` CLI: JSON string escaping
+ * and human-friendly durations. Output only; nothing here parses input.
+ */
+#ifndef KVC_CLI_OUT_H
+#define KVC_CLI_OUT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+/* Writes s as a JSON string literal (with quotes), escaping as RFC 8259 says. */
+void kvc_json_str(FILE *f, const char *s);
+
+/* Formats seconds as "3d4h", "2h5m", "4m10s" or "12s" into buf. */
+const char *kvc_fmt_duration(uint64_t secs, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,901 @@
+/*
+ * daemon.c - the kvc-peer event loop and its authenticated transport.
+ *
+ * Sockets: a ROUTER (CURVE server) receives everything other peers send us;
+ * one DEALER (CURVE client) per known peer carries what we send them; an
+ * inproc ZAP handler admits CURVE clients, records their public key as the
+ * connection's User-Id and refuses revoked keys; a ROUTER on the control
+ * endpoint answers the local `kvc` CLI.
+ *
+ * Trust: a message is accepted only if the User-Id key of its connection has
+ * presented, in a Hello, a credential signed by the federation key for the
+ * member id the message claims. Everything else is dropped and counted by
+ * reason. This file must never log a secret nor let a malformed message do
+ * more than bump a counter.
+ */
+#include "daemon.h"
+
+#include "control.h"
+#include "credential.h"
+#include "log.h"
+#include "store.h"
+#include "wire.h"
+#include "control.pb-c.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <sodium.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define KVC_VERSION "0.1.0"
+#define TICK_MS 250
+#define PING_INTERVAL_MS 1000
+#define HELLO_RETRY_MS 2000
+#define LINK_TIMEOUT_MS 5000
+#define MAX_LINKS 4096
+#define SEND_HWM 1000
+
+/* One peer we have (or had) a link with, keyed by its CURVE public key. */
+typedef struct {
+    uint8_t key[32];
+    char key_hex[65];
+    char endpoint[KVC_ENDPOINT_MAX];
+    zsock_t *dealer;          /* our sending side, NULL until we know where */
+    zsock_t *monitor;         /* PAIR receiving the DEALER's socket events */
+    int handshaked;           /* CURVE handshake done on our DEALER */
+    int verified;             /* we hold a valid credential for this key */
+    int acked;                /* they acknowledged our Hello */
+    int is_seed;
+    kvc_cred_t cred;          /* their credential (valid when verified) */
+    char member_id[2 * KVC_NAME_MAX];
+    char region[KVC_NAME_MAX];
+    uint64_t started_ms;      /* their start time from their Hello */
+    uint64_t last_seen_ms;    /* last accepted message */
+    uint64_t hello_sent_ms;
+    uint64_t ping_sent_ms;
+    uint64_t ping_nonce;
+    uint64_t ping_sent_us;
+    uint64_t rtt_us;
+} kvc_link_t;
+
+struct kvc_daemon {
+    kvc_config_t cfg;
+    kvc_identity_t id;
+    uint8_t trust[32];
+    char self_id[2 * KVC_NAME_MAX];
+    char self_hex[65];
+    char advertise[KVC_ENDPOINT_MAX];
+    char listen[KVC_ENDPOINT_MAX];
+    kvc_store_t *store;
+    zloop_t *loop;
+    zsock_t *router;
+    zsock_t *zap;
+    zsock_t *control;
+    char control_path[KVC_PATH_MAX]; /* ipc socket file, to remove at exit */
+    zhashx_t *links;                 /* key_hex -> kvc_link_t* */
+    uint64_t started_ms;
+    uint64_t boot_count;
+    uint64_t seq;
+    uint64_t monitor_serial;
+    uint64_t rejects[KVC_REJECT__COUNT];
+    uint64_t msgs_in, msgs_out, send_dropped;
+};
+
+/* Wall-clock milliseconds (the daemon is the one place that reads clocks). */
+static uint64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Monotonic microseconds, for round-trip times. */
+static uint64_t s_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Counts a rejected message; logs at debug only, reasons are in status. */
+static void s_reject(kvc_daemon_t *self, kvc_reject_t why, const char *key_hex)
+{
+    self->rejects[why]++;
+    kvc_debug("dropped message from key %.16s: %s", key_hex ? key_hex : "?",
+              kvc_reject_name(why));
+}
+
+/* Is key on the configured revocation list? */
+static int s_revoked(const kvc_daemon_t *self, const uint8_t key[32])
+{
+    for (size_t i = 0; i < self->cfg.n_revoked; i++)
+        if (sodium_memcmp(self->cfg.revoked[i], key, 32) == 0)
+            return 1;
+    return 0;
+}
+
+/* --- sending ----------------------------------------------------------- */
+
+/* Encodes env and sends it on link's DEALER without blocking. */
+static int s_send(kvc_daemon_t *self, kvc_link_t *link, Kvc__Fed__Envelope *env)
+{
+    if (!link->dealer) {
+        self->send_dropped++;
+        return KVC_ESTATE;
+    }
+    env->sender = self->self_id;
+    env->seq = ++self->seq;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = kvc_wire_encode(env, &buf, &len);
+    if (rc)
+        return rc;
+    void *raw = zsock_resolve(link->dealer);
+    if (zmq_send(raw, buf, len, ZMQ_DONTWAIT) < 0) {
+        self->send_dropped++;
+        rc = KVC_EAGAIN;
+    } else {
+        self->msgs_out++;
+    }
+    kvc_free(buf);
+    return rc;
+}
+
+/* Sends our Hello (credential, advertised endpoint, start time). */
+static void s_send_hello(kvc_daemon_t *self, kvc_link_t *link)
+{
+    Kvc__Fed__Credential cred = KVC__FED__CREDENTIAL__INIT;
+    Kvc__Fed__Credential *unpacked =
+        kvc__fed__credential__unpack(NULL, self->id.cred.blob_len, self->id.cred.blob);
+    if (!unpacked)
+        return;
+    cred.body = unpacked->body;
+    cred.signature = unpacked->signature;
+    Kvc__Fed__Hello hello = KVC__FED__HELLO__INIT;
+    hello.credential = &cred;
+    hello.advertise = self->advertise;
+    hello.started_ms = self->started_ms;
+    hello.region = self->cfg.region;
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.body_case = KVC__FED__ENVELOPE__BODY_HELLO;
+    env.hello = &hello;
+    s_send(self, link, &env);
+    link->hello_sent_ms = s_now_ms();
+    kvc__fed__credential__free_unpacked(unpacked, NULL);
+}
+
+/* Acknowledges the Hello a link sent. */
+static void s_send_hello_ack(kvc_daemon_t *self, kvc_link_t *link)
+{
+    Kvc__Fed__HelloAck ack = KVC__FED__HELLO_ACK__INIT;
+    ack.started_ms = link->started_ms;
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.body_case = KVC__FED__ENVELOPE__BODY_HELLO_ACK;
+    env.hello_ack = &ack;
+    s_send(self, link, &env);
+}
+
+/* Sends a Ping carrying a fresh nonce; the Pong gives the round trip. */
+static void s_send_ping(kvc_daemon_t *self, kvc_link_t *link)
+{
+    Kvc__Fed__Ping ping = KVC__FED__PING__INIT;
+    link->ping_nonce = randombytes_random() | ((uint64_t)randombytes_random() << 32);
+    ping.nonce = link->ping_nonce;
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.body_case = KVC__FED__ENVELOPE__BODY_PING;
+    env.ping = &ping;
+    link->ping_sent_ms = s_now_ms();
+    link->ping_sent_us = s_mono_us();
+    s_send(self, link, &env);
+}
+
+/* --- links --------------------------------------------------------------- */
+
+static int s_on_monitor(zloop_t *loop, zsock_t *reader, void *arg);
+
+/* Frees a link and its sockets (zhashx destructor). */
+static void s_link_destroy(void **item)
+{
+    kvc_link_t *link = *item;
+    if (!link)
+        return;
+    zsock_destroy(&link->monitor);
+    zsock_destroy(&link->dealer);
+    sodium_memzero(&link->cred, sizeof link->cred);
+    kvc_free(link);
+    *item = NULL;
+}
+
+/* Opens the CURVE DEALER (and its event monitor) from link to endpoint. */
+static int s_link_connect(kvc_daemon_t *self, kvc_link_t *link, const char *endpoint)
+{
+    if (kvc_strlcpy(link->endpoint, endpoint, sizeof link->endpoint))
+        return KVC_ERANGE;
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    if (!dealer)
+        return KVC_EIO;
+    zsock_set_linger(dealer, 0);
+    zsock_set_sndhwm(dealer, SEND_HWM);
+    zsock_set_rcvhwm(dealer, SEND_HWM);
+    zsock_set_immediate(dealer, 1);
+    zsock_set_reconnect_ivl(dealer, 200);
+    zsock_set_reconnect_ivl_max(dealer, 5000);
+    zsock_set_curve_serverkey_bin(dealer, link->key);
+    zsock_set_curve_publickey_bin(dealer, self->id.cred.curve_public);
+    zsock_set_curve_secretkey_bin(dealer, self->id.curve_secret);
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://kvc-monitor-%llu",
+             (unsigned long long)++self->monitor_serial);
+    if (zmq_socket_monitor(zsock_resolve(dealer), mon_ep,
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
+        zsock_destroy(&dealer);
+        return KVC_EIO;
+    }
+    zsock_t *monitor = zsock_new_pair(mon_ep); /* '>' default: connect */
+    if (!monitor) {
+        zsock_destroy(&dealer);
+        return KVC_EIO;
+    }
+    if (zsock_connect(dealer, "%s", endpoint) != 0) {
+        zsock_destroy(&monitor);
+        zsock_destroy(&dealer);
+        return KVC_EINVAL;
+    }
+    link->dealer = dealer;
+    link->monitor = monitor;
+    zloop_reader(self->loop, monitor, s_on_monitor, self);
+    return KVC_OK;
+}
+
+/* Closes link's DEALER and monitor (e.g. before moving to a new endpoint). */
+static void s_link_disconnect(kvc_daemon_t *self, kvc_link_t *link)
+{
+    if (link->monitor)
+        zloop_reader_end(self->loop, link->monitor);
+    zsock_destroy(&link->monitor);
+    zsock_destroy(&link->dealer);
+    link->handshaked = 0;
+    link->acked = 0;
+}
+
+/* Finds the link of a key, or NULL. */
+static kvc_link_t *s_link_find(kvc_daemon_t *self, const char *key_hex)
+{
+    return zhashx_lookup(self->links, key_hex);
+}
+
+/* Creates a link for key (not yet connected). */
+static kvc_link_t *s_link_add(kvc_daemon_t *self, const uint8_t key[32])
+{
+    if (zhashx_size(self->links) >= MAX_LINKS)
+        return NULL;
+    kvc_link_t *link = kvc_calloc(1, sizeof *link);
+    if (!link)
+        return NULL;
+    memcpy(link->key, key, 32);
+    kvc_key_hex(key, link->key_hex);
+    zhashx_insert(self->links, link->key_hex, link);
+    return link;
+}
+
+/* Is this link currently usable: handshaked, verified and heard from? */
+static int s_link_up(const kvc_link_t *link, uint64_t now)
+{
+    return link->handshaked && link->verified && now - link->last_seen_ms <= LINK_TIMEOUT_MS;
+}
+
+/* --- receiving --------------------------------------------------------- */
+
+/* Maps a credential verification error to a reject reason. */
+static kvc_reject_t s_cred_reject(int rc)
+{
+    switch (rc) {
+    case KVC_EFOREIGN: return KVC_REJECT_FOREIGN;
+    case KVC_EEXPIRED: return KVC_REJECT_EXPIRED;
+    default: return KVC_REJECT_BAD_CREDENTIAL;
+    }
+}
+
+/* Handles a Hello: verify the credential and bind it to the connection key. */
+static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *key_hex,
+                       Kvc__Fed__Envelope *env)
+{
+    Kvc__Fed__Hello *hello = env->hello;
+    uint8_t blob[KVC_CRED_BLOB_MAX];
+    Kvc__Fed__Credential c = KVC__FED__CREDENTIAL__INIT;
+    c.body = hello->credential->body;
+    c.signature = hello->credential->signature;
+    size_t blen = kvc__fed__credential__get_packed_size(&c);
+    if (blen > sizeof blob) {
+        s_reject(self, KVC_REJECT_BAD_CREDENTIAL, key_hex);
+        return;
+    }
+    kvc__fed__credential__pack(&c, blob);
+    kvc_cred_t cred;
+    kvc_err_t err;
+    int rc = kvc_cred_verify(blob, blen, self->trust, (int64_t)(s_now_ms() / 1000), &cred, &err);
+    if (rc) {
+        s_reject(self, s_cred_reject(rc), key_hex);
+        return;
+    }
+    if (sodium_memcmp(cred.curve_public, key, 32) != 0) {
+        s_reject(self, KVC_REJECT_KEY_MISMATCH, key_hex);
+        return;
+    }
+    char member[2 * KVC_NAME_MAX];
+    snprintf(member, sizeof member, "%s/%s", cred.site, cred.name);
+    if (strcmp(member, env->sender) != 0) {
+        s_reject(self, KVC_REJECT_SENDER_MISMATCH, key_hex);
+        return;
+    }
+    if (sodium_memcmp(key, self->id.cred.curve_public, 32) == 0)
+        return; /* our own Hello through a seed that points at us */
+    kvc_link_t *link = s_link_find(self, key_hex);
+    if (!link && !(link = s_link_add(self, key))) {
+        kvc_warn("link table full; ignoring hello from %s", member);
+        return;
+    }
+    uint64_t now = s_now_ms();
+    int was_verified = link->verified;
+    uint64_t old_start = link->started_ms;
+    link->cred = cred;
+    link->verified = 1;
+    link->started_ms = hello->started_ms;
+    link->last_seen_ms = now;
+    kvc_strlcpy(link->member_id, member, sizeof link->member_id);
+    kvc_strlcpy(link->region, hello->region, sizeof link->region);
+    if (!was_verified)
+        kvc_info("peer %s joined (key %.16s…, %s)", member, key_hex, hello->advertise);
+    else if (old_start != hello->started_ms)
+        kvc_info("peer %s restarted; welcome back", member);
+    if (hello->advertise[0] && (!link->dealer || strcmp(link->endpoint, hello->advertise))) {
+        if (strncmp(hello->advertise, "tcp://", 6) != 0 &&
+            strncmp(hello->advertise, "ipc://", 6) != 0) {
+            kvc_warn("peer %s advertises an unusable endpoint", member);
+        } else {
+            if (link->dealer)
+                kvc_info("peer %s moved to %s", member, hello->advertise);
+            s_link_disconnect(self, link);
+            if (s_link_connect(self, link, hello->advertise) != 0)
+                kvc_warn("cannot connect to %s at %s", member, hello->advertise);
+            else if (kvc_store_put(self->store, "peers", key, 32, hello->advertise,
+                                   strlen(hello->advertise)) != 0)
+                kvc_warn("cannot remember %s in the store", member);
+        }
+    }
+    if (link->handshaked) {
+        s_send_hello_ack(self, link);
+        if (!link->acked || old_start != hello->started_ms)
+            s_send_hello(self, link);
+    }
+}
+
+/* Handles one message from the federation ROUTER. */
+static int s_on_router(zloop_t *loop, zsock_t *reader, void *arg)
+{
+    kvc_daemon_t *self = arg;
+    zmsg_t *msg = zmsg_recv(reader);
+    if (!msg)
+        return 0;
+    if (zmsg_size(msg) != 2) {
+        s_reject(self, KVC_REJECT_MALFORMED, NULL);
+        zmsg_destroy(&msg);
+        return 0;
+    }
+    zframe_t *routing = zmsg_first(msg);
+    zframe_t *body = zmsg_next(msg);
+    (void)routing;
+    const char *user = zframe_meta(body, "User-Id");
+    uint8_t key[32];
+    if (!user || strlen(user) != 64 || kvc_config_parse_key(user, key) != 0) {
+        s_reject(self, KVC_REJECT_NO_KEY, NULL);
+        zmsg_destroy(&msg);
+        return 0;
+    }
+    char key_hex[65];
+    kvc_key_hex(key, key_hex);
+    Kvc__Fed__Envelope *env = NULL;
+    kvc_reject_t why;
+    if (kvc_wire_decode(zframe_data(body), zframe_size(body), &env, &why) != 0) {
+        s_reject(self, why, key_hex);
+        zmsg_destroy(&msg);
+        return 0;
+    }
+    self->msgs_in++;
+    if (env->body_case == KVC__FED__ENVELOPE__BODY_HELLO) {
+        s_on_hello(self, key, key_hex, env);
+        goto done;
+    }
+    kvc_link_t *link = s_link_find(self, key_hex);
+    if (!link || !link->verified) {
+        s_reject(self, KVC_REJECT_NO_CREDENTIAL, key_hex);
+        goto done;
+    }
+    if (strcmp(env->sender, link->member_id) != 0) {
+        s_reject(self, KVC_REJECT_SENDER_MISMATCH, key_hex);
+        goto done;
+    }
+    uint64_t now = s_now_ms();
+    if ((int64_t)(now / 1000) > link->cred.not_after) {
+        link->verified = 0;
+        s_reject(self, KVC_REJECT_EXPIRED, key_hex);
+        goto done;
+    }
+    link->last_seen_ms = now;
+    switch (env->body_case) {
+    case KVC__FED__ENVELOPE__BODY_HELLO_ACK:
+        if (env->hello_ack->started_ms == self->started_ms)
+            link->acked = 1;
+        break;
+    case KVC__FED__ENVELOPE__BODY_PING: {
+        Kvc__Fed__Pong pong = KVC__FED__PONG__INIT;
+        pong.nonce = env->ping->nonce;
+        Kvc__Fed__Envelope reply = KVC__FED__ENVELOPE__INIT;
+        reply.body_case = KVC__FED__ENVELOPE__BODY_PONG;
+        reply.pong = &pong;
+        s_send(self, link, &reply);
+        break;
+    }
+    case KVC__FED__ENVELOPE__BODY_PONG:
+        if (env->pong->nonce == link->ping_nonce && link->ping_sent_us)
+            link->rtt_us = s_mono_us() - link->ping_sent_us;
+        break;
+    default:
+        break;
+    }
+done:
+    kvc_wire_free(&env);
+    zmsg_destroy(&msg);
+    return 0;
+}
+
+/* Handles the socket events of one DEALER: (re)connection means a Hello. */
+static int s_on_monitor(zloop_t *loop, zsock_t *reader, void *arg)
+{
+    kvc_daemon_t *self = arg;
+    zmsg_t *msg = zmsg_recv(reader);
+    if (!msg)
+        return 0;
+    zframe_t *ev = zmsg_first(msg);
+    if (!ev || zframe_size(ev) < 6) {
+        zmsg_destroy(&msg);
+        return 0;
+    }
+    uint16_t event;
+    memcpy(&event, zframe_data(ev), 2);
+    kvc_link_t *link = zhashx_first(self->links);
+    while (link && link->monitor != reader)
+        link = zhashx_next(self->links);
+    if (link) {
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            link->handshaked = 1;
+            link->acked = 0;
+            s_send_hello(self, link);
+            if (link->verified)
+                s_send_hello_ack(self, link);
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            link->handshaked = 0;
+            link->acked = 0;
+        } else {
+            kvc_debug("handshake with %s failed (event %u)", link->endpoint, event);
+        }
+    }
+    zmsg_destroy(&msg);
+    return 0;
+}
+
+/*
+ * ZAP handler (RFC 27): admits CURVE clients whose key is not revoked and
+ * records the key, hex-encoded, as the connection's User-Id. Credentials
+ * are checked per message afterwards; ZAP only knows the key.
+ */
+static int s_on_zap(zloop_t *loop, zsock_t *reader, void *arg)
+{
+    kvc_daemon_t *self = arg;
+    zmsg_t *req = zmsg_recv(reader);
+    if (!req)
+        return 0;
+    char *version = zmsg_popstr(req);
+    char *request_id = zmsg_popstr(req);
+    char *domain = zmsg_popstr(req);
+    char *address = zmsg_popstr(req);
+    char *identity = zmsg_popstr(req);
+    char *mechanism = zmsg_popstr(req);
+    zframe_t *client_key = zmsg_pop(req);
+    const char *status = "200", *text = "OK";
+    char user[65] = "";
+    if (!version || strcmp(version, "1.0") != 0 || !mechanism) {
+        status = "500";
+        text = "bad ZAP request";
+    } else if (strcmp(mechanism, "CURVE") == 0) {
+        if (!client_key || zframe_size(client_key) != 32) {
+            status = "400";
+            text = "bad key";
+        } else if (s_revoked(self, zframe_data(client_key))) {
+            status = "400";
+            text = "revoked";
+            kvc_key_hex(zframe_data(client_key), user);
+            s_reject(self, KVC_REJECT_REVOKED, user);
+            user[0] = '\0';
+        } else {
+            kvc_key_hex(zframe_data(client_key), user);
+        }
+    }
+    zmsg_t *rep = zmsg_new();
+    zmsg_addstr(rep, "1.0");
+    zmsg_addstr(rep, request_id ? request_id : "");
+    zmsg_addstr(rep, status);
+    zmsg_addstr(rep, text);
+    zmsg_addstr(rep, user);
+    zmsg_addmem(rep, "", 0);
+    zmsg_send(&rep, reader);
+    zstr_free(&version);
+    zstr_free(&request_id);
+    zstr_free(&domain);
+    zstr_free(&address);
+    zstr_free(&identity);
+    zstr_free(&mechanism);
+    zframe_destroy(&client_key);
+    zmsg_destroy(&req);
+    return 0;
+}
+
+/* Periodic work: pings, Hello retries, liveness. */
+static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
+{
+    kvc_daemon_t *self = arg;
+    uint64_t now = s_now_ms();
+    for (kvc_link_t *link = zhashx_first(self->links); link; link = zhashx_next(self->links)) {
+        if (!link->handshaked)
+            continue;
+        if (!link->acked && now - link->hello_sent_ms >= HELLO_RETRY_MS)
+            s_send_hello(self, link);
+        if (link->verified && now - link->ping_sent_ms >= PING_INTERVAL_MS)
+            s_send_ping(self, link);
+    }
+    return 0;
+}
+
+/* --- control API -------------------------------------------------------- */
+
+/* Fills a Status reply. Strings point into self; valid until the next loop. */
+static void s_fill_status(kvc_daemon_t *self, Kvc__Ctl__Status *st, Kvc__Ctl__AuthReject *rej,
+                          Kvc__Ctl__AuthReject **rejp, char **roles)
+{
+    uint64_t now = s_now_ms();
+    st->name = self->cfg.name;
+    st->site = self->cfg.site;
+    st->region = self->cfg.region;
+    for (size_t i = 0; i < self->cfg.n_roles; i++)
+        roles[i] = self->cfg.roles[i];
+    st->roles = roles;
+    st->n_roles = self->cfg.n_roles;
+    st->uptime_s = (now - self->started_ms) / 1000;
+    st->listen = self->listen;
+    st->advertise = self->advertise;
+    st->version = KVC_VERSION;
+    st->public_key = self->self_hex;
+    uint32_t known = 0, up = 0;
+    for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links)) {
+        if (l->verified)
+            known++;
+        if (s_link_up(l, now))
+            up++;
+    }
+    st->peers_known = known;
+    st->peers_connected = up;
+    uint64_t total = 0;
+    for (int i = 0; i < KVC_REJECT__COUNT; i++) {
+        kvc__ctl__auth_reject__init(&rej[i]);
+        rej[i].reason = (char *)kvc_reject_name((kvc_reject_t)i);
+        rej[i].count = self->rejects[i];
+        rejp[i] = &rej[i];
+        total += self->rejects[i];
+    }
+    st->auth_rejects = total;
+    st->auth_rejects_by_reason = rejp;
+    st->n_auth_rejects_by_reason = KVC_REJECT__COUNT;
+    st->msgs_in = self->msgs_in;
+    st->msgs_out = self->msgs_out;
+    st->send_dropped = self->send_dropped;
+}
+
+/* Answers one control request. */
+static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
+{
+    kvc_daemon_t *self = arg;
+    zmsg_t *msg = zmsg_recv(reader);
+    if (!msg)
+        return 0;
+    zframe_t *routing = zmsg_pop(msg);
+    zframe_t *body = zmsg_pop(msg);
+    zmsg_destroy(&msg);
+    if (!routing || !body || zframe_size(body) > 65536) {
+        zframe_destroy(&routing);
+        zframe_destroy(&body);
+        return 0;
+    }
+    Kvc__Ctl__Request *req = kvc__ctl__request__unpack(NULL, zframe_size(body), zframe_data(body));
+    Kvc__Ctl__Reply rep = KVC__CTL__REPLY__INIT;
+    Kvc__Ctl__Status st = KVC__CTL__STATUS__INIT;
+    Kvc__Ctl__AuthReject rej[KVC_REJECT__COUNT];
+    Kvc__Ctl__AuthReject *rejp[KVC_REJECT__COUNT];
+    char *roles[KVC_MAX_ROLES];
+    Kvc__Ctl__PeerLink *links = NULL;
+    Kvc__Ctl__PeerLink **linkp = NULL;
+    char **link_roles = NULL;
+    if (!req) {
+        rep.code = KVC_EPARSE;
+        rep.error = "malformed control request";
+    } else if (strcmp(req->command, "status") == 0) {
+        s_fill_status(self, &st, rej, rejp, roles);
+        rep.status = &st;
+    } else if (strcmp(req->command, "peers") == 0) {
+        size_t n = zhashx_size(self->links), i = 0;
+        links = kvc_calloc(n ? n : 1, sizeof *links);
+        linkp = kvc_calloc(n ? n : 1, sizeof *linkp);
+        link_roles = kvc_calloc((n ? n : 1) * KVC_MAX_ROLES, sizeof *link_roles);
+        if (!links || !linkp || !link_roles) {
+            rep.code = KVC_ENOMEM;
+            rep.error = "out of memory";
+        } else {
+            uint64_t now = s_now_ms();
+            for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links)) {
+                if (!l->verified)
+                    continue;
+                Kvc__Ctl__PeerLink *pl = &links[i];
+                kvc__ctl__peer_link__init(pl);
+                pl->member_id = l->member_id;
+                pl->site = l->cred.site;
+                pl->name = l->cred.name;
+                pl->region = l->region;
+                pl->endpoint = l->endpoint;
+                pl->public_key = l->key_hex;
+                pl->up = s_link_up(l, now);
+                pl->last_seen_ms_ago = now - l->last_seen_ms;
+                pl->rtt_us = l->rtt_us;
+                pl->not_after = l->cred.not_after;
+                pl->roles = &link_roles[i * KVC_MAX_ROLES];
+                for (size_t r = 0; r < l->cred.n_roles; r++)
+                    pl->roles[r] = l->cred.roles[r];
+                pl->n_roles = l->cred.n_roles;
+                linkp[i] = pl;
+                i++;
+            }
+            rep.peers = linkp;
+            rep.n_peers = i;
+        }
+    } else {
+        rep.code = KVC_ENOENT;
+        rep.error = "unknown command";
+    }
+    size_t len = kvc__ctl__reply__get_packed_size(&rep);
+    zframe_t *out = zframe_new(NULL, len);
+    if (out) {
+        kvc__ctl__reply__pack(&rep, zframe_data(out));
+        zframe_send(&routing, reader, ZFRAME_MORE);
+        zframe_send(&out, reader, 0);
+    }
+    kvc_free(links);
+    kvc_free(linkp);
+    kvc_free(link_roles);
+    if (req)
+        kvc__ctl__request__free_unpacked(req, NULL);
+    zframe_destroy(&routing);
+    zframe_destroy(&body);
+    return 0;
+}
+
+/* --- life cycle ------------------------------------------------------- */
+
+/* Binds the control socket; an ipc file is created 0600 (umask) and any
+ * stale file left by a killed peer is replaced. */
+static int s_bind_control(kvc_daemon_t *self, kvc_err_t *err)
+{
+    const char *ep = self->cfg.control_endpoint;
+    if (strncmp(ep, "ipc://", 6) == 0) {
+        const char *path = ep + 6;
+        if (strlen(path) >= 100)
+            return kvc_err_set(err, KVC_ERANGE,
+                               "control.endpoint: ipc path longer than 99 bytes: %s", path);
+        kvc_strlcpy(self->control_path, path, sizeof self->control_path);
+        /* A live peer already bound here answers; refuse to steal its socket. */
+        struct stat sb;
+        if (stat(path, &sb) == 0 && kvc_control_ping(ep, 300) == 0) {
+            self->control_path[0] = '\0';
+            return kvc_err_set(err, KVC_EEXIST,
+                               "control.endpoint: another peer is running at %s", ep);
+        }
+        unlink(path);
+    }
+    self->control = zsock_new(ZMQ_ROUTER);
+    if (!self->control)
+        return kvc_err_set(err, KVC_EIO, "control: cannot create socket");
+    zsock_set_linger(self->control, 0);
+    mode_t old = umask(0077);
+    int rc = zsock_bind(self->control, "%s", ep);
+    umask(old);
+    if (rc < 0) {
+        self->control_path[0] = '\0';
+        return kvc_err_set(err, KVC_EIO, "control.endpoint: cannot bind %s: %s", ep,
+                           zmq_strerror(zmq_errno()));
+    }
+    if (self->control_path[0])
+        chmod(self->control_path, 0600);
+    return KVC_OK;
+}
+
+/* Binds the federation ROUTER (CURVE server) and learns the real endpoint. */
+static int s_bind_router(kvc_daemon_t *self, kvc_err_t *err)
+{
+    self->router = zsock_new(ZMQ_ROUTER);
+    if (!self->router)
+        return kvc_err_set(err, KVC_EIO, "federation: cannot create socket");
+    zsock_set_linger(self->router, 0);
+    zsock_set_rcvhwm(self->router, 10000);
+    zsock_set_router_handover(self->router, 1);
+    zsock_set_curve_server(self->router, 1);
+    zsock_set_curve_secretkey_bin(self->router, self->id.curve_secret);
+    zsock_set_zap_domain(self->router, "kvc");
+    if (zsock_bind(self->router, "%s", self->cfg.listen) < 0)
+        return kvc_err_set(err, KVC_EIO, "federation.listen: cannot bind %s: %s", self->cfg.listen,
+                           zmq_strerror(zmq_errno()));
+    char *last = zsock_last_endpoint(self->router);
+    kvc_strlcpy(self->listen, last ? last : self->cfg.listen, sizeof self->listen);
+    zstr_free(&last);
+    /* advertise: configured, else the bound endpoint (port 0 resolved). */
+    if (self->cfg.advertise[0] && !strstr(self->cfg.advertise, ":0"))
+        kvc_strlcpy(self->advertise, self->cfg.advertise, sizeof self->advertise);
+    else
+        kvc_strlcpy(self->advertise, self->listen, sizeof self->advertise);
+    return KVC_OK;
+}
+
+/* Reconnects to a peer remembered in the store from an earlier run. */
+static int s_reconnect_known(const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    kvc_daemon_t *self = arg;
+    char endpoint[KVC_ENDPOINT_MAX], hex[65];
+    if (klen != 32 || vlen == 0 || vlen >= sizeof endpoint)
+        return 0; /* not ours; skip rather than trust it */
+    memcpy(endpoint, val, vlen);
+    endpoint[vlen] = '\0';
+    kvc_key_hex(key, hex);
+    if (s_link_find(self, hex) || s_revoked(self, key) ||
+        sodium_memcmp(key, self->id.cred.curve_public, 32) == 0)
+        return 0;
+    kvc_link_t *link = s_link_add(self, key);
+    if (link && s_link_connect(self, link, endpoint) != 0)
+        kvc_warn("cannot reconnect to remembered peer at %s", endpoint);
+    return 0;
+}
+
+kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
+{
+    if (kvc_crypto_init() != 0) {
+        kvc_err_set(err, KVC_ECRYPTO, "libsodium failed to initialise");
+        return NULL;
+    }
+    kvc_daemon_t *self = kvc_calloc(1, sizeof *self);
+    if (!self) {
+        kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    self->cfg = *cfg;
+    kvc_config_finish(&self->cfg);
+    kvc_log_set_level(self->cfg.log_level);
+    kvc_config_member_id(&self->cfg, self->self_id, sizeof self->self_id);
+    self->started_ms = s_now_ms();
+
+    if (kvc_ca_load_public(self->cfg.trust, self->trust, err) != 0)
+        goto fail;
+    if (kvc_identity_load(self->cfg.credential, &self->id, err) != 0)
+        goto fail;
+    kvc_cred_t check;
+    int rc = kvc_cred_verify(self->id.cred.blob, self->id.cred.blob_len, self->trust,
+                             (int64_t)(self->started_ms / 1000), &check, err);
+    if (rc) {
+        kvc_err_prefix(err, "%s: ", self->cfg.credential);
+        goto fail;
+    }
+    if (strcmp(check.site, self->cfg.site) != 0 || strcmp(check.name, self->cfg.name) != 0) {
+        kvc_err_set(err, KVC_EINVAL, "%s: credential is for %s/%s but peer.site/name is %s",
+                    self->cfg.credential, check.site, check.name, self->self_id);
+        goto fail;
+    }
+    kvc_key_hex(self->id.cred.curve_public, self->self_hex);
+
+    if (mkdir(self->cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+        kvc_err_set(err, KVC_EIO, "peer.data_dir: cannot create %s: %s", self->cfg.data_dir,
+                    strerror(errno));
+        goto fail;
+    }
+    char store_dir[KVC_PATH_MAX + 16];
+    snprintf(store_dir, sizeof store_dir, "%s/store", self->cfg.data_dir);
+    self->store = kvc_store_open(store_dir, 0, err);
+    if (!self->store)
+        goto fail;
+    if (kvc_store_incr(self->store, "self", "boot_count", 1, &self->boot_count) != 0) {
+        kvc_err_set(err, KVC_EIO, "%s: cannot write the store", store_dir);
+        goto fail;
+    }
+
+    zsys_init();
+    zsys_set_linger(0);
+    self->links = zhashx_new();
+    self->loop = zloop_new();
+    if (!self->links || !self->loop) {
+        kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    zhashx_set_destructor(self->links, s_link_destroy);
+    /* The ZAP handler must exist before the CURVE server accepts anyone. */
+    self->zap = zsock_new(ZMQ_REP);
+    if (!self->zap || zsock_bind(self->zap, "inproc://zeromq.zap.01") < 0) {
+        kvc_err_set(err, KVC_EIO, "cannot bind the ZAP handler");
+        goto fail;
+    }
+    if (s_bind_router(self, err) != 0 || s_bind_control(self, err) != 0)
+        goto fail;
+    zloop_reader(self->loop, self->zap, s_on_zap, self);
+    zloop_reader(self->loop, self->router, s_on_router, self);
+    zloop_reader(self->loop, self->control, s_on_control, self);
+    zloop_timer(self->loop, TICK_MS, 0, s_on_tick, self);
+
+    for (size_t i = 0; i < self->cfg.n_seeds; i++) {
+        const kvc_seed_t *seed = &self->cfg.seeds[i];
+        if (sodium_memcmp(seed->public_key, self->id.cred.curve_public, 32) == 0)
+            continue;
+        char hex[65];
+        kvc_key_hex(seed->public_key, hex);
+        kvc_link_t *link = s_link_find(self, hex);
+        if (link)
+            continue;
+        link = s_link_add(self, seed->public_key);
+        if (!link || s_link_connect(self, link, seed->endpoint) != 0) {
+            kvc_err_set(err, KVC_EINVAL, "federation.seeds: cannot connect to %s", seed->endpoint);
+            goto fail;
+        }
+        link->is_seed = 1;
+    }
+    if (kvc_store_foreach(self->store, "peers", s_reconnect_known, self) != 0)
+        kvc_warn("could not read the remembered peers from the store");
+    kvc_info("kvc-peer %s %s started: listen %s, advertise %s, control %s, key %.16s…, boot %llu",
+             KVC_VERSION, self->self_id, self->listen, self->advertise,
+             self->cfg.control_endpoint, self->self_hex, (unsigned long long)self->boot_count);
+    return self;
+fail:
+    kvc_daemon_destroy(&self);
+    return NULL;
+}
+
+int kvc_daemon_run(kvc_daemon_t *self)
+{
+    zloop_start(self->loop);
+    kvc_info("kvc-peer %s stopping", self->self_id);
+    return 0;
+}
+
+void kvc_daemon_destroy(kvc_daemon_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    kvc_daemon_t *self = *self_p;
+    zloop_destroy(&self->loop);
+    zhashx_destroy(&self->links);
+    zsock_destroy(&self->router);
+    zsock_destroy(&self->control);
+    zsock_destroy(&self->zap);
+    if (self->control_path[0])
+        unlink(self->control_path);
+    kvc_store_destroy(&self->store);
+    kvc_identity_wipe(&self->id);
+    sodium_memzero(self, sizeof *self);
+    kvc_free(self);
+    *self_p = NULL;
+}

@@ -1,0 +1,128 @@
+/*
+ * wire.c - bounded encode/decode of federation envelopes. Must never
+ * allocate more than the input justifies nor accept a field larger than the
+ * peer can hold.
+ */
+#include "wire.h"
+
+#include "config.h"
+#include "credential.h"
+
+#include <string.h>
+
+static const char *s_reject_names[KVC_REJECT__COUNT] = {
+    "malformed",     "version",         "oversize",      "bad_sender",
+    "bad_credential", "foreign_federation", "expired",   "key_mismatch",
+    "sender_mismatch", "no_credential", "revoked",       "no_key",
+};
+
+const char *kvc_reject_name(kvc_reject_t reason)
+{
+    if ((unsigned)reason >= KVC_REJECT__COUNT)
+        return "unknown";
+    return s_reject_names[reason];
+}
+
+/* 1 if c may appear in a site or peer name. */
+static int s_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+}
+
+/* Checks one part of a member id: [a-z0-9-]{1,63}, no '-' at either end. */
+static int s_valid_part(const char *s, size_t n)
+{
+    if (n == 0 || n >= KVC_NAME_MAX || s[0] == '-' || s[n - 1] == '-')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!s_name_char(s[i]))
+            return 0;
+    return 1;
+}
+
+int kvc_wire_valid_member_id(const char *id)
+{
+    if (!id)
+        return 0;
+    const char *slash = strchr(id, '/');
+    if (!slash)
+        return 0;
+    return s_valid_part(id, (size_t)(slash - id)) && s_valid_part(slash + 1, strlen(slash + 1));
+}
+
+/* Checks the sizes of the fields the daemon reads from a Hello. */
+static int s_hello_ok(const Kvc__Fed__Hello *h)
+{
+    if (!h->credential)
+        return 0;
+    if (h->credential->body.len > KVC_CRED_BLOB_MAX || h->credential->signature.len != 64)
+        return 0;
+    if (strlen(h->advertise) >= KVC_ENDPOINT_MAX || strlen(h->region) >= KVC_NAME_MAX)
+        return 0;
+    return 1;
+}
+
+int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out,
+                    kvc_reject_t *reason)
+{
+    kvc_reject_t why = KVC_REJECT_MALFORMED;
+    *out = NULL;
+    if (len > KVC_WIRE_MAX) {
+        why = KVC_REJECT_OVERSIZE;
+        goto fail;
+    }
+    Kvc__Fed__Envelope *env = kvc__fed__envelope__unpack(NULL, len, data);
+    if (!env)
+        goto fail;
+    if (env->version != KVC_WIRE_VERSION) {
+        why = KVC_REJECT_VERSION;
+        goto fail_free;
+    }
+    if (!kvc_wire_valid_member_id(env->sender)) {
+        why = KVC_REJECT_BAD_SENDER;
+        goto fail_free;
+    }
+    switch (env->body_case) {
+    case KVC__FED__ENVELOPE__BODY_HELLO:
+        if (!s_hello_ok(env->hello))
+            goto fail_free;
+        break;
+    case KVC__FED__ENVELOPE__BODY_HELLO_ACK:
+    case KVC__FED__ENVELOPE__BODY_PING:
+    case KVC__FED__ENVELOPE__BODY_PONG:
+    case KVC__FED__ENVELOPE__BODY_MEMBERSHIP:
+        break;
+    default:
+        goto fail_free;
+    }
+    *out = env;
+    return KVC_OK;
+fail_free:
+    kvc__fed__envelope__free_unpacked(env, NULL);
+fail:
+    if (reason)
+        *reason = why;
+    return why == KVC_REJECT_VERSION ? KVC_ERANGE : KVC_EPARSE;
+}
+
+void kvc_wire_free(Kvc__Fed__Envelope **env_p)
+{
+    if (env_p && *env_p) {
+        kvc__fed__envelope__free_unpacked(*env_p, NULL);
+        *env_p = NULL;
+    }
+}
+
+int kvc_wire_encode(Kvc__Fed__Envelope *env, uint8_t **out, size_t *len)
+{
+    env->version = KVC_WIRE_VERSION;
+    size_t n = kvc__fed__envelope__get_packed_size(env);
+    if (n > KVC_WIRE_MAX)
+        return KVC_ERANGE;
+    uint8_t *buf = kvc_malloc(n ? n : 1);
+    if (!buf)
+        return KVC_ENOMEM;
+    *len = kvc__fed__envelope__pack(env, buf);
+    *out = buf;
+    return KVC_OK;
+}

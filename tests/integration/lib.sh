@@ -1,0 +1,92 @@
+# Shared helpers for the integration tests: process bookkeeping, polling
+# with a deadline (never a bare sleep-and-hope), JSON assertions with jq.
+# Sourced by each test; expects KVC and KVC_PEER set.
+
+KVC_PIDS=""
+T=$(mktemp -d /tmp/kvc-it.XXXXXX)
+
+cleanup() {
+    for p in $KVC_PIDS; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in $KVC_PIDS; do wait "$p" 2>/dev/null || true; done
+    if [ "${KVC_KEEP:-0}" = 1 ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL: $*" >&2
+    for f in "$T"/*.yaml; do
+        [ -f "$f" ] || continue
+        echo "---- status of $f: $("$KVC" --config "$f" --timeout 500 status --json 2>&1)" >&2
+    done
+    for f in "$T"/*.log; do
+        [ -f "$f" ] || continue
+        echo "---- $f (last 30 lines)" >&2
+        tail -n 30 "$f" >&2
+    done
+    exit 1
+}
+
+# poll SECONDS DESCRIPTION CMD...: runs CMD every 100 ms until it succeeds.
+poll() {
+    local secs=$1 what=$2
+    shift 2
+    local deadline=$(($(date +%s%N) / 1000000 + secs * 1000))
+    while :; do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        if [ $(($(date +%s%N) / 1000000)) -ge "$deadline" ]; then
+            fail "timed out after ${secs}s waiting for: $what"
+        fi
+        sleep 0.1
+    done
+}
+
+# write_config FILE NAME SITE REGION DATA_DIR IDENTITY TRUST [SEED_EP SEED_KEY]...
+write_config() {
+    local file=$1 name=$2 site=$3 region=$4 dir=$5 id=$6 trust=$7
+    shift 7
+    {
+        echo "peer:"
+        echo "  name: $name"
+        echo "  site: $site"
+        echo "  region: $region"
+        echo "  data_dir: $dir"
+        echo "  credential: $id"
+        echo "federation:"
+        echo "  trust: $trust"
+        echo "  listen: tcp://127.0.0.1:0"
+        if [ -n "${REVOKED:-}" ]; then echo "  revoked: [$REVOKED]"; fi
+        if [ $# -gt 0 ]; then
+            echo "  seeds:"
+            while [ $# -ge 2 ]; do
+                echo "    - endpoint: $1"
+                echo "      key: $2"
+                shift 2
+            done
+        fi
+        echo "control:"
+        echo "  endpoint: ipc://$dir/control.sock"
+        echo "http:"
+        echo "  listen: \"\""
+        echo "log:"
+        echo "  level: ${KVC_LOG_LEVEL:-info}"
+    } >"$file"
+}
+
+# start_peer NAME CONFIG: starts kvc-peer in the background, logs to $T/NAME.log
+start_peer() {
+    "$KVC_PEER" --config "$2" >>"$T/$1.log" 2>&1 &
+    local pid=$!
+    KVC_PIDS="$KVC_PIDS $pid"
+    eval "PID_$1=$pid"
+    poll 20 "$1 answers on its control socket" "$KVC" --config "$2" status
+}
+
+# jqs CONFIG COMMAND FILTER: the jq result of `kvc --config CONFIG COMMAND --json`
+jqs() {
+    "$KVC" --config "$1" "$2" --json | jq -r "$3"
+}
+
+# expect_jq CONFIG COMMAND FILTER: FILTER (a jq boolean) is true now
+expect_jq() {
+    [ "$(jqs "$1" "$2" "$3")" = "true" ]
+}

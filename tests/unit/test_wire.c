@@ -1,0 +1,168 @@
+/* Unit tests of peer/wire.c: the federation envelope codec. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "wire.h"
+
+/* Packs an envelope with the given sender and a Ping body. */
+static uint8_t *s_ping(const char *sender, uint64_t nonce, size_t *len)
+{
+    Kvc__Fed__Ping ping = KVC__FED__PING__INIT;
+    ping.nonce = nonce;
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.sender = (char *)sender;
+    env.seq = 7;
+    env.body_case = KVC__FED__ENVELOPE__BODY_PING;
+    env.ping = &ping;
+    uint8_t *buf = NULL;
+    assert_int_equal(kvc_wire_encode(&env, &buf, len), KVC_OK);
+    return buf;
+}
+
+static void test_round_trip(void **state)
+{
+    size_t len;
+    uint8_t *buf = s_ping("site-a/p1", 0x1122334455667788ull, &len);
+    Kvc__Fed__Envelope *env = NULL;
+    kvc_reject_t why = KVC_REJECT__COUNT;
+    assert_int_equal(kvc_wire_decode(buf, len, &env, &why), KVC_OK);
+    assert_non_null(env);
+    assert_int_equal(env->version, KVC_WIRE_VERSION);
+    assert_string_equal(env->sender, "site-a/p1");
+    assert_int_equal(env->seq, 7);
+    assert_int_equal(env->body_case, KVC__FED__ENVELOPE__BODY_PING);
+    assert_true(env->ping->nonce == 0x1122334455667788ull);
+    assert_int_equal(why, KVC_REJECT__COUNT); /* untouched on success */
+    kvc_wire_free(&env);
+    assert_null(env);
+    kvc_free(buf);
+}
+
+static void test_rejects_bad_sender(void **state)
+{
+    const char *bad[] = {"", "nosite", "/p1", "a/", "A/p1", "a/p_1", "-a/p1", "a/p1-", "a/b/c"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t len;
+        uint8_t *buf = s_ping(bad[i], 1, &len);
+        Kvc__Fed__Envelope *env = NULL;
+        kvc_reject_t why = KVC_REJECT__COUNT;
+        assert_int_equal(kvc_wire_decode(buf, len, &env, &why), KVC_EPARSE);
+        assert_null(env);
+        assert_int_equal(why, KVC_REJECT_BAD_SENDER);
+        kvc_free(buf);
+    }
+}
+
+static void test_rejects_other_version(void **state)
+{
+    Kvc__Fed__Ping ping = KVC__FED__PING__INIT;
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.version = 2;
+    env.sender = "a/p1";
+    env.body_case = KVC__FED__ENVELOPE__BODY_PING;
+    env.ping = &ping;
+    uint8_t buf[64];
+    size_t len = kvc__fed__envelope__pack(&env, buf);
+    Kvc__Fed__Envelope *out = NULL;
+    kvc_reject_t why;
+    assert_int_equal(kvc_wire_decode(buf, len, &out, &why), KVC_ERANGE);
+    assert_int_equal(why, KVC_REJECT_VERSION);
+}
+
+static void test_rejects_garbage_and_empty_body(void **state)
+{
+    Kvc__Fed__Envelope *out = NULL;
+    kvc_reject_t why;
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+    assert_int_equal(kvc_wire_decode(junk, sizeof junk, &out, &why), KVC_EPARSE);
+    assert_int_equal(why, KVC_REJECT_MALFORMED);
+    /* a valid envelope with no body at all */
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.version = 1;
+    env.sender = "a/p1";
+    uint8_t buf[32];
+    size_t len = kvc__fed__envelope__pack(&env, buf);
+    assert_int_equal(kvc_wire_decode(buf, len, &out, &why), KVC_EPARSE);
+    assert_int_equal(why, KVC_REJECT_MALFORMED);
+    assert_null(out);
+}
+
+static void test_rejects_oversize(void **state)
+{
+    static uint8_t big[KVC_WIRE_MAX + 1];
+    Kvc__Fed__Envelope *out = NULL;
+    kvc_reject_t why;
+    assert_int_equal(kvc_wire_decode(big, sizeof big, &out, &why), KVC_EPARSE);
+    assert_int_equal(why, KVC_REJECT_OVERSIZE);
+}
+
+static void test_rejects_hello_without_valid_credential_sizes(void **state)
+{
+    uint8_t sig[63] = {0};
+    Kvc__Fed__Credential cred = KVC__FED__CREDENTIAL__INIT;
+    cred.signature.data = sig;
+    cred.signature.len = sizeof sig; /* Ed25519 signatures are 64 bytes */
+    Kvc__Fed__Hello hello = KVC__FED__HELLO__INIT;
+    hello.credential = &cred;
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.sender = "a/p1";
+    env.body_case = KVC__FED__ENVELOPE__BODY_HELLO;
+    env.hello = &hello;
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(kvc_wire_encode(&env, &buf, &len), KVC_OK);
+    Kvc__Fed__Envelope *out = NULL;
+    kvc_reject_t why;
+    assert_int_equal(kvc_wire_decode(buf, len, &out, &why), KVC_EPARSE);
+    assert_int_equal(why, KVC_REJECT_MALFORMED);
+    kvc_free(buf);
+    /* and a Hello with no credential at all */
+    hello.credential = NULL;
+    assert_int_equal(kvc_wire_encode(&env, &buf, &len), KVC_OK);
+    assert_int_equal(kvc_wire_decode(buf, len, &out, &why), KVC_EPARSE);
+    kvc_free(buf);
+}
+
+static void test_every_truncation_is_safe(void **state)
+{
+    size_t len;
+    uint8_t *buf = s_ping("site-a/p1", 99, &len);
+    for (size_t n = 0; n < len; n++) {
+        Kvc__Fed__Envelope *out = NULL;
+        kvc_reject_t why;
+        int rc = kvc_wire_decode(buf, n, &out, &why);
+        if (rc == KVC_OK) /* a prefix may still be a valid message */
+            kvc_wire_free(&out);
+        else
+            assert_null(out);
+    }
+    kvc_free(buf);
+}
+
+static void test_reject_names(void **state)
+{
+    assert_string_equal(kvc_reject_name(KVC_REJECT_FOREIGN), "foreign_federation");
+    assert_string_equal(kvc_reject_name(KVC_REJECT_REVOKED), "revoked");
+    assert_string_equal(kvc_reject_name(KVC_REJECT__COUNT), "unknown");
+    for (int i = 0; i < KVC_REJECT__COUNT; i++)
+        assert_string_not_equal(kvc_reject_name((kvc_reject_t)i), "unknown");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_rejects_bad_sender),
+        cmocka_unit_test(test_rejects_other_version),
+        cmocka_unit_test(test_rejects_garbage_and_empty_body),
+        cmocka_unit_test(test_rejects_oversize),
+        cmocka_unit_test(test_rejects_hello_without_valid_credential_sizes),
+        cmocka_unit_test(test_every_truncation_is_safe),
+        cmocka_unit_test(test_reject_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
