@@ -74,6 +74,10 @@ int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out,
     Kvc__Fed__Envelope *env = kvc__fed__envelope__unpack(NULL, len, data);
     if (!env)
         goto fail;
+    /* protobuf-c keeps a field numbered 0 as "unknown"; the spec forbids it. */
+    for (unsigned i = 0; i < env->base.n_unknown_fields; i++)
+        if (env->base.unknown_fields[i].tag == 0)
+            goto fail_free;
     if (env->version != KVC_WIRE_VERSION) {
         why = KVC_REJECT_VERSION;
         goto fail_free;

@@ -91,6 +91,18 @@ static void test_rejects_garbage_and_empty_body(void **state)
     assert_null(out);
 }
 
+static void test_rejects_field_number_zero(void **state)
+{
+    /* found by fuzz_envelope: tag varint 0x81 0x00 is field 0, wire type 1 */
+    const uint8_t in[] = {0x08, 0x01, 0x12, 0x04, 'j', '/', 'j', '1', 0x81, 0x00, 'j', 0,
+                          'j',  0,    'j',  0,    'j', 0,   0x6a, 0x00};
+    Kvc__Fed__Envelope *out = NULL;
+    kvc_reject_t why;
+    assert_int_equal(kvc_wire_decode(in, sizeof in, &out, &why), KVC_EPARSE);
+    assert_int_equal(why, KVC_REJECT_MALFORMED);
+    assert_null(out);
+}
+
 static void test_rejects_oversize(void **state)
 {
     static uint8_t big[KVC_WIRE_MAX + 1];
@@ -159,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_rejects_bad_sender),
         cmocka_unit_test(test_rejects_other_version),
         cmocka_unit_test(test_rejects_garbage_and_empty_body),
+        cmocka_unit_test(test_rejects_field_number_zero),
         cmocka_unit_test(test_rejects_oversize),
         cmocka_unit_test(test_rejects_hello_without_valid_credential_sizes),
         cmocka_unit_test(test_every_truncation_is_safe),
