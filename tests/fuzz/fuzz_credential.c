@@ -28,8 +28,8 @@ static void s_verify(const uint8_t *data, size_t size, const uint8_t trust[32], 
     memset(&err, 0, sizeof err);
     int rc = kvc_cred_verify(data, size, trust, now, &out, &err);
     if (rc != KVC_OK) {
-        s_check(rc == KVC_EPARSE || rc == KVC_ECRYPTO || rc == KVC_EFOREIGN ||
-                rc == KVC_EEXPIRED || rc == KVC_EINVAL);
+        s_check(rc == KVC_EPARSE || rc == KVC_ECRYPTO || rc == KVC_EFOREIGN || rc == KVC_EEXPIRED ||
+                rc == KVC_EINVAL);
         s_check(err.code == rc);
         s_check(err.msg[0] != '\0' && strchr(err.msg, '\n') == NULL);
         s_check(out.blob_len == 0);

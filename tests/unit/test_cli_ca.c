@@ -97,10 +97,10 @@ static void s_rmtree(const char *dir)
 /* Paths used by the tests, under a fresh temporary directory. */
 typedef struct {
     char tmp[64];
-    char ca[128];   /* tmp/fed */
-    char pub[160];  /* tmp/fed/federation.pub */
-    char key[160];  /* tmp/fed/federation.key */
-    char id[128];   /* tmp/gw-a.id */
+    char ca[128];  /* tmp/fed */
+    char pub[160]; /* tmp/fed/federation.pub */
+    char key[160]; /* tmp/fed/federation.key */
+    char id[128];  /* tmp/gw-a.id */
 } s_env_t;
 
 /* Makes the temporary directory. */
@@ -342,8 +342,7 @@ static void test_cert_issue_and_show(void **state)
              "roles:      gateway,coordinator\npublic key: %s\nfederation: %s\n"
              "valid from: %s\nvalid to:   %s\n",
              pub, ca, from, to);
-    snprintf(want, sizeof want, "%sstatus:     not verified (use --trust federation.pub)\n",
-             body);
+    snprintf(want, sizeof want, "%sstatus:     not verified (use --trust federation.pub)\n", body);
     assert_string_equal(r.out, want);
 
     /* with --trust: valid. */
@@ -409,7 +408,8 @@ static void test_cert_show_invalid(void **state)
     assert_int_equal(r.rc, 1);
     assert_non_null(strstr(r.out, "\"roles\":[],"));
     assert_non_null(strstr(
-        r.out, "\"status\":\"invalid\",\"reason\":\"credential: expired at 2001-09-10T01:46:40Z\"}\n"));
+        r.out,
+        "\"status\":\"invalid\",\"reason\":\"credential: expired at 2001-09-10T01:46:40Z\"}\n"));
 
     /* Checked against another federation's key. */
     char other_ca[200], other_pub[260];
@@ -418,9 +418,8 @@ static void test_cert_show_invalid(void **state)
     s_run(&r, kvc_cli_ca, "ca", "init", "--out", other_ca, NULL);
     assert_int_equal(r.rc, 0);
     kvc_identity_t id;
-    assert_int_equal(kvc_cred_issue(&fed, "edge-1", "gw-a", NULL, 0, (int64_t)time(NULL), 5, &id,
-                                    &err),
-                     KVC_OK);
+    assert_int_equal(
+        kvc_cred_issue(&fed, "edge-1", "gw-a", NULL, 0, (int64_t)time(NULL), 5, &id, &err), KVC_OK);
     assert_int_equal(kvc_identity_save(&id, e->id, &err), KVC_OK);
     uint8_t other_key[32];
     assert_int_equal(kvc_ca_load_public(other_pub, other_key, &err), KVC_OK);
