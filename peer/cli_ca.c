@@ -227,7 +227,7 @@ static int s_cert_issue(int argc, char **argv)
     const char *ca_dir = NULL, *site = NULL, *name = NULL, *roles_s = NULL, *days_s = NULL,
                *out = NULL;
     const s_opt_t opts[] = {
-        {"--ca", 1, &ca_dir, NULL},   {"--site", 1, &site, NULL}, {"--name", 1, &name, NULL},
+        {"--ca", 1, &ca_dir, NULL},     {"--site", 1, &site, NULL},   {"--name", 1, &name, NULL},
         {"--roles", 1, &roles_s, NULL}, {"--days", 1, &days_s, NULL}, {"--out", 1, &out, NULL},
     };
     const char *pos[1];
@@ -355,8 +355,8 @@ static int s_cert_show(int argc, char **argv)
         return S_EXIT_OK;
     }
     kvc_cred_t checked;
-    rc = kvc_cred_verify(id.cred.blob, id.cred.blob_len, trust, (int64_t)time(NULL), &checked,
-                         &err);
+    rc =
+        kvc_cred_verify(id.cred.blob, id.cred.blob_len, trust, (int64_t)time(NULL), &checked, &err);
     if (rc == KVC_OK) {
         s_print_cred(&checked, json, "valid", NULL);
         return S_EXIT_OK;

@@ -135,8 +135,8 @@ const char *kvc_cred_time_str(int64_t unix_s, char *buf, size_t size)
 }
 
 /* Splits "a,b,c" into roles; "" means none. */
-int kvc_cred_parse_roles(const char *list, char roles[KVC_MAX_ROLES][KVC_NAME_MAX],
-                         size_t *n_roles, kvc_err_t *err)
+int kvc_cred_parse_roles(const char *list, char roles[KVC_MAX_ROLES][KVC_NAME_MAX], size_t *n_roles,
+                         kvc_err_t *err)
 {
     char shown[48];
     *n_roles = 0;
@@ -200,8 +200,7 @@ static int s_sign(const uint8_t *body, size_t len, const uint8_t secret[64], uin
 }
 
 /* Checks sig over "kvc-credential-v1" || body with the Ed25519 key pk. */
-static int s_check_sig(const uint8_t *body, size_t len, const uint8_t sig[64],
-                       const uint8_t pk[32])
+static int s_check_sig(const uint8_t *body, size_t len, const uint8_t sig[64], const uint8_t pk[32])
 {
     uint8_t msg[S_DOMAIN_LEN + KVC_CRED_BLOB_MAX];
     if (len > KVC_CRED_BLOB_MAX)
@@ -213,9 +212,8 @@ static int s_check_sig(const uint8_t *body, size_t len, const uint8_t sig[64],
 }
 
 /* Issues a credential and a fresh Curve25519 keypair. */
-int kvc_cred_issue(const kvc_ca_t *ca, const char *site, const char *name,
-                   const char *const *roles, size_t n_roles, int64_t now_s, int days,
-                   kvc_identity_t *out, kvc_err_t *err)
+int kvc_cred_issue(const kvc_ca_t *ca, const char *site, const char *name, const char *const *roles,
+                   size_t n_roles, int64_t now_s, int days, kvc_identity_t *out, kvc_err_t *err)
 {
     char shown[48];
     memset(out, 0, sizeof *out);
@@ -280,8 +278,7 @@ int kvc_cred_issue(const kvc_ca_t *ca, const char *site, const char *name,
     size_t body_len = kvc__fed__credential_body__get_packed_size(&body);
     if (body_len > KVC_CRED_BLOB_MAX - 80) {
         kvc_identity_wipe(out);
-        return kvc_err_set(err, KVC_ERANGE, "credential: body of %zu bytes is too large",
-                           body_len);
+        return kvc_err_set(err, KVC_ERANGE, "credential: body of %zu bytes is too large", body_len);
     }
     kvc__fed__credential_body__pack(&body, body_bytes);
     uint8_t sig[64];
@@ -317,8 +314,8 @@ static int s_unpack(const uint8_t *blob, size_t len, Kvc__Fed__Credential **oute
     if (!blob || len == 0)
         return kvc_err_set(err, KVC_EPARSE, "credential: empty");
     if (len > KVC_CRED_BLOB_MAX)
-        return kvc_err_set(err, KVC_EPARSE, "credential: %zu bytes, more than the %d allowed",
-                           len, KVC_CRED_BLOB_MAX);
+        return kvc_err_set(err, KVC_EPARSE, "credential: %zu bytes, more than the %d allowed", len,
+                           KVC_CRED_BLOB_MAX);
     *outer = kvc__fed__credential__unpack(&s_pb_allocator, len, blob);
     if (!*outer)
         return kvc_err_set(err, KVC_EPARSE, "credential: not a valid Credential message");
@@ -327,16 +324,17 @@ static int s_unpack(const uint8_t *blob, size_t len, Kvc__Fed__Credential **oute
     if ((*outer)->signature.len != crypto_sign_BYTES)
         return kvc_err_set(err, KVC_ECRYPTO, "credential: signature is %zu bytes, expected %d",
                            (*outer)->signature.len, crypto_sign_BYTES);
-    *body = kvc__fed__credential_body__unpack(&s_pb_allocator, (*outer)->body.len,
-                                              (*outer)->body.data);
+    *body =
+        kvc__fed__credential_body__unpack(&s_pb_allocator, (*outer)->body.len, (*outer)->body.data);
     if (!*body)
         return kvc_err_set(err, KVC_EPARSE, "credential: body is not a valid CredentialBody");
     if ((*body)->version != 1)
-        return kvc_err_set(err, KVC_EPARSE, "credential: unsupported version %" PRIu32
-                           " (this build reads version 1)", (*body)->version);
+        return kvc_err_set(err, KVC_EPARSE,
+                           "credential: unsupported version %" PRIu32
+                           " (this build reads version 1)",
+                           (*body)->version);
     if ((*body)->ca_public.len != 32)
-        return kvc_err_set(err, KVC_ECRYPTO,
-                           "credential: federation key is %zu bytes, expected 32",
+        return kvc_err_set(err, KVC_ECRYPTO, "credential: federation key is %zu bytes, expected 32",
                            (*body)->ca_public.len);
     return KVC_OK;
 }
@@ -365,8 +363,8 @@ static int s_fill(const Kvc__Fed__CredentialBody *b, const uint8_t *blob, size_t
         return kvc_err_set(err, KVC_EINVAL, "credential: name '%s' " S_NAME_RULE,
                            s_printable(b->name, shown));
     if (b->n_roles > KVC_MAX_ROLES)
-        return kvc_err_set(err, KVC_EINVAL, "credential: %zu roles, at most %d allowed",
-                           b->n_roles, KVC_MAX_ROLES);
+        return kvc_err_set(err, KVC_EINVAL, "credential: %zu roles, at most %d allowed", b->n_roles,
+                           KVC_MAX_ROLES);
     for (size_t i = 0; i < b->n_roles; i++)
         if (!s_valid_name(b->roles[i]))
             return kvc_err_set(err, KVC_EINVAL, "credential: role '%s' " S_NAME_RULE,
@@ -444,8 +442,8 @@ static int s_read_file(const char *path, char *buf, size_t *len, kvc_err_t *err)
     *len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return kvc_err_set(err, errno == ENOENT ? KVC_ENOENT : KVC_EIO, "%s: cannot open: %s",
-                           path, strerror(errno));
+        return kvc_err_set(err, errno == ENOENT ? KVC_ENOENT : KVC_EIO, "%s: cannot open: %s", path,
+                           strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -536,8 +534,8 @@ static int s_expect_header(s_reader_t *r, const char *header, const char *what, 
 
 /* Expects the next line to be "KEY: VALUE" (or "KEY:" for an empty value)
  * and copies VALUE into val (size valsize). *line_no gets its line. */
-static int s_expect_field(s_reader_t *r, const char *key, char *val, size_t valsize,
-                          int *line_no, kvc_err_t *err)
+static int s_expect_field(s_reader_t *r, const char *key, char *val, size_t valsize, int *line_no,
+                          kvc_err_t *err)
 {
     const char *line = NULL;
     size_t n = 0;
@@ -545,8 +543,7 @@ static int s_expect_field(s_reader_t *r, const char *key, char *val, size_t vals
     if (rc < 0)
         return rc;
     if (rc == 0)
-        return kvc_err_set(err, KVC_EPARSE, "%s:%d: missing '%s:' line", r->name, r->line + 1,
-                           key);
+        return kvc_err_set(err, KVC_EPARSE, "%s:%d: missing '%s:' line", r->name, r->line + 1, key);
     *line_no = r->line;
     size_t klen = strlen(key);
     if (n < klen + 1 || memcmp(line, key, klen) != 0 || line[klen] != ':' ||
@@ -571,8 +568,8 @@ static int s_expect_end(s_reader_t *r, kvc_err_t *err)
     if (rc < 0)
         return rc;
     if (rc > 0)
-        return kvc_err_set(err, KVC_EPARSE, "%s:%d: unexpected line after the last field",
-                           r->name, r->line);
+        return kvc_err_set(err, KVC_EPARSE, "%s:%d: unexpected line after the last field", r->name,
+                           r->line);
     return KVC_OK;
 }
 
@@ -607,8 +604,8 @@ static int s_parse_ca_key(const char *text, size_t len, const char *name, kvc_ca
         uint8_t pk[32], sk[64];
         crypto_sign_seed_keypair(pk, sk, out->secret_key);
         if (memcmp(pk, out->public_key, 32) != 0 || sodium_memcmp(sk, out->secret_key, 64) != 0)
-            rc = kvc_err_set(err, KVC_ECRYPTO, "%s:%d: secret: does not match the public key",
-                             name, line);
+            rc = kvc_err_set(err, KVC_ECRYPTO, "%s:%d: secret: does not match the public key", name,
+                             line);
         sodium_memzero(sk, sizeof sk);
     }
     if (rc != KVC_OK)
@@ -649,8 +646,8 @@ static int s_parse_nodekey(const char *text, size_t len, const char *name, kvc_n
         uint8_t pk[32];
         if (crypto_scalarmult_base(pk, out->secret_key) != 0 ||
             memcmp(pk, out->public_key, 32) != 0)
-            rc = kvc_err_set(err, KVC_ECRYPTO, "%s:%d: secret: does not match the public key",
-                             name, line);
+            rc = kvc_err_set(err, KVC_ECRYPTO, "%s:%d: secret: does not match the public key", name,
+                             line);
     }
     if (rc != KVC_OK)
         sodium_memzero(out, sizeof *out);
@@ -764,16 +761,16 @@ int kvc_identity_parse(const char *text, size_t len, const char *name, kvc_ident
         goto done;
     }
     if (memcmp(pk, c->curve_public, 32) != 0) {
-        rc = kvc_err_set(err, KVC_EPARSE, "%s:%d: public: differs from the credential's key",
-                         name, l_pub);
+        rc = kvc_err_set(err, KVC_EPARSE, "%s:%d: public: differs from the credential's key", name,
+                         l_pub);
         goto done;
     }
     char when[32];
     kvc_cred_time_str(c->not_after, when, sizeof when);
     if (strcmp(not_after, when) != 0) {
         rc = kvc_err_set(err, KVC_EPARSE,
-                         "%s:%d: not_after: '%s' differs from the credential's '%s'", name,
-                         l_after, s_printable(not_after, shown), when);
+                         "%s:%d: not_after: '%s' differs from the credential's '%s'", name, l_after,
+                         s_printable(not_after, shown), when);
         goto done;
     }
 done:
@@ -801,8 +798,7 @@ static void s_sync_dir(const char *path)
 
 /* Creates path (never overwriting) with exactly mode, writes data fully and
  * fsyncs it. A partly written file is removed. */
-static int s_write_new(const char *path, mode_t mode, const char *data, size_t len,
-                       kvc_err_t *err)
+static int s_write_new(const char *path, mode_t mode, const char *data, size_t len, kvc_err_t *err)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0) {
@@ -882,8 +878,8 @@ int kvc_ca_init(const char *dir, kvc_ca_t *out, kvc_err_t *err)
     char pub_hex[65], sec_hex[129], text[512];
     kvc_key_hex(out->public_key, pub_hex);
     sodium_bin2hex(sec_hex, sizeof sec_hex, out->secret_key, 64);
-    int n = snprintf(text, sizeof text, S_HDR_CA_KEY "\npublic: %s\nsecret: %s\n", pub_hex,
-                     sec_hex);
+    int n =
+        snprintf(text, sizeof text, S_HDR_CA_KEY "\npublic: %s\nsecret: %s\n", pub_hex, sec_hex);
     rc = s_write_new(key_path, 0600, text, (size_t)n, err);
     sodium_memzero(sec_hex, sizeof sec_hex);
     sodium_memzero(text, sizeof text);
@@ -930,8 +926,8 @@ int kvc_ca_load_public(const char *path, uint8_t public_key[32], kvc_err_t *err)
     size_t len = 0;
     int rc = s_read_file(path, buf, &len, err);
     if (rc == KVC_OK)
-        rc = s_parse_public(buf, len, path, S_HDR_CA_PUB, "federation public key file",
-                            public_key, err);
+        rc = s_parse_public(buf, len, path, S_HDR_CA_PUB, "federation public key file", public_key,
+                            err);
     return rc;
 }
 
@@ -995,8 +991,8 @@ int kvc_nodekey_generate(const char *path, kvc_nodekey_t *out, kvc_err_t *err)
     char pub_hex[65], sec_hex[65], text[256];
     kvc_key_hex(out->public_key, pub_hex);
     kvc_key_hex(out->secret_key, sec_hex);
-    int n = snprintf(text, sizeof text, S_HDR_NODE_KEY "\npublic: %s\nsecret: %s\n", pub_hex,
-                     sec_hex);
+    int n =
+        snprintf(text, sizeof text, S_HDR_NODE_KEY "\npublic: %s\nsecret: %s\n", pub_hex, sec_hex);
     rc = s_write_new(path, 0600, text, (size_t)n, err);
     sodium_memzero(sec_hex, sizeof sec_hex);
     sodium_memzero(text, sizeof text);
@@ -1033,7 +1029,7 @@ int kvc_nodekey_load_public(const char *path, uint8_t public_key[32], kvc_err_t 
     size_t len = 0;
     int rc = s_read_file(path, buf, &len, err);
     if (rc == KVC_OK)
-        rc = s_parse_public(buf, len, path, S_HDR_NODE_PUB, "node public key file", public_key,
-                            err);
+        rc =
+            s_parse_public(buf, len, path, S_HDR_NODE_PUB, "node public key file", public_key, err);
     return rc;
 }

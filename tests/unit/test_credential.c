@@ -185,9 +185,9 @@ static void test_issue_verify_round_trip(void **state)
     assert_int_equal(kvc_ca_generate(&ca), KVC_OK);
     s_issue(&ca, &id);
     assert_true(id.cred.blob_len > 0 && id.cred.blob_len <= KVC_CRED_BLOB_MAX);
-    assert_int_equal(kvc_cred_verify(id.cred.blob, id.cred.blob_len, ca.public_key, NOW + 10,
-                                     &got, &err),
-                     KVC_OK);
+    assert_int_equal(
+        kvc_cred_verify(id.cred.blob, id.cred.blob_len, ca.public_key, NOW + 10, &got, &err),
+        KVC_OK);
     assert_string_equal(got.site, "edge-1");
     assert_string_equal(got.name, "gw-a");
     assert_int_equal(got.n_roles, 2);
@@ -206,9 +206,9 @@ static void test_issue_verify_round_trip(void **state)
     /* No roles is fine too. */
     kvc_identity_t bare;
     assert_int_equal(kvc_cred_issue(&ca, "s", "n", NULL, 0, NOW, 1, &bare, &err), KVC_OK);
-    assert_int_equal(kvc_cred_verify(bare.cred.blob, bare.cred.blob_len, ca.public_key, NOW,
-                                     &got, &err),
-                     KVC_OK);
+    assert_int_equal(
+        kvc_cred_verify(bare.cred.blob, bare.cred.blob_len, ca.public_key, NOW, &got, &err),
+        KVC_OK);
     assert_int_equal(got.n_roles, 0);
     kvc_identity_wipe(&id);
     uint8_t zero[32] = {0};
@@ -231,8 +231,7 @@ static void test_every_flipped_byte_is_rejected(void **state)
             memcpy(copy, id.cred.blob, id.cred.blob_len);
             copy[i] ^= masks[m];
             int rc = kvc_cred_verify(copy, id.cred.blob_len, ca.public_key, NOW, &got, &err);
-            if (!(rc == KVC_EPARSE || rc == KVC_ECRYPTO || rc == KVC_EFOREIGN ||
-                  rc == KVC_EINVAL))
+            if (!(rc == KVC_EPARSE || rc == KVC_ECRYPTO || rc == KVC_EFOREIGN || rc == KVC_EINVAL))
                 fail_msg("byte %zu ^ 0x%02x: rc %d (%s)", i, masks[m], rc, err.msg);
             assert_int_equal(err.code, rc);
             tried++;
@@ -299,20 +298,18 @@ static void test_truncated_and_oversize_blobs(void **state)
         if (rc == KVC_OK)
             fail_msg("truncated to %zu bytes was accepted", len);
     }
-    assert_int_equal(kvc_cred_verify(id.cred.blob, 0, ca.public_key, NOW, &got, &err),
-                     KVC_EPARSE);
+    assert_int_equal(kvc_cred_verify(id.cred.blob, 0, ca.public_key, NOW, &got, &err), KVC_EPARSE);
     assert_string_equal(err.msg, "credential: empty");
     assert_int_equal(kvc_cred_verify(NULL, 10, ca.public_key, NOW, &got, &err), KVC_EPARSE);
     /* A valid credential followed by padding up to one byte over the limit. */
     static uint8_t big[KVC_CRED_BLOB_MAX + 1];
     memcpy(big, id.cred.blob, id.cred.blob_len);
-    assert_int_equal(kvc_cred_verify(big, sizeof big, ca.public_key, NOW, &got, &err),
-                     KVC_EPARSE);
+    assert_int_equal(kvc_cred_verify(big, sizeof big, ca.public_key, NOW, &got, &err), KVC_EPARSE);
     assert_string_equal(err.msg, "credential: 2049 bytes, more than the 2048 allowed");
     /* Trailing garbage after a valid credential is a parse error, not ignored. */
     big[id.cred.blob_len] = 0xff;
-    assert_int_not_equal(
-        kvc_cred_verify(big, id.cred.blob_len + 1, ca.public_key, NOW, &got, &err), KVC_OK);
+    assert_int_not_equal(kvc_cred_verify(big, id.cred.blob_len + 1, ca.public_key, NOW, &got, &err),
+                         KVC_OK);
 }
 
 static void test_hostile_contents_signed_by_the_right_key(void **state)
@@ -386,26 +383,25 @@ static void test_issue_rejects_bad_arguments(void **state)
     assert_int_equal(kvc_ca_generate(&ca), KVC_OK);
     assert_int_equal(kvc_cred_issue(&ca, "Edge", "gw", NULL, 0, NOW, 1, &id, &err), KVC_EINVAL);
     assert_string_equal(
-        err.msg, "credential: site 'Edge' must match [a-z0-9-]{1,63} and not start or end with '-'");
+        err.msg,
+        "credential: site 'Edge' must match [a-z0-9-]{1,63} and not start or end with '-'");
     assert_int_equal(kvc_cred_issue(&ca, "edge", "-gw", NULL, 0, NOW, 1, &id, &err), KVC_EINVAL);
-    assert_int_equal(kvc_cred_issue(&ca, "edge", "gw\nx", NULL, 0, NOW, 1, &id, &err),
-                     KVC_EINVAL);
+    assert_int_equal(kvc_cred_issue(&ca, "edge", "gw\nx", NULL, 0, NOW, 1, &id, &err), KVC_EINVAL);
     assert_string_equal(
-        err.msg, "credential: name 'gw?x' must match [a-z0-9-]{1,63} and not start or end with '-'");
+        err.msg,
+        "credential: name 'gw?x' must match [a-z0-9-]{1,63} and not start or end with '-'");
     const char *nine[9] = {"a", "b", "c", "d", "e", "f", "g", "h", "i"};
     assert_int_equal(kvc_cred_issue(&ca, "edge", "gw", nine, 9, NOW, 1, &id, &err), KVC_EINVAL);
     assert_string_equal(err.msg, "credential: 9 roles, at most 8 allowed");
     assert_int_equal(kvc_cred_issue(&ca, "edge", "gw", nine, 8, NOW, 1, &id, &err), KVC_OK);
     assert_int_equal(kvc_cred_issue(&ca, "edge", "gw", NULL, 0, NOW, 0, &id, &err), KVC_ERANGE);
     assert_string_equal(err.msg, "credential: validity of 0 days is outside 1..3650");
-    assert_int_equal(kvc_cred_issue(&ca, "edge", "gw", NULL, 0, NOW, 3651, &id, &err),
-                     KVC_ERANGE);
+    assert_int_equal(kvc_cred_issue(&ca, "edge", "gw", NULL, 0, NOW, 3651, &id, &err), KVC_ERANGE);
     assert_int_equal(kvc_cred_issue(&ca, "edge", "gw", NULL, 0, INT64_MAX, 1, &id, &err),
                      KVC_ERANGE);
     memset(&empty, 0, sizeof empty);
     memcpy(empty.public_key, ca.public_key, 32);
-    assert_int_equal(kvc_cred_issue(&empty, "edge", "gw", NULL, 0, NOW, 1, &id, &err),
-                     KVC_EINVAL);
+    assert_int_equal(kvc_cred_issue(&empty, "edge", "gw", NULL, 0, NOW, 1, &id, &err), KVC_EINVAL);
     assert_string_equal(err.msg, "credential: the federation secret key is not loaded");
 }
 
@@ -693,7 +689,8 @@ static void test_identity_malformed(void **state)
     kvc_key_hex(other.curve_secret, hex);
     snprintf(line, sizeof line, "secret: %s\n", hex);
     char *bad = s_replace_line(good, 6, line);
-    s_expect_parse(bad, strlen(bad), KVC_ECRYPTO, "id.txt:6: secret: does not match the public key");
+    s_expect_parse(bad, strlen(bad), KVC_ECRYPTO,
+                   "id.txt:6: secret: does not match the public key");
     free(bad);
     /* A credential for another key (public and secret agree with each other). */
     char *b64 = strstr(good, "\ncredential: ") + 13;
@@ -809,8 +806,8 @@ static void test_nodekey(void **state)
 
     /* The public file is not a secret file and vice versa. */
     assert_int_equal(kvc_nodekey_load(pub, &loaded, &err), KVC_EPARSE);
-    snprintf(want, sizeof want,
-             "%s:1: not a node key file (first line must be 'kvc-node-key-v1')", pub);
+    snprintf(want, sizeof want, "%s:1: not a node key file (first line must be 'kvc-node-key-v1')",
+             pub);
     assert_string_equal(err.msg, want);
 }
 
