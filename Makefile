@@ -28,7 +28,8 @@ test: deps $(TEST_DIR)/CMakeCache.txt
 	$(CMAKE) --build $(TEST_DIR) -j $(JOBS)
 	cd $(TEST_DIR) && ctest --output-on-failure -j $(JOBS)
 
-run: build
+run: deps $(REL_DIR)/CMakeCache.txt
+	$(CMAKE) --build $(REL_DIR) -j $(JOBS) --target kvc kvc-peer
 	./ops/run-demo.sh $(REL_DIR)
 
 bench: build
