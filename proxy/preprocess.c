@@ -224,7 +224,7 @@ int kvc_preprocess_parse(const char *text, kvc_preprocess_t *spec, kvc_err_t *er
             s.order = word[0] == 'b' ? KVC_COLOR_BGR : KVC_COLOR_RGB;
             break;
         case S_LAYOUT:
-            s.layout = word[2] == 'h' ? KVC_LAYOUT_NHWC : KVC_LAYOUT_NCHW;
+            s.layout = word[1] == 'h' ? KVC_LAYOUT_NHWC : KVC_LAYOUT_NCHW;
             break;
         case S_DTYPE:
             s.dtype = word[0] == 'u' ? KVC_PP_UINT8 : KVC_PP_FLOAT32;
@@ -278,6 +278,16 @@ int kvc_preprocess_parse(const char *text, kvc_preprocess_t *spec, kvc_err_t *er
     return 0;
 }
 
+/* Writes the shortest decimal that strtof reads back as exactly v. */
+static void s_shortest(float v, char *buf, size_t size)
+{
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, size, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v)
+            return;
+    }
+}
+
 /* Writes the canonical text form of spec. */
 int kvc_preprocess_format(const kvc_preprocess_t *spec, char *buf, size_t size)
 {
@@ -293,14 +303,17 @@ int kvc_preprocess_format(const kvc_preprocess_t *spec, char *buf, size_t size)
     if (spec->dtype == KVC_PP_UINT8)
         return 0;
     size_t used = (size_t)n;
+    char v[7][24];
+    s_shortest(spec->scale, v[0], sizeof v[0]);
+    for (int c = 0; c < 3; c++) {
+        s_shortest(spec->mean[c], v[1 + c], sizeof v[0]);
+        s_shortest(spec->std[c], v[4 + c], sizeof v[0]);
+    }
     if (spec->channels == 1)
-        n = snprintf(buf + used, size - used, " scale=%.9g mean=%.9g std=%.9g",
-                     (double)spec->scale, (double)spec->mean[0], (double)spec->std[0]);
+        n = snprintf(buf + used, size - used, " scale=%s mean=%s std=%s", v[0], v[1], v[4]);
     else
-        n = snprintf(buf + used, size - used,
-                     " scale=%.9g mean=%.9g,%.9g,%.9g std=%.9g,%.9g,%.9g", (double)spec->scale,
-                     (double)spec->mean[0], (double)spec->mean[1], (double)spec->mean[2],
-                     (double)spec->std[0], (double)spec->std[1], (double)spec->std[2]);
+        n = snprintf(buf + used, size - used, " scale=%s mean=%s,%s,%s std=%s,%s,%s", v[0], v[1],
+                     v[2], v[3], v[4], v[5], v[6]);
     if (n < 0 || (size_t)n >= size - used)
         return KVC_ERANGE;
     return 0;
