@@ -73,8 +73,8 @@ static int s_check_content_type(const char *content_type, kvc_image_format_t fmt
         return kvc_err_set(err, KVC_EINVAL,
                            "image: unsupported Content-Type %s (want image/jpeg or image/png)", mt);
     if (want != fmt)
-        return kvc_err_set(err, KVC_EINVAL, "image: Content-Type %s does not match the %s data",
-                           mt, fmt == KVC_IMAGE_JPEG ? "JPEG" : "PNG");
+        return kvc_err_set(err, KVC_EINVAL, "image: Content-Type %s does not match the %s data", mt,
+                           fmt == KVC_IMAGE_JPEG ? "JPEG" : "PNG");
     return 0;
 }
 
@@ -86,8 +86,7 @@ static int s_check_pixels(uint64_t w, uint64_t h, uint64_t max, kvc_err_t *err)
                            (unsigned long long)w, (unsigned long long)h);
     if (w * h > max)
         return kvc_err_set(err, KVC_ERANGE, "image: %llux%llu pixels exceeds the limit of %llu",
-                           (unsigned long long)w, (unsigned long long)h,
-                           (unsigned long long)max);
+                           (unsigned long long)w, (unsigned long long)h, (unsigned long long)max);
     return 0;
 }
 
@@ -241,7 +240,8 @@ int kvc_image_to_tensor(const uint8_t *data, size_t len, const char *content_typ
     int rc = kvc_preprocess_check(spec, err);
     if (rc)
         return rc;
-    size_t max_bytes = limits && limits->max_bytes ? limits->max_bytes : KVC_IMAGE_DEFAULT_MAX_BYTES;
+    size_t max_bytes =
+        limits && limits->max_bytes ? limits->max_bytes : KVC_IMAGE_DEFAULT_MAX_BYTES;
     uint64_t max_px =
         limits && limits->max_pixels ? limits->max_pixels : KVC_IMAGE_DEFAULT_MAX_PIXELS;
     if (len == 0)
@@ -254,8 +254,8 @@ int kvc_image_to_tensor(const uint8_t *data, size_t len, const char *content_typ
         char hex[16] = "";
         size_t n = len < 4 ? len : 4, used = 0;
         for (size_t i = 0; i < n; i++)
-            used += (size_t)snprintf(hex + used, sizeof hex - used, "%s%02x", i ? " " : "",
-                                     data[i]);
+            used +=
+                (size_t)snprintf(hex + used, sizeof hex - used, "%s%02x", i ? " " : "", data[i]);
         return kvc_err_set(err, KVC_EPARSE, "image: not a JPEG or PNG (starts with %s)", hex);
     }
     rc = s_check_content_type(content_type, fmt, err);

@@ -155,7 +155,7 @@ static int s_parse_size(char *s, uint32_t *w, uint32_t *h)
 }
 
 enum { S_SIZE, S_COLOR, S_LAYOUT, S_DTYPE, S_RESIZE, S_SCALE, S_MEAN, S_STD, S_COUNT };
-static const char *s_what[S_COUNT] = {"size", "color",  "layout", "dtype",
+static const char *s_what[S_COUNT] = {"size",   "color", "layout", "dtype",
                                       "resize", "scale", "mean",   "std"};
 
 /* Parses the text form documented in the header. */
@@ -249,7 +249,8 @@ int kvc_preprocess_parse(const char *text, kvc_preprocess_t *spec, kvc_err_t *er
             break;
         default: /* S_STD */
             n_std = s_parse_list(value, stdv);
-            if (n_std < 0 || stdv[0] <= 0.0f || (n_std == 3 && (stdv[1] <= 0.0f || stdv[2] <= 0.0f)))
+            if (n_std < 0 || stdv[0] <= 0.0f ||
+                (n_std == 3 && (stdv[1] <= 0.0f || stdv[2] <= 0.0f)))
                 return kvc_err_set(err, KVC_EPARSE,
                                    "preprocess: bad std '%s' (want 1 or 3 positive numbers "
                                    "separated by commas)",
@@ -366,8 +367,7 @@ void kvc_preprocess_region(const kvc_preprocess_t *spec, uint32_t src_w, uint32_
 }
 
 /* Maps output index i to two source indices and a weight, TF-style. */
-static void s_taps(uint32_t i, double scale, uint32_t size, uint32_t *i0, uint32_t *i1,
-                   float *frac)
+static void s_taps(uint32_t i, double scale, uint32_t size, uint32_t *i0, uint32_t *i1, float *frac)
 {
     double in = ((double)i + 0.5) * scale - 0.5;
     double lo = floor(in);

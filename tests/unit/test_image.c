@@ -117,9 +117,8 @@ static void s_chunk(uint8_t *buf, size_t *len, const char *type, const uint8_t *
  * (filter-0) scanlines in a stored zlib stream, IEND. raw_len <= 65535.
  * Returns a malloc'd buffer.
  */
-static uint8_t *s_png_raw(uint32_t w, uint32_t h, uint8_t depth, uint8_t ctype,
-                          const uint8_t *plte, uint32_t plte_len, const uint8_t *raw,
-                          uint32_t raw_len, size_t *len)
+static uint8_t *s_png_raw(uint32_t w, uint32_t h, uint8_t depth, uint8_t ctype, const uint8_t *plte,
+                          uint32_t plte_len, const uint8_t *raw, uint32_t raw_len, size_t *len)
 {
     assert_true(raw_len <= 65535);
     uint8_t *buf = malloc(128 + plte_len + raw_len);
@@ -178,9 +177,8 @@ static uint8_t *s_decode(const uint8_t *data, size_t len, const char *ct,
 }
 
 /* Runs kvc_image_to_tensor expecting failure with exactly code and msg. */
-static void s_reject(const uint8_t *data, size_t len, const char *ct,
-                     const kvc_preprocess_t *spec, const kvc_image_limits_t *limits, int code,
-                     const char *msg)
+static void s_reject(const uint8_t *data, size_t len, const char *ct, const kvc_preprocess_t *spec,
+                     const kvc_image_limits_t *limits, int code, const char *msg)
 {
     uint8_t *out = (uint8_t *)1;
     size_t out_len = 0;
@@ -211,8 +209,8 @@ static double s_ref_axis(double out_i, double scale, int size, int *i0, int *i1)
     return u - *i0;
 }
 
-static double s_ref_bilinear(const uint8_t *pix, int w, int h, int C, int c, int ow, int oh,
-                             int x, int y)
+static double s_ref_bilinear(const uint8_t *pix, int w, int h, int C, int c, int ow, int oh, int x,
+                             int y)
 {
     int x0, x1, y0, y1;
     double fx = s_ref_axis(x, (double)w / ow, w, &x0, &x1);
@@ -224,7 +222,7 @@ static double s_ref_bilinear(const uint8_t *pix, int w, int h, int C, int c, int
 
 /* A 3x2 RGB image with every sample different. */
 static const uint8_t s_rgb3x2[2 * 3 * 3] = {
-    0,  1,   2,   10, 20,  30,  255, 128, 7, /* row 0 */
+    0,  1,   2,   10, 20,  30,  255, 128, 7,  /* row 0 */
     99, 200, 254, 3,  250, 100, 64,  32,  16, /* row 1 */
 };
 
@@ -323,7 +321,8 @@ static void test_spec_parse_errors(void **state)
          "preprocess: bad scale '1/0' (want a positive number or a fraction like 1/255)"},
         {"1x1 scale=-1",
          "preprocess: bad scale '-1' (want a positive number or a fraction like 1/255)"},
-        {"1x1 scale=", "preprocess: bad scale '' (want a positive number or a fraction like 1/255)"},
+        {"1x1 scale=",
+         "preprocess: bad scale '' (want a positive number or a fraction like 1/255)"},
         {"1x1 scale=nan",
          "preprocess: bad scale 'nan' (want a positive number or a fraction like 1/255)"},
         {"1x1 scale=1/255x",
@@ -350,8 +349,7 @@ static void test_spec_parse_errors(void **state)
         kvc_err_t err = {0};
         int rc = kvc_preprocess_parse(cases[i].text, &spec, &err);
         if (rc != KVC_EPARSE || strcmp(err.msg, cases[i].msg) != 0)
-            fail_msg("'%s': rc %d, got '%s', want '%s'", cases[i].text, rc, err.msg,
-                     cases[i].msg);
+            fail_msg("'%s': rc %d, got '%s', want '%s'", cases[i].text, rc, err.msg, cases[i].msg);
         assert_int_equal(err.code, KVC_EPARSE);
         assert_int_equal(spec.width, 77); /* untouched on failure */
     }
@@ -610,7 +608,7 @@ static void test_png_gray_and_color_conversion(void **state)
 
     /* Colour to a gray spec: neutral colours keep their value, and luma
      * weighs green over red over blue. */
-    const uint8_t rgb[3 * 3 * 2] = {50, 50, 50, 128, 128, 128, 230, 230, 230,
+    const uint8_t rgb[3 * 3 * 2] = {50,  50, 50, 128, 128, 128, 230, 230, 230,
                                     255, 0,  0,  0,   255, 0,   0,   0,   255};
     png = s_png_encode(rgb, 3, 2, PNG_FORMAT_RGB, &len);
     s = s_spec("3x2 gray uint8");
@@ -921,8 +919,8 @@ static void test_allocation_failures_do_not_leak(void **state)
             int64_t shape[4];
             kvc_err_t err = {0};
             kvc_alloc_fail_after(n);
-            int rc = kvc_image_to_tensor(bodies[b], lens[b], NULL, &s, NULL, &out, &out_len,
-                                         shape, &err);
+            int rc = kvc_image_to_tensor(bodies[b], lens[b], NULL, &s, NULL, &out, &out_len, shape,
+                                         &err);
             kvc_alloc_fail_after(-1);
             if (rc == 0) {
                 ok = 1;
