@@ -1,0 +1,273 @@
+/*
+ * http_server.c - libmicrohttpd behind a one-function interface. Bodies are
+ * collected up to opts.max_body (Content-Length over the limit is refused
+ * before reading; chunked bodies are counted as they come) and the handler
+ * gets the whole request. Must never buffer more than the limit nor crash
+ * on any request line, header or body.
+ */
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct kvc_http_server {
+    struct MHD_Daemon *mhd;
+    kvc_http_handler_fn handler;
+    void *arg;
+    kvc_http_opts_t opts;
+    uint16_t port;
+};
+
+/* Per-request state kept by MHD between calls of the access handler. */
+typedef struct {
+    kvc_buf_t body;
+    int too_big;
+} s_req_state_t;
+
+int kvc_json_append_str(kvc_buf_t *buf, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    int rc = kvc_buf_append(buf, "\"", 1);
+    size_t start = 0;
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        rc = kvc_buf_append(buf, s + start, i - start);
+        char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
+        if (rc == 0) {
+            if (c == '"' || c == '\\') {
+                esc[1] = (char)c;
+                rc = kvc_buf_append(buf, esc, 2);
+            } else if (c == '\n') {
+                rc = kvc_buf_append(buf, "\\n", 2);
+            } else {
+                rc = kvc_buf_append(buf, esc, 6);
+            }
+        }
+        start = i + 1;
+    }
+    if (rc == 0)
+        rc = kvc_buf_append(buf, s + start, len - start);
+    if (rc == 0)
+        rc = kvc_buf_append(buf, "\"", 1);
+    return rc;
+}
+
+void kvc_http_error(kvc_http_resp_t *resp, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    resp->status = status;
+    snprintf(resp->content_type, sizeof resp->content_type, "application/json");
+    resp->header_name[0] = '\0';
+    kvc_buf_reset(&resp->body);
+    if (kvc_buf_append(&resp->body, "{\"error\": ", 10) != 0 ||
+        kvc_json_append_str(&resp->body, msg, strlen(msg)) != 0 ||
+        kvc_buf_append(&resp->body, "}", 1) != 0) {
+        kvc_buf_reset(&resp->body);
+        kvc_buf_append(&resp->body, "{\"error\": \"error\"}", 18);
+    }
+}
+
+const char *kvc_http_header(const kvc_http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+/* Queues resp on connection and releases everything. */
+static enum MHD_Result s_send(struct MHD_Connection *conn, kvc_http_resp_t *resp)
+{
+    size_t len = 0;
+    char *data = kvc_buf_detach(&resp->body, &len);
+    struct MHD_Response *r =
+        data ? MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!r) {
+        kvc_free(data);
+        return MHD_NO;
+    }
+    if (resp->content_type[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+    if (resp->header_name[0])
+        MHD_add_response_header(r, resp->header_name, resp->header_value);
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Answers an error without calling the handler. */
+static enum MHD_Result s_send_error(kvc_http_server_t *self, struct MHD_Connection *conn,
+                                    int status, const char *msg)
+{
+    kvc_http_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    kvc_buf_init(&resp.body, 4096);
+    kvc_http_error(&resp, status, "%s", msg);
+    return s_send(conn, &resp);
+}
+
+/* libmicrohttpd's access handler: collects the body, then calls ours. */
+static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                const char *method, const char *version, const char *upload,
+                                size_t *upload_size, void **con_cls)
+{
+    kvc_http_server_t *self = cls;
+    s_req_state_t *st = *con_cls;
+    if (!st) {
+        /* First call: headers only. Refuse a declared oversize body now. */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end = NULL;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (end == cl || *end || n > self->opts.max_body) {
+                char msg[128];
+                snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes",
+                         self->opts.max_body);
+                return s_send_error(self, conn, 413, msg);
+            }
+        }
+        st = kvc_calloc(1, sizeof *st);
+        if (!st)
+            return MHD_NO;
+        kvc_buf_init(&st->body, self->opts.max_body);
+        *con_cls = st;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!st->too_big && kvc_buf_append(&st->body, upload, *upload_size) != 0)
+            st->too_big = 1;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (st->too_big) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes",
+                 self->opts.max_body);
+        return s_send_error(self, conn, 413, msg);
+    }
+    kvc_http_req_t req = {
+        .method = method,
+        .path = url,
+        .content_type =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+        .accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT),
+        .inference_header_length = MHD_lookup_connection_value(
+            conn, MHD_HEADER_KIND, "Inference-Header-Content-Length"),
+        .body = (const uint8_t *)(st->body.data ? st->body.data : ""),
+        .body_len = st->body.len,
+        .conn = conn,
+    };
+    kvc_http_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    kvc_buf_init(&resp.body, self->opts.max_response);
+    self->handler(self->arg, &req, &resp);
+    if (resp.status < 100 || resp.status > 599)
+        kvc_http_error(&resp, 500, "internal error: handler gave no answer");
+    return s_send(conn, &resp);
+}
+
+/* Frees the per-request state when MHD is done with the request. */
+static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                        enum MHD_RequestTerminationCode toe)
+{
+    s_req_state_t *st = *con_cls;
+    if (st) {
+        kvc_buf_free(&st->body);
+        kvc_free(st);
+        *con_cls = NULL;
+    }
+}
+
+/* Resolves "HOST:PORT" (HOST may be [v6]) into addr. */
+static int s_parse_listen(const char *listen, struct sockaddr_storage *addr, kvc_err_t *err)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || strlen(colon + 1) == 0)
+        return kvc_err_set(err, KVC_EINVAL, "http.listen: expected HOST:PORT, got \"%s\"", listen);
+    size_t hlen = (size_t)(colon - listen);
+    const char *h = listen;
+    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    if (hlen >= sizeof host)
+        return kvc_err_set(err, KVC_EINVAL, "http.listen: host too long");
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    int64_t port;
+    if (kvc_parse_i64(colon + 1, 0, 65535, &port) != 0)
+        return kvc_err_set(err, KVC_EINVAL, "http.listen: invalid port in \"%s\"", listen);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%d", (int)port);
+    int rc = getaddrinfo(host, ps, &hints, &res);
+    if (rc != 0 || !res)
+        return kvc_err_set(err, KVC_EINVAL, "http.listen: cannot resolve \"%s\": %s", host,
+                           gai_strerror(rc));
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return KVC_OK;
+}
+
+kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t *opts,
+                                       kvc_http_handler_fn handler, void *arg, kvc_err_t *err)
+{
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof addr);
+    if (s_parse_listen(listen, &addr, err) != 0)
+        return NULL;
+    kvc_http_server_t *self = kvc_calloc(1, sizeof *self);
+    if (!self) {
+        kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    self->handler = handler;
+    self->arg = arg;
+    self->opts = *opts;
+    if (!self->opts.threads)
+        self->opts.threads = 4;
+    if (!self->opts.timeout_s)
+        self->opts.timeout_s = 30;
+    if (!self->opts.max_response)
+        self->opts.max_response = (size_t)256 << 20;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    if (addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    self->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, self->opts.threads, MHD_OPTION_CONNECTION_TIMEOUT,
+        self->opts.timeout_s, MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_NOTIFY_COMPLETED,
+        s_completed, self, MHD_OPTION_END);
+    if (!self->mhd) {
+        kvc_err_set(err, KVC_EIO, "http.listen: cannot serve on %s (in use?)", listen);
+        kvc_free(self);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    self->port = info ? info->port : 0;
+    return self;
+}
+
+uint16_t kvc_http_server_port(const kvc_http_server_t *self) { return self->port; }
+
+void kvc_http_server_destroy(kvc_http_server_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    MHD_stop_daemon((*self_p)->mhd);
+    kvc_free(*self_p);
+    *self_p = NULL;
+}

@@ -1,0 +1,73 @@
+/*
+ * http_server.h - the proxy's HTTP front: libmicrohttpd with a thread pool,
+ * whole bodies handed to one handler function, bounded by a maximum size.
+ *
+ * The server owns sockets and threads and nothing else: routing, decoding
+ * and answering are the handler's. Bodies over the limit are answered 413
+ * without calling the handler; a handler that fails to answer yields 500.
+ */
+#ifndef KVC_HTTP_SERVER_H
+#define KVC_HTTP_SERVER_H
+
+#include "base.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kvc_http_server kvc_http_server_t;
+
+/* One request; every pointer is valid only during the handler call. */
+typedef struct {
+    const char *method;
+    const char *path;          /* without the query string */
+    const char *content_type;  /* NULL when absent */
+    const char *accept;        /* NULL when absent */
+    const char *inference_header_length; /* KServe binary extension, or NULL */
+    const uint8_t *body;       /* body_len bytes, followed by a NUL byte */
+    size_t body_len;
+    void *conn;                /* opaque; for kvc_http_header() */
+} kvc_http_req_t;
+
+/* The handler's answer. body is initialised empty with the server's
+ * maximum response size; the server sends it and frees it. */
+typedef struct {
+    int status;
+    char content_type[96];
+    kvc_buf_t body;
+    char header_name[64];  /* one optional extra header, "" for none */
+    char header_value[64];
+} kvc_http_resp_t;
+
+typedef void (*kvc_http_handler_fn)(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp);
+
+typedef struct {
+    size_t max_body;      /* request bodies above this get 413 */
+    size_t max_response;  /* the handler's body buffer maximum */
+    unsigned threads;     /* thread pool size (default 4) */
+    unsigned timeout_s;   /* idle connection timeout (default 30) */
+} kvc_http_opts_t;
+
+/*
+ * Starts serving on listen ("HOST:PORT", port 0 = any free port). The
+ * handler runs on pool threads, concurrently. NULL on failure with err set.
+ */
+kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t *opts,
+                                       kvc_http_handler_fn handler, void *arg, kvc_err_t *err);
+
+/* The bound port (useful with port 0). */
+uint16_t kvc_http_server_port(const kvc_http_server_t *self);
+
+/* Stops the threads, closes the socket, nulls *self_p. */
+void kvc_http_server_destroy(kvc_http_server_t **self_p);
+
+/* Returns a request header's value (NULL when absent); valid during the call. */
+const char *kvc_http_header(const kvc_http_req_t *req, const char *name);
+
+/* Sets resp to status with the JSON body {"error": "MESSAGE"}. */
+void kvc_http_error(kvc_http_resp_t *resp, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Appends s to buf as a JSON string literal (quotes included). */
+int kvc_json_append_str(kvc_buf_t *buf, const char *s, size_t len);
+
+#endif

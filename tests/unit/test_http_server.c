@@ -1,0 +1,177 @@
+/* Unit tests of proxy/http_server.c: real HTTP over loopback (port 0) with libcurl. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <pthread.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+
+#include "http_server.h"
+
+/* Echoes "METHOD PATH LEN CTYPE" or answers an error for /fail. */
+static void s_echo(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+{
+    if (strcmp(req->path, "/fail") == 0) {
+        kvc_http_error(resp, 400, "bad \"thing\"\nat line %d", 3);
+        return;
+    }
+    if (strcmp(req->path, "/silent") == 0)
+        return; /* no status: the server must answer 500 */
+    resp->status = 200;
+    snprintf(resp->content_type, sizeof resp->content_type, "text/plain");
+    snprintf(resp->header_name, sizeof resp->header_name, "X-Len");
+    snprintf(resp->header_value, sizeof resp->header_value, "%zu", req->body_len);
+    kvc_buf_printf(&resp->body, "%s %s %zu %s", req->method, req->path, req->body_len,
+                   req->content_type ? req->content_type : "-");
+}
+
+typedef struct {
+    char data[4096];
+    size_t len;
+} s_sink_t;
+
+static size_t s_write(char *p, size_t size, size_t n, void *arg)
+{
+    s_sink_t *s = arg;
+    size_t k = size * n;
+    if (s->len + k >= sizeof s->data)
+        k = sizeof s->data - 1 - s->len;
+    memcpy(s->data + s->len, p, k);
+    s->len += k;
+    s->data[s->len] = '\0';
+    return size * n;
+}
+
+/* Makes one request; returns the HTTP status and fills out with the body. */
+static long s_request(uint16_t port, const char *method, const char *path, const char *body,
+                      size_t len, int chunked, s_sink_t *out)
+{
+    CURL *c = curl_easy_init();
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (chunked)
+        h = curl_slist_append(h, "Transfer-Encoding: chunked");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        if (!chunked)
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
+    }
+    memset(out, 0, sizeof *out);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+static kvc_http_server_t *s_server(size_t max_body)
+{
+    kvc_http_opts_t opts = {.max_body = max_body, .threads = 4};
+    kvc_err_t err;
+    kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_echo, NULL, &err);
+    assert_non_null(srv);
+    assert_true(kvc_http_server_port(srv) > 0);
+    return srv;
+}
+
+static void test_echo_and_errors(void **state)
+{
+    kvc_http_server_t *srv = s_server(1024);
+    uint16_t port = kvc_http_server_port(srv);
+    s_sink_t out;
+    assert_int_equal(s_request(port, "POST", "/v1/x?q=1", "{\"a\":1}", 7, 0, &out), 200);
+    assert_string_equal(out.data, "POST /v1/x 7 application/json");
+    assert_int_equal(s_request(port, "GET", "/fail", NULL, 0, 0, &out), 400);
+    assert_string_equal(out.data, "{\"error\": \"bad \\\"thing\\\"\\nat line 3\"}");
+    assert_int_equal(s_request(port, "GET", "/silent", NULL, 0, 0, &out), 500);
+    assert_non_null(strstr(out.data, "\"error\""));
+    kvc_http_server_destroy(&srv);
+    assert_null(srv);
+}
+
+static void test_body_limit(void **state)
+{
+    kvc_http_server_t *srv = s_server(1024);
+    uint16_t port = kvc_http_server_port(srv);
+    static char body[4096];
+    memset(body, 'x', sizeof body);
+    s_sink_t out;
+    assert_int_equal(s_request(port, "POST", "/p", body, 1024, 0, &out), 200);
+    assert_string_equal(out.data, "POST /p 1024 application/json");
+    assert_int_equal(s_request(port, "POST", "/p", body, 1025, 0, &out), 413);
+    assert_string_equal(out.data, "{\"error\": \"request body exceeds the limit of 1024 bytes\"}");
+    /* chunked: no Content-Length, counted as it arrives */
+    body[2000] = '\0';
+    assert_int_equal(s_request(port, "POST", "/p", body, 2000, 1, &out), 413);
+    body[1000] = '\0';
+    assert_int_equal(s_request(port, "POST", "/p", body, 1000, 1, &out), 200);
+    assert_string_equal(out.data, "POST /p 1000 application/json");
+    kvc_http_server_destroy(&srv);
+}
+
+static uint16_t s_port;
+static int s_ok[8];
+
+static void *s_client(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    char path[32], want[64];
+    s_sink_t out;
+    for (int i = 0; i < 25; i++) {
+        snprintf(path, sizeof path, "/c%d/%d", id, i);
+        snprintf(want, sizeof want, "POST %s 3 application/json", path);
+        if (s_request(s_port, "POST", path, "abc", 3, 0, &out) == 200 &&
+            strcmp(out.data, want) == 0)
+            s_ok[id]++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_clients(void **state)
+{
+    kvc_http_server_t *srv = s_server(1024);
+    s_port = kvc_http_server_port(srv);
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[i], NULL, s_client, (void *)(intptr_t)i);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(s_ok[i], 25);
+    kvc_http_server_destroy(&srv);
+}
+
+static void test_bad_listen(void **state)
+{
+    kvc_http_opts_t opts = {.max_body = 10};
+    kvc_err_t err;
+    assert_null(kvc_http_server_new("nohostport", &opts, s_echo, NULL, &err));
+    assert_string_equal(err.msg, "http.listen: expected HOST:PORT, got \"nohostport\"");
+    assert_null(kvc_http_server_new("127.0.0.1:99999", &opts, s_echo, NULL, &err));
+    assert_string_equal(err.msg, "http.listen: invalid port in \"127.0.0.1:99999\"");
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_echo_and_errors),
+        cmocka_unit_test(test_body_limit),
+        cmocka_unit_test(test_concurrent_clients),
+        cmocka_unit_test(test_bad_listen),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
