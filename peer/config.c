@@ -159,8 +159,8 @@ static int s_fail_yaml(s_ctx_t *ctx)
             if (ctx->text[i] == '\n') {
                 mark.line++;
                 mark.column = 0;
-            } else {
-                mark.column++;
+            } else if (((unsigned char)ctx->text[i] & 0xc0) != 0x80) {
+                mark.column++; /* libyaml counts characters, not bytes */
             }
         }
     }

@@ -264,6 +264,8 @@ static void test_errors(void **state)
              "c.yaml:2:1: yaml: found character that cannot start any token (while scanning for "
              "the next token started at 2:1)");
     s_expect("peer:\n  name: \xff", KVC_EPARSE, "c.yaml:2:9: yaml: invalid leading UTF-8 octet");
+    s_expect("peer:\n  name: \xc3\xbc\xff", KVC_EPARSE,
+             "c.yaml:2:10: yaml: invalid leading UTF-8 octet"); /* columns count characters */
     s_expect("peer:\n  name: a\x01", KVC_EPARSE,
              "c.yaml:2:10: yaml: control characters are not allowed");
     /* Advertise is required with a wildcard listen, at the listen key. */
