@@ -22,9 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0) {
         /* Success leaves a usable, terminated configuration. */
         if (err.msg[0] != '\0' || !kvc_config_valid_name(cfg.name) ||
-            !kvc_config_valid_name(cfg.site) || cfg.n_roles == 0 ||
-            cfg.n_roles > KVC_MAX_ROLES || cfg.n_seeds > KVC_MAX_SEEDS ||
-            cfg.n_revoked > KVC_MAX_REVOKED || cfg.n_backends > KVC_MAX_BACKENDS)
+            !kvc_config_valid_name(cfg.site) || cfg.n_roles == 0 || cfg.n_roles > KVC_MAX_ROLES ||
+            cfg.n_seeds > KVC_MAX_SEEDS || cfg.n_revoked > KVC_MAX_REVOKED ||
+            cfg.n_backends > KVC_MAX_BACKENDS)
             abort();
         kvc_config_finish(&cfg);
         /* parse refused a wildcard listen without advertise; finish derives

@@ -242,8 +242,7 @@ static void test_errors(void **state)
     s_expect(BASE "log: {level: loud}\n", KVC_EINVAL,
              "c.yaml:3:14: log.level: \"loud\" must be one of debug, info, warn, error");
     s_expect("peer: {name: a, site: b}\nfederation: {advertise: 'tcp://h:1', profile: LAN}",
-             KVC_EINVAL,
-             "c.yaml:2:47: federation.profile: \"LAN\" must be one of lan, wan");
+             KVC_EINVAL, "c.yaml:2:47: federation.profile: \"LAN\" must be one of lan, wan");
     /* Aliases, anchors, tags. */
     s_expect("peer: {name: a, site: *s}", KVC_EINVAL,
              "c.yaml:1:23: peer.site: aliases are not supported");
@@ -285,8 +284,7 @@ static void test_errors(void **state)
     s_expect("peer: {name: a, site: b}\n", KVC_EINVAL,
              "c.yaml:1:1: federation.advertise: required when federation.listen is a wildcard "
              "address");
-    s_expect("peer: {name: a, site: b}\nfederation: {advertise: 'tcp://0.0.0.0:1'}\n",
-             KVC_EINVAL,
+    s_expect("peer: {name: a, site: b}\nfederation: {advertise: 'tcp://0.0.0.0:1'}\n", KVC_EINVAL,
              "c.yaml:2:25: federation.advertise: \"tcp://0.0.0.0:1\" cannot use a wildcard host");
 }
 
@@ -353,9 +351,10 @@ static void test_endpoint_errors(void **state)
              "c.yaml:5:7: federation.seeds[0].key: is required");
     s_expect(FED "  seeds:\n    - {endpoint: 'tcp://h:1', key: abc}\n", KVC_EINVAL,
              "c.yaml:5:36: federation.seeds[0].key: \"abc\" is not a 64-character hex key");
-    s_expect(FED "  seeds:\n"
-                 "    - 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29@tcp://h:1\n"
-                 "    - 3B6A27BCCEB6A42D62A3A8D02A6F0D73653215771DE243A63AC048A18B59DA29@tcp://i:1\n",
+    s_expect(FED
+             "  seeds:\n"
+             "    - 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29@tcp://h:1\n"
+             "    - 3B6A27BCCEB6A42D62A3A8D02A6F0D73653215771DE243A63AC048A18B59DA29@tcp://i:1\n",
              KVC_EINVAL, "c.yaml:6:7: federation.seeds[1]: duplicate seed key (also in item 0)");
     s_expect(FED "  revoked: [3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da2]\n",
              KVC_EINVAL,
@@ -407,9 +406,10 @@ static void test_endpoint_errors(void **state)
         char text[2048];
         size_t o = (size_t)snprintf(text, sizeof text, "%s", BASE "proxy:\n  backends:\n");
         for (int i = 0; i <= KVC_MAX_BACKENDS; i++)
-            o += (size_t)snprintf(text + o, sizeof text - o, "    - {model: m%d, grpc: 'h:1'}\n",
-                                  i);
-        s_expect(text, KVC_ERANGE, "c.yaml:21:7: proxy.backends[16]: too many entries (at most 16)");
+            o +=
+                (size_t)snprintf(text + o, sizeof text - o, "    - {model: m%d, grpc: 'h:1'}\n", i);
+        s_expect(text, KVC_ERANGE,
+                 "c.yaml:21:7: proxy.backends[16]: too many entries (at most 16)");
     }
 }
 
@@ -474,10 +474,11 @@ static void test_byte_sizes(void **state)
         const char *text;
         uint64_t bytes;
     } ok[] = {
-        {"1024", 1024},           {"64MiB", 64ull << 20},   {"512KiB", 512ull << 10},
-        {"1GiB", 1ull << 30},     {"2 MiB", 2ull << 20},    {"10KB", 10000},
-        {"3MB", 3000000},         {"1GB", 1000000000},      {"4096B", 4096},
-        {"1073741824", 1ull << 30},
+        {"1024", 1024},           {"64MiB", 64ull << 20},
+        {"512KiB", 512ull << 10}, {"1GiB", 1ull << 30},
+        {"2 MiB", 2ull << 20},    {"10KB", 10000},
+        {"3MB", 3000000},         {"1GB", 1000000000},
+        {"4096B", 4096},          {"1073741824", 1ull << 30},
     };
     kvc_config_t *cfg = malloc(sizeof *cfg);
     kvc_err_t err;
@@ -574,14 +575,14 @@ static void test_too_long(void **state)
          "federation.trust", "/", 1023},
         {"peer: {name: a, site: b}\nfederation: {advertise: 'tcp://h:1', listen: @}",
          "federation.listen", "tcp://", 255},
-        {"peer: {name: a, site: b}\nfederation: {advertise: @}", "federation.advertise",
-         "tcp://", 255},
+        {"peer: {name: a, site: b}\nfederation: {advertise: @}", "federation.advertise", "tcp://",
+         255},
         {"peer: {name: a, site: b}\nfederation: {advertise: 'tcp://h:1', seeds: [{endpoint: @, "
          "key: 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29}]}",
          "federation.seeds[0].endpoint", "tcp://", 255},
         {"peer: {name: a, site: b}\nfederation: {advertise: 'tcp://h:1', seeds: [@]}",
-         "federation.seeds[0]", "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29@tcp://",
-         64 + 1 + 255},
+         "federation.seeds[0]",
+         "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29@tcp://", 64 + 1 + 255},
         {BASE "control: {endpoint: @}", "control.endpoint", "ipc:///", 255},
         {BASE "http: {listen: @}", "http.listen", "", 255},
         {BASE "proxy: {backends: [{grpc: 'h:1', model: @}]}", "proxy.backends[0].model", "", 127},
@@ -875,14 +876,22 @@ static void test_deep_nesting(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_file),       cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_errors),          cmocka_unit_test(test_endpoint_errors),
-        cmocka_unit_test(test_timing),          cmocka_unit_test(test_byte_sizes),
-        cmocka_unit_test(test_seeds),           cmocka_unit_test(test_too_long),
-        cmocka_unit_test(test_derived_lengths), cmocka_unit_test(test_size_limit),
-        cmocka_unit_test(test_load),            cmocka_unit_test(test_finish),
-        cmocka_unit_test(test_valid_name_and_key), cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_example_file),    cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_full_file),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_endpoint_errors),
+        cmocka_unit_test(test_timing),
+        cmocka_unit_test(test_byte_sizes),
+        cmocka_unit_test(test_seeds),
+        cmocka_unit_test(test_too_long),
+        cmocka_unit_test(test_derived_lengths),
+        cmocka_unit_test(test_size_limit),
+        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_finish),
+        cmocka_unit_test(test_valid_name_and_key),
+        cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_example_file),
+        cmocka_unit_test(test_deep_nesting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
