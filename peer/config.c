@@ -58,12 +58,12 @@ struct s_ctx {
     kvc_err_t *err;
     const char *text;
     size_t len;
-    char name[160];        /* the source name, escaped for messages */
-    char path[160];        /* dotted key of the value being read */
+    char name[160]; /* the source name, escaped for messages */
+    char path[160]; /* dotted key of the value being read */
     size_t path_len;
     char quoted[S_QUOTE_BUF]; /* scratch for s_quote */
-    size_t index;          /* index of the sequence item being read */
-    yaml_mark_t key_mark;  /* mark of the key whose value is being read */
+    size_t index;             /* index of the sequence item being read */
+    yaml_mark_t key_mark;     /* mark of the key whose value is being read */
     yaml_mark_t root_mark, fed_mark, listen_mark, data_dir_mark;
     int have_fed, have_listen, have_data_dir, have_credential, have_trust;
 };
@@ -124,9 +124,8 @@ static const char *s_quote_value(s_ctx_t *ctx)
 
 /* Sets err to "NAME:LINE:COL: KEY: what" and returns code. KEY is key, or
  * the current path, or "(document)" at the top. */
-__attribute__((format(printf, 5, 6))) static int s_fail(s_ctx_t *ctx, yaml_mark_t mark,
-                                                        const char *key, int code,
-                                                        const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static int
+s_fail(s_ctx_t *ctx, yaml_mark_t mark, const char *key, int code, const char *fmt, ...)
 {
     char what[KVC_ERR_MAX];
     va_list ap;
@@ -159,15 +158,15 @@ static int s_fail_yaml(s_ctx_t *ctx)
             if (ctx->text[i] == '\n') {
                 mark.line++;
                 mark.column = 0;
-            } else {
-                mark.column++;
+            } else if (((unsigned char)ctx->text[i] & 0xc0) != 0x80) {
+                mark.column++; /* libyaml counts characters, not bytes */
             }
         }
     }
     if (p->context && p->error != YAML_READER_ERROR) {
         s_escape(context, sizeof context, p->context, strlen(p->context), 100, 0);
-        return s_fail(ctx, mark, "yaml", KVC_EPARSE, "%s (%s started at %zu:%zu)", problem,
-                      context, p->context_mark.line + 1, p->context_mark.column + 1);
+        return s_fail(ctx, mark, "yaml", KVC_EPARSE, "%s (%s started at %zu:%zu)", problem, context,
+                      p->context_mark.line + 1, p->context_mark.column + 1);
     }
     return s_fail(ctx, mark, "yaml", KVC_EPARSE, "%s", problem);
 }
@@ -267,9 +266,8 @@ static int s_is_null(const yaml_event_t *ev)
         return 0;
     const char *v = (const char *)ev->data.scalar.value;
     size_t n = ev->data.scalar.length;
-    return n == 0 || (n == 1 && v[0] == '~') || (n == 4 && (!memcmp(v, "null", 4) ||
-                                                           !memcmp(v, "Null", 4) ||
-                                                           !memcmp(v, "NULL", 4)));
+    return n == 0 || (n == 1 && v[0] == '~') ||
+           (n == 4 && (!memcmp(v, "null", 4) || !memcmp(v, "Null", 4) || !memcmp(v, "NULL", 4)));
 }
 
 /* --- structure --------------------------------------------------------- */
@@ -287,8 +285,8 @@ static int s_parse_mapping(s_ctx_t *ctx, const s_field_t *fields, size_t n, void
             if (ctx->ev.type == YAML_MAPPING_END_EVENT)
                 break;
             if (ctx->ev.type != YAML_SCALAR_EVENT)
-                return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_EINVAL,
-                              "expected a key, found %s", s_kind(&ctx->ev));
+                return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_EINVAL, "expected a key, found %s",
+                              s_kind(&ctx->ev));
             const char *key = (const char *)ctx->ev.data.scalar.value;
             size_t klen = ctx->ev.data.scalar.length;
             size_t i = 0;
@@ -772,8 +770,7 @@ static int s_check_count(s_ctx_t *ctx, size_t count, size_t max)
 {
     if (count < max)
         return 0;
-    return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_ERANGE, "too many entries (at most %zu)",
-                  max);
+    return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_ERANGE, "too many entries (at most %zu)", max);
 }
 
 /* One item of peer.roles. */
@@ -844,8 +841,7 @@ static int s_item_seed(s_ctx_t *ctx, void *obj)
     }
     for (size_t i = 0; i < cfg->n_seeds; i++)
         if (!memcmp(cfg->seeds[i].public_key, seed.public_key, 32))
-            return s_fail(ctx, start, NULL, KVC_EINVAL, "duplicate seed key (also in item %zu)",
-                          i);
+            return s_fail(ctx, start, NULL, KVC_EINVAL, "duplicate seed key (also in item %zu)", i);
     cfg->seeds[cfg->n_seeds++] = seed;
     return 0;
 }
@@ -887,8 +883,9 @@ static int s_v_model(s_ctx_t *ctx, const s_field_t *f, void *obj)
     if (rc)
         return rc;
     size_t n = strlen(dst);
-    int ok = n > 0 && strspn(dst, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                  "0123456789._-") == n &&
+    int ok = n > 0 &&
+             strspn(dst, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789._-") == n &&
              strspn(dst, ".-_") == 0;
     return ok ? 0 : s_bad_value(ctx, "must match [A-Za-z0-9][A-Za-z0-9._-]*");
 }
@@ -935,10 +932,8 @@ static const s_field_t s_backend_fields[] = {
     {"model", s_v_model, offsetof(kvc_backend_t, model), sizeof(((kvc_backend_t *)0)->model),
      "model", 0, 0},
     {"grpc", s_v_grpc, offsetof(kvc_backend_t, grpc), KVC_ENDPOINT_MAX, "grpc", 0, 0},
-    {"api", s_v_api, offsetof(kvc_backend_t, api), sizeof(((kvc_backend_t *)0)->api), NULL, 0,
-     0},
-    {"metrics_url", s_v_url, offsetof(kvc_backend_t, metrics_url), KVC_ENDPOINT_MAX, NULL, 0,
-     0},
+    {"api", s_v_api, offsetof(kvc_backend_t, api), sizeof(((kvc_backend_t *)0)->api), NULL, 0, 0},
+    {"metrics_url", s_v_url, offsetof(kvc_backend_t, metrics_url), KVC_ENDPOINT_MAX, NULL, 0, 0},
 };
 
 /* One item of proxy.backends. */
@@ -1118,8 +1113,7 @@ static int s_check_document(s_ctx_t *ctx)
         s_join(cfg->credential, sizeof cfg->credential, cfg->data_dir, "identity"))
         return s_fail(ctx, ctx->data_dir_mark, "peer.data_dir", KVC_ERANGE,
                       "too long to derive peer.credential (DATA_DIR/identity)");
-    if (!ctx->have_trust &&
-        s_join(cfg->trust, sizeof cfg->trust, cfg->data_dir, "federation.pub"))
+    if (!ctx->have_trust && s_join(cfg->trust, sizeof cfg->trust, cfg->data_dir, "federation.pub"))
         return s_fail(ctx, ctx->data_dir_mark, "peer.data_dir", KVC_ERANGE,
                       "too long to derive federation.trust (DATA_DIR/federation.pub)");
     if (cfg->control_endpoint[0] == '\0' &&
@@ -1289,7 +1283,8 @@ int kvc_config_valid_name(const char *s)
     size_t n = 0;
     for (; s[n]; n++) {
         char c = s[n];
-        if (n >= KVC_NAME_MAX - 1 || !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+        if (n >= KVC_NAME_MAX - 1 ||
+            !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
             return 0;
     }
     return n > 0 && s[0] != '-' && s[n - 1] != '-';
