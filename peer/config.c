@@ -292,12 +292,14 @@ static int s_parse_mapping(s_ctx_t *ctx, const s_field_t *fields, size_t n, void
             size_t i = 0;
             while (i < n && !(strlen(fields[i].key) == klen && !memcmp(fields[i].key, key, klen)))
                 i++;
-            if (i == n)
-                return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_EINVAL, "unknown key %s",
-                              s_quote(ctx, key, klen));
-            if (seen & (1u << i))
-                return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_EINVAL, "duplicate key %s",
-                              s_quote(ctx, key, klen));
+            if (i == n || (seen & (1u << i))) {
+                /* Name the offending key itself: "peer.colour: unknown key". */
+                char label[sizeof ctx->path + 64], esc[64];
+                s_escape(esc, sizeof esc, key, klen, S_QUOTE_MAX, 0);
+                snprintf(label, sizeof label, "%s%s%s", ctx->path, ctx->path_len ? "." : "", esc);
+                return s_fail(ctx, ctx->ev.start_mark, label, KVC_EINVAL, "%s",
+                              i == n ? "unknown key" : "duplicate key");
+            }
             seen |= 1u << i;
             ctx->key_mark = ctx->ev.start_mark;
             size_t saved = ctx->path_len;
