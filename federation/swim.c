@@ -29,6 +29,7 @@
 #define WANT_MAX 1024
 #define SUSPECT_K_MAX 16
 #define UPDATE_TAG 0x7a /* field 15, wire type 2 */
+#define BQ_BUCKETS 256 /* > retransmit_mult max (32) * ceil(log10(n+1)) */
 
 enum { BQ_STATE = 0, BQ_META = 1 };
 
@@ -81,7 +82,7 @@ typedef struct member {
 struct bcast {
     member_t *m;
     int kind;
-    size_t pos;
+    bcast_t *prev, *next; /* in the list of its transmit count */
     uint32_t transmits;
     uint64_t seq;
     uint8_t *data;
@@ -119,8 +120,11 @@ struct kvc_swim {
     member_t **sorted;
     size_t cap_sorted;
     int sorted_ok;
-    bcast_t **bq;
-    size_t n_bq, cap_bq;
+    /* Queued broadcasts, one list per transmit count, each newest first:
+     * walking the lists in order gives least-sent, then newest, without a
+     * sort per message. */
+    bcast_t *bq_head[BQ_BUCKETS], *bq_tail[BQ_BUCKETS];
+    size_t n_bq;
     uint64_t bseq;
     relay_t relays[RELAY_MAX];
     size_t n_relays;
@@ -216,8 +220,8 @@ int kvc_swim_config_check(const kvc_swim_config_t *c, kvc_err_t *err)
     if (c->suspicion_confirmations > SUSPECT_K_MAX)
         return kvc_err_set(err, KVC_EINVAL, "suspicion_confirmations: must be 0..%d",
                            SUSPECT_K_MAX);
-    if (c->retransmit_mult < 1 || c->retransmit_mult > 100)
-        return kvc_err_set(err, KVC_EINVAL, "retransmit_mult: must be 1..100");
+    if (c->retransmit_mult < 1 || c->retransmit_mult > 32)
+        return kvc_err_set(err, KVC_EINVAL, "retransmit_mult: must be 1..32");
     if (c->gossip_interval_ms < 1 || c->gossip_interval_ms > 600000)
         return kvc_err_set(err, KVC_EINVAL, "gossip_interval_ms: must be 1..600000");
     if (c->gossip_fanout < 1 || c->gossip_fanout > 64)
@@ -552,11 +556,47 @@ static void s_set_state(kvc_swim_t *s, member_t *m, int st, uint64_t inc, const 
     s_down_update(s, m);
 }
 
+/* Takes b out of its transmit-count list. */
+static void s_bq_unlink(kvc_swim_t *s, bcast_t *b)
+{
+    uint32_t t = b->transmits;
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        s->bq_head[t] = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    else
+        s->bq_tail[t] = b->prev;
+    b->prev = b->next = NULL;
+}
+
+/* Puts b at the head (newest) or tail of the list for its transmit count. */
+static void s_bq_link(kvc_swim_t *s, bcast_t *b, int at_head)
+{
+    uint32_t t = b->transmits;
+    if (at_head) {
+        b->next = s->bq_head[t];
+        if (b->next)
+            b->next->prev = b;
+        else
+            s->bq_tail[t] = b;
+        s->bq_head[t] = b;
+    } else {
+        b->prev = s->bq_tail[t];
+        if (b->prev)
+            b->prev->next = b;
+        else
+            s->bq_head[t] = b;
+        s->bq_tail[t] = b;
+    }
+}
+
 /* Removes a queued broadcast. */
 static void s_bq_remove(kvc_swim_t *s, bcast_t *b)
 {
-    s->bq[b->pos] = s->bq[--s->n_bq];
-    s->bq[b->pos]->pos = b->pos;
+    s_bq_unlink(s, b);
+    s->n_bq--;
     b->m->bq[b->kind] = NULL;
     kvc_free(b->data);
     kvc_free(b);
@@ -727,23 +767,23 @@ static void s_enqueue(kvc_swim_t *s, member_t *m, int kind, int with_info)
         return;
     bcast_t *b = m->bq[kind];
     if (!b) {
-        if (s_grow((void **)&s->bq, &s->cap_bq, s->n_bq + 1, sizeof(*s->bq)) ||
-            !(b = kvc_calloc(1, sizeof(*b)))) {
+        if (!(b = kvc_calloc(1, sizeof(*b)))) {
             kvc_free(data);
             return;
         }
         b->m = m;
         b->kind = kind;
-        b->pos = s->n_bq;
-        s->bq[s->n_bq++] = b;
+        s->n_bq++;
         m->bq[kind] = b;
     } else {
+        s_bq_unlink(s, b);
         kvc_free(b->data);
     }
     b->data = data;
     b->len = len;
     b->transmits = 0;
     b->seq = ++s->bseq;
+    s_bq_link(s, b, 1);
 }
 
 /* Each update is sent retransmit_mult * ceil(log10(n + 1)) times. */
@@ -755,14 +795,6 @@ static uint32_t s_retransmit_limit(const kvc_swim_t *s)
     return s->cfg.retransmit_mult * (uint32_t)l;
 }
 
-/* Least sent first, then newest. */
-static int s_bcast_cmp(const void *a, const void *b)
-{
-    const bcast_t *x = *(const bcast_t *const *)a, *y = *(const bcast_t *const *)b;
-    if (x->transmits != y->transmits)
-        return x->transmits < y->transmits ? -1 : 1;
-    return x->seq > y->seq ? -1 : (x->seq < y->seq ? 1 : 0);
-}
 
 /* Appends one update record to buf at *used if it fits under max. */
 static int s_append_update(uint8_t *buf, size_t *used, size_t max, const uint8_t *u, size_t len)
@@ -796,21 +828,49 @@ static int s_send(kvc_swim_t *s, kvc_swim_out_t *out, const char *to, Kvc__Swim_
     if (first)
         s_append_update(buf, &used, max, first, first_len);
     if (piggyback && s->n_bq > 0) {
+        /* Least sent first, newest first within a count. An entry that was
+         * sent moves to the tail of the next count's list; entries moved in
+         * this pass are collected and linked after it, so none is sent twice
+         * in one message. */
         uint32_t limit = s_retransmit_limit(s);
-        qsort(s->bq, s->n_bq, sizeof(*s->bq), s_bcast_cmp);
-        for (size_t i = 0; i < s->n_bq; i++)
-            s->bq[i]->pos = i;
-        size_t i = 0;
-        while (i < s->n_bq && used + 3 < max) {
-            bcast_t *b = s->bq[i];
-            if (!s_append_update(buf, &used, max, b->data, b->len)) {
-                i++;
-                continue;
+        bcast_t *sent = NULL;
+        int misses = 0;
+        for (uint32_t t = 0; t < BQ_BUCKETS && used + 8 < max && misses < 8; t++) {
+            bcast_t *b = s->bq_head[t];
+            while (b && used + 8 < max && misses < 8) {
+                bcast_t *next = b->next;
+                if (b->transmits >= limit) {
+                    s_bq_remove(s, b);
+                } else if (!s_append_update(buf, &used, max, b->data, b->len)) {
+                    misses++;
+                } else {
+                    s_bq_unlink(s, b);
+                    b->next = sent;
+                    sent = b;
+                }
+                b = next;
             }
-            if (++b->transmits >= limit)
-                s_bq_remove(s, b); /* the last entry moved into slot i */
-            else
-                i++;
+        }
+        /* sent is in reverse order of sending; link oldest-sent last. */
+        bcast_t *rev = NULL;
+        while (sent) {
+            bcast_t *n = sent->next;
+            sent->next = rev;
+            rev = sent;
+            sent = n;
+        }
+        while (rev) {
+            bcast_t *n = rev->next;
+            rev->next = rev->prev = NULL;
+            if (++rev->transmits >= limit || rev->transmits >= BQ_BUCKETS) {
+                rev->m->bq[rev->kind] = NULL;
+                s->n_bq--;
+                kvc_free(rev->data);
+                kvc_free(rev);
+            } else {
+                s_bq_link(s, rev, 0);
+            }
+            rev = n;
         }
     }
     return s_out_commit(out, to, used);
@@ -1065,7 +1125,7 @@ static void s_apply(kvc_swim_t *s, const Kvc__Swim__Update *u, uint64_t now, kvc
             return;
         s_info_store(m, u->info);
         s_event(out, KVC_SWIM_EV_JOINED, m);
-        s_enqueue(s, m, BQ_STATE, m->info != NULL);
+        s_enqueue(s, m, BQ_STATE, 0);
         if (!m->info)
             s_want(s, m);
         if (st == KVC_SWIM_SUSPECT)
@@ -1077,7 +1137,7 @@ static void s_apply(kvc_swim_t *s, const Kvc__Swim__Update *u, uint64_t now, kvc
             if (u->incarnation > m->incarnation) {
                 s_set_state(s, m, KVC_SWIM_ALIVE, u->incarnation, NULL, now);
                 s_event(out, KVC_SWIM_EV_ALIVE, m);
-                s_enqueue(s, m, BQ_STATE, u->info != NULL);
+                s_enqueue(s, m, BQ_STATE, 0);
             }
             break;
         case KVC_SWIM_SUSPECT:
@@ -1991,16 +2051,19 @@ void kvc_swim_destroy(kvc_swim_t **self_p)
     if (!self_p || !*self_p)
         return;
     kvc_swim_t *s = *self_p;
-    for (size_t i = 0; i < s->n_bq; i++) {
-        kvc_free(s->bq[i]->data);
-        kvc_free(s->bq[i]);
+    for (int t = 0; t < BQ_BUCKETS; t++) {
+        while (s->bq_head[t]) {
+            bcast_t *b = s->bq_head[t];
+            s->bq_head[t] = b->next;
+            kvc_free(b->data);
+            kvc_free(b);
+        }
     }
     for (size_t i = 0; i < s->n_all; i++)
         s_member_free(s->all[i]);
     for (size_t i = 0; i < s->n_seeds; i++)
         kvc_free(s->seeds[i]);
     kvc_free(s->seeds);
-    kvc_free(s->bq);
     kvc_free(s->all);
     kvc_free(s->map);
     kvc_free(s->down);
