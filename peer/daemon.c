@@ -19,6 +19,7 @@
 #include "credential.h"
 #include "log.h"
 #include "store.h"
+#include "swim.h"
 #include "wire.h"
 #include "control.pb-c.h"
 
@@ -36,6 +37,8 @@
 #define LINK_TIMEOUT_MS 5000
 #define MAX_LINKS 4096
 #define SEND_HWM 1000
+#define SWIM_TICK_MS 10
+#define LEAVE_DRAIN_MS 300
 
 /* One peer we have (or had) a link with, keyed by its CURVE public key. */
 typedef struct {
@@ -75,6 +78,9 @@ struct kvc_daemon {
     zsock_t *control;
     char control_path[KVC_PATH_MAX]; /* ipc socket file, to remove at exit */
     zhashx_t *links;                 /* key_hex -> kvc_link_t* */
+    zhashx_t *by_member;             /* member id -> verified kvc_link_t* (borrowed) */
+    kvc_swim_t *swim;                /* the membership core */
+    kvc_swim_out_t out;              /* its outbox, flushed after every call */
     uint64_t started_ms;
     uint64_t boot_count;
     uint64_t seq;
@@ -289,6 +295,88 @@ static int s_link_up(const kvc_link_t *link, uint64_t now)
     return link->handshaked && link->verified && now - link->last_seen_ms <= LINK_TIMEOUT_MS;
 }
 
+/* --- membership -------------------------------------------------------- */
+
+/* Sends one membership message (bytes from the core) on link. */
+static void s_send_membership(kvc_daemon_t *self, kvc_link_t *link, const uint8_t *data, size_t len)
+{
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.body_case = KVC__FED__ENVELOPE__BODY_MEMBERSHIP;
+    env.membership.data = (uint8_t *)data;
+    env.membership.len = len;
+    s_send(self, link, &env);
+}
+
+/* Finds or opens the link to a member the core wants to talk to. A member
+ * learned by gossip is dialled at its advertised endpoint with its gossiped
+ * key; its Hello must still prove the key holds that member's credential. */
+static kvc_link_t *s_link_for_member(kvc_daemon_t *self, const char *id)
+{
+    kvc_link_t *link = zhashx_lookup(self->by_member, id);
+    if (link)
+        return link;
+    kvc_swim_member_t m;
+    if (kvc_swim_member_get(self->swim, id, &m) != 0 || !m.has_info || !m.public_key ||
+        m.is_self || (strncmp(m.endpoint, "tcp://", 6) != 0 && strncmp(m.endpoint, "ipc://", 6) != 0))
+        return NULL;
+    if (s_revoked(self, m.public_key))
+        return NULL;
+    char hex[65];
+    kvc_key_hex(m.public_key, hex);
+    link = s_link_find(self, hex);
+    if (!link) {
+        link = s_link_add(self, m.public_key);
+        if (link && s_link_connect(self, link, m.endpoint) != 0)
+            link = NULL;
+    }
+    return link; /* not yet verified: the send is dropped until it is */
+}
+
+/* Logs the core's events. */
+static void s_log_event(const kvc_swim_event_t *ev)
+{
+    switch (ev->type) {
+    case KVC_SWIM_EV_JOINED: kvc_info("member %s joined", ev->id); break;
+    case KVC_SWIM_EV_ALIVE:
+        kvc_info("member %s is alive (incarnation %llu)", ev->id,
+                 (unsigned long long)ev->incarnation);
+        break;
+    case KVC_SWIM_EV_SUSPECT: kvc_info("member %s is suspect", ev->id); break;
+    case KVC_SWIM_EV_DEAD: kvc_warn("member %s is dead", ev->id); break;
+    case KVC_SWIM_EV_LEFT: kvc_info("member %s left", ev->id); break;
+    case KVC_SWIM_EV_REAPED: kvc_info("member %s forgotten", ev->id); break;
+    default: break;
+    }
+}
+
+/* Sends everything the core put in the outbox and logs its events. */
+static void s_flush(kvc_daemon_t *self)
+{
+    kvc_swim_out_t *out = &self->out;
+    for (size_t i = 0; i < out->n_msgs; i++) {
+        kvc_link_t *link = s_link_for_member(self, out->msgs[i].to);
+        if (link && link->verified)
+            s_send_membership(self, link, kvc_swim_out_data(out, i), out->msgs[i].len);
+        else
+            self->send_dropped++;
+    }
+    for (size_t i = 0; i < out->n_events; i++)
+        s_log_event(&out->events[i]);
+    kvc_swim_out_reset(out);
+}
+
+/* Runs the membership core's timers. */
+static int s_on_swim_tick(zloop_t *loop, int timer_id, void *arg)
+{
+    kvc_daemon_t *self = arg;
+    uint64_t now = s_now_ms();
+    if (now >= kvc_swim_next_deadline(self->swim)) {
+        kvc_swim_tick(self->swim, now, &self->out);
+        s_flush(self);
+    }
+    return 0;
+}
+
 /* --- receiving --------------------------------------------------------- */
 
 /* Maps a credential verification error to a reject reason. */
@@ -349,8 +437,9 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
     link->last_seen_ms = now;
     kvc_strlcpy(link->member_id, member, sizeof link->member_id);
     kvc_strlcpy(link->region, hello->region, sizeof link->region);
+    zhashx_update(self->by_member, member, link);
     if (!was_verified)
-        kvc_info("peer %s joined (key %.16s…, %s)", member, key_hex, hello->advertise);
+        kvc_info("peer %s linked (key %.16s…, %s)", member, key_hex, hello->advertise);
     else if (old_start != hello->started_ms)
         kvc_info("peer %s restarted; welcome back", member);
     if (hello->advertise[0] && (!link->dealer || strcmp(link->endpoint, hello->advertise))) {
@@ -372,6 +461,14 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
         s_send_hello_ack(self, link);
         if (!link->acked || old_start != hello->started_ms)
             s_send_hello(self, link);
+    }
+    /* A member we do not see alive (new, dead, or restarted) gets our digest. */
+    kvc_swim_member_t m;
+    if (kvc_swim_member_get(self->swim, member, &m) != 0 || m.state != KVC_SWIM_ALIVE ||
+        old_start != hello->started_ms) {
+        const char *ids[] = {member};
+        kvc_swim_join(self->swim, ids, 1, now, &self->out);
+        s_flush(self);
     }
 }
 
@@ -444,6 +541,11 @@ static int s_on_router(zloop_t *loop, zsock_t *reader, void *arg)
     case KVC__FED__ENVELOPE__BODY_PONG:
         if (env->pong->nonce == link->ping_nonce && link->ping_sent_us)
             link->rtt_us = s_mono_us() - link->ping_sent_us;
+        break;
+    case KVC__FED__ENVELOPE__BODY_MEMBERSHIP:
+        kvc_swim_receive(self->swim, now, link->member_id, env->membership.data,
+                         env->membership.len, &self->out);
+        s_flush(self);
         break;
     default:
         break;
@@ -600,6 +702,8 @@ static void s_fill_status(kvc_daemon_t *self, Kvc__Ctl__Status *st, Kvc__Ctl__Au
     st->auth_rejects = total;
     st->auth_rejects_by_reason = rejp;
     st->n_auth_rejects_by_reason = KVC_REJECT__COUNT;
+    st->incarnation = kvc_swim_self_incarnation(self->swim);
+    st->membership_dropped = kvc_swim_dropped(self->swim);
     st->msgs_in = self->msgs_in;
     st->msgs_out = self->msgs_out;
     st->send_dropped = self->send_dropped;
@@ -629,12 +733,65 @@ static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
     Kvc__Ctl__PeerLink *links = NULL;
     Kvc__Ctl__PeerLink **linkp = NULL;
     char **link_roles = NULL;
+    Kvc__Ctl__Member *members = NULL;
+    Kvc__Ctl__Member **memberp = NULL;
+    Kvc__Ctl__Status__MembersByStateEntry by_state[4];
+    Kvc__Ctl__Status__MembersByStateEntry *by_statep[4];
     if (!req) {
         rep.code = KVC_EPARSE;
         rep.error = "malformed control request";
     } else if (strcmp(req->command, "status") == 0) {
         s_fill_status(self, &st, rej, rejp, roles);
+        uint32_t counts[4] = {0};
+        size_t n = kvc_swim_member_count(self->swim);
+        for (size_t i = 0; i < n; i++) {
+            kvc_swim_member_t m;
+            if (kvc_swim_member_at(self->swim, i, &m) == 0 && (unsigned)m.state < 4)
+                counts[m.state]++;
+        }
+        for (int i = 0; i < 4; i++) {
+            kvc__ctl__status__members_by_state_entry__init(&by_state[i]);
+            by_state[i].key = (char *)kvc_swim_state_name((kvc_swim_state_t)i);
+            by_state[i].value = counts[i];
+            by_statep[i] = &by_state[i];
+        }
+        st.members_by_state = by_statep;
+        st.n_members_by_state = 4;
         rep.status = &st;
+    } else if (strcmp(req->command, "members") == 0) {
+        size_t n = kvc_swim_member_count(self->swim), k = 0;
+        members = kvc_calloc(n ? n : 1, sizeof *members);
+        memberp = kvc_calloc(n ? n : 1, sizeof *memberp);
+        if (!members || !memberp) {
+            rep.code = KVC_ENOMEM;
+            rep.error = "out of memory";
+        } else {
+            uint64_t now = s_now_ms();
+            for (size_t i = 0; i < n; i++) {
+                kvc_swim_member_t m;
+                if (kvc_swim_member_at(self->swim, i, &m) != 0)
+                    continue;
+                Kvc__Ctl__Member *cm = &members[k];
+                kvc__ctl__member__init(cm);
+                /* copy what the view points at: the core may change later */
+                cm->id = kvc_strdup(m.id);
+                cm->site = kvc_strdup(m.site);
+                cm->region = kvc_strdup(m.region);
+                cm->roles = kvc_strdup(m.roles);
+                cm->endpoint = kvc_strdup(m.endpoint);
+                cm->state = (char *)kvc_swim_state_name(m.state);
+                cm->incarnation = m.incarnation;
+                cm->is_self = m.is_self;
+                cm->last_change_ms_ago = now > m.last_change_ms ? now - m.last_change_ms : 0;
+                double rtt = -1;
+                cm->rtt_ms = m.is_self ? 0 : (kvc_swim_estimate_rtt_ms(self->swim, m.id, &rtt) == 0 ? rtt : -1);
+                memberp[k] = cm;
+                k++;
+            }
+            rep.members = memberp;
+            rep.n_members = k;
+            rep.local_health = kvc_swim_local_health(self->swim);
+        }
     } else if (strcmp(req->command, "peers") == 0) {
         size_t n = zhashx_size(self->links), i = 0;
         links = kvc_calloc(n ? n : 1, sizeof *links);
@@ -681,6 +838,15 @@ static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
         zframe_send(&routing, reader, ZFRAME_MORE);
         zframe_send(&out, reader, 0);
     }
+    for (size_t i = 0; members && i < rep.n_members; i++) {
+        kvc_free(members[i].id);
+        kvc_free(members[i].site);
+        kvc_free(members[i].region);
+        kvc_free(members[i].roles);
+        kvc_free(members[i].endpoint);
+    }
+    kvc_free(members);
+    kvc_free(memberp);
     kvc_free(links);
     kvc_free(linkp);
     kvc_free(link_roles);
@@ -756,6 +922,49 @@ static int s_bind_router(kvc_daemon_t *self, kvc_err_t *err)
     return KVC_OK;
 }
 
+/* Builds the membership core from the profile and the timing overrides. */
+static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
+{
+    kvc_swim_config_t sc;
+    const kvc_timing_t *t = &self->cfg.timing;
+    kvc_swim_config_profile(&sc, self->cfg.profile == KVC_PROFILE_WAN ? "wan" : "lan");
+    if (t->probe_interval_ms) sc.probe_interval_ms = t->probe_interval_ms;
+    if (t->probe_timeout_ms) sc.probe_timeout_ms = t->probe_timeout_ms;
+    if (t->suspicion_mult) sc.suspicion_mult = t->suspicion_mult;
+    if (t->indirect_probes) sc.indirect_probes = t->indirect_probes;
+    if (t->retransmit_mult) sc.retransmit_mult = t->retransmit_mult;
+    if (t->pushpull_interval_ms) sc.push_pull_interval_ms = t->pushpull_interval_ms;
+    if (t->reap_after_s) sc.reap_ms = t->reap_after_s * 1000u;
+    if (t->gossip_interval_ms) sc.gossip_interval_ms = t->gossip_interval_ms;
+    if (t->gossip_nodes) sc.gossip_fanout = t->gossip_nodes;
+    if (t->max_message_bytes) sc.max_message_bytes = t->max_message_bytes;
+    if (kvc_swim_config_check(&sc, err) != 0) {
+        kvc_err_prefix(err, "federation.timing: ");
+        return KVC_EINVAL;
+    }
+    char roles[KVC_MAX_ROLES * KVC_NAME_MAX] = "";
+    for (size_t i = 0; i < self->cfg.n_roles; i++) {
+        if (i)
+            strncat(roles, ",", sizeof roles - strlen(roles) - 1);
+        strncat(roles, self->cfg.roles[i], sizeof roles - strlen(roles) - 1);
+    }
+    kvc_member_info_t info = {
+        .site = self->cfg.site,
+        .name = self->cfg.name,
+        .region = self->cfg.region,
+        .roles = roles,
+        .endpoint = self->advertise,
+    };
+    memcpy(info.public_key, self->id.cred.curve_public, 32);
+    uint64_t seed;
+    randombytes_buf(&seed, sizeof seed);
+    self->swim = kvc_swim_new(&sc, &info, seed, s_now_ms());
+    kvc_swim_out_init(&self->out);
+    if (!self->swim)
+        return kvc_err_set(err, KVC_ENOMEM, "cannot create the membership core");
+    return KVC_OK;
+}
+
 /* Reconnects to a peer remembered in the store from an earlier run. */
 static int s_reconnect_known(const void *key, size_t klen, const void *val, size_t vlen, void *arg)
 {
@@ -827,9 +1036,10 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
 
     zsys_init();
     zsys_set_linger(0);
+    self->by_member = zhashx_new();
     self->links = zhashx_new();
     self->loop = zloop_new();
-    if (!self->links || !self->loop) {
+    if (!self->links || !self->loop || !self->by_member) {
         kvc_err_set(err, KVC_ENOMEM, "out of memory");
         goto fail;
     }
@@ -840,12 +1050,14 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
         kvc_err_set(err, KVC_EIO, "cannot bind the ZAP handler");
         goto fail;
     }
-    if (s_bind_router(self, err) != 0 || s_bind_control(self, err) != 0)
+    if (s_bind_router(self, err) != 0 || s_bind_control(self, err) != 0 ||
+        s_swim_create(self, err) != 0)
         goto fail;
     zloop_reader(self->loop, self->zap, s_on_zap, self);
     zloop_reader(self->loop, self->router, s_on_router, self);
     zloop_reader(self->loop, self->control, s_on_control, self);
     zloop_timer(self->loop, TICK_MS, 0, s_on_tick, self);
+    zloop_timer(self->loop, SWIM_TICK_MS, 0, s_on_swim_tick, self);
 
     for (size_t i = 0; i < self->cfg.n_seeds; i++) {
         const kvc_seed_t *seed = &self->cfg.seeds[i];
@@ -874,10 +1086,35 @@ fail:
     return NULL;
 }
 
+/* Tells the federation we are leaving and keeps answering for a moment so
+ * the news spreads before the sockets close. */
+static void s_leave(kvc_daemon_t *self)
+{
+    uint64_t start = s_now_ms();
+    kvc_swim_leave(self->swim, start, &self->out);
+    s_flush(self);
+    zmq_pollitem_t item = {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0};
+    while (s_now_ms() - start < LEAVE_DRAIN_MS) {
+        if (zmq_poll(&item, 1, SWIM_TICK_MS) > 0 && (item.revents & ZMQ_POLLIN))
+            s_on_router(self->loop, self->router, self);
+        uint64_t now = s_now_ms();
+        if (now >= kvc_swim_next_deadline(self->swim)) {
+            kvc_swim_tick(self->swim, now, &self->out);
+            s_flush(self);
+        }
+    }
+    /* let queued messages reach the wire before the DEALERs close */
+    for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links))
+        if (l->dealer)
+            zsock_set_linger(l->dealer, 200);
+}
+
 int kvc_daemon_run(kvc_daemon_t *self)
 {
     zloop_start(self->loop);
-    kvc_info("kvc-peer %s stopping", self->self_id);
+    kvc_info("kvc-peer %s leaving", self->self_id);
+    s_leave(self);
+    kvc_info("kvc-peer %s stopped", self->self_id);
     return 0;
 }
 
@@ -887,7 +1124,10 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
         return;
     kvc_daemon_t *self = *self_p;
     zloop_destroy(&self->loop);
+    zhashx_destroy(&self->by_member);
     zhashx_destroy(&self->links);
+    kvc_swim_destroy(&self->swim);
+    kvc_swim_out_free(&self->out);
     zsock_destroy(&self->router);
     zsock_destroy(&self->control);
     zsock_destroy(&self->zap);

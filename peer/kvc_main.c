@@ -30,6 +30,8 @@ static void s_usage(FILE *f)
           "Commands for a running peer:\n"
           "  status                 this peer: identity, uptime, links, auth rejects\n"
           "  peers                  the peers this one has a link to\n"
+          "  members [--site S]     every member of the federation, with its state\n"
+          "  sites                  members grouped by site\n"
           "\n"
           "Credentials (offline, no peer needed):\n"
           "  ca init --out DIR      make the federation's signing key\n"
@@ -134,7 +136,16 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
             kvc_json_str(stdout, st->auth_rejects_by_reason[i]->reason);
             printf(":%llu", (unsigned long long)st->auth_rejects_by_reason[i]->count);
         }
-        printf("},\"msgs_in\":%llu,\"msgs_out\":%llu,\"send_dropped\":%llu}\n",
+        printf("},\"incarnation\":%llu,\"members_by_state\":{",
+               (unsigned long long)st->incarnation);
+        for (size_t i = 0; i < st->n_members_by_state; i++) {
+            if (i)
+                putchar(',');
+            kvc_json_str(stdout, st->members_by_state[i]->key);
+            printf(":%u", st->members_by_state[i]->value);
+        }
+        printf("},\"membership_dropped\":%llu", (unsigned long long)st->membership_dropped);
+        printf(",\"msgs_in\":%llu,\"msgs_out\":%llu,\"send_dropped\":%llu}\n",
                (unsigned long long)st->msgs_in, (unsigned long long)st->msgs_out,
                (unsigned long long)st->send_dropped);
     } else {
@@ -160,6 +171,11 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
             first = 0;
         }
         printf("%s\n", first ? "" : ")");
+        printf("%-16s", "members");
+        for (size_t i = 0; i < st->n_members_by_state; i++)
+            printf("%s%u %s", i ? ", " : " ", st->members_by_state[i]->value,
+                   st->members_by_state[i]->key);
+        printf(" (incarnation %llu)\n", (unsigned long long)st->incarnation);
         printf("%-16s %llu in, %llu out, %llu dropped\n", "messages",
                (unsigned long long)st->msgs_in, (unsigned long long)st->msgs_out,
                (unsigned long long)st->send_dropped);
@@ -226,6 +242,142 @@ static int s_cmd_peers(const kvc_cli_opts_t *o)
     return 0;
 }
 
+/* kvc members: every member the membership core knows, with its state. */
+static int s_cmd_members(const kvc_cli_opts_t *o)
+{
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "members", &rep);
+    if (rc)
+        return rc;
+    if (o->json) {
+        putchar('[');
+        int n = 0;
+        for (size_t i = 0; i < rep->n_members; i++) {
+            const Kvc__Ctl__Member *m = rep->members[i];
+            if (o->site && strcmp(o->site, m->site) != 0)
+                continue;
+            printf("%s{\"id\":", n++ ? "," : "");
+            kvc_json_str(stdout, m->id);
+            printf(",\"site\":");
+            kvc_json_str(stdout, m->site);
+            printf(",\"region\":");
+            kvc_json_str(stdout, m->region);
+            printf(",\"state\":");
+            kvc_json_str(stdout, m->state);
+            printf(",\"incarnation\":%llu,\"rtt_ms\":", (unsigned long long)m->incarnation);
+            if (m->rtt_ms < 0)
+                printf("null");
+            else
+                printf("%.3f", m->rtt_ms);
+            printf(",\"last_change_ms_ago\":%llu,\"roles\":",
+                   (unsigned long long)m->last_change_ms_ago);
+            kvc_json_str(stdout, m->roles);
+            printf(",\"endpoint\":");
+            kvc_json_str(stdout, m->endpoint);
+            printf(",\"self\":%s}", m->is_self ? "true" : "false");
+        }
+        puts("]");
+    } else {
+        printf("%-28s %-12s %-8s %5s %9s %12s\n", "MEMBER", "REGION", "STATE", "INC", "RTT",
+               "LAST CHANGE");
+        for (size_t i = 0; i < rep->n_members; i++) {
+            const Kvc__Ctl__Member *m = rep->members[i];
+            if (o->site && strcmp(o->site, m->site) != 0)
+                continue;
+            char rtt[24], ago[32], id[80];
+            if (m->rtt_ms < 0)
+                snprintf(rtt, sizeof rtt, "-");
+            else
+                snprintf(rtt, sizeof rtt, "%.1fms", m->rtt_ms);
+            snprintf(ago, sizeof ago, "%s ago",
+                     kvc_fmt_duration(m->last_change_ms_ago / 1000, (char[16]){0}, 16));
+            snprintf(id, sizeof id, "%s%s", m->id, m->is_self ? " (self)" : "");
+            printf("%-28s %-12s %-8s %5llu %9s %12s\n", id, m->region, m->state,
+                   (unsigned long long)m->incarnation, rtt, ago);
+        }
+    }
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    return 0;
+}
+
+/* kvc sites: members grouped by site. */
+static int s_cmd_sites(const kvc_cli_opts_t *o)
+{
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "members", &rep);
+    if (rc)
+        return rc;
+    /* group in first-seen order after sorting ids (the peer sends them sorted or not) */
+    size_t n = rep->n_members;
+    const char **sites = calloc(n ? n : 1, sizeof *sites);
+    if (!sites) {
+        kvc__ctl__reply__free_unpacked(rep, NULL);
+        return s_fail(1, "%s", "out of memory");
+    }
+    size_t ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < ns && strcmp(sites[j], rep->members[i]->site) != 0)
+            j++;
+        if (j == ns)
+            sites[ns++] = rep->members[i]->site;
+    }
+    for (size_t a = 1; a < ns; a++) /* insertion sort: a handful of sites */
+        for (size_t b = a; b > 0 && strcmp(sites[b - 1], sites[b]) > 0; b--) {
+            const char *t = sites[b];
+            sites[b] = sites[b - 1];
+            sites[b - 1] = t;
+        }
+    if (o->json)
+        putchar('[');
+    else
+        printf("%-20s %-12s %6s %6s %8s %6s %9s\n", "SITE", "REGION", "ALIVE", "SUSPECT",
+               "DEAD", "LEFT", "RTT");
+    for (size_t k = 0; k < ns; k++) {
+        unsigned cnt[4] = {0};
+        const char *region = "";
+        double rtt = -1;
+        for (size_t i = 0; i < n; i++) {
+            const Kvc__Ctl__Member *m = rep->members[i];
+            if (strcmp(m->site, sites[k]) != 0)
+                continue;
+            if (m->region[0])
+                region = m->region;
+            const char *names[4] = {"alive", "suspect", "dead", "left"};
+            for (int s = 0; s < 4; s++)
+                if (strcmp(m->state, names[s]) == 0)
+                    cnt[s]++;
+            if (m->rtt_ms >= 0 && strcmp(m->state, "alive") == 0 && (rtt < 0 || m->rtt_ms < rtt))
+                rtt = m->rtt_ms;
+        }
+        if (o->json) {
+            printf("%s{\"site\":", k ? "," : "");
+            kvc_json_str(stdout, sites[k]);
+            printf(",\"region\":");
+            kvc_json_str(stdout, region);
+            printf(",\"alive\":%u,\"suspect\":%u,\"dead\":%u,\"left\":%u,\"rtt_ms\":", cnt[0],
+                   cnt[1], cnt[2], cnt[3]);
+            if (rtt < 0)
+                printf("null}");
+            else
+                printf("%.3f}", rtt);
+        } else {
+            char r[24];
+            if (rtt < 0)
+                snprintf(r, sizeof r, "-");
+            else
+                snprintf(r, sizeof r, "%.1fms", rtt);
+            printf("%-20s %-12s %6u %6u %8u %6u %9s\n", sites[k], region, cnt[0], cnt[1], cnt[2],
+                   cnt[3], r);
+        }
+    }
+    if (o->json)
+        puts("]");
+    free(sites);
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    return 0;
+}
+
 /* Prints a command's help. */
 static int s_cmd_help(const char *cmd)
 {
@@ -236,6 +388,13 @@ static int s_cmd_help(const char *cmd)
         puts("usage: kvc peers [--site S] [--json]\n\nLists the peers this one has an "
              "authenticated link with:\nmember id, region, up/down, round trip, last "
              "message, key, endpoint.");
+    else if (strcmp(cmd, "members") == 0)
+        puts("usage: kvc members [--site S] [--json]\n\nEvery member of the federation this "
+             "peer knows of: id, region,\nstate (alive, suspect, dead, left), incarnation, RTT "
+             "estimated from\nnetwork coordinates, and time since its last state change.");
+    else if (strcmp(cmd, "sites") == 0)
+        puts("usage: kvc sites [--json]\n\nMembers grouped by site: region, how many are "
+             "alive, suspect,\ndead or left, and the lowest estimated RTT to the site.");
     else
         return s_fail(2, "unknown command '%s' (see 'kvc --help')", cmd);
     return 0;
@@ -301,6 +460,10 @@ int main(int argc, char **argv)
         return s_cmd_status(&o);
     if (strcmp(cmd, "peers") == 0)
         return s_cmd_peers(&o);
+    if (strcmp(cmd, "members") == 0)
+        return s_cmd_members(&o);
+    if (strcmp(cmd, "sites") == 0)
+        return s_cmd_sites(&o);
     if (strcmp(cmd, "help") == 0) {
         s_usage(stdout);
         return 0;
