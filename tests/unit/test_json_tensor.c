@@ -175,7 +175,7 @@ static void test_errors_say_where_and_what(void **state)
     s_parse_err("{\"inputs\": [1, 2", &s_open, KVC_EPARSE,
                 "offset 16: unexpected end of input, expected ',' or ']'");
     s_parse_err("{\"instances\": [1], \"inputs\": [1]}", &s_open, KVC_EPARSE,
-                "offset 29: 'inputs': a request has either 'instances' or 'inputs', not both");
+                "offset 28: 'inputs': a request has either 'instances' or 'inputs', not both");
     s_parse_err("{\"signature_name\": \"x\"}", &s_open, KVC_EPARSE,
                 "missing 'instances' or 'inputs'");
     s_parse_err("{\"inputs\": [1]} x", &s_open, KVC_EPARSE,
@@ -185,7 +185,7 @@ static void test_errors_say_where_and_what(void **state)
     s_parse_err("{\"instances\": [{\"a\": 1}, {\"a\": 3, \"c\": 1}]}", &s_open, KVC_EPARSE,
                 "instances[1]: input 'c' is not in instances[0]");
     s_parse_err("{\"instances\": [{\"a\": 1}, [1]]}", &s_open, KVC_EPARSE,
-                "offset 24: instances[1]: expected an object of named inputs like instances[0]");
+                "offset 25: instances[1]: expected an object of named inputs like instances[0]");
     s_parse_err("{\"instances\": [{\"a\": [1, 2]}, {\"a\": [1, 2, 3]}]}", &s_open, KVC_EPARSE,
                 "instances[1].a: expected 2 elements in dimension 1, got 3");
     s_parse_err("{\"instances\": [[1], [[2]]]}", &s_open, KVC_EPARSE,
