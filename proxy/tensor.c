@@ -92,15 +92,14 @@ int kvc_tensor_shape_count(const int64_t *shape, int ndim, uint64_t max, uint64_
 {
     if (ndim < 0 || ndim > KVC_TENSOR_MAX_DIMS)
         return KVC_EINVAL;
-    uint64_t n = 1;
     int zero = 0;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return KVC_EINVAL;
-        if (shape[i] == 0) {
-            zero = 1;
-            continue;
-        }
+        zero |= shape[i] == 0;
+    }
+    uint64_t n = 1;
+    for (int i = 0; i < ndim && !zero; i++) {
         uint64_t d = (uint64_t)shape[i];
         if (n > UINT64_MAX / d)
             return KVC_ERANGE;
