@@ -215,6 +215,10 @@ int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, si
     } else {
         memcpy(buf, raw, n);
     }
+    if (memchr(buf, 0, n)) {
+        c->p = start;
+        return kvc_json_tensor_fail(c, KVC_EPARSE, "NUL character in a name");
+    }
     buf[n] = '\0';
     if (len)
         *len = n;
@@ -796,7 +800,10 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
     c->p++;
     uint64_t count = 0;
     int rc;
-    if (kvc_json_tensor_peek(c) == ']') {
+    int first = kvc_json_tensor_peek(c);
+    if (first < 0)
+        return s_unexpected(c, "a value or ']'");
+    if (first == ']') {
         c->p++;
         if (!V->flat && V->ndim < 0) {
             V->ndim = level + 1;
@@ -805,7 +812,7 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
     } else {
         int inner_fast = V->t && (V->fixed || V->dtype == KVC_DT_FLOAT) &&
                          V->dtype != KVC_DT_STRING &&
-                         V->dtype != KVC_DT_BOOL && *c->p != '[' &&
+                         V->dtype != KVC_DT_BOOL && first != '[' &&
                          (V->flat || V->ndim == level + 1);
         if (inner_fast) {
             if ((rc = s_fast_list(P, V, level, &count)))
@@ -1418,6 +1425,8 @@ static int s_write_run(kvc_buf_t *out, const kvc_tensor_t *t, uint64_t from, uin
         }
         return KVC_OK;
     }
+    if (n == 0)
+        return KVC_OK;
     const uint8_t *p = data + from * es;
     for (uint64_t i = 0; i < n; i++, p += es) {
         if ((rc = s_room(out, KVC_NUMFMT_MAX + 1)))

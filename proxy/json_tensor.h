@@ -99,8 +99,8 @@ int kvc_json_tensor_expect(kvc_json_cursor_t *c, char ch);
 /* Sets an error "offset N: <message>" at the cursor and returns code. */
 int kvc_json_tensor_fail(kvc_json_cursor_t *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Parses a JSON string into buf (NUL-terminated, at most size-1 bytes;
- * longer is an error). */
+/* Parses a JSON string (a key or name) into buf: NUL-terminated, at most
+ * size-1 bytes; longer, or holding a NUL character, is an error. */
 int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, size_t *len);
 /* Skips one JSON value of any kind (depth-limited). */
 int kvc_json_tensor_skip(kvc_json_cursor_t *c);

@@ -187,7 +187,7 @@ size_t kvc_tensor_nbytes(const kvc_tensor_t *self)
 /* Grows data to hold need bytes (need already checked against limits). */
 static int s_grow_data(kvc_tensor_t *self, size_t need)
 {
-    if (need <= self->cap)
+    if (need <= self->cap && self->data)
         return KVC_OK;
     size_t cap = self->cap ? self->cap : 64;
     while (cap < need)
