@@ -1,0 +1,889 @@
+/*
+ * grpc_client.c - unary gRPC over HTTP/2 on libcurl, multiplexed.
+ *
+ * Design: one curl multi handle per client, driven by one I/O thread.
+ * A caller builds its easy handle in its own thread, queues it, wakes the
+ * I/O thread (curl_multi_wakeup) and waits on its own condition variable.
+ * The I/O thread adds queued handles to the multi, runs transfers, and
+ * signals each caller when its transfer is done; the caller then reads the
+ * outcome and frees the handle. With CURLPIPE_MULTIPLEX and CURLOPT_PIPEWAIT
+ * all concurrent calls to one backend share one HTTP/2 connection.
+ *
+ * Must never: block the I/O thread on a caller, trust a length prefix
+ * before bounding it, or treat a response without grpc-status as success.
+ */
+#include "grpc_client.h"
+
+#include "base.h"
+
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define S_URL_MAX 4096
+#define S_DEFAULT_CONNECT_MS 5000u
+#define S_DEFAULT_STREAMS 100u
+
+/* One call in flight: owned by the caller's stack frame. */
+typedef struct s_call {
+    struct s_call *next;       /* queue link, or in-flight list link */
+    struct s_call *prev;       /* in-flight list only */
+    CURL *easy;
+    pthread_cond_t cond;
+    int done;                  /* set by the I/O thread under the client mutex */
+    CURLcode curl_code;        /* transfer result, set by the I/O thread */
+    int cancelled;             /* client stopped before the call ended */
+    /* Request body: 5-byte prefix then the caller's bytes. */
+    uint8_t prefix[5];
+    const uint8_t *req;
+    size_t req_len;
+    size_t sent;
+    /* Response, filled by curl callbacks in the I/O thread. */
+    kvc_grpc_headers_t hdrs;
+    kvc_grpc_deframer_t deframer;
+    int local_code;            /* -1, or a gRPC code the body reader chose */
+    char local_msg[128];
+    char errbuf[CURL_ERROR_SIZE];
+} s_call_t;
+
+struct kvc_grpc_client {
+    kvc_grpc_opts_t opts;
+    char *ca_file;
+    CURLM *multi;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    s_call_t *queue_head;      /* submitted, not yet added (under mu) */
+    s_call_t *queue_tail;
+    int stopping;              /* under mu */
+    s_call_t *active;          /* added to multi; I/O thread only */
+    kvc_grpc_stats_t stats;    /* under mu */
+};
+
+static const char *s_names[] = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+
+/* Returns the static name of a gRPC status code. */
+const char *kvc_grpc_status_name(int code)
+{
+    if (code < 0 || code > KVC_GRPC_UNAUTHENTICATED)
+        return "UNKNOWN_CODE";
+    return s_names[code];
+}
+
+/* Maps a gRPC status onto the nearest KVC_E* code. */
+int kvc_grpc_code_to_err(int code)
+{
+    switch (code) {
+    case KVC_GRPC_OK:
+        return KVC_OK;
+    case KVC_GRPC_INVALID_ARGUMENT:
+    case KVC_GRPC_FAILED_PRECONDITION:
+        return KVC_EINVAL;
+    case KVC_GRPC_DEADLINE_EXCEEDED:
+        return KVC_ETIMEDOUT;
+    case KVC_GRPC_NOT_FOUND:
+        return KVC_ENOENT;
+    case KVC_GRPC_ALREADY_EXISTS:
+        return KVC_EEXIST;
+    case KVC_GRPC_PERMISSION_DENIED:
+    case KVC_GRPC_UNAUTHENTICATED:
+        return KVC_EPERM;
+    case KVC_GRPC_RESOURCE_EXHAUSTED:
+    case KVC_GRPC_OUT_OF_RANGE:
+        return KVC_ERANGE;
+    case KVC_GRPC_UNAVAILABLE:
+        return KVC_EUNAVAIL;
+    case KVC_GRPC_ABORTED:
+        return KVC_EAGAIN;
+    default:
+        return KVC_EIO;
+    }
+}
+
+/* ---- Pure parts -------------------------------------------------------- */
+
+/* Writes the uncompressed-message prefix: flag 0, big-endian length. */
+int kvc_grpc_frame_prefix(uint8_t out[5], size_t len)
+{
+    if ((uint64_t)len > UINT32_MAX)
+        return KVC_ERANGE;
+    out[0] = 0;
+    out[1] = (uint8_t)(len >> 24);
+    out[2] = (uint8_t)(len >> 16);
+    out[3] = (uint8_t)(len >> 8);
+    out[4] = (uint8_t)len;
+    return KVC_OK;
+}
+
+/* Prepares an empty deframer bounded by max. */
+void kvc_grpc_deframer_init(kvc_grpc_deframer_t *d, size_t max)
+{
+    memset(d, 0, sizeof *d);
+    d->max = max;
+}
+
+/* Consumes bytes: prefixes are checked and bounded before any allocation. */
+int kvc_grpc_deframer_feed(kvc_grpc_deframer_t *d, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (!d->in_message) {
+            size_t want = 5 - d->prefix_have;
+            size_t k = n < want ? n : want;
+            memcpy(d->prefix + d->prefix_have, p, k);
+            d->prefix_have += k;
+            p += k;
+            n -= k;
+            if (d->prefix_have < 5)
+                break;
+            if (d->prefix[0] != 0)
+                return KVC_EPARSE; /* compressed (none negotiated) or bad flag */
+            if (d->messages > 0)
+                return KVC_EPARSE; /* unary: a second message */
+            uint64_t len = ((uint64_t)d->prefix[1] << 24) | ((uint64_t)d->prefix[2] << 16) |
+                           ((uint64_t)d->prefix[3] << 8) | (uint64_t)d->prefix[4];
+            if (len > d->max)
+                return KVC_ERANGE;
+            d->msg = kvc_malloc(len > 0 ? (size_t)len : 1);
+            if (!d->msg)
+                return KVC_ENOMEM;
+            d->msg_len = (size_t)len;
+            d->msg_have = 0;
+            d->in_message = 1;
+        }
+        size_t want = d->msg_len - d->msg_have;
+        size_t k = n < want ? n : want;
+        if (k > 0) {
+            memcpy(d->msg + d->msg_have, p, k);
+            d->msg_have += k;
+            p += k;
+            n -= k;
+        }
+        if (d->msg_have == d->msg_len) {
+            d->in_message = 0;
+            d->prefix_have = 0;
+            d->messages++;
+        }
+    }
+    return KVC_OK;
+}
+
+/* Gives the caller the single complete message. */
+int kvc_grpc_deframer_take(kvc_grpc_deframer_t *d, uint8_t **msg, size_t *len)
+{
+    *msg = NULL;
+    *len = 0;
+    if (d->in_message || d->prefix_have > 0)
+        return KVC_EPARSE;
+    if (d->messages == 0 || !d->msg)
+        return KVC_ENOENT;
+    *msg = d->msg;
+    *len = d->msg_len;
+    d->msg = NULL;
+    d->msg_len = 0;
+    return KVC_OK;
+}
+
+/* Frees a message not taken. */
+void kvc_grpc_deframer_free(kvc_grpc_deframer_t *d)
+{
+    kvc_free(d->msg);
+    d->msg = NULL;
+    d->msg_len = d->msg_have = 0;
+}
+
+/* Resets the header state. */
+void kvc_grpc_headers_init(kvc_grpc_headers_t *h)
+{
+    memset(h, 0, sizeof *h);
+    h->grpc_status = -1;
+}
+
+/* Case-insensitive ASCII comparison of a length-bounded name. */
+static int s_name_is(const char *name, size_t n, const char *want)
+{
+    size_t wl = strlen(want);
+    if (n != wl)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char a = name[i], b = want[i];
+        if (a >= 'A' && a <= 'Z')
+            a = (char)(a - 'A' + 'a');
+        if (a != b)
+            return 0;
+    }
+    return 1;
+}
+
+/* Parses the status line "HTTP/2 200" (or HTTP/1.x) into h->http_status. */
+static void s_parse_status_line(kvc_grpc_headers_t *h, const char *line, size_t n)
+{
+    size_t i = 0;
+    while (i < n && line[i] != ' ')
+        i++;
+    while (i < n && line[i] == ' ')
+        i++;
+    long code = 0;
+    size_t digits = 0;
+    while (i < n && line[i] >= '0' && line[i] <= '9' && digits < 3) {
+        code = code * 10 + (line[i] - '0');
+        i++;
+        digits++;
+    }
+    if (digits == 3)
+        h->http_status = code;
+}
+
+/* Feeds one header or trailer line. */
+void kvc_grpc_headers_feed(kvc_grpc_headers_t *h, const char *line, size_t n)
+{
+    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
+        n--;
+    if (n == 0)
+        return;
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        s_parse_status_line(h, line, n);
+        return;
+    }
+    const char *colon = memchr(line, ':', n);
+    if (!colon || colon == line)
+        return;
+    size_t name_len = (size_t)(colon - line);
+    const char *v = colon + 1;
+    size_t vn = n - name_len - 1;
+    while (vn > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        vn--;
+    }
+    while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
+        vn--;
+    if (s_name_is(line, name_len, "grpc-status")) {
+        int code = 0;
+        int ok = vn > 0 && vn <= 3;
+        for (size_t i = 0; ok && i < vn; i++) {
+            if (v[i] < '0' || v[i] > '9')
+                ok = 0;
+            else
+                code = code * 10 + (v[i] - '0');
+        }
+        h->grpc_status = (ok && code <= KVC_GRPC_UNAUTHENTICATED) ? code : KVC_GRPC_UNKNOWN;
+    } else if (s_name_is(line, name_len, "grpc-message")) {
+        kvc_grpc_percent_decode(v, vn, h->grpc_message, sizeof h->grpc_message);
+    } else if (s_name_is(line, name_len, "content-type")) {
+        static const char ct[] = "application/grpc";
+        size_t cl = sizeof ct - 1;
+        h->content_type_grpc =
+            vn >= cl && strncmp(v, ct, cl) == 0 && (vn == cl || v[cl] == '+' || v[cl] == ';');
+    }
+}
+
+/* Value of one hex digit, or -1. */
+static int s_hex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes, keeping malformed escapes literally. */
+size_t kvc_grpc_percent_decode(const char *in, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < cap; i++) {
+        if (in[i] == '%' && i + 2 < n && s_hex(in[i + 1]) >= 0 && s_hex(in[i + 2]) >= 0) {
+            out[o++] = (char)(s_hex(in[i + 1]) * 16 + s_hex(in[i + 2]));
+            i += 2;
+        } else {
+            out[o++] = in[i];
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* Formats a grpc-timeout header value. */
+int kvc_grpc_timeout_format(uint32_t ms, char *out, size_t cap)
+{
+    int w;
+    if (ms <= 99999999u)
+        w = snprintf(out, cap, "%" PRIu32 "m", ms);
+    else
+        w = snprintf(out, cap, "%" PRIu32 "S", ms / 1000u + (ms % 1000u != 0));
+    if (w < 0 || (size_t)w >= cap)
+        return KVC_ERANGE;
+    return KVC_OK;
+}
+
+/* gRPC spec, "HTTP to gRPC Status Code Mapping". */
+int kvc_grpc_code_from_http(long http_status)
+{
+    switch (http_status) {
+    case 400:
+        return KVC_GRPC_INTERNAL;
+    case 401:
+        return KVC_GRPC_UNAUTHENTICATED;
+    case 403:
+        return KVC_GRPC_PERMISSION_DENIED;
+    case 404:
+        return KVC_GRPC_UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return KVC_GRPC_UNAVAILABLE;
+    default:
+        return KVC_GRPC_UNKNOWN;
+    }
+}
+
+/* ---- Transfers ----------------------------------------------------------- */
+
+static pthread_once_t s_curl_once = PTHREAD_ONCE_INIT;
+static int s_curl_ready;
+
+/* Initialises libcurl once per process, before any thread uses it. */
+static void s_curl_init(void)
+{
+    s_curl_ready = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+}
+
+/* Read callback: the 5-byte prefix, then the caller's request bytes. */
+static size_t s_on_read(char *buf, size_t size, size_t nitems, void *userp)
+{
+    s_call_t *call = userp;
+    size_t room = size * nitems;
+    size_t total = 5 + call->req_len;
+    size_t out = 0;
+    while (room > 0 && call->sent < total) {
+        size_t k;
+        if (call->sent < 5) {
+            k = 5 - call->sent;
+            if (k > room)
+                k = room;
+            memcpy(buf + out, call->prefix + call->sent, k);
+        } else {
+            size_t off = call->sent - 5;
+            k = call->req_len - off;
+            if (k > room)
+                k = room;
+            memcpy(buf + out, call->req + off, k);
+        }
+        call->sent += k;
+        out += k;
+        room -= k;
+    }
+    return out;
+}
+
+/* Header callback: sees the headers and, for HTTP/2, the trailers too. */
+static size_t s_on_header(char *line, size_t size, size_t nitems, void *userp)
+{
+    s_call_t *call = userp;
+    kvc_grpc_headers_feed(&call->hdrs, line, size * nitems);
+    return size * nitems;
+}
+
+/* Write callback: de-frames the body; a refusal aborts the transfer. */
+static size_t s_on_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+    s_call_t *call = userp;
+    size_t n = size * nmemb;
+    if (call->local_code >= 0)
+        return 0;
+    if (call->hdrs.http_status != 200)
+        return n; /* an error page: its status decides, the body is ignored */
+    int rc = kvc_grpc_deframer_feed(&call->deframer, (const uint8_t *)data, n);
+    if (rc == KVC_OK)
+        return n;
+    if (rc == KVC_ERANGE) {
+        call->local_code = KVC_GRPC_RESOURCE_EXHAUSTED;
+        snprintf(call->local_msg, sizeof call->local_msg,
+                 "response message larger than the limit of %zu bytes", call->deframer.max);
+    } else if (rc == KVC_ENOMEM) {
+        call->local_code = KVC_GRPC_RESOURCE_EXHAUSTED;
+        snprintf(call->local_msg, sizeof call->local_msg, "out of memory reading response");
+    } else {
+        call->local_code = KVC_GRPC_INTERNAL;
+        snprintf(call->local_msg, sizeof call->local_msg,
+                 "malformed response framing (compressed, bad flag or several messages)");
+    }
+    return 0;
+}
+
+/* Marks a call finished and wakes its caller; takes the client mutex. */
+static void s_complete(kvc_grpc_client_t *self, s_call_t *call, CURLcode code, int cancelled)
+{
+    pthread_mutex_lock(&self->mu);
+    call->curl_code = code;
+    call->cancelled = cancelled;
+    call->done = 1;
+    pthread_cond_signal(&call->cond);
+    pthread_mutex_unlock(&self->mu);
+}
+
+/* Unlinks a call from the I/O thread's in-flight list. */
+static void s_active_unlink(kvc_grpc_client_t *self, s_call_t *call)
+{
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        self->active = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    call->next = call->prev = NULL;
+}
+
+/* The I/O thread: adds queued transfers, drives them, reports endings. */
+static void *s_loop(void *arg)
+{
+    kvc_grpc_client_t *self = arg;
+    for (;;) {
+        pthread_mutex_lock(&self->mu);
+        s_call_t *q = self->queue_head;
+        self->queue_head = self->queue_tail = NULL;
+        int stopping = self->stopping;
+        pthread_mutex_unlock(&self->mu);
+
+        while (q) {
+            s_call_t *next = q->next;
+            q->next = q->prev = NULL;
+            if (stopping) {
+                s_complete(self, q, CURLE_ABORTED_BY_CALLBACK, 1);
+            } else if (curl_multi_add_handle(self->multi, q->easy) != CURLM_OK) {
+                s_complete(self, q, CURLE_FAILED_INIT, 0);
+            } else {
+                q->next = self->active;
+                if (self->active)
+                    self->active->prev = q;
+                self->active = q;
+            }
+            q = next;
+        }
+        if (stopping) {
+            while (self->active) {
+                s_call_t *c = self->active;
+                s_active_unlink(self, c);
+                curl_multi_remove_handle(self->multi, c->easy);
+                s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 1);
+            }
+            return NULL;
+        }
+
+        int running = 0;
+        curl_multi_perform(self->multi, &running);
+        CURLMsg *m;
+        int left = 0;
+        while ((m = curl_multi_info_read(self->multi, &left))) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            CURL *easy = m->easy_handle;
+            CURLcode result = m->data.result;
+            s_call_t *c = NULL;
+            curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
+            curl_multi_remove_handle(self->multi, easy);
+            if (c) {
+                s_active_unlink(self, c);
+                s_complete(self, c, result, 0);
+            }
+        }
+        curl_multi_poll(self->multi, NULL, 0, 1000, NULL);
+    }
+}
+
+/* Creates the client, its multi handle and its I/O thread. */
+kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts)
+{
+    pthread_once(&s_curl_once, s_curl_init);
+    if (!s_curl_ready)
+        return NULL;
+    const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+    if (!vi || !(vi->features & CURL_VERSION_HTTP2))
+        return NULL;
+
+    kvc_grpc_client_t *self = kvc_calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    if (opts)
+        self->opts = *opts;
+    if (self->opts.max_message_size == 0)
+        self->opts.max_message_size = KVC_GRPC_DEFAULT_MAX_MESSAGE;
+    if (self->opts.connect_timeout_ms == 0)
+        self->opts.connect_timeout_ms = S_DEFAULT_CONNECT_MS;
+    if (self->opts.max_streams == 0)
+        self->opts.max_streams = S_DEFAULT_STREAMS;
+    self->opts.ca_file = NULL;
+    if (opts && opts->ca_file) {
+        self->ca_file = kvc_strdup(opts->ca_file);
+        if (!self->ca_file)
+            goto fail;
+    }
+    if (pthread_mutex_init(&self->mu, NULL) != 0)
+        goto fail;
+    self->multi = curl_multi_init();
+    if (!self->multi)
+        goto fail_mutex;
+    curl_multi_setopt(self->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(self->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)self->opts.max_streams);
+    if (pthread_create(&self->thread, NULL, s_loop, self) != 0)
+        goto fail_multi;
+    self->thread_started = 1;
+    return self;
+
+fail_multi:
+    curl_multi_cleanup(self->multi);
+fail_mutex:
+    pthread_mutex_destroy(&self->mu);
+fail:
+    kvc_free(self->ca_file);
+    kvc_free(self);
+    return NULL;
+}
+
+/* Stops the thread, cancels leftovers, frees everything. */
+void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    kvc_grpc_client_t *self = *self_p;
+    pthread_mutex_lock(&self->mu);
+    self->stopping = 1;
+    pthread_mutex_unlock(&self->mu);
+    if (self->thread_started) {
+        curl_multi_wakeup(self->multi);
+        pthread_join(self->thread, NULL);
+    }
+    curl_multi_cleanup(self->multi);
+    pthread_mutex_destroy(&self->mu);
+    kvc_free(self->ca_file);
+    kvc_free(self);
+    *self_p = NULL;
+}
+
+/* Frees the response bytes of a result. */
+void kvc_grpc_result_free(kvc_grpc_result_t *res)
+{
+    if (!res)
+        return;
+    kvc_free(res->data);
+    res->data = NULL;
+    res->len = 0;
+}
+
+/* Copies the counters. */
+void kvc_grpc_client_stats(kvc_grpc_client_t *self, kvc_grpc_stats_t *out)
+{
+    pthread_mutex_lock(&self->mu);
+    *out = self->stats;
+    pthread_mutex_unlock(&self->mu);
+}
+
+/* Sets a result's code and formatted message. */
+static void s_result_set(kvc_grpc_result_t *res, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_result_set(kvc_grpc_result_t *res, int code, const char *fmt, ...)
+{
+    va_list ap;
+    res->code = code;
+    va_start(ap, fmt);
+    vsnprintf(res->message, sizeof res->message, fmt, ap);
+    va_end(ap);
+}
+
+/* A base URL is http(s)://authority with no path, spaces or controls. */
+static int s_url_ok(const char *base_url, int *tls)
+{
+    size_t skip;
+    if (strncmp(base_url, "http://", 7) == 0) {
+        skip = 7;
+        *tls = 0;
+    } else if (strncmp(base_url, "https://", 8) == 0) {
+        skip = 8;
+        *tls = 1;
+    } else {
+        return 0;
+    }
+    const char *a = base_url + skip;
+    if (*a == '\0')
+        return 0;
+    for (const char *p = a; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == '/' || *p == '?' || *p == '#' || *p == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* A path is /Service/Method: printable, no spaces, no query. */
+static int s_path_ok(const char *path)
+{
+    if (path[0] != '/' || path[1] == '\0')
+        return 0;
+    for (const char *p = path; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == '?' || *p == '#' || *p == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Turns a finished transfer into a gRPC outcome in res. */
+static void s_resolve(kvc_grpc_client_t *self, s_call_t *call, int tls, uint32_t timeout_ms,
+                      kvc_grpc_result_t *res)
+{
+    kvc_grpc_headers_t *h = &call->hdrs;
+    res->http_status = h->http_status;
+    if (call->cancelled) {
+        s_result_set(res, KVC_GRPC_CANCELLED, "client shut down before the call ended");
+        return;
+    }
+    if (call->local_code >= 0) {
+        s_result_set(res, call->local_code, "%s", call->local_msg);
+        return;
+    }
+    /* A status the server finished with wins over a late transport error. */
+    int have_status = h->grpc_status >= 0 && h->http_status == 200;
+    if (call->curl_code != CURLE_OK && !have_status) {
+        const char *why = call->errbuf[0] ? call->errbuf : curl_easy_strerror(call->curl_code);
+        switch (call->curl_code) {
+        case CURLE_OPERATION_TIMEDOUT:
+            s_result_set(res, KVC_GRPC_DEADLINE_EXCEEDED, "deadline of %" PRIu32 " ms exceeded",
+                         timeout_ms);
+            return;
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SEND_ERROR:
+        case CURLE_RECV_ERROR:
+        case CURLE_GOT_NOTHING:
+        case CURLE_HTTP2:
+        case CURLE_PARTIAL_FILE:
+            s_result_set(res, KVC_GRPC_UNAVAILABLE, "backend unavailable: %s", why);
+            return;
+        case CURLE_OUT_OF_MEMORY:
+            s_result_set(res, KVC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        default:
+            s_result_set(res, KVC_GRPC_INTERNAL, "transport error: %s", why);
+            return;
+        }
+    }
+    if (tls) {
+        long ver = 0;
+        curl_easy_getinfo(call->easy, CURLINFO_HTTP_VERSION, &ver);
+        if (ver != CURL_HTTP_VERSION_2_0) {
+            s_result_set(res, KVC_GRPC_UNAVAILABLE, "backend did not negotiate HTTP/2");
+            return;
+        }
+    }
+    if (h->http_status != 200) {
+        int code = kvc_grpc_code_from_http(h->http_status);
+        s_result_set(res, code, "HTTP status %ld from backend%s%s", h->http_status,
+                     h->grpc_message[0] ? ": " : "", h->grpc_message);
+        return;
+    }
+    if (h->grpc_status < 0) {
+        s_result_set(res, KVC_GRPC_INTERNAL, "backend sent no grpc-status");
+        return;
+    }
+    if (h->grpc_status != KVC_GRPC_OK) {
+        s_result_set(res, h->grpc_status, "%s", h->grpc_message);
+        return;
+    }
+    int rc = kvc_grpc_deframer_take(&call->deframer, &res->data, &res->len);
+    if (rc == KVC_ENOENT) {
+        s_result_set(res, KVC_GRPC_INTERNAL, "backend sent OK without a response message");
+        return;
+    }
+    if (rc != KVC_OK) {
+        s_result_set(res, KVC_GRPC_INTERNAL, "response ended inside a message");
+        return;
+    }
+    (void)self;
+    res->code = KVC_GRPC_OK;
+    res->message[0] = '\0';
+}
+
+/* Configures the easy handle of one call. */
+static int s_setup_easy(kvc_grpc_client_t *self, s_call_t *call, const char *url, int tls,
+                        struct curl_slist *headers, uint32_t timeout_ms)
+{
+    CURL *e = call->easy;
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, tls ? "https" : "http") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                            tls ? (long)CURL_HTTP_VERSION_2_0
+                                : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                            (curl_off_t)(5 + call->req_len)) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_READFUNCTION, s_on_read) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_READDATA, call) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, call) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_write) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                            (long)self->opts.connect_timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)call) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "grpc-c-kvc/0.1") != CURLE_OK;
+    if (tls) {
+        if (self->ca_file)
+            bad |= curl_easy_setopt(e, CURLOPT_CAINFO, self->ca_file) != CURLE_OK;
+        if (self->opts.tls_insecure) {
+            bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
+            bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
+        }
+    }
+    return bad ? KVC_EINVAL : KVC_OK;
+}
+
+/* Builds the request header list; NULL on allocation failure. */
+static struct curl_slist *s_headers(kvc_grpc_client_t *self, uint32_t timeout_ms)
+{
+    char timeout[32] = "grpc-timeout: ";
+    size_t used = strlen(timeout);
+    if (kvc_grpc_timeout_format(timeout_ms, timeout + used, sizeof timeout - used) != KVC_OK)
+        return NULL;
+    const char *fixed[] = {
+        "content-type: application/grpc",
+        "te: trailers",
+        timeout,
+        self->opts.accept_identity ? "grpc-accept-encoding: identity" : NULL,
+        "Accept:",  /* drop curl's default Accept */
+        "Expect:",  /* never wait for 100-continue */
+    };
+    struct curl_slist *list = NULL;
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        if (!fixed[i])
+            continue;
+        struct curl_slist *n = curl_slist_append(list, fixed[i]);
+        if (!n) {
+            curl_slist_free_all(list);
+            return NULL;
+        }
+        list = n;
+    }
+    return list;
+}
+
+/* One blocking unary call through the I/O thread. */
+int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *path,
+                  const uint8_t *req, size_t len, uint32_t timeout_ms, kvc_grpc_result_t *res)
+{
+    if (!res)
+        return KVC_EINVAL;
+    memset(res, 0, sizeof *res);
+    int tls = 0;
+    if (!self || !base_url || !path || (!req && len > 0) || timeout_ms == 0 ||
+        !s_url_ok(base_url, &tls) || !s_path_ok(path)) {
+        s_result_set(res, KVC_GRPC_INVALID_ARGUMENT, "invalid gRPC call arguments");
+        return KVC_EINVAL;
+    }
+    char url[S_URL_MAX];
+    int w = snprintf(url, sizeof url, "%s%s", base_url, path);
+    if (w < 0 || (size_t)w >= sizeof url) {
+        s_result_set(res, KVC_GRPC_INVALID_ARGUMENT, "URL too long");
+        return KVC_EINVAL;
+    }
+
+    s_call_t *call = kvc_calloc(1, sizeof *call);
+    if (!call) {
+        s_result_set(res, KVC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        return KVC_ENOMEM;
+    }
+    call->req = req;
+    call->req_len = len;
+    call->local_code = -1;
+    kvc_grpc_headers_init(&call->hdrs);
+    kvc_grpc_deframer_init(&call->deframer, self->opts.max_message_size);
+    if (kvc_grpc_frame_prefix(call->prefix, len) != KVC_OK) {
+        kvc_free(call);
+        s_result_set(res, KVC_GRPC_RESOURCE_EXHAUSTED, "request larger than 4 GiB");
+        return KVC_ERANGE;
+    }
+
+    int rc = KVC_OK;
+    struct curl_slist *headers = s_headers(self, timeout_ms);
+    call->easy = curl_easy_init();
+    if (!headers || !call->easy || pthread_cond_init(&call->cond, NULL) != 0) {
+        s_result_set(res, KVC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        rc = KVC_ENOMEM;
+        goto out_nocond;
+    }
+    if (s_setup_easy(self, call, url, tls, headers, timeout_ms) != KVC_OK) {
+        s_result_set(res, KVC_GRPC_INTERNAL, "libcurl refused an option");
+        rc = KVC_EIO;
+        goto out;
+    }
+
+    pthread_mutex_lock(&self->mu);
+    if (self->stopping) {
+        pthread_mutex_unlock(&self->mu);
+        s_result_set(res, KVC_GRPC_CANCELLED, "client is shutting down");
+        rc = KVC_ESTATE;
+        goto out;
+    }
+    self->stats.calls++;
+    if (self->queue_tail)
+        self->queue_tail->next = call;
+    else
+        self->queue_head = call;
+    self->queue_tail = call;
+    pthread_mutex_unlock(&self->mu);
+    curl_multi_wakeup(self->multi);
+
+    pthread_mutex_lock(&self->mu);
+    while (!call->done)
+        pthread_cond_wait(&call->cond, &self->mu);
+    pthread_mutex_unlock(&self->mu);
+
+    s_resolve(self, call, tls, timeout_ms, res);
+    long conns = 0;
+    curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &conns);
+    pthread_mutex_lock(&self->mu);
+    if (conns > 0)
+        self->stats.connections += (uint64_t)conns;
+    if (res->code != KVC_GRPC_OK)
+        self->stats.failures++;
+    pthread_mutex_unlock(&self->mu);
+    rc = kvc_grpc_code_to_err(res->code);
+
+out:
+    pthread_cond_destroy(&call->cond);
+out_nocond:
+    if (call->easy)
+        curl_easy_cleanup(call->easy);
+    curl_slist_free_all(headers);
+    kvc_grpc_deframer_free(&call->deframer);
+    kvc_free(call);
+    return rc;
+}

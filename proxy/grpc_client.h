@@ -1,0 +1,187 @@
+/*
+ * grpc_client.h - a unary gRPC client over HTTP/2, built on libcurl.
+ *
+ * The proxy calls model servers (TF Serving, KServe v2) with this. One
+ * client owns one libcurl multi handle driven by a dedicated thread; any
+ * number of threads may call kvc_grpc_call() at once, and their requests
+ * are multiplexed as HTTP/2 streams over one connection per backend.
+ *
+ * Wire: POST base_url + path with `content-type: application/grpc`,
+ * `te: trailers` and `grpc-timeout`; the body is one message framed with
+ * the 5-byte gRPC prefix. `http://` uses HTTP/2 with prior knowledge (h2c),
+ * `https://` negotiates h2 by ALPN. The status comes from the grpc-status
+ * and grpc-message trailers, or from the headers of a trailers-only answer.
+ *
+ * The framing and header parsing below are pure functions, exported so the
+ * unit tests can check them byte by byte. This module never logs request or
+ * response bodies and never trusts a length it has not bounded.
+ */
+#ifndef KVC_GRPC_CLIENT_H
+#define KVC_GRPC_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* gRPC status codes, the numbers on the wire. */
+typedef enum {
+    KVC_GRPC_OK = 0,
+    KVC_GRPC_CANCELLED = 1,
+    KVC_GRPC_UNKNOWN = 2,
+    KVC_GRPC_INVALID_ARGUMENT = 3,
+    KVC_GRPC_DEADLINE_EXCEEDED = 4,
+    KVC_GRPC_NOT_FOUND = 5,
+    KVC_GRPC_ALREADY_EXISTS = 6,
+    KVC_GRPC_PERMISSION_DENIED = 7,
+    KVC_GRPC_RESOURCE_EXHAUSTED = 8,
+    KVC_GRPC_FAILED_PRECONDITION = 9,
+    KVC_GRPC_ABORTED = 10,
+    KVC_GRPC_OUT_OF_RANGE = 11,
+    KVC_GRPC_UNIMPLEMENTED = 12,
+    KVC_GRPC_INTERNAL = 13,
+    KVC_GRPC_UNAVAILABLE = 14,
+    KVC_GRPC_DATA_LOSS = 15,
+    KVC_GRPC_UNAUTHENTICATED = 16
+} kvc_grpc_code_t;
+
+/* Default bound on one response message: 64 MiB. */
+#define KVC_GRPC_DEFAULT_MAX_MESSAGE (64u * 1024u * 1024u)
+/* Longest status message kept (longer ones are cut). */
+#define KVC_GRPC_MSG_MAX 512
+
+/* Client options; zero-filled fields take the defaults shown. */
+typedef struct {
+    size_t max_message_size;     /* response bound; 0 -> 64 MiB */
+    uint32_t connect_timeout_ms; /* 0 -> 5000 */
+    uint32_t max_streams;        /* concurrent streams per connection; 0 -> 100 */
+    int accept_identity;         /* send `grpc-accept-encoding: identity` */
+    const char *ca_file;         /* https: CA bundle; NULL -> system store.
+                                    Copied by kvc_grpc_client_new. */
+    int tls_insecure;            /* https: skip certificate checks (tests) */
+} kvc_grpc_opts_t;
+
+/*
+ * The outcome of one call. `code` is the gRPC status (local failures are
+ * mapped: no connection -> UNAVAILABLE, local deadline -> DEADLINE_EXCEEDED,
+ * response over the bound -> RESOURCE_EXHAUSTED). `data`/`len` hold the
+ * response message when code is OK (data may be non-NULL with len 0); the
+ * result owns data until kvc_grpc_result_free().
+ */
+typedef struct {
+    int code;
+    char message[KVC_GRPC_MSG_MAX]; /* percent-decoded grpc-message or local reason */
+    uint8_t *data;
+    size_t len;
+    long http_status;               /* 0 when no response arrived */
+} kvc_grpc_result_t;
+
+/* Counters since the client was created. */
+typedef struct {
+    uint64_t calls;       /* calls submitted */
+    uint64_t failures;    /* calls that ended with a code other than OK */
+    uint64_t connections; /* connections opened (sum of CURLINFO_NUM_CONNECTS) */
+} kvc_grpc_stats_t;
+
+typedef struct kvc_grpc_client kvc_grpc_client_t;
+
+/* Creates a client and starts its I/O thread; NULL on failure (no memory,
+ * libcurl without HTTP/2, thread creation failed). opts may be NULL. */
+kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts);
+
+/* Stops the I/O thread, cancels what is still queued and frees the client;
+ * sets *self_p to NULL. No call may be running or start during destroy. */
+void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p);
+
+/*
+ * Makes one unary call and blocks until it ends; thread-safe.
+ * base_url is "http://host:port" or "https://host:port" (no trailing path),
+ * path is "/package.Service/Method"; req/len is the serialized request
+ * (borrowed for the duration of the call). timeout_ms (> 0) is both the
+ * local deadline and the grpc-timeout sent to the server. res is always
+ * filled (free it with kvc_grpc_result_free, even on failure).
+ * Returns 0 when res->code is OK; KVC_EINVAL for bad arguments; otherwise
+ * the KVC_E* code closest to res->code (kvc_grpc_code_to_err).
+ */
+int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *path,
+                  const uint8_t *req, size_t len, uint32_t timeout_ms,
+                  kvc_grpc_result_t *res);
+
+/* Frees res->data and clears res; safe on a zeroed or already freed res. */
+void kvc_grpc_result_free(kvc_grpc_result_t *res);
+
+/* Copies the client's counters into *out. */
+void kvc_grpc_client_stats(kvc_grpc_client_t *self, kvc_grpc_stats_t *out);
+
+/* Static upper-case name of a status ("NOT_FOUND"); "UNKNOWN_CODE" if out
+ * of range. */
+const char *kvc_grpc_status_name(int code);
+
+/* The KVC_E* error nearest a gRPC status (OK -> 0, NOT_FOUND -> KVC_ENOENT,
+ * UNAVAILABLE -> KVC_EUNAVAIL, DEADLINE_EXCEEDED -> KVC_ETIMEDOUT, ...). */
+int kvc_grpc_code_to_err(int code);
+
+/* ---- Pure parts, exported for tests ------------------------------------ */
+
+/* Writes the 5-byte prefix of an uncompressed message of len bytes.
+ * KVC_ERANGE if len does not fit in 32 bits. */
+int kvc_grpc_frame_prefix(uint8_t out[5], size_t len);
+
+/*
+ * Incremental reader of the response body of a unary call: exactly one
+ * length-prefixed, uncompressed message no bigger than max. Fields are
+ * private; use the functions.
+ */
+typedef struct {
+    size_t max;
+    uint8_t prefix[5];
+    size_t prefix_have;
+    uint8_t *msg;      /* owned until taken by kvc_grpc_deframer_take */
+    size_t msg_len;
+    size_t msg_have;
+    int in_message;    /* 1 while reading a message body */
+    int messages;      /* complete messages seen */
+} kvc_grpc_deframer_t;
+
+/* Prepares d to read messages of at most max bytes. */
+void kvc_grpc_deframer_init(kvc_grpc_deframer_t *d, size_t max);
+/* Feeds n bytes. KVC_ERANGE: a message longer than max was announced
+ * (nothing is allocated for it); KVC_EPARSE: compressed or bad flag byte,
+ * or a second message; KVC_ENOMEM. After an error, d must only be freed. */
+int kvc_grpc_deframer_feed(kvc_grpc_deframer_t *d, const uint8_t *p, size_t n);
+/* Hands over the one complete message (caller frees *msg with kvc_free;
+ * *msg is non-NULL even for an empty message). KVC_ENOENT: no message at
+ * all; KVC_EPARSE: the body ended inside a frame. */
+int kvc_grpc_deframer_take(kvc_grpc_deframer_t *d, uint8_t **msg, size_t *len);
+/* Frees whatever d still holds. */
+void kvc_grpc_deframer_free(kvc_grpc_deframer_t *d);
+
+/* What the response headers and trailers said. */
+typedef struct {
+    long http_status;              /* 0 until a status line is seen */
+    int grpc_status;               /* -1 until grpc-status is seen */
+    int content_type_grpc;         /* 1 if content-type is application/grpc[+...] */
+    char grpc_message[KVC_GRPC_MSG_MAX]; /* percent-decoded, NUL-terminated */
+} kvc_grpc_headers_t;
+
+/* Resets h to "nothing seen". */
+void kvc_grpc_headers_init(kvc_grpc_headers_t *h);
+/* Feeds one header or trailer line as libcurl delivers it ("HTTP/2 200\r\n",
+ * "grpc-status: 5\r\n", ...). Unknown headers are ignored; a malformed or
+ * out-of-range grpc-status becomes UNKNOWN. Never fails. */
+void kvc_grpc_headers_feed(kvc_grpc_headers_t *h, const char *line, size_t n);
+
+/* Percent-decodes n bytes of in into out (cap > 0), always NUL-terminated,
+ * cut at cap - 1 bytes; a '%' not followed by two hex digits is kept as is.
+ * Returns the number of bytes written (without the NUL). */
+size_t kvc_grpc_percent_decode(const char *in, size_t n, char *out, size_t cap);
+
+/* Formats a grpc-timeout value for ms (> 0) into out: "<ms>m" while that
+ * fits the 8 digits the spec allows, else whole seconds rounded up ("<s>S").
+ * KVC_ERANGE if out is too small. */
+int kvc_grpc_timeout_format(uint32_t ms, char *out, size_t cap);
+
+/* The gRPC status for an HTTP status other than 200, per the gRPC spec's
+ * mapping (400 -> INTERNAL, 401 -> UNAUTHENTICATED, 403 -> PERMISSION_DENIED,
+ * 404 -> UNIMPLEMENTED, 429/502/503/504 -> UNAVAILABLE, else UNKNOWN). */
+int kvc_grpc_code_from_http(long http_status);
+
+#endif

@@ -1,0 +1,129 @@
+/*
+ * json_tensor.h - TensorFlow Serving's REST JSON <-> tensors.
+ *
+ * Requests: {"signature_name": "...", "instances": [...]} (row format) or
+ * {"inputs": ...} (columnar format), with {"b64": "..."} for binary strings
+ * and NaN / Infinity / -Infinity accepted as bare tokens, as TF Serving
+ * does. Responses: {"predictions": [...]} for row requests and
+ * {"outputs": ...} for columnar ones, floats in shortest round-trip form.
+ *
+ * The parser is a single pass over the bytes that writes numbers straight
+ * into each tensor's growing typed buffer (no DOM). It never reads past the
+ * given length, never allocates past the given limits, and reports errors as
+ * "where: what" messages fit for a 400 {"error": ...} body.
+ *
+ * The second half of this header is a small JSON cursor shared with
+ * kserve_json.c; other modules should not need it.
+ */
+#ifndef KVC_JSON_TENSOR_H
+#define KVC_JSON_TENSOR_H
+
+#include "base.h"
+#include "tensor.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    KVC_JSON_TENSOR_ROW = 1,      /* "instances" in, "predictions" out */
+    KVC_JSON_TENSOR_COLUMNAR = 2, /* "inputs" in, "outputs" out */
+} kvc_json_tensor_format_t;
+
+/* One input of the model's signature: its name and dtype. */
+typedef struct {
+    const char *name;
+    kvc_dtype_t dtype;
+} kvc_json_tensor_spec_t;
+
+typedef struct {
+    /* Bounds for the whole request (every tensor together). */
+    kvc_tensor_limits_t limits;
+    /* The signature's inputs, borrowed for the call; may be NULL/0. A named
+     * input found here is parsed as that dtype; any other input has its dtype
+     * inferred: float32 for numbers with '.', 'e', NaN or Infinity anywhere,
+     * int64 for all-integer numbers, bool for true/false, string for strings
+     * and {"b64": ...}. An unnamed input (instances of plain values, or
+     * "inputs": value) takes the name and dtype of the only spec when there is
+     * exactly one, else the name "". */
+    const kvc_json_tensor_spec_t *specs;
+    size_t n_specs;
+} kvc_json_tensor_opts_t;
+
+/* A parsed predict request. Clear it with kvc_json_tensor_request_clear. */
+typedef struct {
+    kvc_json_tensor_format_t format;
+    char *signature_name;      /* owned; NULL when absent */
+    kvc_tensor_list_t *inputs; /* owned; row inputs carry the batch dim */
+} kvc_json_tensor_request_t;
+
+/*
+ * Parses a predict request body of len bytes (need not be NUL-terminated).
+ * On success fills *req (which the caller clears). On failure returns
+ * KVC_EPARSE (malformed JSON, wrong shapes or types: HTTP 400), KVC_ERANGE
+ * (past the limits: HTTP 413) or KVC_ENOMEM, with err->msg saying where and
+ * what, and leaves *req empty.
+ */
+int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_tensor_opts_t *opts,
+                                  kvc_json_tensor_request_t *req, kvc_err_t *err);
+
+/* Frees what a request owns and zeroes it; safe on a zeroed request. */
+void kvc_json_tensor_request_clear(kvc_json_tensor_request_t *req);
+
+/*
+ * Appends a predict response for outputs to out: {"predictions": ...} for
+ * ROW (every output must have the same leading batch dimension; a single
+ * output is written as its values per instance, several as an object per
+ * instance) or {"outputs": ...} for COLUMNAR (a single output as its value,
+ * several as an object). Strings that are not valid UTF-8, or whose output
+ * name ends in "_bytes", are written as {"b64": ...}. Returns KVC_EINVAL
+ * (mismatched batch sizes), KVC_ERANGE (out->max reached) or KVC_ENOMEM.
+ */
+int kvc_json_tensor_write_response(const kvc_tensor_list_t *outputs,
+                                   kvc_json_tensor_format_t format, kvc_buf_t *out,
+                                   kvc_err_t *err);
+
+/* ---- Shared with kserve_json.c ------------------------------------------- */
+
+/* A bounded cursor over a JSON text; base is kept for error offsets. */
+typedef struct {
+    const char *base;
+    const char *p;
+    const char *end;
+    kvc_err_t *err;
+} kvc_json_cursor_t;
+
+/* Skips whitespace; returns the next byte, or -1 at the end. */
+int kvc_json_tensor_peek(kvc_json_cursor_t *c);
+/* Consumes ch after whitespace, else sets an "offset N: ..." error. */
+int kvc_json_tensor_expect(kvc_json_cursor_t *c, char ch);
+/* Sets an error "offset N: <message>" at the cursor and returns code. */
+int kvc_json_tensor_fail(kvc_json_cursor_t *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Parses a JSON string (a key or name) into buf: NUL-terminated, at most
+ * size-1 bytes; longer, or holding a NUL character, is an error. */
+int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, size_t *len);
+/* Skips one JSON value of any kind (depth-limited). */
+int kvc_json_tensor_skip(kvc_json_cursor_t *c);
+/* Parses true/false. */
+int kvc_json_tensor_read_bool(kvc_json_cursor_t *c, int *out);
+/* Parses a non-negative JSON integer. */
+int kvc_json_tensor_read_u64(kvc_json_cursor_t *c, uint64_t *out);
+/*
+ * Parses a (flat or arbitrarily nested, row-major) list of scalars of t's
+ * dtype, appending them to t. Strings are JSON strings (no b64 objects
+ * unless allow_b64). path names the value in error messages.
+ */
+int kvc_json_tensor_read_values(kvc_json_cursor_t *c, kvc_tensor_t *t, const char *path,
+                                int allow_b64);
+/* Appends a JSON string literal for n bytes (which must be valid UTF-8). */
+int kvc_json_tensor_write_string(kvc_buf_t *out, const char *s, size_t n);
+/* Tells whether n bytes are valid UTF-8. */
+int kvc_json_tensor_utf8_valid(const uint8_t *s, size_t n);
+/*
+ * Appends t's values as nested lists by shape (flat: one flat list).
+ * Strings as in kvc_json_tensor_write_response when b64_ok, else always
+ * as JSON strings (invalid UTF-8 then is an error: KVC_EINVAL).
+ */
+int kvc_json_tensor_write_values(kvc_buf_t *out, const kvc_tensor_t *t, int flat, int b64_ok);
+
+#endif

@@ -1,0 +1,721 @@
+/*
+ * kserve_json.c - KServe v2 REST JSON and the binary tensor extension.
+ *
+ * The JSON header is walked once with the cursor from json_tensor.c; "data"
+ * arrays are parsed straight into typed tensors (if "data" comes before
+ * "datatype" in an input object, its position is kept and it is parsed once
+ * the object is complete). Binary sections are then cut from the bytes after
+ * the header, each size checked against what is left and what the shape and
+ * datatype need. This module must never trust binary_data_size, shapes or
+ * length prefixes.
+ */
+#include "kserve_json.h"
+
+#include "json_tensor.h"
+#include "numfmt.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define S_MAX_NAME 256
+#define S_MAX_IO 256
+
+/* An input whose values come from the binary section. */
+typedef struct {
+    kvc_tensor_t *t; /* borrowed from the input array */
+    uint64_t size;
+    uint64_t count;
+    int64_t shape[KVC_TENSOR_MAX_DIMS];
+    int ndim;
+    size_t index;
+} s_pending_t;
+
+/* Formats a shape as [a, b, c] for messages. */
+static void s_shape_str(const int64_t *shape, int ndim, char *buf, size_t size)
+{
+    size_t n = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < size)
+        snprintf(buf + n, size - n, "]");
+}
+
+/* Parses an input's "parameters" object, keeping binary_data_size. */
+static int s_input_params(kvc_json_cursor_t *c, uint64_t *bin_size, int *has_bin)
+{
+    int rc = kvc_json_tensor_expect(c, '{');
+    if (rc)
+        return rc;
+    if (kvc_json_tensor_peek(c) == '}') {
+        c->p++;
+        return KVC_OK;
+    }
+    for (;;) {
+        char key[64];
+        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
+            (rc = kvc_json_tensor_expect(c, ':')))
+            return rc;
+        if (strcmp(key, "binary_data_size") == 0) {
+            if ((rc = kvc_json_tensor_read_u64(c, bin_size)))
+                return rc;
+            *has_bin = 1;
+        } else if ((rc = kvc_json_tensor_skip(c))) {
+            return rc;
+        }
+        int nx = kvc_json_tensor_peek(c);
+        if (nx == ',') {
+            c->p++;
+            continue;
+        }
+        if (nx == '}') {
+            c->p++;
+            return KVC_OK;
+        }
+        return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}' in parameters");
+    }
+}
+
+/* Parses "shape": [d0, d1, ...]. */
+static int s_shape(kvc_json_cursor_t *c, size_t index, int64_t *shape, int *ndim)
+{
+    int rc = kvc_json_tensor_expect(c, '[');
+    if (rc)
+        return rc;
+    *ndim = 0;
+    if (kvc_json_tensor_peek(c) == ']') {
+        c->p++;
+        return KVC_OK;
+    }
+    for (;;) {
+        uint64_t d;
+        if ((rc = kvc_json_tensor_read_u64(c, &d)))
+            return rc;
+        if (*ndim >= KVC_TENSOR_MAX_DIMS)
+            return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape: more than %d dimensions",
+                                        index, KVC_TENSOR_MAX_DIMS);
+        if (d > (uint64_t)INT64_MAX)
+            return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape: dimension too large",
+                                        index);
+        shape[(*ndim)++] = (int64_t)d;
+        int nx = kvc_json_tensor_peek(c);
+        if (nx == ',') {
+            c->p++;
+            continue;
+        }
+        if (nx == ']') {
+            c->p++;
+            return KVC_OK;
+        }
+        return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape: expected ',' or ']'", index);
+    }
+}
+
+/* Parses one input object; JSON data is read now, binary data deferred. */
+static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t *left,
+                   kvc_tensor_t **out, s_pending_t *pend, int *is_bin)
+{
+    kvc_err_t *err = c->err;
+    char name[S_MAX_NAME] = "";
+    char dtname[32] = "";
+    int64_t shape[KVC_TENSOR_MAX_DIMS];
+    int ndim = -1, have_name = 0, have_dt = 0, has_bin = 0;
+    uint64_t bin_size = 0;
+    const char *data_at = NULL;
+    int rc = kvc_json_tensor_expect(c, '{');
+    if (rc)
+        return rc;
+    int nx = kvc_json_tensor_peek(c);
+    while (nx != '}') {
+        char key[64];
+        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
+            (rc = kvc_json_tensor_expect(c, ':')))
+            return rc;
+        if (strcmp(key, "name") == 0) {
+            rc = kvc_json_tensor_read_string(c, name, sizeof name, NULL);
+            have_name = 1;
+        } else if (strcmp(key, "datatype") == 0) {
+            rc = kvc_json_tensor_read_string(c, dtname, sizeof dtname, NULL);
+            have_dt = 1;
+        } else if (strcmp(key, "shape") == 0) {
+            rc = s_shape(c, index, shape, &ndim);
+        } else if (strcmp(key, "parameters") == 0) {
+            rc = s_input_params(c, &bin_size, &has_bin);
+        } else if (strcmp(key, "data") == 0) {
+            kvc_json_tensor_peek(c);
+            data_at = c->p;
+            rc = kvc_json_tensor_skip(c);
+        } else {
+            rc = kvc_json_tensor_skip(c);
+        }
+        if (rc)
+            return rc;
+        nx = kvc_json_tensor_peek(c);
+        if (nx == ',') {
+            c->p++;
+            nx = kvc_json_tensor_peek(c);
+            if (nx == '}')
+                return kvc_json_tensor_fail(c, KVC_EPARSE, "expected a key");
+            continue;
+        }
+        if (nx != '}')
+            return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu]: expected ',' or '}'", index);
+    }
+    c->p++;
+    if (!have_name)
+        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu]: missing 'name'", index);
+    if (!have_dt)
+        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'datatype'", index, name);
+    if (ndim < 0)
+        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'shape'", index, name);
+    kvc_dtype_t dt = kvc_dtype_from_kserve(dtname, strlen(dtname));
+    if (dt == KVC_DT_INVALID)
+        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': unknown datatype '%s'", index,
+                           name, dtname);
+    if (data_at && has_bin)
+        return kvc_err_set(err, KVC_EPARSE,
+                           "inputs[%zu] '%s': both 'data' and binary_data_size given", index, name);
+    if (!data_at && !has_bin)
+        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'data'", index, name);
+    uint64_t count;
+    rc = kvc_tensor_shape_count(shape, ndim, left->max_elements, &count);
+    if (rc)
+        return kvc_err_set(err, KVC_ERANGE, "inputs[%zu] '%s': shape too large for the limits",
+                           index, name);
+    kvc_tensor_t *t = kvc_tensor_new(name, dt, left);
+    if (!t)
+        return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+    if (has_bin) {
+        pend->t = t; /* borrowed: *out owns it */
+        *out = t;
+        pend->size = bin_size;
+        pend->count = count;
+        pend->ndim = ndim;
+        memcpy(pend->shape, shape, sizeof shape);
+        pend->index = index;
+        *is_bin = 1;
+        return KVC_OK;
+    }
+    kvc_json_cursor_t dc = *c;
+    dc.p = data_at;
+    char path[S_MAX_NAME + 32];
+    snprintf(path, sizeof path, "inputs[%zu].data", index);
+    rc = kvc_json_tensor_read_values(&dc, t, path, 0);
+    if (!rc && kvc_tensor_count(t) != count) {
+        char sh[160];
+        s_shape_str(shape, ndim, sh, sizeof sh);
+        rc = kvc_err_set(err, KVC_EPARSE,
+                         "inputs[%zu] '%s': data has %llu elements, shape %s needs %llu", index,
+                         name, (unsigned long long)kvc_tensor_count(t), sh,
+                         (unsigned long long)count);
+    }
+    if (!rc && kvc_tensor_set_shape(t, shape, ndim))
+        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': bad shape", index, name);
+    if (rc) {
+        kvc_tensor_destroy(&t);
+        return rc;
+    }
+    *out = t;
+    *is_bin = 0;
+    return KVC_OK;
+}
+
+/* Fills a deferred input from the binary section at *p (n bytes left). */
+static int s_binary(s_pending_t *pd, const char **p, size_t *left, kvc_err_t *err)
+{
+    const char *name = kvc_tensor_name(pd->t);
+    if (pd->size > *left)
+        return kvc_err_set(err, KVC_EPARSE,
+                           "inputs[%zu] '%s': binary_data_size %llu exceeds the %zu bytes left",
+                           pd->index, name, (unsigned long long)pd->size, *left);
+    kvc_dtype_t dt = kvc_tensor_dtype(pd->t);
+    const uint8_t *b = (const uint8_t *)*p;
+    size_t size = (size_t)pd->size;
+    int rc;
+    if (dt == KVC_DT_STRING) {
+        size_t off = 0;
+        for (uint64_t k = 0; k < pd->count; k++) {
+            if (size - off < 4)
+                return kvc_err_set(err, KVC_EPARSE,
+                                   "inputs[%zu] '%s': element %llu: length prefix past "
+                                   "binary_data_size",
+                                   pd->index, name, (unsigned long long)k);
+            uint32_t n = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 |
+                         (uint32_t)b[off + 2] << 16 | (uint32_t)b[off + 3] << 24;
+            off += 4;
+            if (n > size - off)
+                return kvc_err_set(err, KVC_EPARSE,
+                                   "inputs[%zu] '%s': element %llu: %u bytes past "
+                                   "binary_data_size",
+                                   pd->index, name, (unsigned long long)k, n);
+            if ((rc = kvc_tensor_append_string(pd->t, b + off, n)))
+                return kvc_err_set(err, rc, "inputs[%zu] '%s': %s", pd->index, name,
+                                   rc == KVC_ERANGE ? "larger than the request limits"
+                                                    : kvc_strerror(rc));
+            off += n;
+        }
+        if (off != size)
+            return kvc_err_set(err, KVC_EPARSE,
+                               "inputs[%zu] '%s': %zu bytes left over in binary_data_size",
+                               pd->index, name, size - off);
+    } else {
+        size_t es = kvc_dtype_size(dt);
+        if (pd->count > UINT64_MAX / es || pd->count * es != pd->size) {
+            char sh[160];
+            s_shape_str(pd->shape, pd->ndim, sh, sizeof sh);
+            return kvc_err_set(err, KVC_EPARSE,
+                               "inputs[%zu] '%s': binary_data_size %llu does not match shape %s "
+                               "of %s",
+                               pd->index, name, (unsigned long long)pd->size, sh,
+                               kvc_dtype_kserve_name(dt));
+        }
+        void *at;
+        if ((rc = kvc_tensor_reserve(pd->t, pd->count, &at)))
+            return kvc_err_set(err, rc, "inputs[%zu] '%s': %s", pd->index, name,
+                               rc == KVC_ERANGE ? "larger than the request limits"
+                                                : kvc_strerror(rc));
+        if (size)
+            memcpy(at, b, size);
+        if (dt == KVC_DT_BOOL)
+            for (size_t i = 0; i < size; i++)
+                ((uint8_t *)at)[i] = b[i] != 0;
+        kvc_tensor_commit(pd->t, pd->count);
+    }
+    if (kvc_tensor_set_shape(pd->t, pd->shape, pd->ndim))
+        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': bad shape", pd->index, name);
+    *p += size;
+    *left -= size;
+    return KVC_OK;
+}
+
+/* Parses the request's "outputs" list. */
+static int s_outputs(kvc_json_cursor_t *c, kvc_kserve_request_t *req)
+{
+    int rc = kvc_json_tensor_expect(c, '[');
+    if (rc)
+        return rc;
+    req->outputs = kvc_calloc(S_MAX_IO, sizeof *req->outputs);
+    if (!req->outputs)
+        return kvc_err_set(c->err, KVC_ENOMEM, "out of memory");
+    if (kvc_json_tensor_peek(c) == ']') {
+        c->p++;
+        return KVC_OK;
+    }
+    for (;;) {
+        if (req->n_outputs >= S_MAX_IO)
+            return kvc_json_tensor_fail(c, KVC_EPARSE, "more than %d outputs", S_MAX_IO);
+        kvc_kserve_output_t *o = &req->outputs[req->n_outputs++];
+        if ((rc = kvc_json_tensor_expect(c, '{')))
+            return rc;
+        int nx = kvc_json_tensor_peek(c);
+        while (nx != '}') {
+            char key[64];
+            if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
+                (rc = kvc_json_tensor_expect(c, ':')))
+                return rc;
+            if (strcmp(key, "name") == 0) {
+                char name[S_MAX_NAME];
+                if ((rc = kvc_json_tensor_read_string(c, name, sizeof name, NULL)))
+                    return rc;
+                kvc_free(o->name);
+                o->name = kvc_strdup(name);
+                if (!o->name)
+                    return kvc_err_set(c->err, KVC_ENOMEM, "out of memory");
+            } else if (strcmp(key, "parameters") == 0) {
+                if ((rc = kvc_json_tensor_expect(c, '{')))
+                    return rc;
+                int pn = kvc_json_tensor_peek(c);
+                while (pn != '}') {
+                    char pk[64];
+                    if ((rc = kvc_json_tensor_read_string(c, pk, sizeof pk, NULL)) ||
+                        (rc = kvc_json_tensor_expect(c, ':')))
+                        return rc;
+                    if (strcmp(pk, "binary_data") == 0)
+                        rc = kvc_json_tensor_read_bool(c, &o->binary);
+                    else
+                        rc = kvc_json_tensor_skip(c);
+                    if (rc)
+                        return rc;
+                    pn = kvc_json_tensor_peek(c);
+                    if (pn == ',') {
+                        c->p++;
+                        pn = kvc_json_tensor_peek(c);
+                    } else if (pn != '}') {
+                        return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}'");
+                    }
+                }
+                c->p++;
+            } else if ((rc = kvc_json_tensor_skip(c))) {
+                return rc;
+            }
+            nx = kvc_json_tensor_peek(c);
+            if (nx == ',') {
+                c->p++;
+                nx = kvc_json_tensor_peek(c);
+            } else if (nx != '}') {
+                return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}'");
+            }
+        }
+        c->p++;
+        if (!o->name)
+            return kvc_err_set(c->err, KVC_EPARSE, "outputs[%zu]: missing 'name'",
+                               req->n_outputs - 1);
+        int nx2 = kvc_json_tensor_peek(c);
+        if (nx2 == ',') {
+            c->p++;
+            continue;
+        }
+        if (nx2 == ']') {
+            c->p++;
+            return KVC_OK;
+        }
+        return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or ']'");
+    }
+}
+
+/* Parses the request-level "parameters" object. */
+static int s_req_params(kvc_json_cursor_t *c, kvc_kserve_request_t *req)
+{
+    int rc = kvc_json_tensor_expect(c, '{');
+    if (rc)
+        return rc;
+    int nx = kvc_json_tensor_peek(c);
+    while (nx != '}') {
+        char key[64];
+        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
+            (rc = kvc_json_tensor_expect(c, ':')))
+            return rc;
+        if (strcmp(key, "binary_data_output") == 0)
+            rc = kvc_json_tensor_read_bool(c, &req->binary_output);
+        else
+            rc = kvc_json_tensor_skip(c);
+        if (rc)
+            return rc;
+        nx = kvc_json_tensor_peek(c);
+        if (nx == ',') {
+            c->p++;
+            nx = kvc_json_tensor_peek(c);
+        } else if (nx != '}') {
+            return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}'");
+        }
+    }
+    c->p++;
+    return KVC_OK;
+}
+
+int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_len,
+                                  const kvc_tensor_limits_t *lim, kvc_kserve_request_t *req,
+                                  kvc_err_t *err)
+{
+    memset(req, 0, sizeof *req);
+    if (header_len > len)
+        return kvc_err_set(err, KVC_EPARSE,
+                           "Inference-Header-Content-Length %zu is larger than the body (%zu)",
+                           header_len, len);
+    kvc_json_cursor_t cur = {body, body, body + header_len, err};
+    kvc_json_cursor_t *c = &cur;
+    s_pending_t *pend = kvc_calloc(S_MAX_IO, sizeof *pend);
+    kvc_tensor_t **items = kvc_calloc(S_MAX_IO, sizeof *items);
+    size_t npend = 0, ninputs = 0;
+    int rc, seen_inputs = 0;
+    if (!items || !pend) {
+        rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        goto done;
+    }
+    kvc_tensor_limits_t left = *lim;
+    if ((rc = kvc_json_tensor_expect(c, '{')))
+        goto done;
+    int nx = kvc_json_tensor_peek(c);
+    while (nx != '}') {
+        char key[64];
+        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
+            (rc = kvc_json_tensor_expect(c, ':')))
+            goto done;
+        if (strcmp(key, "id") == 0) {
+            char id[S_MAX_NAME];
+            if ((rc = kvc_json_tensor_read_string(c, id, sizeof id, NULL)))
+                goto done;
+            kvc_free(req->id);
+            req->id = kvc_strdup(id);
+            if (!req->id) {
+                rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
+                goto done;
+            }
+        } else if (strcmp(key, "parameters") == 0) {
+            if ((rc = s_req_params(c, req)))
+                goto done;
+        } else if (strcmp(key, "outputs") == 0) {
+            if (req->outputs) {
+                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "duplicate key 'outputs'");
+                goto done;
+            }
+            if ((rc = s_outputs(c, req)))
+                goto done;
+        } else if (strcmp(key, "inputs") == 0) {
+            if (seen_inputs) {
+                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "duplicate key 'inputs'");
+                goto done;
+            }
+            seen_inputs = 1;
+            if ((rc = kvc_json_tensor_expect(c, '[')))
+                goto done;
+            int in = kvc_json_tensor_peek(c);
+            while (in != ']') {
+                if (ninputs >= S_MAX_IO) {
+                    rc = kvc_json_tensor_fail(c, KVC_EPARSE, "more than %d inputs", S_MAX_IO);
+                    goto done;
+                }
+                int is_bin = 0;
+                if ((rc = s_input(c, ninputs, &left, &items[ninputs], &pend[npend], &is_bin)))
+                    goto done;
+                kvc_tensor_t *t = items[ninputs++];
+                for (size_t k = 0; k + 1 < ninputs; k++) {
+                    if (strcmp(kvc_tensor_name(items[k]), kvc_tensor_name(t)) == 0) {
+                        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu]: duplicate input '%s'",
+                                         ninputs - 1, kvc_tensor_name(t));
+                        goto done;
+                    }
+                }
+                uint64_t elems = is_bin ? pend[npend].count : kvc_tensor_count(t);
+                uint64_t bytes = is_bin ? pend[npend].size : kvc_tensor_nbytes(t);
+                if (elems > left.max_elements || bytes > left.max_bytes) {
+                    rc = kvc_err_set(err, KVC_ERANGE,
+                                     "inputs[%zu]: larger than the request limits", ninputs - 1);
+                    goto done;
+                }
+                left.max_elements -= elems;
+                left.max_bytes -= bytes;
+                if (is_bin)
+                    npend++;
+                in = kvc_json_tensor_peek(c);
+                if (in == ',') {
+                    c->p++;
+                    in = kvc_json_tensor_peek(c);
+                    if (in == ']') {
+                        rc = kvc_json_tensor_fail(c, KVC_EPARSE, "expected an input object");
+                        goto done;
+                    }
+                } else if (in != ']') {
+                    rc = kvc_json_tensor_fail(c, KVC_EPARSE, "inputs: expected ',' or ']'");
+                    goto done;
+                }
+            }
+            c->p++;
+        } else if ((rc = kvc_json_tensor_skip(c))) {
+            goto done;
+        }
+        nx = kvc_json_tensor_peek(c);
+        if (nx == ',') {
+            c->p++;
+            nx = kvc_json_tensor_peek(c);
+            if (nx == '}') {
+                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "expected a key");
+                goto done;
+            }
+        } else if (nx != '}') {
+            rc = kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}'");
+            goto done;
+        }
+    }
+    c->p++;
+    if (kvc_json_tensor_peek(c) != -1) {
+        rc = kvc_json_tensor_fail(c, KVC_EPARSE,
+                                  "trailing bytes in the JSON header (check "
+                                  "Inference-Header-Content-Length)");
+        goto done;
+    }
+    if (!seen_inputs || ninputs == 0) {
+        rc = kvc_err_set(err, KVC_EPARSE, "missing 'inputs'");
+        goto done;
+    }
+    /* The binary section: each deferred input, in order, then nothing. */
+    const char *bp = body + header_len;
+    size_t bleft = len - header_len;
+    for (size_t i = 0; i < npend; i++)
+        if ((rc = s_binary(&pend[i], &bp, &bleft, err)))
+            goto done;
+    if (bleft) {
+        rc = kvc_err_set(err, KVC_EPARSE, "%zu bytes after the last binary tensor", bleft);
+        goto done;
+    }
+    req->inputs = kvc_tensor_list_new();
+    if (!req->inputs) {
+        rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < ninputs; i++) {
+        if ((rc = kvc_tensor_list_add(req->inputs, &items[i]))) {
+            rc = kvc_err_set(err, rc, "inputs[%zu]: %s", i, kvc_strerror(rc));
+            goto done;
+        }
+    }
+done:
+    if (items) {
+        for (size_t i = 0; i < ninputs; i++)
+            kvc_tensor_destroy(&items[i]);
+        kvc_free(items);
+    }
+    kvc_free(pend);
+    if (rc)
+        kvc_kserve_json_request_clear(req);
+    return rc;
+}
+
+void kvc_kserve_json_request_clear(kvc_kserve_request_t *req)
+{
+    if (!req)
+        return;
+    kvc_free(req->id);
+    kvc_tensor_list_destroy(&req->inputs);
+    if (req->outputs) {
+        for (size_t i = 0; i < req->n_outputs; i++)
+            kvc_free(req->outputs[i].name);
+        kvc_free(req->outputs);
+    }
+    memset(req, 0, sizeof *req);
+}
+
+int kvc_kserve_json_wants_binary(const kvc_kserve_request_t *req, const char *name)
+{
+    if (!req)
+        return 0;
+    for (size_t i = 0; i < req->n_outputs; i++)
+        if (req->outputs[i].name && strcmp(req->outputs[i].name, name) == 0)
+            return req->outputs[i].binary || req->binary_output;
+    return req->binary_output;
+}
+
+/* Appends n bytes through the bounded buffer. */
+static int s_put(kvc_buf_t *out, const char *s, size_t n)
+{
+    return kvc_buf_append(out, s, n);
+}
+
+/* Appends a string literal. */
+#define s_lit(out, lit) s_put((out), (lit), sizeof(lit) - 1)
+
+/* Appends a decimal integer. */
+static int s_put_u64(kvc_buf_t *out, uint64_t v)
+{
+    char tmp[KVC_NUMFMT_MAX];
+    return s_put(out, tmp, kvc_numfmt_write_u64(v, tmp));
+}
+
+/* Appends a "key": "string" member (with a leading comma when not first). */
+static int s_member_str(kvc_buf_t *out, const char *key, const char *val, int first)
+{
+    int rc = first ? KVC_OK : s_lit(out, ",");
+    if (!rc)
+        rc = kvc_json_tensor_write_string(out, key, strlen(key));
+    if (!rc)
+        rc = s_lit(out, ":");
+    if (!rc)
+        rc = kvc_json_tensor_write_string(out, val, strlen(val));
+    return rc;
+}
+
+/* Bytes an output takes in the binary section. */
+static uint64_t s_binary_size(const kvc_tensor_t *t)
+{
+    if (kvc_tensor_dtype(t) == KVC_DT_STRING)
+        return kvc_tensor_nbytes(t) + 4 * kvc_tensor_count(t);
+    return kvc_tensor_nbytes(t);
+}
+
+/* Appends t's raw bytes (BYTES with 4-byte little-endian prefixes). */
+static int s_put_binary(kvc_buf_t *out, const kvc_tensor_t *t)
+{
+    if (kvc_tensor_dtype(t) != KVC_DT_STRING)
+        return s_put(out, kvc_tensor_cdata(t), kvc_tensor_nbytes(t));
+    for (uint64_t i = 0; i < kvc_tensor_count(t); i++) {
+        size_t n;
+        const uint8_t *s = kvc_tensor_string(t, i, &n);
+        uint8_t pre[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
+        int rc = s_put(out, (const char *)pre, 4);
+        if (!rc)
+            rc = s_put(out, (const char *)s, n);
+        if (rc)
+            return rc;
+    }
+    return KVC_OK;
+}
+
+int kvc_kserve_json_write_response(const kvc_kserve_response_meta_t *meta,
+                                   const kvc_tensor_list_t *outputs,
+                                   const kvc_kserve_request_t *req, kvc_buf_t *out,
+                                   size_t *header_len, kvc_err_t *err)
+{
+    size_t start = out->len;
+    size_t n = kvc_tensor_list_size(outputs);
+    int any_bin = 0;
+    int rc = s_lit(out, "{");
+    if (!rc)
+        rc = s_member_str(out, "model_name", meta->model_name ? meta->model_name : "", 1);
+    if (!rc && meta->model_version)
+        rc = s_member_str(out, "model_version", meta->model_version, 0);
+    if (!rc && meta->id)
+        rc = s_member_str(out, "id", meta->id, 0);
+    if (!rc)
+        rc = s_lit(out, ",\"outputs\":[");
+    for (size_t i = 0; !rc && i < n; i++) {
+        const kvc_tensor_t *t = kvc_tensor_list_at(outputs, i);
+        int bin = kvc_kserve_json_wants_binary(req, kvc_tensor_name(t));
+        if (i)
+            rc = s_lit(out, ",");
+        if (!rc)
+            rc = s_lit(out, "{");
+        if (!rc)
+            rc = s_member_str(out, "name", kvc_tensor_name(t), 1);
+        if (!rc)
+            rc = s_member_str(out, "datatype", kvc_dtype_kserve_name(kvc_tensor_dtype(t)), 0);
+        if (!rc)
+            rc = s_lit(out, ",\"shape\":[");
+        for (int d = 0; !rc && d < kvc_tensor_ndim(t); d++) {
+            if (d)
+                rc = s_lit(out, ",");
+            if (!rc)
+                rc = s_put_u64(out, (uint64_t)kvc_tensor_shape(t)[d]);
+        }
+        if (!rc)
+            rc = s_lit(out, "]");
+        if (!rc && bin) {
+            any_bin = 1;
+            rc = s_lit(out, ",\"parameters\":{\"binary_data_size\":");
+            if (!rc)
+                rc = s_put_u64(out, s_binary_size(t));
+            if (!rc)
+                rc = s_lit(out, "}");
+        } else if (!rc) {
+            rc = s_lit(out, ",\"data\":");
+            if (!rc)
+                rc = kvc_json_tensor_write_values(out, t, 1, 0);
+            if (rc == KVC_EINVAL) {
+                kvc_err_set(err, KVC_EINVAL,
+                            "output '%s' holds bytes that are not UTF-8; request it with "
+                            "binary_data",
+                            kvc_tensor_name(t));
+                out->len = start;
+                if (out->data)
+                    out->data[start] = '\0';
+                return KVC_EINVAL;
+            }
+        }
+        if (!rc)
+            rc = s_lit(out, "}");
+    }
+    if (!rc)
+        rc = s_lit(out, "]}");
+    size_t json_len = out->len - start;
+    for (size_t i = 0; !rc && any_bin && i < n; i++) {
+        const kvc_tensor_t *t = kvc_tensor_list_at(outputs, i);
+        if (kvc_kserve_json_wants_binary(req, kvc_tensor_name(t)))
+            rc = s_put_binary(out, t);
+    }
+    if (rc) {
+        out->len = start;
+        if (out->data)
+            out->data[start] = '\0';
+        return kvc_err_set(err, rc, "writing the response: %s", kvc_strerror(rc));
+    }
+    *header_len = any_bin ? json_len : 0;
+    return KVC_OK;
+}

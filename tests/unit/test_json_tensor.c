@@ -1,0 +1,363 @@
+/*
+ * Unit tests of proxy/json_tensor.c: TF Serving REST requests (row and
+ * columnar, named and unnamed, b64, NaN/Infinity, dtype inference and
+ * signature dtypes), exact error messages, limits, allocation failures,
+ * and responses written exactly as TF Serving lays them out.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <string.h>
+
+#include "base.h"
+#include "json_tensor.h"
+#include "tensor.h"
+
+static const kvc_json_tensor_opts_t s_open = {{1000000, 64 << 20}, NULL, 0};
+
+/* Parses s with opts, asserting success. */
+static void s_parse_ok(const char *s, const kvc_json_tensor_opts_t *opts,
+                       kvc_json_tensor_request_t *req)
+{
+    kvc_err_t err = {0, ""};
+    int rc = kvc_json_tensor_parse_request(s, strlen(s), opts, req, &err);
+    if (rc)
+        fail_msg("parse failed (%d): %s\n  input: %s", rc, err.msg, s);
+}
+
+/* Parses s expecting failure with exactly code and message. */
+static void s_parse_err(const char *s, const kvc_json_tensor_opts_t *opts, int code,
+                        const char *msg)
+{
+    kvc_json_tensor_request_t req;
+    kvc_err_t err = {0, ""};
+    int rc = kvc_json_tensor_parse_request(s, strlen(s), opts, &req, &err);
+    if (rc != code || strcmp(err.msg, msg) != 0)
+        fail_msg("input: %s\n  want %d \"%s\"\n  got  %d \"%s\"", s, code, msg, rc, err.msg);
+    assert_null(req.inputs);
+}
+
+static void s_assert_shape(const kvc_tensor_t *t, int nd, const int64_t *want)
+{
+    assert_int_equal(kvc_tensor_ndim(t), nd);
+    for (int i = 0; i < nd; i++)
+        assert_int_equal(kvc_tensor_shape(t)[i], want[i]);
+}
+
+static void test_columnar_unnamed_float(void **state)
+{
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"inputs\": [[1.5, 2], [3, -4e-1]]}", &s_open, &req);
+    assert_int_equal(req.format, KVC_JSON_TENSOR_COLUMNAR);
+    assert_null(req.signature_name);
+    assert_int_equal(kvc_tensor_list_size(req.inputs), 1);
+    kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);
+    assert_string_equal(kvc_tensor_name(t), "");
+    assert_int_equal(kvc_tensor_dtype(t), KVC_DT_FLOAT);
+    s_assert_shape(t, 2, (int64_t[]){2, 2});
+    const float *f = kvc_tensor_data(t);
+    assert_true(f[0] == 1.5f && f[1] == 2.0f && f[2] == 3.0f && f[3] == -0.4f);
+    kvc_json_tensor_request_clear(&req);
+}
+
+static void test_inference_int_bool_string_promotion(void **state)
+{
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"inputs\": {\"ids\": [1, -2, 9007199254740993], \"flag\": [true, false],"
+               " \"mix\": [1, 2.5], \"s\": [\"a\\u00e9\\n\", {\"b64\": \"AP8=\"}], \"x\": 7}}",
+               &s_open, &req);
+    assert_int_equal(kvc_tensor_list_size(req.inputs), 5);
+    kvc_tensor_t *ids = kvc_tensor_list_find(req.inputs, "ids");
+    assert_int_equal(kvc_tensor_dtype(ids), KVC_DT_INT64);
+    const int64_t *iv = kvc_tensor_data(ids);
+    assert_true(iv[0] == 1 && iv[1] == -2 && iv[2] == 9007199254740993LL);
+    kvc_tensor_t *flag = kvc_tensor_list_find(req.inputs, "flag");
+    assert_int_equal(kvc_tensor_dtype(flag), KVC_DT_BOOL);
+    assert_memory_equal(kvc_tensor_data(flag), "\1\0", 2);
+    kvc_tensor_t *mix = kvc_tensor_list_find(req.inputs, "mix");
+    assert_int_equal(kvc_tensor_dtype(mix), KVC_DT_FLOAT);
+    const float *mf = kvc_tensor_data(mix);
+    assert_true(mf[0] == 1.0f && mf[1] == 2.5f);
+    kvc_tensor_t *s = kvc_tensor_list_find(req.inputs, "s");
+    assert_int_equal(kvc_tensor_dtype(s), KVC_DT_STRING);
+    size_t n;
+    const uint8_t *b = kvc_tensor_string(s, 0, &n);
+    assert_int_equal(n, 4);
+    assert_memory_equal(b, "a\xc3\xa9\n", 4);
+    b = kvc_tensor_string(s, 1, &n);
+    assert_int_equal(n, 2);
+    assert_memory_equal(b, "\x00\xff", 2);
+    kvc_tensor_t *x = kvc_tensor_list_find(req.inputs, "x");
+    assert_int_equal(kvc_tensor_ndim(x), 0);
+    assert_int_equal(kvc_tensor_count(x), 1);
+    kvc_json_tensor_request_clear(&req);
+}
+
+static void test_row_plain_with_signature(void **state)
+{
+    kvc_json_tensor_spec_t spec = {"x", KVC_DT_INT32};
+    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, &spec, 1};
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"signature_name\": \"serving_default\", \"instances\": [[1, 2], [3, 4], [5, -6]]}",
+               &opts, &req);
+    assert_int_equal(req.format, KVC_JSON_TENSOR_ROW);
+    assert_string_equal(req.signature_name, "serving_default");
+    kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);
+    assert_string_equal(kvc_tensor_name(t), "x");
+    assert_int_equal(kvc_tensor_dtype(t), KVC_DT_INT32);
+    s_assert_shape(t, 2, (int64_t[]){3, 2});
+    const int32_t *v = kvc_tensor_data(t);
+    assert_true(v[0] == 1 && v[5] == -6);
+    kvc_json_tensor_request_clear(&req);
+}
+
+static void test_row_named_objects(void **state)
+{
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"instances\": [{\"a\": [1, 2], \"b\": \"s\"}, {\"b\": {\"b64\": \"aGk=\"}, "
+               "\"a\": [3, 4]}]}",
+               &s_open, &req);
+    kvc_tensor_t *a = kvc_tensor_list_find(req.inputs, "a");
+    kvc_tensor_t *b = kvc_tensor_list_find(req.inputs, "b");
+    s_assert_shape(a, 2, (int64_t[]){2, 2});
+    s_assert_shape(b, 1, (int64_t[]){2});
+    const int64_t *av = kvc_tensor_data(a);
+    assert_true(av[0] == 1 && av[3] == 4);
+    size_t n;
+    const uint8_t *s = kvc_tensor_string(b, 1, &n);
+    assert_int_equal(n, 2);
+    assert_memory_equal(s, "hi", 2);
+    kvc_json_tensor_request_clear(&req);
+    /* Instances that are b64 objects are values, not named inputs. */
+    s_parse_ok("{\"instances\": [{\"b64\": \"AQID\"}, {\"b64\": \"BA\"}]}", &s_open, &req);
+    kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);
+    assert_int_equal(kvc_tensor_dtype(t), KVC_DT_STRING);
+    s_assert_shape(t, 1, (int64_t[]){2});
+    s = kvc_tensor_string(t, 1, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(s[0], 4);
+    kvc_json_tensor_request_clear(&req);
+}
+
+static void test_nan_infinity(void **state)
+{
+    kvc_json_tensor_spec_t spec = {"", KVC_DT_DOUBLE};
+    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, &spec, 1};
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"inputs\": [NaN, Infinity, -Infinity, 1e308, 2.2250738585072011e-308]}", &opts,
+               &req);
+    const double *d = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 0));
+    assert_true(isnan(d[0]) && d[1] == INFINITY && d[2] == -INFINITY && d[3] == 1e308);
+    assert_true(d[4] == 2.2250738585072011e-308);
+    kvc_json_tensor_request_clear(&req);
+    s_parse_ok("{\"inputs\": [NaN, -Infinity]}", &s_open, &req);
+    kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);
+    assert_int_equal(kvc_tensor_dtype(t), KVC_DT_FLOAT);
+    kvc_json_tensor_request_clear(&req);
+}
+
+static void test_errors_say_where_and_what(void **state)
+{
+    kvc_json_tensor_spec_t fspec = {"images", KVC_DT_FLOAT};
+    kvc_json_tensor_opts_t fopts = {{1000, 1 << 20}, &fspec, 1};
+    s_parse_err("{\"instances\": [[1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2]]}", &s_open, KVC_EPARSE,
+                "instances[3]: expected 3 elements in dimension 1, got 2");
+    s_parse_err("{\"inputs\": {\"images\": [[1, 2], [3, -]]}}", &fopts, KVC_EPARSE,
+                "inputs.images[1][1]: invalid number (expected a number)");
+    s_parse_err("{\"inputs\": {\"images\": [[1, 2], [3, \"x\"]]}}", &fopts, KVC_EPARSE,
+                "inputs.images[1][1]: expected a number");
+    s_parse_err("{\"inputs\": {\"images\": [[1, 2], [3, 4}}}", &fopts, KVC_EPARSE,
+                "offset 36: unexpected character '}', expected ',' or ']'");
+    s_parse_err("{\"inputs\": [1, 2", &s_open, KVC_EPARSE,
+                "offset 16: unexpected end of input, expected ',' or ']'");
+    s_parse_err("{\"instances\": [1], \"inputs\": [1]}", &s_open, KVC_EPARSE,
+                "offset 28: 'inputs': a request has either 'instances' or 'inputs', not both");
+    s_parse_err("{\"signature_name\": \"x\"}", &s_open, KVC_EPARSE,
+                "missing 'instances' or 'inputs'");
+    s_parse_err("{\"inputs\": [1]} x", &s_open, KVC_EPARSE,
+                "offset 16: trailing bytes after the request object");
+    s_parse_err("{\"instances\": [{\"a\": 1, \"b\": 2}, {\"a\": 3}]}", &s_open, KVC_EPARSE,
+                "instances[1]: missing input 'b'");
+    s_parse_err("{\"instances\": [{\"a\": 1}, {\"a\": 3, \"c\": 1}]}", &s_open, KVC_EPARSE,
+                "instances[1]: input 'c' is not in instances[0]");
+    s_parse_err("{\"instances\": [{\"a\": 1}, [1]]}", &s_open, KVC_EPARSE,
+                "offset 25: instances[1]: expected an object of named inputs like instances[0]");
+    s_parse_err("{\"instances\": [{\"a\": [1, 2]}, {\"a\": [1, 2, 3]}]}", &s_open, KVC_EPARSE,
+                "instances[1].a: expected 2 elements in dimension 1, got 3");
+    s_parse_err("{\"instances\": [[1], [[2]]]}", &s_open, KVC_EPARSE,
+                "instances[1][0]: expected a scalar, got a list (elements must have the same "
+                "shape)");
+    s_parse_err("{\"instances\": [[1], 2]}", &s_open, KVC_EPARSE,
+                "instances[1]: expected a list of 1 elements in dimension 1");
+    s_parse_err("{\"inputs\": [\"a\", 1]}", &s_open, KVC_EPARSE,
+                "inputs[1]: expected a string or {\"b64\": ...}");
+    s_parse_err("{\"inputs\": [{\"b64\": \"!!\"}]}", &s_open, KVC_EPARSE,
+                "inputs[0]: invalid base64");
+    s_parse_err("{\"inputs\": [\"\\ud800x\"]}", &s_open, KVC_EPARSE,
+                "offset 13: unpaired surrogate in \\u escape");
+    s_parse_err("{\"inputs\": [[[[[[[[[1]]]]]]]]]}", &s_open, KVC_EPARSE,
+                "inputs[0][0][0][0][0][0][0][0]: more than 8 dimensions");
+    kvc_json_tensor_spec_t i8 = {"", KVC_DT_INT8};
+    kvc_json_tensor_opts_t i8opts = {{1000, 1 << 20}, &i8, 1};
+    s_parse_err("{\"inputs\": [127, 128]}", &i8opts, KVC_EPARSE,
+                "inputs[1]: number out of range for DT_INT8");
+    s_parse_err("{\"inputs\": [1, 1.5]}", &i8opts, KVC_EPARSE,
+                "inputs[1]: invalid number (expected an integer)");
+}
+
+static void test_limits(void **state)
+{
+    kvc_json_tensor_opts_t small = {{4, 1 << 20}, NULL, 0};
+    s_parse_err("{\"inputs\": [1.0, 2, 3, 4, 5]}", &small, KVC_ERANGE,
+                "inputs[4]: tensor larger than the request limits");
+    kvc_json_tensor_opts_t bytes = {{1000, 16}, NULL, 0};
+    s_parse_err("{\"inputs\": {\"a\": [1.0, 2, 3], \"b\": [1.0, 2]}}", &bytes, KVC_ERANGE,
+                "request too large (limits: 1000 elements, 16 bytes)");
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"inputs\": [1.0, 2, 3, 4]}", &small, &req);
+    kvc_json_tensor_request_clear(&req);
+}
+
+static void test_alloc_failures_never_leak(void **state)
+{
+    const char *s = "{\"signature_name\": \"a\", \"instances\": [{\"a\": [1.5, 2], \"b\": "
+                    "\"xyz\", \"c\": [1, 2]}, {\"a\": [3, 4], \"b\": \"q\", \"c\": [3, 4.5]}]}";
+    int ok = 0;
+    for (long n = 0; n < 200 && !ok; n++) {
+        kvc_json_tensor_request_t req;
+        kvc_err_t err;
+        kvc_alloc_fail_after(n);
+        int rc = kvc_json_tensor_parse_request(s, strlen(s), &s_open, &req, &err);
+        kvc_alloc_fail_after(-1);
+        if (rc == KVC_OK) {
+            ok = 1;
+            assert_int_equal(kvc_tensor_list_size(req.inputs), 3);
+        } else {
+            assert_int_equal(rc, KVC_ENOMEM);
+        }
+        kvc_json_tensor_request_clear(&req);
+    }
+    assert_true(ok);
+}
+
+/* Writes outputs and compares the JSON exactly. */
+static void s_write_eq(kvc_tensor_list_t *outs, kvc_json_tensor_format_t fmt, const char *want)
+{
+    kvc_buf_t b;
+    kvc_buf_init(&b, 1 << 20);
+    kvc_err_t err = {0, ""};
+    int rc = kvc_json_tensor_write_response(outs, fmt, &b, &err);
+    if (rc)
+        fail_msg("write failed: %s", err.msg);
+    assert_string_equal(b.data, want);
+    kvc_buf_free(&b);
+}
+
+static void test_write_responses(void **state)
+{
+    kvc_tensor_limits_t lim = {1000, 1 << 20};
+    kvc_tensor_list_t *outs = kvc_tensor_list_new();
+    kvc_tensor_t *t = kvc_tensor_new("scores", KVC_DT_FLOAT, &lim);
+    float f[4] = {1.5f, 0.1f, NAN, -INFINITY};
+    assert_int_equal(kvc_tensor_append(t, f, 4), 0);
+    assert_int_equal(kvc_tensor_set_shape(t, (int64_t[]){2, 2}, 2), 0);
+    assert_int_equal(kvc_tensor_list_add(outs, &t), 0);
+    s_write_eq(outs, KVC_JSON_TENSOR_COLUMNAR, "{\"outputs\": [[1.5,0.1],[NaN,-Infinity]]}");
+    s_write_eq(outs, KVC_JSON_TENSOR_ROW, "{\"predictions\": [[1.5,0.1],[NaN,-Infinity]]}");
+    t = kvc_tensor_new("label", KVC_DT_STRING, &lim);
+    assert_int_equal(kvc_tensor_append_string(t, "cat \"1\"", 7), 0);
+    assert_int_equal(kvc_tensor_append_string(t, "\xff\x00", 2), 0);
+    assert_int_equal(kvc_tensor_set_shape(t, (int64_t[]){2}, 1), 0);
+    assert_int_equal(kvc_tensor_list_add(outs, &t), 0);
+    t = kvc_tensor_new("img_bytes", KVC_DT_STRING, &lim);
+    assert_int_equal(kvc_tensor_append_string(t, "ab", 2), 0);
+    assert_int_equal(kvc_tensor_append_string(t, "", 0), 0);
+    assert_int_equal(kvc_tensor_set_shape(t, (int64_t[]){2}, 1), 0);
+    assert_int_equal(kvc_tensor_list_add(outs, &t), 0);
+    s_write_eq(outs, KVC_JSON_TENSOR_ROW,
+               "{\"predictions\": [{\"scores\": [1.5,0.1], \"label\": \"cat \\\"1\\\"\", "
+               "\"img_bytes\": {\"b64\": \"YWI=\"}},{\"scores\": [NaN,-Infinity], \"label\": "
+               "{\"b64\": \"/wA=\"}, \"img_bytes\": {\"b64\": \"\"}}]}");
+    s_write_eq(outs, KVC_JSON_TENSOR_COLUMNAR,
+               "{\"outputs\": {\"scores\": [[1.5,0.1],[NaN,-Infinity]], \"label\": [\"cat "
+               "\\\"1\\\"\",{\"b64\": \"/wA=\"}], \"img_bytes\": [{\"b64\": \"YWI=\"},{\"b64\": "
+               "\"\"}]}}");
+    /* Different batch sizes cannot be written as rows. */
+    t = kvc_tensor_new("odd", KVC_DT_INT64, &lim);
+    int64_t v[3] = {1, 2, 3};
+    assert_int_equal(kvc_tensor_append(t, v, 3), 0);
+    assert_int_equal(kvc_tensor_list_add(outs, &t), 0);
+    kvc_buf_t b;
+    kvc_buf_init(&b, 1 << 20);
+    kvc_err_t err;
+    assert_int_equal(kvc_json_tensor_write_response(outs, KVC_JSON_TENSOR_ROW, &b, &err),
+                     KVC_EINVAL);
+    assert_string_equal(err.msg, "outputs have different batch sizes (3 for 'odd', 2)");
+    assert_int_equal(b.len, 0);
+    kvc_buf_free(&b);
+    /* A full buffer is an error, never a cut response. */
+    kvc_buf_init(&b, 20);
+    assert_int_equal(kvc_json_tensor_write_response(outs, KVC_JSON_TENSOR_COLUMNAR, &b, &err),
+                     KVC_ERANGE);
+    assert_int_equal(b.len, 0);
+    kvc_buf_free(&b);
+    kvc_tensor_list_destroy(&outs);
+    assert_null(outs);
+}
+
+static void test_round_trip_random_floats(void **state)
+{
+    kvc_tensor_limits_t lim = {100000, 1 << 22};
+    uint64_t x = 12345;
+    kvc_tensor_list_t *outs = kvc_tensor_list_new();
+    kvc_tensor_t *t = kvc_tensor_new("y", KVC_DT_FLOAT, &lim);
+    for (int i = 0; i < 20000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        uint32_t bits = (uint32_t)x;
+        float f;
+        memcpy(&f, &bits, 4);
+        if (isnan(f))
+            f = 0.25f; /* NaN payloads are not kept by text */
+        assert_int_equal(kvc_tensor_append(t, &f, 1), 0);
+    }
+    assert_int_equal(kvc_tensor_set_shape(t, (int64_t[]){100, 50, 4}, 3), 0);
+    assert_int_equal(kvc_tensor_list_add(outs, &t), 0);
+    kvc_buf_t b;
+    kvc_buf_init(&b, 1 << 24);
+    kvc_err_t err;
+    assert_int_equal(kvc_json_tensor_write_response(outs, KVC_JSON_TENSOR_COLUMNAR, &b, &err), 0);
+    /* "outputs" -> "inputs" to read it back. */
+    char *in = b.data + 1;
+    memcpy(in, "{\"inputs\"", 9);
+    kvc_json_tensor_spec_t spec = {"y", KVC_DT_FLOAT};
+    kvc_json_tensor_opts_t opts = {lim, &spec, 1};
+    kvc_json_tensor_request_t req;
+    s_parse_ok(in, &opts, &req);
+    assert_true(kvc_tensor_equal(kvc_tensor_list_at(req.inputs, 0), kvc_tensor_list_at(outs, 0)));
+    kvc_json_tensor_request_clear(&req);
+    kvc_buf_free(&b);
+    kvc_tensor_list_destroy(&outs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_columnar_unnamed_float),
+        cmocka_unit_test(test_inference_int_bool_string_promotion),
+        cmocka_unit_test(test_row_plain_with_signature),
+        cmocka_unit_test(test_row_named_objects),
+        cmocka_unit_test(test_nan_infinity),
+        cmocka_unit_test(test_errors_say_where_and_what),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_alloc_failures_never_leak),
+        cmocka_unit_test(test_write_responses),
+        cmocka_unit_test(test_round_trip_random_floats),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
