@@ -1,0 +1,72 @@
+/*
+ * proxy.h - the inference proxy's request handler: TF Serving REST and
+ * KServe v2 (JSON, binary tensors, raw JPEG/PNG) in, tensor protobuf over
+ * gRPC to the model server, JSON (or protobuf) out.
+ *
+ * kvc_proxy_handle is a kvc_http_handler_fn: the daemon passes it to
+ * kvc_http_server_new with the proxy as its argument. It runs on many HTTP
+ * threads at once and must never crash or leak on any request or any
+ * backend answer; every failure is an HTTP status with {"error": "..."}.
+ */
+#ifndef KVC_PROXY_H
+#define KVC_PROXY_H
+
+#include "base.h"
+#include "http_server.h"
+#include "tensor.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One model server this proxy sends a model's requests to. Strings are
+ * copied by kvc_proxy_new. */
+typedef struct {
+    const char *model;       /* model name as clients use it */
+    const char *grpc;        /* "host:port" (h2c) or "https://host:port" */
+    const char *api;         /* "tfserving" or "kserve" */
+    const char *preprocess;  /* image spec (proxy/preprocess.h), "" = no images */
+    const char *image_input; /* input tensor for images; "" = the only input */
+} kvc_proxy_backend_t;
+
+/* What one request did, for metrics (issue 5) and logs. */
+typedef struct {
+    const char *model;     /* "" when the path named none */
+    const char *endpoint;  /* kvc_route_name(): "predict", "infer", ... */
+    const char *route;     /* "local" (later: "remote") */
+    int http_status;
+    int grpc_status;       /* -1 when no backend call was made */
+    double seconds;        /* handler time */
+    size_t request_bytes;  /* HTTP body in */
+    size_t response_bytes; /* HTTP body out */
+    size_t backend_request_bytes;  /* protobuf sent to the model server */
+    size_t backend_response_bytes; /* protobuf received */
+} kvc_proxy_observation_t;
+
+typedef void (*kvc_proxy_observe_fn)(void *arg, const kvc_proxy_observation_t *obs);
+
+typedef struct {
+    const kvc_proxy_backend_t *backends;
+    size_t n_backends;
+    uint32_t timeout_ms;          /* per backend call; 0 -> 30000 */
+    size_t max_message;           /* gRPC message bound; 0 -> 64 MiB */
+    kvc_tensor_limits_t limits;   /* per request; 0 -> 256 Mi elements, 1 GiB */
+    kvc_proxy_observe_fn observe; /* may be NULL; called once per request */
+    void *observe_arg;
+} kvc_proxy_opts_t;
+
+typedef struct kvc_proxy kvc_proxy_t;
+
+/* Creates the proxy (copies opts, parses preprocess specs, starts the gRPC
+ * client). NULL with err set on a bad option. */
+kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err);
+
+/* Stops the gRPC client and frees everything; nulls *self_p. */
+void kvc_proxy_destroy(kvc_proxy_t **self_p);
+
+/* The HTTP handler; arg is the kvc_proxy_t. Thread-safe. */
+void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp);
+
+/* TF Serving's mapping of a gRPC status code to an HTTP status. */
+int kvc_proxy_http_status(int grpc_code);
+
+#endif
