@@ -12,6 +12,7 @@
  * to libyaml memory after it returns.
  */
 #include "config.h"
+#include "preprocess.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -706,6 +707,24 @@ static int s_v_u32(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return 0;
 }
 
+/* A positive integer in [min, max] with no "0 means default" escape. */
+static int s_v_u32_strict(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char tmp[32];
+    uint64_t v;
+    int rc = s_take_string(ctx, tmp, sizeof tmp);
+    if (rc)
+        return rc;
+    if (s_parse_u64(tmp, strlen(tmp), &v))
+        return s_bad_value(ctx, "is not a decimal integer");
+    if (v < f->min || v > f->max)
+        return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_ERANGE, "%s is out of range (%u..%u)",
+                      s_quote_value(ctx), f->min, f->max);
+    uint32_t u = (uint32_t)v;
+    memcpy(s_target(f, obj), &u, sizeof u);
+    return 0;
+}
+
 /* Matches the current scalar against names[]; sets *out to its index. */
 static int s_take_choice(s_ctx_t *ctx, const char *const *names, size_t n, const char *list,
                          int *out)
@@ -930,12 +949,48 @@ static int s_v_url(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return 0;
 }
 
+/* proxy.backends[].preprocess: an image spec that proxy/preprocess.c accepts. */
+static int s_v_preprocess(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc)
+        return rc;
+    kvc_preprocess_t spec;
+    kvc_err_t perr = {0};
+    if (kvc_preprocess_parse(dst, &spec, &perr) != 0)
+    {
+        const char *why = perr.msg;
+        if (strncmp(why, "preprocess: ", 12) == 0)
+            why += 12; /* the key already says it */
+        return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_EINVAL, "%s", why);
+    }
+    return 0;
+}
+
+/* proxy.backends[].image_input: a tensor name, [A-Za-z0-9._/:-]{1,127}. */
+static int s_v_tensor_name(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc)
+        return rc;
+    size_t n = strlen(dst);
+    int ok = n > 0 && strspn(dst, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789._/:-") == n;
+    return ok ? 0 : s_bad_value(ctx, "must match [A-Za-z0-9._/:-]+");
+}
+
 static const s_field_t s_backend_fields[] = {
     {"model", s_v_model, offsetof(kvc_backend_t, model), sizeof(((kvc_backend_t *)0)->model),
      "model", 0, 0},
     {"grpc", s_v_grpc, offsetof(kvc_backend_t, grpc), KVC_ENDPOINT_MAX, "grpc", 0, 0},
     {"api", s_v_api, offsetof(kvc_backend_t, api), sizeof(((kvc_backend_t *)0)->api), NULL, 0, 0},
     {"metrics_url", s_v_url, offsetof(kvc_backend_t, metrics_url), KVC_ENDPOINT_MAX, NULL, 0, 0},
+    {"preprocess", s_v_preprocess, offsetof(kvc_backend_t, preprocess),
+     sizeof(((kvc_backend_t *)0)->preprocess), NULL, 0, 0},
+    {"image_input", s_v_tensor_name, offsetof(kvc_backend_t, image_input),
+     sizeof(((kvc_backend_t *)0)->image_input), NULL, 0, 0},
 };
 
 /* One item of proxy.backends. */
@@ -952,7 +1007,8 @@ static int s_item_backend(s_ctx_t *ctx, void *obj)
     kvc_backend_t *b = &cfg->backends[cfg->n_backends];
     memset(b, 0, sizeof *b);
     kvc_strlcpy(b->api, "tfserving", sizeof b->api);
-    if ((rc = s_parse_mapping(ctx, s_backend_fields, 4, b)))
+    if ((rc = s_parse_mapping(ctx, s_backend_fields,
+                              sizeof s_backend_fields / sizeof s_backend_fields[0], b)))
         return rc;
     for (size_t i = 0; i < cfg->n_backends; i++)
         if (!strcmp(cfg->backends[i].model, b->model))
@@ -1024,6 +1080,7 @@ static const s_field_t s_http_fields[] = {
 
 static const s_field_t s_proxy_fields[] = {
     {"backends", s_v_backends, 0, 0, NULL, 0, 0},
+    {"timeout_ms", s_v_u32_strict, S_CFG(proxy_timeout_ms), NULL, 10, 600000},
 };
 
 static const s_field_t s_log_fields[] = {
@@ -1168,6 +1225,7 @@ void kvc_config_defaults(kvc_config_t *cfg)
     cfg->profile = KVC_PROFILE_LAN;
     kvc_strlcpy(cfg->http_listen, "127.0.0.1:8500", sizeof cfg->http_listen);
     cfg->http_max_body = KVC_CONFIG_DEFAULT_MAX_BODY;
+    cfg->proxy_timeout_ms = 30000;
     cfg->log_level = KVC_LOG_INFO;
 }
 

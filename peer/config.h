@@ -55,6 +55,8 @@ typedef struct {
     char grpc[KVC_ENDPOINT_MAX];      /* host:port of the gRPC API */
     char api[16];                     /* "tfserving" or "kserve" */
     char metrics_url[KVC_ENDPOINT_MAX]; /* Prometheus endpoint, optional */
+    char preprocess[256];             /* image spec (proxy/preprocess.h), "" = no images */
+    char image_input[KVC_NAME_MAX * 2]; /* input tensor images go to, "" = the only one */
 } kvc_backend_t;
 
 typedef struct {
@@ -88,6 +90,7 @@ typedef struct {
     /* proxy.* (issue 4) */
     kvc_backend_t backends[KVC_MAX_BACKENDS];
     size_t n_backends;
+    uint32_t proxy_timeout_ms;               /* per backend call */
 
     /* log.* */
     kvc_log_level_t log_level;

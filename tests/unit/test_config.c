@@ -873,6 +873,33 @@ static void test_deep_nesting(void **state)
     free(cfg);
 }
 
+/* proxy.backends[].preprocess / image_input and proxy.timeout_ms. */
+static void test_proxy_image_keys(void **state)
+{
+    static kvc_config_t cfg;
+    kvc_err_t err;
+    assert_int_equal(s_parse(BASE "proxy:\n  timeout_ms: 2500\n  backends:\n"
+                                  "    - {model: m, grpc: 'h:1', preprocess: '224x224 rgb nhwc float32"
+                                  " scale=1/255', image_input: 'input_1:0'}\n",
+                             &cfg, &err),
+                     0);
+    assert_int_equal(cfg.proxy_timeout_ms, 2500);
+    assert_int_equal(cfg.n_backends, 1);
+    assert_string_equal(cfg.backends[0].preprocess, "224x224 rgb nhwc float32 scale=1/255");
+    assert_string_equal(cfg.backends[0].image_input, "input_1:0");
+    assert_int_equal(s_parse(BASE, &cfg, &err), 0);
+    assert_int_equal(cfg.proxy_timeout_ms, 30000);
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', preprocess: 'huge'}\n",
+             KVC_EINVAL, "c.yaml:5:43: proxy.backends[0].preprocess: unknown word 'huge'");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', image_input: 'a b'}\n",
+             KVC_EINVAL,
+             "c.yaml:5:44: proxy.backends[0].image_input: \"a b\" must match [A-Za-z0-9._/:-]+");
+    s_expect(BASE "proxy:\n  timeout_ms: 5\n", KVC_ERANGE,
+             "c.yaml:4:15: proxy.timeout_ms: \"5\" is out of range (10..600000)");
+    s_expect(BASE "proxy:\n  timeout_ms: 0\n", KVC_ERANGE,
+             "c.yaml:4:15: proxy.timeout_ms: \"0\" is out of range (10..600000)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -892,6 +919,7 @@ int main(void)
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_proxy_image_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
