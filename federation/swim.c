@@ -1255,7 +1255,8 @@ static void s_lhm_add(kvc_swim_t *s, int delta)
 static size_t s_random_live(kvc_swim_t *s, member_t **pick, size_t n, const member_t *not)
 {
     size_t got = 0;
-    size_t others = s->n_live - 1 - (not && (not->state <= KVC_SWIM_SUSPECT) ? 1 : 0);
+    size_t excl = (s->self->state <= KVC_SWIM_SUSPECT) + (not && not->state <= KVC_SWIM_SUSPECT);
+    size_t others = s->n_live > excl ? s->n_live - excl : 0;
     if (n > others)
         n = others;
     for (size_t tries = 0; got < n && tries < 8 * n + 16; tries++) {
