@@ -280,13 +280,39 @@ static int s_skip(kvc_json_cursor_t *c, int depth)
             return KVC_OK;
         }
     }
-    double d;
-    const char *stop;
-    if (ch >= 0 && kvc_numfmt_parse_double(c->p, c->end, &d, &stop) == KVC_OK) {
-        c->p = stop;
-        return KVC_OK;
+    /* A number: checked against the JSON grammar without converting it. */
+    const char *p = c->p, *end = c->end;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0') {
+        p++;
+    } else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    } else {
+        return s_unexpected(c, "a value");
     }
-    return s_unexpected(c, "a value");
+    if (p < end && *p == '.') {
+        if (++p >= end || *p < '0' || *p > '9') {
+            c->p = p;
+            return s_unexpected(c, "a digit");
+        }
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9') {
+            c->p = p;
+            return s_unexpected(c, "a digit");
+        }
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    c->p = p;
+    return KVC_OK;
 }
 
 int kvc_json_tensor_skip(kvc_json_cursor_t *c)
