@@ -140,8 +140,7 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
             if (strcmp(key, keys[i]) == 0)
                 k = i;
         if (k >= 0 && (seen & (1u << k))) {
-            rc = kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu]: duplicate key '%s'", index,
-                                      key);
+            rc = kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu]: duplicate key '%s'", index, key);
             goto fail;
         }
         if (k >= 0)
@@ -199,16 +198,16 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
     else if (ndim < 0)
         rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'shape'", index, name);
     else if (dt == KVC_DT_INVALID)
-        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': unknown datatype '%s'", index,
-                         name, dtname);
+        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': unknown datatype '%s'", index, name,
+                         dtname);
     else if (data_at && has_bin)
         rc = kvc_err_set(err, KVC_EPARSE,
                          "inputs[%zu] '%s': both 'data' and binary_data_size given", index, name);
     else if (!data_at && !has_bin)
         rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'data'", index, name);
     else if (kvc_tensor_shape_count(shape, ndim, left->max_elements, &count))
-        rc = kvc_err_set(err, KVC_ERANGE, "inputs[%zu] '%s': shape too large for the limits",
-                         index, name);
+        rc = kvc_err_set(err, KVC_ERANGE, "inputs[%zu] '%s': shape too large for the limits", index,
+                         name);
     if (rc)
         goto fail;
     if (!t) {
@@ -236,10 +235,9 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
     if (kvc_tensor_count(t) != count) {
         char sh[160];
         s_shape_str(shape, ndim, sh, sizeof sh);
-        rc = kvc_err_set(err, KVC_EPARSE,
-                         "inputs[%zu] '%s': data has %llu elements, shape %s needs %llu", index,
-                         name, (unsigned long long)kvc_tensor_count(t), sh,
-                         (unsigned long long)count);
+        rc = kvc_err_set(
+            err, KVC_EPARSE, "inputs[%zu] '%s': data has %llu elements, shape %s needs %llu", index,
+            name, (unsigned long long)kvc_tensor_count(t), sh, (unsigned long long)count);
         goto fail;
     }
     if (kvc_tensor_set_shape(t, shape, ndim)) {
@@ -274,8 +272,8 @@ static int s_binary(s_pending_t *pd, const char **p, size_t *left, kvc_err_t *er
                                    "inputs[%zu] '%s': element %llu: length prefix past "
                                    "binary_data_size",
                                    pd->index, name, (unsigned long long)k);
-            uint32_t n = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 |
-                         (uint32_t)b[off + 2] << 16 | (uint32_t)b[off + 3] << 24;
+            uint32_t n = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 | (uint32_t)b[off + 2] << 16 |
+                         (uint32_t)b[off + 3] << 24;
             off += 4;
             if (n > size - off)
                 return kvc_err_set(err, KVC_EPARSE,
@@ -513,8 +511,8 @@ int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_le
                 uint64_t elems = is_bin ? pend[npend].count : kvc_tensor_count(t);
                 uint64_t bytes = is_bin ? pend[npend].size : kvc_tensor_nbytes(t);
                 if (elems > left.max_elements || bytes > left.max_bytes) {
-                    rc = kvc_err_set(err, KVC_ERANGE,
-                                     "inputs[%zu]: larger than the request limits", ninputs - 1);
+                    rc = kvc_err_set(err, KVC_ERANGE, "inputs[%zu]: larger than the request limits",
+                                     ninputs - 1);
                     goto done;
                 }
                 left.max_elements -= elems;

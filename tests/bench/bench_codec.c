@@ -160,8 +160,8 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "%s tensor->JSON", cs->name);
         /* Normalise to bytes per second of each one's own output. */
         double ours_mbs = (double)json.len / ours, base_mbs = (double)nlen / base;
-        printf("%-48s %10.3f %10.1f %10.1f %7.2fx\n", label, (double)json.len / 1e6,
-               ours_mbs / 1e6, base_mbs / 1e6, ours_mbs / base_mbs);
+        printf("%-48s %10.3f %10.1f %10.1f %7.2fx\n", label, (double)json.len / 1e6, ours_mbs / 1e6,
+               base_mbs / 1e6, ours_mbs / base_mbs);
 
         /* JSON -> tensor: the request our writer produced, as TF Serving columnar. */
         memcpy(json.data + 1, "{\"inputs\"", 9);
@@ -209,8 +209,8 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "%s KServe tensor->JSON", cs->name);
         ours_mbs = (double)kj.len / ours;
         base_mbs = (double)nlen / base;
-        printf("%-48s %10.3f %10.1f %10.1f %7.2fx\n", label, (double)kj.len / 1e6,
-               ours_mbs / 1e6, base_mbs / 1e6, ours_mbs / base_mbs);
+        printf("%-48s %10.3f %10.1f %10.1f %7.2fx\n", label, (double)kj.len / 1e6, ours_mbs / 1e6,
+               base_mbs / 1e6, ours_mbs / base_mbs);
         memcpy(kj.data, "{\"model_name\":\"m\", \"inputs\":[", 29);
         kvc_kserve_request_t kr;
         if (kvc_kserve_json_parse_request(kj.data, kj.len, kj.len, &lim, &kr, &err)) {
