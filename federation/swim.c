@@ -1255,7 +1255,8 @@ static void s_lhm_add(kvc_swim_t *s, int delta)
 static size_t s_random_live(kvc_swim_t *s, member_t **pick, size_t n, const member_t *not)
 {
     size_t got = 0;
-    size_t others = s->n_live - 1 - (not && (not->state <= KVC_SWIM_SUSPECT) ? 1 : 0);
+    size_t excl = (s->self->state <= KVC_SWIM_SUSPECT) + (not && not->state <= KVC_SWIM_SUSPECT);
+    size_t others = s->n_live > excl ? s->n_live - excl : 0;
     if (n > others)
         n = others;
     for (size_t tries = 0; got < n && tries < 8 * n + 16; tries++) {
@@ -2120,12 +2121,19 @@ int kvc_swim_leave(kvc_swim_t *s, uint64_t now_ms, kvc_swim_out_t *out)
     s->left = 1;
     s->probe.active = 0;
     s_enqueue(s, me, BQ_STATE, 0);
-    for (size_t i = 0; i < n; i++) {
+    /* Tell 2 * fanout members directly, whatever the retransmit budget. */
+    uint8_t *u;
+    size_t len;
+    int rc = s_encode_update(me, 0, 0, &u, &len);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
         Kvc__Swim__Message msg;
         kvc__swim__message__init(&msg);
-        s_send(s, out, pick[i]->id, &msg, NULL, 0, 1);
+        rc = s_send(s, out, pick[i]->id, &msg, u, len, 0);
     }
-    return 0;
+    kvc_free(u);
+    return rc;
 }
 
 /* Sets or deletes one metadata key on ourselves. */

@@ -14,6 +14,7 @@
 #ifndef KVC_VIVALDI_H
 #define KVC_VIVALDI_H
 
+#include "base.h"
 #include "rng.h"
 
 #define KVC_VIVALDI_DIM 8

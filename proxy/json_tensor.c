@@ -50,8 +50,7 @@ int kvc_json_tensor_fail(kvc_json_cursor_t *c, int code, const char *fmt, ...)
 static int s_unexpected(kvc_json_cursor_t *c, const char *wanted)
 {
     if (c->p >= c->end)
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "unexpected end of input, expected %s",
-                                    wanted);
+        return kvc_json_tensor_fail(c, KVC_EPARSE, "unexpected end of input, expected %s", wanted);
     unsigned char ch = (unsigned char)*c->p;
     if (ch >= 0x20 && ch < 0x7f)
         return kvc_json_tensor_fail(c, KVC_EPARSE, "unexpected character '%c', expected %s", ch,
@@ -140,14 +139,30 @@ static int s_unescape(kvc_json_cursor_t *c, const char *raw, size_t n, char *dst
         p++;
         char e = *p++;
         switch (e) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; break;
-        case '/': *w++ = '/'; break;
-        case 'b': *w++ = '\b'; break;
-        case 'f': *w++ = '\f'; break;
-        case 'n': *w++ = '\n'; break;
-        case 'r': *w++ = '\r'; break;
-        case 't': *w++ = '\t'; break;
+        case '"':
+            *w++ = '"';
+            break;
+        case '\\':
+            *w++ = '\\';
+            break;
+        case '/':
+            *w++ = '/';
+            break;
+        case 'b':
+            *w++ = '\b';
+            break;
+        case 'f':
+            *w++ = '\f';
+            break;
+        case 'n':
+            *w++ = '\n';
+            break;
+        case 'r':
+            *w++ = '\r';
+            break;
+        case 't':
+            *w++ = '\t';
+            break;
         case 'u': {
             uint32_t cp, lo;
             if (end - p < 4 || s_hex4(p, &cp)) {
@@ -280,13 +295,39 @@ static int s_skip(kvc_json_cursor_t *c, int depth)
             return KVC_OK;
         }
     }
-    double d;
-    const char *stop;
-    if (ch >= 0 && kvc_numfmt_parse_double(c->p, c->end, &d, &stop) == KVC_OK) {
-        c->p = stop;
-        return KVC_OK;
+    /* A number: checked against the JSON grammar without converting it. */
+    const char *p = c->p, *end = c->end;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0') {
+        p++;
+    } else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    } else {
+        return s_unexpected(c, "a value");
     }
-    return s_unexpected(c, "a value");
+    if (p < end && *p == '.') {
+        if (++p >= end || *p < '0' || *p > '9') {
+            c->p = p;
+            return s_unexpected(c, "a digit");
+        }
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9') {
+            c->p = p;
+            return s_unexpected(c, "a digit");
+        }
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    c->p = p;
+    return KVC_OK;
 }
 
 int kvc_json_tensor_skip(kvc_json_cursor_t *c)
@@ -381,12 +422,12 @@ typedef struct {
 /* The shape being learnt for one tensor, and its (maybe inferred) dtype. */
 typedef struct {
     char *name;
-    kvc_tensor_t *t;  /* created at the first scalar when the dtype is inferred */
+    kvc_tensor_t *t; /* created at the first scalar when the dtype is inferred */
     kvc_dtype_t dtype;
-    int fixed;        /* dtype given by the signature */
-    int flat;         /* KServe: any nesting, no shape checks */
+    int fixed; /* dtype given by the signature */
+    int flat;  /* KServe: any nesting, no shape checks */
     int allow_b64;
-    int ndim;         /* -1 until the first scalar is reached */
+    int ndim; /* -1 until the first scalar is reached */
     int64_t shape[KVC_TENSOR_MAX_DIMS];
     uint64_t seen_in; /* row objects: last instance this input appeared in */
 } s_value_t;
@@ -419,10 +460,14 @@ static const char *s_expects(kvc_dtype_t dt)
     switch (dt) {
     case KVC_DT_FLOAT:
     case KVC_DT_DOUBLE:
-    case KVC_DT_HALF: return "a number";
-    case KVC_DT_BOOL: return "true or false";
-    case KVC_DT_STRING: return "a string or {\"b64\": ...}";
-    default: return "an integer";
+    case KVC_DT_HALF:
+        return "a number";
+    case KVC_DT_BOOL:
+        return "true or false";
+    case KVC_DT_STRING:
+        return "a string or {\"b64\": ...}";
+    default:
+        return "an integer";
     }
 }
 
@@ -515,8 +560,10 @@ static inline int s_number_into(s_parser_t *P, kvc_dtype_t dt, void *w, int dept
         rc = kvc_numfmt_parse_u64(c->p, c->end, &u, &stop);
         if (rc)
             break;
-        uint64_t max = dt == KVC_DT_UINT8 ? 0xff : dt == KVC_DT_UINT16 ? 0xffff
-                       : dt == KVC_DT_UINT32 ? 0xffffffffu : UINT64_MAX;
+        uint64_t max = dt == KVC_DT_UINT8    ? 0xff
+                       : dt == KVC_DT_UINT16 ? 0xffff
+                       : dt == KVC_DT_UINT32 ? 0xffffffffu
+                                             : UINT64_MAX;
         if (u > max) {
             rc = KVC_ERANGE;
             break;
@@ -541,10 +588,14 @@ static inline int s_number_into(s_parser_t *P, kvc_dtype_t dt, void *w, int dept
         rc = kvc_numfmt_parse_i64(c->p, c->end, &v, &stop);
         if (rc)
             break;
-        int64_t lo = dt == KVC_DT_INT8 ? INT8_MIN : dt == KVC_DT_INT16 ? INT16_MIN
-                     : dt == KVC_DT_INT32 ? INT32_MIN : INT64_MIN;
-        int64_t hi = dt == KVC_DT_INT8 ? INT8_MAX : dt == KVC_DT_INT16 ? INT16_MAX
-                     : dt == KVC_DT_INT32 ? INT32_MAX : INT64_MAX;
+        int64_t lo = dt == KVC_DT_INT8    ? INT8_MIN
+                     : dt == KVC_DT_INT16 ? INT16_MIN
+                     : dt == KVC_DT_INT32 ? INT32_MIN
+                                          : INT64_MIN;
+        int64_t hi = dt == KVC_DT_INT8    ? INT8_MAX
+                     : dt == KVC_DT_INT16 ? INT16_MAX
+                     : dt == KVC_DT_INT32 ? INT32_MAX
+                                          : INT64_MAX;
         if (v < lo || v > hi) {
             rc = KVC_ERANGE;
             break;
@@ -640,23 +691,21 @@ static int s_scalar(s_parser_t *P, s_value_t *V, int depth)
             V->dtype = KVC_DT_FLOAT;
         } else {
             const char *q = c->p;
-            while (q < c->end && (*q == '-' || *q == '+' || *q == '.' || *q == 'e' ||
-                                  *q == 'E' || (*q >= '0' && *q <= '9')))
+            while (q < c->end && (*q == '-' || *q == '+' || *q == '.' || *q == 'e' || *q == 'E' ||
+                                  (*q >= '0' && *q <= '9')))
                 q++;
             V->dtype = kvc_numfmt_is_integer_token(c->p, q) ? KVC_DT_INT64 : KVC_DT_FLOAT;
         }
     }
     if ((rc = s_ensure_tensor(P, V, depth)))
         return rc;
-    if (!V->fixed && V->dtype == KVC_DT_INT64 && ch != '"' && ch != '{' && ch != 't' &&
-        ch != 'f') {
+    if (!V->fixed && V->dtype == KVC_DT_INT64 && ch != '"' && ch != '{' && ch != 't' && ch != 'f') {
         /* An inferred int64 tensor meeting a float becomes float32. */
         const char *q = c->p;
         while (q < c->end && (*q == '-' || *q == '+' || *q == '.' || *q == 'e' || *q == 'E' ||
                               (*q >= '0' && *q <= '9')))
             q++;
-        if (!kvc_numfmt_is_integer_token(c->p, q) || ch == 'N' || ch == 'I' ||
-            s_lit(c, "-I", 2)) {
+        if (!kvc_numfmt_is_integer_token(c->p, q) || ch == 'N' || ch == 'I' || s_lit(c, "-I", 2)) {
             kvc_tensor_convert(V->t, KVC_DT_FLOAT);
             V->dtype = KVC_DT_FLOAT;
         }
@@ -791,8 +840,7 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
                              "expected a scalar, got a list (elements must have the same shape)");
         return s_scalar(P, V, level);
     } else if (!is_list) {
-        return s_fail_at(P, level, KVC_EPARSE,
-                         "expected a list of %lld elements in dimension %d",
+        return s_fail_at(P, level, KVC_EPARSE, "expected a list of %lld elements in dimension %d",
                          (long long)V->shape[level], level + P->dim_base);
     }
     if (level >= KVC_TENSOR_MAX_DIMS - P->dim_base)
@@ -811,8 +859,7 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
         }
     } else {
         int inner_fast = V->t && (V->fixed || V->dtype == KVC_DT_FLOAT) &&
-                         V->dtype != KVC_DT_STRING &&
-                         V->dtype != KVC_DT_BOOL && first != '[' &&
+                         V->dtype != KVC_DT_STRING && V->dtype != KVC_DT_BOOL && first != '[' &&
                          (V->flat || V->ndim == level + 1);
         if (inner_fast) {
             if ((rc = s_fast_list(P, V, level, &count)))
@@ -909,15 +956,15 @@ static int s_check_total(s_parser_t *P, s_value_t *vals, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (!vals[i].t)
             continue;
-        bytes += kvc_tensor_nbytes(vals[i].t) +
-                 (kvc_tensor_dtype(vals[i].t) == KVC_DT_STRING ? 8 * kvc_tensor_count(vals[i].t) : 0);
+        bytes +=
+            kvc_tensor_nbytes(vals[i].t) +
+            (kvc_tensor_dtype(vals[i].t) == KVC_DT_STRING ? 8 * kvc_tensor_count(vals[i].t) : 0);
         elems += kvc_tensor_count(vals[i].t);
     }
     if (bytes > P->lim->max_bytes || elems > P->lim->max_elements)
-        return kvc_err_set(P->c.err, KVC_ERANGE,
-                           "request too large (limits: %llu elements, %llu bytes)",
-                           (unsigned long long)P->lim->max_elements,
-                           (unsigned long long)P->lim->max_bytes);
+        return kvc_err_set(
+            P->c.err, KVC_ERANGE, "request too large (limits: %llu elements, %llu bytes)",
+            (unsigned long long)P->lim->max_elements, (unsigned long long)P->lim->max_bytes);
     return KVC_OK;
 }
 
@@ -1340,13 +1387,27 @@ int kvc_json_tensor_write_string(kvc_buf_t *out, const char *s, size_t n)
         char esc[6] = {'\\', 0, 0, 0, 0, 0};
         size_t en = 2;
         switch (ch) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';
@@ -1462,8 +1523,12 @@ static int s_write_run(kvc_buf_t *out, const kvc_tensor_t *t, uint64_t from, uin
                 w += 5;
             }
             break;
-        case KVC_DT_INT8: w += kvc_numfmt_write_i64((int8_t)*p, w); break;
-        case KVC_DT_UINT8: w += kvc_numfmt_write_u64(*p, w); break;
+        case KVC_DT_INT8:
+            w += kvc_numfmt_write_i64((int8_t)*p, w);
+            break;
+        case KVC_DT_UINT8:
+            w += kvc_numfmt_write_u64(*p, w);
+            break;
         case KVC_DT_INT16: {
             int16_t v;
             memcpy(&v, p, 2);
@@ -1500,7 +1565,8 @@ static int s_write_run(kvc_buf_t *out, const kvc_tensor_t *t, uint64_t from, uin
             w += kvc_numfmt_write_u64(v, w);
             break;
         }
-        default: return KVC_EINVAL;
+        default:
+            return KVC_EINVAL;
         }
         out->len = (size_t)(w - out->data);
     }
@@ -1557,8 +1623,7 @@ static int s_key(kvc_buf_t *out, const char *name)
 }
 
 int kvc_json_tensor_write_response(const kvc_tensor_list_t *outputs,
-                                   kvc_json_tensor_format_t format, kvc_buf_t *out,
-                                   kvc_err_t *err)
+                                   kvc_json_tensor_format_t format, kvc_buf_t *out, kvc_err_t *err)
 {
     size_t n = kvc_tensor_list_size(outputs);
     size_t start = out->len;

@@ -79,8 +79,7 @@ void kvc_json_tensor_request_clear(kvc_json_tensor_request_t *req);
  * (mismatched batch sizes), KVC_ERANGE (out->max reached) or KVC_ENOMEM.
  */
 int kvc_json_tensor_write_response(const kvc_tensor_list_t *outputs,
-                                   kvc_json_tensor_format_t format, kvc_buf_t *out,
-                                   kvc_err_t *err);
+                                   kvc_json_tensor_format_t format, kvc_buf_t *out, kvc_err_t *err);
 
 /* ---- Shared with kserve_json.c ------------------------------------------- */
 

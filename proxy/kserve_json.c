@@ -118,9 +118,14 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
     char name[S_MAX_NAME] = "";
     char dtname[32] = "";
     int64_t shape[KVC_TENSOR_MAX_DIMS];
-    int ndim = -1, have_name = 0, have_dt = 0, has_bin = 0;
+    int ndim = -1, has_bin = 0;
+    unsigned seen = 0; /* one bit per known key, to refuse duplicates */
     uint64_t bin_size = 0;
     const char *data_at = NULL;
+    kvc_tensor_t *t = NULL; /* created early when "data" follows "datatype" */
+    char path[S_MAX_NAME + 32];
+    snprintf(path, sizeof path, "inputs[%zu].data", index);
+    static const char *keys[] = {"name", "datatype", "shape", "parameters", "data"};
     int rc = kvc_json_tensor_expect(c, '{');
     if (rc)
         return rc;
@@ -129,94 +134,122 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
         char key[64];
         if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
             (rc = kvc_json_tensor_expect(c, ':')))
-            return rc;
-        if (strcmp(key, "name") == 0) {
+            goto fail;
+        int k = -1;
+        for (int i = 0; i < 5; i++)
+            if (strcmp(key, keys[i]) == 0)
+                k = i;
+        if (k >= 0 && (seen & (1u << k))) {
+            rc = kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu]: duplicate key '%s'", index, key);
+            goto fail;
+        }
+        if (k >= 0)
+            seen |= 1u << k;
+        if (k == 0) {
             rc = kvc_json_tensor_read_string(c, name, sizeof name, NULL);
-            have_name = 1;
-        } else if (strcmp(key, "datatype") == 0) {
+        } else if (k == 1) {
             rc = kvc_json_tensor_read_string(c, dtname, sizeof dtname, NULL);
-            have_dt = 1;
-        } else if (strcmp(key, "shape") == 0) {
+        } else if (k == 2) {
             rc = s_shape(c, index, shape, &ndim);
-        } else if (strcmp(key, "parameters") == 0) {
+        } else if (k == 3) {
             rc = s_input_params(c, &bin_size, &has_bin);
-        } else if (strcmp(key, "data") == 0) {
+        } else if (k == 4) {
             kvc_json_tensor_peek(c);
             data_at = c->p;
-            rc = kvc_json_tensor_skip(c);
+            kvc_dtype_t edt = kvc_dtype_from_kserve(dtname, strlen(dtname));
+            if ((seen & 3u) == 3u && edt != KVC_DT_INVALID) {
+                /* The usual order: parse the data in place, in one pass. */
+                t = kvc_tensor_new(name, edt, left);
+                if (!t) {
+                    rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
+                    goto fail;
+                }
+                rc = kvc_json_tensor_read_values(c, t, path, 0);
+            } else {
+                rc = kvc_json_tensor_skip(c);
+            }
         } else {
             rc = kvc_json_tensor_skip(c);
         }
         if (rc)
-            return rc;
+            goto fail;
         nx = kvc_json_tensor_peek(c);
         if (nx == ',') {
             c->p++;
             nx = kvc_json_tensor_peek(c);
-            if (nx == '}')
-                return kvc_json_tensor_fail(c, KVC_EPARSE, "expected a key");
+            if (nx == '}') {
+                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "expected a key");
+                goto fail;
+            }
             continue;
         }
-        if (nx != '}')
-            return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu]: expected ',' or '}'", index);
+        if (nx != '}') {
+            rc = kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu]: expected ',' or '}'", index);
+            goto fail;
+        }
     }
     c->p++;
-    if (!have_name)
-        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu]: missing 'name'", index);
-    if (!have_dt)
-        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'datatype'", index, name);
-    if (ndim < 0)
-        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'shape'", index, name);
     kvc_dtype_t dt = kvc_dtype_from_kserve(dtname, strlen(dtname));
-    if (dt == KVC_DT_INVALID)
-        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': unknown datatype '%s'", index,
-                           name, dtname);
-    if (data_at && has_bin)
-        return kvc_err_set(err, KVC_EPARSE,
-                           "inputs[%zu] '%s': both 'data' and binary_data_size given", index, name);
-    if (!data_at && !has_bin)
-        return kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'data'", index, name);
-    uint64_t count;
-    rc = kvc_tensor_shape_count(shape, ndim, left->max_elements, &count);
+    uint64_t count = 0;
+    if (!(seen & 1u))
+        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu]: missing 'name'", index);
+    else if (!(seen & 2u))
+        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'datatype'", index, name);
+    else if (ndim < 0)
+        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'shape'", index, name);
+    else if (dt == KVC_DT_INVALID)
+        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': unknown datatype '%s'", index, name,
+                         dtname);
+    else if (data_at && has_bin)
+        rc = kvc_err_set(err, KVC_EPARSE,
+                         "inputs[%zu] '%s': both 'data' and binary_data_size given", index, name);
+    else if (!data_at && !has_bin)
+        rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': missing 'data'", index, name);
+    else if (kvc_tensor_shape_count(shape, ndim, left->max_elements, &count))
+        rc = kvc_err_set(err, KVC_ERANGE, "inputs[%zu] '%s': shape too large for the limits", index,
+                         name);
     if (rc)
-        return kvc_err_set(err, KVC_ERANGE, "inputs[%zu] '%s': shape too large for the limits",
-                           index, name);
-    kvc_tensor_t *t = kvc_tensor_new(name, dt, left);
-    if (!t)
-        return kvc_err_set(err, KVC_ENOMEM, "out of memory");
-    if (has_bin) {
-        pend->t = t; /* borrowed: *out owns it */
-        *out = t;
-        pend->size = bin_size;
-        pend->count = count;
-        pend->ndim = ndim;
-        memcpy(pend->shape, shape, sizeof shape);
-        pend->index = index;
-        *is_bin = 1;
-        return KVC_OK;
+        goto fail;
+    if (!t) {
+        t = kvc_tensor_new(name, dt, left);
+        if (!t) {
+            rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (has_bin) {
+            pend->t = t; /* borrowed: *out owns it */
+            *out = t;
+            pend->size = bin_size;
+            pend->count = count;
+            pend->ndim = ndim;
+            memcpy(pend->shape, shape, sizeof shape);
+            pend->index = index;
+            *is_bin = 1;
+            return KVC_OK;
+        }
+        kvc_json_cursor_t dc = *c;
+        dc.p = data_at;
+        if ((rc = kvc_json_tensor_read_values(&dc, t, path, 0)))
+            goto fail;
     }
-    kvc_json_cursor_t dc = *c;
-    dc.p = data_at;
-    char path[S_MAX_NAME + 32];
-    snprintf(path, sizeof path, "inputs[%zu].data", index);
-    rc = kvc_json_tensor_read_values(&dc, t, path, 0);
-    if (!rc && kvc_tensor_count(t) != count) {
+    if (kvc_tensor_count(t) != count) {
         char sh[160];
         s_shape_str(shape, ndim, sh, sizeof sh);
-        rc = kvc_err_set(err, KVC_EPARSE,
-                         "inputs[%zu] '%s': data has %llu elements, shape %s needs %llu", index,
-                         name, (unsigned long long)kvc_tensor_count(t), sh,
-                         (unsigned long long)count);
+        rc = kvc_err_set(
+            err, KVC_EPARSE, "inputs[%zu] '%s': data has %llu elements, shape %s needs %llu", index,
+            name, (unsigned long long)kvc_tensor_count(t), sh, (unsigned long long)count);
+        goto fail;
     }
-    if (!rc && kvc_tensor_set_shape(t, shape, ndim))
+    if (kvc_tensor_set_shape(t, shape, ndim)) {
         rc = kvc_err_set(err, KVC_EPARSE, "inputs[%zu] '%s': bad shape", index, name);
-    if (rc) {
-        kvc_tensor_destroy(&t);
-        return rc;
+        goto fail;
     }
     *out = t;
     *is_bin = 0;
     return KVC_OK;
+fail:
+    kvc_tensor_destroy(&t);
+    return rc;
 }
 
 /* Fills a deferred input from the binary section at *p (n bytes left). */
@@ -239,8 +272,8 @@ static int s_binary(s_pending_t *pd, const char **p, size_t *left, kvc_err_t *er
                                    "inputs[%zu] '%s': element %llu: length prefix past "
                                    "binary_data_size",
                                    pd->index, name, (unsigned long long)k);
-            uint32_t n = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 |
-                         (uint32_t)b[off + 2] << 16 | (uint32_t)b[off + 3] << 24;
+            uint32_t n = (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 | (uint32_t)b[off + 2] << 16 |
+                         (uint32_t)b[off + 3] << 24;
             off += 4;
             if (n > size - off)
                 return kvc_err_set(err, KVC_EPARSE,
@@ -478,8 +511,8 @@ int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_le
                 uint64_t elems = is_bin ? pend[npend].count : kvc_tensor_count(t);
                 uint64_t bytes = is_bin ? pend[npend].size : kvc_tensor_nbytes(t);
                 if (elems > left.max_elements || bytes > left.max_bytes) {
-                    rc = kvc_err_set(err, KVC_ERANGE,
-                                     "inputs[%zu]: larger than the request limits", ninputs - 1);
+                    rc = kvc_err_set(err, KVC_ERANGE, "inputs[%zu]: larger than the request limits",
+                                     ninputs - 1);
                     goto done;
                 }
                 left.max_elements -= elems;

@@ -31,8 +31,8 @@ typedef struct {
 
 /* A parsed infer request. Clear it with kvc_kserve_json_request_clear. */
 typedef struct {
-    char *id;                    /* owned; NULL when absent */
-    kvc_tensor_list_t *inputs;   /* owned */
+    char *id;                     /* owned; NULL when absent */
+    kvc_tensor_list_t *inputs;    /* owned */
     kvc_kserve_output_t *outputs; /* owned array; NULL when absent */
     size_t n_outputs;
     int binary_output; /* parameters.binary_data_output: every output binary */

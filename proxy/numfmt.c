@@ -112,8 +112,8 @@ __attribute__((constructor)) static void s_tables_init(void)
     for (int i = 0; i < POW5_INV_N; i++) {
         int b = s_big_bitlen(&p);
         if (i < POW5_N) {
-            s_u128 v = b > POW5_BITS ? s_big_shr(&p, b - POW5_BITS)
-                                     : s_big_shr(&p, 0) << (POW5_BITS - b);
+            s_u128 v =
+                b > POW5_BITS ? s_big_shr(&p, b - POW5_BITS) : s_big_shr(&p, 0) << (POW5_BITS - b);
             s_pow5[i][0] = (uint64_t)v;
             s_pow5[i][1] = (uint64_t)(v >> 64);
         }
@@ -435,10 +435,10 @@ size_t kvc_numfmt_write_float(float v, char *buf)
 /* ---- parsing --------------------------------------------------------------- */
 
 typedef struct {
-    uint64_t mant;  /* up to 19 significant digits */
-    int64_t exp10;  /* value = mant * 10^exp10 (before truncation) */
-    int ndigits;    /* significant digits kept in mant */
-    int truncated;  /* a non-zero digit was dropped */
+    uint64_t mant; /* up to 19 significant digits */
+    int64_t exp10; /* value = mant * 10^exp10 (before truncation) */
+    int ndigits;   /* significant digits kept in mant */
+    int truncated; /* a non-zero digit was dropped */
     int neg;
     int is_int;
 } s_scan_t;

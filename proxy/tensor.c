@@ -38,12 +38,12 @@ static const struct {
     const char *kserve;
     const char *tf;
 } s_dtypes[] = {
-    {KVC_DT_FLOAT, 4, "FP32", "DT_FLOAT"},    {KVC_DT_DOUBLE, 8, "FP64", "DT_DOUBLE"},
-    {KVC_DT_INT32, 4, "INT32", "DT_INT32"},   {KVC_DT_UINT8, 1, "UINT8", "DT_UINT8"},
-    {KVC_DT_INT16, 2, "INT16", "DT_INT16"},   {KVC_DT_INT8, 1, "INT8", "DT_INT8"},
-    {KVC_DT_STRING, 0, "BYTES", "DT_STRING"}, {KVC_DT_INT64, 8, "INT64", "DT_INT64"},
-    {KVC_DT_BOOL, 1, "BOOL", "DT_BOOL"},      {KVC_DT_UINT16, 2, "UINT16", "DT_UINT16"},
-    {KVC_DT_HALF, 2, "FP16", "DT_HALF"},      {KVC_DT_UINT32, 4, "UINT32", "DT_UINT32"},
+    {KVC_DT_FLOAT, 4, "FP32", "DT_FLOAT"},     {KVC_DT_DOUBLE, 8, "FP64", "DT_DOUBLE"},
+    {KVC_DT_INT32, 4, "INT32", "DT_INT32"},    {KVC_DT_UINT8, 1, "UINT8", "DT_UINT8"},
+    {KVC_DT_INT16, 2, "INT16", "DT_INT16"},    {KVC_DT_INT8, 1, "INT8", "DT_INT8"},
+    {KVC_DT_STRING, 0, "BYTES", "DT_STRING"},  {KVC_DT_INT64, 8, "INT64", "DT_INT64"},
+    {KVC_DT_BOOL, 1, "BOOL", "DT_BOOL"},       {KVC_DT_UINT16, 2, "UINT16", "DT_UINT16"},
+    {KVC_DT_HALF, 2, "FP16", "DT_HALF"},       {KVC_DT_UINT32, 4, "UINT32", "DT_UINT32"},
     {KVC_DT_UINT64, 8, "UINT64", "DT_UINT64"},
 };
 #define S_NDTYPES (sizeof s_dtypes / sizeof s_dtypes[0])

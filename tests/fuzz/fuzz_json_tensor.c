@@ -61,10 +61,9 @@ static int s_same(const kvc_tensor_t *a, const kvc_tensor_t *b)
     return 1;
 }
 
-static const kvc_dtype_t s_dtypes[] = {KVC_DT_FLOAT,  KVC_DT_DOUBLE, KVC_DT_INT32,
-                                       KVC_DT_UINT8,  KVC_DT_INT16,  KVC_DT_INT8,
-                                       KVC_DT_STRING, KVC_DT_INT64,  KVC_DT_BOOL,
-                                       KVC_DT_UINT16, KVC_DT_HALF,   KVC_DT_UINT32,
+static const kvc_dtype_t s_dtypes[] = {KVC_DT_FLOAT, KVC_DT_DOUBLE, KVC_DT_INT32,  KVC_DT_UINT8,
+                                       KVC_DT_INT16, KVC_DT_INT8,   KVC_DT_STRING, KVC_DT_INT64,
+                                       KVC_DT_BOOL,  KVC_DT_UINT16, KVC_DT_HALF,   KVC_DT_UINT32,
                                        KVC_DT_UINT64};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

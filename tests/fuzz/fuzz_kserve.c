@@ -99,8 +99,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     memcpy(out.data, to, sizeof to - 1);
     kvc_kserve_request_t req2;
-    if (kvc_kserve_json_parse_request(out.data, out.len, out_hlen ? out_hlen : out.len, &lim,
-                                      &req2, &err))
+    if (kvc_kserve_json_parse_request(out.data, out.len, out_hlen ? out_hlen : out.len, &lim, &req2,
+                                      &err))
         abort();
     size_t n = kvc_tensor_list_size(req.inputs);
     if (kvc_tensor_list_size(req2.inputs) != n)

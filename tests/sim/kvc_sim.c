@@ -110,7 +110,7 @@ typedef struct {
     uint32_t *last_inc; /* n x n */
     /* metrics */
     uint64_t bytes, msgs, delivered;
-    uint64_t false_pos, false_susp;
+    uint64_t false_pos, suspect_ev;
     uint32_t *crashed_ids;
     uint64_t *crash_t, *first_susp, *all_dead;
     uint8_t *dead_mark; /* crash_k x n */
@@ -307,7 +307,7 @@ static void s_events(sim_t *s, uint32_t q)
         peer_t *px = &s->peers[x];
         int live = !px->crashed;
         if (e->type == KVC_SWIM_EV_SUSPECT && live && !px->ever_crashed)
-            s->false_susp++;
+            s->suspect_ev++;
         if (e->type == KVC_SWIM_EV_DEAD && live && !px->ever_crashed &&
             !s_partition_excuse(s, s->now))
             s->false_pos++;
@@ -873,12 +873,12 @@ static int s_run(sim_t *s)
                "\"dissemination_ms\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64
                ",\"updates\":%zu,\"incomplete\":%zu},"
                "\"detection_ms\":{\"first\":%" PRId64 ",\"all\":%" PRId64 ",\"missing\":%d},"
-               "\"false_positives\":%" PRIu64 ",\"false_suspicions\":%" PRIu64 ","
+               "\"false_positives\":%" PRIu64 ",\"suspect_events\":%" PRIu64 ","
                "\"bytes_per_peer_per_s\":%.1f,\"msgs_per_peer_per_s\":%.2f,"
                "\"messages_delivered\":%" PRIu64 ",\"converged\":%s,\"invariants_ok\":%s}\n",
                s->n, s->sites, s->profile, s->loss, s->duration_s, s->seed, s->n_crashed,
                s->slow_k, s->n_parts, p50, p99, pmax, n_lat, incomplete, det_first, det_all,
-               det_missing, s->false_pos, s->false_susp, bps, mps, s->delivered,
+               det_missing, s->false_pos, s->suspect_ev, bps, mps, s->delivered,
                converged ? "true" : "false", s->failed ? "false" : "true");
     } else {
         printf("peers %u sites %u profile %s loss %.4f duration %.1fs seed %" PRIu64 "\n", s->n,
@@ -888,8 +888,8 @@ static int s_run(sim_t *s)
                p50, p99, pmax, n_lat, incomplete);
         printf("detection ms: first %" PRId64 " all %" PRId64 " (missing %d)\n", det_first,
                det_all, det_missing);
-        printf("false positives %" PRIu64 ", false suspicions %" PRIu64 "\n", s->false_pos,
-               s->false_susp);
+        printf("false positives %" PRIu64 ", suspect events %" PRIu64 "\n", s->false_pos,
+               s->suspect_ev);
         printf("per peer: %.1f bytes/s, %.2f msgs/s\n", bps, mps);
         printf("converged: %s%s%s\n", converged ? "yes" : "no", converged ? "" : " - ",
                converged ? "" : why);

@@ -102,8 +102,9 @@ static void test_row_plain_with_signature(void **state)
     kvc_json_tensor_spec_t spec = {"x", KVC_DT_INT32};
     kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, &spec, 1};
     kvc_json_tensor_request_t req;
-    s_parse_ok("{\"signature_name\": \"serving_default\", \"instances\": [[1, 2], [3, 4], [5, -6]]}",
-               &opts, &req);
+    s_parse_ok(
+        "{\"signature_name\": \"serving_default\", \"instances\": [[1, 2], [3, 4], [5, -6]]}",
+        &opts, &req);
     assert_int_equal(req.format, KVC_JSON_TENSOR_ROW);
     assert_string_equal(req.signature_name, "serving_default");
     kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);

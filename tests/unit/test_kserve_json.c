@@ -38,11 +38,11 @@ static void s_err(const char *body, size_t len, size_t hlen, int code, const cha
 
 static void test_dtype_names(void **state)
 {
-    const char *names[] = {"FP32", "FP64", "INT32", "UINT8", "INT16", "INT8", "BYTES",
-                           "INT64", "BOOL", "UINT16", "FP16", "UINT32", "UINT64"};
-    const kvc_dtype_t dts[] = {KVC_DT_FLOAT,  KVC_DT_DOUBLE, KVC_DT_INT32,  KVC_DT_UINT8,
-                               KVC_DT_INT16,  KVC_DT_INT8,   KVC_DT_STRING, KVC_DT_INT64,
-                               KVC_DT_BOOL,   KVC_DT_UINT16, KVC_DT_HALF,   KVC_DT_UINT32,
+    const char *names[] = {"FP32",  "FP64", "INT32",  "UINT8", "INT16",  "INT8",  "BYTES",
+                           "INT64", "BOOL", "UINT16", "FP16",  "UINT32", "UINT64"};
+    const kvc_dtype_t dts[] = {KVC_DT_FLOAT, KVC_DT_DOUBLE, KVC_DT_INT32,  KVC_DT_UINT8,
+                               KVC_DT_INT16, KVC_DT_INT8,   KVC_DT_STRING, KVC_DT_INT64,
+                               KVC_DT_BOOL,  KVC_DT_UINT16, KVC_DT_HALF,   KVC_DT_UINT32,
                                KVC_DT_UINT64};
     for (size_t i = 0; i < sizeof dts / sizeof dts[0]; i++) {
         assert_string_equal(kvc_dtype_kserve_name(dts[i]), names[i]);
@@ -109,9 +109,10 @@ static void test_binary_extension(void **state)
     uint8_t bin[64];
     memcpy(bin, f, 12);
     /* Two BYTES elements "ab" and "" with 4-byte little-endian prefixes. */
-    memcpy(bin + 12, "\x02\x00\x00\x00"
-                     "ab"
-                     "\x00\x00\x00\x00",
+    memcpy(bin + 12,
+           "\x02\x00\x00\x00"
+           "ab"
+           "\x00\x00\x00\x00",
            10);
     size_t len = s_binary_body(body,
                                "{\"inputs\": [{\"name\": \"x\", \"shape\": [1, 3], \"datatype\": "
@@ -163,9 +164,11 @@ static void test_binary_extension(void **state)
     s_err(body, len, hlen, KVC_EPARSE,
           "inputs[0] 's': element 0: 2147483647 bytes past binary_data_size");
     /* Header length longer than the body. */
-    s_err(body, 10, 11, KVC_EPARSE, "Inference-Header-Content-Length 11 is larger than the body (10)");
+    s_err(body, 10, 11, KVC_EPARSE,
+          "Inference-Header-Content-Length 11 is larger than the body (10)");
     /* A header cut inside the JSON. */
-    s_err(h12, strlen(h12), 20, KVC_EPARSE, "offset 20: unexpected end of input, expected a string");
+    s_err(h12, strlen(h12), 20, KVC_EPARSE,
+          "offset 20: unexpected end of input, expected a string");
 }
 
 static void test_json_errors(void **state)

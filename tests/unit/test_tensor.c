@@ -156,12 +156,9 @@ static void test_alloc_failure(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shape_count),
-        cmocka_unit_test(test_numeric_growth_and_limits),
-        cmocka_unit_test(test_strings),
-        cmocka_unit_test(test_convert_and_equal),
-        cmocka_unit_test(test_list_owns_tensors),
-        cmocka_unit_test(test_alloc_failure),
+        cmocka_unit_test(test_shape_count),       cmocka_unit_test(test_numeric_growth_and_limits),
+        cmocka_unit_test(test_strings),           cmocka_unit_test(test_convert_and_equal),
+        cmocka_unit_test(test_list_owns_tensors), cmocka_unit_test(test_alloc_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
