@@ -621,7 +621,9 @@ static int s_u64_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Does every live peer agree on the membership? Reports the first
+/* Does every live peer agree on the membership: every live peer known and
+ * not dead (a suspect is still a member; at 10% loss some suspicion is always
+ * in flight), every crashed one dead, left or forgotten? Reports the first
  * disagreement in *why. */
 static int s_converged(sim_t *s, char *why, size_t why_len)
 {
@@ -635,7 +637,8 @@ static int s_converged(sim_t *s, char *why, size_t why_len)
             int known = kvc_swim_member_get(s->peers[q].core, s->peers[x].id, &m) == 0;
             int ok = s->peers[x].crashed
                          ? (!known || m.state == KVC_SWIM_DEAD || m.state == KVC_SWIM_LEFT)
-                         : (known && m.state == KVC_SWIM_ALIVE);
+                         : (known && (m.state == KVC_SWIM_ALIVE ||
+                                      m.state == KVC_SWIM_SUSPECT));
             if (!ok) {
                 snprintf(why, why_len, "%s sees %s as %s", s->peers[q].id, s->peers[x].id,
                          known ? kvc_swim_state_name(m.state) : "unknown");
