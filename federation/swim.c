@@ -29,7 +29,7 @@
 #define WANT_MAX 1024
 #define SUSPECT_K_MAX 16
 #define UPDATE_TAG 0x7a /* field 15, wire type 2 */
-#define BQ_BUCKETS 256 /* > retransmit_mult max (32) * ceil(log10(n+1)) */
+#define BQ_BUCKETS 256  /* > retransmit_mult max (32) * ceil(log10(n+1)) */
 
 enum { BQ_STATE = 0, BQ_META = 1 };
 
@@ -62,8 +62,8 @@ typedef struct bcast bcast_t;
 typedef struct member {
     char *id;
     size_t site_len;
-    size_t index;     /* position in s->all */
-    size_t down_pos;  /* position + 1 in s->down, 0 if absent */
+    size_t index;    /* position in s->all */
+    size_t down_pos; /* position + 1 in s->down, 0 if absent */
     uint8_t state;
     uint8_t rtt_n, rtt_i;
     uint64_t incarnation;
@@ -492,7 +492,8 @@ static member_t *s_member_add(kvc_swim_t *s, const char *id, uint64_t inc, uint6
     s->n_live++;
     s->sorted_ok = 0;
     /* Insert at a random place in the rest of this round's probe order. */
-    if (s->self && s_grow((void **)&s->plist, &s->cap_plist, s->n_plist + 1, sizeof(*s->plist)) == 0) {
+    if (s->self &&
+        s_grow((void **)&s->plist, &s->cap_plist, s->n_plist + 1, sizeof(*s->plist)) == 0) {
         size_t lo = s->plist_idx <= s->n_plist ? s->plist_idx : s->n_plist;
         size_t pos = lo + (size_t)kvc_rng_below(&s->rng, s->n_plist - lo + 1);
         if (pos == s->n_plist) {
@@ -794,7 +795,6 @@ static uint32_t s_retransmit_limit(const kvc_swim_t *s)
         l = 1;
     return s->cfg.retransmit_mult * (uint32_t)l;
 }
-
 
 /* Appends one update record to buf at *used if it fits under max. */
 static int s_append_update(uint8_t *buf, size_t *used, size_t max, const uint8_t *u, size_t len)
@@ -1252,10 +1252,10 @@ static void s_lhm_add(kvc_swim_t *s, int delta)
 }
 
 /* Picks up to n distinct random live members other than self and `not`. */
-static size_t s_random_live(kvc_swim_t *s, member_t **pick, size_t n, const member_t *not)
+static size_t s_random_live(kvc_swim_t *s, member_t **pick, size_t n, const member_t * not )
 {
     size_t got = 0;
-    size_t excl = (s->self->state <= KVC_SWIM_SUSPECT) + (not && not->state <= KVC_SWIM_SUSPECT);
+    size_t excl = (s->self->state <= KVC_SWIM_SUSPECT) + (not &&not ->state <= KVC_SWIM_SUSPECT);
     size_t others = s->n_live > excl ? s->n_live - excl : 0;
     if (n > others)
         n = others;
@@ -1520,8 +1520,8 @@ static int s_in_range(const char *id, const char *lo, const char *hi)
 
 /* Answers a digest chunk: full entries for what we know better, a Want for
  * what they know better. Only differing entries cross the wire. */
-static int s_on_digest(kvc_swim_t *s, const char *from, const Kvc__Swim__Digest *dg,
-                       uint64_t now, kvc_swim_out_t *out)
+static int s_on_digest(kvc_swim_t *s, const char *from, const Kvc__Swim__Digest *dg, uint64_t now,
+                       kvc_swim_out_t *out)
 {
     const char *lo = dg->lo ? dg->lo : "";
     const char *hi = dg->hi ? dg->hi : "";
@@ -1618,8 +1618,7 @@ static int s_on_digest(kvc_swim_t *s, const char *from, const Kvc__Swim__Digest 
 }
 
 /* Answers a Want with full entries. */
-static int s_on_want(kvc_swim_t *s, const char *from, const Kvc__Swim__Want *w,
-                     kvc_swim_out_t *out)
+static int s_on_want(kvc_swim_t *s, const char *from, const Kvc__Swim__Want *w, kvc_swim_out_t *out)
 {
     batch_t b;
     s_batch_init(&b, s, out, from);
@@ -1650,8 +1649,7 @@ static uint64_t s_pp_interval(const kvc_swim_t *s)
 /* Receiving                                                                 */
 
 /* Handles a Ping: answer with an Ack carrying our coordinate. */
-static int s_on_ping(kvc_swim_t *s, const char *from, const Kvc__Swim__Ping *p,
-                     kvc_swim_out_t *out)
+static int s_on_ping(kvc_swim_t *s, const char *from, const Kvc__Swim__Ping *p, kvc_swim_out_t *out)
 {
     if (!p->target || strcmp(p->target, s->self->id) != 0)
         return KVC_EINVAL; /* meant for someone else (a stale address) */
@@ -1671,8 +1669,8 @@ static int s_on_ping(kvc_swim_t *s, const char *from, const Kvc__Swim__Ping *p,
 }
 
 /* Handles a PingReq: probe the target on the requester's behalf. */
-static int s_on_ping_req(kvc_swim_t *s, const char *from, const Kvc__Swim__PingReq *r,
-                         uint64_t now, kvc_swim_out_t *out)
+static int s_on_ping_req(kvc_swim_t *s, const char *from, const Kvc__Swim__PingReq *r, uint64_t now,
+                         kvc_swim_out_t *out)
 {
     if (!kvc_swim_id_valid(r->target) || strcmp(r->target, s->self->id) == 0 ||
         strcmp(r->target, from) == 0)
@@ -1755,8 +1753,8 @@ int kvc_swim_receive(kvc_swim_t *s, uint64_t now_ms, const char *from_id, const 
         rc = KVC_EPARSE;
     for (size_t i = 0; rc == 0 && i < msg->n_updates; i++)
         rc = s_update_valid(msg->updates[i]);
-    if (rc == 0 && msg->body_case == KVC__SWIM__MESSAGE__BODY_PING &&
-        msg->ping->coord && s_coord_from_wire(msg->ping->coord, &(kvc_vivaldi_coord_t){0}) != 0)
+    if (rc == 0 && msg->body_case == KVC__SWIM__MESSAGE__BODY_PING && msg->ping->coord &&
+        s_coord_from_wire(msg->ping->coord, &(kvc_vivaldi_coord_t){0}) != 0)
         rc = KVC_EPARSE;
     if (rc != 0 || s->left) {
         kvc__swim__message__free_unpacked(msg, &s_pb_allocator);
@@ -1991,8 +1989,8 @@ static char *s_dup_bounded(const char *p, size_t max)
 }
 
 /* Creates a core knowing only itself. */
-kvc_swim_t *kvc_swim_new(const kvc_swim_config_t *cfg, const kvc_member_info_t *self,
-                         uint64_t seed, uint64_t now_ms)
+kvc_swim_t *kvc_swim_new(const kvc_swim_config_t *cfg, const kvc_member_info_t *self, uint64_t seed,
+                         uint64_t now_ms)
 {
     if (!cfg || !self || !self->site || !self->name || kvc_swim_config_check(cfg, NULL) != 0)
         return NULL;
@@ -2090,8 +2088,7 @@ int kvc_swim_join(kvc_swim_t *s, const char *const *seed_ids, size_t n, uint64_t
         for (size_t j = 0; j < s->n_seeds; j++)
             known |= strcmp(s->seeds[j], id) == 0;
         if (!known) {
-            if (s_grow((void **)&s->seeds, &s->cap_seeds, s->n_seeds + 1,
-                       sizeof(*s->seeds)) != 0)
+            if (s_grow((void **)&s->seeds, &s->cap_seeds, s->n_seeds + 1, sizeof(*s->seeds)) != 0)
                 return KVC_ENOMEM;
             char *c = kvc_strdup(id);
             if (!c)
@@ -2248,8 +2245,8 @@ int kvc_swim_member_get(const kvc_swim_t *s, const char *id, kvc_swim_member_t *
 }
 
 /* One metadata value. */
-int kvc_swim_member_meta(const kvc_swim_t *s, const char *id, const char *key,
-                         const uint8_t **val, size_t *len)
+int kvc_swim_member_meta(const kvc_swim_t *s, const char *id, const char *key, const uint8_t **val,
+                         size_t *len)
 {
     if (!s || !id || !key || !val || !len)
         return KVC_EINVAL;

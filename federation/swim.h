@@ -76,15 +76,15 @@
 #include "base.h"
 #include "vivaldi.h"
 
-#define KVC_SWIM_PART_MAX 63                            /* site or name */
-#define KVC_SWIM_ID_MAX (2 * KVC_SWIM_PART_MAX + 1)     /* "site/name" */
-#define KVC_SWIM_STR_MAX 255                            /* region, roles, endpoint */
+#define KVC_SWIM_PART_MAX 63                        /* site or name */
+#define KVC_SWIM_ID_MAX (2 * KVC_SWIM_PART_MAX + 1) /* "site/name" */
+#define KVC_SWIM_STR_MAX 255                        /* region, roles, endpoint */
 #define KVC_SWIM_KEY_LEN 32
 #define KVC_SWIM_META_KEYS_MAX 16
 #define KVC_SWIM_META_KEY_MAX 63
-#define KVC_SWIM_META_BYTES_MAX 512                     /* keys + values per member */
-#define KVC_SWIM_WIRE_MAX 65536                         /* never decode more */
-#define KVC_SWIM_MIN_MESSAGE_BYTES 1024                 /* full entries must fit */
+#define KVC_SWIM_META_BYTES_MAX 512     /* keys + values per member */
+#define KVC_SWIM_WIRE_MAX 65536         /* never decode more */
+#define KVC_SWIM_MIN_MESSAGE_BYTES 1024 /* full entries must fit */
 
 typedef enum {
     KVC_SWIM_ALIVE = 0,
@@ -130,8 +130,8 @@ typedef enum {
     KVC_SWIM_EV_SUSPECT,
     KVC_SWIM_EV_DEAD,
     KVC_SWIM_EV_LEFT,
-    KVC_SWIM_EV_META,       /* metadata changed (meta_version set) */
-    KVC_SWIM_EV_REAPED      /* forgotten after reap_ms */
+    KVC_SWIM_EV_META,  /* metadata changed (meta_version set) */
+    KVC_SWIM_EV_REAPED /* forgotten after reap_ms */
 } kvc_swim_event_type_t;
 
 typedef struct {
@@ -165,11 +165,11 @@ typedef struct {
 typedef struct {
     const char *id;
     char site[KVC_SWIM_PART_MAX + 1];
-    int has_info;                   /* 0: only heard of; info strings are "" */
+    int has_info; /* 0: only heard of; info strings are "" */
     const char *region;
     const char *roles;
     const char *endpoint;
-    const uint8_t *public_key;      /* KVC_SWIM_KEY_LEN bytes, or NULL */
+    const uint8_t *public_key; /* KVC_SWIM_KEY_LEN bytes, or NULL */
     uint64_t capabilities;
     kvc_swim_state_t state;
     uint64_t incarnation;
@@ -204,8 +204,8 @@ const uint8_t *kvc_swim_out_data(const kvc_swim_out_t *out, size_t i);
 /* Creates a core for member *self (copied) with the given config (copied) and
  * seed for its generator. Returns NULL on bad arguments or allocation
  * failure. The new member is alive at incarnation 0 and knows only itself. */
-kvc_swim_t *kvc_swim_new(const kvc_swim_config_t *cfg, const kvc_member_info_t *self,
-                         uint64_t seed, uint64_t now_ms);
+kvc_swim_t *kvc_swim_new(const kvc_swim_config_t *cfg, const kvc_member_info_t *self, uint64_t seed,
+                         uint64_t now_ms);
 /* Frees the core and sets *self_p to NULL; NULL-safe. */
 void kvc_swim_destroy(kvc_swim_t **self_p);
 
@@ -242,8 +242,8 @@ int kvc_swim_member_at(const kvc_swim_t *s, size_t i, kvc_swim_member_t *m);
 int kvc_swim_member_get(const kvc_swim_t *s, const char *id, kvc_swim_member_t *m);
 /* Points *val and *len at the value of key in member id's metadata (valid until
  * the next call that changes the core). KVC_ENOENT if absent. */
-int kvc_swim_member_meta(const kvc_swim_t *s, const char *id, const char *key,
-                         const uint8_t **val, size_t *len);
+int kvc_swim_member_meta(const kvc_swim_t *s, const char *id, const char *key, const uint8_t **val,
+                         size_t *len);
 /* Our own id, state and incarnation. */
 const char *kvc_swim_self_id(const kvc_swim_t *s);
 kvc_swim_state_t kvc_swim_self_state(const kvc_swim_t *s);

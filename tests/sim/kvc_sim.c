@@ -291,8 +291,8 @@ static void s_events(sim_t *s, uint32_t q)
             continue;
         }
         if ((uint32_t)x == q) {
-            s_violation(s, "%s reported an event about itself (%s) type %" PRIu64, pq->id,
-                        e->id, (uint64_t)e->type);
+            s_violation(s, "%s reported an event about itself (%s) type %" PRIu64, pq->id, e->id,
+                        (uint64_t)e->type);
             continue;
         }
         uint32_t *li = &s->last_inc[(size_t)q * s->n + (size_t)x];
@@ -347,8 +347,8 @@ static void s_flush(sim_t *s, uint32_t p)
     for (size_t i = 0; i < s->out.n_msgs; i++) {
         const kvc_swim_msg_t *m = &s->out.msgs[i];
         if (m->len > s->cfg.max_message_bytes)
-            s_violation(s, "%s sent a message to %s of %" PRIu64 " bytes", s->peers[p].id,
-                        m->to, (uint64_t)m->len);
+            s_violation(s, "%s sent a message to %s of %" PRIu64 " bytes", s->peers[p].id, m->to,
+                        (uint64_t)m->len);
         if (measure) {
             s->bytes += m->len;
             s->msgs++;
@@ -367,8 +367,12 @@ static void s_flush(sim_t *s, uint32_t p)
             exit(2);
         }
         memcpy(copy, kvc_swim_out_data(&s->out, i), m->len);
-        s_push(s, (event_t){.t = t, .type = EV_DELIVER, .peer = (uint32_t)d, .from = p,
-                            .len = (uint32_t)m->len, .data = copy});
+        s_push(s, (event_t){.t = t,
+                            .type = EV_DELIVER,
+                            .peer = (uint32_t)d,
+                            .from = p,
+                            .len = (uint32_t)m->len,
+                            .data = copy});
     }
     s_events(s, p);
     if (kvc_swim_self_state(s->peers[p].core) != KVC_SWIM_ALIVE)
@@ -387,8 +391,12 @@ static int s_boot(sim_t *s, uint32_t p)
     snprintf(region, sizeof(region), "r%d", pe->site % 5);
     snprintf(endpoint, sizeof(endpoint), "tcp://10.%d.%u.%u:7946", pe->site % 256, p / 256,
              p % 256);
-    kvc_member_info_t info = {.site = site, .name = name, .region = region,
-                              .roles = "gateway", .endpoint = endpoint, .capabilities = 1};
+    kvc_member_info_t info = {.site = site,
+                              .name = name,
+                              .region = region,
+                              .roles = "gateway",
+                              .endpoint = endpoint,
+                              .capabilities = 1};
     for (int i = 0; i < KVC_SWIM_KEY_LEN; i++)
         info.public_key[i] = (uint8_t)(p * 31 + i);
     pe->gen++;
@@ -493,14 +501,13 @@ static int s_dbl(const char *v, double lo, double hi, double *out)
 /* Prints usage. */
 static void s_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: kvc-sim [--peers N] [--sites S] [--profile lan|wan] [--loss P]\n"
-            "               [--duration SECONDS] [--crash K] [--crash-at SECONDS]\n"
-            "               [--restart-after SECONDS] [--partition 'A|B@T1-T2'] [--slow K]\n"
-            "               [--slow-ms MS] [--update-every MS] [--warmup SECONDS]\n"
-            "               [--settle SECONDS] [--wan-rtt MIN-MAX] [--seed N] [--json]\n"
-            "  partition: A and B are comma-separated site names (site0,site1) or `rest`;\n"
-            "  T1-T2 in seconds, e.g. 'site0,site1|rest@30s-90s'; several joined with ';'.\n");
+    fprintf(f, "usage: kvc-sim [--peers N] [--sites S] [--profile lan|wan] [--loss P]\n"
+               "               [--duration SECONDS] [--crash K] [--crash-at SECONDS]\n"
+               "               [--restart-after SECONDS] [--partition 'A|B@T1-T2'] [--slow K]\n"
+               "               [--slow-ms MS] [--update-every MS] [--warmup SECONDS]\n"
+               "               [--settle SECONDS] [--wan-rtt MIN-MAX] [--seed N] [--json]\n"
+               "  partition: A and B are comma-separated site names (site0,site1) or `rest`;\n"
+               "  T1-T2 in seconds, e.g. 'site0,site1|rest@30s-90s'; several joined with ';'.\n");
 }
 
 /* Fills options from argv. */
@@ -621,7 +628,9 @@ static int s_u64_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Does every live peer agree on the membership? Reports the first
+/* Does every live peer agree on the membership: every live peer known and
+ * not dead (a suspect is still a member; at 10% loss some suspicion is always
+ * in flight), every crashed one dead, left or forgotten? Reports the first
  * disagreement in *why. */
 static int s_converged(sim_t *s, char *why, size_t why_len)
 {
@@ -635,7 +644,7 @@ static int s_converged(sim_t *s, char *why, size_t why_len)
             int known = kvc_swim_member_get(s->peers[q].core, s->peers[x].id, &m) == 0;
             int ok = s->peers[x].crashed
                          ? (!known || m.state == KVC_SWIM_DEAD || m.state == KVC_SWIM_LEFT)
-                         : (known && m.state == KVC_SWIM_ALIVE);
+                         : (known && (m.state == KVC_SWIM_ALIVE || m.state == KVC_SWIM_SUSPECT));
             if (!ok) {
                 snprintf(why, why_len, "%s sees %s as %s", s->peers[q].id, s->peers[x].id,
                          known ? kvc_swim_state_name(m.state) : "unknown");
@@ -702,7 +711,8 @@ static int s_run(sim_t *s)
         s_push(s, (event_t){.t = crash_at, .type = EV_CRASH, .peer = v});
         if (s->restart_after_s > 0)
             s_push(s, (event_t){.t = crash_at + (uint64_t)(s->restart_after_s * SEC),
-                                .type = EV_RESTART, .peer = v});
+                                .type = EV_RESTART,
+                                .peer = v});
     }
     s->n_crashed = s->crash_k;
     if (s->crash_k) {
@@ -799,8 +809,8 @@ static int s_run(sim_t *s)
                           !(s->crash_k && s->now + horizon >= crash_at &&
                             s->now <= crash_at + (uint64_t)(s->settle_s * SEC));
             s_flush(s, o);
-            s_push(s, (event_t){.t = s->now + (uint64_t)(s->update_every_ms * US),
-                                .type = EV_UPDATE});
+            s_push(s,
+                   (event_t){.t = s->now + (uint64_t)(s->update_every_ms * US), .type = EV_UPDATE});
             break;
         }
         }
@@ -864,8 +874,7 @@ static int s_run(sim_t *s)
     double bps = window > 0 ? (double)s->bytes / s->n / window : 0;
     double mps = window > 0 ? (double)s->msgs / s->n / window : 0;
     if (!converged && s->now >= s->last_disturb + (uint64_t)(s->settle_s * SEC))
-        s_violation(s, "not converged %.1f s after the last disturbance: %s%.0" PRIu64, "", why,
-                    0);
+        s_violation(s, "not converged %.1f s after the last disturbance: %s%.0" PRIu64, "", why, 0);
 
     if (s->json) {
         printf("{\"peers\":%u,\"sites\":%u,\"profile\":\"%s\",\"loss\":%.4f,\"duration_s\":%.1f,"
@@ -876,18 +885,18 @@ static int s_run(sim_t *s)
                "\"false_positives\":%" PRIu64 ",\"suspect_events\":%" PRIu64 ","
                "\"bytes_per_peer_per_s\":%.1f,\"msgs_per_peer_per_s\":%.2f,"
                "\"messages_delivered\":%" PRIu64 ",\"converged\":%s,\"invariants_ok\":%s}\n",
-               s->n, s->sites, s->profile, s->loss, s->duration_s, s->seed, s->n_crashed,
-               s->slow_k, s->n_parts, p50, p99, pmax, n_lat, incomplete, det_first, det_all,
-               det_missing, s->false_pos, s->suspect_ev, bps, mps, s->delivered,
-               converged ? "true" : "false", s->failed ? "false" : "true");
+               s->n, s->sites, s->profile, s->loss, s->duration_s, s->seed, s->n_crashed, s->slow_k,
+               s->n_parts, p50, p99, pmax, n_lat, incomplete, det_first, det_all, det_missing,
+               s->false_pos, s->suspect_ev, bps, mps, s->delivered, converged ? "true" : "false",
+               s->failed ? "false" : "true");
     } else {
         printf("peers %u sites %u profile %s loss %.4f duration %.1fs seed %" PRIu64 "\n", s->n,
                s->sites, s->profile, s->loss, s->duration_s, s->seed);
         printf("dissemination ms: p50 %" PRIu64 " p99 %" PRIu64 " max %" PRIu64
                " (%zu updates, %zu incomplete)\n",
                p50, p99, pmax, n_lat, incomplete);
-        printf("detection ms: first %" PRId64 " all %" PRId64 " (missing %d)\n", det_first,
-               det_all, det_missing);
+        printf("detection ms: first %" PRId64 " all %" PRId64 " (missing %d)\n", det_first, det_all,
+               det_missing);
         printf("false positives %" PRIu64 ", suspect events %" PRIu64 "\n", s->false_pos,
                s->suspect_ev);
         printf("per peer: %.1f bytes/s, %.2f msgs/s\n", bps, mps);

@@ -174,7 +174,10 @@ static h_t *s_harness(void)
     h->log = calloc(LOG_MAX, sizeof(*h->log));
     h->evs = calloc(LOG_MAX, sizeof(*h->evs));
     kvc_swim_config_t c = s_cfg();
-    kvc_member_info_t me = {.site = "site0", .name = "a", .region = "eu", .roles = "gateway",
+    kvc_member_info_t me = {.site = "site0",
+                            .name = "a",
+                            .region = "eu",
+                            .roles = "gateway",
                             .endpoint = "tcp://127.0.0.1:1"};
     h->now = 1000;
     h->core = kvc_swim_new(&c, &me, 42, h->now);
@@ -271,8 +274,7 @@ static void test_probe_ack(void **state)
     /* Every member pinged at least once in the first round of 5. */
     const char *ids[] = {"site0/b", "site0/c", "site0/d", "site0/e", "site0/x"};
     for (int i = 0; i < 5; i++)
-        assert_true(s_first_sent(h, ids[i], KVC__SWIM__MESSAGE__BODY_PING, 0, NULL) <
-                    t0 + 5000);
+        assert_true(s_first_sent(h, ids[i], KVC__SWIM__MESSAGE__BODY_PING, 0, NULL) < t0 + 5000);
     s_harness_free(h);
 }
 
@@ -289,11 +291,11 @@ static void test_suspect_dead_reap(void **state)
     assert_true(t0 < 7000);
     /* Indirect probes exactly at the timeout, to the 3 others... */
     size_t idx;
-    assert_int_equal(s_first_sent(h, NULL, KVC__SWIM__MESSAGE__BODY_PING_REQ, t0, &idx),
-                     t0 + 200);
+    assert_int_equal(s_first_sent(h, NULL, KVC__SWIM__MESSAGE__BODY_PING_REQ, t0, &idx), t0 + 200);
     size_t reqs = 0;
     for (size_t i = 0; i < h->n_log; i++)
-        if (h->log[i].msg->body_case == KVC__SWIM__MESSAGE__BODY_PING_REQ && h->log[i].t == t0 + 200) {
+        if (h->log[i].msg->body_case == KVC__SWIM__MESSAGE__BODY_PING_REQ &&
+            h->log[i].t == t0 + 200) {
             reqs++;
             assert_string_equal(h->log[i].msg->ping_req->target, "site0/x");
             assert_string_not_equal(h->log[i].to, "site0/x");
@@ -483,8 +485,7 @@ static void test_bad_input(void **state)
     u.id = "site9/z";
     n = kvc__swim__message__pack(&m, buf);
     assert_int_equal(kvc_swim_receive(h->core, h->now, "site0/b", buf, n, &h->out), KVC_EPARSE);
-    assert_int_equal(kvc_swim_member_get(h->core, "site9/z", &(kvc_swim_member_t){0}),
-                     KVC_ENOENT);
+    assert_int_equal(kvc_swim_member_get(h->core, "site9/z", &(kvc_swim_member_t){0}), KVC_ENOENT);
     assert_int_equal(kvc_swim_receive(h->core, h->now, "bogus", buf, n, &h->out), KVC_EINVAL);
     assert_int_equal(kvc_swim_dropped(h->core), 4);
     s_harness_free(h);
@@ -605,8 +606,8 @@ static void s_net_init(net_t *n)
     n->now = 0;
     kvc_swim_out_init(&n->out);
     for (int k = 0; k < 3; k++) {
-        kvc_member_info_t me = {.site = sites[k], .name = names[k], .region = "eu",
-                                .endpoint = "tcp://x:1"};
+        kvc_member_info_t me = {
+            .site = sites[k], .name = names[k], .region = "eu", .endpoint = "tcp://x:1"};
         n->c[k] = kvc_swim_new(&c, &me, 100 + (uint64_t)k, 0);
         assert_non_null(n->c[k]);
     }

@@ -29,8 +29,8 @@ static void test_triangle_converges(void **state)
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++)
             if (i != j) {
-                double est = kvc_vivaldi_estimate_rtt(kvc_vivaldi_coord(v[i]),
-                                                      kvc_vivaldi_coord(v[j]));
+                double est =
+                    kvc_vivaldi_estimate_rtt(kvc_vivaldi_coord(v[i]), kvc_vivaldi_coord(v[j]));
                 assert_true(fabs(est - rtt[i][j]) / rtt[i][j] < 0.15);
             }
     /* Confidence grew: error fell well below its starting maximum. */
