@@ -188,6 +188,21 @@ int kvc_swim_config_profile(kvc_swim_config_t *cfg, const char *profile)
         cfg->reap_ms = 120000;
         return 0;
     }
+    if (strcmp(profile, "memberlist") == 0) {
+        /* Baseline for benchmarks only: hashicorp/memberlist's DefaultLANConfig
+         * (ProbeInterval 1 s, ProbeTimeout 500 ms, SuspicionMult 4,
+         * RetransmitMult 4, GossipInterval 200 ms, GossipNodes 3, PushPull 30 s). */
+        cfg->probe_interval_ms = 1000;
+        cfg->probe_timeout_ms = 500;
+        cfg->suspicion_mult = 4.0;
+        cfg->retransmit_mult = 4;
+        cfg->gossip_interval_ms = 200;
+        cfg->gossip_fanout = 3;
+        cfg->push_pull_interval_ms = 30000;
+        cfg->reconnect_interval_ms = 30000;
+        cfg->reap_ms = 120000;
+        return 0;
+    }
     if (strcmp(profile, "wan") == 0) {
         cfg->probe_interval_ms = 1000;
         cfg->probe_timeout_ms = 500;

@@ -183,7 +183,8 @@ typedef struct {
 
 typedef struct kvc_swim kvc_swim_t;
 
-/* Fills cfg with the "lan" or "wan" profile; KVC_EINVAL for anything else. */
+/* Fills cfg with the "lan" or "wan" profile, or "memberlist" (memberlist's
+ * default LAN parameters, a baseline for benchmarks); KVC_EINVAL otherwise. */
 int kvc_swim_config_profile(kvc_swim_config_t *cfg, const char *profile);
 /* Checks ranges; KVC_EINVAL with a message naming the field. */
 int kvc_swim_config_check(const kvc_swim_config_t *cfg, kvc_err_t *err);

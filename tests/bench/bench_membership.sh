@@ -26,3 +26,19 @@ row "lan N=1000, 1% loss, 1 crash, 120 s" --peers 1000 --profile lan --loss 0.01
 row "lan N=1000, 1% loss, 3 crashes, 600 s" --peers 1000 --profile lan --loss 0.01 --duration 600 --crash 3 --seed 2
 row "lan N=1000, 10% loss, 600 s (false positives)" --peers 1000 --profile lan --loss 0.10 --duration 600 --seed 3
 row "wan 100 sites x 3, 50-150 ms RTT, 5% loss, 1 crash, 300 s" --peers 300 --sites 100 --profile wan --loss 0.05 --duration 300 --crash 1 --seed 4
+
+# Baseline measured in the same run: memberlist's default LAN parameters on
+# the same simulator, network, loss and seed as the N=1000 1% row above.
+echo
+echo "Against a baseline in the same run (memberlist's DefaultLANConfig timings, same simulator, N=1000, 1% loss, 1 crash, seed 1):"
+echo
+ours=$("$sim" --peers 1000 --profile lan --loss 0.01 --duration 120 --crash 1 --seed 1 --json)
+base=$("$sim" --peers 1000 --profile memberlist --loss 0.01 --duration 120 --crash 1 --seed 1 --json)
+echo "| metric | kvc lan | memberlist defaults | ratio (kvc / memberlist) |"
+echo "|---|---|---|---|"
+for m in "dissemination_ms.max" "detection_ms.first" "detection_ms.all" "bytes_per_peer_per_s"; do
+    a=$(printf '%s' "$ours" | jq ".$m")
+    b=$(printf '%s' "$base" | jq ".$m")
+    r=$(jq -n --argjson a "$a" --argjson b "$b" 'if $b == 0 then "-" else ($a / $b * 100 | round / 100) end')
+    echo "| $m | $a | $b | $r |"
+done

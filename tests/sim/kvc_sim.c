@@ -501,7 +501,7 @@ static int s_dbl(const char *v, double lo, double hi, double *out)
 /* Prints usage. */
 static void s_usage(FILE *f)
 {
-    fprintf(f, "usage: kvc-sim [--peers N] [--sites S] [--profile lan|wan] [--loss P]\n"
+    fprintf(f, "usage: kvc-sim [--peers N] [--sites S] [--profile lan|wan|memberlist] [--loss P]\n"
                "               [--duration SECONDS] [--crash K] [--crash-at SECONDS]\n"
                "               [--restart-after SECONDS] [--partition 'A|B@T1-T2'] [--slow K]\n"
                "               [--slow-ms MS] [--update-every MS] [--warmup SECONDS]\n"
@@ -552,7 +552,9 @@ static int s_options(sim_t *s, int argc, char **argv)
         else if (strcmp(a, "--sites") == 0)
             bad = kvc_parse_i64(v, 1, 10000, &x) || !(s->sites = (uint32_t)x);
         else if (strcmp(a, "--profile") == 0)
-            bad = strcmp(v, "lan") != 0 && strcmp(v, "wan") != 0, s->profile = v;
+            bad = strcmp(v, "lan") != 0 && strcmp(v, "wan") != 0 &&
+                  strcmp(v, "memberlist") != 0,
+            s->profile = v;
         else if (strcmp(a, "--loss") == 0)
             bad = s_dbl(v, 0, 0.9, &s->loss);
         else if (strcmp(a, "--duration") == 0)
