@@ -140,6 +140,7 @@ struct kvc_swim {
     kvc_vivaldi_t *viv;
     int left;
     uint64_t dropped;
+    kvc_swim_stats_t stats;
     uint32_t pp_gen;
     member_t *want[WANT_MAX];
     size_t n_want;
@@ -1013,6 +1014,7 @@ static void s_refute(kvc_swim_t *s, uint64_t accused, int with_info)
     member_t *me = s->self;
     uint64_t inc = (accused > me->incarnation ? accused : me->incarnation) + 1;
     me->incarnation = inc;
+    s->stats.refutations++;
     if (s->lhm + 1 < s->cfg.local_health_max)
         s->lhm++;
     s_enqueue(s, me, BQ_STATE, with_info);
@@ -1109,6 +1111,7 @@ static void s_make_suspect(kvc_swim_t *s, member_t *m, uint64_t inc, const char 
 {
     s_set_state(s, m, KVC_SWIM_SUSPECT, inc, accuser, now);
     s_susp_start(s, m, accuser, now);
+    s->stats.suspicions++;
     s_event(out, KVC_SWIM_EV_SUSPECT, m);
     s_enqueue(s, m, BQ_STATE, 0);
 }
@@ -1355,6 +1358,7 @@ static void s_probe_start(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
     p->timeout_ms = now + s_scaled(s, s->cfg.probe_timeout_ms);
     p->end_ms = now + period;
     s->next_probe_ms = p->end_ms;
+    s->stats.probes++;
     s_send_ping(s, out, t, t->id, p->seq);
 }
 
@@ -1363,6 +1367,7 @@ static void s_probe_indirect(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
 {
     probe_t *p = &s->probe;
     p->indirect_sent = 1;
+    s->stats.indirect_probes++;
     member_t *pick[16];
     size_t k = s_random_live(s, pick, s->cfg.indirect_probes, p->target);
     uint64_t left = p->end_ms > now ? p->end_ms - now : 1;
@@ -1393,6 +1398,7 @@ static void s_probe_finish(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
         s_lhm_add(s, -1);
         return;
     }
+    s->stats.probe_failures++;
     if (p->expected_nacks > 0) {
         if (p->nacks < p->expected_nacks)
             s_lhm_add(s, (int)(p->expected_nacks - p->nacks));
@@ -1475,6 +1481,7 @@ static int s_sorted(kvc_swim_t *s)
 /* Sends our whole digest to `to`, split into id ranges that fit a message. */
 static int s_push_pull(kvc_swim_t *s, const char *to, kvc_swim_out_t *out)
 {
+    s->stats.push_pulls++;
     int rc = s_sorted(s);
     if (rc)
         return rc;
@@ -1704,6 +1711,18 @@ static int s_on_ping_req(kvc_swim_t *s, const char *from, const Kvc__Swim__PingR
 }
 
 /* Handles an Ack: our probe, a relay we run, or a reconnect attempt. */
+/* Counts one probe round trip in the RTT histogram. */
+static void s_rtt_stat(kvc_swim_t *s, uint64_t rtt_ms)
+{
+    static const double bounds[] = KVC_SWIM_RTT_BOUNDS;
+    size_t i = 0;
+    while (i < sizeof bounds / sizeof bounds[0] && (double)rtt_ms > bounds[i])
+        i++;
+    s->stats.rtt_buckets[i]++;
+    s->stats.rtt_count++;
+    s->stats.rtt_sum_ms += (double)rtt_ms;
+}
+
 static int s_on_ack(kvc_swim_t *s, const char *from, const Kvc__Swim__Ack *a, uint64_t now,
                     kvc_swim_out_t *out)
 {
@@ -1713,7 +1732,10 @@ static int s_on_ack(kvc_swim_t *s, const char *from, const Kvc__Swim__Ack *a, ui
             if (!a->relayed && !p->acked && !p->repinged) {
                 s_coord_store(p->target, a->coord);
                 s_rtt_sample(s, p->target, now - p->sent_ms);
+                s_rtt_stat(s, now - p->sent_ms);
             }
+            if (!p->acked)
+                s->stats.acks++;
             p->acked = 1;
         }
         return 0;
@@ -2318,6 +2340,11 @@ int kvc_swim_estimate_rtt_ms(const kvc_swim_t *s, const char *id, double *rtt_ms
     const kvc_vivaldi_coord_t *me = kvc_vivaldi_coord(s->viv);
     *rtt_ms = 1000.0 * kvc_vivaldi_estimate_rtt(me, m == s->self ? me : m->coord);
     return 0;
+}
+
+void kvc_swim_stats(const kvc_swim_t *s, kvc_swim_stats_t *out)
+{
+    *out = s->stats;
 }
 
 /* Count of dropped messages. */

@@ -256,6 +256,27 @@ const kvc_vivaldi_coord_t *kvc_swim_coord(const kvc_swim_t *s);
 /* Estimated RTT in ms from us to member id; KVC_ENOENT if it has no
  * coordinate yet. */
 int kvc_swim_estimate_rtt_ms(const kvc_swim_t *s, const char *id, double *rtt_ms);
+/* Protocol counters since creation, for metrics. RTT buckets are upper
+ * bounds in ms (KVC_SWIM_RTT_BOUNDS), the last one +Inf; counts are per
+ * bucket (not cumulative). */
+#define KVC_SWIM_RTT_BUCKETS 12
+#define KVC_SWIM_RTT_BOUNDS {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000}
+typedef struct {
+    uint64_t probes;          /* direct probes started */
+    uint64_t probe_failures;  /* probe periods that ended without any ack */
+    uint64_t acks;            /* acks received for our probes */
+    uint64_t indirect_probes; /* indirect probe rounds started */
+    uint64_t suspicions;      /* members we started suspecting */
+    uint64_t refutations;     /* times we refuted a suspicion about ourselves */
+    uint64_t push_pulls;      /* push-pull exchanges we started */
+    uint64_t rtt_count;
+    double rtt_sum_ms;
+    uint64_t rtt_buckets[KVC_SWIM_RTT_BUCKETS];
+} kvc_swim_stats_t;
+
+/* Copies the counters into *out. */
+void kvc_swim_stats(const kvc_swim_t *s, kvc_swim_stats_t *out);
+
 /* Messages dropped as malformed since creation. */
 uint64_t kvc_swim_dropped(const kvc_swim_t *s);
 

@@ -275,6 +275,19 @@ static void test_probe_ack(void **state)
     const char *ids[] = {"site0/b", "site0/c", "site0/d", "site0/e", "site0/x"};
     for (int i = 0; i < 5; i++)
         assert_true(s_first_sent(h, ids[i], KVC__SWIM__MESSAGE__BODY_PING, 0, NULL) < t0 + 5000);
+    /* The counters agree with what was sent and answered. */
+    kvc_swim_stats_t st;
+    kvc_swim_stats(h->core, &st);
+    assert_int_equal(st.probes, 9);
+    assert_int_equal(st.probe_failures, 0);
+    assert_int_equal(st.indirect_probes, 0);
+    assert_int_equal(st.suspicions, 0);
+    assert_true(st.acks == 9 || st.acks == 8); /* the 9th may still be in flight at t=10000 */
+    assert_int_equal(st.rtt_count, st.acks);
+    uint64_t in_buckets = 0;
+    for (int i = 0; i < KVC_SWIM_RTT_BUCKETS; i++)
+        in_buckets += st.rtt_buckets[i];
+    assert_int_equal(in_buckets, st.rtt_count);
     s_harness_free(h);
 }
 
@@ -320,6 +333,15 @@ static void test_suspect_dead_reap(void **state)
                     strcmp(l->msg->updates[j]->accuser, "site0/a") == 0;
     }
     assert_true(told);
+    kvc_swim_stats_t st;
+    kvc_swim_stats(h->core, &st);
+    assert_int_equal(st.suspicions, 1);
+    /* x may be probed again before t=8000: every failed period had one
+     * indirect round, and one more period may be under way */
+    assert_true(st.probe_failures >= 1);
+    assert_true(st.indirect_probes == st.probe_failures ||
+                st.indirect_probes == st.probe_failures + 1);
+    assert_int_equal(st.refutations, 0);
     /* 6 live members, K=3: a lone accuser waits max = 4 * (2 * 1000) ms. */
     s_run_until(h, ts + 8000 - 1);
     assert_int_equal(s_state(h, "site0/x"), KVC_SWIM_SUSPECT);
