@@ -41,6 +41,7 @@ typedef struct {
     size_t len;
     size_t pos;
     kvc_err_t *err;
+    int named; /* a name was given outside the braces (it takes a slot) */
 } s_parser_t;
 
 /* Sets err to "L:C: parse error: msg" for byte offset at; returns KVC_EPARSE. */
@@ -417,7 +418,7 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
                               (int)(j - i + 1), re + i);
             unsigned long prod = (was_group ? closed : 1) * (hi ? hi : 1);
             if (prod > 1000)
-                return s_fail(p, at, "error parsing regexp: invalid nested repetition operator: `%.*s`",
+                return s_fail(p, at, "error parsing regexp: invalid repeat count: `%.*s`",
                               (int)(j - i + 1), re + i);
             if (prod > inner[depth])
                 inner[depth] = prod;
@@ -546,7 +547,7 @@ static int s_parse_matcher(s_parser_t *p, kvc_promsel_t *sel)
         s_describe(p, what, sizeof what);
         return s_fail(p, p->pos, "unexpected %s in label matching, expected string", what);
     }
-    if (sel->n >= KVC_PROMSEL_MAX_MATCHERS + 1)
+    if (sel->n >= KVC_PROMSEL_MAX_MATCHERS + (size_t)p->named)
         return kvc_err_set(p->err, KVC_ERANGE, "selector has more than %d matchers",
                            KVC_PROMSEL_MAX_MATCHERS);
     s_matcher_t *m = &sel->m[sel->n];
@@ -638,6 +639,7 @@ int kvc_promsel_parse(const char *text, size_t len, kvc_promsel_t **out, kvc_err
         m->value_len = p.pos - ns;
         m->op = KVC_PROMSEL_EQ;
         name = m->value;
+        p.named = 1;
         s_skip_ws(&p);
         c = s_peek(&p);
     }
