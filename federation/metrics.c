@@ -1045,8 +1045,9 @@ static size_t s_fmt_value(double v, char tmp[40])
     }
     if (v == floor(v) && fabs(v) < 1e15) {
         if (v == 0) {
-            memcpy(tmp, signbit(v) ? "-0" : "0", 3);
-            return signbit(v) ? 2 : 1;
+            size_t n = signbit(v) ? 2 : 1;
+            memcpy(tmp, signbit(v) ? "-0" : "0", n + 1);
+            return n;
         }
         char rev[24];
         size_t i = 0, o = 0;

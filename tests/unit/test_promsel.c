@@ -36,8 +36,8 @@ static void s_fails(const char *s, const char *msg)
 }
 
 /* Asserts matcher i of sel. */
-static void s_matcher(const kvc_promsel_t *sel, size_t i, const char *label,
-                      kvc_promsel_op_t op, const char *value)
+static void s_matcher(const kvc_promsel_t *sel, size_t i, const char *label, kvc_promsel_op_t op,
+                      const char *value)
 {
     const char *l = NULL, *v = NULL;
     kvc_promsel_op_t o;
@@ -90,7 +90,8 @@ static void test_escapes(void **state)
 
 static void test_prometheus_errors(void **state)
 {
-    const char *ne = "1:1: parse error: vector selector must contain at least one non-empty matcher";
+    const char *ne =
+        "1:1: parse error: vector selector must contain at least one non-empty matcher";
     s_fails("{}", ne);
     s_fails("{a=\"\"}", ne);
     s_fails("{a=~\".*\"}", ne);
@@ -131,9 +132,8 @@ static void test_prometheus_errors(void **state)
             "1:9: parse error: unexpected \"}\" in label matching, expected label matching "
             "operator");
     s_fails("{a=\"b\"}}", "1:8: parse error: unexpected character: '}'");
-    s_fails("{a,}",
-            "1:3: parse error: unexpected \",\" in label matching, expected label matching "
-            "operator");
+    s_fails("{a,}", "1:3: parse error: unexpected \",\" in label matching, expected label matching "
+                    "operator");
     s_fails("{a=\"b\"}foo", "1:8: parse error: unexpected identifier \"foo\"");
     s_fails("{a=\"b\"} {", "1:9: parse error: unexpected \"{\"");
     s_fails("{\"a\"=\"b\"}",
