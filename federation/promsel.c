@@ -343,20 +343,28 @@ static size_t s_string_end(const s_parser_t *p)
     return q.pos;
 }
 
-/* Refuses regexes POSIX would treat differently from RE2 in dangerous ways:
- * backreferences and counted repetitions above 1000 (nested product). */
+/* Refuses regexes that RE2 rejects and that could make glibc's regcomp blow
+ * up (it copies the tree for every `+` and `{n}`): backreferences,
+ * unbalanced parentheses (which would also escape our anchors), stacked
+ * repetition operators, repetition counts above 1000, a nested product of
+ * repetitions above 1000 and a total expanded size above 10000. */
 static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
 {
     enum { DEPTH = 64 };
     unsigned long inner[DEPTH]; /* largest nested repetition product per group */
     size_t depth = 0;
     unsigned long closed = 1; /* product inside the group that just closed */
-    int after_group = 0;
+    unsigned long total = 0;  /* sum of products: an estimate of the expanded size */
+    int after_group = 0, after_rep = 0, at_start = 1;
+    size_t prev_op = 0; /* where the previous repetition operator started */
+    int show = (int)(len > 200 ? 200 : len);
     inner[0] = 1;
     for (size_t i = 0; i < len; i++) {
         char c = re[i];
-        int was_group = after_group;
-        after_group = 0;
+        int was_group = after_group, was_rep = after_rep, was_start = at_start;
+        after_group = after_rep = at_start = 0;
+        unsigned long factor = 0; /* non-zero: c starts a repetition operator */
+        size_t op_end = i;
         if (c == '\\') {
             if (i + 1 < len && re[i + 1] >= '1' && re[i + 1] <= '9')
                 return s_fail(p, at, "error parsing regexp: invalid escape sequence: `\\%c`",
@@ -369,8 +377,8 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
             if (j < len && re[j] == ']')
                 j++;
             while (j < len && re[j] != ']') {
-                if (re[j] == '[' && j + 1 < len && (re[j + 1] == ':' || re[j + 1] == '=' ||
-                                                     re[j + 1] == '.')) {
+                if (re[j] == '[' && j + 1 < len &&
+                    (re[j + 1] == ':' || re[j + 1] == '=' || re[j + 1] == '.')) {
                     char endc = re[j + 1];
                     j += 2;
                     while (j + 1 < len && !(re[j] == endc && re[j + 1] == ']'))
@@ -380,18 +388,28 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
                 }
                 j++;
             }
+            if (j >= len)
+                return s_fail(p, at, "error parsing regexp: missing closing ]: `%.*s)$`",
+                              (int)(len - i > 200 ? 200 : len - i), re + i);
             i = j;
         } else if (c == '(') {
             if (depth + 1 >= DEPTH)
                 return s_fail(p, at, "error parsing regexp: expression nests too deeply");
             inner[++depth] = 1;
+            at_start = 1;
         } else if (c == ')') {
-            if (depth > 0) {
-                closed = inner[depth--];
-                if (closed > inner[depth])
-                    inner[depth] = closed;
-                after_group = 1;
-            }
+            if (depth == 0)
+                return s_fail(p, at, "error parsing regexp: unexpected ): `^(?:%.*s)$`", show, re);
+            closed = inner[depth--];
+            if (closed > inner[depth])
+                inner[depth] = closed;
+            after_group = 1;
+        } else if (c == '|') {
+            at_start = 1;
+        } else if (c == '*' || c == '?') {
+            factor = 1;
+        } else if (c == '+') {
+            factor = 2;
         } else if (c == '{') {
             size_t j = i + 1;
             unsigned long lo = 0, hi = 0;
@@ -411,20 +429,37 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
                 if (hi < lo)
                     hi = lo;
             }
-            if (!digits || j >= len || re[j] != '}')
-                continue; /* not a repetition; regcomp decides */
-            if (lo > 1000 || hi > 1000)
-                return s_fail(p, at, "error parsing regexp: invalid repeat count: `%.*s`",
-                              (int)(j - i + 1), re + i);
-            unsigned long prod = (was_group ? closed : 1) * (hi ? hi : 1);
-            if (prod > 1000)
-                return s_fail(p, at, "error parsing regexp: invalid repeat count: `%.*s`",
-                              (int)(j - i + 1), re + i);
-            if (prod > inner[depth])
-                inner[depth] = prod;
-            i = j;
+            if (digits && j < len && re[j] == '}') {
+                if (lo > 1000 || hi > 1000)
+                    return s_fail(p, at, "error parsing regexp: invalid repeat count: `%.*s`",
+                                  (int)(j - i + 1), re + i);
+                factor = hi ? hi : 1;
+                op_end = j;
+            }
         }
+        if (!factor)
+            continue;
+        if (was_rep)
+            return s_fail(p, at, "error parsing regexp: invalid nested repetition operator: `%.*s`",
+                          (int)(op_end - prev_op + 1), re + prev_op);
+        if (was_start)
+            return s_fail(p, at, "error parsing regexp: missing argument to repetition operator: `%.*s`",
+                          (int)(op_end - i + 1), re + i);
+        unsigned long prod = (was_group ? closed : 1) * factor;
+        if (prod > 1000)
+            return s_fail(p, at, "error parsing regexp: invalid repeat count: `%.*s`",
+                          (int)(op_end - i + 1), re + i);
+        if (prod > inner[depth])
+            inner[depth] = prod;
+        total += prod;
+        if (total > 10000)
+            return s_fail(p, at, "error parsing regexp: expression too large");
+        after_rep = 1;
+        prev_op = i;
+        i = op_end;
     }
+    if (depth)
+        return s_fail(p, at, "error parsing regexp: missing closing ): `^(?:%.*s)$`", show, re);
     return KVC_OK;
 }
 

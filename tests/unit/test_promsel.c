@@ -152,12 +152,38 @@ static void test_prometheus_errors(void **state)
 
 static void test_bad_regex_reports_posix_error(void **state)
 {
+    /* Go's own texts for what we check before regcomp... */
+    s_fails("{a=~\"(\"}", "1:2: parse error: error parsing regexp: missing closing ): `^(?:()$`");
+    s_fails("{a=~\"a)\"}", "1:2: parse error: error parsing regexp: unexpected ): `^(?:a))$`");
+    s_fails("{a=~\"[a\"}", "1:2: parse error: error parsing regexp: missing closing ]: `[a)$`");
+    s_fails("{a=~\"a**\"}",
+            "1:2: parse error: error parsing regexp: invalid nested repetition operator: `**`");
+    s_fails("{a=~\"a{2}{3}\"}",
+            "1:2: parse error: error parsing regexp: invalid nested repetition operator: `{2}{3}`");
+    s_fails("{a=~\"x|*\"}",
+            "1:2: parse error: error parsing regexp: missing argument to repetition operator: `*`");
+    /* ...and regcomp's verdict, in Go's frame, for the rest. */
     kvc_promsel_t *sel = NULL;
     kvc_err_t err = {0};
-    assert_int_equal(kvc_promsel_parse("{a=~\"(\"}", 8, &sel, &err), KVC_EPARSE);
+    assert_int_equal(kvc_promsel_parse("{a=~\"a{2,1}\"}", 13, &sel, &err), KVC_EPARSE);
     assert_null(sel);
     assert_true(strncmp(err.msg, "1:2: parse error: error parsing regexp: ", 40) == 0);
-    assert_non_null(strstr(err.msg, "`^(?:()$`"));
+    assert_non_null(strstr(err.msg, "`^(?:a{2,1})$`"));
+}
+
+/* glibc copies the tree for each + and {n}: stacked or nested ones are refused. */
+static void test_regex_blowup_refused(void **state)
+{
+    s_fails("{a=~\"8)}0 *))}2)}+++++\"}",
+            "1:2: parse error: error parsing regexp: unexpected ): `^(?:8)}0 *))}2)}+++++)$`");
+    s_fails("{a=~\"((((((((((a+)+)+)+)+)+)+)+)+)+)+\"}",
+            "1:2: parse error: error parsing regexp: invalid repeat count: `+`");
+    char big[600] = "{a=~\"";
+    size_t o = strlen(big);
+    for (int i = 0; i < 11; i++)
+        o += (size_t)snprintf(big + o, sizeof big - o, "a{1000}");
+    o += (size_t)snprintf(big + o, sizeof big - o, "\"}");
+    s_fails(big, "1:2: parse error: error parsing regexp: expression too large");
 }
 
 static void test_anchored_regex(void **state)
@@ -267,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_prometheus_errors),
         cmocka_unit_test(test_bad_regex_reports_posix_error),
+        cmocka_unit_test(test_regex_blowup_refused),
         cmocka_unit_test(test_anchored_regex),
         cmocka_unit_test(test_match_semantics),
         cmocka_unit_test(test_set_is_ored),
