@@ -22,11 +22,11 @@
 #include <string.h>
 
 const double kvc_metrics_latency_buckets[] = {.0005, .001, .0025, .005, .01, .025, .05,
-                                              .1,    .25,  .5,    1,    2.5,  5,    10};
+                                              .1,    .25,  .5,    1,    2.5, 5,    10};
 const size_t kvc_metrics_latency_buckets_n =
     sizeof kvc_metrics_latency_buckets / sizeof kvc_metrics_latency_buckets[0];
-const double kvc_metrics_size_buckets[] = {256,     1024,     4096,     16384,    65536,
-                                           262144,  1048576,  4194304,  16777216, 67108864};
+const double kvc_metrics_size_buckets[] = {256,    1024,    4096,    16384,    65536,
+                                           262144, 1048576, 4194304, 16777216, 67108864};
 const size_t kvc_metrics_size_buckets_n =
     sizeof kvc_metrics_size_buckets / sizeof kvc_metrics_size_buckets[0];
 
@@ -60,7 +60,7 @@ struct kvc_metric {
     double bounds[KVC_METRICS_MAX_BUCKETS];
     kvc_metrics_fn fn;
     void *fn_arg;
-    pthread_mutex_t mutex;       /* guards creation: children, n_children, tab growth */
+    pthread_mutex_t mutex; /* guards creation: children, n_children, tab growth */
     _Atomic(s_tab_t *) tab;
     s_child_t *_Atomic single;   /* the child of a label-less family */
     s_child_t *_Atomic overflow; /* created on first overflow */
@@ -481,13 +481,13 @@ static int s_ends_with(const char *s, const char *suffix)
 /* The unit lint: promtool refuses abbreviated and non-base units. */
 static int s_check_units(const char *name, kvc_err_t *err)
 {
-    static const char *abbrev[] = {"s", "ms", "us", "ns", "sec", "b",  "kb", "mb",
-                                   "gb", "tb", "pb", "m",  "h",   "d",  NULL};
-    static const char *prefixes[] = {"pico", "nano", "micro", "milli", "centi", "deci",
-                                     "deca", "hecto", "kilo", "kibi", "mega",  "mebi",
-                                     "giga", "gibi", "tera", "tebi", "peta",  "pebi", NULL};
-    static const char *units[] = {"amperes", "bytes",  "celsius", "grams", "joules",
-                                  "kelvin",  "meters", "metres",  "seconds", "volts", NULL};
+    static const char *abbrev[] = {"s",  "ms", "us", "ns", "sec", "b", "kb", "mb",
+                                   "gb", "tb", "pb", "m",  "h",   "d", NULL};
+    static const char *prefixes[] = {"pico",  "nano", "micro", "milli", "centi", "deci", "deca",
+                                     "hecto", "kilo", "kibi",  "mega",  "mebi",  "giga", "gibi",
+                                     "tera",  "tebi", "peta",  "pebi",  NULL};
+    static const char *units[] = {"amperes", "bytes",  "celsius", "grams", "joules", "kelvin",
+                                  "meters",  "metres", "seconds", "volts", NULL};
     static const char *nonbase[] = {"minutes", "hours", "days", "weeks", "bits", NULL};
     static const char *types[] = {"counter", "gauge", "histogram", "summary", "untyped", NULL};
     const char *p = name;
@@ -504,20 +504,20 @@ static int s_check_units(const char *name, kvc_err_t *err)
                                    name, tok);
         for (size_t i = 0; nonbase[i]; i++)
             if (strcmp(tok, nonbase[i]) == 0)
-                return kvc_err_set(err, KVC_EINVAL, "%s: use a base unit instead of %s", name,
-                                   tok);
+                return kvc_err_set(err, KVC_EINVAL, "%s: use a base unit instead of %s", name, tok);
         for (size_t i = 0; types[i]; i++)
             if (strcmp(tok, types[i]) == 0)
-                return kvc_err_set(err, KVC_EINVAL,
-                                   "%s: metric name should not include type '%s'", name, tok);
+                return kvc_err_set(err, KVC_EINVAL, "%s: metric name should not include type '%s'",
+                                   name, tok);
         for (size_t i = 0; prefixes[i]; i++) {
             size_t pl = strlen(prefixes[i]);
             if (n <= pl || memcmp(tok, prefixes[i], pl) != 0)
                 continue;
             for (size_t u = 0; units[u]; u++)
                 if (strcmp(tok + pl, units[u]) == 0)
-                    return kvc_err_set(err, KVC_EINVAL, "%s: use base unit \"%s\" instead of \"%s\"",
-                                       name, units[u], tok);
+                    return kvc_err_set(err, KVC_EINVAL,
+                                       "%s: use base unit \"%s\" instead of \"%s\"", name, units[u],
+                                       tok);
         }
         p += n;
         if (*p == '_')
@@ -526,8 +526,8 @@ static int s_check_units(const char *name, kvc_err_t *err)
     return KVC_OK;
 }
 
-int kvc_metrics_check_name(const kvc_metrics_opts_t *opts, kvc_metric_type_t type,
-                           const char *name, kvc_err_t *err)
+int kvc_metrics_check_name(const kvc_metrics_opts_t *opts, kvc_metric_type_t type, const char *name,
+                           kvc_err_t *err)
 {
     if (!name || !*name)
         return kvc_err_set(err, KVC_EINVAL, "metric name is empty");
@@ -565,8 +565,7 @@ int kvc_metrics_check_name(const kvc_metrics_opts_t *opts, kvc_metric_type_t typ
 }
 
 /* Splits and checks the comma-separated label names of spec into m. */
-static int s_parse_labels(kvc_metrics_t *reg, kvc_metric_t *m, const char *labels,
-                          kvc_err_t *err)
+static int s_parse_labels(kvc_metrics_t *reg, kvc_metric_t *m, const char *labels, kvc_err_t *err)
 {
     if (!labels)
         return KVC_OK;
@@ -589,23 +588,23 @@ static int s_parse_labels(kvc_metrics_t *reg, kvc_metric_t *m, const char *label
             return KVC_ENOMEM;
         m->label_names[m->n_labels++] = ln;
         if (!s_valid_ident(ln, 0))
-            return kvc_err_set(err, KVC_EINVAL, "%s: label name \"%s\" must match [a-zA-Z_][a-zA-Z0-9_]*",
-                               m->name, ln);
+            return kvc_err_set(err, KVC_EINVAL,
+                               "%s: label name \"%s\" must match [a-zA-Z_][a-zA-Z0-9_]*", m->name,
+                               ln);
         if (ln[0] == '_' && ln[1] == '_')
-            return kvc_err_set(err, KVC_EINVAL, "%s: label name \"%s\" is reserved (starts with __)",
-                               m->name, ln);
+            return kvc_err_set(err, KVC_EINVAL,
+                               "%s: label name \"%s\" is reserved (starts with __)", m->name, ln);
         if (m->type == KVC_METRIC_HISTOGRAM && strcmp(ln, "le") == 0)
             return kvc_err_set(err, KVC_EINVAL, "%s: histograms cannot have a label named le",
                                m->name);
         for (const char *q = ln; reg->opts.lint && *q; q++)
             if (*q >= 'A' && *q <= 'Z')
-                return kvc_err_set(err, KVC_EINVAL,
-                                   "%s: label names should be written in 'snake_case' not 'camelCase'",
-                                   m->name);
+                return kvc_err_set(
+                    err, KVC_EINVAL,
+                    "%s: label names should be written in 'snake_case' not 'camelCase'", m->name);
         for (size_t i = 0; i + 1 < m->n_labels; i++)
             if (strcmp(m->label_names[i], ln) == 0)
-                return kvc_err_set(err, KVC_EINVAL, "%s: duplicate label name \"%s\"", m->name,
-                                   ln);
+                return kvc_err_set(err, KVC_EINVAL, "%s: duplicate label name \"%s\"", m->name, ln);
         while (*e == ' ')
             e++;
         if (*e == ',') {
@@ -766,8 +765,8 @@ int kvc_metrics_add(kvc_metrics_t *reg, const kvc_metric_spec_t *spec, kvc_metri
             for (size_t b = 0; b < n_theirs; b++)
                 if (strcmp(mine[a], theirs[b]) == 0) {
                     pthread_mutex_unlock(&reg->mutex);
-                    rc = kvc_err_set(err, KVC_EEXIST, "%s: clashes with registered %s %s",
-                                     m->name, s_type_names[f->type], f->name);
+                    rc = kvc_err_set(err, KVC_EEXIST, "%s: clashes with registered %s %s", m->name,
+                                     s_type_names[f->type], f->name);
                     s_family_free(m);
                     return rc;
                 }
@@ -869,8 +868,8 @@ kvc_metrics_t *kvc_metrics_new(const kvc_metrics_opts_t *opts)
     kvc_metrics_opts_t saved = reg->opts;
     reg->opts.prefix = NULL;
     reg->dropped = kvc_metrics_counter(
-        reg, S_DROPPED_NAME, "Updates sent to a family's _overflow child because it had too many series.",
-        "metric");
+        reg, S_DROPPED_NAME,
+        "Updates sent to a family's _overflow child because it had too many series.", "metric");
     reg->opts = saved;
     if (!reg->dropped)
         kvc_metrics_destroy(&reg);
@@ -1105,9 +1104,9 @@ int kvc_metrics_append_header(kvc_buf_t *out, const char *name, const char *help
                               kvc_metric_type_t type)
 {
     int rc;
-    if ((rc = kvc_buf_append(out, "# HELP ", 7)) || (rc = kvc_buf_append(out, name, strlen(name))) ||
-        (rc = kvc_buf_append(out, " ", 1)) || (rc = s_append_escaped(out, help, 0)) ||
-        (rc = kvc_buf_append(out, "\n# TYPE ", 8)) ||
+    if ((rc = kvc_buf_append(out, "# HELP ", 7)) ||
+        (rc = kvc_buf_append(out, name, strlen(name))) || (rc = kvc_buf_append(out, " ", 1)) ||
+        (rc = s_append_escaped(out, help, 0)) || (rc = kvc_buf_append(out, "\n# TYPE ", 8)) ||
         (rc = kvc_buf_append(out, name, strlen(name))) || (rc = kvc_buf_append(out, " ", 1)))
         return rc;
     const char *t = (unsigned)type <= KVC_METRIC_HISTOGRAM ? s_type_names[type] : "untyped";
@@ -1294,8 +1293,8 @@ static int s_write_family(s_writer_t *w, kvc_metric_t *m)
     if (m->fn)
         return s_write_callback(w, m);
     pthread_mutex_lock(&m->mutex);
-    size_t n = m->n_children + (atomic_load(&m->single) ? 1 : 0) +
-               (atomic_load(&m->overflow) ? 1 : 0);
+    size_t n =
+        m->n_children + (atomic_load(&m->single) ? 1 : 0) + (atomic_load(&m->overflow) ? 1 : 0);
     pthread_mutex_unlock(&m->mutex);
     if (n != m->n_sorted || !m->sorted) {
         s_child_t **arr;

@@ -28,17 +28,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KVC_METRICS_MAX_LABELS 4        /* label names per family */
-#define KVC_METRICS_MAX_BUCKETS 32      /* finite histogram bounds */
-#define KVC_METRICS_NAME_MAX 128        /* bytes in a metric or label name */
-#define KVC_METRICS_HELP_MAX 512        /* bytes of HELP text */
-#define KVC_METRICS_VALUE_MAX 128       /* bytes kept of a label value */
+#define KVC_METRICS_MAX_LABELS 4   /* label names per family */
+#define KVC_METRICS_MAX_BUCKETS 32 /* finite histogram bounds */
+#define KVC_METRICS_NAME_MAX 128   /* bytes in a metric or label name */
+#define KVC_METRICS_HELP_MAX 512   /* bytes of HELP text */
+#define KVC_METRICS_VALUE_MAX 128  /* bytes kept of a label value */
 #define KVC_METRICS_DEFAULT_CHILDREN 1000
 
-typedef struct kvc_metrics kvc_metrics_t;          /* a registry */
-typedef struct kvc_metric kvc_metric_t;            /* one family */
+typedef struct kvc_metrics kvc_metrics_t; /* a registry */
+typedef struct kvc_metric kvc_metric_t;   /* one family */
 typedef struct kvc_metrics_emitter kvc_metrics_emitter_t;
-struct kvc_promsel_set;                            /* promsel.h */
+struct kvc_promsel_set; /* promsel.h */
 
 typedef enum {
     KVC_METRIC_COUNTER = 0,
@@ -65,11 +65,11 @@ typedef struct {
     kvc_metric_type_t type;
     const char *name;
     const char *help;
-    const char *labels;          /* comma-separated label names; NULL or "" = none */
-    const double *buckets;       /* histograms: strictly increasing finite bounds */
-    size_t n_buckets;            /* 0 = kvc_metrics_latency_buckets */
-    kvc_metrics_fn fn;           /* non-NULL: callback family (counter or gauge) */
-    void *fn_arg;                /* passed to fn; owned by the caller */
+    const char *labels;    /* comma-separated label names; NULL or "" = none */
+    const double *buckets; /* histograms: strictly increasing finite bounds */
+    size_t n_buckets;      /* 0 = kvc_metrics_latency_buckets */
+    kvc_metrics_fn fn;     /* non-NULL: callback family (counter or gauge) */
+    void *fn_arg;          /* passed to fn; owned by the caller */
 } kvc_metric_spec_t;
 
 /* Default bounds: latency in seconds (.0005 .. 10, 14 bounds) and sizes in
@@ -106,8 +106,7 @@ kvc_metric_t *kvc_metrics_gauge(kvc_metrics_t *reg, const char *name, const char
                                 const char *labels);
 /* buckets NULL = latency buckets; the array is copied. */
 kvc_metric_t *kvc_metrics_histogram(kvc_metrics_t *reg, const char *name, const char *help,
-                                    const char *labels, const double *buckets,
-                                    size_t n_buckets);
+                                    const char *labels, const double *buckets, size_t n_buckets);
 /* A gauge whose samples fn emits at each scrape (labels as in the others). */
 kvc_metric_t *kvc_metrics_gauge_fn(kvc_metrics_t *reg, const char *name, const char *help,
                                    const char *labels, kvc_metrics_fn fn, void *arg);
@@ -198,7 +197,7 @@ int kvc_metrics_append_sample(kvc_buf_t *out, const char *name, const char *suff
 
 /* Checks a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) against the registry rules
  * for type; fills err. Exposed for tests and other writers. */
-int kvc_metrics_check_name(const kvc_metrics_opts_t *opts, kvc_metric_type_t type,
-                           const char *name, kvc_err_t *err);
+int kvc_metrics_check_name(const kvc_metrics_opts_t *opts, kvc_metric_type_t type, const char *name,
+                           kvc_err_t *err);
 
 #endif

@@ -32,8 +32,10 @@ static int s_name_ok(const char *s, size_t len)
             i++;
             continue;
         }
-        size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
-                                            : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+        size_t n = c >= 0xc2 && c <= 0xdf   ? 2
+                   : c >= 0xe0 && c <= 0xef ? 3
+                   : c >= 0xf0 && c <= 0xf4 ? 4
+                                            : 0;
         if (!n || i + n > len)
             return 0;
         unsigned cp = c & (0xffu >> (n + 1));
@@ -460,8 +462,8 @@ typedef struct {
 } s_fam_t;
 
 /* Writes one sample of e (site, peer, region + up to two more labels). */
-static void s_sample(s_fam_t *f, const s_entry_t *e, int with_peer, const char *n1,
-                     const char *v1, const char *n2, const char *v2, double v)
+static void s_sample(s_fam_t *f, const s_entry_t *e, int with_peer, const char *n1, const char *v1,
+                     const char *n2, const char *v2, double v)
 {
     if (f->rc)
         return;
@@ -495,8 +497,8 @@ static void s_sample(s_fam_t *f, const s_entry_t *e, int with_peer, const char *
 }
 
 /* Starts a family; returns 0 if the selectors rule it out entirely. */
-static int s_fam(s_fam_t *f, const struct kvc_promsel_set *sel, kvc_buf_t *out,
-                 const char *name, const char *help, kvc_metric_type_t type)
+static int s_fam(s_fam_t *f, const struct kvc_promsel_set *sel, kvc_buf_t *out, const char *name,
+                 const char *help, kvc_metric_type_t type)
 {
     *f = (s_fam_t){.sel = sel, .out = out, .name = name, .help = help, .type = type};
     return kvc_promsel_set_may_match_name(sel, name);
@@ -531,15 +533,13 @@ static const struct {
     {"kvc_peer_up", "1 if the peer's summary is fresh, 0 while it is stale.", KVC_METRIC_GAUGE},
     {"kvc_peers_up", "Federation peers the peer sees alive.", KVC_METRIC_GAUGE},
     {"kvc_process_cpu_seconds_total", "CPU time of the peer process.", KVC_METRIC_COUNTER},
-    {"kvc_process_resident_memory_bytes", "Resident memory of the peer process.",
-     KVC_METRIC_GAUGE},
+    {"kvc_process_resident_memory_bytes", "Resident memory of the peer process.", KVC_METRIC_GAUGE},
     {"kvc_proxy_errors_total", "Proxy errors per model (top models; _other for the rest).",
      KVC_METRIC_COUNTER},
     {"kvc_proxy_latency_seconds", "Proxy latency quantiles per model.", KVC_METRIC_GAUGE},
     {"kvc_proxy_requests_total", "Proxy requests per model (top models; _other for the rest).",
      KVC_METRIC_COUNTER},
-    {"kvc_site_up", "1 if any peer of the site is fresh, 0 while all are stale.",
-     KVC_METRIC_GAUGE},
+    {"kvc_site_up", "1 if any peer of the site is fresh, 0 while all are stale.", KVC_METRIC_GAUGE},
     {"kvc_summary_age_seconds", "Age of the peer's summary at the origin's clock.",
      KVC_METRIC_GAUGE},
 };
@@ -608,8 +608,8 @@ static void s_write_entry(s_fam_t *f, s_family_id_t id, const s_entry_t *e, int6
     }
 }
 
-int kvc_summary_set_write(kvc_summary_set_t *set, const struct kvc_promsel_set *sel,
-                          int64_t now_ms, kvc_buf_t *out)
+int kvc_summary_set_write(kvc_summary_set_t *set, const struct kvc_promsel_set *sel, int64_t now_ms,
+                          kvc_buf_t *out)
 {
     if (!set || !out)
         return KVC_EINVAL;

@@ -44,12 +44,12 @@
 
 struct kvc_promsel_set;
 
-#define KVC_SUMMARY_BUDGET 1024     /* default encoded size limit */
-#define KVC_SUMMARY_WIRE_MAX 4096   /* decode refuses anything longer */
+#define KVC_SUMMARY_BUDGET 1024   /* default encoded size limit */
+#define KVC_SUMMARY_WIRE_MAX 4096 /* decode refuses anything longer */
 #define KVC_SUMMARY_MAX_MODELS 8
 #define KVC_SUMMARY_MAX_BACKENDS 8
-#define KVC_SUMMARY_NAME_MAX 63     /* bytes of a model, peer, site or region name */
-#define KVC_SUMMARY_MAX_PEERS 4096  /* default bound of a set */
+#define KVC_SUMMARY_NAME_MAX 63    /* bytes of a model, peer, site or region name */
+#define KVC_SUMMARY_MAX_PEERS 4096 /* default bound of a set */
 
 typedef struct {
     char model[KVC_SUMMARY_NAME_MAX + 1];
@@ -143,7 +143,7 @@ int kvc_summary_set_get(kvc_summary_set_t *set, const char *peer, kvc_summary_t 
  * all). now_ms computes kvc_summary_age_seconds. Returns 0, KVC_ERANGE when
  * out is full, KVC_ENOMEM.
  */
-int kvc_summary_set_write(kvc_summary_set_t *set, const struct kvc_promsel_set *sel,
-                          int64_t now_ms, kvc_buf_t *out);
+int kvc_summary_set_write(kvc_summary_set_t *set, const struct kvc_promsel_set *sel, int64_t now_ms,
+                          kvc_buf_t *out);
 
 #endif

@@ -19,7 +19,7 @@
 typedef struct {
     char *label;
     kvc_promsel_op_t op;
-    char *value;     /* unescaped, NUL-terminated (may hold inner NULs) */
+    char *value; /* unescaped, NUL-terminated (may hold inner NULs) */
     size_t value_len;
     int has_re;
     regex_t re;
@@ -217,7 +217,8 @@ static int s_parse_string(s_parser_t *p, char **out, size_t *out_len)
     int rc = KVC_OK;
     for (;;) {
         if (p->pos >= p->len || (q != '`' && p->s[p->pos] == '\n')) {
-            rc = s_fail(p, start, q == '`' ? "unterminated raw string" : "unterminated quoted string");
+            rc = s_fail(p, start,
+                        q == '`' ? "unterminated raw string" : "unterminated quoted string");
             goto fail;
         }
         char c = p->s[p->pos++];
@@ -234,14 +235,30 @@ static int s_parse_string(s_parser_t *p, char **out, size_t *out_len)
         size_t esc_at = p->pos;
         char e = p->s[p->pos++];
         switch (e) {
-        case 'a': buf[o++] = '\a'; break;
-        case 'b': buf[o++] = '\b'; break;
-        case 'f': buf[o++] = '\f'; break;
-        case 'n': buf[o++] = '\n'; break;
-        case 'r': buf[o++] = '\r'; break;
-        case 't': buf[o++] = '\t'; break;
-        case 'v': buf[o++] = '\v'; break;
-        case '\\': buf[o++] = '\\'; break;
+        case 'a':
+            buf[o++] = '\a';
+            break;
+        case 'b':
+            buf[o++] = '\b';
+            break;
+        case 'f':
+            buf[o++] = '\f';
+            break;
+        case 'n':
+            buf[o++] = '\n';
+            break;
+        case 'r':
+            buf[o++] = '\r';
+            break;
+        case 't':
+            buf[o++] = '\t';
+            break;
+        case 'v':
+            buf[o++] = '\v';
+            break;
+        case '\\':
+            buf[o++] = '\\';
+            break;
         case '"':
         case '\'':
             if (e != q) {
@@ -286,8 +303,14 @@ static int s_parse_string(s_parser_t *p, char **out, size_t *out_len)
             }
             break;
         }
-        case '0': case '1': case '2': case '3':
-        case '4': case '5': case '6': case '7': {
+        case '0':
+        case '1':
+        case '2':
+        case '3':
+        case '4':
+        case '5':
+        case '6':
+        case '7': {
             uint32_t v = (uint32_t)(e - '0');
             for (size_t i = 0; i < 2; i++) {
                 int c2 = s_peek(p);
@@ -315,8 +338,8 @@ static int s_parse_string(s_parser_t *p, char **out, size_t *out_len)
         default: {
             char qc[16];
             s_quote_char(p, esc_at, qc, sizeof qc);
-            rc = s_fail(p, start, "unknown escape sequence U+%04X %s",
-                        (unsigned)(unsigned char)e, qc);
+            rc = s_fail(p, start, "unknown escape sequence U+%04X %s", (unsigned)(unsigned char)e,
+                        qc);
             goto fail;
         }
         }
@@ -443,7 +466,8 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
             return s_fail(p, at, "error parsing regexp: invalid nested repetition operator: `%.*s`",
                           (int)(op_end - prev_op + 1), re + prev_op);
         if (was_start)
-            return s_fail(p, at, "error parsing regexp: missing argument to repetition operator: `%.*s`",
+            return s_fail(p, at,
+                          "error parsing regexp: missing argument to repetition operator: `%.*s`",
                           (int)(op_end - i + 1), re + i);
         unsigned long prod = (was_group ? closed : 1) * factor;
         if (prod > 1000)
@@ -527,8 +551,8 @@ static int s_parse_matcher(s_parser_t *p, kvc_promsel_t *sel)
             s_describe(p, what, sizeof what);
             if (c == '"' || c == '\'' || c == '`')
                 s_describe_string(p, what, sizeof what);
-            return s_fail(p, p->pos, "unexpected %s in label matching, expected identifier or \"}\"",
-                          what);
+            return s_fail(p, p->pos,
+                          "unexpected %s in label matching, expected identifier or \"}\"", what);
         }
         char qc[16];
         s_quote_char(p, p->pos, qc, sizeof qc);
@@ -566,8 +590,8 @@ static int s_parse_matcher(s_parser_t *p, kvc_promsel_t *sel)
         if (c < 0)
             return s_fail(p, p->pos, "unexpected end of input inside braces");
         s_describe(p, what, sizeof what);
-        return s_fail(p, p->pos, "unexpected %s in label matching, expected label matching operator",
-                      what);
+        return s_fail(p, p->pos,
+                      "unexpected %s in label matching, expected label matching operator", what);
     }
     s_skip_ws(p);
     c = s_peek(p);
@@ -661,8 +685,8 @@ int kvc_promsel_parse(const char *text, size_t len, kvc_promsel_t **out, kvc_err
     }
     if (s_is_alpha(c) || c == ':') {
         size_t ns = p.pos;
-        while (p.pos < p.len && (s_is_alpha(p.s[p.pos]) || s_is_digit(p.s[p.pos]) ||
-                                 p.s[p.pos] == ':'))
+        while (p.pos < p.len &&
+               (s_is_alpha(p.s[p.pos]) || s_is_digit(p.s[p.pos]) || p.s[p.pos] == ':'))
             p.pos++;
         s_matcher_t *m = &sel->m[sel->n++];
         m->label = kvc_strdup("__name__");
@@ -816,8 +840,8 @@ int kvc_promsel_set_add(kvc_promsel_set_t *set, const char *text, size_t len, kv
     return KVC_OK;
 }
 
-int kvc_promsel_set_match(const kvc_promsel_set_t *set, const char *name,
-                          const char *const *names, const char *const *values, size_t n)
+int kvc_promsel_set_match(const kvc_promsel_set_t *set, const char *name, const char *const *names,
+                          const char *const *values, size_t n)
 {
     if (!set)
         return 1;

@@ -75,8 +75,8 @@ void kvc_promsel_set_destroy(kvc_promsel_set_t **self_p);
  * KVC_PROMSEL_MAX_SELECTORS. */
 int kvc_promsel_set_add(kvc_promsel_set_t *set, const char *text, size_t len, kvc_err_t *err);
 /* 1 if any selector of the set matches; a NULL set matches everything. */
-int kvc_promsel_set_match(const kvc_promsel_set_t *set, const char *name,
-                          const char *const *names, const char *const *values, size_t n);
+int kvc_promsel_set_match(const kvc_promsel_set_t *set, const char *name, const char *const *names,
+                          const char *const *values, size_t n);
 /* 1 if some series named `name` might match (only name matchers checked):
  * lets writers skip whole families. A NULL set answers 1. */
 int kvc_promsel_set_may_match_name(const kvc_promsel_set_t *set, const char *name);

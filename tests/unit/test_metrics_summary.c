@@ -197,16 +197,15 @@ static void test_staleness_and_site_up(void **state)
     kvc_buf_init(&b, 1 << 16);
     assert_int_equal(kvc_summary_set_write(set, sel, 5001, &b), KVC_OK);
     assert_string_equal(
-        b.data,
-        "# HELP kvc_peer_up 1 if the peer's summary is fresh, 0 while it is stale.\n"
-        "# TYPE kvc_peer_up gauge\n"
-        "kvc_peer_up{site=\"a\",peer=\"a1\",region=\"eu\"} 0\n"
-        "kvc_peer_up{site=\"a\",peer=\"a2\",region=\"eu\"} 1\n"
-        "kvc_peer_up{site=\"b\",peer=\"b1\",region=\"eu\"} 0\n"
-        "# HELP kvc_site_up 1 if any peer of the site is fresh, 0 while all are stale.\n"
-        "# TYPE kvc_site_up gauge\n"
-        "kvc_site_up{site=\"a\",region=\"eu\"} 1\n"
-        "kvc_site_up{site=\"b\",region=\"eu\"} 0\n");
+        b.data, "# HELP kvc_peer_up 1 if the peer's summary is fresh, 0 while it is stale.\n"
+                "# TYPE kvc_peer_up gauge\n"
+                "kvc_peer_up{site=\"a\",peer=\"a1\",region=\"eu\"} 0\n"
+                "kvc_peer_up{site=\"a\",peer=\"a2\",region=\"eu\"} 1\n"
+                "kvc_peer_up{site=\"b\",peer=\"b1\",region=\"eu\"} 0\n"
+                "# HELP kvc_site_up 1 if any peer of the site is fresh, 0 while all are stale.\n"
+                "# TYPE kvc_site_up gauge\n"
+                "kvc_site_up{site=\"a\",region=\"eu\"} 1\n"
+                "kvc_site_up{site=\"b\",region=\"eu\"} 0\n");
     /* Stale peers' other series are gone, not frozen. */
     kvc_promsel_set_t *rss = kvc_promsel_set_new();
     assert_int_equal(kvc_promsel_set_add(rss, "kvc_process_resident_memory_bytes", 33, NULL),
@@ -285,8 +284,8 @@ static void test_federate_text(void **state)
     assert_int_equal(kvc_summary_set_write(set, NULL, 3500, &b), KVC_OK);
     assert_non_null(
         strstr(b.data, "kvc_summary_age_seconds{site=\"edge-1\",peer=\"p1\",region=\"eu\"} 2.5\n"));
-    assert_non_null(
-        strstr(b.data, "kvc_members{site=\"edge-1\",peer=\"p1\",region=\"eu\",state=\"alive\"} 0\n"));
+    assert_non_null(strstr(
+        b.data, "kvc_members{site=\"edge-1\",peer=\"p1\",region=\"eu\",state=\"alive\"} 0\n"));
     kvc_buf_free(&b);
     kvc_promsel_set_destroy(&sel);
     kvc_summary_set_destroy(&set);
