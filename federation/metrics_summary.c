@@ -540,7 +540,7 @@ static const struct {
     {"kvc_proxy_requests_total", "Proxy requests per model (top models; _other for the rest).",
      KVC_METRIC_COUNTER},
     {"kvc_site_up", "1 if any peer of the site is fresh, 0 while all are stale.", KVC_METRIC_GAUGE},
-    {"kvc_summary_age_seconds", "Age of the peer's summary at the origin's clock.",
+    {"kvc_report_age_seconds", "Age of the peer's summary at the origin's clock.",
      KVC_METRIC_GAUGE},
 };
 

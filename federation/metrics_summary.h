@@ -26,7 +26,7 @@
  *   kvc_proxy_latency_seconds{site,peer,region,model,quantile}  0.5, 0.99
  *   kvc_proxy_requests_total{site,peer,region,model} model "_other": the rest
  *   kvc_site_up{site,region}                     1 if any peer is fresh
- *   kvc_summary_age_seconds{site,peer,region}    now - origin timestamp
+ *   kvc_report_age_seconds{site,peer,region}    now - origin timestamp
  * A stale peer keeps only kvc_peer_up 0 (its other series disappear rather
  * than freeze) until the removal window drops it; a site whose peers are all
  * stale shows kvc_site_up 0 until they are all removed.
@@ -140,7 +140,7 @@ int kvc_summary_set_get(kvc_summary_set_t *set, const char *peer, kvc_summary_t 
 /*
  * Appends every summary as Prometheus text (see the list above), families
  * sorted by name, peers by (site, peer), only series matching sel (NULL:
- * all). now_ms computes kvc_summary_age_seconds. Returns 0, KVC_ERANGE when
+ * all). now_ms computes kvc_report_age_seconds. Returns 0, KVC_ERANGE when
  * out is full, KVC_ENOMEM.
  */
 int kvc_summary_set_write(kvc_summary_set_t *set, const struct kvc_promsel_set *sel, int64_t now_ms,

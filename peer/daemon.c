@@ -17,7 +17,11 @@
 
 #include "control.h"
 #include "credential.h"
+#include "http_server.h"
 #include "log.h"
+#include "metrics_summary.h"
+#include "peer_metrics.h"
+#include "proxy.h"
 #include "store.h"
 #include "swim.h"
 #include "wire.h"
@@ -25,6 +29,7 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <math.h>
 #include <sodium.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -81,6 +86,11 @@ struct kvc_daemon {
     zhashx_t *by_member;             /* member id -> verified kvc_link_t* (borrowed) */
     kvc_swim_t *swim;                /* the membership core */
     kvc_swim_out_t out;              /* its outbox, flushed after every call */
+    kvc_proxy_t *proxy;              /* inference proxy (HTTP threads) */
+    kvc_peer_metrics_t *metrics;     /* /metrics, /federate, summaries */
+    uint64_t summary_sent_ms;
+    kvc_http_server_t *http;         /* http.listen, "" = none */
+    char http_endpoint[KVC_ENDPOINT_MAX]; /* host:port actually bound */
     uint64_t started_ms;
     uint64_t boot_count;
     uint64_t seq;
@@ -109,6 +119,8 @@ static uint64_t s_mono_us(void)
 static void s_reject(kvc_daemon_t *self, kvc_reject_t why, const char *key_hex)
 {
     self->rejects[why]++;
+    if (self->metrics)
+        kvc_peer_metrics_reject(self->metrics, kvc_reject_name(why));
     kvc_debug("dropped message from key %.16s: %s", key_hex ? key_hex : "?",
               kvc_reject_name(why));
 }
@@ -127,7 +139,9 @@ static int s_revoked(const kvc_daemon_t *self, const uint8_t key[32])
 /* Encodes env and sends it on link's DEALER without blocking. */
 static int s_send(kvc_daemon_t *self, kvc_link_t *link, Kvc__Fed__Envelope *env)
 {
-    if (!link->dealer) {
+    /* Only a Hello may open a connection: anything sent before the
+     * handshake event (which sends our Hello) would arrive unauthenticated. */
+    if (!link->dealer || (env->body_case != KVC__FED__ENVELOPE__BODY_HELLO && !link->handshaked)) {
         self->send_dropped++;
         return KVC_ESTATE;
     }
@@ -304,7 +318,8 @@ static void s_send_membership(kvc_daemon_t *self, kvc_link_t *link, const uint8_
     env.body_case = KVC__FED__ENVELOPE__BODY_MEMBERSHIP;
     env.membership.data = (uint8_t *)data;
     env.membership.len = len;
-    s_send(self, link, &env);
+    if (s_send(self, link, &env) == 0)
+        kvc_peer_metrics_gossip(self->metrics, 1, len);
 }
 
 /* Finds or opens the link to a member the core wants to talk to. A member
@@ -349,6 +364,20 @@ static void s_log_event(const kvc_swim_event_t *ev)
     }
 }
 
+/* Stores the metrics summary member id gossips, if it has one. */
+static void s_summary_heard(kvc_daemon_t *self, const char *id)
+{
+    const uint8_t *val;
+    size_t len;
+    kvc_swim_member_t m;
+    if (strcmp(id, self->self_id) == 0 ||
+        kvc_swim_member_meta(self->swim, id, KVC_SUMMARY_META_KEY, &val, &len) != 0 ||
+        kvc_swim_member_get(self->swim, id, &m) != 0)
+        return;
+    if (kvc_peer_metrics_heard(self->metrics, id, m.site, m.region, val, len, s_now_ms()) != 0)
+        kvc_debug("ignored a malformed metrics summary from %s", id);
+}
+
 /* Sends everything the core put in the outbox and logs its events. */
 static void s_flush(kvc_daemon_t *self)
 {
@@ -360,8 +389,12 @@ static void s_flush(kvc_daemon_t *self)
         else
             self->send_dropped++;
     }
-    for (size_t i = 0; i < out->n_events; i++)
-        s_log_event(&out->events[i]);
+    for (size_t i = 0; i < out->n_events; i++) {
+        const kvc_swim_event_t *ev = &out->events[i];
+        s_log_event(ev);
+        if (ev->type == KVC_SWIM_EV_META || ev->type == KVC_SWIM_EV_JOINED)
+            s_summary_heard(self, ev->id);
+    }
     kvc_swim_out_reset(out);
 }
 
@@ -543,6 +576,7 @@ static int s_on_router(zloop_t *loop, zsock_t *reader, void *arg)
             link->rtt_us = s_mono_us() - link->ping_sent_us;
         break;
     case KVC__FED__ENVELOPE__BODY_MEMBERSHIP:
+        kvc_peer_metrics_gossip(self->metrics, 0, env->membership.len);
         kvc_swim_receive(self->swim, now, link->member_id, env->membership.data,
                          env->membership.len, &self->out);
         s_flush(self);
@@ -647,11 +681,30 @@ static int s_on_zap(zloop_t *loop, zsock_t *reader, void *arg)
     return 0;
 }
 
-/* Periodic work: pings, Hello retries, liveness. */
+/* Publishes metrics snapshots and, every KVC_SUMMARY_INTERVAL_MS, gossips
+ * this peer's summary as membership metadata. */
+static void s_metrics_tick(kvc_daemon_t *self, uint64_t now)
+{
+    uint32_t up = 0;
+    for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links))
+        up += s_link_up(l, now);
+    kvc_peer_metrics_publish(self->metrics, self->swim, up);
+    if (now - self->summary_sent_ms < KVC_SUMMARY_INTERVAL_MS)
+        return;
+    self->summary_sent_ms = now;
+    uint8_t buf[1024];
+    size_t len = 0;
+    if (kvc_peer_metrics_summary(self->metrics, now, buf, sizeof buf, &len) == 0)
+        kvc_swim_set_meta(self->swim, KVC_SUMMARY_META_KEY, buf, len, now);
+    kvc_peer_metrics_expire(self->metrics, now, KVC_SUMMARY_STALE_MS, KVC_SUMMARY_REMOVE_MS);
+}
+
+/* Periodic work: pings, Hello retries, liveness, metrics. */
 static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
 {
     kvc_daemon_t *self = arg;
     uint64_t now = s_now_ms();
+    s_metrics_tick(self, now);
     for (kvc_link_t *link = zhashx_first(self->links); link; link = zhashx_next(self->links)) {
         if (!link->handshaked)
             continue;
@@ -681,6 +734,7 @@ static void s_fill_status(kvc_daemon_t *self, Kvc__Ctl__Status *st, Kvc__Ctl__Au
     st->listen = self->listen;
     st->advertise = self->advertise;
     st->version = KVC_VERSION;
+    st->http = self->http ? self->http_endpoint : "";
     st->public_key = self->self_hex;
     uint32_t known = 0, up = 0;
     for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links)) {
@@ -709,6 +763,50 @@ static void s_fill_status(kvc_daemon_t *self, Kvc__Ctl__Status *st, Kvc__Ctl__Au
     st->send_dropped = self->send_dropped;
 }
 
+/* Collects per-peer metrics rows for the control API. */
+typedef struct {
+    Kvc__Ctl__PeerMetrics *rows;
+    size_t n, cap;
+} s_metrics_rows_t;
+
+/* One peer: rates from its last two summaries. Strings copied. */
+static void s_metrics_row(void *arg, const char *site, const char *peer, const char *region,
+                          int fresh, uint64_t age_ms, const void *pair)
+{
+    s_metrics_rows_t *rows = arg;
+    if (rows->n >= rows->cap)
+        return;
+    const kvc_summary_t *cur = ((const kvc_summary_t *const *)pair)[0];
+    const kvc_summary_t *prev = ((const kvc_summary_t *const *)pair)[1];
+    Kvc__Ctl__PeerMetrics *r = &rows->rows[rows->n++];
+    kvc__ctl__peer_metrics__init(r);
+    r->site = kvc_strdup(site);
+    r->peer = kvc_strdup(peer);
+    r->region = kvc_strdup(region);
+    r->fresh = fresh;
+    r->age_ms = age_ms;
+    r->peers_up = cur->peers_up;
+    r->rss_bytes = cur->rss_bytes;
+    r->requests_total = cur->proxy_requests;
+    r->members_alive = cur->members_alive;
+    r->requests_per_s = r->errors_per_s = r->cpu_cores = -1;
+    if (prev && cur->timestamp_ms > prev->timestamp_ms) {
+        double dt = (double)(cur->timestamp_ms - prev->timestamp_ms) / 1000.0;
+        r->requests_per_s = (double)(cur->proxy_requests - prev->proxy_requests) / dt;
+        r->errors_per_s = (double)(cur->proxy_errors - prev->proxy_errors) / dt;
+        r->cpu_cores = (cur->cpu_seconds - prev->cpu_seconds) / dt;
+    }
+    double p50 = NAN, p99 = NAN;
+    for (size_t i = 0; i < cur->n_models; i++) { /* the slowest model speaks for the peer */
+        if (!isnan(cur->models[i].p50_seconds) && !(cur->models[i].p50_seconds <= p50))
+            p50 = cur->models[i].p50_seconds;
+        if (!isnan(cur->models[i].p99_seconds) && !(cur->models[i].p99_seconds <= p99))
+            p99 = cur->models[i].p99_seconds;
+    }
+    r->p50_s = p50;
+    r->p99_s = p99;
+}
+
 /* Answers one control request. */
 static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
 {
@@ -733,6 +831,8 @@ static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
     Kvc__Ctl__PeerLink *links = NULL;
     Kvc__Ctl__PeerLink **linkp = NULL;
     char **link_roles = NULL;
+    s_metrics_rows_t mrows = {0};
+    Kvc__Ctl__PeerMetrics **mrowp = NULL;
     Kvc__Ctl__Member *members = NULL;
     Kvc__Ctl__Member **memberp = NULL;
     Kvc__Ctl__Status__MembersByStateEntry by_state[4];
@@ -792,6 +892,20 @@ static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
             rep.n_members = k;
             rep.local_health = kvc_swim_local_health(self->swim);
         }
+    } else if (strcmp(req->command, "metrics") == 0) {
+        mrows.cap = 4096;
+        mrows.rows = kvc_calloc(mrows.cap, sizeof *mrows.rows);
+        mrowp = kvc_calloc(mrows.cap, sizeof *mrowp);
+        if (!mrows.rows || !mrowp) {
+            rep.code = KVC_ENOMEM;
+            rep.error = "out of memory";
+        } else {
+            kvc_peer_metrics_each(self->metrics, s_now_ms(), s_metrics_row, &mrows);
+            for (size_t i = 0; i < mrows.n; i++)
+                mrowp[i] = &mrows.rows[i];
+            rep.metrics = mrowp;
+            rep.n_metrics = mrows.n;
+        }
     } else if (strcmp(req->command, "peers") == 0) {
         size_t n = zhashx_size(self->links), i = 0;
         links = kvc_calloc(n ? n : 1, sizeof *links);
@@ -845,6 +959,13 @@ static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
         kvc_free(members[i].roles);
         kvc_free(members[i].endpoint);
     }
+    for (size_t i = 0; i < mrows.n; i++) {
+        kvc_free(mrows.rows[i].site);
+        kvc_free(mrows.rows[i].peer);
+        kvc_free(mrows.rows[i].region);
+    }
+    kvc_free(mrows.rows);
+    kvc_free(mrowp);
     kvc_free(members);
     kvc_free(memberp);
     kvc_free(links);
@@ -965,6 +1086,78 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
     return KVC_OK;
 }
 
+/* Answers one HTTP request (on an HTTP pool thread). Everything but the
+ * peer's own endpoints goes to the proxy, which is thread-safe. */
+static void s_http_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+{
+    kvc_daemon_t *self = arg;
+    int is_metrics = strcmp(req->path, "/metrics") == 0;
+    if (is_metrics || strcmp(req->path, "/federate") == 0) {
+        if (strcmp(req->method, "GET") != 0) {
+            kvc_http_error(resp, 405, "method %s not allowed here; use GET", req->method);
+            return;
+        }
+        const char *match[32];
+        size_t n = is_metrics ? 0 : kvc_http_query_all(req, "match[]", match, 32);
+        kvc_err_t err = {0};
+        int rc = is_metrics ? kvc_peer_metrics_write(self->metrics, &resp->body)
+                            : kvc_peer_metrics_federate(self->metrics, match, n, s_now_ms(),
+                                                        &resp->body, &err);
+        if (rc && err.msg[0]) { /* a bad match[] selector: Prometheus' message */
+            kvc_http_error(resp, 400, "%s", err.msg);
+        } else if (rc) {
+            kvc_http_error(resp, 500, "cannot write metrics: %s", kvc_strerror(rc));
+        } else {
+            resp->status = 200;
+            snprintf(resp->content_type, sizeof resp->content_type,
+                     "text/plain; version=0.0.4; charset=utf-8");
+        }
+        return;
+    }
+    if (self->proxy)
+        kvc_proxy_handle(self->proxy, req, resp);
+    else
+        kvc_http_error(resp, 404, "no such endpoint (no models are configured on this peer)");
+}
+
+/* Starts the proxy and its HTTP front on http.listen. */
+static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
+{
+    if (!self->cfg.http_listen[0])
+        return KVC_OK;
+    kvc_proxy_backend_t backends[KVC_MAX_BACKENDS];
+    for (size_t i = 0; i < self->cfg.n_backends; i++) {
+        const kvc_backend_t *b = &self->cfg.backends[i];
+        backends[i] = (kvc_proxy_backend_t){.model = b->model, .grpc = b->grpc, .api = b->api,
+                                            .preprocess = b->preprocess,
+                                            .image_input = b->image_input};
+    }
+    if (self->cfg.n_backends) {
+        kvc_proxy_opts_t po = {.backends = backends, .n_backends = self->cfg.n_backends,
+                               .timeout_ms = self->cfg.proxy_timeout_ms,
+                               .observe = kvc_peer_metrics_observe,
+                               .observe_arg = self->metrics};
+        self->proxy = kvc_proxy_new(&po, err);
+        if (!self->proxy) {
+            kvc_err_prefix(err, "proxy: ");
+            return KVC_EINVAL;
+        }
+    }
+    kvc_http_opts_t ho = {.max_body = self->cfg.http_max_body};
+    self->http = kvc_http_server_new(self->cfg.http_listen, &ho, s_http_handle, self, err);
+    if (!self->http)
+        return KVC_EIO;
+    /* the bound address, with port 0 resolved */
+    char host[KVC_ENDPOINT_MAX];
+    kvc_strlcpy(host, self->cfg.http_listen, sizeof host);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    snprintf(self->http_endpoint, sizeof self->http_endpoint, "%s:%u", host,
+             kvc_http_server_port(self->http));
+    return KVC_OK;
+}
+
 /* Reconnects to a peer remembered in the store from an earlier run. */
 static int s_reconnect_known(const void *key, size_t klen, const void *val, size_t vlen, void *arg)
 {
@@ -1050,8 +1243,14 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
         kvc_err_set(err, KVC_EIO, "cannot bind the ZAP handler");
         goto fail;
     }
+    self->metrics = kvc_peer_metrics_new(self->cfg.site, self->cfg.name, self->cfg.region,
+                                         self->started_ms);
+    if (!self->metrics) {
+        kvc_err_set(err, KVC_ENOMEM, "cannot create the metrics registry");
+        goto fail;
+    }
     if (s_bind_router(self, err) != 0 || s_bind_control(self, err) != 0 ||
-        s_swim_create(self, err) != 0)
+        s_swim_create(self, err) != 0 || s_http_start(self, err) != 0)
         goto fail;
     zloop_reader(self->loop, self->zap, s_on_zap, self);
     zloop_reader(self->loop, self->router, s_on_router, self);
@@ -1077,9 +1276,11 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
     }
     if (kvc_store_foreach(self->store, "peers", s_reconnect_known, self) != 0)
         kvc_warn("could not read the remembered peers from the store");
-    kvc_info("kvc-peer %s %s started: listen %s, advertise %s, control %s, key %.16s…, boot %llu",
+    kvc_info("kvc-peer %s %s started: listen %s, advertise %s, control %s, http %s, key %.16s…, "
+             "boot %llu",
              KVC_VERSION, self->self_id, self->listen, self->advertise,
-             self->cfg.control_endpoint, self->self_hex, (unsigned long long)self->boot_count);
+             self->cfg.control_endpoint, self->http ? self->http_endpoint : "off", self->self_hex,
+             (unsigned long long)self->boot_count);
     return self;
 fail:
     kvc_daemon_destroy(&self);
@@ -1123,6 +1324,9 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     if (!self_p || !*self_p)
         return;
     kvc_daemon_t *self = *self_p;
+    kvc_http_server_destroy(&self->http); /* stops the threads that use the proxy */
+    kvc_proxy_destroy(&self->proxy);
+    kvc_peer_metrics_destroy(&self->metrics);
     zloop_destroy(&self->loop);
     zhashx_destroy(&self->by_member);
     zhashx_destroy(&self->links);

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "control.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ static void s_usage(FILE *f)
           "  peers                  the peers this one has a link to\n"
           "  members [--site S]     every member of the federation, with its state\n"
           "  sites                  members grouped by site\n"
+          "  metrics [--site S]     per-site requests/s, latency, errors, CPU, memory\n"
           "\n"
           "Credentials (offline, no peer needed):\n"
           "  ca init --out DIR      make the federation's signing key\n"
@@ -125,6 +127,8 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
         kvc_json_str(stdout, st->listen);
         printf(",\"advertise\":");
         kvc_json_str(stdout, st->advertise);
+        printf(",\"http\":");
+        kvc_json_str(stdout, st->http);
         printf(",\"public_key\":");
         kvc_json_str(stdout, st->public_key);
         printf(",\"peers_connected\":%u,\"peers_known\":%u,\"auth_rejects\":%llu,"
@@ -159,6 +163,7 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
         printf("%-16s %s\n", "uptime", kvc_fmt_duration(st->uptime_s, up, sizeof up));
         printf("%-16s %s\n", "listen", st->listen);
         printf("%-16s %s\n", "advertise", st->advertise);
+        printf("%-16s %s\n", "http", st->http[0] ? st->http : "off");
         printf("%-16s %.16s…\n", "public key", st->public_key);
         printf("%-16s %u connected, %u known\n", "peers", st->peers_connected, st->peers_known);
         printf("%-16s %llu", "auth rejects", (unsigned long long)st->auth_rejects);
@@ -378,6 +383,124 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     return 0;
 }
 
+/* Prints a number for JSON: null when unknown (negative or NaN). */
+static void s_json_num(double v, const char *fmt)
+{
+    if (isnan(v) || v < 0)
+        printf("null");
+    else
+        printf(fmt, v);
+}
+
+/* Formats a value for the table: "-" when unknown. */
+static const char *s_cell(double v, const char *fmt, double scale, char *buf, size_t size)
+{
+    if (isnan(v) || v < 0)
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, fmt, v * scale);
+    return buf;
+}
+
+/* Adds b into *a where both are known; an unknown b leaves *a as is. */
+static void s_sum(double *a, double b)
+{
+    if (isnan(b) || b < 0)
+        return;
+    *a = (*a < 0 ? 0 : *a) + b;
+}
+
+/* kvc metrics: one row per site from the gossiped summaries. */
+static int s_cmd_metrics(const kvc_cli_opts_t *o)
+{
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "metrics", &rep);
+    if (rc)
+        return rc;
+    size_t n = rep->n_metrics, ns = 0;
+    const char **sites = calloc(n ? n : 1, sizeof *sites);
+    if (!sites) {
+        kvc__ctl__reply__free_unpacked(rep, NULL);
+        return s_fail(1, "%s", "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < ns && strcmp(sites[j], rep->metrics[i]->site) != 0)
+            j++;
+        if (j == ns)
+            sites[ns++] = rep->metrics[i]->site;
+    }
+    for (size_t a = 1; a < ns; a++)
+        for (size_t b = a; b > 0 && strcmp(sites[b - 1], sites[b]) > 0; b--) {
+            const char *t = sites[b];
+            sites[b] = sites[b - 1];
+            sites[b - 1] = t;
+        }
+    if (o->json)
+        putchar('[');
+    else
+        printf("%-16s %-10s %5s %6s %10s %9s %9s %9s %7s %10s\n", "SITE", "REGION", "UP",
+               "PEERS", "REQ/S", "P50", "P99", "ERR/S", "CPU", "MEMORY");
+    int k = 0;
+    for (size_t si = 0; si < ns; si++) {
+        if (o->site && strcmp(o->site, sites[si]) != 0)
+            continue;
+        const char *region = "";
+        unsigned up = 0, total = 0;
+        double rps = -1, eps = -1, cpu = -1, p50 = NAN, p99 = NAN, rss = 0;
+        for (size_t i = 0; i < n; i++) {
+            const Kvc__Ctl__PeerMetrics *m = rep->metrics[i];
+            if (strcmp(m->site, sites[si]) != 0)
+                continue;
+            total++;
+            region = m->region;
+            if (!m->fresh)
+                continue;
+            up++;
+            s_sum(&rps, m->requests_per_s);
+            s_sum(&eps, m->errors_per_s);
+            s_sum(&cpu, m->cpu_cores);
+            rss += (double)m->rss_bytes;
+            if (!isnan(m->p50_s) && !(m->p50_s <= p50))
+                p50 = m->p50_s;
+            if (!isnan(m->p99_s) && !(m->p99_s <= p99))
+                p99 = m->p99_s;
+        }
+        if (o->json) {
+            printf("%s{\"site\":", k++ ? "," : "");
+            kvc_json_str(stdout, sites[si]);
+            printf(",\"region\":");
+            kvc_json_str(stdout, region);
+            printf(",\"up\":%s,\"peers_up\":%u,\"peers\":%u,\"requests_per_s\":", up ? "true" : "false",
+                   up, total);
+            s_json_num(rps, "%.3f");
+            printf(",\"p50_seconds\":");
+            s_json_num(p50, "%.6f");
+            printf(",\"p99_seconds\":");
+            s_json_num(p99, "%.6f");
+            printf(",\"errors_per_s\":");
+            s_json_num(eps, "%.3f");
+            printf(",\"cpu_cores\":");
+            s_json_num(cpu, "%.4f");
+            printf(",\"rss_bytes\":%.0f}", rss);
+        } else {
+            char c1[24], c2[24], c3[24], c4[24], c5[24], c6[24], c7[16];
+            snprintf(c7, sizeof c7, "%u/%u", up, total);
+            printf("%-16s %-10s %5s %6s %10s %9s %9s %9s %7s %10s\n", sites[si], region,
+                   up ? "yes" : "NO", c7, s_cell(rps, "%.1f", 1, c1, sizeof c1),
+                   s_cell(p50, "%.1fms", 1000, c2, sizeof c2),
+                   s_cell(p99, "%.1fms", 1000, c3, sizeof c3),
+                   s_cell(eps, "%.2f", 1, c4, sizeof c4), s_cell(cpu, "%.0f%%", 100, c5, sizeof c5),
+                   s_cell(up ? rss : -1, "%.1fMiB", 1.0 / 1048576, c6, sizeof c6));
+        }
+    }
+    if (o->json)
+        puts("]");
+    free(sites);
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    return 0;
+}
+
 /* Prints a command's help. */
 static int s_cmd_help(const char *cmd)
 {
@@ -392,6 +515,11 @@ static int s_cmd_help(const char *cmd)
         puts("usage: kvc members [--site S] [--json]\n\nEvery member of the federation this "
              "peer knows of: id, region,\nstate (alive, suspect, dead, left), incarnation, RTT "
              "estimated from\nnetwork coordinates, and time since its last state change.");
+    else if (strcmp(cmd, "metrics") == 0)
+        puts("usage: kvc metrics [--site S] [--json]\n\nThe federation at a glance, one row per "
+             "site, from the metrics summaries\nevery peer gossips: peers up, proxy requests/s, "
+             "p50/p99 latency (slowest\nmodel), errors/s (5xx), CPU and memory of its peers. "
+             "Rates need two\nsummaries (a few seconds after start); until then they show -.");
     else if (strcmp(cmd, "sites") == 0)
         puts("usage: kvc sites [--json]\n\nMembers grouped by site: region, how many are "
              "alive, suspect,\ndead or left, and the lowest estimated RTT to the site.");
@@ -464,6 +592,8 @@ int main(int argc, char **argv)
         return s_cmd_members(&o);
     if (strcmp(cmd, "sites") == 0)
         return s_cmd_sites(&o);
+    if (strcmp(cmd, "metrics") == 0)
+        return s_cmd_metrics(&o);
     if (strcmp(cmd, "help") == 0) {
         s_usage(stdout);
         return 0;

@@ -84,6 +84,30 @@ const char *kvc_http_header(const kvc_http_req_t *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+typedef struct {
+    const char *key;
+    const char **values;
+    size_t max, n;
+} s_query_t;
+
+/* MHD iterator: keeps the values whose key matches. */
+static enum MHD_Result s_query_it(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    s_query_t *q = cls;
+    if (key && strcmp(key, q->key) == 0 && q->n < q->max)
+        q->values[q->n++] = value ? value : "";
+    return MHD_YES;
+}
+
+size_t kvc_http_query_all(const kvc_http_req_t *req, const char *key, const char **values,
+                          size_t max)
+{
+    s_query_t q = {key, values, max, 0};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, s_query_it, &q);
+    return q.n;
+}
+
 /* Queues resp on connection and releases everything. */
 static enum MHD_Result s_send(struct MHD_Connection *conn, kvc_http_resp_t *resp)
 {

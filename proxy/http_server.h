@@ -63,6 +63,11 @@ void kvc_http_server_destroy(kvc_http_server_t **self_p);
 /* Returns a request header's value (NULL when absent); valid during the call. */
 const char *kvc_http_header(const kvc_http_req_t *req, const char *name);
 
+/* Collects up to max values of query argument key (e.g. every "match[]")
+ * into values; returns how many. Pointers valid during the call. */
+size_t kvc_http_query_all(const kvc_http_req_t *req, const char *key, const char **values,
+                          size_t max);
+
 /* Sets resp to status with the JSON body {"error": "MESSAGE"}. */
 void kvc_http_error(kvc_http_resp_t *resp, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

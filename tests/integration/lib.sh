@@ -66,7 +66,7 @@ write_config() {
         echo "control:"
         echo "  endpoint: ipc://$dir/control.sock"
         echo "http:"
-        echo "  listen: \"\""
+        echo "  listen: \"${HTTP_LISTEN:-}\""
         echo "log:"
         echo "  level: ${KVC_LOG_LEVEL:-info}"
     } >"$file"

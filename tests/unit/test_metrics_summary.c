@@ -283,7 +283,7 @@ static void test_federate_text(void **state)
     kvc_buf_reset(&b);
     assert_int_equal(kvc_summary_set_write(set, NULL, 3500, &b), KVC_OK);
     assert_non_null(
-        strstr(b.data, "kvc_summary_age_seconds{site=\"edge-1\",peer=\"p1\",region=\"eu\"} 2.5\n"));
+        strstr(b.data, "kvc_report_age_seconds{site=\"edge-1\",peer=\"p1\",region=\"eu\"} 2.5\n"));
     assert_non_null(strstr(
         b.data, "kvc_members{site=\"edge-1\",peer=\"p1\",region=\"eu\",state=\"alive\"} 0\n"));
     kvc_buf_free(&b);

@@ -1,0 +1,87 @@
+/*
+ * peer_metrics.h - what kvc-peer exposes to Prometheus: its own /metrics
+ * (membership, gossip, authentication, proxy, process) and the federated
+ * view /federate built from the summaries every peer gossips.
+ *
+ * Threads: the event loop owns the membership core and calls the "loop"
+ * functions; HTTP pool threads call observe and serve. Nothing here lets an
+ * HTTP thread touch the membership core: the loop publishes snapshots into
+ * the thread-safe registry and summary set.
+ */
+#ifndef KVC_PEER_METRICS_H
+#define KVC_PEER_METRICS_H
+
+#include "base.h"
+#include "metrics.h"
+#include "proxy.h"
+#include "swim.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVC_SUMMARY_META_KEY "m"
+#define KVC_SUMMARY_GOSSIP_BUDGET 440 /* fits SWIM's per-member metadata */
+#define KVC_SUMMARY_INTERVAL_MS 2000  /* how often a peer gossips its summary */
+#define KVC_SUMMARY_STALE_MS 15000    /* unheard this long: kvc_peer_up 0 */
+#define KVC_SUMMARY_REMOVE_MS 120000  /* unheard this long: series removed */
+
+typedef struct kvc_peer_metrics kvc_peer_metrics_t;
+
+/* Creates the registry for peer site/name in region (strings copied). */
+kvc_peer_metrics_t *kvc_peer_metrics_new(const char *site, const char *name, const char *region,
+                                         uint64_t start_ms);
+void kvc_peer_metrics_destroy(kvc_peer_metrics_t **self_p);
+
+/* The registry, for subsystems that add their own metrics. */
+kvc_metrics_t *kvc_peer_metrics_registry(kvc_peer_metrics_t *self);
+
+/* --- loop thread ------------------------------------------------------- */
+
+/* Counts one refused message by reason. */
+void kvc_peer_metrics_reject(kvc_peer_metrics_t *self, const char *reason);
+
+/* Counts one membership message of len bytes in (out = 0) or out (out = 1). */
+void kvc_peer_metrics_gossip(kvc_peer_metrics_t *self, int out, size_t len);
+
+/* Publishes the membership core's state and counters, and peers_up. */
+void kvc_peer_metrics_publish(kvc_peer_metrics_t *self, const kvc_swim_t *swim, uint32_t peers_up);
+
+/* Builds this peer's summary (encoded, at most cap bytes, within the gossip
+ * budget), stores it in the summary set and returns it for gossip. */
+int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t *out, size_t cap,
+                             size_t *len);
+
+/* Stores a summary heard from member id (site, region) at now_ms. */
+int kvc_peer_metrics_heard(kvc_peer_metrics_t *self, const char *id, const char *site,
+                           const char *region, const uint8_t *data, size_t len, uint64_t now_ms);
+
+/* Ages the summaries: stale after stale_ms (kvc_peer_up 0), removed after
+ * remove_ms. Returns the number of sites whose every peer is stale. */
+size_t kvc_peer_metrics_expire(kvc_peer_metrics_t *self, uint64_t now_ms, uint64_t stale_ms,
+                               uint64_t remove_ms);
+
+/* --- any thread -------------------------------------------------------- */
+
+/* The proxy's per-request hook (kvc_proxy_observe_fn); arg is self. */
+void kvc_peer_metrics_observe(void *arg, const kvc_proxy_observation_t *obs);
+
+/* Appends /metrics (Prometheus text) to out. */
+int kvc_peer_metrics_write(kvc_peer_metrics_t *self, kvc_buf_t *out);
+
+/*
+ * Appends /federate to out: every peer's summary series labelled site, peer,
+ * region, filtered by the match[] selectors (n may be 0: everything).
+ * KVC_EINVAL with err (Prometheus' message) for a bad selector.
+ */
+int kvc_peer_metrics_federate(kvc_peer_metrics_t *self, const char *const *match, size_t n,
+                              uint64_t now_ms, kvc_buf_t *out, kvc_err_t *err);
+
+/* Copies every stored summary's fields for `kvc metrics`: calls fn once per
+ * peer with its site, id, region, freshness and summary. */
+typedef void (*kvc_peer_metrics_each_fn)(void *arg, const char *site, const char *peer,
+                                         const char *region, int fresh, uint64_t age_ms,
+                                         const void *summary);
+int kvc_peer_metrics_each(kvc_peer_metrics_t *self, uint64_t now_ms, kvc_peer_metrics_each_fn fn,
+                          void *arg);
+
+#endif
