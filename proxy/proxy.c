@@ -207,8 +207,8 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
             goto fail;
         for (size_t j = 0; j < i; j++)
             if (strcmp(self->backends[j].model, self->backends[i].model) == 0) {
-                kvc_err_set(err, KVC_EEXIST, "proxy.backends[%zu].model: \"%s\" is listed twice",
-                            i, self->backends[i].model);
+                kvc_err_set(err, KVC_EEXIST, "proxy.backends[%zu].model: \"%s\" is listed twice", i,
+                            self->backends[i].model);
                 goto fail;
             }
     }
@@ -320,7 +320,8 @@ static int s_kserve_version(s_ctx_t *c, char *buf, size_t size)
 static int s_tfs_metadata(s_ctx_t *c, uint32_t timeout_ms, int latest,
                           Tensorflow__Serving__GetModelMetadataResponse **out)
 {
-    Tensorflow__Serving__GetModelMetadataRequest r = TENSORFLOW__SERVING__GET_MODEL_METADATA_REQUEST__INIT;
+    Tensorflow__Serving__GetModelMetadataRequest r =
+        TENSORFLOW__SERVING__GET_MODEL_METADATA_REQUEST__INIT;
     Tensorflow__Serving__ModelSpec spec;
     Google__Protobuf__Int64Value ver;
     s_model_spec(c, &spec, &ver, NULL);
@@ -435,8 +436,7 @@ static int s_answer_protobuf(s_ctx_t *c, const kvc_grpc_result_t *res)
 {
     kvc_buf_reset(&c->resp->body);
     if (kvc_buf_append(&c->resp->body, res->data ? (const char *)res->data : "", res->len) != 0) {
-        kvc_http_error(c->resp, 500, "response exceeds the limit of %zu bytes",
-                       c->resp->body.max);
+        kvc_http_error(c->resp, 500, "response exceeds the limit of %zu bytes", c->resp->body.max);
         return KVC_ERANGE;
     }
     c->resp->status = 200;
@@ -485,8 +485,8 @@ static const char *s_tfs_out_name(const void *msg, size_t i)
 
 /* Runs Predict on a TF Serving backend; *outputs gets the result tensors
  * (NULL with 0 when the protobuf answer was sent as is). */
-static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signature,
-                       char **filter, size_t n_filter, kvc_tensor_list_t **outputs)
+static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signature, char **filter,
+                       size_t n_filter, kvc_tensor_list_t **outputs)
 {
     size_t n = kvc_tensor_list_size(inputs);
     Tensorflow__Serving__PredictRequest r = TENSORFLOW__SERVING__PREDICT_REQUEST__INIT;
@@ -537,8 +537,9 @@ static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signat
         rc = s_bad_reply(c, "PredictResponse");
         goto done;
     }
-    if (pr->model_spec && pr->model_spec->version_choice_case ==
-                              TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
+    if (pr->model_spec &&
+        pr->model_spec->version_choice_case ==
+            TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
         pr->model_spec->version)
         snprintf(c->version, sizeof c->version, "%" PRId64, pr->model_spec->version->value);
     size_t *idx = kvc_calloc(pr->n_outputs ? pr->n_outputs : 1, sizeof *idx);
@@ -850,8 +851,8 @@ static void s_v2_infer(s_ctx_t *c)
         size_t header_len = c->req->body_len;
         if (c->req->inference_header_length) {
             int64_t v = 0;
-            if (kvc_parse_i64(c->req->inference_header_length, 0, (int64_t)c->req->body_len,
-                              &v) != 0) {
+            if (kvc_parse_i64(c->req->inference_header_length, 0, (int64_t)c->req->body_len, &v) !=
+                0) {
                 kvc_http_error(c->resp, 400,
                                "Inference-Header-Content-Length: \"%.40s\" is not a length "
                                "within the %zu-byte body",
@@ -926,7 +927,8 @@ static void s_v2_infer(s_ctx_t *c)
 static int s_tfs_status(s_ctx_t *c, const char *url, const char *model, int latest,
                         uint32_t timeout_ms, Tensorflow__Serving__GetModelStatusResponse **out)
 {
-    Tensorflow__Serving__GetModelStatusRequest r = TENSORFLOW__SERVING__GET_MODEL_STATUS_REQUEST__INIT;
+    Tensorflow__Serving__GetModelStatusRequest r =
+        TENSORFLOW__SERVING__GET_MODEL_STATUS_REQUEST__INIT;
     Tensorflow__Serving__ModelSpec spec;
     Google__Protobuf__Int64Value ver;
     s_model_spec(c, &spec, &ver, NULL);
@@ -1140,8 +1142,7 @@ static int s_find_backend(s_ctx_t *c)
         kvc_http_error(c->resp, 404, "Servable not found for request: Specific(%s, %" PRId64 ")",
                        c->route.model, c->route.version);
     else
-        kvc_http_error(c->resp, 404, "Servable not found for request: Latest(%s)",
-                       c->route.model);
+        kvc_http_error(c->resp, 404, "Servable not found for request: Latest(%s)", c->route.model);
     return KVC_ENOENT;
 }
 

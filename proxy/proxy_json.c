@@ -30,10 +30,10 @@ static int s_str(kvc_buf_t *out, const char *s)
 const char *kvc_proxy_tf_dtype_name(int dtype)
 {
     static const char *names[] = {
-        "DT_INVALID", "DT_FLOAT",     "DT_DOUBLE",  "DT_INT32",   "DT_UINT8",   "DT_INT16",
-        "DT_INT8",    "DT_STRING",    "DT_COMPLEX64", "DT_INT64", "DT_BOOL",    "DT_QINT8",
-        "DT_QUINT8",  "DT_QINT32",    "DT_BFLOAT16", "DT_QINT16", "DT_QUINT16", "DT_UINT16",
-        "DT_COMPLEX128", "DT_HALF",   "DT_RESOURCE", "DT_VARIANT", "DT_UINT32", "DT_UINT64"};
+        "DT_INVALID",    "DT_FLOAT",  "DT_DOUBLE",    "DT_INT32",   "DT_UINT8",   "DT_INT16",
+        "DT_INT8",       "DT_STRING", "DT_COMPLEX64", "DT_INT64",   "DT_BOOL",    "DT_QINT8",
+        "DT_QUINT8",     "DT_QINT32", "DT_BFLOAT16",  "DT_QINT16",  "DT_QUINT16", "DT_UINT16",
+        "DT_COMPLEX128", "DT_HALF",   "DT_RESOURCE",  "DT_VARIANT", "DT_UINT32",  "DT_UINT64"};
     if (dtype < 0 || (size_t)dtype >= sizeof names / sizeof names[0])
         return NULL;
     return names[dtype];
@@ -139,8 +139,9 @@ static int s_tensor_info(kvc_buf_t *out, int dtype, const int64_t *dims, size_t 
     for (size_t i = 0; rc == 0 && i < n_dims; i++)
         rc = kvc_buf_printf(out, "%s{\"size\": \"%" PRId64 "\", \"name\": \"\"}", i ? ", " : "",
                             dims[i]);
-    rc = rc ? rc : kvc_buf_printf(out, "], \"unknown_rank\": %s}, \"name\": ",
-                                  unknown_rank ? "true" : "false");
+    rc = rc ? rc
+            : kvc_buf_printf(
+                  out, "], \"unknown_rank\": %s}, \"name\": ", unknown_rank ? "true" : "false");
     rc = rc ? rc : s_str(out, name);
     return rc ? rc : s_put(out, "}");
 }
@@ -155,8 +156,7 @@ static int s_tf_tensor_info(kvc_buf_t *out, const Tensorflow__TensorInfo *ti)
         return KVC_ERANGE;
     for (size_t i = 0; sh && i < sh->n_dim; i++)
         dims[n++] = sh->dim[i] ? sh->dim[i]->size : 0;
-    const char *name =
-        ti->encoding_case == TENSORFLOW__TENSOR_INFO__ENCODING_NAME ? ti->name : "";
+    const char *name = ti->encoding_case == TENSORFLOW__TENSOR_INFO__ENCODING_NAME ? ti->name : "";
     return s_tensor_info(out, ti->dtype, dims, n, sh ? sh->unknown_rank : 0, name);
 }
 
@@ -167,11 +167,12 @@ static int s_model_spec(kvc_buf_t *out, const Tensorflow__Serving__ModelSpec *sp
     rc = rc ? rc : s_str(out, spec ? spec->name : "");
     rc = rc ? rc : s_put(out, ", \"signature_name\": ");
     rc = rc ? rc : s_str(out, spec ? spec->signature_name : "");
-    if (spec && spec->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
+    if (spec &&
+        spec->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
         spec->version)
         rc = rc ? rc : kvc_buf_printf(out, ", \"version\": \"%" PRId64 "\"", spec->version->value);
-    if (spec &&
-        spec->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL) {
+    if (spec && spec->version_choice_case ==
+                    TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL) {
         rc = rc ? rc : s_put(out, ", \"version_label\": ");
         rc = rc ? rc : s_str(out, spec->version_label);
     }
@@ -230,8 +231,8 @@ s_unpack_sigmap(const Tensorflow__Serving__GetModelMetadataResponse *r, kvc_err_
     return NULL;
 }
 
-int kvc_proxy_metadata_json(const Tensorflow__Serving__GetModelMetadataResponse *r,
-                            kvc_buf_t *out, kvc_err_t *err)
+int kvc_proxy_metadata_json(const Tensorflow__Serving__GetModelMetadataResponse *r, kvc_buf_t *out,
+                            kvc_err_t *err)
 {
     Tensorflow__Serving__SignatureDefMap *m = s_unpack_sigmap(r, err);
     if (!m)
@@ -273,8 +274,7 @@ int kvc_proxy_metadata_json_kserve(const Inference__ModelMetadataResponse *r, kv
     rc = rc ? rc : s_str(out, r->name);
     rc = rc ? rc : s_put(out, ", \"signature_name\": \"\"");
     int64_t v = 0;
-    if (r->n_versions > 0 && r->versions[0] &&
-        kvc_parse_i64(r->versions[0], 0, INT64_MAX, &v) == 0)
+    if (r->n_versions > 0 && r->versions[0] && kvc_parse_i64(r->versions[0], 0, INT64_MAX, &v) == 0)
         rc = rc ? rc : kvc_buf_printf(out, ", \"version\": \"%" PRId64 "\"", v);
     rc = rc ? rc
             : s_put(out, "}, \"metadata\": {\"signature_def\": {\"signature_def\": "
@@ -286,8 +286,8 @@ int kvc_proxy_metadata_json_kserve(const Inference__ModelMetadataResponse *r, kv
 }
 
 /* Appends one v2 tensor metadata object. */
-static int s_v2_tensor(kvc_buf_t *out, const char *name, const char *datatype,
-                       const int64_t *shape, size_t n)
+static int s_v2_tensor(kvc_buf_t *out, const char *name, const char *datatype, const int64_t *shape,
+                       size_t n)
 {
     int rc = s_put(out, "{\"name\": ");
     rc = rc ? rc : s_str(out, name);
@@ -314,8 +314,8 @@ int kvc_proxy_v2_metadata_json(const Inference__ModelMetadataResponse *r, kvc_bu
     for (size_t i = 0; rc == 0 && i < r->n_inputs; i++) {
         rc = s_put(out, i ? ", " : "");
         rc = rc ? rc
-                : s_v2_tensor(out, r->inputs[i]->name, r->inputs[i]->datatype,
-                              r->inputs[i]->shape, r->inputs[i]->n_shape);
+                : s_v2_tensor(out, r->inputs[i]->name, r->inputs[i]->datatype, r->inputs[i]->shape,
+                              r->inputs[i]->n_shape);
     }
     rc = rc ? rc : s_put(out, "], \"outputs\": [");
     for (size_t i = 0; rc == 0 && i < r->n_outputs; i++) {
@@ -364,7 +364,8 @@ int kvc_proxy_v2_metadata_json_tfs(const Tensorflow__Serving__GetModelMetadataRe
     rc = s_put(out, "{\"name\": ");
     rc = rc ? rc : s_str(out, spec ? spec->name : "");
     rc = rc ? rc : s_put(out, ", \"versions\": [");
-    if (spec && spec->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
+    if (spec &&
+        spec->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
         spec->version)
         rc = rc ? rc : kvc_buf_printf(out, "\"%" PRId64 "\"", spec->version->value);
     rc = rc ? rc : s_put(out, "], \"platform\": \"tensorflow_serving\", \"inputs\": [");

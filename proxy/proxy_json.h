@@ -32,8 +32,8 @@ int kvc_proxy_status_json_ready(const char *version, int ready, kvc_buf_t *out);
 
 /* {"model_spec": {...}, "metadata": {"signature_def": {"signature_def":
  *  {NAME: {"inputs": {...}, "outputs": {...}, "method_name": ...}}}}} */
-int kvc_proxy_metadata_json(const Tensorflow__Serving__GetModelMetadataResponse *r,
-                            kvc_buf_t *out, kvc_err_t *err);
+int kvc_proxy_metadata_json(const Tensorflow__Serving__GetModelMetadataResponse *r, kvc_buf_t *out,
+                            kvc_err_t *err);
 
 /* TF Serving's metadata answer synthesised from KServe ModelMetadata: one
  * "serving_default" signature with the model's inputs and outputs. */

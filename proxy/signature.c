@@ -102,12 +102,13 @@ static int s_is_sigmap_url(const char *url)
     return slash && strcmp(slash + 1, want) == 0;
 }
 
-kvc_signature_set_t *kvc_signature_set_from_tfs(const Tensorflow__Serving__GetModelMetadataResponse *r,
-                                                kvc_err_t *err)
+kvc_signature_set_t *
+kvc_signature_set_from_tfs(const Tensorflow__Serving__GetModelMetadataResponse *r, kvc_err_t *err)
 {
     const Google__Protobuf__Any *any = NULL;
     for (size_t i = 0; r && i < r->n_metadata; i++)
-        if (r->metadata[i] && r->metadata[i]->key && strcmp(r->metadata[i]->key, "signature_def") == 0)
+        if (r->metadata[i] && r->metadata[i]->key &&
+            strcmp(r->metadata[i]->key, "signature_def") == 0)
             any = r->metadata[i]->value;
     if (!any) {
         kvc_err_set(err, KVC_EPARSE, "metadata has no signature_def");

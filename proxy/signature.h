@@ -32,8 +32,8 @@ typedef struct kvc_signature_set kvc_signature_set_t;
  * handle are left out (the codec then infers them).
  * NULL with err set (KVC_EPARSE: no signature_def, bad Any; KVC_ENOMEM).
  */
-kvc_signature_set_t *kvc_signature_set_from_tfs(const Tensorflow__Serving__GetModelMetadataResponse *r,
-                                                kvc_err_t *err);
+kvc_signature_set_t *
+kvc_signature_set_from_tfs(const Tensorflow__Serving__GetModelMetadataResponse *r, kvc_err_t *err);
 
 /* Builds a one-signature set (named "serving_default") from KServe
  * ModelMetadata inputs. NULL with err set. */

@@ -111,14 +111,15 @@ int main(void)
         {"bert", "input_ids", "logits", KVC_DT_INT32, {1, 500}, 2, {1, 2}, 2},
     };
     uint64_t seed = 0x9e3779b97f4a7c15ull;
-    printf("| model | tensor | raw MiB | JSON MiB | protobuf MiB | protobuf over raw | protobuf vs JSON |\n");
+    printf("| model | tensor | raw MiB | JSON MiB | protobuf MiB | protobuf over raw | protobuf vs "
+           "JSON |\n");
     printf("|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
         for (int dir = 0; dir < 2; dir++) {
             int req = dir == 0;
-            kvc_tensor_t *t = req ? s_tensor(m[i].in, m[i].in_dt, m[i].in_shape, m[i].in_nd, &seed)
-                                  : s_tensor(m[i].out, KVC_DT_FLOAT, m[i].out_shape, m[i].out_nd,
-                                             &seed);
+            kvc_tensor_t *t =
+                req ? s_tensor(m[i].in, m[i].in_dt, m[i].in_shape, m[i].in_nd, &seed)
+                    : s_tensor(m[i].out, KVC_DT_FLOAT, m[i].out_shape, m[i].out_nd, &seed);
             if (!t)
                 return 1;
             size_t raw = kvc_tensor_nbytes(t);

@@ -64,8 +64,8 @@ static int s_server_start(s_server_t *s, const char *delay_ms)
         return -1;
     char port_file[128];
     snprintf(port_file, sizeof port_file, "%s/ports.json", s->dir);
-    const char *argv[] = {KVC_PYTHON,  script, "--grpc-port", "0", "--rest-port", "0",
-                          "--port-file", port_file, "--delay-ms", delay_ms, NULL};
+    const char *argv[] = {KVC_PYTHON,    script,    "--grpc-port", "0",      "--rest-port", "0",
+                          "--port-file", port_file, "--delay-ms",  delay_ms, NULL};
     if (posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ) != 0)
         return -1;
     struct timespec start, now, step = {0, 20 * 1000 * 1000};
@@ -409,8 +409,9 @@ static char *s_image_json(size_t h, size_t w, int columnar, size_t *len)
 static void test_health_and_server(void **state)
 {
     s_expect(&g_tfs, "GET", "/v2/health/live", 200, "{\"live\": true}");
-    s_expect(&g_tfs, "GET", "/v2", 200,
-             "{\"name\": \"kvc\", \"version\": \"0.1.0\", \"extensions\": [\"binary_tensor_data\"]}");
+    s_expect(
+        &g_tfs, "GET", "/v2", 200,
+        "{\"name\": \"kvc\", \"version\": \"0.1.0\", \"extensions\": [\"binary_tensor_data\"]}");
     s_expect(&g_tfs, "GET", "/v2/health/ready", 200, "{\"ready\": true}");
     s_expect(&g_kv, "GET", "/v2/health/ready", 200, "{\"ready\": true}");
     s_expect(&g_bad, "GET", "/v2/health/ready", 503, "{\"ready\": false}");
@@ -525,8 +526,7 @@ static void test_predict_bert_both_formats(void **state)
                             "]]}}", 500, want);
     s_expect_logits(&g_tfs, "/v1/models/bert:predict", col, "{\"outputs\": [[", "\"outputs\"",
                     want);
-    s_expect_logits(&g_kv, "/v1/models/bert:predict", col, "{\"outputs\": [[", "\"outputs\"",
-                    want);
+    s_expect_logits(&g_kv, "/v1/models/bert:predict", col, "{\"outputs\": [[", "\"outputs\"", want);
     free(col);
     /* KServe v2 JSON with explicit INT64 and INT32, to both backend kinds. */
     char *v64 = s_bert_body("{\"id\": \"q1\", \"inputs\": [{\"name\": \"input_ids\", \"shape\": "
@@ -538,8 +538,8 @@ static void test_predict_bert_both_formats(void **state)
                     "\"data\":[",
                     "\"data\"", want);
     s_expect_logits(&g_tfs, "/v2/models/bert/infer", v64,
-                    "{\"model_name\":\"bert\",\"model_version\":\"1\",\"id\":\"q1\",",
-                    "\"data\"", want);
+                    "{\"model_name\":\"bert\",\"model_version\":\"1\",\"id\":\"q1\",", "\"data\"",
+                    want);
     free(v64);
     char *v32 = s_bert_body("{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [1, 500], "
                             "\"datatype\": \"INT32\", \"data\": [",
@@ -644,9 +644,7 @@ static void s_png_write(png_structp png, png_bytep p, png_size_t n)
     m->len += n;
 }
 
-static void s_png_flush(png_structp png)
-{
-}
+static void s_png_flush(png_structp png) {}
 
 static unsigned char *s_png(const unsigned char *rgb, int w, int h, size_t *len)
 {
@@ -922,8 +920,8 @@ static void test_errors(void **state)
     s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json", NULL, short_ids,
            strlen(short_ids), &r);
     assert_int_equal(r.status, 400);
-    assert_string_equal(r.body,
-                        "{\"error\": \"input 'input_ids' must have shape [1, 500], got [1, 499]\"}");
+    assert_string_equal(
+        r.body, "{\"error\": \"input 'input_ids' must have shape [1, 500], got [1, 499]\"}");
     s_reply_free(&r);
     free(short_ids);
     /* Malformed JSON: 400 saying where. */
@@ -934,8 +932,8 @@ static void test_errors(void **state)
     assert_string_equal(r.body, "{\"error\": \"instances[0][2]: expected an integer\"}");
     s_reply_free(&r);
     const char *bad2 = "{\"instances\" [[1]]}";
-    s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json", NULL, bad2,
-           strlen(bad2), &r);
+    s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json", NULL, bad2, strlen(bad2),
+           &r);
     assert_int_equal(r.status, 400);
     assert_string_equal(r.body,
                         "{\"error\": \"offset 13: unexpected character '[', expected ':'\"}");

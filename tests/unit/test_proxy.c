@@ -278,7 +278,8 @@ static void test_status_json(void **state)
     v[1].version = 12345678901;
     v[1].state = TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__END;
     v[1].status = &st;
-    Tensorflow__Serving__GetModelStatusResponse r = TENSORFLOW__SERVING__GET_MODEL_STATUS_RESPONSE__INIT;
+    Tensorflow__Serving__GetModelStatusResponse r =
+        TENSORFLOW__SERVING__GET_MODEL_STATUS_RESPONSE__INIT;
     r.n_model_version_status = 2;
     r.model_version_status = vp;
     kvc_buf_t b;
@@ -366,9 +367,10 @@ static void test_kserve_metadata_json(void **state)
     kvc_err_t err = {0};
     kvc_buf_init(&b, 4096);
     assert_int_equal(kvc_proxy_v2_metadata_json(&r, &b), 0);
-    s_buf_eq(&b, "{\"name\": \"bert\", \"versions\": [\"2\", \"1\"], \"platform\": \"p\", \"inputs\": "
-                 "[{\"name\": \"input_ids\", \"datatype\": \"INT64\", \"shape\": [1, 500]}], "
-                 "\"outputs\": [{\"name\": \"logits\", \"datatype\": \"FP32\", \"shape\": [1, 2]}]}");
+    s_buf_eq(&b,
+             "{\"name\": \"bert\", \"versions\": [\"2\", \"1\"], \"platform\": \"p\", \"inputs\": "
+             "[{\"name\": \"input_ids\", \"datatype\": \"INT64\", \"shape\": [1, 500]}], "
+             "\"outputs\": [{\"name\": \"logits\", \"datatype\": \"FP32\", \"shape\": [1, 2]}]}");
     kvc_buf_init(&b, 4096);
     assert_int_equal(kvc_proxy_metadata_json_kserve(&r, &b, &err), 0);
     s_buf_eq(&b, "{\"model_spec\": {\"name\": \"bert\", \"signature_name\": \"\", \"version\": "
@@ -426,8 +428,8 @@ static void s_observe(void *arg, const kvc_proxy_observation_t *o)
 static void s_handle(kvc_proxy_t *p, const char *method, const char *path, int status,
                      const char *body)
 {
-    kvc_http_req_t req = {.method = method, .path = path, .body = (const uint8_t *)"{}",
-                          .body_len = 2};
+    kvc_http_req_t req = {
+        .method = method, .path = path, .body = (const uint8_t *)"{}", .body_len = 2};
     kvc_http_resp_t resp;
     memset(&resp, 0, sizeof resp);
     kvc_buf_init(&resp.body, 1 << 16);
@@ -453,8 +455,9 @@ static void test_handler_without_backend(void **state)
     g_obs_n = 0;
     s_handle(p, "GET", "/v2/health/live", 200, "{\"live\": true}");
     assert_string_equal(g_obs_endpoint, "live");
-    s_handle(p, "GET", "/v2", 200,
-             "{\"name\": \"kvc\", \"version\": \"0.1.0\", \"extensions\": [\"binary_tensor_data\"]}");
+    s_handle(
+        p, "GET", "/v2", 200,
+        "{\"name\": \"kvc\", \"version\": \"0.1.0\", \"extensions\": [\"binary_tensor_data\"]}");
     s_handle(p, "POST", "/v1/models/x:predict", 404,
              "{\"error\": \"Servable not found for request: Latest(x)\"}");
     assert_string_equal(g_obs_model, "x");
@@ -472,8 +475,10 @@ static void test_handler_without_backend(void **state)
     assert_int_equal(g_obs_n, 9);
     /* A malformed body is the codec's 400 before any backend is asked
      * (the signature fetch fails fast: nothing listens on port 1). */
-    kvc_http_req_t req = {.method = "POST", .path = "/v1/models/m:predict",
-                          .body = (const uint8_t *)"{\"instances\": [1,", .body_len = 17};
+    kvc_http_req_t req = {.method = "POST",
+                          .path = "/v1/models/m:predict",
+                          .body = (const uint8_t *)"{\"instances\": [1,",
+                          .body_len = 17};
     kvc_http_resp_t resp;
     memset(&resp, 0, sizeof resp);
     kvc_buf_init(&resp.body, 1 << 16);
