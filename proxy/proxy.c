@@ -1,28 +1,1234 @@
 /*
- * proxy.c - placeholder until the inference proxy's handler lands: a peer
- * configured with proxy.backends refuses to start with a clear message
- * rather than pretending to serve models.
+ * proxy.c - the inference proxy's request handler: routes a request, turns
+ * TF Serving REST JSON, KServe v2 JSON (with binary tensors) or a raw image
+ * into tensors, calls the model's backend over gRPC (TF Serving Predict or
+ * KServe ModelInfer), and answers in the client's format.
+ *
+ * Every request runs on an HTTP pool thread; the proxy's own state is
+ * read-only after kvc_proxy_new except the signature cache (locked inside)
+ * and the gRPC client (thread-safe). Every failure becomes an HTTP status
+ * with {"error": "..."}; nothing here may crash or leak on any body or any
+ * backend answer, and nothing is allocated that a limit does not bound.
  */
 #include "proxy.h"
 
+#include "grpc_client.h"
+#include "image.h"
+#include "json_tensor.h"
+#include "kserve_json.h"
+#include "preprocess.h"
+#include "proxy_json.h"
+#include "route.h"
+#include "signature.h"
+#include "tensor_pb.h"
+
+#include "google/protobuf/wrappers.pb-c.h"
+#include "kserve/grpc_predict_v2.pb-c.h"
+#include "tensorflow_serving/apis/get_model_metadata.pb-c.h"
+#include "tensorflow_serving/apis/get_model_status.pb-c.h"
+#include "tensorflow_serving/apis/predict.pb-c.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define S_PATH_PREDICT "/tensorflow.serving.PredictionService/Predict"
+#define S_PATH_METADATA "/tensorflow.serving.PredictionService/GetModelMetadata"
+#define S_PATH_STATUS "/tensorflow.serving.ModelService/GetModelStatus"
+#define S_PATH_INFER "/inference.GRPCInferenceService/ModelInfer"
+#define S_PATH_V2_META "/inference.GRPCInferenceService/ModelMetadata"
+#define S_PATH_V2_READY "/inference.GRPCInferenceService/ModelReady"
+#define S_PATH_V2_SREADY "/inference.GRPCInferenceService/ServerReady"
+
+/* Signature fetches: their own short deadline, and a pause after failure. */
+#define S_SIG_TIMEOUT_MS 5000u
+#define S_SIG_RETRY_MS 5000u
+/* /v2/health/ready asks each backend with this deadline. */
+#define S_READY_TIMEOUT_MS 1000u
+/* Longest base URL kept for a backend. */
+#define S_URL_MAX 512
+
+typedef enum { S_API_TFS = 1, S_API_KSERVE = 2 } s_api_t;
+
+typedef struct {
+    char *model;
+    char *url; /* http://host:port or https://host:port */
+    s_api_t api;
+    int has_spec;
+    kvc_preprocess_t spec;
+    char *image_input; /* "" = the signature's only input */
+} s_backend_t;
+
+struct kvc_proxy {
+    s_backend_t *backends;
+    size_t n;
+    uint32_t timeout_ms;
+    size_t max_message;
+    kvc_tensor_limits_t limits;
+    kvc_proxy_observe_fn observe;
+    void *observe_arg;
+    kvc_grpc_client_t *grpc;
+    kvc_signature_cache_t *sigs;
+};
+
+/* One request's working state. */
+typedef struct {
+    kvc_proxy_t *p;
+    const kvc_http_req_t *req;
+    kvc_http_resp_t *resp;
+    kvc_route_t route;
+    const s_backend_t *be;
+    size_t be_index;
+    char version[24]; /* the version the backend answered with, "" if none */
+    kvc_proxy_observation_t obs;
+} s_ctx_t;
+
+int kvc_proxy_http_status(int grpc_code)
+{
+    switch (grpc_code) {
+    case KVC_GRPC_OK:
+        return 200;
+    case KVC_GRPC_CANCELLED:
+        return 499;
+    case KVC_GRPC_INVALID_ARGUMENT:
+    case KVC_GRPC_FAILED_PRECONDITION:
+    case KVC_GRPC_OUT_OF_RANGE:
+        return 400;
+    case KVC_GRPC_DEADLINE_EXCEEDED:
+        return 504;
+    case KVC_GRPC_NOT_FOUND:
+        return 404;
+    case KVC_GRPC_ALREADY_EXISTS:
+    case KVC_GRPC_ABORTED:
+        return 409;
+    case KVC_GRPC_PERMISSION_DENIED:
+        return 403;
+    case KVC_GRPC_RESOURCE_EXHAUSTED:
+        return 429;
+    case KVC_GRPC_UNIMPLEMENTED:
+        return 501;
+    case KVC_GRPC_UNAVAILABLE:
+        return 503;
+    case KVC_GRPC_UNAUTHENTICATED:
+        return 401;
+    case KVC_GRPC_UNKNOWN:
+    case KVC_GRPC_INTERNAL:
+    case KVC_GRPC_DATA_LOSS:
+    default:
+        return 500;
+    }
+}
+
+/* Monotonic milliseconds. */
+static uint64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Monotonic seconds as a double. */
+static double s_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Frees one backend's strings. */
+static void s_backend_free(s_backend_t *b)
+{
+    kvc_free(b->model);
+    kvc_free(b->url);
+    kvc_free(b->image_input);
+}
+
+/* Copies and checks backend i of opts into b. */
+static int s_backend_init(s_backend_t *b, const kvc_proxy_backend_t *o, size_t i, kvc_err_t *err)
+{
+    if (!o->model || !o->model[0] || strlen(o->model) > KVC_MODEL_NAME_MAX)
+        return kvc_err_set(err, KVC_EINVAL, "proxy.backends[%zu].model: must be 1..%d bytes", i,
+                           KVC_MODEL_NAME_MAX);
+    if (!o->grpc || !o->grpc[0] || strlen(o->grpc) > S_URL_MAX - 8)
+        return kvc_err_set(err, KVC_EINVAL, "proxy.backends[%zu].grpc: must be HOST:PORT", i);
+    if (!o->api || (strcmp(o->api, "tfserving") != 0 && strcmp(o->api, "kserve") != 0))
+        return kvc_err_set(err, KVC_EINVAL,
+                           "proxy.backends[%zu].api: must be \"tfserving\" or \"kserve\"", i);
+    b->api = strcmp(o->api, "kserve") == 0 ? S_API_KSERVE : S_API_TFS;
+    if (o->preprocess && o->preprocess[0]) {
+        if (kvc_preprocess_parse(o->preprocess, &b->spec, err) != 0) {
+            kvc_err_prefix(err, "proxy.backends[%zu].", i);
+            return err ? err->code : KVC_EINVAL;
+        }
+        b->has_spec = 1;
+    }
+    char url[S_URL_MAX];
+    int has_scheme = strncmp(o->grpc, "http://", 7) == 0 || strncmp(o->grpc, "https://", 8) == 0;
+    snprintf(url, sizeof url, "%s%s", has_scheme ? "" : "http://", o->grpc);
+    b->model = kvc_strdup(o->model);
+    b->url = kvc_strdup(url);
+    b->image_input = kvc_strdup(o->image_input ? o->image_input : "");
+    if (!b->model || !b->url || !b->image_input)
+        return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+    return KVC_OK;
+}
+
 kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
 {
-    kvc_err_set(err, KVC_EUNAVAIL, "the inference proxy is not built into this version yet");
+    if (!opts || (opts->n_backends && !opts->backends)) {
+        kvc_err_set(err, KVC_EINVAL, "proxy: no options");
+        return NULL;
+    }
+    kvc_proxy_t *self = kvc_calloc(1, sizeof *self);
+    if (!self) {
+        kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    self->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 30000;
+    self->max_message = opts->max_message ? opts->max_message : KVC_GRPC_DEFAULT_MAX_MESSAGE;
+    self->limits = opts->limits;
+    if (!self->limits.max_elements)
+        self->limits.max_elements = (uint64_t)256 << 20;
+    if (!self->limits.max_bytes)
+        self->limits.max_bytes = (uint64_t)1 << 30;
+    self->observe = opts->observe;
+    self->observe_arg = opts->observe_arg;
+    if (opts->n_backends) {
+        self->backends = kvc_calloc(opts->n_backends, sizeof *self->backends);
+        if (!self->backends) {
+            kvc_err_set(err, KVC_ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < opts->n_backends; i++) {
+        self->n++;
+        if (s_backend_init(&self->backends[i], &opts->backends[i], i, err) != 0)
+            goto fail;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(self->backends[j].model, self->backends[i].model) == 0) {
+                kvc_err_set(err, KVC_EEXIST, "proxy.backends[%zu].model: \"%s\" is listed twice", i,
+                            self->backends[i].model);
+                goto fail;
+            }
+    }
+    kvc_grpc_opts_t gopts = {.max_message_size = self->max_message};
+    self->grpc = kvc_grpc_client_new(&gopts);
+    self->sigs = kvc_signature_cache_new(self->n, S_SIG_RETRY_MS);
+    if (!self->grpc || !self->sigs) {
+        kvc_err_set(err, KVC_ENOMEM, "proxy: cannot start the gRPC client");
+        goto fail;
+    }
+    return self;
+fail:
+    kvc_proxy_destroy(&self);
     return NULL;
 }
 
 void kvc_proxy_destroy(kvc_proxy_t **self_p)
 {
-    if (self_p)
-        *self_p = NULL;
+    if (!self_p || !*self_p)
+        return;
+    kvc_proxy_t *self = *self_p;
+    kvc_grpc_client_destroy(&self->grpc);
+    kvc_signature_cache_destroy(&self->sigs);
+    for (size_t i = 0; i < self->n; i++)
+        s_backend_free(&self->backends[i]);
+    kvc_free(self->backends);
+    kvc_free(self);
+    *self_p = NULL;
+}
+
+/* ---- Backend calls ------------------------------------------------------ */
+
+/*
+ * Packs msg, calls path on the request's backend and fills res. Returns 0
+ * when the call succeeded; otherwise answers the HTTP error (TF Serving's
+ * mapping, the backend's message) and returns a negative code.
+ */
+static int s_call(s_ctx_t *c, const char *url, const char *path, const ProtobufCMessage *msg,
+                  uint32_t timeout_ms, kvc_grpc_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    if (len > c->p->max_message) {
+        kvc_http_error(c->resp, 413,
+                       "request to the model server is %zu bytes, over the limit of %zu", len,
+                       c->p->max_message);
+        return KVC_ERANGE;
+    }
+    uint8_t *buf = kvc_malloc(len ? len : 1);
+    if (!buf) {
+        kvc_http_error(c->resp, 500, "out of memory");
+        return KVC_ENOMEM;
+    }
+    protobuf_c_message_pack(msg, buf);
+    c->obs.backend_request_bytes += len;
+    int rc = kvc_grpc_call(c->p->grpc, url, path, buf, len, timeout_ms, res);
+    kvc_free(buf);
+    c->obs.grpc_status = res->code;
+    if (rc == 0 && res->code == KVC_GRPC_OK) {
+        c->obs.backend_response_bytes += res->len;
+        return KVC_OK;
+    }
+    const char *msgtext = res->message[0] ? res->message : kvc_grpc_status_name(res->code);
+    kvc_http_error(c->resp, kvc_proxy_http_status(res->code), "%s", msgtext);
+    return rc ? rc : KVC_EIO;
+}
+
+/* Answers 502 for a backend reply that does not decode. */
+static int s_bad_reply(s_ctx_t *c, const char *what)
+{
+    kvc_http_error(c->resp, 502, "model server sent an invalid %s", what);
+    return KVC_EPARSE;
+}
+
+/* Fills a TF Serving ModelSpec from the route (ver must outlive spec). */
+static void s_model_spec(const s_ctx_t *c, Tensorflow__Serving__ModelSpec *spec,
+                         Google__Protobuf__Int64Value *ver, const char *signature)
+{
+    tensorflow__serving__model_spec__init(spec);
+    google__protobuf__int64_value__init(ver);
+    spec->name = (char *)c->route.model;
+    spec->signature_name = (char *)(signature ? signature : "");
+    if (c->route.version >= 0) {
+        ver->value = c->route.version;
+        spec->version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION;
+        spec->version = ver;
+    } else if (c->route.label[0]) {
+        spec->version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL;
+        spec->version_label = (char *)c->route.label;
+    }
+}
+
+/* The KServe version string of the route into buf ("" = latest). A label
+ * cannot be expressed to a KServe backend: 400. */
+static int s_kserve_version(s_ctx_t *c, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    if (c->route.label[0]) {
+        kvc_http_error(c->resp, 400, "version labels are not supported for KServe backends");
+        return KVC_EINVAL;
+    }
+    if (c->route.version >= 0)
+        snprintf(buf, size, "%" PRId64, c->route.version);
+    return KVC_OK;
+}
+
+/* Calls TF Serving GetModelMetadata(signature_def); *out is the decoded
+ * reply (free with ..._free_unpacked). Answers the error itself. */
+static int s_tfs_metadata(s_ctx_t *c, uint32_t timeout_ms, int latest,
+                          Tensorflow__Serving__GetModelMetadataResponse **out)
+{
+    Tensorflow__Serving__GetModelMetadataRequest r =
+        TENSORFLOW__SERVING__GET_MODEL_METADATA_REQUEST__INIT;
+    Tensorflow__Serving__ModelSpec spec;
+    Google__Protobuf__Int64Value ver;
+    s_model_spec(c, &spec, &ver, NULL);
+    if (latest)
+        spec.version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE__NOT_SET;
+    char *field = "signature_def";
+    r.model_spec = &spec;
+    r.n_metadata_field = 1;
+    r.metadata_field = &field;
+    kvc_grpc_result_t res;
+    int rc = s_call(c, c->be->url, S_PATH_METADATA, &r.base, timeout_ms, &res);
+    if (rc == 0) {
+        *out = tensorflow__serving__get_model_metadata_response__unpack(NULL, res.len, res.data);
+        if (!*out)
+            rc = s_bad_reply(c, "GetModelMetadataResponse");
+    }
+    kvc_grpc_result_free(&res);
+    return rc;
+}
+
+/* Calls KServe ModelMetadata for the route's model and version. */
+static int s_kserve_metadata(s_ctx_t *c, uint32_t timeout_ms, int latest,
+                             Inference__ModelMetadataResponse **out)
+{
+    char version[24];
+    int rc = latest ? (version[0] = '\0', 0) : s_kserve_version(c, version, sizeof version);
+    if (rc)
+        return rc;
+    Inference__ModelMetadataRequest r = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+    r.name = (char *)c->route.model;
+    r.version = version;
+    kvc_grpc_result_t res;
+    rc = s_call(c, c->be->url, S_PATH_V2_META, &r.base, timeout_ms, &res);
+    if (rc == 0) {
+        *out = inference__model_metadata_response__unpack(NULL, res.len, res.data);
+        if (!*out)
+            rc = s_bad_reply(c, "ModelMetadataResponse");
+    }
+    kvc_grpc_result_free(&res);
+    return rc;
+}
+
+/*
+ * The model's signatures: from the cache, or fetched now (once; a failed
+ * fetch is retried only after S_SIG_RETRY_MS). NULL means "unknown, infer
+ * dtypes": a failed fetch never fails the request, so the response is
+ * restored to empty afterwards.
+ */
+static const kvc_signature_set_t *s_signatures(s_ctx_t *c)
+{
+    int fetch = 0;
+    const kvc_signature_set_t *set =
+        kvc_signature_cache_get(c->p->sigs, c->be_index, s_now_ms(), &fetch);
+    if (set || !fetch)
+        return set;
+    uint32_t t = c->p->timeout_ms < S_SIG_TIMEOUT_MS ? c->p->timeout_ms : S_SIG_TIMEOUT_MS;
+    kvc_err_t err = {0};
+    kvc_signature_set_t *fresh = NULL;
+    int grpc_status = c->obs.grpc_status;
+    if (c->be->api == S_API_TFS) {
+        Tensorflow__Serving__GetModelMetadataResponse *r = NULL;
+        if (s_tfs_metadata(c, t, 1, &r) == 0) {
+            fresh = kvc_signature_set_from_tfs(r, &err);
+            tensorflow__serving__get_model_metadata_response__free_unpacked(r, NULL);
+        }
+    } else {
+        Inference__ModelMetadataResponse *r = NULL;
+        if (s_kserve_metadata(c, t, 1, &r) == 0) {
+            fresh = kvc_signature_set_from_kserve(r, &err);
+            inference__model_metadata_response__free_unpacked(r, NULL);
+        }
+    }
+    /* The metadata call is not the request: forget its status and answer. */
+    c->obs.grpc_status = grpc_status;
+    c->resp->status = 0;
+    c->resp->header_name[0] = '\0';
+    kvc_buf_reset(&c->resp->body);
+    if (!fresh) {
+        kvc_signature_cache_fail(c->p->sigs, c->be_index, s_now_ms());
+        return NULL;
+    }
+    return kvc_signature_cache_put(c->p->sigs, c->be_index, &fresh);
+}
+
+/* ---- Inference ------------------------------------------------------------ */
+
+/* Adds tensor t (ownership taken) to list, answering 500 on failure. */
+static int s_list_add(s_ctx_t *c, kvc_tensor_list_t *list, kvc_tensor_t **t)
+{
+    int rc = kvc_tensor_list_add(list, t);
+    if (rc == KVC_EEXIST)
+        return s_bad_reply(c, "response (an output name twice)");
+    if (rc)
+        kvc_http_error(c->resp, 500, "out of memory");
+    return rc;
+}
+
+/* Answers a tensor conversion failure of a backend reply. */
+static int s_convert_error(s_ctx_t *c, int rc, const kvc_err_t *err)
+{
+    if (rc == KVC_ERANGE)
+        kvc_http_error(c->resp, 502, "model server reply over the limits: %s", err->msg);
+    else if (rc == KVC_ENOMEM)
+        kvc_http_error(c->resp, 500, "out of memory");
+    else
+        kvc_http_error(c->resp, 502, "model server sent an invalid tensor: %s", err->msg);
+    return rc;
+}
+
+/* Sets the response to the backend's protobuf bytes as they came. */
+static int s_answer_protobuf(s_ctx_t *c, const kvc_grpc_result_t *res)
+{
+    kvc_buf_reset(&c->resp->body);
+    if (kvc_buf_append(&c->resp->body, res->data ? (const char *)res->data : "", res->len) != 0) {
+        kvc_http_error(c->resp, 500, "response exceeds the limit of %zu bytes", c->resp->body.max);
+        return KVC_ERANGE;
+    }
+    c->resp->status = 200;
+    snprintf(c->resp->content_type, sizeof c->resp->content_type, "application/x-protobuf");
+    return KVC_OK;
+}
+
+/* Tells whether the client accepts protobuf answers. */
+static int s_wants_protobuf(const kvc_http_req_t *req)
+{
+    static const char want[] = "application/x-protobuf";
+    const char *a = req->accept;
+    size_t n = sizeof want - 1;
+    for (; a && *a; a++) {
+        size_t i = 0;
+        while (i < n && a[i] && (a[i] | 0x20) == want[i])
+            i++;
+        if (i == n)
+            return 1;
+    }
+    return 0;
+}
+
+/* Sorts output indices by name (outputs arrive in map order, which no
+ * server promises; answers should not depend on it). */
+static void s_sort_names(size_t *idx, size_t n, const char *(*name)(const void *, size_t),
+                         const void *msg)
+{
+    for (size_t i = 1; i < n; i++) {
+        size_t v = idx[i], j = i;
+        const char *nv = name(msg, v);
+        while (j > 0 && strcmp(name(msg, idx[j - 1]), nv) > 0) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = v;
+    }
+}
+
+/* Output name i of a PredictResponse. */
+static const char *s_tfs_out_name(const void *msg, size_t i)
+{
+    const Tensorflow__Serving__PredictResponse *r = msg;
+    return r->outputs[i]->key ? r->outputs[i]->key : "";
+}
+
+/* Runs Predict on a TF Serving backend; *outputs gets the result tensors
+ * (NULL with 0 when the protobuf answer was sent as is). */
+static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signature, char **filter,
+                       size_t n_filter, kvc_tensor_list_t **outputs)
+{
+    size_t n = kvc_tensor_list_size(inputs);
+    Tensorflow__Serving__PredictRequest r = TENSORFLOW__SERVING__PREDICT_REQUEST__INIT;
+    Tensorflow__Serving__ModelSpec spec;
+    Google__Protobuf__Int64Value ver;
+    s_model_spec(c, &spec, &ver, signature);
+    kvc_tfproto_view_t *views = kvc_calloc(n ? n : 1, sizeof *views);
+    Tensorflow__Serving__PredictRequest__InputsEntry *entries =
+        kvc_calloc(n ? n : 1, sizeof *entries);
+    Tensorflow__Serving__PredictRequest__InputsEntry **ptrs = kvc_calloc(n ? n : 1, sizeof *ptrs);
+    size_t n_views = 0;
+    Tensorflow__Serving__PredictResponse *pr = NULL;
+    kvc_grpc_result_t res = {0};
+    int rc = KVC_OK;
+    if (!views || !entries || !ptrs) {
+        kvc_http_error(c->resp, 500, "out of memory");
+        rc = KVC_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const kvc_tensor_t *t = kvc_tensor_list_at(inputs, i);
+        rc = kvc_tfproto_view_init(&views[i], t);
+        n_views++;
+        if (rc) {
+            kvc_http_error(c->resp, rc == KVC_ENOMEM ? 500 : 400, "input %s: cannot be sent",
+                           kvc_tensor_name(t));
+            goto done;
+        }
+        tensorflow__serving__predict_request__inputs_entry__init(&entries[i]);
+        entries[i].key = (char *)kvc_tensor_name(t);
+        entries[i].value = &views[i].proto;
+        ptrs[i] = &entries[i];
+    }
+    r.model_spec = &spec;
+    r.n_inputs = n;
+    r.inputs = ptrs;
+    r.n_output_filter = n_filter;
+    r.output_filter = filter;
+    rc = s_call(c, c->be->url, S_PATH_PREDICT, &r.base, c->p->timeout_ms, &res);
+    if (rc)
+        goto done;
+    if (s_wants_protobuf(c->req)) {
+        rc = s_answer_protobuf(c, &res);
+        goto done;
+    }
+    pr = tensorflow__serving__predict_response__unpack(NULL, res.len, res.data);
+    if (!pr) {
+        rc = s_bad_reply(c, "PredictResponse");
+        goto done;
+    }
+    if (pr->model_spec &&
+        pr->model_spec->version_choice_case ==
+            TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
+        pr->model_spec->version)
+        snprintf(c->version, sizeof c->version, "%" PRId64, pr->model_spec->version->value);
+    size_t *idx = kvc_calloc(pr->n_outputs ? pr->n_outputs : 1, sizeof *idx);
+    *outputs = kvc_tensor_list_new();
+    if (!idx || !*outputs) {
+        kvc_free(idx);
+        kvc_http_error(c->resp, 500, "out of memory");
+        rc = KVC_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < pr->n_outputs; i++)
+        idx[i] = i;
+    s_sort_names(idx, pr->n_outputs, s_tfs_out_name, pr);
+    for (size_t k = 0; rc == 0 && k < pr->n_outputs; k++) {
+        const Tensorflow__Serving__PredictResponse__OutputsEntry *e = pr->outputs[idx[k]];
+        kvc_err_t err = {0};
+        kvc_tensor_t *t = NULL;
+        if (!e->value) {
+            rc = s_bad_reply(c, "PredictResponse (an output without a tensor)");
+            break;
+        }
+        rc = kvc_tensor_from_tfproto(e->value, e->key ? e->key : "", &c->p->limits, &t, &err);
+        if (rc)
+            s_convert_error(c, rc, &err);
+        else
+            rc = s_list_add(c, *outputs, &t);
+    }
+    kvc_free(idx);
+done:
+    if (pr)
+        tensorflow__serving__predict_response__free_unpacked(pr, NULL);
+    kvc_grpc_result_free(&res);
+    for (size_t i = 0; i < n_views; i++)
+        kvc_tfproto_view_clear(&views[i]);
+    kvc_free(views);
+    kvc_free(entries);
+    kvc_free(ptrs);
+    if (rc)
+        kvc_tensor_list_destroy(outputs);
+    return rc;
+}
+
+/* Runs ModelInfer on a KServe backend; like s_infer_tfs. */
+static int s_infer_kserve(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *id, char **filter,
+                          size_t n_filter, kvc_tensor_list_t **outputs)
+{
+    char version[24];
+    int rc = s_kserve_version(c, version, sizeof version);
+    if (rc)
+        return rc;
+    size_t n = kvc_tensor_list_size(inputs);
+    Inference__ModelInferRequest r = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    kvc_kserve_input_view_t *views = kvc_calloc(n ? n : 1, sizeof *views);
+    Inference__ModelInferRequest__InferInputTensor **ptrs = kvc_calloc(n ? n : 1, sizeof *ptrs);
+    ProtobufCBinaryData *raws = kvc_calloc(n ? n : 1, sizeof *raws);
+    Inference__ModelInferRequest__InferRequestedOutputTensor *outs =
+        kvc_calloc(n_filter ? n_filter : 1, sizeof *outs);
+    Inference__ModelInferRequest__InferRequestedOutputTensor **outp =
+        kvc_calloc(n_filter ? n_filter : 1, sizeof *outp);
+    size_t n_views = 0;
+    Inference__ModelInferResponse *ir = NULL;
+    kvc_grpc_result_t res = {0};
+    if (!views || !ptrs || !raws || !outs || !outp) {
+        kvc_http_error(c->resp, 500, "out of memory");
+        rc = KVC_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const kvc_tensor_t *t = kvc_tensor_list_at(inputs, i);
+        rc = kvc_kserve_input_view_init(&views[i], t);
+        n_views++;
+        if (rc) {
+            kvc_http_error(c->resp, rc == KVC_ENOMEM ? 500 : 400, "input %s: cannot be sent",
+                           kvc_tensor_name(t));
+            goto done;
+        }
+        ptrs[i] = &views[i].input;
+        raws[i] = views[i].raw;
+    }
+    for (size_t i = 0; i < n_filter; i++) {
+        inference__model_infer_request__infer_requested_output_tensor__init(&outs[i]);
+        outs[i].name = filter[i];
+        outp[i] = &outs[i];
+    }
+    r.model_name = (char *)c->route.model;
+    r.model_version = version;
+    r.id = (char *)(id ? id : "");
+    r.n_inputs = n;
+    r.inputs = ptrs;
+    r.n_raw_input_contents = n;
+    r.raw_input_contents = raws;
+    r.n_outputs = n_filter;
+    r.outputs = outp;
+    rc = s_call(c, c->be->url, S_PATH_INFER, &r.base, c->p->timeout_ms, &res);
+    if (rc)
+        goto done;
+    if (s_wants_protobuf(c->req)) {
+        rc = s_answer_protobuf(c, &res);
+        goto done;
+    }
+    ir = inference__model_infer_response__unpack(NULL, res.len, res.data);
+    if (!ir) {
+        rc = s_bad_reply(c, "ModelInferResponse");
+        goto done;
+    }
+    if (ir->n_raw_output_contents && ir->n_raw_output_contents != ir->n_outputs) {
+        rc = s_bad_reply(c, "ModelInferResponse (raw contents do not match the outputs)");
+        goto done;
+    }
+    if (ir->model_version && ir->model_version[0])
+        snprintf(c->version, sizeof c->version, "%s", ir->model_version);
+    *outputs = kvc_tensor_list_new();
+    if (!*outputs) {
+        kvc_http_error(c->resp, 500, "out of memory");
+        rc = KVC_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; rc == 0 && i < ir->n_outputs; i++) {
+        kvc_err_t err = {0};
+        kvc_tensor_t *t = NULL;
+        const ProtobufCBinaryData *raw =
+            ir->n_raw_output_contents ? &ir->raw_output_contents[i] : NULL;
+        rc = kvc_tensor_from_kserve_output(ir->outputs[i], raw, &c->p->limits, &t, &err);
+        if (rc)
+            s_convert_error(c, rc, &err);
+        else
+            rc = s_list_add(c, *outputs, &t);
+    }
+done:
+    if (ir)
+        inference__model_infer_response__free_unpacked(ir, NULL);
+    kvc_grpc_result_free(&res);
+    for (size_t i = 0; i < n_views; i++)
+        kvc_kserve_input_view_clear(&views[i]);
+    kvc_free(views);
+    kvc_free(ptrs);
+    kvc_free(raws);
+    kvc_free(outs);
+    kvc_free(outp);
+    if (rc)
+        kvc_tensor_list_destroy(outputs);
+    return rc;
+}
+
+/* Runs inputs through the request's backend, whatever its API. */
+static int s_infer(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signature, const char *id,
+                   char **filter, size_t n_filter, kvc_tensor_list_t **outputs)
+{
+    *outputs = NULL;
+    if (c->be->api == S_API_TFS)
+        return s_infer_tfs(c, inputs, signature, filter, n_filter, outputs);
+    return s_infer_kserve(c, inputs, id, filter, n_filter, outputs);
+}
+
+/* Answers a codec failure: 400 for bad input, 413 past limits. */
+static int s_codec_error(s_ctx_t *c, int rc, const kvc_err_t *err)
+{
+    if (rc == KVC_ERANGE)
+        kvc_http_error(c->resp, 413, "%s", err->msg);
+    else if (rc == KVC_ENOMEM)
+        kvc_http_error(c->resp, 500, "out of memory");
+    else
+        kvc_http_error(c->resp, 400, "%s", err->msg[0] ? err->msg : kvc_strerror(rc));
+    return rc;
+}
+
+/* Tells whether the request body is an image by its Content-Type. */
+static int s_is_image(const kvc_http_req_t *req)
+{
+    const char *ct = req->content_type;
+    return ct && strncmp(ct, "image/", 6) == 0;
+}
+
+/* Decodes an image body into a one-tensor input list by the backend's
+ * preprocessing spec. */
+static int s_image_inputs(s_ctx_t *c, kvc_tensor_list_t **inputs)
+{
+    const s_backend_t *be = c->be;
+    if (!be->has_spec) {
+        kvc_http_error(c->resp, 400,
+                       "model %s has no image preprocessing spec configured; send JSON tensors",
+                       be->model);
+        return KVC_EINVAL;
+    }
+    const char *name = be->image_input;
+    if (!name[0]) {
+        const kvc_json_tensor_spec_t *specs = NULL;
+        size_t n = 0;
+        const kvc_signature_set_t *set = s_signatures(c);
+        if (kvc_signature_set_inputs(set, NULL, &specs, &n) != 0 || n != 1) {
+            kvc_http_error(c->resp, 400,
+                           "model %s: no image_input configured and its signature does not "
+                           "name exactly one input",
+                           be->model);
+            return KVC_EINVAL;
+        }
+        name = specs[0].name;
+    }
+    uint8_t *pix = NULL;
+    size_t len = 0;
+    int64_t shape[4];
+    kvc_err_t err = {0};
+    int rc = kvc_image_to_tensor(c->req->body, c->req->body_len, c->req->content_type, &be->spec,
+                                 NULL, &pix, &len, shape, &err);
+    if (rc)
+        return s_codec_error(c, rc, &err);
+    kvc_dtype_t dt = be->spec.dtype == KVC_PP_UINT8 ? KVC_DT_UINT8 : KVC_DT_FLOAT;
+    kvc_tensor_t *t = kvc_tensor_new(name, dt, &c->p->limits);
+    *inputs = kvc_tensor_list_new();
+    rc = t && *inputs ? 0 : KVC_ENOMEM;
+    rc = rc ? rc : kvc_tensor_append(t, pix, len / kvc_dtype_size(dt));
+    rc = rc ? rc : kvc_tensor_set_shape(t, shape, 4);
+    kvc_free(pix);
+    if (rc == 0)
+        rc = kvc_tensor_list_add(*inputs, &t);
+    if (rc) {
+        kvc_tensor_destroy(&t);
+        kvc_tensor_list_destroy(inputs);
+        if (rc == KVC_ERANGE)
+            kvc_http_error(c->resp, 413, "image tensor exceeds the request limits");
+        else
+            kvc_http_error(c->resp, 500, "out of memory");
+    }
+    return rc;
+}
+
+/* Sets a JSON 200 answer's headers (the body is already in place). */
+static void s_json_ok(s_ctx_t *c)
+{
+    c->resp->status = 200;
+    snprintf(c->resp->content_type, sizeof c->resp->content_type, "application/json");
+}
+
+/* Answers a failure to render an answer into the response buffer. */
+static void s_write_error(s_ctx_t *c, int rc, const kvc_err_t *err)
+{
+    if (rc == KVC_ERANGE)
+        kvc_http_error(c->resp, 500, "response exceeds the limit of %zu bytes", c->resp->body.max);
+    else if (rc == KVC_ENOMEM)
+        kvc_http_error(c->resp, 500, "out of memory");
+    else if (rc == KVC_EINVAL)
+        kvc_http_error(c->resp, 400, "%s", err && err->msg[0] ? err->msg : kvc_strerror(rc));
+    else
+        kvc_http_error(c->resp, 502, "%s", err && err->msg[0] ? err->msg : kvc_strerror(rc));
+}
+
+/* POST ...:predict (TF Serving REST). */
+static void s_tfs_predict(s_ctx_t *c)
+{
+    kvc_json_tensor_request_t jr = {0};
+    kvc_tensor_list_t *inputs = NULL, *outputs = NULL;
+    kvc_json_tensor_format_t format = KVC_JSON_TENSOR_ROW;
+    const char *signature = NULL;
+    if (s_is_image(c->req)) {
+        if (s_image_inputs(c, &inputs) != 0)
+            return;
+    } else {
+        const kvc_signature_set_t *set = s_signatures(c);
+        kvc_json_tensor_opts_t o = {.limits = c->p->limits};
+        kvc_signature_set_inputs(set, NULL, &o.specs, &o.n_specs);
+        kvc_err_t err = {0};
+        int rc = kvc_json_tensor_parse_request((const char *)c->req->body, c->req->body_len, &o,
+                                               &jr, &err);
+        if (rc == 0 && jr.signature_name && jr.signature_name[0]) {
+            /* Another signature than the default: parse again with its dtypes. */
+            kvc_json_tensor_opts_t o2 = {.limits = c->p->limits};
+            if (kvc_signature_set_inputs(set, jr.signature_name, &o2.specs, &o2.n_specs) == 0 &&
+                o2.specs != o.specs) {
+                kvc_json_tensor_request_clear(&jr);
+                rc = kvc_json_tensor_parse_request((const char *)c->req->body, c->req->body_len,
+                                                   &o2, &jr, &err);
+            }
+        }
+        if (rc) {
+            s_codec_error(c, rc, &err);
+            return;
+        }
+        inputs = jr.inputs;
+        format = jr.format;
+        signature = jr.signature_name;
+    }
+    if (s_infer(c, inputs, signature, NULL, NULL, 0, &outputs) == 0 && outputs) {
+        kvc_err_t err = {0};
+        kvc_buf_reset(&c->resp->body);
+        int rc = kvc_json_tensor_write_response(outputs, format, &c->resp->body, &err);
+        if (rc)
+            s_write_error(c, rc, &err);
+        else
+            s_json_ok(c);
+    }
+    kvc_tensor_list_destroy(&outputs);
+    if (jr.inputs)
+        kvc_json_tensor_request_clear(&jr);
+    else
+        kvc_tensor_list_destroy(&inputs);
+}
+
+/* POST /v2/models/NAME[/versions/V]/infer (KServe v2). */
+static void s_v2_infer(s_ctx_t *c)
+{
+    kvc_kserve_request_t kr = {0};
+    kvc_tensor_list_t *inputs = NULL, *outputs = NULL;
+    char **filter = NULL;
+    size_t n_filter = 0;
+    if (s_is_image(c->req)) {
+        if (s_image_inputs(c, &inputs) != 0)
+            return;
+    } else {
+        size_t header_len = c->req->body_len;
+        if (c->req->inference_header_length) {
+            int64_t v = 0;
+            if (kvc_parse_i64(c->req->inference_header_length, 0, (int64_t)c->req->body_len, &v) !=
+                0) {
+                kvc_http_error(c->resp, 400,
+                               "Inference-Header-Content-Length: \"%.40s\" is not a length "
+                               "within the %zu-byte body",
+                               c->req->inference_header_length, c->req->body_len);
+                return;
+            }
+            header_len = (size_t)v;
+        }
+        kvc_err_t err = {0};
+        int rc = kvc_kserve_json_parse_request((const char *)c->req->body, c->req->body_len,
+                                               header_len, &c->p->limits, &kr, &err);
+        if (rc) {
+            s_codec_error(c, rc, &err);
+            return;
+        }
+        inputs = kr.inputs;
+        if (kr.n_outputs) {
+            filter = kvc_calloc(kr.n_outputs, sizeof *filter);
+            if (!filter) {
+                kvc_http_error(c->resp, 500, "out of memory");
+                kvc_kserve_json_request_clear(&kr);
+                return;
+            }
+            for (size_t i = 0; i < kr.n_outputs; i++)
+                filter[i] = kr.outputs[i].name;
+            n_filter = kr.n_outputs;
+        }
+    }
+    if (s_infer(c, inputs, NULL, kr.id, filter, n_filter, &outputs) == 0 && outputs) {
+        char version[24];
+        if (c->version[0])
+            snprintf(version, sizeof version, "%s", c->version);
+        else if (c->route.version >= 0)
+            snprintf(version, sizeof version, "%" PRId64, c->route.version);
+        else
+            version[0] = '\0';
+        kvc_kserve_response_meta_t meta = {
+            .model_name = c->route.model,
+            .model_version = version[0] ? version : NULL,
+            .id = kr.id,
+        };
+        kvc_err_t err = {0};
+        size_t hlen = 0;
+        kvc_buf_reset(&c->resp->body);
+        int rc = kvc_kserve_json_write_response(&meta, outputs, kr.inputs ? &kr : NULL,
+                                                &c->resp->body, &hlen, &err);
+        if (rc) {
+            s_write_error(c, rc, &err);
+        } else if (hlen) {
+            c->resp->status = 200;
+            snprintf(c->resp->content_type, sizeof c->resp->content_type,
+                     "application/octet-stream");
+            snprintf(c->resp->header_name, sizeof c->resp->header_name,
+                     "Inference-Header-Content-Length");
+            snprintf(c->resp->header_value, sizeof c->resp->header_value, "%zu", hlen);
+        } else {
+            s_json_ok(c);
+        }
+    }
+    kvc_tensor_list_destroy(&outputs);
+    kvc_free(filter);
+    if (kr.inputs)
+        kvc_kserve_json_request_clear(&kr);
+    else
+        kvc_tensor_list_destroy(&inputs);
+}
+
+/* ---- Status, metadata, health -------------------------------------------- */
+
+/* Calls TF Serving GetModelStatus for model (route's version unless
+ * latest). */
+static int s_tfs_status(s_ctx_t *c, const char *url, const char *model, int latest,
+                        uint32_t timeout_ms, Tensorflow__Serving__GetModelStatusResponse **out)
+{
+    Tensorflow__Serving__GetModelStatusRequest r =
+        TENSORFLOW__SERVING__GET_MODEL_STATUS_REQUEST__INIT;
+    Tensorflow__Serving__ModelSpec spec;
+    Google__Protobuf__Int64Value ver;
+    s_model_spec(c, &spec, &ver, NULL);
+    spec.name = (char *)model;
+    if (latest)
+        spec.version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE__NOT_SET;
+    r.model_spec = &spec;
+    kvc_grpc_result_t res;
+    int rc = s_call(c, url, S_PATH_STATUS, &r.base, timeout_ms, &res);
+    if (rc == 0) {
+        *out = tensorflow__serving__get_model_status_response__unpack(NULL, res.len, res.data);
+        if (!*out)
+            rc = s_bad_reply(c, "GetModelStatusResponse");
+    }
+    kvc_grpc_result_free(&res);
+    return rc;
+}
+
+/* Tells whether a status reply has a version AVAILABLE. */
+static int s_any_available(const Tensorflow__Serving__GetModelStatusResponse *r)
+{
+    for (size_t i = 0; i < r->n_model_version_status; i++)
+        if (r->model_version_status[i]->state ==
+            TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE)
+            return 1;
+    return 0;
+}
+
+/* Calls KServe ModelReady for the route's model and version. */
+static int s_kserve_ready(s_ctx_t *c, const char *version, int *ready)
+{
+    Inference__ModelReadyRequest r = INFERENCE__MODEL_READY_REQUEST__INIT;
+    r.name = (char *)c->route.model;
+    r.version = (char *)version;
+    kvc_grpc_result_t res;
+    int rc = s_call(c, c->be->url, S_PATH_V2_READY, &r.base, c->p->timeout_ms, &res);
+    if (rc == 0) {
+        Inference__ModelReadyResponse *m =
+            inference__model_ready_response__unpack(NULL, res.len, res.data);
+        if (!m) {
+            rc = s_bad_reply(c, "ModelReadyResponse");
+        } else {
+            *ready = m->ready;
+            inference__model_ready_response__free_unpacked(m, NULL);
+        }
+    }
+    kvc_grpc_result_free(&res);
+    return rc;
+}
+
+/* GET /v1/models/NAME[...] (TF Serving model status). */
+static void s_tfs_status_answer(s_ctx_t *c)
+{
+    int rc;
+    kvc_buf_reset(&c->resp->body);
+    if (c->be->api == S_API_TFS) {
+        Tensorflow__Serving__GetModelStatusResponse *r = NULL;
+        if (s_tfs_status(c, c->be->url, c->route.model, 0, c->p->timeout_ms, &r) != 0)
+            return;
+        rc = kvc_proxy_status_json(r, &c->resp->body);
+        tensorflow__serving__get_model_status_response__free_unpacked(r, NULL);
+    } else {
+        /* ModelMetadata names the version (and says NOT_FOUND); then ModelReady. */
+        Inference__ModelMetadataResponse *m = NULL;
+        if (s_kserve_metadata(c, c->p->timeout_ms, 0, &m) != 0)
+            return;
+        char version[24];
+        if (c->route.version >= 0)
+            snprintf(version, sizeof version, "%" PRId64, c->route.version);
+        else
+            snprintf(version, sizeof version, "%.20s",
+                     m->n_versions && m->versions[0] ? m->versions[0] : "");
+        inference__model_metadata_response__free_unpacked(m, NULL);
+        int ready = 0;
+        if (s_kserve_ready(c, c->route.version >= 0 ? version : "", &ready) != 0)
+            return;
+        rc = kvc_proxy_status_json_ready(version, ready, &c->resp->body);
+    }
+    if (rc)
+        s_write_error(c, rc, NULL);
+    else
+        s_json_ok(c);
+}
+
+/* GET /v1/models/NAME[...]/metadata and GET /v2/models/NAME[...]. */
+static void s_metadata_answer(s_ctx_t *c, int v2)
+{
+    int rc;
+    kvc_err_t err = {0};
+    kvc_buf_reset(&c->resp->body);
+    if (c->be->api == S_API_TFS) {
+        Tensorflow__Serving__GetModelMetadataResponse *r = NULL;
+        if (s_tfs_metadata(c, c->p->timeout_ms, 0, &r) != 0)
+            return;
+        rc = v2 ? kvc_proxy_v2_metadata_json_tfs(r, NULL, &c->resp->body, &err)
+                : kvc_proxy_metadata_json(r, &c->resp->body, &err);
+        tensorflow__serving__get_model_metadata_response__free_unpacked(r, NULL);
+    } else {
+        Inference__ModelMetadataResponse *m = NULL;
+        if (s_kserve_metadata(c, c->p->timeout_ms, 0, &m) != 0)
+            return;
+        rc = v2 ? kvc_proxy_v2_metadata_json(m, &c->resp->body)
+                : kvc_proxy_metadata_json_kserve(m, &c->resp->body, &err);
+        inference__model_metadata_response__free_unpacked(m, NULL);
+    }
+    if (rc)
+        s_write_error(c, rc, &err);
+    else
+        s_json_ok(c);
+}
+
+/* GET /v2/models/NAME[/versions/V]/ready. */
+static void s_v2_model_ready(s_ctx_t *c)
+{
+    int ready = 0;
+    if (c->be->api == S_API_TFS) {
+        Tensorflow__Serving__GetModelStatusResponse *r = NULL;
+        if (s_tfs_status(c, c->be->url, c->route.model, 0, c->p->timeout_ms, &r) != 0)
+            return;
+        ready = s_any_available(r);
+        tensorflow__serving__get_model_status_response__free_unpacked(r, NULL);
+    } else {
+        char version[24];
+        if (s_kserve_version(c, version, sizeof version) != 0 ||
+            s_kserve_ready(c, version, &ready) != 0)
+            return;
+    }
+    kvc_buf_reset(&c->resp->body);
+    int rc = kvc_buf_append(&c->resp->body, "{\"name\": ", 9);
+    rc = rc ? rc : kvc_json_append_str(&c->resp->body, c->route.model, strlen(c->route.model));
+    rc = rc ? rc : kvc_buf_printf(&c->resp->body, ", \"ready\": %s}", ready ? "true" : "false");
+    if (rc) {
+        s_write_error(c, rc, NULL);
+        return;
+    }
+    s_json_ok(c);
+    c->resp->status = ready ? 200 : 400;
+}
+
+/* Asks one backend whether it can serve, with a short deadline. */
+static int s_backend_ready(s_ctx_t *c, const s_backend_t *be)
+{
+    kvc_grpc_result_t res;
+    int ok = 0;
+    if (be->api == S_API_KSERVE) {
+        Inference__ServerReadyRequest r = INFERENCE__SERVER_READY_REQUEST__INIT;
+        if (s_call(c, be->url, S_PATH_V2_SREADY, &r.base, S_READY_TIMEOUT_MS, &res) == 0) {
+            Inference__ServerReadyResponse *m =
+                inference__server_ready_response__unpack(NULL, res.len, res.data);
+            ok = m && m->ready;
+            if (m)
+                inference__server_ready_response__free_unpacked(m, NULL);
+        }
+        kvc_grpc_result_free(&res);
+    } else {
+        Tensorflow__Serving__GetModelStatusResponse *r = NULL;
+        if (s_tfs_status(c, be->url, be->model, 1, S_READY_TIMEOUT_MS, &r) == 0) {
+            ok = s_any_available(r);
+            tensorflow__serving__get_model_status_response__free_unpacked(r, NULL);
+        }
+    }
+    return ok;
+}
+
+/* GET /v2/health/ready: every backend answers (KServe servers once each). */
+static void s_v2_ready(s_ctx_t *c)
+{
+    int all = 1;
+    for (size_t i = 0; all && i < c->p->n; i++) {
+        const s_backend_t *be = &c->p->backends[i];
+        int seen = 0;
+        for (size_t j = 0; be->api == S_API_KSERVE && j < i; j++)
+            seen |= c->p->backends[j].api == S_API_KSERVE &&
+                    strcmp(c->p->backends[j].url, be->url) == 0;
+        if (!seen)
+            all = s_backend_ready(c, be);
+    }
+    kvc_buf_reset(&c->resp->body);
+    const char *body = all ? "{\"ready\": true}" : "{\"ready\": false}";
+    if (kvc_buf_append(&c->resp->body, body, strlen(body)) != 0) {
+        s_write_error(c, KVC_ERANGE, NULL);
+        return;
+    }
+    s_json_ok(c);
+    c->resp->status = all ? 200 : 503;
+}
+
+/* Sets a fixed JSON body. */
+static void s_fixed(s_ctx_t *c, int status, const char *body)
+{
+    kvc_buf_reset(&c->resp->body);
+    if (kvc_buf_append(&c->resp->body, body, strlen(body)) != 0) {
+        s_write_error(c, KVC_ERANGE, NULL);
+        return;
+    }
+    s_json_ok(c);
+    c->resp->status = status;
+}
+
+/* Finds the backend serving the route's model, or answers 404 as TF
+ * Serving does. */
+static int s_find_backend(s_ctx_t *c)
+{
+    for (size_t i = 0; i < c->p->n; i++)
+        if (strcmp(c->p->backends[i].model, c->route.model) == 0) {
+            c->be = &c->p->backends[i];
+            c->be_index = i;
+            return KVC_OK;
+        }
+    if (c->route.version >= 0)
+        kvc_http_error(c->resp, 404, "Servable not found for request: Specific(%s, %" PRId64 ")",
+                       c->route.model, c->route.version);
+    else
+        kvc_http_error(c->resp, 404, "Servable not found for request: Latest(%s)", c->route.model);
+    return KVC_ENOENT;
+}
+
+/* Routes one request to its endpoint. */
+static void s_dispatch(s_ctx_t *c)
+{
+    char msg[256];
+    int rc = kvc_route_parse(c->req->method, c->req->path, &c->route, msg, sizeof msg);
+    if (rc != 0) {
+        kvc_http_error(c->resp, rc == 405 ? 405 : 404, "%s", msg);
+        return;
+    }
+    c->obs.model = c->route.model;
+    c->obs.endpoint = kvc_route_name(c->route.kind);
+    switch (c->route.kind) {
+    case KVC_ROUTE_V2_LIVE:
+        s_fixed(c, 200, "{\"live\": true}");
+        return;
+    case KVC_ROUTE_V2_READY:
+        s_v2_ready(c);
+        return;
+    case KVC_ROUTE_V2_SERVER:
+        s_fixed(c, 200,
+                "{\"name\": \"kvc\", \"version\": \"0.1.0\", \"extensions\": "
+                "[\"binary_tensor_data\"]}");
+        return;
+    case KVC_ROUTE_METRICS:
+    case KVC_ROUTE_FEDERATE:
+        kvc_http_error(c->resp, 404, "metrics are not enabled");
+        return;
+    case KVC_ROUTE_TFS_CLASSIFY:
+        kvc_http_error(c->resp, 400, "classify is not supported by this proxy");
+        return;
+    case KVC_ROUTE_TFS_REGRESS:
+        kvc_http_error(c->resp, 400, "regress is not supported by this proxy");
+        return;
+    default:
+        break;
+    }
+    if (s_find_backend(c) != 0)
+        return;
+    switch (c->route.kind) {
+    case KVC_ROUTE_TFS_PREDICT:
+        s_tfs_predict(c);
+        break;
+    case KVC_ROUTE_TFS_STATUS:
+        s_tfs_status_answer(c);
+        break;
+    case KVC_ROUTE_TFS_METADATA:
+        s_metadata_answer(c, 0);
+        break;
+    case KVC_ROUTE_V2_MODEL:
+        s_metadata_answer(c, 1);
+        break;
+    case KVC_ROUTE_V2_MODEL_READY:
+        s_v2_model_ready(c);
+        break;
+    case KVC_ROUTE_V2_INFER:
+        s_v2_infer(c);
+        break;
+    default:
+        kvc_http_error(c->resp, 404, "no such endpoint");
+        break;
+    }
 }
 
 void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
 {
-    kvc_http_error(resp, 503, "the inference proxy is not built into this version yet");
-}
-
-int kvc_proxy_http_status(int grpc_code)
-{
-    return grpc_code == 0 ? 200 : 500;
+    s_ctx_t c;
+    memset(&c, 0, sizeof c);
+    c.p = arg;
+    c.req = req;
+    c.resp = resp;
+    c.obs.model = "";
+    c.obs.endpoint = "none";
+    c.obs.route = "local";
+    c.obs.grpc_status = -1;
+    c.obs.request_bytes = req->body_len;
+    double t0 = s_now_s();
+    s_dispatch(&c);
+    if (resp->status < 100 || resp->status > 599)
+        kvc_http_error(resp, 500, "internal error: no answer");
+    if (c.p->observe) {
+        c.obs.http_status = resp->status;
+        c.obs.response_bytes = resp->body.len;
+        c.obs.seconds = s_now_s() - t0;
+        c.p->observe(c.p->observe_arg, &c.obs);
+    }
 }

@@ -1,0 +1,1027 @@
+/*
+ * Interop tests of the inference proxy: libcurl -> kvc_http_server ->
+ * kvc_proxy_handle -> gRPC (libcurl HTTP/2) -> model_server.py (grpcio,
+ * numpy). Every endpoint, both REST formats and both backend APIs, images,
+ * the KServe binary extension, protobuf answers and the error mapping.
+ *
+ * Expected numbers come from the model server's documented formulas,
+ * computed here independently; inputs are chosen (multiples of 1/4, small
+ * integers) so every float64 sum is exact whatever order numpy adds in.
+ * Servers bind port 0 and report ports through a file polled with a
+ * deadline. KVC_MODEL_SERVER overrides the server script's path.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <math.h>
+#include <png.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <turbojpeg.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "http_server.h"
+#include "kserve/grpc_predict_v2.pb-c.h"
+#include "proxy.h"
+#include "tensorflow_serving/apis/predict.pb-c.h"
+
+extern char **environ;
+
+/* ---- Model server processes -------------------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    char dir[64];
+    int grpc_port;
+} s_server_t;
+
+/* Starts model_server.py with extra args; waits (deadline 90 s) for its
+ * port file. */
+static int s_server_start(s_server_t *s, const char *delay_ms)
+{
+    const char *script = getenv("KVC_MODEL_SERVER");
+    char path[512];
+    if (!script || !script[0]) {
+        snprintf(path, sizeof path, "%s/tests/interop/model_server.py", KVC_SOURCE_DIR);
+        script = path;
+    }
+    snprintf(s->dir, sizeof s->dir, "/tmp/kvc-proxy-it-XXXXXX");
+    if (!mkdtemp(s->dir))
+        return -1;
+    char port_file[128];
+    snprintf(port_file, sizeof port_file, "%s/ports.json", s->dir);
+    const char *argv[] = {KVC_PYTHON,    script,    "--grpc-port", "0",      "--rest-port", "0",
+                          "--port-file", port_file, "--delay-ms",  delay_ms, NULL};
+    if (posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ) != 0)
+        return -1;
+    struct timespec start, now, step = {0, 20 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        FILE *f = fopen(port_file, "r");
+        if (f) {
+            char text[256] = {0};
+            size_t n = fread(text, 1, sizeof text - 1, f);
+            fclose(f);
+            const char *g = n ? strstr(text, "\"grpc\":") : NULL;
+            if (g) {
+                s->grpc_port = (int)strtol(g + 7, NULL, 10);
+                return s->grpc_port > 0 ? 0 : -1;
+            }
+        }
+        int status;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return -1;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - start.tv_sec > 90)
+            return -1;
+        nanosleep(&step, NULL); /* polling the port file, bounded by the deadline */
+    }
+}
+
+/* Stops the server and removes its folder. */
+static void s_server_stop(s_server_t *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
+    char port_file[128];
+    snprintf(port_file, sizeof port_file, "%s/ports.json", s->dir);
+    unlink(port_file);
+    rmdir(s->dir);
+}
+
+/* A TCP port nothing listens on (bound, then closed). */
+static int s_dead_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        return -1;
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* ---- Proxies under test ------------------------------------------------- */
+
+typedef struct {
+    kvc_proxy_t *proxy;
+    kvc_http_server_t *http;
+    uint16_t port;
+} s_front_t;
+
+/* Observations collected from one proxy. */
+typedef struct {
+    pthread_mutex_t lock;
+    int count;
+    kvc_proxy_observation_t last;
+    char model[64];
+    char endpoint[32];
+} s_observed_t;
+
+static void s_observe(void *arg, const kvc_proxy_observation_t *o)
+{
+    s_observed_t *ob = arg;
+    pthread_mutex_lock(&ob->lock);
+    ob->count++;
+    ob->last = *o;
+    snprintf(ob->model, sizeof ob->model, "%s", o->model);
+    snprintf(ob->endpoint, sizeof ob->endpoint, "%s", o->endpoint);
+    pthread_mutex_unlock(&ob->lock);
+}
+
+static s_server_t g_fast, g_slow;
+static s_front_t g_tfs, g_kv, g_bad;
+static s_observed_t g_obs = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int s_front_start(s_front_t *f, const kvc_proxy_backend_t *b, size_t n, uint32_t timeout_ms,
+                         size_t max_body, s_observed_t *ob)
+{
+    kvc_err_t err = {0};
+    kvc_proxy_opts_t o = {.backends = b, .n_backends = n, .timeout_ms = timeout_ms};
+    if (ob) {
+        o.observe = s_observe;
+        o.observe_arg = ob;
+    }
+    f->proxy = kvc_proxy_new(&o, &err);
+    if (!f->proxy) {
+        fprintf(stderr, "proxy: %s\n", err.msg);
+        return -1;
+    }
+    kvc_http_opts_t ho = {.max_body = max_body, .max_response = (size_t)256 << 20, .threads = 4};
+    f->http = kvc_http_server_new("127.0.0.1:0", &ho, kvc_proxy_handle, f->proxy, &err);
+    if (!f->http) {
+        fprintf(stderr, "http: %s\n", err.msg);
+        return -1;
+    }
+    f->port = kvc_http_server_port(f->http);
+    return 0;
+}
+
+static void s_front_stop(s_front_t *f)
+{
+    kvc_http_server_destroy(&f->http);
+    kvc_proxy_destroy(&f->proxy);
+}
+
+static int s_setup(void **state)
+{
+    curl_global_init(CURL_GLOBAL_ALL);
+    if (s_server_start(&g_fast, "0") != 0 || s_server_start(&g_slow, "3000") != 0)
+        return -1;
+    char fast[64], slow[64], dead[64];
+    snprintf(fast, sizeof fast, "127.0.0.1:%d", g_fast.grpc_port);
+    snprintf(slow, sizeof slow, "http://127.0.0.1:%d", g_slow.grpc_port);
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", s_dead_port());
+    kvc_proxy_backend_t tfs[] = {
+        {"mobilenet", fast, "tfserving", "224x224 rgb nhwc float32", ""},
+        {"inception", fast, "tfserving", "", ""},
+        {"yolov5", fast, "tfserving", "", ""},
+        {"bert", fast, "tfserving", "", ""},
+    };
+    kvc_proxy_backend_t kv[] = {
+        {"mobilenet", fast, "kserve", "", ""},
+        {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images"},
+        {"yolov5", fast, "kserve", "", ""},
+        {"bert", fast, "kserve", "", ""},
+    };
+    kvc_proxy_backend_t bad[] = {
+        {"mobilenet", slow, "tfserving", "", ""},
+        {"bert", dead, "kserve", "", ""},
+    };
+    if (s_front_start(&g_tfs, tfs, 4, 30000, (size_t)64 << 20, &g_obs) != 0 ||
+        s_front_start(&g_kv, kv, 4, 30000, (size_t)64 << 20, NULL) != 0 ||
+        s_front_start(&g_bad, bad, 2, 700, (size_t)1 << 20, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    s_front_stop(&g_tfs);
+    s_front_stop(&g_kv);
+    s_front_stop(&g_bad);
+    s_server_stop(&g_fast);
+    s_server_stop(&g_slow);
+    curl_global_cleanup();
+    return 0;
+}
+
+/* ---- HTTP client -------------------------------------------------------- */
+
+typedef struct {
+    long status;
+    char ctype[128];
+    char ihcl[32]; /* Inference-Header-Content-Length, "" when absent */
+    char *body;
+    size_t len, cap;
+} s_reply_t;
+
+static size_t s_on_body(char *p, size_t size, size_t n, void *arg)
+{
+    s_reply_t *r = arg;
+    size_t add = size * n;
+    if (r->len + add + 1 > r->cap) {
+        size_t cap = (r->len + add + 1) * 2;
+        char *nb = realloc(r->body, cap);
+        if (!nb)
+            return 0;
+        r->body = nb;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, p, add);
+    r->len += add;
+    r->body[r->len] = '\0';
+    return add;
+}
+
+/* Copies header value (trimmed) into dst when line is "name: value". */
+static void s_header_copy(const char *line, size_t n, const char *name, char *dst, size_t cap)
+{
+    size_t k = strlen(name);
+    if (n <= k + 1 || strncasecmp(line, name, k) != 0 || line[k] != ':')
+        return;
+    const char *v = line + k + 1;
+    size_t vn = n - k - 1;
+    while (vn && (*v == ' '))
+        v++, vn--;
+    while (vn && (v[vn - 1] == '\r' || v[vn - 1] == '\n' || v[vn - 1] == ' '))
+        vn--;
+    snprintf(dst, cap, "%.*s", (int)vn, v);
+}
+
+static size_t s_on_header(char *p, size_t size, size_t n, void *arg)
+{
+    s_reply_t *r = arg;
+    s_header_copy(p, size * n, "Content-Type", r->ctype, sizeof r->ctype);
+    s_header_copy(p, size * n, "Inference-Header-Content-Length", r->ihcl, sizeof r->ihcl);
+    return size * n;
+}
+
+/* One HTTP exchange; extra is one more header line or NULL. */
+static void s_http(const s_front_t *f, const char *method, const char *path, const char *ctype,
+                   const char *extra, const void *body, size_t len, s_reply_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->body = calloc(1, 1);
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", f->port, path);
+    struct curl_slist *hs = NULL;
+    char line[256];
+    if (ctype) {
+        snprintf(line, sizeof line, "Content-Type: %s", ctype);
+        hs = curl_slist_append(hs, line);
+    }
+    if (extra)
+        hs = curl_slist_append(hs, extra);
+    hs = curl_slist_append(hs, "Expect:");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, s_on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    CURLcode rc = curl_easy_perform(h);
+    if (rc != CURLE_OK)
+        fprintf(stderr, "curl %s %s: %s\n", method, path, curl_easy_strerror(rc));
+    assert_int_equal(rc, CURLE_OK);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(hs);
+    curl_easy_cleanup(h);
+}
+
+static void s_reply_free(s_reply_t *r)
+{
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+/* Asserts status and exact body. */
+static void s_expect(const s_front_t *f, const char *method, const char *path, long status,
+                     const char *want)
+{
+    s_reply_t r;
+    s_http(f, method, path, NULL, NULL, NULL, 0, &r);
+    if (r.status != status || strcmp(r.body, want) != 0)
+        fprintf(stderr, "%s %s -> %ld %s\n", method, path, r.status, r.body);
+    assert_int_equal(r.status, status);
+    assert_string_equal(r.body, want);
+    s_reply_free(&r);
+}
+
+/* Reads every number after the first occurrence of key into out; returns
+ * how many (at most max). */
+static size_t s_numbers(const char *text, const char *key, float *out, size_t max)
+{
+    const char *p = key ? strstr(text, key) : text;
+    size_t n = 0;
+    if (!p)
+        return 0;
+    p += key ? strlen(key) : 0;
+    while (*p && n < max) {
+        if ((*p >= '0' && *p <= '9') || *p == '-') {
+            char *end = NULL;
+            out[n++] = strtof(p, &end);
+            p = end;
+        } else if (*p == '}' && key) {
+            break;
+        } else {
+            p++;
+        }
+    }
+    return n;
+}
+
+/* ---- Expected values (the server's formulas) ----------------------------- */
+
+/* mobilenet/inception scores from the image's float64 mean and first pixel. */
+static void s_scores(const float *x, size_t count, int inception, float *out)
+{
+    double sum = 0;
+    for (size_t i = 0; i < count; i++)
+        sum += (double)x[i];
+    double m = sum / (double)count;
+    for (int j = 0; j < 1001; j++) {
+        double p = (double)x[j % 3];
+        out[j] = inception ? (float)(m * (double)(1001 - j) / 1001.0 - p)
+                           : (float)(m * (double)(j + 1) / 1001.0 + p);
+    }
+}
+
+/* A test image value for element i: multiples of 1/4 in [0, 8). */
+static float s_pixel(size_t i)
+{
+    return (float)((i * 7 + i / 3) % 32) * 0.25f;
+}
+
+/* Builds a TF Serving JSON body for an image model: instances or inputs. */
+static char *s_image_json(size_t h, size_t w, int columnar, size_t *len)
+{
+    size_t count = h * w * 3;
+    size_t cap = count * 8 + 64;
+    char *s = malloc(cap);
+    size_t n = (size_t)snprintf(s, cap, columnar ? "{\"inputs\": [[" : "{\"instances\": [[");
+    for (size_t y = 0; y < h; y++) {
+        s[n++] = '[';
+        for (size_t x = 0; x < w; x++) {
+            size_t i = (y * w + x) * 3;
+            n += (size_t)snprintf(s + n, cap - n, "[%g,%g,%g]%s", s_pixel(i), s_pixel(i + 1),
+                                  s_pixel(i + 2), x + 1 < w ? "," : "");
+        }
+        s[n++] = ']';
+        if (y + 1 < h)
+            s[n++] = ',';
+    }
+    n += (size_t)snprintf(s + n, cap - n, "]]}");
+    *len = n;
+    return s;
+}
+
+/* ---- Tests ---------------------------------------------------------------- */
+
+static void test_health_and_server(void **state)
+{
+    s_expect(&g_tfs, "GET", "/v2/health/live", 200, "{\"live\": true}");
+    s_expect(
+        &g_tfs, "GET", "/v2", 200,
+        "{\"name\": \"kvc\", \"version\": \"0.1.0\", \"extensions\": [\"binary_tensor_data\"]}");
+    s_expect(&g_tfs, "GET", "/v2/health/ready", 200, "{\"ready\": true}");
+    s_expect(&g_kv, "GET", "/v2/health/ready", 200, "{\"ready\": true}");
+    s_expect(&g_bad, "GET", "/v2/health/ready", 503, "{\"ready\": false}");
+    s_expect(&g_tfs, "GET", "/metrics", 404, "{\"error\": \"metrics are not enabled\"}");
+    s_expect(&g_tfs, "GET", "/federate", 404, "{\"error\": \"metrics are not enabled\"}");
+}
+
+static void test_model_status(void **state)
+{
+    const char *ok = "{\"model_version_status\": [{\"version\": \"1\", \"state\": \"AVAILABLE\", "
+                     "\"status\": {\"error_code\": \"OK\", \"error_message\": \"\"}}]}";
+    s_expect(&g_tfs, "GET", "/v1/models/bert", 200, ok);
+    s_expect(&g_tfs, "GET", "/v1/models/bert/versions/1", 200, ok);
+    s_expect(&g_kv, "GET", "/v1/models/bert", 200, ok);
+    s_expect(&g_kv, "GET", "/v1/models/bert/versions/1", 200, ok);
+    s_expect(&g_tfs, "GET", "/v1/models/bert/versions/2", 404,
+             "{\"error\": \"Servable not found for request: Specific(bert, 2)\"}");
+    s_expect(&g_tfs, "GET", "/v2/models/bert/ready", 200, "{\"name\": \"bert\", \"ready\": true}");
+    s_expect(&g_kv, "GET", "/v2/models/bert/ready", 200, "{\"name\": \"bert\", \"ready\": true}");
+    s_expect(&g_kv, "GET", "/v2/models/bert/versions/2/ready", 400,
+             "{\"name\": \"bert\", \"ready\": false}");
+}
+
+static void test_model_metadata(void **state)
+{
+    const char *dims = "{\"size\": \"-1\", \"name\": \"\"}, {\"size\": \"224\", \"name\": \"\"}, "
+                       "{\"size\": \"224\", \"name\": \"\"}, {\"size\": \"3\", \"name\": \"\"}";
+    char want[2048];
+    snprintf(want, sizeof want,
+             "{\"model_spec\": {\"name\": \"mobilenet\", \"signature_name\": \"serving_default\", "
+             "\"version\": \"1\"}, \"metadata\": {\"signature_def\": {\"signature_def\": "
+             "{\"serving_default\": {\"inputs\": {\"images\": {\"dtype\": \"DT_FLOAT\", "
+             "\"tensor_shape\": {\"dim\": [%s], \"unknown_rank\": false}, \"name\": "
+             "\"images:0\"}}, \"outputs\": {\"scores\": {\"dtype\": \"DT_FLOAT\", "
+             "\"tensor_shape\": {\"dim\": [{\"size\": \"-1\", \"name\": \"\"}, {\"size\": "
+             "\"1001\", \"name\": \"\"}], \"unknown_rank\": false}, \"name\": \"scores:0\"}}, "
+             "\"method_name\": \"tensorflow/serving/predict\"}}}}}",
+             dims);
+    s_expect(&g_tfs, "GET", "/v1/models/mobilenet/metadata", 200, want);
+    /* From a KServe backend: the same form, names without ":0", batch 1. */
+    s_expect(&g_kv, "GET", "/v1/models/bert/metadata", 200,
+             "{\"model_spec\": {\"name\": \"bert\", \"signature_name\": \"\", \"version\": \"1\"}, "
+             "\"metadata\": {\"signature_def\": {\"signature_def\": {\"serving_default\": "
+             "{\"inputs\": {\"input_ids\": {\"dtype\": \"DT_INT32\", \"tensor_shape\": {\"dim\": "
+             "[{\"size\": \"1\", \"name\": \"\"}, {\"size\": \"500\", \"name\": \"\"}], "
+             "\"unknown_rank\": false}, \"name\": \"input_ids\"}}, \"outputs\": {\"logits\": "
+             "{\"dtype\": \"DT_FLOAT\", \"tensor_shape\": {\"dim\": [{\"size\": \"1\", \"name\": "
+             "\"\"}, {\"size\": \"2\", \"name\": \"\"}], \"unknown_rank\": false}, \"name\": "
+             "\"logits\"}}, \"method_name\": \"tensorflow/serving/predict\"}}}}}");
+    s_expect(&g_kv, "GET", "/v2/models/yolov5", 200,
+             "{\"name\": \"yolov5\", \"versions\": [\"1\"], \"platform\": \"kvc_numpy\", "
+             "\"inputs\": [{\"name\": \"images\", \"datatype\": \"FP32\", \"shape\": [1, 640, "
+             "640, 3]}], \"outputs\": [{\"name\": \"output0\", \"datatype\": \"FP32\", \"shape\": "
+             "[1, 25200, 85]}]}");
+    s_expect(&g_tfs, "GET", "/v2/models/bert/versions/1", 200,
+             "{\"name\": \"bert\", \"versions\": [\"1\"], \"platform\": \"tensorflow_serving\", "
+             "\"inputs\": [{\"name\": \"input_ids\", \"datatype\": \"INT32\", \"shape\": [-1, "
+             "500]}], \"outputs\": [{\"name\": \"logits\", \"datatype\": \"FP32\", \"shape\": [-1, "
+             "2]}]}");
+}
+
+/* bert ids: i*37 % 1000 - 200 (negatives too); fills the expected logits. */
+static char *s_bert_body(const char *head, const char *tail, int n, float want[2])
+{
+    size_t cap = (size_t)n * 8 + strlen(head) + strlen(tail) + 16;
+    char *s = malloc(cap);
+    size_t k = strlen(head);
+    memcpy(s, head, k);
+    int64_t sum = 0, mx = INT64_MIN, mn = INT64_MAX;
+    for (int i = 0; i < n; i++) {
+        int64_t v = (int64_t)((i * 37) % 1000) - 200;
+        sum += v;
+        mx = v > mx ? v : mx;
+        mn = v < mn ? v : mn;
+        k += (size_t)snprintf(s + k, cap - k, "%s%lld", i ? "," : "", (long long)v);
+    }
+    memcpy(s + k, tail, strlen(tail) + 1);
+    want[0] = (float)((double)sum / 1000.0);
+    want[1] = (float)(double)(mx - mn);
+    return s;
+}
+
+/* POSTs body as JSON to path and checks 200 and the two logits. */
+static void s_expect_logits(const s_front_t *f, const char *path, const char *body,
+                            const char *prefix, const char *key, const float want[2])
+{
+    s_reply_t r;
+    s_http(f, "POST", path, "application/json", NULL, body, strlen(body), &r);
+    if (r.status != 200)
+        fprintf(stderr, "POST %s -> %ld %s\n", path, r.status, r.body);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.ctype, "application/json");
+    assert_memory_equal(r.body, prefix, strlen(prefix));
+    float got[3];
+    assert_int_equal(s_numbers(r.body, key, got, 3), 2);
+    assert_true(got[0] == want[0] && got[1] == want[1]);
+    s_reply_free(&r);
+}
+
+static void test_predict_bert_both_formats(void **state)
+{
+    float want[2];
+    char *row = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    /* Signature says int32: the server accepts int32 or int64 and checks shape. */
+    s_expect_logits(&g_tfs, "/v1/models/bert:predict", row, "{\"predictions\": [[",
+                    "\"predictions\"", want);
+    s_expect_logits(&g_kv, "/v1/models/bert/versions/1:predict", row, "{\"predictions\": [[",
+                    "\"predictions\"", want);
+    free(row);
+    char *col = s_bert_body("{\"signature_name\": \"serving_default\", \"inputs\": "
+                            "{\"input_ids\": [[",
+                            "]]}}", 500, want);
+    s_expect_logits(&g_tfs, "/v1/models/bert:predict", col, "{\"outputs\": [[", "\"outputs\"",
+                    want);
+    s_expect_logits(&g_kv, "/v1/models/bert:predict", col, "{\"outputs\": [[", "\"outputs\"", want);
+    free(col);
+    /* KServe v2 JSON with explicit INT64 and INT32, to both backend kinds. */
+    char *v64 = s_bert_body("{\"id\": \"q1\", \"inputs\": [{\"name\": \"input_ids\", \"shape\": "
+                            "[1, 500], \"datatype\": \"INT64\", \"data\": [",
+                            "]}]}", 500, want);
+    s_expect_logits(&g_kv, "/v2/models/bert/infer", v64,
+                    "{\"model_name\":\"bert\",\"model_version\":\"1\",\"id\":\"q1\","
+                    "\"outputs\":[{\"name\":\"logits\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+                    "\"data\":[",
+                    "\"data\"", want);
+    s_expect_logits(&g_tfs, "/v2/models/bert/infer", v64,
+                    "{\"model_name\":\"bert\",\"model_version\":\"1\",\"id\":\"q1\",", "\"data\"",
+                    want);
+    free(v64);
+    char *v32 = s_bert_body("{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [1, 500], "
+                            "\"datatype\": \"INT32\", \"data\": [",
+                            "]}]}", 500, want);
+    s_expect_logits(&g_tfs, "/v2/models/bert/versions/1/infer", v32, "{\"model_name\":\"bert\"",
+                    "\"data\"", want);
+    s_expect_logits(&g_kv, "/v2/models/bert/infer", v32, "{\"model_name\":\"bert\"", "\"data\"",
+                    want);
+    free(v32);
+}
+
+/* POSTs an image-model JSON body and checks every score. */
+static void s_expect_scores(const s_front_t *f, const char *path, size_t side, int inception,
+                            int columnar)
+{
+    size_t len;
+    char *body = s_image_json(side, side, columnar, &len);
+    size_t count = side * side * 3;
+    float *x = malloc(count * sizeof *x);
+    for (size_t i = 0; i < count; i++)
+        x[i] = s_pixel(i);
+    float want[1001], got[1002];
+    s_scores(x, count, inception, want);
+    s_reply_t r;
+    s_http(f, "POST", path, "application/json", NULL, body, len, &r);
+    if (r.status != 200)
+        fprintf(stderr, "POST %s -> %ld %.300s\n", path, r.status, r.body);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(s_numbers(r.body, NULL, got, 1002), 1001);
+    for (int j = 0; j < 1001; j++)
+        if (got[j] != want[j]) {
+            fprintf(stderr, "score %d: got %.9g want %.9g\n", j, got[j], want[j]);
+            fail();
+        }
+    s_reply_free(&r);
+    free(body);
+    free(x);
+}
+
+static void test_predict_image_models_json(void **state)
+{
+    /* Pixels are written as "0", "0.25", ...: integers among floats must
+     * still reach the server as DT_FLOAT (signature-driven parsing). */
+    s_expect_scores(&g_tfs, "/v1/models/mobilenet:predict", 224, 0, 0);
+    s_expect_scores(&g_kv, "/v1/models/inception:predict", 299, 1, 1);
+}
+
+static void test_predict_yolov5(void **state)
+{
+    size_t len;
+    char *body = s_image_json(640, 640, 0, &len);
+    size_t count = 640 * 640 * 3;
+    double sum = 0;
+    for (size_t i = 0; i < count; i++)
+        sum += (double)s_pixel(i);
+    double m = sum / (double)count;
+    s_reply_t r;
+    s_http(&g_tfs, "POST", "/v1/models/yolov5:predict", "application/json", NULL, body, len, &r);
+    assert_int_equal(r.status, 200);
+    size_t n_out = 25200 * 85;
+    float *got = malloc((n_out + 1) * sizeof *got);
+    assert_int_equal(s_numbers(r.body, NULL, got, n_out + 1), n_out);
+    for (size_t i = 0; i < 25200; i++)
+        for (size_t k = 0; k < 85; k++) {
+            float want = (float)(m + (double)k + (double)(i % 80) / 8.0);
+            if (got[i * 85 + k] != want) {
+                fprintf(stderr, "output0[%zu,%zu]: got %.9g want %.9g\n", i, k, got[i * 85 + k],
+                        want);
+                fail();
+            }
+        }
+    s_reply_free(&r);
+    free(got);
+    free(body);
+}
+
+/* Encodes a w x h RGB image of pattern pixels as JPEG (quality 90). */
+static unsigned char *s_jpeg(const unsigned char *rgb, int w, int h, unsigned long *len)
+{
+    tjhandle tj = tjInitCompress();
+    unsigned char *out = NULL;
+    *len = 0;
+    int rc = tjCompress2(tj, rgb, w, 0, h, TJPF_RGB, &out, len, TJSAMP_444, 90, 0);
+    tjDestroy(tj);
+    return rc == 0 ? out : NULL;
+}
+
+/* Writes an 8-bit RGB PNG into memory. */
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+} s_mem_t;
+
+static void s_png_write(png_structp png, png_bytep p, png_size_t n)
+{
+    s_mem_t *m = png_get_io_ptr(png);
+    if (m->len + n > m->cap) {
+        m->cap = (m->len + n) * 2;
+        m->data = realloc(m->data, m->cap);
+    }
+    memcpy(m->data + m->len, p, n);
+    m->len += n;
+}
+
+static void s_png_flush(png_structp png) {}
+
+static unsigned char *s_png(const unsigned char *rgb, int w, int h, size_t *len)
+{
+    s_mem_t m = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(m.data);
+        return NULL;
+    }
+    png_set_write_fn(png, &m, s_png_write, s_png_flush);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < h; y++)
+        png_write_row(png, (png_bytep)(rgb + (size_t)y * (size_t)w * 3));
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    *len = m.len;
+    return m.data;
+}
+
+/* A smooth RGB test picture (JPEG keeps it close; PNG keeps it exact). */
+static unsigned char *s_picture(int w, int h)
+{
+    unsigned char *rgb = malloc((size_t)w * (size_t)h * 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            unsigned char *p = rgb + ((size_t)y * (size_t)w + (size_t)x) * 3;
+            p[0] = (unsigned char)(x * 255 / (w - 1));
+            p[1] = (unsigned char)(y * 255 / (h - 1));
+            p[2] = (unsigned char)((x + y) % 256);
+        }
+    return rgb;
+}
+
+/* Checks an image answer's scores against pixels (same size as the spec,
+ * stretch, scale 1: the tensor is the pixels as floats). */
+static void s_check_image_scores(const char *body, const char *key, const unsigned char *pix,
+                                 size_t count, int inception)
+{
+    float *x = malloc(count * sizeof *x);
+    for (size_t i = 0; i < count; i++)
+        x[i] = (float)pix[i];
+    float want[1001], got[1002];
+    s_scores(x, count, inception, want);
+    assert_int_equal(s_numbers(body, key, got, 1002), 1001);
+    for (int j = 0; j < 1001; j++)
+        if (got[j] != want[j]) {
+            fprintf(stderr, "score %d: got %.9g want %.9g\n", j, got[j], want[j]);
+            fail();
+        }
+    free(x);
+}
+
+static void test_images(void **state)
+{
+    /* JPEG to :predict on a TF Serving backend; the input name comes from
+     * the signature. Expected values use the JPEG decoded independently. */
+    unsigned char *rgb = s_picture(224, 224);
+    unsigned long jlen = 0;
+    unsigned char *jpg = s_jpeg(rgb, 224, 224, &jlen);
+    assert_non_null(jpg);
+    unsigned char *dec = malloc(224 * 224 * 3);
+    tjhandle tj = tjInitDecompress();
+    assert_int_equal(tjDecompress2(tj, jpg, jlen, dec, 224, 0, 224, TJPF_RGB, 0), 0);
+    tjDestroy(tj);
+    s_reply_t r;
+    s_http(&g_tfs, "POST", "/v1/models/mobilenet:predict", "image/jpeg", NULL, jpg, jlen, &r);
+    if (r.status != 200)
+        fprintf(stderr, "jpeg -> %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body, "{\"predictions\": [[", 18);
+    s_check_image_scores(r.body, NULL, dec, 224 * 224 * 3, 0);
+    s_reply_free(&r);
+    tjFree(jpg);
+    free(dec);
+    free(rgb);
+
+    /* PNG to /v2/.../infer on a KServe backend (image_input configured). */
+    rgb = s_picture(299, 299);
+    size_t plen = 0;
+    unsigned char *png = s_png(rgb, 299, 299, &plen);
+    assert_non_null(png);
+    s_http(&g_kv, "POST", "/v2/models/inception/infer", "image/png", NULL, png, plen, &r);
+    if (r.status != 200)
+        fprintf(stderr, "png -> %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body,
+                        "{\"model_name\":\"inception\",\"model_version\":\"1\",\"outputs\":"
+                        "[{\"name\":\"scores\"",
+                        strlen("{\"model_name\":\"inception\",\"model_version\":\"1\","
+                               "\"outputs\":[{\"name\":\"scores\""));
+    s_check_image_scores(r.body, "\"data\"", rgb, 299 * 299 * 3, 1);
+    s_reply_free(&r);
+
+    /* A model without a preprocessing spec refuses images, saying so. */
+    s_http(&g_tfs, "POST", "/v1/models/bert:predict", "image/png", NULL, png, plen, &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body, "{\"error\": \"model bert has no image preprocessing spec "
+                                "configured; send JSON tensors\"}");
+    s_reply_free(&r);
+    /* A body that is not the image it claims to be. */
+    s_http(&g_tfs, "POST", "/v1/models/mobilenet:predict", "image/jpeg", NULL, png, plen, &r);
+    assert_int_equal(r.status, 400);
+    assert_memory_equal(r.body, "{\"error\": \"image: ", 18);
+    s_reply_free(&r);
+    free(png);
+    free(rgb);
+}
+
+/* Builds a KServe binary request for bert: JSON header + int64 ids. */
+static size_t s_bert_binary(unsigned char *out, size_t cap, size_t *hlen, float want[2])
+{
+    int64_t ids[500];
+    int64_t sum = 0, mx = INT64_MIN, mn = INT64_MAX;
+    for (int i = 0; i < 500; i++) {
+        ids[i] = (int64_t)(i * i % 9973) - 5000;
+        sum += ids[i];
+        mx = ids[i] > mx ? ids[i] : mx;
+        mn = ids[i] < mn ? ids[i] : mn;
+    }
+    want[0] = (float)((double)sum / 1000.0);
+    want[1] = (float)(double)(mx - mn);
+    int n = snprintf((char *)out, cap,
+                     "{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [1, 500], \"datatype\": "
+                     "\"INT64\", \"parameters\": {\"binary_data_size\": 4000}}], \"outputs\": "
+                     "[{\"name\": \"logits\", \"parameters\": {\"binary_data\": true}}]}");
+    *hlen = (size_t)n;
+    memcpy(out + n, ids, sizeof ids); /* little-endian host */
+    return (size_t)n + sizeof ids;
+}
+
+static void test_kserve_binary(void **state)
+{
+    unsigned char body[8192];
+    size_t hlen = 0;
+    float want[2];
+    size_t len = s_bert_binary(body, sizeof body, &hlen, want);
+    char hdr[80];
+    snprintf(hdr, sizeof hdr, "Inference-Header-Content-Length: %zu", hlen);
+    const s_front_t *fronts[] = {&g_kv, &g_tfs};
+    for (int k = 0; k < 2; k++) {
+        s_reply_t r;
+        s_http(fronts[k], "POST", "/v2/models/bert/infer", "application/octet-stream", hdr, body,
+               len, &r);
+        if (r.status != 200)
+            fprintf(stderr, "binary -> %ld %s\n", r.status, r.body);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.ctype, "application/octet-stream");
+        const char *json = "{\"model_name\":\"bert\",\"model_version\":\"1\",\"outputs\":"
+                           "[{\"name\":\"logits\",\"datatype\":\"FP32\",\"shape\":[1,2],"
+                           "\"parameters\":{\"binary_data_size\":8}}]}";
+        char want_h[16];
+        snprintf(want_h, sizeof want_h, "%zu", strlen(json));
+        assert_string_equal(r.ihcl, want_h);
+        assert_int_equal(r.len, strlen(json) + 8);
+        assert_memory_equal(r.body, json, strlen(json));
+        float got[2];
+        memcpy(got, r.body + strlen(json), 8);
+        assert_true(got[0] == want[0] && got[1] == want[1]);
+        s_reply_free(&r);
+    }
+    /* A header length past the body is the client's error. */
+    s_reply_t r;
+    s_http(&g_kv, "POST", "/v2/models/bert/infer", "application/octet-stream",
+           "Inference-Header-Content-Length: 99999", body, len, &r);
+    assert_int_equal(r.status, 400);
+    s_reply_free(&r);
+}
+
+/* Each dtype reaches the backend as itself: the server names what it got. */
+static void test_dtypes_reach_backend(void **state)
+{
+    static const struct {
+        const s_front_t *f;
+        const char *body;
+        const char *error;
+    } cases[] = {
+        {&g_tfs,
+         "{\"inputs\": [{\"name\": \"images\", \"shape\": [1, 1, 1, 3], \"datatype\": \"UINT8\", "
+         "\"data\": [1, 2, 3]}]}",
+         "{\"error\": \"input 'images' must be float32, got uint8\"}"},
+        {&g_kv,
+         "{\"inputs\": [{\"name\": \"images\", \"shape\": [1, 1, 1, 3], \"datatype\": \"UINT8\", "
+         "\"data\": [1, 2, 3]}]}",
+         "{\"error\": \"input 'images' must be float32, got uint8\"}"},
+        {&g_tfs,
+         "{\"inputs\": [{\"name\": \"images\", \"shape\": [1, 2], \"datatype\": \"BOOL\", "
+         "\"data\": [true, false]}]}",
+         "{\"error\": \"input 'images' must be float32, got bool\"}"},
+        {&g_kv,
+         "{\"inputs\": [{\"name\": \"images\", \"shape\": [2], \"datatype\": \"FP64\", "
+         "\"data\": [1.5, 2]}]}",
+         "{\"error\": \"input 'images' must be float32, got float64\"}"},
+        {&g_tfs,
+         "{\"inputs\": [{\"name\": \"images\", \"shape\": [1], \"datatype\": \"BYTES\", "
+         "\"data\": [\"hello\"]}]}",
+         "{\"error\": \"input 'images': unsupported dtype DT_STRING\"}"},
+        {&g_kv,
+         "{\"inputs\": [{\"name\": \"images\", \"shape\": [1], \"datatype\": \"BYTES\", "
+         "\"data\": [\"hello\"]}]}",
+         "{\"error\": \"input 'images': unsupported datatype 'BYTES'\"}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_reply_t r;
+        s_http(cases[i].f, "POST", "/v2/models/mobilenet/infer", "application/json", NULL,
+               cases[i].body, strlen(cases[i].body), &r);
+        if (r.status != 400 || strcmp(r.body, cases[i].error) != 0)
+            fprintf(stderr, "case %zu -> %ld %s\n", i, r.status, r.body);
+        assert_int_equal(r.status, 400);
+        assert_string_equal(r.body, cases[i].error);
+        s_reply_free(&r);
+    }
+}
+
+static void test_accept_protobuf(void **state)
+{
+    float want[2];
+    char *row = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    s_reply_t r;
+    s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json",
+           "Accept: application/x-protobuf", row, strlen(row), &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.ctype, "application/x-protobuf");
+    Tensorflow__Serving__PredictResponse *pr =
+        tensorflow__serving__predict_response__unpack(NULL, r.len, (uint8_t *)r.body);
+    assert_non_null(pr);
+    assert_int_equal(pr->n_outputs, 1);
+    assert_string_equal(pr->outputs[0]->key, "logits");
+    const Tensorflow__TensorProto *t = pr->outputs[0]->value;
+    assert_int_equal(t->dtype, TENSORFLOW__DATA_TYPE__DT_FLOAT);
+    assert_int_equal(t->tensor_content.len, 8);
+    float got[2];
+    memcpy(got, t->tensor_content.data, 8);
+    assert_true(got[0] == want[0] && got[1] == want[1]);
+    tensorflow__serving__predict_response__free_unpacked(pr, NULL);
+    s_reply_free(&r);
+
+    s_http(&g_kv, "POST", "/v1/models/bert:predict", "application/json",
+           "Accept: application/x-protobuf", row, strlen(row), &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.ctype, "application/x-protobuf");
+    Inference__ModelInferResponse *ir =
+        inference__model_infer_response__unpack(NULL, r.len, (uint8_t *)r.body);
+    assert_non_null(ir);
+    assert_int_equal(ir->n_raw_output_contents, 1);
+    assert_int_equal(ir->raw_output_contents[0].len, 8);
+    memcpy(got, ir->raw_output_contents[0].data, 8);
+    assert_true(got[0] == want[0] && got[1] == want[1]);
+    inference__model_infer_response__free_unpacked(ir, NULL);
+    s_reply_free(&r);
+    free(row);
+}
+
+static void test_errors(void **state)
+{
+    s_reply_t r;
+    const char *small = "{\"instances\": [[1, 2, 3]]}";
+    s_http(&g_tfs, "POST", "/v1/models/nosuch:predict", "application/json", NULL, small,
+           strlen(small), &r);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(r.body, "{\"error\": \"Servable not found for request: Latest(nosuch)\"}");
+    s_reply_free(&r);
+    s_expect(&g_tfs, "GET", "/v1/models/nosuch/versions/3", 404,
+             "{\"error\": \"Servable not found for request: Specific(nosuch, 3)\"}");
+    s_expect(&g_tfs, "GET", "/v2/models/nosuch", 404,
+             "{\"error\": \"Servable not found for request: Latest(nosuch)\"}");
+    /* Wrong shape: the backend's INVALID_ARGUMENT and its message, as 400. */
+    float want[2];
+    char *short_ids = s_bert_body("{\"instances\": [[", "]]}", 499, want);
+    s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json", NULL, short_ids,
+           strlen(short_ids), &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(
+        r.body, "{\"error\": \"input 'input_ids' must have shape [1, 500], got [1, 499]\"}");
+    s_reply_free(&r);
+    free(short_ids);
+    /* Malformed JSON: 400 saying where. */
+    const char *bad = "{\"instances\": [[1, 2,, 3]]}";
+    s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json", NULL, bad, strlen(bad),
+           &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body, "{\"error\": \"instances[0][2]: expected an integer\"}");
+    s_reply_free(&r);
+    const char *bad2 = "{\"instances\" [[1]]}";
+    s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json", NULL, bad2, strlen(bad2),
+           &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body,
+                        "{\"error\": \"offset 13: unexpected character '[', expected ':'\"}");
+    s_reply_free(&r);
+    s_http(&g_tfs, "POST", "/v1/models/bert:classify", "application/json", NULL, small,
+           strlen(small), &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body, "{\"error\": \"classify is not supported by this proxy\"}");
+    s_reply_free(&r);
+    s_http(&g_tfs, "POST", "/v1/models/bert:regress", "application/json", NULL, small,
+           strlen(small), &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body, "{\"error\": \"regress is not supported by this proxy\"}");
+    s_reply_free(&r);
+    s_http(&g_tfs, "GET", "/v1/models/bert:predict", NULL, NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 405);
+    s_reply_free(&r);
+    s_expect(&g_tfs, "GET", "/nothing/here", 404, "{\"error\": \"no such endpoint\"}");
+
+    /* Slow backend past the proxy's 700 ms deadline: 504. */
+    s_http(&g_bad, "POST", "/v1/models/mobilenet:predict", "application/json", NULL, small,
+           strlen(small), &r);
+    if (r.status != 504)
+        fprintf(stderr, "slow -> %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 504);
+    s_reply_free(&r);
+    /* Backend down: 503. */
+    const char *one = "{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [1], \"datatype\": "
+                      "\"INT64\", \"data\": [1]}]}";
+    s_http(&g_bad, "POST", "/v2/models/bert/infer", "application/json", NULL, one, strlen(one), &r);
+    if (r.status != 503)
+        fprintf(stderr, "down -> %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 503);
+    s_reply_free(&r);
+    /* Body over the HTTP server's 1 MiB limit: 413. */
+    size_t big = (size_t)2 << 20;
+    char *huge = malloc(big);
+    memset(huge, ' ', big);
+    s_http(&g_bad, "POST", "/v1/models/bert:predict", "application/json", NULL, huge, big, &r);
+    assert_int_equal(r.status, 413);
+    s_reply_free(&r);
+    free(huge);
+}
+
+static void test_observation(void **state)
+{
+    float want[2];
+    char *row = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    pthread_mutex_lock(&g_obs.lock);
+    int before = g_obs.count;
+    pthread_mutex_unlock(&g_obs.lock);
+    s_reply_t r;
+    s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json", NULL, row, strlen(row),
+           &r);
+    assert_int_equal(r.status, 200);
+    pthread_mutex_lock(&g_obs.lock);
+    assert_int_equal(g_obs.count, before + 1);
+    assert_string_equal(g_obs.model, "bert");
+    assert_string_equal(g_obs.endpoint, "predict");
+    assert_int_equal(g_obs.last.http_status, 200);
+    assert_int_equal(g_obs.last.grpc_status, 0);
+    assert_int_equal(g_obs.last.request_bytes, strlen(row));
+    assert_int_equal(g_obs.last.response_bytes, r.len);
+    /* 500 int32 ids as tensor_content, plus the spec and framing. */
+    assert_true(g_obs.last.backend_request_bytes >= 2000 &&
+                g_obs.last.backend_request_bytes < 2100);
+    assert_true(g_obs.last.backend_response_bytes > 8 && g_obs.last.backend_response_bytes < 200);
+    assert_true(g_obs.last.seconds > 0);
+    pthread_mutex_unlock(&g_obs.lock);
+    s_reply_free(&r);
+    free(row);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health_and_server),
+        cmocka_unit_test(test_model_status),
+        cmocka_unit_test(test_model_metadata),
+        cmocka_unit_test(test_predict_bert_both_formats),
+        cmocka_unit_test(test_predict_image_models_json),
+        cmocka_unit_test(test_predict_yolov5),
+        cmocka_unit_test(test_images),
+        cmocka_unit_test(test_kserve_binary),
+        cmocka_unit_test(test_dtypes_reach_backend),
+        cmocka_unit_test(test_accept_protobuf),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_observation),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}

@@ -1,0 +1,507 @@
+/* Unit tests of the proxy's pure parts: TF Serving's gRPC -> HTTP mapping,
+ * the signature set and cache, the status/metadata JSON answers, option
+ * checks, and the handler's answers that need no backend. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "proxy.h"
+#include "proxy_json.h"
+#include "signature.h"
+
+static void test_http_status_mapping(void **state)
+{
+    static const int want[17] = {200, 499, 500, 400, 504, 404, 409, 403, 429,
+                                 400, 409, 400, 501, 500, 503, 500, 401};
+    for (int code = 0; code < 17; code++)
+        assert_int_equal(kvc_proxy_http_status(code), want[code]);
+    assert_int_equal(kvc_proxy_http_status(17), 500);
+    assert_int_equal(kvc_proxy_http_status(-1), 500);
+}
+
+/* Packs a SignatureDefMap into a metadata reply. The caller frees *packed. */
+static void s_metadata(Tensorflow__Serving__GetModelMetadataResponse *r, uint8_t **packed,
+                       Google__Protobuf__Any *any,
+                       Tensorflow__Serving__GetModelMetadataResponse__MetadataEntry *entry,
+                       Tensorflow__Serving__GetModelMetadataResponse__MetadataEntry **entries,
+                       Tensorflow__Serving__ModelSpec *spec, Google__Protobuf__Int64Value *ver)
+{
+    /* serving_default: images float [-1, 2]; ids int32 [3]; c complex64 (unknown). */
+    static Tensorflow__TensorShapeProto__Dim d[3];
+    static Tensorflow__TensorShapeProto__Dim *dp[3];
+    static Tensorflow__TensorShapeProto sh_img, sh_ids;
+    static Tensorflow__TensorInfo ti[4];
+    static Tensorflow__SignatureDef__InputsEntry in[4];
+    static Tensorflow__SignatureDef__InputsEntry *inp_a[3], *inp_b[1];
+    static Tensorflow__SignatureDef__OutputsEntry out;
+    static Tensorflow__SignatureDef__OutputsEntry *outp[1];
+    static Tensorflow__SignatureDef def_a, def_b;
+    static Tensorflow__Serving__SignatureDefMap__SignatureDefEntry se[2];
+    static Tensorflow__Serving__SignatureDefMap__SignatureDefEntry *sep[2];
+    Tensorflow__Serving__SignatureDefMap map = TENSORFLOW__SERVING__SIGNATURE_DEF_MAP__INIT;
+    for (int i = 0; i < 3; i++) {
+        tensorflow__tensor_shape_proto__dim__init(&d[i]);
+        dp[i] = &d[i];
+    }
+    d[0].size = -1;
+    d[1].size = 2;
+    d[2].size = 3;
+    tensorflow__tensor_shape_proto__init(&sh_img);
+    sh_img.n_dim = 2;
+    sh_img.dim = dp;
+    tensorflow__tensor_shape_proto__init(&sh_ids);
+    sh_ids.n_dim = 1;
+    sh_ids.dim = dp + 2;
+    const char *names[4] = {"images:0", "ids:0", "c:0", "out:0"};
+    const int dts[4] = {1, 3, 8, 1};
+    for (int i = 0; i < 4; i++) {
+        tensorflow__tensor_info__init(&ti[i]);
+        ti[i].encoding_case = TENSORFLOW__TENSOR_INFO__ENCODING_NAME;
+        ti[i].name = (char *)names[i];
+        ti[i].dtype = (Tensorflow__DataType)dts[i];
+        ti[i].tensor_shape = i == 1 ? &sh_ids : &sh_img;
+        tensorflow__signature_def__inputs_entry__init(&in[i]);
+        in[i].value = &ti[i];
+    }
+    in[0].key = "images";
+    in[1].key = "ids";
+    in[2].key = "c";
+    in[3].key = "x";
+    inp_a[0] = &in[0];
+    inp_a[1] = &in[1];
+    inp_a[2] = &in[2];
+    inp_b[0] = &in[3];
+    tensorflow__signature_def__outputs_entry__init(&out);
+    out.key = "out";
+    out.value = &ti[3];
+    outp[0] = &out;
+    tensorflow__signature_def__init(&def_a);
+    def_a.n_inputs = 3;
+    def_a.inputs = inp_a;
+    def_a.n_outputs = 1;
+    def_a.outputs = outp;
+    def_a.method_name = "tensorflow/serving/predict";
+    tensorflow__signature_def__init(&def_b);
+    def_b.n_inputs = 1;
+    def_b.inputs = inp_b;
+    def_b.method_name = "m";
+    for (int i = 0; i < 2; i++) {
+        tensorflow__serving__signature_def_map__signature_def_entry__init(&se[i]);
+        sep[i] = &se[i];
+    }
+    se[0].key = "serving_default";
+    se[0].value = &def_a;
+    se[1].key = "other";
+    se[1].value = &def_b;
+    map.n_signature_def = 2;
+    map.signature_def = sep;
+    size_t len = tensorflow__serving__signature_def_map__get_packed_size(&map);
+    *packed = test_malloc(len);
+    tensorflow__serving__signature_def_map__pack(&map, *packed);
+    google__protobuf__any__init(any);
+    any->type_url = "type.googleapis.com/tensorflow.serving.SignatureDefMap";
+    any->value.data = *packed;
+    any->value.len = len;
+    tensorflow__serving__get_model_metadata_response__metadata_entry__init(entry);
+    entry->key = "signature_def";
+    entry->value = any;
+    entries[0] = entry;
+    tensorflow__serving__model_spec__init(spec);
+    google__protobuf__int64_value__init(ver);
+    ver->value = 7;
+    spec->name = "m";
+    spec->version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION;
+    spec->version = ver;
+    tensorflow__serving__get_model_metadata_response__init(r);
+    r->model_spec = spec;
+    r->n_metadata = 1;
+    r->metadata = entries;
+}
+
+typedef struct {
+    Tensorflow__Serving__GetModelMetadataResponse r;
+    uint8_t *packed;
+    Google__Protobuf__Any any;
+    Tensorflow__Serving__GetModelMetadataResponse__MetadataEntry entry, *entries[1];
+    Tensorflow__Serving__ModelSpec spec;
+    Google__Protobuf__Int64Value ver;
+} s_meta_t;
+
+static void s_meta_init(s_meta_t *m)
+{
+    s_metadata(&m->r, &m->packed, &m->any, &m->entry, m->entries, &m->spec, &m->ver);
+}
+
+static void test_signature_set_from_tfs(void **state)
+{
+    s_meta_t m;
+    s_meta_init(&m);
+    kvc_err_t err = {0};
+    kvc_signature_set_t *set = kvc_signature_set_from_tfs(&m.r, &err);
+    assert_non_null(set);
+    assert_int_equal(kvc_signature_set_size(set), 2);
+    const kvc_json_tensor_spec_t *specs = NULL;
+    size_t n = 0;
+    assert_int_equal(kvc_signature_set_inputs(set, NULL, &specs, &n), 0);
+    /* The complex64 input is left to inference. */
+    assert_int_equal(n, 2);
+    assert_string_equal(specs[0].name, "images");
+    assert_int_equal(specs[0].dtype, KVC_DT_FLOAT);
+    assert_string_equal(specs[1].name, "ids");
+    assert_int_equal(specs[1].dtype, KVC_DT_INT32);
+    assert_int_equal(kvc_signature_set_inputs(set, "", &specs, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(kvc_signature_set_inputs(set, "other", &specs, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(specs[0].name, "x");
+    assert_int_equal(kvc_signature_set_inputs(set, "missing", &specs, &n), KVC_ENOENT);
+    assert_int_equal(kvc_signature_set_inputs(NULL, NULL, &specs, &n), KVC_ENOENT);
+    kvc_signature_set_destroy(&set);
+    assert_null(set);
+
+    /* Wrong Any type, garbage bytes, no entry at all. */
+    m.any.type_url = "type.googleapis.com/tensorflow.Other";
+    assert_null(kvc_signature_set_from_tfs(&m.r, &err));
+    assert_string_equal(err.msg, "metadata signature_def has type "
+                                 "\"type.googleapis.com/tensorflow.Other\"");
+    m.any.type_url = "type.googleapis.com/tensorflow.serving.SignatureDefMap";
+    uint8_t junk[] = {0x0a, 0x7f, 0x01};
+    m.any.value.data = junk;
+    m.any.value.len = sizeof junk;
+    assert_null(kvc_signature_set_from_tfs(&m.r, &err));
+    assert_string_equal(err.msg, "metadata signature_def is not a valid SignatureDefMap");
+    m.r.n_metadata = 0;
+    assert_null(kvc_signature_set_from_tfs(&m.r, &err));
+    assert_string_equal(err.msg, "metadata has no signature_def");
+    test_free(m.packed);
+}
+
+static void test_signature_set_from_kserve(void **state)
+{
+    Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    Inference__ModelMetadataResponse__TensorMetadata t[2], *tp[2] = {&t[0], &t[1]};
+    int64_t shape[2] = {1, 500};
+    for (int i = 0; i < 2; i++) {
+        inference__model_metadata_response__tensor_metadata__init(&t[i]);
+        t[i].shape = shape;
+        t[i].n_shape = 2;
+    }
+    t[0].name = "input_ids";
+    t[0].datatype = "INT64";
+    t[1].name = "mask";
+    t[1].datatype = "NOPE";
+    r.name = "bert";
+    r.n_inputs = 2;
+    r.inputs = tp;
+    kvc_err_t err = {0};
+    kvc_signature_set_t *set = kvc_signature_set_from_kserve(&r, &err);
+    assert_non_null(set);
+    const kvc_json_tensor_spec_t *specs = NULL;
+    size_t n = 0;
+    assert_int_equal(kvc_signature_set_inputs(set, NULL, &specs, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(specs[0].name, "input_ids");
+    assert_int_equal(specs[0].dtype, KVC_DT_INT64);
+    /* A one-signature set answers for any unnamed request. */
+    assert_int_equal(kvc_signature_set_inputs(set, "serving_default", &specs, &n), 0);
+    kvc_signature_set_destroy(&set);
+}
+
+static kvc_signature_set_t *s_kserve_set(const char *dtype)
+{
+    Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    Inference__ModelMetadataResponse__TensorMetadata t, *tp = &t;
+    inference__model_metadata_response__tensor_metadata__init(&t);
+    t.name = "x";
+    t.datatype = (char *)dtype;
+    r.n_inputs = 1;
+    r.inputs = &tp;
+    return kvc_signature_set_from_kserve(&r, NULL);
+}
+
+static void test_signature_cache(void **state)
+{
+    kvc_signature_cache_t *c = kvc_signature_cache_new(2, 1000);
+    assert_non_null(c);
+    int fetch = -1;
+    assert_null(kvc_signature_cache_get(c, 0, 50, &fetch));
+    assert_int_equal(fetch, 1);
+    /* A failed fetch pauses fetching for retry_ms, then allows it again. */
+    kvc_signature_cache_fail(c, 0, 100);
+    assert_null(kvc_signature_cache_get(c, 0, 1099, &fetch));
+    assert_int_equal(fetch, 0);
+    assert_null(kvc_signature_cache_get(c, 0, 1100, &fetch));
+    assert_int_equal(fetch, 1);
+    /* Other slots are independent. */
+    assert_null(kvc_signature_cache_get(c, 1, 500, &fetch));
+    assert_int_equal(fetch, 1);
+    /* First publish wins; a later one is freed and the first returned. */
+    kvc_signature_set_t *a = s_kserve_set("FP32"), *b = s_kserve_set("INT8");
+    const kvc_signature_set_t *pa = a;
+    assert_ptr_equal(kvc_signature_cache_put(c, 0, &a), pa);
+    assert_null(a);
+    assert_ptr_equal(kvc_signature_cache_put(c, 0, &b), pa);
+    assert_null(b);
+    assert_ptr_equal(kvc_signature_cache_get(c, 0, 0, &fetch), pa);
+    assert_int_equal(fetch, 0);
+    /* Out-of-range slots hold nothing and swallow what is given. */
+    kvc_signature_set_t *d = s_kserve_set("FP32");
+    assert_null(kvc_signature_cache_put(c, 2, &d));
+    assert_null(d);
+    assert_null(kvc_signature_cache_get(c, 9, 0, &fetch));
+    assert_int_equal(fetch, 0);
+    kvc_signature_cache_destroy(&c);
+    assert_null(c);
+}
+
+static void s_buf_eq(kvc_buf_t *b, const char *want)
+{
+    assert_string_equal(b->data, want);
+    kvc_buf_free(b);
+}
+
+static void test_status_json(void **state)
+{
+    Tensorflow__Serving__ModelVersionStatus v[2], *vp[2] = {&v[0], &v[1]};
+    Tensorflow__Serving__StatusProto st;
+    tensorflow__serving__status_proto__init(&st);
+    st.error_code = TENSORFLOW__ERROR__CODE__NOT_FOUND;
+    st.error_message = "gone \"x\"";
+    for (int i = 0; i < 2; i++)
+        tensorflow__serving__model_version_status__init(&v[i]);
+    v[0].version = 1;
+    v[0].state = TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE;
+    v[1].version = 12345678901;
+    v[1].state = TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__END;
+    v[1].status = &st;
+    Tensorflow__Serving__GetModelStatusResponse r =
+        TENSORFLOW__SERVING__GET_MODEL_STATUS_RESPONSE__INIT;
+    r.n_model_version_status = 2;
+    r.model_version_status = vp;
+    kvc_buf_t b;
+    kvc_buf_init(&b, 4096);
+    assert_int_equal(kvc_proxy_status_json(&r, &b), 0);
+    s_buf_eq(&b, "{\"model_version_status\": [{\"version\": \"1\", \"state\": \"AVAILABLE\", "
+                 "\"status\": {\"error_code\": \"OK\", \"error_message\": \"\"}}, {\"version\": "
+                 "\"12345678901\", \"state\": \"END\", \"status\": {\"error_code\": "
+                 "\"NOT_FOUND\", \"error_message\": \"gone \\\"x\\\"\"}}]}");
+    kvc_buf_init(&b, 4096);
+    assert_int_equal(kvc_proxy_status_json_ready("3", 0, &b), 0);
+    s_buf_eq(&b, "{\"model_version_status\": [{\"version\": \"3\", \"state\": \"UNKNOWN\", "
+                 "\"status\": {\"error_code\": \"UNAVAILABLE\", \"error_message\": \"model is not "
+                 "ready\"}}]}");
+    /* A full buffer is reported, not overrun. */
+    kvc_buf_init(&b, 20);
+    assert_int_equal(kvc_proxy_status_json(&r, &b), KVC_ERANGE);
+    kvc_buf_free(&b);
+}
+
+static void test_metadata_json(void **state)
+{
+    s_meta_t m;
+    s_meta_init(&m);
+    kvc_buf_t b;
+    kvc_err_t err = {0};
+    kvc_buf_init(&b, 8192);
+    assert_int_equal(kvc_proxy_metadata_json(&m.r, &b, &err), 0);
+    const char *img = "{\"dtype\": \"DT_FLOAT\", \"tensor_shape\": {\"dim\": [{\"size\": \"-1\", "
+                      "\"name\": \"\"}, {\"size\": \"2\", \"name\": \"\"}], \"unknown_rank\": "
+                      "false}, \"name\": ";
+    char want[4096];
+    snprintf(want, sizeof want,
+             "{\"model_spec\": {\"name\": \"m\", \"signature_name\": \"\", \"version\": \"7\"}, "
+             "\"metadata\": {\"signature_def\": {\"signature_def\": {\"serving_default\": "
+             "{\"inputs\": {\"images\": %s\"images:0\"}, \"ids\": {\"dtype\": \"DT_INT32\", "
+             "\"tensor_shape\": {\"dim\": [{\"size\": \"3\", \"name\": \"\"}], \"unknown_rank\": "
+             "false}, \"name\": \"ids:0\"}, \"c\": {\"dtype\": \"DT_COMPLEX64\", \"tensor_shape\": "
+             "{\"dim\": [{\"size\": \"-1\", \"name\": \"\"}, {\"size\": \"2\", \"name\": \"\"}], "
+             "\"unknown_rank\": false}, \"name\": \"c:0\"}}, \"outputs\": {\"out\": %s\"out:0\"}}, "
+             "\"method_name\": \"tensorflow/serving/predict\"}, \"other\": {\"inputs\": {\"x\": "
+             "%s\"out:0\"}}, \"outputs\": {}, \"method_name\": \"m\"}}}}}",
+             img, img, img);
+    s_buf_eq(&b, want);
+
+    kvc_buf_init(&b, 8192);
+    assert_int_equal(kvc_proxy_v2_metadata_json_tfs(&m.r, NULL, &b, &err), 0);
+    s_buf_eq(&b, "{\"name\": \"m\", \"versions\": [\"7\"], \"platform\": \"tensorflow_serving\", "
+                 "\"inputs\": [{\"name\": \"images\", \"datatype\": \"FP32\", \"shape\": [-1, 2]}, "
+                 "{\"name\": \"ids\", \"datatype\": \"INT32\", \"shape\": [3]}, {\"name\": \"c\", "
+                 "\"datatype\": \"\", \"shape\": [-1, 2]}], \"outputs\": [{\"name\": \"out\", "
+                 "\"datatype\": \"FP32\", \"shape\": [-1, 2]}]}");
+    kvc_buf_init(&b, 8192);
+    assert_int_equal(kvc_proxy_v2_metadata_json_tfs(&m.r, "nope", &b, &err), KVC_EPARSE);
+    assert_string_equal(err.msg, "signature \"nope\" not found in metadata");
+    kvc_buf_free(&b);
+    test_free(m.packed);
+}
+
+static void test_kserve_metadata_json(void **state)
+{
+    Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    Inference__ModelMetadataResponse__TensorMetadata t[2], *ip[1] = {&t[0]}, *op[1] = {&t[1]};
+    int64_t s_in[2] = {1, 500}, s_out[2] = {1, 2};
+    for (int i = 0; i < 2; i++)
+        inference__model_metadata_response__tensor_metadata__init(&t[i]);
+    t[0].name = "input_ids";
+    t[0].datatype = "INT64";
+    t[0].shape = s_in;
+    t[0].n_shape = 2;
+    t[1].name = "logits";
+    t[1].datatype = "FP32";
+    t[1].shape = s_out;
+    t[1].n_shape = 2;
+    char *versions[2] = {"2", "1"};
+    r.name = "bert";
+    r.platform = "p";
+    r.n_versions = 2;
+    r.versions = versions;
+    r.n_inputs = 1;
+    r.inputs = ip;
+    r.n_outputs = 1;
+    r.outputs = op;
+    kvc_buf_t b;
+    kvc_err_t err = {0};
+    kvc_buf_init(&b, 4096);
+    assert_int_equal(kvc_proxy_v2_metadata_json(&r, &b), 0);
+    s_buf_eq(&b,
+             "{\"name\": \"bert\", \"versions\": [\"2\", \"1\"], \"platform\": \"p\", \"inputs\": "
+             "[{\"name\": \"input_ids\", \"datatype\": \"INT64\", \"shape\": [1, 500]}], "
+             "\"outputs\": [{\"name\": \"logits\", \"datatype\": \"FP32\", \"shape\": [1, 2]}]}");
+    kvc_buf_init(&b, 4096);
+    assert_int_equal(kvc_proxy_metadata_json_kserve(&r, &b, &err), 0);
+    s_buf_eq(&b, "{\"model_spec\": {\"name\": \"bert\", \"signature_name\": \"\", \"version\": "
+                 "\"2\"}, \"metadata\": {\"signature_def\": {\"signature_def\": "
+                 "{\"serving_default\": {\"inputs\": {\"input_ids\": {\"dtype\": \"DT_INT64\", "
+                 "\"tensor_shape\": {\"dim\": [{\"size\": \"1\", \"name\": \"\"}, {\"size\": "
+                 "\"500\", \"name\": \"\"}], \"unknown_rank\": false}, \"name\": \"input_ids\"}}, "
+                 "\"outputs\": {\"logits\": {\"dtype\": \"DT_FLOAT\", \"tensor_shape\": {\"dim\": "
+                 "[{\"size\": \"1\", \"name\": \"\"}, {\"size\": \"2\", \"name\": \"\"}], "
+                 "\"unknown_rank\": false}, \"name\": \"logits\"}}, \"method_name\": "
+                 "\"tensorflow/serving/predict\"}}}}}");
+}
+
+static void test_options(void **state)
+{
+    kvc_err_t err = {0};
+    kvc_proxy_backend_t b[2] = {{"m", "127.0.0.1:1", "tfserving", "", ""},
+                                {"m", "127.0.0.1:2", "kserve", "", ""}};
+    kvc_proxy_opts_t o = {.backends = b, .n_backends = 2};
+    assert_null(kvc_proxy_new(&o, &err));
+    assert_string_equal(err.msg, "proxy.backends[1].model: \"m\" is listed twice");
+    b[1].model = "n";
+    b[1].api = "triton";
+    assert_null(kvc_proxy_new(&o, &err));
+    assert_string_equal(err.msg, "proxy.backends[1].api: must be \"tfserving\" or \"kserve\"");
+    b[1].api = "kserve";
+    b[1].preprocess = "224x224 purple";
+    assert_null(kvc_proxy_new(&o, &err));
+    assert_memory_equal(err.msg, "proxy.backends[1].preprocess: ", 30);
+    b[1].preprocess = "";
+    b[0].grpc = "";
+    assert_null(kvc_proxy_new(&o, &err));
+    assert_string_equal(err.msg, "proxy.backends[0].grpc: must be HOST:PORT");
+    b[0].grpc = "127.0.0.1:1";
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    kvc_proxy_destroy(&p);
+    assert_null(p);
+}
+
+/* Observations from the handler tests. */
+static kvc_proxy_observation_t g_obs;
+static int g_obs_n;
+static char g_obs_endpoint[32], g_obs_model[64];
+
+static void s_observe(void *arg, const kvc_proxy_observation_t *o)
+{
+    g_obs = *o;
+    g_obs_n++;
+    snprintf(g_obs_endpoint, sizeof g_obs_endpoint, "%s", o->endpoint);
+    snprintf(g_obs_model, sizeof g_obs_model, "%s", o->model);
+}
+
+/* Runs the handler on method + path and checks status and body. */
+static void s_handle(kvc_proxy_t *p, const char *method, const char *path, int status,
+                     const char *body)
+{
+    kvc_http_req_t req = {
+        .method = method, .path = path, .body = (const uint8_t *)"{}", .body_len = 2};
+    kvc_http_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    kvc_buf_init(&resp.body, 1 << 16);
+    kvc_proxy_handle(p, &req, &resp);
+    assert_int_equal(resp.status, status);
+    assert_string_equal(resp.body.data, body);
+    assert_string_equal(resp.content_type, "application/json");
+    assert_int_equal(g_obs.http_status, status);
+    assert_int_equal(g_obs.response_bytes, strlen(body));
+    assert_int_equal(g_obs.request_bytes, 2);
+    assert_int_equal(g_obs.grpc_status, -1);
+    assert_string_equal(g_obs.route, "local");
+    kvc_buf_free(&resp.body);
+}
+
+static void test_handler_without_backend(void **state)
+{
+    kvc_proxy_backend_t b[1] = {{"m", "127.0.0.1:1", "tfserving", "", ""}};
+    kvc_proxy_opts_t o = {.backends = b, .n_backends = 1, .observe = s_observe};
+    kvc_err_t err = {0};
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    g_obs_n = 0;
+    s_handle(p, "GET", "/v2/health/live", 200, "{\"live\": true}");
+    assert_string_equal(g_obs_endpoint, "live");
+    s_handle(
+        p, "GET", "/v2", 200,
+        "{\"name\": \"kvc\", \"version\": \"0.1.0\", \"extensions\": [\"binary_tensor_data\"]}");
+    s_handle(p, "POST", "/v1/models/x:predict", 404,
+             "{\"error\": \"Servable not found for request: Latest(x)\"}");
+    assert_string_equal(g_obs_model, "x");
+    assert_string_equal(g_obs_endpoint, "predict");
+    s_handle(p, "POST", "/v1/models/x/versions/4:predict", 404,
+             "{\"error\": \"Servable not found for request: Specific(x, 4)\"}");
+    s_handle(p, "POST", "/v2/models/x/versions/4/infer", 404,
+             "{\"error\": \"Servable not found for request: Specific(x, 4)\"}");
+    s_handle(p, "POST", "/v1/models/m:classify", 400,
+             "{\"error\": \"classify is not supported by this proxy\"}");
+    s_handle(p, "POST", "/v1/models/m:regress", 400,
+             "{\"error\": \"regress is not supported by this proxy\"}");
+    s_handle(p, "GET", "/metrics", 404, "{\"error\": \"metrics are not enabled\"}");
+    s_handle(p, "GET", "/federate", 404, "{\"error\": \"metrics are not enabled\"}");
+    assert_int_equal(g_obs_n, 9);
+    /* A malformed body is the codec's 400 before any backend is asked
+     * (the signature fetch fails fast: nothing listens on port 1). */
+    kvc_http_req_t req = {.method = "POST",
+                          .path = "/v1/models/m:predict",
+                          .body = (const uint8_t *)"{\"instances\": [1,",
+                          .body_len = 17};
+    kvc_http_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    kvc_buf_init(&resp.body, 1 << 16);
+    kvc_proxy_handle(p, &req, &resp);
+    assert_int_equal(resp.status, 400);
+    assert_string_equal(resp.body.data,
+                        "{\"error\": \"offset 17: unexpected end of input, expected a value\"}");
+    kvc_buf_free(&resp.body);
+    kvc_proxy_destroy(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_status_mapping),
+        cmocka_unit_test(test_signature_set_from_tfs),
+        cmocka_unit_test(test_signature_set_from_kserve),
+        cmocka_unit_test(test_signature_cache),
+        cmocka_unit_test(test_status_json),
+        cmocka_unit_test(test_metadata_json),
+        cmocka_unit_test(test_kserve_metadata_json),
+        cmocka_unit_test(test_options),
+        cmocka_unit_test(test_handler_without_backend),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
