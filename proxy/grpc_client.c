@@ -52,6 +52,7 @@ typedef struct s_call {
     int64_t deadline_ms;       /* monotonic */
     size_t max_message;
     struct s_backend *be;      /* I/O thread only */
+    uint64_t connects;         /* connections opened, over all attempts */
     /* Request body: 5-byte prefix then the caller's bytes. */
     uint8_t prefix[5];
     const uint8_t *req;
@@ -639,8 +640,8 @@ static void s_reset_for_retry(s_call_t *call)
     call->errbuf[0] = '\0';
 }
 
-/* Whether a transport error means the connection is gone (not our deadline). */
-static int s_conn_error(CURLcode rc)
+/* Whether a transfer failed in the transport rather than by our choice. */
+static int s_transport_error(CURLcode rc)
 {
     return rc != CURLE_OK && rc != CURLE_OPERATION_TIMEDOUT && rc != CURLE_WRITE_ERROR &&
            rc != CURLE_ABORTED_BY_CALLBACK && rc != CURLE_OUT_OF_MEMORY;
@@ -651,39 +652,42 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
 {
     s_backend_t *be = c->be;
     int no_response = c->hdrs.http_status == 0;
+    long nc = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &nc);
+    if (nc > 0)
+        c->connects += (uint64_t)nc;
     if (be) {
-        if (s_conn_error(result) && no_response) {
-            if (be->connector == c || be->state == S_BE_UP)
+        int failed = s_transport_error(result) && no_response;
+        if (be->connector == c) {
+            be->connector = NULL;
+            /* Up once the request went out (prereq); else it never connected. */
+            if (be->state == S_BE_CONNECTING) {
                 be->state = S_BE_NONE;
-            if (be->connector == c)
-                be->connector = NULL;
-            /* A plain-HTTP/2 transfer that found no connection to reuse
-             * never reached the server: try once more with prior knowledge. */
-            if (!c->pk && c->attempts < 2) {
+                if (result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST) {
+                    /* Calls waiting for this connection share its fate, as
+                     * gRPC fails the calls waiting on a dead channel. */
+                    while (be->held_head) {
+                        s_call_t *h = be->held_head;
+                        be->held_head = h->next;
+                        h->next = NULL;
+                        s_complete(self, h, result, 0);
+                    }
+                    be->held_tail = NULL;
+                }
+            }
+        } else if (failed && !c->pk && nc > 0) {
+            /* A plain-HTTP/2 transfer found no connection to reuse and
+             * opened one of its own (HTTP/1.1 upgrade, which gRPC servers
+             * refuse): it never reached the service, so reopen properly. */
+            be->state = S_BE_NONE;
+            if (c->attempts < 2) {
                 s_reset_for_retry(c);
                 s_dispatch(self, c);
                 return;
             }
-            /* The connection could not be made: calls waiting for it share
-             * the outcome, as gRPC fails calls waiting on a dead channel. */
-            if (c->pk && be->state == S_BE_NONE) {
-                while (be->held_head) {
-                    s_call_t *h = be->held_head;
-                    be->held_head = h->next;
-                    h->next = NULL;
-                    s_complete(self, h, result, 0);
-                }
-                be->held_tail = NULL;
-            }
-        } else {
-            if (be->connector == c) {
-                be->connector = NULL;
-                if (be->state == S_BE_CONNECTING)
-                    be->state = no_response ? S_BE_NONE : S_BE_UP;
-            }
-            if (!no_response)
-                be->last_ms = s_now_ms();
         }
+        if (!no_response)
+            be->last_ms = s_now_ms();
     }
     s_complete(self, c, result, 0);
 }
@@ -1118,11 +1122,8 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
     pthread_mutex_unlock(&self->mu);
 
     s_resolve(self, call, tls, timeout_ms, res);
-    long conns = 0;
-    curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &conns);
     pthread_mutex_lock(&self->mu);
-    if (conns > 0)
-        self->stats.connections += (uint64_t)conns;
+    self->stats.connections += call->connects;
     if (res->code != KVC_GRPC_OK)
         self->stats.failures++;
     pthread_mutex_unlock(&self->mu);

@@ -608,13 +608,21 @@ static void test_not_found_trailers_only(void **state)
     kvc_grpc_result_free(&res);
     kvc_free(req);
 
-    /* An unknown method is UNIMPLEMENTED, also trailers-only. */
+    /* An unknown method: grpcio answers UNIMPLEMENTED trailers-only at once
+     * and resets the stream; libcurl 7.88 sometimes handles the reset before
+     * the headers, and a reset without status is INTERNAL per the gRPC spec.
+     * Either way the call fails cleanly and the connection stays usable. */
     assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base,
                                    "/tensorflow.serving.PredictionService/Classify", NULL, 0,
                                    TIMEOUT_MS, &res),
                      KVC_EIO);
-    assert_int_equal(res.code, KVC_GRPC_UNIMPLEMENTED);
+    assert_true(res.code == KVC_GRPC_UNIMPLEMENTED || res.code == KVC_GRPC_INTERNAL);
     kvc_grpc_result_free(&res);
+    req = s_predict_req("gpt9", 0, "input_ids", &x.t, &len);
+    assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, PREDICT, req, len, TIMEOUT_MS, &res),
+                     KVC_ENOENT);
+    kvc_grpc_result_free(&res);
+    kvc_free(req);
 }
 
 static void test_invalid_argument(void **state)
