@@ -12,6 +12,17 @@
  * `https://` negotiates h2 by ALPN. The status comes from the grpc-status
  * and grpc-message trailers, or from the headers of a trailers-only answer.
  *
+ * Debian 12's libcurl (7.88) breaks an h2c connection when a second
+ * prior-knowledge transfer reuses it, so the I/O thread opens each
+ * plain-HTTP backend's connection with one prior-knowledge transfer, holds
+ * other calls to that backend until it is up, and sends them as plain
+ * HTTP/2 (which reuses it). If such a call finds the connection gone,
+ * libcurl tries an HTTP/1.1 upgrade that gRPC servers refuse before any
+ * request reaches them; the call is then retried once with prior knowledge.
+ *
+ * KVC_GRPC_VERBOSE=1 in the environment turns on libcurl's trace (headers
+ * only, never bodies) for debugging.
+ *
  * The framing and header parsing below are pure functions, exported so the
  * unit tests can check them byte by byte. This module never logs request or
  * response bodies and never trusts a length it has not bounded.

@@ -784,6 +784,45 @@ static void test_deadline_exceeded_on_slow_server(void **state)
     s_server_stop(&slow);
 }
 
+/* A backend restarted on the same port: the client's connection is dead,
+ * and the next call must open a fresh one (with h2c prior knowledge, not
+ * the HTTP/1.1 upgrade libcurl would try) without failing. */
+static void test_backend_restart_reconnects(void **state)
+{
+    (void)state;
+    server_t a, b;
+    s_server_start(&a, NULL);
+    kvc_grpc_client_t *c = kvc_grpc_client_new(NULL);
+    assert_non_null(c);
+    Inference__ServerLiveRequest lreq = INFERENCE__SERVER_LIVE_REQUEST__INIT;
+    size_t len;
+    uint8_t *buf = s_pack(&lreq.base, &len);
+    kvc_grpc_result_t res;
+    assert_int_equal(kvc_grpc_call(c, a.base, KV2 "ServerLive", buf, len, TIMEOUT_MS, &res), 0);
+    kvc_grpc_result_free(&res);
+    char port[16];
+    snprintf(port, sizeof port, "%d", a.grpc_port);
+    char base[64];
+    memcpy(base, a.base, sizeof base);
+    s_server_stop(&a);
+    const char *const extra[] = {"--grpc-port", port, NULL};
+    s_server_start(&b, extra);
+    assert_string_equal(b.base, base);
+    if (kvc_grpc_call(c, base, KV2 "ServerLive", buf, len, TIMEOUT_MS, &res) != 0)
+        fail_msg("call after restart: %s: %s", kvc_grpc_status_name(res.code), res.message);
+    kvc_grpc_result_free(&res);
+    kvc_grpc_stats_t st;
+    kvc_grpc_client_stats(c, &st);
+    assert_int_equal(st.calls, 2);
+    assert_int_equal(st.failures, 0);
+    /* The first connection, the HTTP/1.1 upgrade libcurl tried on its own
+     * (refused by grpcio), and the prior-knowledge one that worked. */
+    assert_int_equal(st.connections, 3);
+    kvc_free(buf);
+    kvc_grpc_client_destroy(&c);
+    s_server_stop(&b);
+}
+
 /* ---- KServe v2 ---------------------------------------------------------------- */
 
 /* Sends a ModelInfer and unpacks the answer; caller frees both. */
@@ -1151,6 +1190,7 @@ int main(void)
         cmocka_unit_test(test_unavailable_when_nothing_listens),
         cmocka_unit_test(test_resource_exhausted),
         cmocka_unit_test(test_deadline_exceeded_on_slow_server),
+        cmocka_unit_test(test_backend_restart_reconnects),
         cmocka_unit_test(test_kserve_bert_typed),
         cmocka_unit_test(test_kserve_mobilenet_raw),
         cmocka_unit_test(test_kserve_health_and_metadata),
