@@ -38,21 +38,21 @@ struct s_backend;
 /* One call in flight: owned by the caller, touched by the I/O thread only
  * between submission and completion. */
 typedef struct s_call {
-    struct s_call *next;       /* queue link, or in-flight list link */
-    struct s_call *prev;       /* in-flight list only */
+    struct s_call *next; /* queue link, or in-flight list link */
+    struct s_call *prev; /* in-flight list only */
     CURL *easy;
     pthread_cond_t cond;
-    int done;                  /* set by the I/O thread under the client mutex */
-    CURLcode curl_code;        /* transfer result, set by the I/O thread */
-    int cancelled;             /* client stopped before the call ended */
-    const char *base_url;      /* the caller's, valid for the call */
+    int done;             /* set by the I/O thread under the client mutex */
+    CURLcode curl_code;   /* transfer result, set by the I/O thread */
+    int cancelled;        /* client stopped before the call ended */
+    const char *base_url; /* the caller's, valid for the call */
     int tls;
-    int pk;                    /* this transfer opens with h2c prior knowledge */
+    int pk; /* this transfer opens with h2c prior knowledge */
     int attempts;
-    int64_t deadline_ms;       /* monotonic */
+    int64_t deadline_ms; /* monotonic */
     size_t max_message;
-    struct s_backend *be;      /* I/O thread only */
-    uint64_t connects;         /* connections opened, over all attempts */
+    struct s_backend *be; /* I/O thread only */
+    uint64_t connects;    /* connections opened, over all attempts */
     /* Request body: 5-byte prefix then the caller's bytes. */
     uint8_t prefix[5];
     const uint8_t *req;
@@ -61,7 +61,7 @@ typedef struct s_call {
     /* Response, filled by curl callbacks in the I/O thread. */
     kvc_grpc_headers_t hdrs;
     kvc_grpc_deframer_t deframer;
-    int local_code;            /* -1, or a gRPC code the body reader chose */
+    int local_code; /* -1, or a gRPC code the body reader chose */
     char local_msg[128];
     char errbuf[CURL_ERROR_SIZE];
 } s_call_t;
@@ -70,12 +70,13 @@ typedef struct s_call {
 enum { S_BE_NONE, S_BE_CONNECTING, S_BE_UP };
 typedef struct s_backend {
     struct s_backend *next;
-    char *key;                 /* base URL */
+    char *key; /* base URL */
     int state;
-    s_call_t *connector;       /* the prior-knowledge transfer opening it */
-    s_call_t *held_head;       /* calls waiting for the connection */
+    s_call_t *connector; /* the prior-knowledge transfer opening it */
+    s_call_t *held_head; /* calls waiting for the connection */
     s_call_t *held_tail;
     int64_t last_ms;
+    int inflight; /* transfers added to the multi */
 } s_backend_t;
 
 struct kvc_grpc_client {
@@ -85,13 +86,13 @@ struct kvc_grpc_client {
     pthread_t thread;
     int thread_started;
     pthread_mutex_t mu;
-    s_call_t *queue_head;      /* submitted, not yet added (under mu) */
+    s_call_t *queue_head; /* submitted, not yet added (under mu) */
     s_call_t *queue_tail;
-    int stopping;              /* under mu */
-    s_call_t *active;          /* added to multi; I/O thread only */
-    s_backend_t *backends;     /* I/O thread only */
+    int stopping;          /* under mu */
+    s_call_t *active;      /* added to multi; I/O thread only */
+    s_backend_t *backends; /* I/O thread only */
     int n_backends;
-    kvc_grpc_stats_t stats;    /* under mu */
+    kvc_grpc_stats_t stats; /* under mu */
 };
 
 static const char *s_names[] = {
@@ -430,6 +431,16 @@ static size_t s_on_read(char *buf, size_t size, size_t nitems, void *userp)
     return out;
 }
 
+/* Seek callback: lets libcurl rewind the body when it resends a request. */
+static int s_on_seek(void *userp, curl_off_t offset, int origin)
+{
+    s_call_t *call = userp;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > 5 + (uint64_t)call->req_len)
+        return CURL_SEEKFUNC_FAIL;
+    call->sent = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 /* Header callback: sees the headers and, for HTTP/2, the trailers too. */
 static size_t s_on_header(char *line, size_t size, size_t nitems, void *userp)
 {
@@ -515,7 +526,8 @@ static s_backend_t *s_backend(kvc_grpc_client_t *self, const char *base_url)
     for (s_backend_t *b = self->backends; b; b = b->next) {
         if (strcmp(b->key, base_url) == 0)
             return b;
-        if (!b->held_head && b->state != S_BE_CONNECTING && (!spare || b->last_ms < spare->last_ms))
+        if (!b->held_head && !b->inflight && b->state != S_BE_CONNECTING &&
+            (!spare || b->last_ms < spare->last_ms))
             spare = b;
     }
     if (self->n_backends >= S_MAX_BACKENDS && spare) {
@@ -556,6 +568,8 @@ static void s_start(kvc_grpc_client_t *self, s_call_t *call, long http_version)
         s_complete(self, call, CURLE_FAILED_INIT, 0);
         return;
     }
+    if (call->be)
+        call->be->inflight++;
     call->next = self->active;
     call->prev = NULL;
     if (self->active)
@@ -652,6 +666,8 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
 {
     s_backend_t *be = c->be;
     int no_response = c->hdrs.http_status == 0;
+    if (be)
+        be->inflight--;
     long nc = 0;
     curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &nc);
     if (nc > 0)
@@ -988,17 +1004,19 @@ static int s_setup_easy(kvc_grpc_client_t *self, s_call_t *call, const char *url
     bad |= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, S_MAXAGE_CONN_S) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                            (curl_off_t)(5 + call->req_len)) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(5 + call->req_len)) !=
+           CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_READFUNCTION, s_on_read) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_READDATA, call) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, s_on_seek) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SEEKDATA, call) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, call) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_write) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                            (long)self->opts.connect_timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)self->opts.connect_timeout_ms) !=
+           CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf) != CURLE_OK;
@@ -1029,8 +1047,8 @@ static struct curl_slist *s_headers(kvc_grpc_client_t *self, uint32_t timeout_ms
         "te: trailers",
         timeout,
         self->opts.accept_identity ? "grpc-accept-encoding: identity" : NULL,
-        "Accept:",  /* drop curl's default Accept */
-        "Expect:",  /* never wait for 100-continue */
+        "Accept:", /* drop curl's default Accept */
+        "Expect:", /* never wait for 100-continue */
     };
     struct curl_slist *list = NULL;
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {

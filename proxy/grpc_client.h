@@ -82,7 +82,7 @@ typedef struct {
     char message[KVC_GRPC_MSG_MAX]; /* percent-decoded grpc-message or local reason */
     uint8_t *data;
     size_t len;
-    long http_status;               /* 0 when no response arrived */
+    long http_status; /* 0 when no response arrived */
 } kvc_grpc_result_t;
 
 /* Counters since the client was created. */
@@ -113,8 +113,7 @@ void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p);
  * the KVC_E* code closest to res->code (kvc_grpc_code_to_err).
  */
 int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *path,
-                  const uint8_t *req, size_t len, uint32_t timeout_ms,
-                  kvc_grpc_result_t *res);
+                  const uint8_t *req, size_t len, uint32_t timeout_ms, kvc_grpc_result_t *res);
 
 /* Frees res->data and clears res; safe on a zeroed or already freed res. */
 void kvc_grpc_result_free(kvc_grpc_result_t *res);
@@ -145,11 +144,11 @@ typedef struct {
     size_t max;
     uint8_t prefix[5];
     size_t prefix_have;
-    uint8_t *msg;      /* owned until taken by kvc_grpc_deframer_take */
+    uint8_t *msg; /* owned until taken by kvc_grpc_deframer_take */
     size_t msg_len;
     size_t msg_have;
-    int in_message;    /* 1 while reading a message body */
-    int messages;      /* complete messages seen */
+    int in_message; /* 1 while reading a message body */
+    int messages;   /* complete messages seen */
 } kvc_grpc_deframer_t;
 
 /* Prepares d to read messages of at most max bytes. */
@@ -167,9 +166,9 @@ void kvc_grpc_deframer_free(kvc_grpc_deframer_t *d);
 
 /* What the response headers and trailers said. */
 typedef struct {
-    long http_status;              /* 0 until a status line is seen */
-    int grpc_status;               /* -1 until grpc-status is seen */
-    int content_type_grpc;         /* 1 if content-type is application/grpc[+...] */
+    long http_status;                    /* 0 until a status line is seen */
+    int grpc_status;                     /* -1 until grpc-status is seen */
+    int content_type_grpc;               /* 1 if content-type is application/grpc[+...] */
     char grpc_message[KVC_GRPC_MSG_MAX]; /* percent-decoded, NUL-terminated */
 } kvc_grpc_headers_t;
 

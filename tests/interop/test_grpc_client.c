@@ -106,15 +106,16 @@ static void s_server_start(server_t *s, const char *const *extra)
     snprintf(s->dir, sizeof s->dir, "/tmp/kvc-interop-XXXXXX");
     assert_non_null(mkdtemp(s->dir));
     snprintf(s->port_file, sizeof s->port_file, "%s/ports.json", s->dir);
-    const char *argv[16] = {KVC_PYTHON, KVC_SOURCE_DIR "/tests/interop/model_server.py",
-                            "--grpc-port", "0", "--rest-port", "0", "--exit-with-parent",
-                            "--port-file", s->port_file};
+    const char *argv[16] = {KVC_PYTHON,           KVC_SOURCE_DIR "/tests/interop/model_server.py",
+                            "--grpc-port",        "0",
+                            "--rest-port",        "0",
+                            "--exit-with-parent", "--port-file",
+                            s->port_file};
     size_t n = 9;
     for (size_t i = 0; extra && extra[i] && n < 15; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
-    assert_int_equal(posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ),
-                     0);
+    assert_int_equal(posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ), 0);
     int64_t deadline = s_now_ms() + START_DEADLINE_MS;
     for (;;) {
         FILE *f = fopen(s->port_file, "r");
@@ -354,7 +355,8 @@ static void test_bert_predict_int_val(void **state)
     size_t len;
     uint8_t *req = s_predict_req("bert", 1, "input_ids", &x.t, &len);
     kvc_grpc_result_t res;
-    Tensorflow__Serving__PredictResponse *r = s_predict_ok(fx->client, fx->srv.base, req, len, &res);
+    Tensorflow__Serving__PredictResponse *r =
+        s_predict_ok(fx->client, fx->srv.base, req, len, &res);
     assert_string_equal(r->model_spec->name, "bert");
     assert_int_equal(r->model_spec->version_choice_case,
                      TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION);
@@ -389,7 +391,8 @@ static void test_bert_predict_int64_content(void **state)
     size_t len;
     uint8_t *req = s_predict_req("bert", 0, "input_ids", &x.t, &len);
     kvc_grpc_result_t res;
-    Tensorflow__Serving__PredictResponse *r = s_predict_ok(fx->client, fx->srv.base, req, len, &res);
+    Tensorflow__Serving__PredictResponse *r =
+        s_predict_ok(fx->client, fx->srv.base, req, len, &res);
     const int64_t oshape[] = {1, 2};
     const float *got = s_check_float_tensor(s_output(r, "logits"), oshape, 2, 2);
     assert_true(got[0] == want[0]);
@@ -420,7 +423,8 @@ static void s_image_predict(fixture_t *fx, const char *model, size_t side, int i
     size_t len;
     uint8_t *req = s_predict_req(model, 0, "images", &x.t, &len);
     kvc_grpc_result_t res;
-    Tensorflow__Serving__PredictResponse *r = s_predict_ok(fx->client, fx->srv.base, req, len, &res);
+    Tensorflow__Serving__PredictResponse *r =
+        s_predict_ok(fx->client, fx->srv.base, req, len, &res);
     assert_string_equal(r->model_spec->name, model);
     const int64_t oshape[] = {1, 1001};
     const float *got = s_check_float_tensor(s_output(r, "scores"), oshape, 2, 1001);
@@ -476,7 +480,8 @@ static void test_yolov5_predict(void **state)
     uint8_t *req = s_predict_req("yolov5", 0, "images", &x.t, &len);
     assert_true(len > 4915200); /* over grpc's 4 MiB default: limits were raised */
     kvc_grpc_result_t res;
-    Tensorflow__Serving__PredictResponse *r = s_predict_ok(fx->client, fx->srv.base, req, len, &res);
+    Tensorflow__Serving__PredictResponse *r =
+        s_predict_ok(fx->client, fx->srv.base, req, len, &res);
     const int64_t oshape[] = {1, 25200, 85};
     const float *got = s_check_float_tensor(s_output(r, "output0"), oshape, 3, 25200 * 85);
     assert_true(got[0] == 0.5f);
@@ -553,7 +558,8 @@ static void test_get_model_status(void **state)
     size_t len;
     uint8_t *buf = s_pack(&req.base, &len);
     kvc_grpc_result_t res;
-    assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, STATUS, buf, len, TIMEOUT_MS, &res), 0);
+    assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, STATUS, buf, len, TIMEOUT_MS, &res),
+                     0);
     Tensorflow__Serving__GetModelStatusResponse *r =
         tensorflow__serving__get_model_status_response__unpack(NULL, res.len, res.data);
     assert_non_null(r);
@@ -718,8 +724,7 @@ static void test_resource_exhausted(void **state)
     assert_int_equal(kvc_grpc_call(c, fx->srv.base, PREDICT, req, len, TIMEOUT_MS, &res),
                      KVC_ERANGE);
     assert_int_equal(res.code, KVC_GRPC_RESOURCE_EXHAUSTED);
-    assert_string_equal(res.message,
-                        "response message larger than the limit of 1048576 bytes");
+    assert_string_equal(res.message, "response message larger than the limit of 1048576 bytes");
     assert_null(res.data);
     kvc_grpc_result_free(&res);
     kvc_free(req);
@@ -926,7 +931,8 @@ static void test_kserve_mobilenet_raw(void **state)
     assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, INFER, buf, len, TIMEOUT_MS, &res),
                      KVC_EINVAL);
     assert_int_equal(res.code, KVC_GRPC_INVALID_ARGUMENT);
-    assert_string_equal(res.message, "input 'images': raw content has 602108 bytes, expected 602112");
+    assert_string_equal(res.message,
+                        "input 'images': raw content has 602108 bytes, expected 602112");
     kvc_grpc_result_free(&res);
     kvc_free(buf);
     kvc_free(img);
@@ -942,8 +948,8 @@ static void test_kserve_health_and_metadata(void **state)
     Inference__ServerLiveRequest live = INFERENCE__SERVER_LIVE_REQUEST__INIT;
     buf = s_pack(&live.base, &len);
     assert_int_equal(len, 0);
-    assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, KV2 "ServerLive", buf, len,
-                                   TIMEOUT_MS, &res), 0);
+    assert_int_equal(
+        kvc_grpc_call(fx->client, fx->srv.base, KV2 "ServerLive", buf, len, TIMEOUT_MS, &res), 0);
     Inference__ServerLiveResponse *lr =
         inference__server_live_response__unpack(NULL, res.len, res.data);
     assert_non_null(lr);
@@ -954,8 +960,8 @@ static void test_kserve_health_and_metadata(void **state)
 
     Inference__ServerReadyRequest ready = INFERENCE__SERVER_READY_REQUEST__INIT;
     buf = s_pack(&ready.base, &len);
-    assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, KV2 "ServerReady", buf, len,
-                                   TIMEOUT_MS, &res), 0);
+    assert_int_equal(
+        kvc_grpc_call(fx->client, fx->srv.base, KV2 "ServerReady", buf, len, TIMEOUT_MS, &res), 0);
     Inference__ServerReadyResponse *rr =
         inference__server_ready_response__unpack(NULL, res.len, res.data);
     assert_non_null(rr);
@@ -969,8 +975,9 @@ static void test_kserve_health_and_metadata(void **state)
         Inference__ModelReadyRequest mr = INFERENCE__MODEL_READY_REQUEST__INIT;
         mr.name = (char *)names[i];
         buf = s_pack(&mr.base, &len);
-        assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, KV2 "ModelReady", buf, len,
-                                       TIMEOUT_MS, &res), 0);
+        assert_int_equal(
+            kvc_grpc_call(fx->client, fx->srv.base, KV2 "ModelReady", buf, len, TIMEOUT_MS, &res),
+            0);
         /* ready=false encodes as an empty message: data is non-NULL, len 0. */
         assert_non_null(res.data);
         Inference__ModelReadyResponse *m =
@@ -985,8 +992,9 @@ static void test_kserve_health_and_metadata(void **state)
     Inference__ModelMetadataRequest md = INFERENCE__MODEL_METADATA_REQUEST__INIT;
     md.name = "bert";
     buf = s_pack(&md.base, &len);
-    assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, KV2 "ModelMetadata", buf, len,
-                                   TIMEOUT_MS, &res), 0);
+    assert_int_equal(
+        kvc_grpc_call(fx->client, fx->srv.base, KV2 "ModelMetadata", buf, len, TIMEOUT_MS, &res),
+        0);
     Inference__ModelMetadataResponse *mm =
         inference__model_metadata_response__unpack(NULL, res.len, res.data);
     assert_non_null(mm);
@@ -1006,8 +1014,9 @@ static void test_kserve_health_and_metadata(void **state)
 
     md.name = "nope";
     buf = s_pack(&md.base, &len);
-    assert_int_equal(kvc_grpc_call(fx->client, fx->srv.base, KV2 "ModelMetadata", buf, len,
-                                   TIMEOUT_MS, &res), KVC_ENOENT);
+    assert_int_equal(
+        kvc_grpc_call(fx->client, fx->srv.base, KV2 "ModelMetadata", buf, len, TIMEOUT_MS, &res),
+        KVC_ENOENT);
     assert_int_equal(res.code, KVC_GRPC_NOT_FOUND);
     kvc_grpc_result_free(&res);
     kvc_free(buf);
@@ -1022,7 +1031,7 @@ typedef struct {
     kvc_grpc_client_t *client;
     const char *base;
     int index;
-    int ok;          /* calls that returned exactly the expected logits */
+    int ok; /* calls that returned exactly the expected logits */
     char err[128];
 } worker_t;
 
