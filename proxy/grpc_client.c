@@ -21,21 +21,38 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define S_URL_MAX 4096
 #define S_DEFAULT_CONNECT_MS 5000u
 #define S_DEFAULT_STREAMS 100u
+#define S_MAX_BACKENDS 256
+#define S_MAXAGE_CONN_S 118L
+/* Trust an idle connection to be open for this long (< S_MAXAGE_CONN_S). */
+#define S_IDLE_TRUST_MS 100000
 
-/* One call in flight: owned by the caller's stack frame. */
+struct s_backend;
+
+/* One call in flight: owned by the caller, touched by the I/O thread only
+ * between submission and completion. */
 typedef struct s_call {
-    struct s_call *next;       /* queue link, or in-flight list link */
-    struct s_call *prev;       /* in-flight list only */
+    struct s_call *next; /* queue link, or in-flight list link */
+    struct s_call *prev; /* in-flight list only */
     CURL *easy;
     pthread_cond_t cond;
-    int done;                  /* set by the I/O thread under the client mutex */
-    CURLcode curl_code;        /* transfer result, set by the I/O thread */
-    int cancelled;             /* client stopped before the call ended */
+    int done;             /* set by the I/O thread under the client mutex */
+    CURLcode curl_code;   /* transfer result, set by the I/O thread */
+    int cancelled;        /* client stopped before the call ended */
+    const char *base_url; /* the caller's, valid for the call */
+    int tls;
+    int pk; /* this transfer opens with h2c prior knowledge */
+    int attempts;
+    int64_t deadline_ms; /* monotonic */
+    size_t max_message;
+    struct s_backend *be; /* I/O thread only */
+    uint64_t connects;    /* connections opened, over all attempts */
     /* Request body: 5-byte prefix then the caller's bytes. */
     uint8_t prefix[5];
     const uint8_t *req;
@@ -44,10 +61,23 @@ typedef struct s_call {
     /* Response, filled by curl callbacks in the I/O thread. */
     kvc_grpc_headers_t hdrs;
     kvc_grpc_deframer_t deframer;
-    int local_code;            /* -1, or a gRPC code the body reader chose */
+    int local_code; /* -1, or a gRPC code the body reader chose */
     char local_msg[128];
     char errbuf[CURL_ERROR_SIZE];
 } s_call_t;
+
+/* What the I/O thread knows about one plain-HTTP backend's connection. */
+enum { S_BE_NONE, S_BE_CONNECTING, S_BE_UP };
+typedef struct s_backend {
+    struct s_backend *next;
+    char *key; /* base URL */
+    int state;
+    s_call_t *connector; /* the prior-knowledge transfer opening it */
+    s_call_t *held_head; /* calls waiting for the connection */
+    s_call_t *held_tail;
+    int64_t last_ms;
+    int inflight; /* transfers added to the multi */
+} s_backend_t;
 
 struct kvc_grpc_client {
     kvc_grpc_opts_t opts;
@@ -56,11 +86,13 @@ struct kvc_grpc_client {
     pthread_t thread;
     int thread_started;
     pthread_mutex_t mu;
-    s_call_t *queue_head;      /* submitted, not yet added (under mu) */
+    s_call_t *queue_head; /* submitted, not yet added (under mu) */
     s_call_t *queue_tail;
-    int stopping;              /* under mu */
-    s_call_t *active;          /* added to multi; I/O thread only */
-    kvc_grpc_stats_t stats;    /* under mu */
+    int stopping;          /* under mu */
+    s_call_t *active;      /* added to multi; I/O thread only */
+    s_backend_t *backends; /* I/O thread only */
+    int n_backends;
+    kvc_grpc_stats_t stats; /* under mu */
 };
 
 static const char *s_names[] = {
@@ -399,6 +431,16 @@ static size_t s_on_read(char *buf, size_t size, size_t nitems, void *userp)
     return out;
 }
 
+/* Seek callback: lets libcurl rewind the body when it resends a request. */
+static int s_on_seek(void *userp, curl_off_t offset, int origin)
+{
+    s_call_t *call = userp;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > 5 + (uint64_t)call->req_len)
+        return CURL_SEEKFUNC_FAIL;
+    call->sent = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 /* Header callback: sees the headers and, for HTTP/2, the trailers too. */
 static size_t s_on_header(char *line, size_t size, size_t nitems, void *userp)
 {
@@ -434,6 +476,14 @@ static size_t s_on_write(char *data, size_t size, size_t nmemb, void *userp)
     return 0;
 }
 
+/* Milliseconds on the monotonic clock. */
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Marks a call finished and wakes its caller; takes the client mutex. */
 static void s_complete(kvc_grpc_client_t *self, s_call_t *call, CURLcode code, int cancelled)
 {
@@ -457,7 +507,208 @@ static void s_active_unlink(kvc_grpc_client_t *self, s_call_t *call)
     call->next = call->prev = NULL;
 }
 
-/* The I/O thread: adds queued transfers, drives them, reports endings. */
+/* Prereq callback: the connection is up and the request is about to go. */
+static int s_on_prereq(void *clientp, char *ip, char *local_ip, int port, int local_port)
+{
+    s_call_t *call = clientp;
+    s_backend_t *be = call->be;
+    if (be && be->state == S_BE_CONNECTING && be->connector == call) {
+        be->state = S_BE_UP;
+        be->last_ms = s_now_ms();
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
+/* Finds (or makes) the I/O thread's record of a plain-HTTP backend. */
+static s_backend_t *s_backend(kvc_grpc_client_t *self, const char *base_url)
+{
+    s_backend_t *spare = NULL;
+    for (s_backend_t *b = self->backends; b; b = b->next) {
+        if (strcmp(b->key, base_url) == 0)
+            return b;
+        if (!b->held_head && !b->inflight && b->state != S_BE_CONNECTING &&
+            (!spare || b->last_ms < spare->last_ms))
+            spare = b;
+    }
+    if (self->n_backends >= S_MAX_BACKENDS && spare) {
+        /* Forget the least recently used idle backend: at worst one call
+         * there later takes the fresh-connection path. */
+        kvc_free(spare->key);
+        spare->key = kvc_strdup(base_url);
+        spare->state = S_BE_NONE;
+        spare->connector = NULL;
+        return spare->key ? spare : NULL;
+    }
+    s_backend_t *b = kvc_calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->key = kvc_strdup(base_url);
+    if (!b->key) {
+        kvc_free(b);
+        return NULL;
+    }
+    b->next = self->backends;
+    self->backends = b;
+    self->n_backends++;
+    return b;
+}
+
+/* Adds a call's transfer to the multi handle with the time it has left. */
+static void s_start(kvc_grpc_client_t *self, s_call_t *call, long http_version)
+{
+    int64_t left = call->deadline_ms - s_now_ms();
+    if (left <= 0) {
+        s_complete(self, call, CURLE_OPERATION_TIMEDOUT, 0);
+        return;
+    }
+    call->attempts++;
+    curl_easy_setopt(call->easy, CURLOPT_HTTP_VERSION, http_version);
+    curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS, (long)left);
+    if (curl_multi_add_handle(self->multi, call->easy) != CURLM_OK) {
+        s_complete(self, call, CURLE_FAILED_INIT, 0);
+        return;
+    }
+    if (call->be)
+        call->be->inflight++;
+    call->next = self->active;
+    call->prev = NULL;
+    if (self->active)
+        self->active->prev = call;
+    self->active = call;
+}
+
+/*
+ * Routes a call. libcurl 7.88 (Debian 12) breaks an h2c prior-knowledge
+ * connection when a second prior-knowledge transfer reuses it (curl issue
+ * 10634, fixed in 8.0). So per plain-HTTP backend only one transfer opens
+ * the connection with prior knowledge; the others wait until it is up and
+ * then ask for plain HTTP/2, which reuses (multiplexes) it correctly.
+ */
+static void s_dispatch(kvc_grpc_client_t *self, s_call_t *call)
+{
+    if (call->tls) {
+        s_start(self, call, (long)CURL_HTTP_VERSION_2_0);
+        return;
+    }
+    s_backend_t *be = call->be ? call->be : s_backend(self, call->base_url);
+    if (!be) {
+        s_complete(self, call, CURLE_OUT_OF_MEMORY, 0);
+        return;
+    }
+    call->be = be;
+    int64_t now = s_now_ms();
+    if (be->state == S_BE_UP && now - be->last_ms > S_IDLE_TRUST_MS)
+        be->state = S_BE_NONE; /* libcurl may have closed the idle connection */
+    if (be->state == S_BE_UP) {
+        call->pk = 0;
+        be->last_ms = now;
+        s_start(self, call, (long)CURL_HTTP_VERSION_2_0);
+    } else if (be->state == S_BE_CONNECTING) {
+        call->next = NULL;
+        if (be->held_tail)
+            be->held_tail->next = call;
+        else
+            be->held_head = call;
+        be->held_tail = call;
+    } else {
+        call->pk = 1;
+        be->state = S_BE_CONNECTING;
+        be->connector = call;
+        s_start(self, call, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+    }
+}
+
+/* Releases held calls of backends that are up, and expires late ones. */
+static void s_release_held(kvc_grpc_client_t *self)
+{
+    int64_t now = s_now_ms();
+    for (s_backend_t *b = self->backends; b; b = b->next) {
+        s_call_t **pp = &b->held_head;
+        s_call_t *last = NULL;
+        while (*pp) {
+            s_call_t *c = *pp;
+            if (b->state != S_BE_CONNECTING || c->deadline_ms <= now) {
+                *pp = c->next;
+                c->next = NULL;
+                if (c->deadline_ms <= now)
+                    s_complete(self, c, CURLE_OPERATION_TIMEDOUT, 0);
+                else
+                    s_dispatch(self, c);
+                continue;
+            }
+            last = c;
+            pp = &c->next;
+        }
+        b->held_tail = last;
+    }
+}
+
+/* Resets a call's response state before it is tried again. */
+static void s_reset_for_retry(s_call_t *call)
+{
+    kvc_grpc_headers_init(&call->hdrs);
+    kvc_grpc_deframer_free(&call->deframer);
+    kvc_grpc_deframer_init(&call->deframer, call->max_message);
+    call->sent = 0;
+    call->local_code = -1;
+    call->errbuf[0] = '\0';
+}
+
+/* Whether a transfer failed in the transport rather than by our choice. */
+static int s_transport_error(CURLcode rc)
+{
+    return rc != CURLE_OK && rc != CURLE_OPERATION_TIMEDOUT && rc != CURLE_WRITE_ERROR &&
+           rc != CURLE_ABORTED_BY_CALLBACK && rc != CURLE_OUT_OF_MEMORY;
+}
+
+/* Handles the end of one transfer: backend bookkeeping, retry or report. */
+static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
+{
+    s_backend_t *be = c->be;
+    int no_response = c->hdrs.http_status == 0;
+    if (be)
+        be->inflight--;
+    long nc = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &nc);
+    if (nc > 0)
+        c->connects += (uint64_t)nc;
+    if (be) {
+        int failed = s_transport_error(result) && no_response;
+        if (be->connector == c) {
+            be->connector = NULL;
+            /* Up once the request went out (prereq); else it never connected. */
+            if (be->state == S_BE_CONNECTING) {
+                be->state = S_BE_NONE;
+                if (result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST) {
+                    /* Calls waiting for this connection share its fate, as
+                     * gRPC fails the calls waiting on a dead channel. */
+                    while (be->held_head) {
+                        s_call_t *h = be->held_head;
+                        be->held_head = h->next;
+                        h->next = NULL;
+                        s_complete(self, h, result, 0);
+                    }
+                    be->held_tail = NULL;
+                }
+            }
+        } else if (failed && !c->pk && nc > 0) {
+            /* A plain-HTTP/2 transfer found no connection to reuse and
+             * opened one of its own (HTTP/1.1 upgrade, which gRPC servers
+             * refuse): it never reached the service, so reopen properly. */
+            be->state = S_BE_NONE;
+            if (c->attempts < 2) {
+                s_reset_for_retry(c);
+                s_dispatch(self, c);
+                return;
+            }
+        }
+        if (!no_response)
+            be->last_ms = s_now_ms();
+    }
+    s_complete(self, c, result, 0);
+}
+
+/* The I/O thread: routes queued calls, drives transfers, reports endings. */
 static void *s_loop(void *arg)
 {
     kvc_grpc_client_t *self = arg;
@@ -471,16 +722,10 @@ static void *s_loop(void *arg)
         while (q) {
             s_call_t *next = q->next;
             q->next = q->prev = NULL;
-            if (stopping) {
+            if (stopping)
                 s_complete(self, q, CURLE_ABORTED_BY_CALLBACK, 1);
-            } else if (curl_multi_add_handle(self->multi, q->easy) != CURLM_OK) {
-                s_complete(self, q, CURLE_FAILED_INIT, 0);
-            } else {
-                q->next = self->active;
-                if (self->active)
-                    self->active->prev = q;
-                self->active = q;
-            }
+            else
+                s_dispatch(self, q);
             q = next;
         }
         if (stopping) {
@@ -489,6 +734,15 @@ static void *s_loop(void *arg)
                 s_active_unlink(self, c);
                 curl_multi_remove_handle(self->multi, c->easy);
                 s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 1);
+            }
+            for (s_backend_t *b = self->backends; b; b = b->next) {
+                while (b->held_head) {
+                    s_call_t *h = b->held_head;
+                    b->held_head = h->next;
+                    h->next = NULL;
+                    s_complete(self, h, CURLE_ABORTED_BY_CALLBACK, 1);
+                }
+                b->held_tail = NULL;
             }
             return NULL;
         }
@@ -507,10 +761,14 @@ static void *s_loop(void *arg)
             curl_multi_remove_handle(self->multi, easy);
             if (c) {
                 s_active_unlink(self, c);
-                s_complete(self, c, result, 0);
+                s_finished(self, c, result);
             }
         }
-        curl_multi_poll(self->multi, NULL, 0, 1000, NULL);
+        s_release_held(self);
+        int held = 0;
+        for (s_backend_t *b = self->backends; b && !held; b = b->next)
+            held = b->held_head != NULL;
+        curl_multi_poll(self->multi, NULL, 0, held ? 10 : 1000, NULL);
     }
 }
 
@@ -548,6 +806,8 @@ kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts)
         goto fail_mutex;
     curl_multi_setopt(self->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     curl_multi_setopt(self->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)self->opts.max_streams);
+    /* One connection per backend: extra calls queue for a free stream. */
+    curl_multi_setopt(self->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 1L);
     if (pthread_create(&self->thread, NULL, s_loop, self) != 0)
         goto fail_multi;
     self->thread_started = 1;
@@ -577,6 +837,12 @@ void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p)
         pthread_join(self->thread, NULL);
     }
     curl_multi_cleanup(self->multi);
+    while (self->backends) {
+        s_backend_t *b = self->backends;
+        self->backends = b->next;
+        kvc_free(b->key);
+        kvc_free(b);
+    }
     pthread_mutex_destroy(&self->mu);
     kvc_free(self->ca_file);
     kvc_free(self);
@@ -733,28 +999,31 @@ static int s_setup_easy(kvc_grpc_client_t *self, s_call_t *call, const char *url
     int bad = 0;
     bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, tls ? "https" : "http") != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-                            tls ? (long)CURL_HTTP_VERSION_2_0
-                                : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, s_on_prereq) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PREREQDATA, call) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, S_MAXAGE_CONN_S) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                            (curl_off_t)(5 + call->req_len)) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(5 + call->req_len)) !=
+           CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_READFUNCTION, s_on_read) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_READDATA, call) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, s_on_seek) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SEEKDATA, call) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, call) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_write) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-                            (long)self->opts.connect_timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)self->opts.connect_timeout_ms) !=
+           CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)call) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "grpc-c-kvc/0.1") != CURLE_OK;
+    if (getenv("KVC_GRPC_VERBOSE"))
+        curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
     if (tls) {
         if (self->ca_file)
             bad |= curl_easy_setopt(e, CURLOPT_CAINFO, self->ca_file) != CURLE_OK;
@@ -778,8 +1047,8 @@ static struct curl_slist *s_headers(kvc_grpc_client_t *self, uint32_t timeout_ms
         "te: trailers",
         timeout,
         self->opts.accept_identity ? "grpc-accept-encoding: identity" : NULL,
-        "Accept:",  /* drop curl's default Accept */
-        "Expect:",  /* never wait for 100-continue */
+        "Accept:", /* drop curl's default Accept */
+        "Expect:", /* never wait for 100-continue */
     };
     struct curl_slist *list = NULL;
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
@@ -823,6 +1092,10 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
     call->req = req;
     call->req_len = len;
     call->local_code = -1;
+    call->base_url = base_url;
+    call->tls = tls;
+    call->deadline_ms = s_now_ms() + timeout_ms;
+    call->max_message = self->opts.max_message_size;
     kvc_grpc_headers_init(&call->hdrs);
     kvc_grpc_deframer_init(&call->deframer, self->opts.max_message_size);
     if (kvc_grpc_frame_prefix(call->prefix, len) != KVC_OK) {
@@ -867,11 +1140,8 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
     pthread_mutex_unlock(&self->mu);
 
     s_resolve(self, call, tls, timeout_ms, res);
-    long conns = 0;
-    curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &conns);
     pthread_mutex_lock(&self->mu);
-    if (conns > 0)
-        self->stats.connections += (uint64_t)conns;
+    self->stats.connections += call->connects;
     if (res->code != KVC_GRPC_OK)
         self->stats.failures++;
     pthread_mutex_unlock(&self->mu);

@@ -12,6 +12,17 @@
  * `https://` negotiates h2 by ALPN. The status comes from the grpc-status
  * and grpc-message trailers, or from the headers of a trailers-only answer.
  *
+ * Debian 12's libcurl (7.88) breaks an h2c connection when a second
+ * prior-knowledge transfer reuses it, so the I/O thread opens each
+ * plain-HTTP backend's connection with one prior-knowledge transfer, holds
+ * other calls to that backend until it is up, and sends them as plain
+ * HTTP/2 (which reuses it). If such a call finds the connection gone,
+ * libcurl tries an HTTP/1.1 upgrade that gRPC servers refuse before any
+ * request reaches them; the call is then retried once with prior knowledge.
+ *
+ * KVC_GRPC_VERBOSE=1 in the environment turns on libcurl's trace (headers
+ * only, never bodies) for debugging.
+ *
  * The framing and header parsing below are pure functions, exported so the
  * unit tests can check them byte by byte. This module never logs request or
  * response bodies and never trusts a length it has not bounded.
@@ -71,7 +82,7 @@ typedef struct {
     char message[KVC_GRPC_MSG_MAX]; /* percent-decoded grpc-message or local reason */
     uint8_t *data;
     size_t len;
-    long http_status;               /* 0 when no response arrived */
+    long http_status; /* 0 when no response arrived */
 } kvc_grpc_result_t;
 
 /* Counters since the client was created. */
@@ -102,8 +113,7 @@ void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p);
  * the KVC_E* code closest to res->code (kvc_grpc_code_to_err).
  */
 int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *path,
-                  const uint8_t *req, size_t len, uint32_t timeout_ms,
-                  kvc_grpc_result_t *res);
+                  const uint8_t *req, size_t len, uint32_t timeout_ms, kvc_grpc_result_t *res);
 
 /* Frees res->data and clears res; safe on a zeroed or already freed res. */
 void kvc_grpc_result_free(kvc_grpc_result_t *res);
@@ -134,11 +144,11 @@ typedef struct {
     size_t max;
     uint8_t prefix[5];
     size_t prefix_have;
-    uint8_t *msg;      /* owned until taken by kvc_grpc_deframer_take */
+    uint8_t *msg; /* owned until taken by kvc_grpc_deframer_take */
     size_t msg_len;
     size_t msg_have;
-    int in_message;    /* 1 while reading a message body */
-    int messages;      /* complete messages seen */
+    int in_message; /* 1 while reading a message body */
+    int messages;   /* complete messages seen */
 } kvc_grpc_deframer_t;
 
 /* Prepares d to read messages of at most max bytes. */
@@ -156,9 +166,9 @@ void kvc_grpc_deframer_free(kvc_grpc_deframer_t *d);
 
 /* What the response headers and trailers said. */
 typedef struct {
-    long http_status;              /* 0 until a status line is seen */
-    int grpc_status;               /* -1 until grpc-status is seen */
-    int content_type_grpc;         /* 1 if content-type is application/grpc[+...] */
+    long http_status;                    /* 0 until a status line is seen */
+    int grpc_status;                     /* -1 until grpc-status is seen */
+    int content_type_grpc;               /* 1 if content-type is application/grpc[+...] */
     char grpc_message[KVC_GRPC_MSG_MAX]; /* percent-decoded, NUL-terminated */
 } kvc_grpc_headers_t;
 

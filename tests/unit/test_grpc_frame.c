@@ -194,8 +194,8 @@ static void test_headers_trailers_only(void **state)
 static void test_headers_malformed_status(void **state)
 {
     kvc_grpc_headers_t h;
-    const char *bad[] = {"grpc-status: x\r\n", "grpc-status: 17\r\n", "grpc-status: -1\r\n",
-                         "grpc-status: 1000\r\n", "grpc-status:\r\n", "grpc-status: 1 2\r\n"};
+    const char *bad[] = {"grpc-status: x\r\n",    "grpc-status: 17\r\n", "grpc-status: -1\r\n",
+                         "grpc-status: 1000\r\n", "grpc-status:\r\n",    "grpc-status: 1 2\r\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kvc_grpc_headers_init(&h);
         s_feed(&h, bad[i]);

@@ -1,0 +1,641 @@
+#!/usr/bin/python3
+"""A stand-in model server for tests, benchmarks and the demo.
+
+It speaks the real wire protocols of the servers kvc talks to:
+  * gRPC TF Serving: tensorflow.serving.PredictionService/{Predict,GetModelMetadata}
+    and tensorflow.serving.ModelService/GetModelStatus;
+  * gRPC KServe v2: inference.GRPCInferenceService/{ServerLive,ServerReady,
+    ModelReady,ServerMetadata,ModelMetadata,ModelInfer}, with typed contents or
+    raw_input_contents (answered with raw_output_contents);
+  * TF Serving REST JSON on a second port: POST /v1/models/NAME[/versions/1]:predict
+    ("instances" or "inputs"), GET /v1/models/NAME[/versions/1], GET .../metadata.
+
+The "models" are deterministic numpy formulas with the tensor shapes of the
+original experiment, so a test can compute every expected number itself.
+All arithmetic is float64 in the order written, then cast to float32.
+
+  mobilenet  images  float32 [1,224,224,3] -> scores  float32 [1,1001]
+             m = mean(images) (float64); p = images[0,0,0,:] (first pixel)
+             scores[0,j] = m * (j + 1) / 1001 + p[j % 3]
+  inception  images  float32 [1,299,299,3] -> scores  float32 [1,1001]
+             scores[0,j] = m * (1001 - j) / 1001 - p[j % 3]
+  yolov5     images  float32 [1,640,640,3] -> output0 float32 [1,25200,85]
+             output0[0,i,k] = m + k + (i % 80) / 8
+  bert       input_ids int32|int64 [1,500] -> logits float32 [1,2]
+             logits[0,0] = sum(ids) / 1000   (sum exact in int64)
+             logits[0,1] = max(ids) - min(ids)
+
+Every model has the single version 1 and signature "serving_default".
+Unknown model or version -> NOT_FOUND; wrong input name, shape or dtype ->
+INVALID_ARGUMENT. --delay-ms N makes every Predict/ModelInfer (and REST
+predict) wait N ms first, for deadline tests.
+
+Usage: /usr/bin/python3 model_server.py --grpc-port 0 --rest-port 0 \
+           --port-file FILE [--delay-ms N] [--max-message-mb 64] [--proto-dir DIR]
+           [--exit-with-parent]
+Once both ports listen, FILE gets {"grpc": P, "rest": Q, "pid": N}, written
+atomically (rename). SIGTERM or SIGINT stops both servers and exits 0.
+Generated protobuf code lives in a temporary directory removed at exit.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
+
+PROTOS = [
+    "tensorflow/core/framework/types.proto",
+    "tensorflow/core/framework/tensor_shape.proto",
+    "tensorflow/core/framework/tensor.proto",
+    "tensorflow/core/protobuf/meta_graph.proto",
+    "tensorflow/core/protobuf/error_codes.proto",
+    "tensorflow_serving/util/status.proto",
+    "tensorflow_serving/apis/model.proto",
+    "tensorflow_serving/apis/predict.proto",
+    "tensorflow_serving/apis/get_model_metadata.proto",
+    "tensorflow_serving/apis/get_model_status.proto",
+    "tensorflow_serving/apis/prediction_service.proto",
+    "tensorflow_serving/apis/model_service.proto",
+    "kserve/grpc_predict_v2.proto",
+]
+
+
+def generate_protos(proto_dir, out_dir):
+    """Compiles our .proto files to Python in out_dir (grpc_tools, in-process).
+
+    google/protobuf/*.proto in proto/ are local copies for protoc-c; Python uses
+    the protobuf runtime's own modules of the same names, so they are not
+    generated here (only read to resolve imports)."""
+    from grpc_tools import protoc
+    import grpc_tools
+    wkt = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    args = ["protoc", "-I" + proto_dir, "-I" + wkt,
+            "--python_out=" + out_dir, "--grpc_python_out=" + out_dir] + PROTOS
+    if protoc.main(args) != 0:
+        raise RuntimeError("grpc_tools.protoc failed on " + proto_dir)
+    sys.path.insert(0, out_dir)
+
+
+class ModelError(Exception):
+    """A request error with the gRPC status name it maps to."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code  # "NOT_FOUND", "INVALID_ARGUMENT", ...
+        self.message = message
+
+
+def _image_stats(x):
+    x64 = x.astype(np.float64)
+    return x64.mean(), x64[0, 0, 0, :]
+
+
+def run_mobilenet(x):
+    m, p = _image_stats(x)
+    j = np.arange(1001, dtype=np.float64)
+    return (m * (j + 1) / 1001 + p[(j % 3).astype(np.int64)]).astype(np.float32).reshape(1, 1001)
+
+
+def run_inception(x):
+    m, p = _image_stats(x)
+    j = np.arange(1001, dtype=np.float64)
+    return (m * (1001 - j) / 1001 - p[(j % 3).astype(np.int64)]).astype(np.float32).reshape(1, 1001)
+
+
+def run_yolov5(x):
+    m = x.astype(np.float64).mean()
+    i = np.arange(25200, dtype=np.float64)[:, None]
+    k = np.arange(85, dtype=np.float64)[None, :]
+    return (m + k + (i % 80) / 8).astype(np.float32).reshape(1, 25200, 85)
+
+
+def run_bert(ids):
+    ids = ids.astype(np.int64)
+    s = float(ids.sum())
+    return np.array([[s / 1000, float(ids.max() - ids.min())]], dtype=np.float32)
+
+
+# name -> (input name, input shape, allowed dtypes, output name, output shape, fn)
+MODELS = {
+    "mobilenet": ("images", (1, 224, 224, 3), ("float32",), "scores", (1, 1001), run_mobilenet),
+    "inception": ("images", (1, 299, 299, 3), ("float32",), "scores", (1, 1001), run_inception),
+    "yolov5": ("images", (1, 640, 640, 3), ("float32",), "output0", (1, 25200, 85), run_yolov5),
+    "bert": ("input_ids", (1, 500), ("int32", "int64"), "logits", (1, 2), run_bert),
+}
+VERSION = 1
+SIGNATURE = "serving_default"
+
+
+def find_model(name, version):
+    """Returns the model tuple; version is None/0/"" (latest) or the number 1."""
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError("NOT_FOUND", "Servable not found for request: Latest(%s)" % name)
+    if version not in (None, 0, "", VERSION, str(VERSION)):
+        raise ModelError("NOT_FOUND",
+                         "Servable not found for request: Specific(%s, %s)" % (name, version))
+    return spec
+
+
+def run_model(name, version, inputs):
+    """inputs: dict name -> numpy array. Returns (output name, float32 array)."""
+    in_name, in_shape, dtypes, out_name, _, fn = find_model(name, version)
+    if set(inputs) != {in_name}:
+        raise ModelError("INVALID_ARGUMENT", "model %s expects exactly one input named '%s', got %s"
+                         % (name, in_name, sorted(inputs)))
+    x = inputs[in_name]
+    if str(x.dtype) not in dtypes:
+        raise ModelError("INVALID_ARGUMENT", "input '%s' must be %s, got %s"
+                         % (in_name, " or ".join(dtypes), x.dtype))
+    if tuple(x.shape) != in_shape:
+        raise ModelError("INVALID_ARGUMENT", "input '%s' must have shape %s, got %s"
+                         % (in_name, list(in_shape), list(x.shape)))
+    return out_name, fn(x)
+
+
+class Server:
+    """Holds the generated modules and serves both gRPC APIs and REST."""
+
+    def __init__(self, delay_ms):
+        self.delay_ms = delay_ms
+        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+        from tensorflow.core.protobuf import meta_graph_pb2
+        from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                             predict_pb2, prediction_service_pb2_grpc,
+                                             model_service_pb2_grpc)
+        from kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+        self.tensor_pb2 = tensor_pb2
+        self.shape_pb2 = tensor_shape_pb2
+        self.types = types_pb2
+        self.meta_graph_pb2 = meta_graph_pb2
+        self.meta_pb2 = get_model_metadata_pb2
+        self.status_pb2 = get_model_status_pb2
+        self.predict_pb2 = predict_pb2
+        self.ps_grpc = prediction_service_pb2_grpc
+        self.ms_grpc = model_service_pb2_grpc
+        self.kv2 = grpc_predict_v2_pb2
+        self.kv2_grpc = grpc_predict_v2_pb2_grpc
+        t = types_pb2
+        self.dt_to_np = {t.DT_FLOAT: np.float32, t.DT_DOUBLE: np.float64, t.DT_INT32: np.int32,
+                         t.DT_INT64: np.int64, t.DT_UINT8: np.uint8, t.DT_INT8: np.int8,
+                         t.DT_INT16: np.int16, t.DT_UINT16: np.uint16, t.DT_UINT32: np.uint32,
+                         t.DT_UINT64: np.uint64, t.DT_BOOL: np.bool_, t.DT_HALF: np.float16}
+        self.np_to_dt = {np.dtype(v).name: k for k, v in self.dt_to_np.items()}
+
+    def wait(self, context=None):
+        """The --delay-ms pause, cut short when the caller has gone."""
+        end = time.monotonic() + self.delay_ms / 1000.0
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or (context is not None and not context.is_active()):
+                return
+            time.sleep(min(left, 0.02))
+
+    # ---- TF Serving tensors ------------------------------------------------
+    def tensor_to_np(self, name, t):
+        np_type = self.dt_to_np.get(t.dtype)
+        if np_type is None:
+            raise ModelError("INVALID_ARGUMENT", "input '%s': unsupported dtype %s"
+                             % (name, self.types.DataType.Name(t.dtype)))
+        if t.tensor_shape.unknown_rank:
+            raise ModelError("INVALID_ARGUMENT", "input '%s': unknown rank" % name)
+        shape = [d.size for d in t.tensor_shape.dim]
+        if any(s < 0 for s in shape):
+            raise ModelError("INVALID_ARGUMENT", "input '%s': negative dimension" % name)
+        count = int(np.prod(shape, dtype=np.int64))
+        if t.tensor_content:
+            if len(t.tensor_content) != count * np.dtype(np_type).itemsize:
+                raise ModelError("INVALID_ARGUMENT",
+                                 "input '%s': tensor_content has %d bytes, shape %s needs %d"
+                                 % (name, len(t.tensor_content), shape,
+                                    count * np.dtype(np_type).itemsize))
+            return np.frombuffer(t.tensor_content, dtype=np.dtype(np_type).newbyteorder("<")) \
+                     .astype(np_type).reshape(shape)
+        dt = self.types
+        if t.dtype == dt.DT_FLOAT:
+            vals = t.float_val
+        elif t.dtype == dt.DT_DOUBLE:
+            vals = t.double_val
+        elif t.dtype == dt.DT_INT64:
+            vals = t.int64_val
+        elif t.dtype == dt.DT_BOOL:
+            vals = t.bool_val
+        elif t.dtype == dt.DT_UINT32:
+            vals = t.uint32_val
+        elif t.dtype == dt.DT_UINT64:
+            vals = t.uint64_val
+        elif t.dtype == dt.DT_HALF:
+            vals = np.array(t.half_val, dtype=np.uint16).view(np.float16)
+        else:
+            vals = t.int_val
+        arr = np.array(vals, dtype=np_type)
+        if arr.size != count:
+            raise ModelError("INVALID_ARGUMENT", "input '%s': %d values for shape %s"
+                             % (name, arr.size, shape))
+        return arr.reshape(shape)
+
+    def np_to_tensor(self, arr):
+        t = self.tensor_pb2.TensorProto()
+        t.dtype = self.np_to_dt[arr.dtype.name]
+        for s in arr.shape:
+            t.tensor_shape.dim.add().size = s
+        t.tensor_content = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
+        return t
+
+    def spec_fields(self, spec):
+        version = spec.version.value if spec.HasField("version") else None
+        if spec.WhichOneof("version_choice") == "version_label":
+            raise ModelError("INVALID_ARGUMENT", "version labels are not configured")
+        if spec.signature_name not in ("", SIGNATURE):
+            raise ModelError("INVALID_ARGUMENT", "Serving signature name: \"%s\" not found in "
+                             "signature def" % spec.signature_name)
+        return spec.name, version
+
+    def fill_spec(self, out, name):
+        out.name = name
+        out.version.value = VERSION
+        out.signature_name = SIGNATURE
+
+    # ---- gRPC handlers ------------------------------------------------------
+    def _abort(self, context, err):
+        import grpc
+        context.abort(getattr(grpc.StatusCode, err.code), err.message)
+
+    def predict(self, request, context):
+        self.wait(context)
+        try:
+            name, version = self.spec_fields(request.model_spec)
+            find_model(name, version)
+            inputs = {k: self.tensor_to_np(k, v) for k, v in request.inputs.items()}
+            out_name, out = run_model(name, version, inputs)
+            for f in request.output_filter:
+                if f != out_name:
+                    raise ModelError("INVALID_ARGUMENT", "output tensor alias not found in "
+                                     "signature: %s" % f)
+        except ModelError as e:
+            self._abort(context, e)
+        resp = self.predict_pb2.PredictResponse()
+        self.fill_spec(resp.model_spec, name)
+        resp.outputs[out_name].CopyFrom(self.np_to_tensor(out))
+        return resp
+
+    def signature_def(self, name):
+        in_name, in_shape, dtypes, out_name, out_shape, _ = MODELS[name]
+        sig = self.meta_graph_pb2.SignatureDef()
+        sig.method_name = "tensorflow/serving/predict"
+        for coll, tname, shape, dtype in ((sig.inputs, in_name, in_shape, dtypes[0]),
+                                          (sig.outputs, out_name, out_shape, "float32")):
+            info = coll[tname]
+            info.name = tname + ":0"
+            info.dtype = self.np_to_dt[dtype]
+            for i, s in enumerate(shape):
+                info.tensor_shape.dim.add().size = -1 if i == 0 else s
+        return sig
+
+    def get_model_metadata(self, request, context):
+        try:
+            name, version = self.spec_fields(request.model_spec)
+            find_model(name, version)
+            if list(request.metadata_field) != ["signature_def"]:
+                raise ModelError("INVALID_ARGUMENT",
+                                 "Metadata field %s is not supported"
+                                 % (list(request.metadata_field) or "(none)"))
+        except ModelError as e:
+            self._abort(context, e)
+        resp = self.meta_pb2.GetModelMetadataResponse()
+        self.fill_spec(resp.model_spec, name)
+        sdm = self.meta_pb2.SignatureDefMap()
+        sdm.signature_def[SIGNATURE].CopyFrom(self.signature_def(name))
+        resp.metadata["signature_def"].Pack(sdm)
+        return resp
+
+    def get_model_status(self, request, context):
+        try:
+            name, version = self.spec_fields(request.model_spec)
+            find_model(name, version)
+        except ModelError as e:
+            self._abort(context, e)
+        resp = self.status_pb2.GetModelStatusResponse()
+        st = resp.model_version_status.add()
+        st.version = VERSION
+        st.state = self.status_pb2.ModelVersionStatus.AVAILABLE
+        return resp
+
+    # ---- KServe v2 -------------------------------------------------------------
+    KV2_TO_NP = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64,
+                 "INT8": np.int8, "INT16": np.int16, "UINT8": np.uint8, "UINT16": np.uint16,
+                 "UINT32": np.uint32, "UINT64": np.uint64, "BOOL": np.bool_, "FP16": np.float16}
+    KV2_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents",
+                 "INT16": "int_contents", "INT8": "int_contents", "INT64": "int64_contents",
+                 "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+                 "UINT64": "uint64_contents", "BOOL": "bool_contents"}
+
+    def kv2_input(self, t, raw):
+        np_type = self.KV2_TO_NP.get(t.datatype)
+        if np_type is None:
+            raise ModelError("INVALID_ARGUMENT", "input '%s': unsupported datatype '%s'"
+                             % (t.name, t.datatype))
+        shape = list(t.shape)
+        if any(s < 0 for s in shape):
+            raise ModelError("INVALID_ARGUMENT", "input '%s': negative dimension" % t.name)
+        count = int(np.prod(shape, dtype=np.int64))
+        if raw is not None:
+            need = count * np.dtype(np_type).itemsize
+            if len(raw) != need:
+                raise ModelError("INVALID_ARGUMENT", "input '%s': raw content has %d bytes, "
+                                 "expected %d" % (t.name, len(raw), need))
+            return np.frombuffer(raw, dtype=np.dtype(np_type).newbyteorder("<")) \
+                     .astype(np_type).reshape(shape)
+        field = self.KV2_FIELD.get(t.datatype)
+        if field is None:
+            raise ModelError("INVALID_ARGUMENT", "input '%s': datatype %s needs raw contents"
+                             % (t.name, t.datatype))
+        arr = np.array(getattr(t.contents, field), dtype=np_type)
+        if arr.size != count:
+            raise ModelError("INVALID_ARGUMENT", "input '%s': %d values for shape %s"
+                             % (t.name, arr.size, shape))
+        return arr.reshape(shape)
+
+    def model_infer(self, request, context):
+        self.wait(context)
+        try:
+            find_model(request.model_name, request.model_version)
+            raws = list(request.raw_input_contents)
+            if raws and len(raws) != len(request.inputs):
+                raise ModelError("INVALID_ARGUMENT", "raw_input_contents has %d entries for %d "
+                                 "inputs" % (len(raws), len(request.inputs)))
+            inputs = {}
+            for i, t in enumerate(request.inputs):
+                inputs[t.name] = self.kv2_input(t, raws[i] if raws else None)
+            out_name, out = run_model(request.model_name, request.model_version, inputs)
+            for o in request.outputs:
+                if o.name != out_name:
+                    raise ModelError("INVALID_ARGUMENT", "unknown output '%s'" % o.name)
+        except ModelError as e:
+            self._abort(context, e)
+        resp = self.kv2.ModelInferResponse(model_name=request.model_name,
+                                           model_version=str(VERSION), id=request.id)
+        o = resp.outputs.add(name=out_name, datatype="FP32", shape=list(out.shape))
+        if raws:
+            resp.raw_output_contents.append(out.astype("<f4").tobytes())
+        else:
+            o.contents.fp32_contents.extend(out.ravel().tolist())
+        return resp
+
+    def kv2_metadata(self, request, context):
+        try:
+            find_model(request.name, request.version)
+        except ModelError as e:
+            self._abort(context, e)
+        in_name, in_shape, dtypes, out_name, out_shape, _ = MODELS[request.name]
+        dt = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
+        resp = self.kv2.ModelMetadataResponse(name=request.name, versions=[str(VERSION)],
+                                              platform="kvc_numpy")
+        resp.inputs.add(name=in_name, datatype=dt[dtypes[0]], shape=list(in_shape))
+        resp.outputs.add(name=out_name, datatype="FP32", shape=list(out_shape))
+        return resp
+
+    def kv2_model_ready(self, request, context):
+        try:
+            find_model(request.name, request.version)
+            return self.kv2.ModelReadyResponse(ready=True)
+        except ModelError:
+            return self.kv2.ModelReadyResponse(ready=False)
+
+    def add_to_grpc(self, server):
+        import grpc
+        ps = self.ps_grpc
+        ms = self.ms_grpc
+        kv = self.kv2_grpc
+        outer = self
+
+        class Prediction(ps.PredictionServiceServicer):
+            def Predict(self, request, context):
+                return outer.predict(request, context)
+
+            def GetModelMetadata(self, request, context):
+                return outer.get_model_metadata(request, context)
+
+        class ModelSvc(ms.ModelServiceServicer):
+            def GetModelStatus(self, request, context):
+                return outer.get_model_status(request, context)
+
+        class Inference(kv.GRPCInferenceServiceServicer):
+            def ServerLive(self, request, context):
+                return outer.kv2.ServerLiveResponse(live=True)
+
+            def ServerReady(self, request, context):
+                return outer.kv2.ServerReadyResponse(ready=True)
+
+            def ModelReady(self, request, context):
+                return outer.kv2_model_ready(request, context)
+
+            def ServerMetadata(self, request, context):
+                return outer.kv2.ServerMetadataResponse(name="kvc-model-server",
+                                                        version=grpc.__version__)
+
+            def ModelMetadata(self, request, context):
+                return outer.kv2_metadata(request, context)
+
+            def ModelInfer(self, request, context):
+                return outer.model_infer(request, context)
+
+        ps.add_PredictionServiceServicer_to_server(Prediction(), server)
+        ms.add_ModelServiceServicer_to_server(ModelSvc(), server)
+        kv.add_GRPCInferenceServiceServicer_to_server(Inference(), server)
+
+
+# ---- REST (TF Serving JSON) ---------------------------------------------------
+
+def _float_json(arr):
+    """float32 values in their shortest round-trip form, as TF Serving writes
+    them; NaN and infinities as TF Serving's JSON does."""
+    s = arr.astype(str)
+    s = np.where(s == "nan", "NaN", s)
+    s = np.where(s == "inf", "Infinity", s)
+    s = np.where(s == "-inf", "-Infinity", s)
+    return s
+
+
+def _nested_json(strs):
+    """Joins a numpy array of strings into nested JSON lists."""
+    if strs.ndim == 0:
+        return str(strs)
+    if strs.ndim == 1:
+        return "[" + ",".join(strs.tolist()) + "]"
+    return "[" + ",".join(_nested_json(sub) for sub in strs) + "]"
+
+
+REST_PATH = re.compile(r"^/v1/models/([A-Za-z0-9_.-]+)(?:/versions/(\d+))?(:predict|/metadata)?$")
+
+
+def make_rest_handler(server):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):
+            pass
+
+        def _send(self, code, body):
+            data = body.encode() if isinstance(body, str) else body
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, code, msg):
+            self._send(code, json.dumps({"error": msg}))
+
+        def _match(self):
+            m = REST_PATH.match(self.path)
+            if not m:
+                self._error(404, "Malformed request: %s %s" % (self.command, self.path))
+                return None
+            return m
+
+        def do_GET(self):
+            m = self._match()
+            if not m:
+                return
+            name, version, action = m.group(1), m.group(2), m.group(3)
+            try:
+                find_model(name, int(version) if version else None)
+            except ModelError as e:
+                return self._error(404, e.message)
+            if action == ":predict":
+                return self._error(405, "predict needs POST")
+            if action == "/metadata":
+                in_name, in_shape, dtypes, out_name, out_shape, _ = MODELS[name]
+                dtn = {"float32": "DT_FLOAT", "int32": "DT_INT32", "int64": "DT_INT64"}
+
+                def info(tn, shape, dt):
+                    return {"dtype": dtn[dt], "tensor_shape": {"dim": [
+                        {"size": str(-1 if i == 0 else s), "name": ""}
+                        for i, s in enumerate(shape)], "unknown_rank": False},
+                        "name": tn + ":0"}
+                body = {"model_spec": {"name": name, "signature_name": "",
+                                       "version": str(VERSION)},
+                        "metadata": {"signature_def": {"signature_def": {SIGNATURE: {
+                            "inputs": {in_name: info(in_name, in_shape, dtypes[0])},
+                            "outputs": {out_name: info(out_name, out_shape, "float32")},
+                            "method_name": "tensorflow/serving/predict"}}}}}
+                return self._send(200, json.dumps(body))
+            body = {"model_version_status": [{"version": str(VERSION), "state": "AVAILABLE",
+                                              "status": {"error_code": "OK",
+                                                         "error_message": ""}}]}
+            self._send(200, json.dumps(body))
+
+        def do_POST(self):
+            m = self._match()
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length > 0 else b""
+            if not m:
+                return
+            name, version, action = m.group(1), m.group(2), m.group(3)
+            if action != ":predict":
+                return self._error(404, "Malformed request: POST " + self.path)
+            server.wait()
+            try:
+                spec = find_model(name, int(version) if version else None)
+                in_name, _, dtypes, _, _, _ = spec
+                try:
+                    doc = json.loads(raw)
+                except ValueError as e:
+                    raise ModelError("INVALID_ARGUMENT", "JSON Parse error: %s" % e)
+                if not isinstance(doc, dict) or ("instances" in doc) == ("inputs" in doc):
+                    raise ModelError("INVALID_ARGUMENT", "Missing 'inputs' or 'instances' key")
+                row = "instances" in doc
+                val = doc["instances"] if row else doc["inputs"]
+                if isinstance(val, dict):
+                    if set(val) != {in_name}:
+                        raise ModelError("INVALID_ARGUMENT", "expected input '%s'" % in_name)
+                    val = val[in_name]
+                if row and isinstance(val, list) and val and isinstance(val[0], dict):
+                    val = [inst.get(in_name) for inst in val]
+                try:
+                    x = np.asarray(val, dtype=np.dtype(dtypes[0]))
+                except (ValueError, TypeError) as e:
+                    raise ModelError("INVALID_ARGUMENT", "bad tensor values: %s" % e)
+                out_name, out = run_model(name, version and int(version), {in_name: x})
+            except ModelError as e:
+                return self._error(404 if e.code == "NOT_FOUND" else 400, e.message)
+            text = _nested_json(_float_json(out))
+            key = "predictions" if row else "outputs"
+            self._send(200, '{"%s":%s}' % (key, text))
+
+    return Handler
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--grpc-port", type=int, default=0)
+    ap.add_argument("--rest-port", type=int, default=0)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port-file", default=None)
+    ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--max-message-mb", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=32)
+    ap.add_argument("--proto-dir", default=DEFAULT_PROTO_DIR)
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="stop when the process that started us goes away (tests)")
+    args = ap.parse_args()
+
+    gen_dir = tempfile.mkdtemp(prefix="kvc-model-server-")
+    try:
+        generate_protos(args.proto_dir, gen_dir)
+        import grpc
+        impl = Server(args.delay_ms)
+        limit = args.max_message_mb * 1024 * 1024
+        gserver = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
+                              options=[("grpc.max_receive_message_length", limit),
+                                       ("grpc.max_send_message_length", limit)])
+        impl.add_to_grpc(gserver)
+        gport = gserver.add_insecure_port("%s:%d" % (args.host, args.grpc_port))
+        if gport == 0:
+            raise RuntimeError("cannot bind gRPC port %d" % args.grpc_port)
+        ThreadingHTTPServer.daemon_threads = True
+        httpd = ThreadingHTTPServer((args.host, args.rest_port), make_rest_handler(impl))
+        rport = httpd.server_address[1]
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+        gserver.start()
+        rest_thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        rest_thread.start()
+        if args.port_file:
+            tmp = args.port_file + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"grpc": gport, "rest": rport, "pid": os.getpid()}, f)
+            os.rename(tmp, args.port_file)
+        print("model server: grpc %s:%d rest %s:%d" % (args.host, gport, args.host, rport),
+              file=sys.stderr, flush=True)
+        parent = os.getppid()
+        while not stop.wait(0.5):
+            if args.exit_with_parent and os.getppid() != parent:
+                break
+        gserver.stop(grace=0)
+        httpd.shutdown()
+        httpd.server_close()
+    finally:
+        shutil.rmtree(gen_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
