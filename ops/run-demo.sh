@@ -33,6 +33,20 @@ for i in 0 1 2; do
 done
 
 PIDS=()
+# The model server every site's proxy calls (tests/interop/model_server.py:
+# deterministic numpy stand-ins for MobileNetV1, InceptionV3, YOLOv5, BERT).
+/usr/bin/python3 tests/interop/model_server.py --grpc-port 0 --rest-port 0 \
+    --port-file "$ROOT/model-server.json" >"$ROOT/model-server.log" 2>&1 &
+PIDS+=($!)
+deadline=$((SECONDS + 30))
+until [ -s "$ROOT/model-server.json" ]; do
+    if [ $SECONDS -ge $deadline ] || ! kill -0 "${PIDS[0]}" 2>/dev/null; then
+        echo "run-demo: the model server did not start; see $ROOT/model-server.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+GRPC_PORT=$(jq -r .grpc "$ROOT/model-server.json")
 stop() {
     trap - INT TERM EXIT
     echo
@@ -68,6 +82,21 @@ for i in 0 1 2; do
         echo "  endpoint: ipc://$ROOT/$s/control.sock"
         echo "http:"
         echo "  listen: 127.0.0.1:$((BASE_PORT + 100 + i))"
+        echo "proxy:"
+        echo "  backends:"
+        # oslo reaches the same models through the KServe v2 gRPC API
+        api=tfserving
+        [ "$s" = oslo ] && api=kserve
+        for m in mobilenet inception yolov5 bert; do
+            echo "    - model: $m"
+            echo "      grpc: 127.0.0.1:$GRPC_PORT"
+            echo "      api: $api"
+            case $m in
+            mobilenet) echo "      preprocess: \"224x224 rgb nhwc float32 scale=1/255\"" ;;
+            inception) echo "      preprocess: \"299x299 rgb nhwc float32 crop scale=1/127.5 mean=1,1,1\"" ;;
+            yolov5) echo "      preprocess: \"640x640 rgb nhwc float32 scale=1/255\"" ;;
+            esac
+        done
     } >"$cfg"
     "$PEER" --config "$cfg" >"$ROOT/$s/peer.log" 2>&1 &
     PIDS+=($!)
@@ -86,6 +115,28 @@ for s in "${SITES[@]}"; do
     done
 done
 
+# A sample request through every site's proxy, and a PNG made on the spot.
+python3 -c 'import json; print(json.dumps({"instances": [list(range(101, 601))]}))' >"$ROOT/bert.json"
+python3 - "$ROOT/cat.png" <<'PY'
+import struct, sys, zlib
+w = h = 96
+rows = b"".join(b"\0" + b"".join(bytes((x * 2 % 256, y * 2 % 256, (x + y) % 256)) for x in range(w)) for y in range(h))
+def chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) \
+    + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
+PY
+for i in 0 1 2; do
+    s=${SITES[$i]}
+    port=$((BASE_PORT + 100 + i))
+    out=$(curl -s "127.0.0.1:$port/v1/models/bert:predict" --data-binary @"$ROOT/bert.json")
+    echo "$s  bert :predict  -> $out"
+done
+out=$(curl -s "127.0.0.1:$((BASE_PORT + 100))/v1/models/mobilenet:predict" \
+    -H 'Content-Type: image/png' --data-binary @"$ROOT/cat.png" | head -c 120)
+echo "lisbon  mobilenet :predict (PNG body) -> $out..."
+
 cat <<MSG
 
 kvc federation is running: 3 sites, one peer each, on 127.0.0.1.
@@ -98,8 +149,18 @@ kvc federation is running: 3 sites, one peer each, on 127.0.0.1.
 Try, in another terminal:
 
   $KVC --config $ROOT/lisbon/kvc-peer.yaml status
-  $KVC --config $ROOT/oslo/kvc-peer.yaml peers
-  export KVC_CONTROL=ipc://$ROOT/nairobi/control.sock; $KVC peers --json
+  $KVC --config $ROOT/oslo/kvc-peer.yaml members
+  $KVC --config $ROOT/oslo/kvc-peer.yaml metrics
+  export KVC_CONTROL=ipc://$ROOT/nairobi/control.sock; $KVC sites --json
+
+Inference through any site's proxy (lisbon :$((BASE_PORT + 100)), oslo :$((BASE_PORT + 101)), nairobi :$((BASE_PORT + 102))):
+
+  curl -s 127.0.0.1:$((BASE_PORT + 100))/v1/models/bert:predict --data-binary @$ROOT/bert.json
+  curl -s 127.0.0.1:$((BASE_PORT + 101))/v2/models/mobilenet/infer -H 'Content-Type: image/png' --data-binary @$ROOT/cat.png | head -c 300
+  curl -s 127.0.0.1:$((BASE_PORT + 102))/v1/models/yolov5/metadata
+
+Metrics: curl -s 127.0.0.1:$((BASE_PORT + 100))/metrics, and the whole federation from any site:
+  curl -s '127.0.0.1:$((BASE_PORT + 101))/federate?match[]=kvc_site_up'
 
 Logs: $ROOT/<site>/peer.log. Press Ctrl-C to stop.
 MSG
