@@ -314,7 +314,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
         return rc;
     /* group in first-seen order after sorting ids (the peer sends them sorted or not) */
     size_t n = rep->n_members;
-    const char **sites = calloc(n ? n : 1, sizeof *sites);
+    const char **sites = kvc_calloc(n ? n : 1, sizeof *sites);
     if (!sites) {
         kvc__ctl__reply__free_unpacked(rep, NULL);
         return s_fail(1, "%s", "out of memory");
@@ -336,7 +336,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     if (o->json)
         putchar('[');
     else
-        printf("%-20s %-12s %6s %6s %8s %6s %9s\n", "SITE", "REGION", "ALIVE", "SUSPECT",
+        printf("%-20s %-12s %6s %7s %6s %6s %9s\n", "SITE", "REGION", "ALIVE", "SUSPECT",
                "DEAD", "LEFT", "RTT");
     for (size_t k = 0; k < ns; k++) {
         unsigned cnt[4] = {0};
@@ -372,13 +372,13 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
                 snprintf(r, sizeof r, "-");
             else
                 snprintf(r, sizeof r, "%.1fms", rtt);
-            printf("%-20s %-12s %6u %6u %8u %6u %9s\n", sites[k], region, cnt[0], cnt[1], cnt[2],
+            printf("%-20s %-12s %6u %7u %6u %6u %9s\n", sites[k], region, cnt[0], cnt[1], cnt[2],
                    cnt[3], r);
         }
     }
     if (o->json)
         puts("]");
-    free(sites);
+    kvc_free(sites);
     kvc__ctl__reply__free_unpacked(rep, NULL);
     return 0;
 }
@@ -418,7 +418,7 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
     if (rc)
         return rc;
     size_t n = rep->n_metrics, ns = 0;
-    const char **sites = calloc(n ? n : 1, sizeof *sites);
+    const char **sites = kvc_calloc(n ? n : 1, sizeof *sites);
     if (!sites) {
         kvc__ctl__reply__free_unpacked(rep, NULL);
         return s_fail(1, "%s", "out of memory");
@@ -496,7 +496,7 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
     }
     if (o->json)
         puts("]");
-    free(sites);
+    kvc_free(sites);
     kvc__ctl__reply__free_unpacked(rep, NULL);
     return 0;
 }
