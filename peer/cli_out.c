@@ -8,11 +8,21 @@ void kvc_json_str(FILE *f, const char *s)
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
+        case '"':
+            fputs("\\\"", f);
+            break;
+        case '\\':
+            fputs("\\\\", f);
+            break;
+        case '\n':
+            fputs("\\n", f);
+            break;
+        case '\r':
+            fputs("\\r", f);
+            break;
+        case '\t':
+            fputs("\\t", f);
+            break;
         default:
             if (*p < 0x20)
                 fprintf(f, "\\u%04x", *p);
@@ -21,6 +31,23 @@ void kvc_json_str(FILE *f, const char *s)
         }
     }
     fputc('"', f);
+}
+
+void kvc_json_field(FILE *f, const char *key, const char *value)
+{
+    fprintf(f, ",\"%s\":", key);
+    kvc_json_str(f, value);
+}
+
+void kvc_json_str_array(FILE *f, const char *key, char *const *values, size_t n)
+{
+    fprintf(f, ",\"%s\":[", key);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            fputc(',', f);
+        kvc_json_str(f, values[i]);
+    }
+    fputc(']', f);
 }
 
 const char *kvc_fmt_duration(uint64_t secs, char *buf, size_t size)

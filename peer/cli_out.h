@@ -11,6 +11,12 @@
 /* Writes s as a JSON string literal (with quotes), escaping as RFC 8259 says. */
 void kvc_json_str(FILE *f, const char *s);
 
+/* Writes ,"key":"value" (the value escaped as by kvc_json_str). */
+void kvc_json_field(FILE *f, const char *key, const char *value);
+
+/* Writes ,"key":["a","b",...] for n strings. */
+void kvc_json_str_array(FILE *f, const char *key, char *const *values, size_t n);
+
 /* Formats seconds as "3d4h", "2h5m", "4m10s" or "12s" into buf. */
 const char *kvc_fmt_duration(uint64_t secs, char *buf, size_t size);
 

@@ -77,8 +77,7 @@ static int s_endpoint(const kvc_cli_opts_t *o, char *out, size_t size)
     }
     const char *env = getenv("KVC_CONTROL");
     if (env && *env)
-        return kvc_strlcpy(out, env, size) ? s_fail(2, "%s: endpoint too long", "KVC_CONTROL")
-                                           : 0;
+        return kvc_strlcpy(out, env, size) ? s_fail(2, "%s: endpoint too long", "KVC_CONTROL") : 0;
     return s_fail(2, "%s",
                   "no peer to talk to: use --config FILE, --control ENDPOINT or set KVC_CONTROL");
 }
@@ -111,26 +110,15 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
     if (o->json) {
         printf("{\"name\":");
         kvc_json_str(stdout, st->name);
-        printf(",\"site\":");
-        kvc_json_str(stdout, st->site);
-        printf(",\"region\":");
-        kvc_json_str(stdout, st->region);
-        printf(",\"roles\":[");
-        for (size_t i = 0; i < st->n_roles; i++) {
-            if (i)
-                putchar(',');
-            kvc_json_str(stdout, st->roles[i]);
-        }
-        printf("],\"version\":");
-        kvc_json_str(stdout, st->version);
+        kvc_json_field(stdout, "site", st->site);
+        kvc_json_field(stdout, "region", st->region);
+        kvc_json_str_array(stdout, "roles", st->roles, st->n_roles);
+        kvc_json_field(stdout, "version", st->version);
         printf(",\"uptime_s\":%llu,\"listen\":", (unsigned long long)st->uptime_s);
         kvc_json_str(stdout, st->listen);
-        printf(",\"advertise\":");
-        kvc_json_str(stdout, st->advertise);
-        printf(",\"http\":");
-        kvc_json_str(stdout, st->http);
-        printf(",\"public_key\":");
-        kvc_json_str(stdout, st->public_key);
+        kvc_json_field(stdout, "advertise", st->advertise);
+        kvc_json_field(stdout, "http", st->http);
+        kvc_json_field(stdout, "public_key", st->public_key);
         printf(",\"peers_connected\":%u,\"peers_known\":%u,\"auth_rejects\":%llu,"
                "\"auth_rejects_by_reason\":{",
                st->peers_connected, st->peers_known, (unsigned long long)st->auth_rejects);
@@ -205,23 +193,13 @@ static int s_cmd_peers(const kvc_cli_opts_t *o)
                 continue;
             printf("%s{\"member\":", n++ ? "," : "");
             kvc_json_str(stdout, p->member_id);
-            printf(",\"site\":");
-            kvc_json_str(stdout, p->site);
-            printf(",\"name\":");
-            kvc_json_str(stdout, p->name);
-            printf(",\"region\":");
-            kvc_json_str(stdout, p->region);
-            printf(",\"endpoint\":");
-            kvc_json_str(stdout, p->endpoint);
-            printf(",\"public_key\":");
-            kvc_json_str(stdout, p->public_key);
-            printf(",\"roles\":[");
-            for (size_t r = 0; r < p->n_roles; r++) {
-                if (r)
-                    putchar(',');
-                kvc_json_str(stdout, p->roles[r]);
-            }
-            printf("],\"up\":%s,\"last_seen_ms_ago\":%llu,\"rtt_us\":%llu,\"not_after\":%lld}",
+            kvc_json_field(stdout, "site", p->site);
+            kvc_json_field(stdout, "name", p->name);
+            kvc_json_field(stdout, "region", p->region);
+            kvc_json_field(stdout, "endpoint", p->endpoint);
+            kvc_json_field(stdout, "public_key", p->public_key);
+            kvc_json_str_array(stdout, "roles", p->roles, p->n_roles);
+            printf(",\"up\":%s,\"last_seen_ms_ago\":%llu,\"rtt_us\":%llu,\"not_after\":%lld}",
                    p->up ? "true" : "false", (unsigned long long)p->last_seen_ms_ago,
                    (unsigned long long)p->rtt_us, (long long)p->not_after);
         }
@@ -263,12 +241,9 @@ static int s_cmd_members(const kvc_cli_opts_t *o)
                 continue;
             printf("%s{\"id\":", n++ ? "," : "");
             kvc_json_str(stdout, m->id);
-            printf(",\"site\":");
-            kvc_json_str(stdout, m->site);
-            printf(",\"region\":");
-            kvc_json_str(stdout, m->region);
-            printf(",\"state\":");
-            kvc_json_str(stdout, m->state);
+            kvc_json_field(stdout, "site", m->site);
+            kvc_json_field(stdout, "region", m->region);
+            kvc_json_field(stdout, "state", m->state);
             printf(",\"incarnation\":%llu,\"rtt_ms\":", (unsigned long long)m->incarnation);
             if (m->rtt_ms < 0)
                 printf("null");
@@ -277,8 +252,7 @@ static int s_cmd_members(const kvc_cli_opts_t *o)
             printf(",\"last_change_ms_ago\":%llu,\"roles\":",
                    (unsigned long long)m->last_change_ms_ago);
             kvc_json_str(stdout, m->roles);
-            printf(",\"endpoint\":");
-            kvc_json_str(stdout, m->endpoint);
+            kvc_json_field(stdout, "endpoint", m->endpoint);
             printf(",\"self\":%s}", m->is_self ? "true" : "false");
         }
         puts("]");
@@ -336,8 +310,8 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     if (o->json)
         putchar('[');
     else
-        printf("%-20s %-12s %6s %7s %6s %6s %9s\n", "SITE", "REGION", "ALIVE", "SUSPECT",
-               "DEAD", "LEFT", "RTT");
+        printf("%-20s %-12s %6s %7s %6s %6s %9s\n", "SITE", "REGION", "ALIVE", "SUSPECT", "DEAD",
+               "LEFT", "RTT");
     for (size_t k = 0; k < ns; k++) {
         unsigned cnt[4] = {0};
         const char *region = "";
@@ -358,8 +332,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
         if (o->json) {
             printf("%s{\"site\":", k ? "," : "");
             kvc_json_str(stdout, sites[k]);
-            printf(",\"region\":");
-            kvc_json_str(stdout, region);
+            kvc_json_field(stdout, "region", region);
             printf(",\"alive\":%u,\"suspect\":%u,\"dead\":%u,\"left\":%u,\"rtt_ms\":", cnt[0],
                    cnt[1], cnt[2], cnt[3]);
             if (rtt < 0)
@@ -439,8 +412,8 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
     if (o->json)
         putchar('[');
     else
-        printf("%-16s %-10s %5s %6s %10s %9s %9s %9s %7s %10s\n", "SITE", "REGION", "UP",
-               "PEERS", "REQ/S", "P50", "P99", "ERR/S", "CPU", "MEMORY");
+        printf("%-16s %-10s %5s %6s %10s %9s %9s %9s %7s %10s\n", "SITE", "REGION", "UP", "PEERS",
+               "REQ/S", "P50", "P99", "ERR/S", "CPU", "MEMORY");
     int k = 0;
     for (size_t si = 0; si < ns; si++) {
         if (o->site && strcmp(o->site, sites[si]) != 0)
@@ -469,10 +442,9 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
         if (o->json) {
             printf("%s{\"site\":", k++ ? "," : "");
             kvc_json_str(stdout, sites[si]);
-            printf(",\"region\":");
-            kvc_json_str(stdout, region);
-            printf(",\"up\":%s,\"peers_up\":%u,\"peers\":%u,\"requests_per_s\":", up ? "true" : "false",
-                   up, total);
+            kvc_json_field(stdout, "region", region);
+            printf(",\"up\":%s,\"peers_up\":%u,\"peers\":%u,\"requests_per_s\":",
+                   up ? "true" : "false", up, total);
             s_json_num(rps, "%.3f");
             printf(",\"p50_seconds\":");
             s_json_num(p50, "%.6f");

@@ -7,6 +7,8 @@
  * buffer. This module must never do I/O.
  */
 #include "proxy_json.h"
+
+#include "grpc_client.h"
 #include "http_server.h"
 #include "tensor.h"
 
@@ -41,26 +43,10 @@ const char *kvc_proxy_tf_dtype_name(int dtype)
 
 const char *kvc_proxy_error_code_name(int code)
 {
-    static const char *names[] = {"OK",
-                                  "CANCELLED",
-                                  "UNKNOWN",
-                                  "INVALID_ARGUMENT",
-                                  "DEADLINE_EXCEEDED",
-                                  "NOT_FOUND",
-                                  "ALREADY_EXISTS",
-                                  "PERMISSION_DENIED",
-                                  "RESOURCE_EXHAUSTED",
-                                  "FAILED_PRECONDITION",
-                                  "ABORTED",
-                                  "OUT_OF_RANGE",
-                                  "UNIMPLEMENTED",
-                                  "INTERNAL",
-                                  "UNAVAILABLE",
-                                  "DATA_LOSS",
-                                  "UNAUTHENTICATED"};
-    if (code < 0 || (size_t)code >= sizeof names / sizeof names[0])
+    /* TF Serving's error codes are gRPC's; outside that range it says UNKNOWN */
+    if (code < 0 || code > KVC_GRPC_UNAUTHENTICATED)
         return "UNKNOWN";
-    return names[code];
+    return kvc_grpc_status_name(code);
 }
 
 /* ModelVersionStatus.State name. */
