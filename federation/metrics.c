@@ -454,7 +454,7 @@ void kvc_metrics_observe(kvc_metric_t *m, const char *const *values, double v)
 
 /* ------------------------------------------------------------ registration */
 
-static const char *s_type_names[] = {"counter", "gauge", "histogram"};
+static const char *s_type_names[] = {"counter", "gauge", "histogram", "summary"};
 
 /* 1 if s matches [a-zA-Z_:][a-zA-Z0-9_:]* (colon allowed only if colon). */
 static int s_valid_ident(const char *s, int colon)
@@ -1109,7 +1109,7 @@ int kvc_metrics_append_header(kvc_buf_t *out, const char *name, const char *help
         (rc = s_append_escaped(out, help, 0)) || (rc = kvc_buf_append(out, "\n# TYPE ", 8)) ||
         (rc = kvc_buf_append(out, name, strlen(name))) || (rc = kvc_buf_append(out, " ", 1)))
         return rc;
-    const char *t = (unsigned)type <= KVC_METRIC_HISTOGRAM ? s_type_names[type] : "untyped";
+    const char *t = (unsigned)type <= KVC_METRIC_SUMMARY ? s_type_names[type] : "untyped";
     if ((rc = kvc_buf_append(out, t, strlen(t))))
         return rc;
     return kvc_buf_append(out, "\n", 1);

@@ -44,6 +44,7 @@ typedef enum {
     KVC_METRIC_COUNTER = 0,
     KVC_METRIC_GAUGE = 1,
     KVC_METRIC_HISTOGRAM = 2,
+    KVC_METRIC_SUMMARY = 3, /* exposition only (quantile series); not registrable */
 } kvc_metric_type_t;
 
 /* Registry options. A NULL options pointer means the kvc defaults:

@@ -536,7 +536,7 @@ static const struct {
     {"kvc_process_resident_memory_bytes", "Resident memory of the peer process.", KVC_METRIC_GAUGE},
     {"kvc_proxy_errors_total", "Proxy errors per model (top models; _other for the rest).",
      KVC_METRIC_COUNTER},
-    {"kvc_proxy_latency_seconds", "Proxy latency quantiles per model.", KVC_METRIC_GAUGE},
+    {"kvc_proxy_latency_seconds", "Proxy latency quantiles per model.", KVC_METRIC_SUMMARY},
     {"kvc_proxy_requests_total", "Proxy requests per model (top models; _other for the rest).",
      KVC_METRIC_COUNTER},
     {"kvc_site_up", "1 if any peer of the site is fresh, 0 while all are stale.", KVC_METRIC_GAUGE},

@@ -23,7 +23,7 @@
  *   kvc_process_cpu_seconds_total{site,peer,region}
  *   kvc_process_resident_memory_bytes{site,peer,region}
  *   kvc_proxy_errors_total{site,peer,region,model}   model "_other": the rest
- *   kvc_proxy_latency_seconds{site,peer,region,model,quantile}  0.5, 0.99
+ *   kvc_proxy_latency_seconds{site,peer,region,model,quantile}  summary: 0.5, 0.99
  *   kvc_proxy_requests_total{site,peer,region,model} model "_other": the rest
  *   kvc_site_up{site,region}                     1 if any peer is fresh
  *   kvc_report_age_seconds{site,peer,region}    now - origin timestamp

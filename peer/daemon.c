@@ -15,6 +15,7 @@
  */
 #include "daemon.h"
 
+#include "backend_scrape.h"
 #include "control.h"
 #include "credential.h"
 #include "http_server.h"
@@ -89,6 +90,7 @@ struct kvc_daemon {
     kvc_proxy_t *proxy;              /* inference proxy (HTTP threads) */
     kvc_peer_metrics_t *metrics;     /* /metrics, /federate, summaries */
     uint64_t summary_sent_ms;
+    kvc_backend_scrape_t *scrape;    /* model servers' metrics; NULL: none */
     kvc_http_server_t *http;         /* http.listen, "" = none */
     char http_endpoint[KVC_ENDPOINT_MAX]; /* host:port actually bound */
     uint64_t started_ms;
@@ -691,6 +693,21 @@ static void s_metrics_tick(kvc_daemon_t *self, uint64_t now)
     kvc_peer_metrics_publish(self->metrics, self->swim, up);
     if (now - self->summary_sent_ms < KVC_SUMMARY_INTERVAL_MS)
         return;
+    if (self->scrape) { /* a copy under the scraper's mutex; never waits on I/O */
+        kvc_backend_figures_t figs[KVC_BACKEND_SCRAPE_MAX_TARGETS];
+        kvc_summary_backend_t sb[KVC_SUMMARY_MAX_BACKENDS];
+        size_t n = kvc_backend_scrape_snapshot(self->scrape, figs, KVC_BACKEND_SCRAPE_MAX_TARGETS);
+        size_t k = 0;
+        for (size_t i = 0; i < n && k < KVC_SUMMARY_MAX_BACKENDS; i++) {
+            if (!figs[i].known)
+                continue;
+            kvc_strlcpy(sb[k].model, figs[i].model, sizeof sb[k].model);
+            sb[k].requests = figs[i].requests;
+            sb[k].latency_seconds = figs[i].latency_seconds;
+            k++;
+        }
+        kvc_peer_metrics_backends(self->metrics, sb, k);
+    }
     self->summary_sent_ms = now;
     uint8_t buf[1024];
     size_t len = 0;
@@ -1158,6 +1175,27 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
     return KVC_OK;
 }
 
+/* Starts scraping the model servers that have a metrics_url, if any. */
+static int s_scrape_start(kvc_daemon_t *self, kvc_err_t *err)
+{
+    kvc_backend_scrape_target_t t[KVC_MAX_BACKENDS];
+    size_t n = 0;
+    for (size_t i = 0; i < self->cfg.n_backends && n < KVC_BACKEND_SCRAPE_MAX_TARGETS; i++)
+        if (self->cfg.backends[i].metrics_url[0])
+            t[n++] = (kvc_backend_scrape_target_t){.model = self->cfg.backends[i].model,
+                                                   .url = self->cfg.backends[i].metrics_url};
+    if (n == 0)
+        return KVC_OK;
+    kvc_backend_scrape_opts_t o = {.targets = t, .n_targets = n,
+                                   .reg = kvc_peer_metrics_registry(self->metrics)};
+    self->scrape = kvc_backend_scrape_new(&o, err);
+    if (!self->scrape) {
+        kvc_err_prefix(err, "proxy.backends: ");
+        return KVC_EINVAL;
+    }
+    return KVC_OK;
+}
+
 /* Reconnects to a peer remembered in the store from an earlier run. */
 static int s_reconnect_known(const void *key, size_t klen, const void *val, size_t vlen, void *arg)
 {
@@ -1250,7 +1288,8 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
         goto fail;
     }
     if (s_bind_router(self, err) != 0 || s_bind_control(self, err) != 0 ||
-        s_swim_create(self, err) != 0 || s_http_start(self, err) != 0)
+        s_swim_create(self, err) != 0 || s_http_start(self, err) != 0 ||
+        s_scrape_start(self, err) != 0)
         goto fail;
     zloop_reader(self->loop, self->zap, s_on_zap, self);
     zloop_reader(self->loop, self->router, s_on_router, self);
@@ -1326,6 +1365,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     kvc_daemon_t *self = *self_p;
     kvc_http_server_destroy(&self->http); /* stops the threads that use the proxy */
     kvc_proxy_destroy(&self->proxy);
+    kvc_backend_scrape_destroy(&self->scrape); /* before the registry it reports to */
     kvc_peer_metrics_destroy(&self->metrics);
     zloop_destroy(&self->loop);
     zhashx_destroy(&self->by_member);

@@ -53,6 +53,8 @@ struct kvc_peer_metrics {
     size_t n_sites;
     s_peer_t *peers;
     size_t n_peers;
+    kvc_summary_backend_t backends[KVC_SUMMARY_MAX_BACKENDS]; /* from the scraper */
+    size_t n_backends;
 };
 
 /* --- process metrics (any thread; read /proc) ---------------------------- */
@@ -380,6 +382,10 @@ int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t 
             m->p50_seconds = m->p99_seconds = NAN;
         }
     }
+    pthread_mutex_lock(&self->lock);
+    s.n_backends = self->n_backends;
+    memcpy(s.backends, self->backends, sizeof s.backends);
+    pthread_mutex_unlock(&self->lock);
     int rc = kvc_summary_encode(&s, KVC_SUMMARY_GOSSIP_BUDGET, out, cap, len, NULL);
     if (rc)
         return rc;
@@ -392,6 +398,16 @@ int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t 
         pthread_mutex_unlock(&self->lock);
     }
     return KVC_OK;
+}
+
+void kvc_peer_metrics_backends(kvc_peer_metrics_t *self, const kvc_summary_backend_t *b, size_t n)
+{
+    if (n > KVC_SUMMARY_MAX_BACKENDS)
+        n = KVC_SUMMARY_MAX_BACKENDS;
+    pthread_mutex_lock(&self->lock);
+    memcpy(self->backends, b, n * sizeof *b);
+    self->n_backends = n;
+    pthread_mutex_unlock(&self->lock);
 }
 
 int kvc_peer_metrics_heard(kvc_peer_metrics_t *self, const char *id, const char *site,

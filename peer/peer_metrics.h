@@ -13,6 +13,7 @@
 
 #include "base.h"
 #include "metrics.h"
+#include "metrics_summary.h"
 #include "proxy.h"
 #include "swim.h"
 
@@ -50,6 +51,10 @@ void kvc_peer_metrics_publish(kvc_peer_metrics_t *self, const kvc_swim_t *swim, 
  * budget), stores it in the summary set and returns it for gossip. */
 int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t *out, size_t cap,
                              size_t *len);
+
+/* Sets the backend (model server) figures the next summaries carry: n
+ * entries (at most KVC_SUMMARY_MAX_BACKENDS are kept), copied. */
+void kvc_peer_metrics_backends(kvc_peer_metrics_t *self, const kvc_summary_backend_t *b, size_t n);
 
 /* Stores a summary heard from member id (site, region) at now_ms. */
 int kvc_peer_metrics_heard(kvc_peer_metrics_t *self, const char *id, const char *site,

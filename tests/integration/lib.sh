@@ -41,6 +41,7 @@ poll() {
 }
 
 # write_config FILE NAME SITE REGION DATA_DIR IDENTITY TRUST [SEED_EP SEED_KEY]...
+# BACKENDS_YAML, if set, is the list under proxy.backends (already indented).
 write_config() {
     local file=$1 name=$2 site=$3 region=$4 dir=$5 id=$6 trust=$7
     shift 7
@@ -67,6 +68,11 @@ write_config() {
         echo "  endpoint: ipc://$dir/control.sock"
         echo "http:"
         echo "  listen: \"${HTTP_LISTEN:-}\""
+        if [ -n "${BACKENDS_YAML:-}" ]; then
+            echo "proxy:"
+            echo "  backends:"
+            echo "$BACKENDS_YAML"
+        fi
         echo "log:"
         echo "  level: ${KVC_LOG_LEVEL:-info}"
     } >"$file"

@@ -30,9 +30,16 @@ Unknown model or version -> NOT_FOUND; wrong input name, shape or dtype ->
 INVALID_ARGUMENT. --delay-ms N makes every Predict/ModelInfer (and REST
 predict) wait N ms first, for deadline tests.
 
+The REST port also serves GET /monitoring/prometheus/metrics as TF Serving
+does: :tensorflow:serving:request_count{model_name,status} (counter) and
+:tensorflow:serving:request_latency{model_name,API,entrypoint} (histogram in
+microseconds, TF Serving's buckets 10 * 1.8^i), counting every Predict and
+ModelInfer over gRPC and every REST predict it answered, with its status
+(OK or the error code). --metrics-off answers that path with 404.
+
 Usage: /usr/bin/python3 model_server.py --grpc-port 0 --rest-port 0 \
            --port-file FILE [--delay-ms N] [--max-message-mb 64] [--proto-dir DIR]
-           [--exit-with-parent]
+           [--exit-with-parent] [--metrics-off]
 Once both ports listen, FILE gets {"grpc": P, "rest": Q, "pid": N}, written
 atomically (rename). SIGTERM or SIGINT stops both servers and exits 0.
 Generated protobuf code lives in a temporary directory removed at exit.
@@ -166,11 +173,64 @@ def run_model(name, version, inputs):
     return out_name, fn(x)
 
 
+def _label(v):
+    """A Prometheus label value, escaped."""
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """TF Serving's request counters, shared by the gRPC and REST threads."""
+
+    BOUNDS = [10 * 1.8 ** i for i in range(33)]  # microseconds, as TF Serving
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {}     # (model, status) -> n
+        self.latency = {}    # (model, api, entrypoint) -> [buckets..., sum, count]
+
+    def record(self, model, status, api, entrypoint, seconds):
+        us = seconds * 1e6
+        with self.lock:
+            self.counts[(model, status)] = self.counts.get((model, status), 0) + 1
+            h = self.latency.setdefault((model, api, entrypoint),
+                                        [0] * (len(self.BOUNDS) + 1) + [0.0, 0])
+            for i, b in enumerate(self.BOUNDS):
+                if us <= b:
+                    h[i] += 1
+                    break
+            else:
+                h[len(self.BOUNDS)] += 1
+            h[-2] += us
+            h[-1] += 1
+
+    def text(self):
+        out = []
+        with self.lock:
+            out.append("# TYPE :tensorflow:serving:request_count counter")
+            for (m, st), n in sorted(self.counts.items()):
+                out.append(':tensorflow:serving:request_count{model_name="%s",status="%s"} %d'
+                           % (_label(m), _label(st), n))
+            out.append("# TYPE :tensorflow:serving:request_latency histogram")
+            name = ":tensorflow:serving:request_latency"
+            for (m, api, ep), h in sorted(self.latency.items()):
+                labels = 'model_name="%s",API="%s",entrypoint="%s"' % (_label(m), api, ep)
+                cum = 0
+                for i, b in enumerate(self.BOUNDS + [None]):
+                    cum += h[i]
+                    le = "+Inf" if b is None else repr(b)
+                    out.append('%s_bucket{%s,le="%s"} %d' % (name, labels, le, cum))
+                out.append("%s_sum{%s} %r" % (name, labels, h[-2]))
+                out.append("%s_count{%s} %d" % (name, labels, h[-1]))
+        return "\n".join(out) + "\n"
+
+
 class Server:
     """Holds the generated modules and serves both gRPC APIs and REST."""
 
     def __init__(self, delay_ms):
         self.delay_ms = delay_ms
+        self.metrics = Metrics()
+        self.aborted = threading.local()
         from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
         from tensorflow.core.protobuf import meta_graph_pb2
         from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
@@ -272,9 +332,30 @@ class Server:
     # ---- gRPC handlers ------------------------------------------------------
     def _abort(self, context, err):
         import grpc
+        self.aborted.code = err.code  # for _counted, on this thread
         context.abort(getattr(grpc.StatusCode, err.code), err.message)
 
     def predict(self, request, context):
+        return self._counted(request.model_spec.name, "predict", self._predict, request, context)
+
+    def model_infer(self, request, context):
+        return self._counted(request.model_name, "infer", self._model_infer, request, context)
+
+    def _counted(self, model, api, fn, request, context):
+        """Runs a gRPC prediction and records it as TF Serving would."""
+        start = time.monotonic()
+        self.aborted.code = None
+        status = "UNKNOWN"
+        try:
+            resp = fn(request, context)
+            status = "OK"
+            return resp
+        finally:
+            if status != "OK" and self.aborted.code:
+                status = self.aborted.code
+            self.metrics.record(model, status, api, "GRPC", time.monotonic() - start)
+
+    def _predict(self, request, context):
         self.wait(context)
         try:
             name, version = self.spec_fields(request.model_spec)
@@ -369,7 +450,7 @@ class Server:
                              % (t.name, arr.size, shape))
         return arr.reshape(shape)
 
-    def model_infer(self, request, context):
+    def _model_infer(self, request, context):
         self.wait(context)
         try:
             find_model(request.model_name, request.model_version)
@@ -508,6 +589,16 @@ def make_rest_handler(server):
             return m
 
         def do_GET(self):
+            if self.path == "/monitoring/prometheus/metrics":
+                if server.metrics_off:
+                    return self._error(404, "metrics are off (--metrics-off)")
+                data = server.metrics.text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             m = self._match()
             if not m:
                 return
@@ -548,31 +639,41 @@ def make_rest_handler(server):
             name, version, action = m.group(1), m.group(2), m.group(3)
             if action != ":predict":
                 return self._error(404, "Malformed request: POST " + self.path)
-            server.wait()
+            start = time.monotonic()
+            status = "UNKNOWN"
             try:
-                spec = find_model(name, int(version) if version else None)
-                in_name, _, dtypes, _, _, _ = spec
-                try:
-                    doc = json.loads(raw)
-                except ValueError as e:
-                    raise ModelError("INVALID_ARGUMENT", "JSON Parse error: %s" % e)
-                if not isinstance(doc, dict) or ("instances" in doc) == ("inputs" in doc):
-                    raise ModelError("INVALID_ARGUMENT", "Missing 'inputs' or 'instances' key")
-                row = "instances" in doc
-                val = doc["instances"] if row else doc["inputs"]
-                if isinstance(val, dict):
-                    if set(val) != {in_name}:
-                        raise ModelError("INVALID_ARGUMENT", "expected input '%s'" % in_name)
-                    val = val[in_name]
-                if row and isinstance(val, list) and val and isinstance(val[0], dict):
-                    val = [inst.get(in_name) for inst in val]
-                try:
-                    x = np.asarray(val, dtype=np.dtype(dtypes[0]))
-                except (ValueError, TypeError) as e:
-                    raise ModelError("INVALID_ARGUMENT", "bad tensor values: %s" % e)
-                out_name, out = run_model(name, version and int(version), {in_name: x})
+                self._predict(name, version, raw)
+                status = "OK"
             except ModelError as e:
-                return self._error(404 if e.code == "NOT_FOUND" else 400, e.message)
+                status = e.code
+                self._error(404 if e.code == "NOT_FOUND" else 400, e.message)
+            finally:
+                server.metrics.record(name, status, "predict", "REST_PREDICT",
+                                      time.monotonic() - start)
+
+        def _predict(self, name, version, raw):
+            server.wait()
+            spec = find_model(name, int(version) if version else None)
+            in_name, _, dtypes, _, _, _ = spec
+            try:
+                doc = json.loads(raw)
+            except ValueError as e:
+                raise ModelError("INVALID_ARGUMENT", "JSON Parse error: %s" % e)
+            if not isinstance(doc, dict) or ("instances" in doc) == ("inputs" in doc):
+                raise ModelError("INVALID_ARGUMENT", "Missing 'inputs' or 'instances' key")
+            row = "instances" in doc
+            val = doc["instances"] if row else doc["inputs"]
+            if isinstance(val, dict):
+                if set(val) != {in_name}:
+                    raise ModelError("INVALID_ARGUMENT", "expected input '%s'" % in_name)
+                val = val[in_name]
+            if row and isinstance(val, list) and val and isinstance(val[0], dict):
+                val = [inst.get(in_name) for inst in val]
+            try:
+                x = np.asarray(val, dtype=np.dtype(dtypes[0]))
+            except (ValueError, TypeError) as e:
+                raise ModelError("INVALID_ARGUMENT", "bad tensor values: %s" % e)
+            out_name, out = run_model(name, version and int(version), {in_name: x})
             text = _nested_json(_float_json(out))
             key = "predictions" if row else "outputs"
             self._send(200, '{"%s":%s}' % (key, text))
@@ -590,6 +691,8 @@ def main():
     ap.add_argument("--max-message-mb", type=int, default=64)
     ap.add_argument("--workers", type=int, default=32)
     ap.add_argument("--proto-dir", default=DEFAULT_PROTO_DIR)
+    ap.add_argument("--metrics-off", action="store_true",
+                    help="answer /monitoring/prometheus/metrics with 404")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop when the process that started us goes away (tests)")
     args = ap.parse_args()
@@ -599,6 +702,7 @@ def main():
         generate_protos(args.proto_dir, gen_dir)
         import grpc
         impl = Server(args.delay_ms)
+        impl.metrics_off = args.metrics_off
         limit = args.max_message_mb * 1024 * 1024
         gserver = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
                               options=[("grpc.max_receive_message_length", limit),

@@ -268,7 +268,7 @@ static void test_federate_text(void **state)
         "# TYPE kvc_proxy_errors_total counter\n"
         "kvc_proxy_errors_total{site=\"edge-1\",peer=\"p1\",region=\"eu\",model=\"be\\\"rt\"} 1\n"
         "# HELP kvc_proxy_latency_seconds Proxy latency quantiles per model.\n"
-        "# TYPE kvc_proxy_latency_seconds gauge\n"
+        "# TYPE kvc_proxy_latency_seconds summary\n"
         "kvc_proxy_latency_seconds{site=\"edge-1\",peer=\"p1\",region=\"eu\",model=\"be\\\"rt\","
         "quantile=\"0.5\"} 0.5\n"
         "kvc_proxy_latency_seconds{site=\"edge-1\",peer=\"p1\",region=\"eu\",model=\"be\\\"rt\","
