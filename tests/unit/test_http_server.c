@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <pthread.h>
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -152,6 +153,96 @@ static void test_concurrent_clients(void **state)
     kvc_http_server_destroy(&srv);
 }
 
+/* Answers a 4000-byte text body for /big, "small" for anything else. */
+static void s_text(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+{
+    resp->status = 200;
+    snprintf(resp->content_type, sizeof resp->content_type, "text/plain; version=0.0.4");
+    if (strcmp(req->path, "/big") == 0)
+        for (int i = 0; i < 400; i++)
+            kvc_buf_printf(&resp->body, "line %04d\n", i);
+    else
+        kvc_buf_printf(&resp->body, "small");
+}
+
+typedef struct {
+    long status;
+    char encoding[64];
+    s_sink_t body;
+} s_got_t;
+
+static size_t s_header(char *p, size_t size, size_t n, void *arg)
+{
+    s_got_t *g = arg;
+    size_t k = size * n;
+    if (k > 18 && strncasecmp(p, "Content-Encoding: ", 18) == 0) {
+        size_t v = k - 18;
+        while (v && (p[18 + v - 1] == '\r' || p[18 + v - 1] == '\n'))
+            v--;
+        if (v >= sizeof g->encoding)
+            v = sizeof g->encoding - 1;
+        memcpy(g->encoding, p + 18, v);
+        g->encoding[v] = '\0';
+    }
+    return k;
+}
+
+/* GETs path with the given Accept-Encoding ("" = none); curl decodes gzip
+ * itself when decode is set. */
+static void s_get(uint16_t port, const char *path, const char *accept, int decode, s_got_t *g)
+{
+    memset(g, 0, sizeof *g);
+    CURL *c = curl_easy_init();
+    char url[128], hdr[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+    struct curl_slist *h = NULL;
+    if (accept[0]) {
+        snprintf(hdr, sizeof hdr, "Accept-Encoding: %s", accept);
+        h = curl_slist_append(h, hdr);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (decode)
+        curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "gzip");
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, s_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, g);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g->body);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &g->status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+}
+
+static void test_gzip_when_asked(void **state)
+{
+    kvc_http_opts_t opts = {.max_body = 1024};
+    kvc_err_t err;
+    kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_text, NULL, &err);
+    assert_non_null(srv);
+    uint16_t port = kvc_http_server_port(srv);
+    s_got_t plain, z, refused, small;
+    s_get(port, "/big", "", 0, &plain);
+    assert_int_equal(plain.status, 200);
+    assert_string_equal(plain.encoding, "");
+    assert_int_equal(plain.body.len, 4000);
+    s_get(port, "/big", "gzip", 1, &z); /* curl decodes: the same text */
+    assert_string_equal(z.encoding, "gzip");
+    assert_int_equal(z.body.len, 4000);
+    assert_memory_equal(z.body.data, plain.body.data, 4000);
+    s_get(port, "/big", "gzip", 0, &z); /* raw: a gzip stream, much smaller */
+    assert_true(z.body.len > 18 && z.body.len < 1500);
+    assert_int_equal((unsigned char)z.body.data[0], 0x1f);
+    assert_int_equal((unsigned char)z.body.data[1], 0x8b);
+    s_get(port, "/big", "br, gzip;q=0", 0, &refused);
+    assert_string_equal(refused.encoding, "");
+    assert_int_equal(refused.body.len, 4000);
+    s_get(port, "/small", "gzip", 0, &small); /* not worth it under 1 KiB */
+    assert_string_equal(small.encoding, "");
+    assert_string_equal(small.body.data, "small");
+    kvc_http_server_destroy(&srv);
+}
+
 static void test_bad_listen(void **state)
 {
     kvc_http_opts_t opts = {.max_body = 10};
@@ -169,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_echo_and_errors),
         cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_concurrent_clients),
+        cmocka_unit_test(test_gzip_when_asked),
         cmocka_unit_test(test_bad_listen),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
