@@ -23,7 +23,10 @@ panel types, gridPos inside 24 columns, targets with an expr and unique
 refIds, and only defined template variables in expressions. Every alert rule
 has a for, a severity label and summary/description annotations. With
 --promtool, every dashboard expression (variables replaced) must also parse
-under `promtool check rules`.
+under `promtool check rules`. With --query, every expression is also run on
+a live Prometheus that scrapes real peers: none may be refused, and every
+dashboard expression must return data (but those reading only metrics named
+with --may-be-empty).
 
 Standard library only. Exit status 0 when everything holds, 1 with one line
 per problem otherwise.
@@ -458,6 +461,50 @@ def self_test():
     return fails
 
 
+def _query(url, expr):
+    """(result list, error text) of an instant query to Prometheus at url."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    q = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(q, timeout=10) as r:
+            body = json.load(r)
+    except urllib.error.HTTPError as e:
+        try:
+            return None, json.load(e).get("error", str(e))
+        except ValueError:
+            return None, str(e)
+    except (OSError, ValueError) as e:
+        return None, str(e)
+    if body.get("status") != "success":
+        return None, body.get("error", "status %r" % body.get("status"))
+    return body["data"]["result"], None
+
+
+def query_check(url, values, may_be_empty, dash_exprs, rule_exprs):
+    """Problems of running the expressions on a live Prometheus: any error,
+    and a dashboard expression with no result unless every metric it reads
+    may be empty."""
+    def subst(e):
+        e = re.sub(r"\$\{?__(rate_interval|interval|range)\}?", "1m", e)
+        def one(m):
+            name = m.group(1) or m.group(2) or m.group(3)
+            return values.get(name, ".*")
+        return VAR_REF.sub(one, e)
+
+    probs = []
+    for where, e in dash_exprs + rule_exprs:
+        res, err = _query(url, subst(e))
+        if err:
+            probs.append("%s: Prometheus refuses %r: %s" % (where, subst(e), err))
+        elif not res and (where, e) in dash_exprs:
+            names, _ = promql_names(e)
+            if not set(names) <= may_be_empty:
+                probs.append("%s: no data from Prometheus for %r" % (where, subst(e)))
+    return probs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--exposition", action="append", default=[],
@@ -466,6 +513,12 @@ def main():
                     help="C file whose kvc_metrics_* registrations are known names")
     ap.add_argument("--rules", action="append", default=[], help="Prometheus rule file")
     ap.add_argument("--promtool", help="promtool binary: also parse every dashboard expression")
+    ap.add_argument("--query", metavar="URL",
+                    help="a Prometheus scraping live peers: run every expression there too")
+    ap.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                    help="value of a dashboard variable for --query (default .*)")
+    ap.add_argument("--may-be-empty", action="append", default=[], metavar="METRIC",
+                    help="for --query: a metric that may have no series yet")
     ap.add_argument("dashboards", nargs="*")
     a = ap.parse_args()
 
@@ -516,6 +569,9 @@ def main():
 
     if a.promtool and n_dash:
         problems += promtool_parse(a.promtool, exprs[:n_dash])
+    if a.query:
+        values = dict(v.split("=", 1) for v in a.var)
+        problems += query_check(a.query, values, set(a.may_be_empty), exprs[:n_dash], exprs[n_dash:])
 
     if problems:
         problems = list(dict.fromkeys(problems))  # once each, in order

@@ -6,7 +6,9 @@
 # quantiles in the gossiped summaries. Once both peers' /federate carry both
 # sites and site-a's proxy model, the checker compares every metric name the
 # dashboards and rules use with the names scraped from /metrics and /federate
-# plus those registered in peer/peer_metrics.c.
+# plus those registered in peer/peer_metrics.c. Then a real Prometheus runs
+# the shipped prometheus.yml against site-a's peer and every expression of the
+# dashboards and rules must run there, the dashboards' returning data.
 set -euo pipefail
 KVC=$1 KVC_PEER=$2
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -52,8 +54,8 @@ federate_full() { # HTTP
         grep -q '^kvc_site_up{site="site-b",region="eu-north"} 1$' <<<"$f" &&
         grep -q '^kvc_proxy_latency_seconds{site="site-a",.*model="resnet50",quantile="0.99"}' <<<"$f"
 }
-poll 30 "a's /federate has both sites and resnet50" federate_full "$HTTP_a"
-poll 30 "b's /federate has both sites and resnet50" federate_full "$HTTP_b"
+poll 15 "a's /federate has both sites and resnet50" federate_full "$HTTP_a"
+poll 10 "b's /federate has both sites and resnet50" federate_full "$HTTP_b"
 
 for p in a b; do
     eval "h=\$HTTP_$p"
@@ -61,7 +63,40 @@ for p in a b; do
     curl -sf "http://$h/federate" >"$T/federate.$p.txt" || fail "GET /federate on $p"
 done
 
+# A real Prometheus with the shipped configuration, only its targets (the
+# placeholder 127.0.0.1:8500 -> site-a's peer) and intervals changed: the
+# dashboards' and rules' expressions must run there and the panels show data.
+command -v prometheus >/dev/null || fail "prometheus is not installed (ops/install-deps.sh)"
+mkdir -p "$T/prom"
+sed -e "s/127\.0\.0\.1:8500/$HTTP_a/g" -e 's/_interval: 15s/_interval: 1s/' \
+    -e 's/scrape_timeout: 10s/scrape_timeout: 1s/' \
+    "$SRC/ops/prometheus/prometheus.yml" >"$T/prom/prometheus.yml"
+cp "$SRC/ops/prometheus/kvc-alerts.yml" "$T/prom/"
+grep -q "targets: \['$HTTP_a'\]" "$T/prom/prometheus.yml" || fail "no placeholder target in prometheus.yml"
+promtool check config "$T/prom/prometheus.yml" >/dev/null || fail "promtool rejects the edited prometheus.yml"
+PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+prometheus --config.file="$T/prom/prometheus.yml" --storage.tsdb.path="$T/prom/data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" >"$T/prometheus.log" 2>&1 &
+KVC_PIDS="$KVC_PIDS $!"
+PROM="http://127.0.0.1:$PROM_PORT"
+pq() { curl -sfG "$PROM/api/v1/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // "none"'; }
+prom_ready() { # both jobs scraped at least three times, both sites federated
+    [ "$(pq 'min(count_over_time(up{job=~"kvc-peer|kvc-federate"}[1m]))')" -ge 3 ] 2>/dev/null &&
+        [ "$(pq 'count(kvc_site_up == 1)')" = 2 ] &&
+        [ "$(pq 'count(kvc_proxy_latency_seconds)')" = 2 ]
+}
+poll 20 "Prometheus has scraped both jobs three times" prom_ready
+# the labelling the dashboards rely on: local series carry the site target
+# label and no peer; the member site of kvc_membership_members is exported_site
+[ "$(pq 'count(kvc_links_up{job="kvc-peer",site="site-a",peer=""})')" = 1 ] ||
+    fail "kvc_links_up lacks the site target label"
+[ "$(pq 'count(kvc_membership_members{job="kvc-peer",site="site-a",exported_site="site-b"})')" = 4 ] ||
+    fail "kvc_membership_members does not keep the member site as exported_site"
+[ "$(pq 'count(kvc_peer_up{job="kvc-federate",peer="site-b/p1",site="site-b",region="eu-north"})')" = 1 ] ||
+    fail "the federated series lost their site/peer/region labels"
+
 /usr/bin/python3 "$SRC/tests/ops/check_dashboards.py" \
+    --query "$PROM" --var site=site-a --may-be-empty kvc_auth_rejects_total \
     --exposition "$T/metrics.a.txt" --exposition "$T/metrics.b.txt" \
     --exposition "$T/federate.a.txt" --exposition "$T/federate.b.txt" \
     --source "$SRC/peer/peer_metrics.c" \
