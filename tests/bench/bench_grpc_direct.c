@@ -174,8 +174,8 @@ static int s_direct_call(s_bench_t *b, int check)
                            S_TIMEOUT_MS, &res);
     if (rc != 0) {
         if (check)
-            fprintf(stderr, "bench_grpc_direct: Predict: %s %s\n",
-                    kvc_grpc_status_name(res.code), res.message);
+            fprintf(stderr, "bench_grpc_direct: Predict: %s %s\n", kvc_grpc_status_name(res.code),
+                    res.message);
         kvc_grpc_result_free(&res);
         return -1;
     }
