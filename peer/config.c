@@ -920,8 +920,11 @@ static int s_v_grpc(s_ctx_t *ctx, const s_field_t *f, void *obj)
     int rc = s_take_string(ctx, dst, f->size);
     if (rc)
         return rc;
-    const char *hp = !strncmp(dst, "https://", 8) ? dst + 8 : !strncmp(dst, "http://", 7) ? dst + 7
-                                                                                         : dst;
+    const char *hp = dst;
+    if (!strncmp(dst, "https://", 8))
+        hp = dst + 8;
+    else if (!strncmp(dst, "http://", 7))
+        hp = dst + 7;
     if (strstr(hp, "://"))
         return s_bad_value(ctx, "must be HOST:PORT, http://HOST:PORT or https://HOST:PORT");
     const char *why = s_check_hostport(hp, S_EP_NO_WILDCARD, &wildcard, NULL, 0);
