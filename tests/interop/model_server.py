@@ -28,7 +28,8 @@ All arithmetic is float64 in the order written, then cast to float32.
   echo       one input per dtype, any shape, any non-empty subset per request;
              each comes back unchanged as an output named NAME_out, except
              raw_bytes -> raw_out_bytes (TF Serving's REST writes an output
-             whose name ends in "_bytes" as {"b64": ...}):
+             whose name ends in "_bytes" as {"b64": ...}); an output filter
+             (output_filter / outputs) keeps only the outputs it names:
                f32 DT_FLOAT/FP32    f64 DT_DOUBLE/FP64   f16 DT_HALF/FP16
                i8  DT_INT8/INT8     i16 DT_INT16/INT16   i32 DT_INT32/INT32
                i64 DT_INT64/INT64   u8  DT_UINT8/UINT8   u16 DT_UINT16/UINT16
@@ -365,11 +366,14 @@ class Server:
                                  "signature: %s" % f)
         resp = self.predict_pb2.PredictResponse()
         self.fill_spec(resp.model_spec, ECHO)
+        wanted = set(request.output_filter)
         for k, t in request.inputs.items():
             dt_name = ECHO_INPUTS[k][0]
             if t.dtype != self.types.DataType.Value(dt_name):
                 raise ModelError("INVALID_ARGUMENT", "input '%s' must be %s, got %s"
                                  % (k, dt_name, self.types.DataType.Name(t.dtype)))
+            if wanted and echo_out_name(k) not in wanted:
+                continue
             out = resp.outputs[echo_out_name(k)]
             out.dtype = t.dtype
             out.tensor_shape.CopyFrom(t.tensor_shape)
@@ -426,11 +430,16 @@ class Server:
                 raise ModelError("INVALID_ARGUMENT", "unknown output '%s'" % o.name)
         resp = self.kv2.ModelInferResponse(model_name=ECHO, model_version=str(VERSION),
                                            id=request.id)
+        wanted = {o.name for o in request.outputs}
         for i, t in enumerate(request.inputs):
             want = ECHO_INPUTS[t.name][1]
             if t.datatype != want:
                 raise ModelError("INVALID_ARGUMENT", "input '%s' must be %s, got %s"
                                  % (t.name, want, t.datatype))
+            if wanted and echo_out_name(t.name) not in wanted:
+                if want != "BYTES":
+                    self.kv2_input(t, raws[i] if raws else None)  # checked all the same
+                continue
             o = resp.outputs.add(name=echo_out_name(t.name), datatype=t.datatype,
                                  shape=list(t.shape))
             count = int(np.prod(list(t.shape), dtype=np.int64))

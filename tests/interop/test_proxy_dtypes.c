@@ -382,12 +382,184 @@ static void test_kserve_json_every_dtype(void **state)
         "\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"ok\"]}]}");
 }
 
+/* ---- KServe v2 binary tensor extension -------------------------------------- */
+
+/* One binary input: its JSON description and raw little-endian bytes. */
+typedef struct {
+    const char *name;
+    const char *datatype;
+    const char *shape; /* JSON list */
+    const void *raw;
+    size_t len;
+} s_bin_t;
+
+/* Builds header JSON + binary section for inputs; more is JSON inputs
+ * after them ("" or ", {...}"), tail the JSON after the inputs list (e.g.
+ * outputs, parameters). Returns the body length and the header length in
+ * *hlen. */
+static size_t s_bin_body(const s_bin_t *in, size_t n, const char *more, const char *tail,
+                         char *body, size_t cap, size_t *hlen)
+{
+    size_t o = (size_t)snprintf(body, cap, "{\"inputs\": [");
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(body + o, cap - o,
+                              "%s{\"name\": \"%s\", \"datatype\": \"%s\", \"shape\": %s, "
+                              "\"parameters\": {\"binary_data_size\": %zu}}",
+                              i ? ", " : "", in[i].name, in[i].datatype, in[i].shape, in[i].len);
+    o += (size_t)snprintf(body + o, cap - o, "%s]%s}", more, tail);
+    assert_true(o < cap);
+    *hlen = o;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(o + in[i].len <= cap);
+        memcpy(body + o, in[i].raw, in[i].len);
+        o += in[i].len;
+    }
+    return o;
+}
+
+/* Every dtype as raw bytes in and, with binary_data_output, raw bytes out:
+ * the same bits (NaN payloads, -0.0, denormals, half bit patterns). */
+static void test_kserve_binary_every_dtype(void **state)
+{
+    (void)state;
+    uint32_t f32[] = {0x7fc00001u, 0x7f800000u, 0xff800000u, 0x80000000u,
+                      0x7f7fffffu, 0x00000001u, 0x00800000u, 0x3dcccccdu};
+    uint64_t f64[] = {0x7ff8000000000001ull, 0xfff0000000000000ull, 0x8000000000000000ull,
+                      0x7fefffffffffffffull, 0x0000000000000001ull, 0x3fb999999999999aull};
+    uint16_t f16[] = {0x3800, 0x7bff, 0x0001, 0x03ff, 0x8000, 0x7c00, 0xfc00, 0x7e00};
+    int8_t i8[] = {INT8_MIN, INT8_MAX};
+    int16_t i16[] = {INT16_MIN, INT16_MAX};
+    int32_t i32[] = {INT32_MIN, INT32_MAX, 0, -1};
+    int64_t i64[] = {INT64_MIN, INT64_MAX};
+    uint8_t u8[] = {0, UINT8_MAX};
+    uint16_t u16[] = {0, UINT16_MAX};
+    uint32_t u32[] = {0, UINT32_MAX};
+    uint64_t u64[] = {0, UINT64_MAX};
+    uint8_t b[] = {1, 0, 1};
+    /* BYTES: "", ff fe 00, "ok" with 4-byte little-endian lengths. */
+    static const char str[] = "\0\0\0\0"
+                              "\3\0\0\0\xff\xfe\0"
+                              "\2\0\0\0ok";
+    static const char rawb[] = "\2\0\0\0\0\1";
+    const s_bin_t in[] = {
+        {"f32", "FP32", "[2, 4]", f32, sizeof f32},   {"f64", "FP64", "[6]", f64, sizeof f64},
+        {"f16", "FP16", "[8]", f16, sizeof f16},      {"i8", "INT8", "[2]", i8, sizeof i8},
+        {"i16", "INT16", "[2]", i16, sizeof i16},     {"i32", "INT32", "[2, 2]", i32, sizeof i32},
+        {"i64", "INT64", "[2]", i64, sizeof i64},     {"u8", "UINT8", "[2]", u8, sizeof u8},
+        {"u16", "UINT16", "[2]", u16, sizeof u16},    {"u32", "UINT32", "[2]", u32, sizeof u32},
+        {"u64", "UINT64", "[2]", u64, sizeof u64},    {"b", "BOOL", "[3]", b, sizeof b},
+        {"str", "BYTES", "[3]", str, sizeof str - 1}, {"raw_bytes", "BYTES", "[1]", rawb, 6},
+    };
+    size_t n = sizeof in / sizeof in[0];
+    static char body[8192];
+    size_t hlen;
+    size_t len = s_bin_body(in, n, "", ", \"parameters\": {\"binary_data_output\": true}", body,
+                            sizeof body, &hlen);
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Inference-Header-Content-Length: %zu", hlen);
+    s_reply_t r;
+    s_post(&g_kv, KV_INFER, hdr, body, len, &r);
+    if (r.status != 200)
+        fprintf(stderr, "%ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    static const char want[] =
+        "{\"model_name\":\"echo\",\"model_version\":\"1\",\"outputs\":[{\"name\":\"f32_out\","
+        "\"datatype\":\"FP32\",\"shape\":[2,4],\"parameters\":{\"binary_data_size\":32}},"
+        "{\"name\":\"f64_out\",\"datatype\":\"FP64\",\"shape\":[6],\"parameters\":{\"binary_data_"
+        "size\":48}},"
+        "{\"name\":\"f16_out\",\"datatype\":\"FP16\",\"shape\":[8],\"parameters\":{\"binary_data_"
+        "size\":16}},"
+        "{\"name\":\"i8_out\",\"datatype\":\"INT8\",\"shape\":[2],\"parameters\":{\"binary_data_"
+        "size\":2}},"
+        "{\"name\":\"i16_out\",\"datatype\":\"INT16\",\"shape\":[2],\"parameters\":{\"binary_data_"
+        "size\":4}},"
+        "{\"name\":\"i32_out\",\"datatype\":\"INT32\",\"shape\":[2,2],\"parameters\":{\"binary_"
+        "data_size\":16}},"
+        "{\"name\":\"i64_out\",\"datatype\":\"INT64\",\"shape\":[2],\"parameters\":{\"binary_data_"
+        "size\":16}},"
+        "{\"name\":\"u8_out\",\"datatype\":\"UINT8\",\"shape\":[2],\"parameters\":{\"binary_data_"
+        "size\":2}},"
+        "{\"name\":\"u16_out\",\"datatype\":\"UINT16\",\"shape\":[2],\"parameters\":{\"binary_data_"
+        "size\":4}},"
+        "{\"name\":\"u32_out\",\"datatype\":\"UINT32\",\"shape\":[2],\"parameters\":{\"binary_data_"
+        "size\":8}},"
+        "{\"name\":\"u64_out\",\"datatype\":\"UINT64\",\"shape\":[2],\"parameters\":{\"binary_data_"
+        "size\":16}},"
+        "{\"name\":\"b_out\",\"datatype\":\"BOOL\",\"shape\":[3],\"parameters\":{\"binary_data_"
+        "size\":3}},"
+        "{\"name\":\"str_out\",\"datatype\":\"BYTES\",\"shape\":[3],\"parameters\":{\"binary_data_"
+        "size\":17}},"
+        "{\"name\":\"raw_out_bytes\",\"datatype\":\"BYTES\",\"shape\":[1],\"parameters\":{\"binary_"
+        "data_size\":6}}]}";
+    assert_string_equal(r.ihcl, "1268");
+    assert_int_equal(sizeof want - 1, 1268);
+    size_t rh = sizeof want - 1;
+    assert_true(r.len >= rh);
+    if (memcmp(r.body, want, rh) != 0)
+        fail_msg("header: %.*s", (int)rh, r.body);
+    /* The binary section is every input's bytes again, in order. */
+    size_t at = rh;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(at + in[i].len <= r.len);
+        if (memcmp(r.body + at, in[i].raw, in[i].len) != 0)
+            fail_msg("output of %s differs", in[i].name);
+        at += in[i].len;
+    }
+    assert_int_equal(at, r.len);
+}
+
+/* JSON and binary mixed both ways: a binary input, a JSON input, an output
+ * filter asking one output in binary and one as JSON. Then bytes that are
+ * not UTF-8 asked for as JSON: refused with the reason. */
+static void test_kserve_binary_mixed(void **state)
+{
+    (void)state;
+    uint16_t f16[] = {0x3c00, 0xc000, 0x0001}; /* 1.0, -2.0, 2^-24 */
+    const s_bin_t in[] = {{"f16", "FP16", "[3]", f16, sizeof f16}};
+    static char body[4096];
+    size_t hlen;
+    size_t len = s_bin_body(
+        in, 1,
+        ", {\"name\": \"str\", \"datatype\": \"BYTES\", \"shape\": [2], \"data\": [\"\", \"z\"]}",
+        ", \"outputs\": [{\"name\": \"str_out\", \"parameters\": {\"binary_data\": true}}, "
+        "{\"name\": \"f16_out\"}]",
+        body, sizeof body, &hlen);
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Inference-Header-Content-Length: %zu", hlen);
+    s_reply_t r;
+    s_post(&g_kv, KV_INFER, hdr, body, len, &r);
+    static const char want[] =
+        "{\"model_name\":\"echo\",\"model_version\":\"1\",\"outputs\":[{\"name\":\"f16_out\","
+        "\"datatype\":\"FP16\",\"shape\":[3],\"data\":[1.0,-2.0,5.9604645e-8]},{\"name\":"
+        "\"str_out\",\"datatype\":\"BYTES\",\"shape\":[2],\"parameters\":"
+        "{\"binary_data_size\":9}}]}"
+        "\0\0\0\0\1\0\0\0z";
+    assert_int_equal(r.status, 200);
+    char want_hl[16];
+    snprintf(want_hl, sizeof want_hl, "%zu", sizeof want - 1 - 9); /* all but str_out's bytes */
+    assert_string_equal(r.ihcl, want_hl);
+    assert_int_equal(r.len, sizeof want - 1);
+    if (memcmp(r.body, want, sizeof want - 1) != 0)
+        fail_msg("got %.*s", (int)r.len, r.body);
+
+    static const char bad[] = "\1\0\0\0\xff";
+    const s_bin_t in2[] = {{"str", "BYTES", "[1]", bad, 5}};
+    len = s_bin_body(in2, 1, "", "", body, sizeof body, &hlen);
+    snprintf(hdr, sizeof hdr, "Inference-Header-Content-Length: %zu", hlen);
+    s_post(&g_kv, KV_INFER, hdr, body, len, &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body, "{\"error\": \"output 'str_out' holds bytes that are not UTF-8; "
+                                "request it with binary_data\"}");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tfs_columnar_every_dtype),
         cmocka_unit_test(test_tfs_row_every_dtype),
         cmocka_unit_test(test_kserve_json_every_dtype),
+        cmocka_unit_test(test_kserve_binary_every_dtype),
+        cmocka_unit_test(test_kserve_binary_mixed),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
