@@ -11,7 +11,7 @@ libprotobuf-c-dev protobuf-c-compiler
 libyaml-dev liblmdb-dev libcmocka-dev
 libcurl4-openssl-dev libmicrohttpd-dev libturbojpeg0-dev libpng-dev zlib1g-dev
 python3 python3-grpcio python3-grpc-tools python3-numpy python3-protobuf
-iproute2 curl jq procps wrk
+iproute2 curl jq procps wrk openssl
 prometheus
 "
 

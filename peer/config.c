@@ -911,7 +911,8 @@ static int s_v_model(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return ok ? 0 : s_bad_value(ctx, "must match [A-Za-z0-9][A-Za-z0-9._-]*");
 }
 
-/* proxy.backends[].grpc: HOST:PORT we connect to. */
+/* proxy.backends[].grpc: HOST:PORT we connect to, plain-text HTTP/2; or
+ * https://HOST:PORT for gRPC over TLS (http://HOST:PORT is HOST:PORT). */
 static int s_v_grpc(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
     char *dst = s_target(f, obj);
@@ -919,7 +920,14 @@ static int s_v_grpc(s_ctx_t *ctx, const s_field_t *f, void *obj)
     int rc = s_take_string(ctx, dst, f->size);
     if (rc)
         return rc;
-    const char *why = s_check_hostport(dst, S_EP_NO_WILDCARD, &wildcard, NULL, 0);
+    const char *hp = dst;
+    if (!strncmp(dst, "https://", 8))
+        hp = dst + 8;
+    else if (!strncmp(dst, "http://", 7))
+        hp = dst + 7;
+    if (strstr(hp, "://"))
+        return s_bad_value(ctx, "must be HOST:PORT, http://HOST:PORT or https://HOST:PORT");
+    const char *why = s_check_hostport(hp, S_EP_NO_WILDCARD, &wildcard, NULL, 0);
     return why ? s_bad_value(ctx, why) : 0;
 }
 

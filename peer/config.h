@@ -52,7 +52,7 @@ typedef struct {
 /* A model server this peer's proxy talks to (issue 4 fills the rest). */
 typedef struct {
     char model[KVC_NAME_MAX * 2];
-    char grpc[KVC_ENDPOINT_MAX];      /* host:port of the gRPC API */
+    char grpc[KVC_ENDPOINT_MAX];      /* [http://|https://]host:port of the gRPC API */
     char api[16];                     /* "tfserving" or "kserve" */
     char metrics_url[KVC_ENDPOINT_MAX]; /* Prometheus endpoint, optional */
     char preprocess[256];             /* image spec (proxy/preprocess.h), "" = no images */

@@ -212,7 +212,7 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
                 goto fail;
             }
     }
-    kvc_grpc_opts_t gopts = {.max_message_size = self->max_message};
+    kvc_grpc_opts_t gopts = {.max_message_size = self->max_message, .ca_file = opts->grpc_ca_file};
     self->grpc = kvc_grpc_client_new(&gopts);
     self->sigs = kvc_signature_cache_new(self->n, S_SIG_RETRY_MS);
     if (!self->grpc || !self->sigs) {

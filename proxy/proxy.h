@@ -50,6 +50,8 @@ typedef struct {
     uint32_t timeout_ms;          /* per backend call; 0 -> 30000 */
     size_t max_message;           /* gRPC message bound; 0 -> 64 MiB */
     kvc_tensor_limits_t limits;   /* per request; 0 -> 256 Mi elements, 1 GiB */
+    const char *grpc_ca_file;     /* https:// backends: CA bundle (PEM); NULL -> the
+                                     system store. Copied by kvc_proxy_new. */
     kvc_proxy_observe_fn observe; /* may be NULL; called once per request */
     void *observe_arg;
 } kvc_proxy_opts_t;

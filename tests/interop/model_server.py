@@ -25,6 +25,22 @@ All arithmetic is float64 in the order written, then cast to float32.
              logits[0,0] = sum(ids) / 1000   (sum exact in int64)
              logits[0,1] = max(ids) - min(ids)
 
+  echo       one input per dtype, any shape, any non-empty subset per request;
+             each comes back unchanged as an output named NAME_out, except
+             raw_bytes -> raw_out_bytes (TF Serving's REST writes an output
+             whose name ends in "_bytes" as {"b64": ...}); an output filter
+             (output_filter / outputs) keeps only the outputs it names:
+               f32 DT_FLOAT/FP32    f64 DT_DOUBLE/FP64   f16 DT_HALF/FP16
+               i8  DT_INT8/INT8     i16 DT_INT16/INT16   i32 DT_INT32/INT32
+               i64 DT_INT64/INT64   u8  DT_UINT8/UINT8   u16 DT_UINT16/UINT16
+               u32 DT_UINT32/UINT32 u64 DT_UINT64/UINT64 b   DT_BOOL/BOOL
+               str DT_STRING/BYTES  raw_bytes DT_STRING/BYTES
+             TF Serving answers in the typed *_val fields (half_val, int_val,
+             uint32_val, ... string_val), not tensor_content, so a client's
+             decoding of those is exercised; KServe answers raw_output_contents
+             (bytes as they came) to raw inputs, typed contents otherwise (FP16
+             only raw). echo is served over gRPC only, not over REST.
+
 Every model has the single version 1 and signature "serving_default".
 Unknown model or version -> NOT_FOUND; wrong input name, shape or dtype ->
 INVALID_ARGUMENT. --delay-ms N makes every Predict/ModelInfer (and REST
@@ -39,9 +55,12 @@ ModelInfer over gRPC and every REST predict it answered, with its status
 
 Usage: /usr/bin/python3 model_server.py --grpc-port 0 --rest-port 0 \
            --port-file FILE [--delay-ms N] [--max-message-mb 64] [--proto-dir DIR]
-           [--exit-with-parent] [--metrics-off]
-Once both ports listen, FILE gets {"grpc": P, "rest": Q, "pid": N}, written
-atomically (rename). SIGTERM or SIGINT stops both servers and exits 0.
+           [--exit-with-parent] [--metrics-off] [--tls-cert PEM --tls-key PEM]
+With --tls-cert and --tls-key (PEM files: the server's certificate chain and
+its private key) the gRPC port speaks gRPC over TLS (h2 by ALPN) instead of
+plain-text HTTP/2; REST stays plain HTTP.
+Once both ports listen, FILE gets {"grpc": P, "rest": Q, "pid": N, "tls": 0|1},
+written atomically (rename). SIGTERM or SIGINT stops both servers and exits 0.
 Generated protobuf code lives in a temporary directory removed at exit.
 """
 
@@ -144,6 +163,43 @@ MODELS = {
 }
 VERSION = 1
 SIGNATURE = "serving_default"
+
+ECHO = "echo"
+# echo's inputs: name -> (TF DataType name, KServe datatype, numpy dtype or None
+# for strings), in signature order.
+ECHO_INPUTS = {
+    "f32": ("DT_FLOAT", "FP32", np.float32),
+    "f64": ("DT_DOUBLE", "FP64", np.float64),
+    "f16": ("DT_HALF", "FP16", np.float16),
+    "i8": ("DT_INT8", "INT8", np.int8),
+    "i16": ("DT_INT16", "INT16", np.int16),
+    "i32": ("DT_INT32", "INT32", np.int32),
+    "i64": ("DT_INT64", "INT64", np.int64),
+    "u8": ("DT_UINT8", "UINT8", np.uint8),
+    "u16": ("DT_UINT16", "UINT16", np.uint16),
+    "u32": ("DT_UINT32", "UINT32", np.uint32),
+    "u64": ("DT_UINT64", "UINT64", np.uint64),
+    "b": ("DT_BOOL", "BOOL", np.bool_),
+    "str": ("DT_STRING", "BYTES", None),
+    "raw_bytes": ("DT_STRING", "BYTES", None),
+}
+
+
+def echo_out_name(name):
+    """echo's output for an input: NAME_out, keeping a "_bytes" suffix last."""
+    if name.endswith("_bytes"):
+        return name[:-len("_bytes")] + "_out_bytes"
+    return name + "_out"
+
+
+def check_model(name, version):
+    """Like find_model, but also knows echo (served over gRPC only)."""
+    if name == ECHO:
+        if version not in (None, 0, "", VERSION, str(VERSION)):
+            raise ModelError("NOT_FOUND",
+                             "Servable not found for request: Specific(%s, %s)" % (name, version))
+        return None
+    return find_model(name, version)
 
 
 def find_model(name, version):
@@ -359,7 +415,8 @@ class Server:
         self.wait(context)
         try:
             name, version = self.spec_fields(request.model_spec)
-            find_model(name, version)
+            if check_model(name, version) is None:
+                return self.echo_predict(request)
             inputs = {k: self.tensor_to_np(k, v) for k, v in request.inputs.items()}
             out_name, out = run_model(name, version, inputs)
             for f in request.output_filter:
@@ -372,6 +429,130 @@ class Server:
         self.fill_spec(resp.model_spec, name)
         resp.outputs[out_name].CopyFrom(self.np_to_tensor(out))
         return resp
+
+    # ---- echo ------------------------------------------------------------------
+    def echo_check(self, names):
+        if not names:
+            raise ModelError("INVALID_ARGUMENT", "model echo needs at least one input")
+        for k in names:
+            if k not in ECHO_INPUTS:
+                raise ModelError("INVALID_ARGUMENT", "model echo has no input named '%s'" % k)
+
+    def echo_predict(self, request):
+        """Echo over TF Serving: each input back in the typed *_val fields."""
+        self.echo_check(list(request.inputs))
+        for f in request.output_filter:
+            if f not in [echo_out_name(k) for k in request.inputs]:
+                raise ModelError("INVALID_ARGUMENT", "output tensor alias not found in "
+                                 "signature: %s" % f)
+        resp = self.predict_pb2.PredictResponse()
+        self.fill_spec(resp.model_spec, ECHO)
+        wanted = set(request.output_filter)
+        for k, t in request.inputs.items():
+            dt_name = ECHO_INPUTS[k][0]
+            if t.dtype != self.types.DataType.Value(dt_name):
+                raise ModelError("INVALID_ARGUMENT", "input '%s' must be %s, got %s"
+                                 % (k, dt_name, self.types.DataType.Name(t.dtype)))
+            if wanted and echo_out_name(k) not in wanted:
+                continue
+            out = resp.outputs[echo_out_name(k)]
+            out.dtype = t.dtype
+            out.tensor_shape.CopyFrom(t.tensor_shape)
+            if dt_name == "DT_STRING":
+                count = int(np.prod([d.size for d in t.tensor_shape.dim], dtype=np.int64))
+                if len(t.string_val) != count:
+                    raise ModelError("INVALID_ARGUMENT", "input '%s': %d strings for %d elements"
+                                     % (k, len(t.string_val), count))
+                out.string_val.extend(t.string_val)
+                continue
+            vals = self.tensor_to_np(k, t).ravel()
+            if dt_name == "DT_FLOAT":
+                out.float_val.extend(vals.tolist())
+            elif dt_name == "DT_DOUBLE":
+                out.double_val.extend(vals.tolist())
+            elif dt_name == "DT_HALF":
+                out.half_val.extend(vals.view(np.uint16).tolist())
+            elif dt_name == "DT_INT64":
+                out.int64_val.extend(vals.tolist())
+            elif dt_name == "DT_UINT32":
+                out.uint32_val.extend(vals.tolist())
+            elif dt_name == "DT_UINT64":
+                out.uint64_val.extend(vals.tolist())
+            elif dt_name == "DT_BOOL":
+                out.bool_val.extend(vals.tolist())
+            else:
+                out.int_val.extend(vals.astype(np.int64).tolist())
+        return resp
+
+    def echo_signature_def(self):
+        sig = self.meta_graph_pb2.SignatureDef()
+        sig.method_name = "tensorflow/serving/predict"
+        for k, (dt_name, _, _) in ECHO_INPUTS.items():
+            for coll, tname in ((sig.inputs, k), (sig.outputs, echo_out_name(k))):
+                info = coll[tname]
+                info.name = tname + ":0"
+                info.dtype = self.types.DataType.Value(dt_name)
+                info.tensor_shape.unknown_rank = True
+        return sig
+
+    def echo_infer(self, request):
+        """Echo over KServe v2: raw inputs come back as raw outputs, bytes for
+        bytes; typed contents come back as typed contents."""
+        names = [t.name for t in request.inputs]
+        self.echo_check(names)
+        if len(set(names)) != len(names):
+            raise ModelError("INVALID_ARGUMENT", "an input is named twice")
+        raws = list(request.raw_input_contents)
+        if raws and len(raws) != len(request.inputs):
+            raise ModelError("INVALID_ARGUMENT", "raw_input_contents has %d entries for %d "
+                             "inputs" % (len(raws), len(request.inputs)))
+        for o in request.outputs:
+            if o.name not in [echo_out_name(k) for k in names]:
+                raise ModelError("INVALID_ARGUMENT", "unknown output '%s'" % o.name)
+        resp = self.kv2.ModelInferResponse(model_name=ECHO, model_version=str(VERSION),
+                                           id=request.id)
+        wanted = {o.name for o in request.outputs}
+        for i, t in enumerate(request.inputs):
+            want = ECHO_INPUTS[t.name][1]
+            if t.datatype != want:
+                raise ModelError("INVALID_ARGUMENT", "input '%s' must be %s, got %s"
+                                 % (t.name, want, t.datatype))
+            if wanted and echo_out_name(t.name) not in wanted:
+                if want != "BYTES":
+                    self.kv2_input(t, raws[i] if raws else None)  # checked all the same
+                continue
+            o = resp.outputs.add(name=echo_out_name(t.name), datatype=t.datatype,
+                                 shape=list(t.shape))
+            count = int(np.prod(list(t.shape), dtype=np.int64))
+            if want == "BYTES":
+                if raws:
+                    self.kv2_check_bytes(t.name, raws[i], count)
+                    resp.raw_output_contents.append(raws[i])
+                elif len(t.contents.bytes_contents) != count:
+                    raise ModelError("INVALID_ARGUMENT", "input '%s': %d strings for %d elements"
+                                     % (t.name, len(t.contents.bytes_contents), count))
+                else:
+                    o.contents.bytes_contents.extend(t.contents.bytes_contents)
+                continue
+            arr = self.kv2_input(t, raws[i] if raws else None)
+            if raws:
+                resp.raw_output_contents.append(raws[i])
+            else:
+                getattr(o.contents, self.KV2_FIELD[want]).extend(arr.ravel().tolist())
+        return resp
+
+    @staticmethod
+    def kv2_check_bytes(name, raw, count):
+        """Checks KServe's raw BYTES layout: count x (uint32 LE length, bytes)."""
+        at = 0
+        for _ in range(count):
+            if at + 4 > len(raw):
+                raise ModelError("INVALID_ARGUMENT", "input '%s': raw BYTES cut short" % name)
+            n = int.from_bytes(raw[at:at + 4], "little")
+            at += 4 + n
+        if at != len(raw):
+            raise ModelError("INVALID_ARGUMENT", "input '%s': raw BYTES do not match the shape"
+                             % name)
 
     def signature_def(self, name):
         in_name, in_shape, dtypes, out_name, out_shape, _ = MODELS[name]
@@ -389,7 +570,7 @@ class Server:
     def get_model_metadata(self, request, context):
         try:
             name, version = self.spec_fields(request.model_spec)
-            find_model(name, version)
+            check_model(name, version)
             if list(request.metadata_field) != ["signature_def"]:
                 raise ModelError("INVALID_ARGUMENT",
                                  "Metadata field %s is not supported"
@@ -399,14 +580,15 @@ class Server:
         resp = self.meta_pb2.GetModelMetadataResponse()
         self.fill_spec(resp.model_spec, name)
         sdm = self.meta_pb2.SignatureDefMap()
-        sdm.signature_def[SIGNATURE].CopyFrom(self.signature_def(name))
+        sdm.signature_def[SIGNATURE].CopyFrom(
+            self.echo_signature_def() if name == ECHO else self.signature_def(name))
         resp.metadata["signature_def"].Pack(sdm)
         return resp
 
     def get_model_status(self, request, context):
         try:
             name, version = self.spec_fields(request.model_spec)
-            find_model(name, version)
+            check_model(name, version)
         except ModelError as e:
             self._abort(context, e)
         resp = self.status_pb2.GetModelStatusResponse()
@@ -453,7 +635,8 @@ class Server:
     def _model_infer(self, request, context):
         self.wait(context)
         try:
-            find_model(request.model_name, request.model_version)
+            if check_model(request.model_name, request.model_version) is None:
+                return self.echo_infer(request)
             raws = list(request.raw_input_contents)
             if raws and len(raws) != len(request.inputs):
                 raise ModelError("INVALID_ARGUMENT", "raw_input_contents has %d entries for %d "
@@ -478,9 +661,17 @@ class Server:
 
     def kv2_metadata(self, request, context):
         try:
-            find_model(request.name, request.version)
+            check_model(request.name, request.version)
         except ModelError as e:
             self._abort(context, e)
+        if request.name == ECHO:
+            resp = self.kv2.ModelMetadataResponse(name=ECHO, versions=[str(VERSION)],
+                                                  platform="kvc_numpy")
+            for k, (_, kv_name, _) in ECHO_INPUTS.items():
+                resp.inputs.add(name=k, datatype=kv_name, shape=[-1])
+            for k, (_, kv_name, _) in ECHO_INPUTS.items():
+                resp.outputs.add(name=echo_out_name(k), datatype=kv_name, shape=[-1])
+            return resp
         in_name, in_shape, dtypes, out_name, out_shape, _ = MODELS[request.name]
         dt = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
         resp = self.kv2.ModelMetadataResponse(name=request.name, versions=[str(VERSION)],
@@ -491,7 +682,7 @@ class Server:
 
     def kv2_model_ready(self, request, context):
         try:
-            find_model(request.name, request.version)
+            check_model(request.name, request.version)
             return self.kv2.ModelReadyResponse(ready=True)
         except ModelError:
             return self.kv2.ModelReadyResponse(ready=False)
@@ -693,9 +884,13 @@ def main():
     ap.add_argument("--proto-dir", default=DEFAULT_PROTO_DIR)
     ap.add_argument("--metrics-off", action="store_true",
                     help="answer /monitoring/prometheus/metrics with 404")
+    ap.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve gRPC over TLS")
+    ap.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop when the process that started us goes away (tests)")
     args = ap.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
 
     gen_dir = tempfile.mkdtemp(prefix="kvc-model-server-")
     try:
@@ -708,7 +903,15 @@ def main():
                               options=[("grpc.max_receive_message_length", limit),
                                        ("grpc.max_send_message_length", limit)])
         impl.add_to_grpc(gserver)
-        gport = gserver.add_insecure_port("%s:%d" % (args.host, args.grpc_port))
+        addr = "%s:%d" % (args.host, args.grpc_port)
+        if args.tls_cert:
+            with open(args.tls_key, "rb") as f:
+                key = f.read()
+            with open(args.tls_cert, "rb") as f:
+                chain = f.read()
+            gport = gserver.add_secure_port(addr, grpc.ssl_server_credentials([(key, chain)]))
+        else:
+            gport = gserver.add_insecure_port(addr)
         if gport == 0:
             raise RuntimeError("cannot bind gRPC port %d" % args.grpc_port)
         ThreadingHTTPServer.daemon_threads = True
@@ -725,9 +928,11 @@ def main():
         if args.port_file:
             tmp = args.port_file + ".tmp"
             with open(tmp, "w") as f:
-                json.dump({"grpc": gport, "rest": rport, "pid": os.getpid()}, f)
+                json.dump({"grpc": gport, "rest": rport, "pid": os.getpid(),
+                           "tls": 1 if args.tls_cert else 0}, f)
             os.rename(tmp, args.port_file)
-        print("model server: grpc %s:%d rest %s:%d" % (args.host, gport, args.host, rport),
+        print("model server: grpc%s %s:%d rest %s:%d" % (" (tls)" if args.tls_cert else "",
+                                                         args.host, gport, args.host, rport),
               file=sys.stderr, flush=True)
         parent = os.getppid()
         while not stop.wait(0.5):

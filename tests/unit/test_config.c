@@ -103,6 +103,10 @@ static void test_full_file(void **state)
                        "      grpc: 10.1.2.3:9000\n"
                        "      api: kserve\n"
                        "      metrics_url: https://bert:8002/metrics\n"
+                       "    - model: tls\n"
+                       "      grpc: https://models.example:8500\n"
+                       "    - model: plain\n"
+                       "      grpc: http://[::1]:8500\n"
                        "log:\n"
                        "  level: debug\n";
     kvc_config_t *cfg = malloc(sizeof *cfg);
@@ -136,7 +140,7 @@ static void test_full_file(void **state)
     assert_string_equal(cfg->control_endpoint, "tcp://127.0.0.1:7950");
     assert_string_equal(cfg->http_listen, "[::1]:9000");
     assert_int_equal(cfg->http_max_body, 512 * 1024);
-    assert_int_equal(cfg->n_backends, 2);
+    assert_int_equal(cfg->n_backends, 4);
     assert_string_equal(cfg->backends[0].model, "resnet50");
     assert_string_equal(cfg->backends[0].grpc, "resnet.models:8500");
     assert_string_equal(cfg->backends[0].api, "tfserving");
@@ -145,6 +149,10 @@ static void test_full_file(void **state)
     assert_string_equal(cfg->backends[1].grpc, "10.1.2.3:9000");
     assert_string_equal(cfg->backends[1].api, "kserve");
     assert_string_equal(cfg->backends[1].metrics_url, "https://bert:8002/metrics");
+    assert_string_equal(cfg->backends[2].model, "tls");
+    assert_string_equal(cfg->backends[2].grpc, "https://models.example:8500");
+    assert_string_equal(cfg->backends[3].model, "plain");
+    assert_string_equal(cfg->backends[3].grpc, "http://[::1]:8500");
     assert_int_equal(cfg->log_level, KVC_LOG_DEBUG);
     free(cfg);
 }
@@ -391,6 +399,17 @@ static void test_endpoint_errors(void **state)
              "[A-Za-z0-9][A-Za-z0-9._-]*");
     s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: '0.0.0.0:1'}\n", KVC_EINVAL,
              "c.yaml:5:24: proxy.backends[0].grpc: \"0.0.0.0:1\" cannot use a wildcard host");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'https://0.0.0.0:1'}\n", KVC_EINVAL,
+             "c.yaml:5:24: proxy.backends[0].grpc: \"https://0.0.0.0:1\" cannot use a wildcard "
+             "host");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'https://h'}\n", KVC_EINVAL,
+             "c.yaml:5:24: proxy.backends[0].grpc: \"https://h\" needs a port (HOST:PORT)");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'https://h:1/v1'}\n", KVC_EINVAL,
+             "c.yaml:5:24: proxy.backends[0].grpc: \"https://h:1/v1\" has an invalid port "
+             "(1..65535)");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'grpcs://h:1'}\n", KVC_EINVAL,
+             "c.yaml:5:24: proxy.backends[0].grpc: \"grpcs://h:1\" must be HOST:PORT, "
+             "http://HOST:PORT or https://HOST:PORT");
     s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', api: grpc}\n", KVC_EINVAL,
              "c.yaml:5:36: proxy.backends[0].api: \"grpc\" must be one of tfserving, kserve");
     s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', metrics_url: 'ftp://x'}\n",
