@@ -742,13 +742,21 @@ def _float_json(arr):
     return s
 
 
-def _nested_json(strs):
-    """Joins a numpy array of strings into nested JSON lists."""
+def _pretty_json(strs, level):
+    """Nested JSON lists laid out as TF Serving's REST API writes predict
+    answers: RapidJSON's PrettyWriter, one value per line, 4-space indent.
+    (TF Serving's json_tensor.cc builds every predict response with a
+    PrettyWriter; that layout is most of why its JSON answers are large.)"""
     if strs.ndim == 0:
         return str(strs)
+    pad = " " * (4 * (level + 1))
+    if len(strs) == 0:
+        return "[]"
     if strs.ndim == 1:
-        return "[" + ",".join(strs.tolist()) + "]"
-    return "[" + ",".join(_nested_json(sub) for sub in strs) + "]"
+        items = (pad + v for v in strs.tolist())
+    else:
+        items = (pad + _pretty_json(sub, level + 1) for sub in strs)
+    return "[\n" + ",\n".join(items) + "\n" + " " * (4 * level) + "]"
 
 
 REST_PATH = re.compile(r"^/v1/models/([A-Za-z0-9_.-]+)(?:/versions/(\d+))?(:predict|/metadata)?$")
@@ -757,6 +765,9 @@ REST_PATH = re.compile(r"^/v1/models/([A-Za-z0-9_.-]+)(?:/versions/(\d+))?(:pred
 def make_rest_handler(server):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in two sends; without TCP_NODELAY the
+        # client's delayed ACK adds ~40 ms to every small answer
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):
             pass
@@ -865,9 +876,9 @@ def make_rest_handler(server):
             except (ValueError, TypeError) as e:
                 raise ModelError("INVALID_ARGUMENT", "bad tensor values: %s" % e)
             out_name, out = run_model(name, version and int(version), {in_name: x})
-            text = _nested_json(_float_json(out))
+            text = _pretty_json(_float_json(out), 1)
             key = "predictions" if row else "outputs"
-            self._send(200, '{"%s":%s}' % (key, text))
+            self._send(200, '{\n    "%s": %s\n}' % (key, text))
 
     return Handler
 
