@@ -1089,6 +1089,7 @@ static const s_field_t s_http_fields[] = {
 static const s_field_t s_proxy_fields[] = {
     {"backends", s_v_backends, 0, 0, NULL, 0, 0},
     {"timeout_ms", s_v_u32_strict, S_CFG(proxy_timeout_ms), NULL, 10, 600000},
+    {"grpc_ca_file", s_v_path, S_CFG(proxy_grpc_ca_file), NULL, 0, 0},
 };
 
 static const s_field_t s_log_fields[] = {

@@ -91,6 +91,7 @@ typedef struct {
     kvc_backend_t backends[KVC_MAX_BACKENDS];
     size_t n_backends;
     uint32_t proxy_timeout_ms;               /* per backend call */
+    char proxy_grpc_ca_file[KVC_PATH_MAX];   /* CA bundle for https:// backends, "" = system */
 
     /* log.* */
     kvc_log_level_t log_level;

@@ -1152,6 +1152,9 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
     if (self->cfg.n_backends) {
         kvc_proxy_opts_t po = {.backends = backends, .n_backends = self->cfg.n_backends,
                                .timeout_ms = self->cfg.proxy_timeout_ms,
+                               .grpc_ca_file = self->cfg.proxy_grpc_ca_file[0]
+                                                   ? self->cfg.proxy_grpc_ca_file
+                                                   : NULL,
                                .observe = kvc_peer_metrics_observe,
                                .observe_arg = self->metrics};
         self->proxy = kvc_proxy_new(&po, err);

@@ -903,6 +903,7 @@ static void test_proxy_image_keys(void **state)
                              &cfg, &err),
                      0);
     assert_int_equal(cfg.proxy_timeout_ms, 2500);
+    assert_string_equal(cfg.proxy_grpc_ca_file, "");
     assert_int_equal(cfg.n_backends, 1);
     assert_string_equal(cfg.backends[0].preprocess, "224x224 rgb nhwc float32 scale=1/255");
     assert_string_equal(cfg.backends[0].image_input, "input_1:0");
@@ -913,6 +914,10 @@ static void test_proxy_image_keys(void **state)
     s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', image_input: 'a b'}\n",
              KVC_EINVAL,
              "c.yaml:5:44: proxy.backends[0].image_input: \"a b\" must match [A-Za-z0-9._/:-]+");
+    assert_int_equal(s_parse(BASE "proxy:\n  grpc_ca_file: /etc/kvc/models-ca.pem\n", &cfg, &err), 0);
+    assert_string_equal(cfg.proxy_grpc_ca_file, "/etc/kvc/models-ca.pem");
+    s_expect(BASE "proxy:\n  grpc_ca_file: ca.pem\n", KVC_EINVAL,
+             "c.yaml:4:17: proxy.grpc_ca_file: \"ca.pem\" must be an absolute path");
     s_expect(BASE "proxy:\n  timeout_ms: 5\n", KVC_ERANGE,
              "c.yaml:4:15: proxy.timeout_ms: \"5\" is out of range (10..600000)");
     s_expect(BASE "proxy:\n  timeout_ms: 0\n", KVC_ERANGE,
