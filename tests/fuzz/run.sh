@@ -14,6 +14,9 @@ for bin in "$build"/tests/fuzz/fuzz_*; do
     mkdir -p "$corpus"
     seeds=""
     [ -d "$here/seeds/$name" ] && seeds="$here/seeds/$name"
+    # seeds with key material are generated into the build tree (never in git)
+    [ -d "$build/tests/fuzz/seeds-generated/$name" ] &&
+        seeds="$seeds $build/tests/fuzz/seeds-generated/$name"
     echo "== $name ($secs s)"
     # shellcheck disable=SC2086
     "$bin" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 \
