@@ -67,22 +67,6 @@ int kvc_crypto_init(void)
     return sodium_init() < 0 ? KVC_ECRYPTO : KVC_OK;
 }
 
-/* 1 if s matches [a-z0-9-]{1,63} and neither starts nor ends with '-'.
- * (The same rule as kvc_config_valid_name, kept here so this module does
- * not depend on the config parser.) */
-static int s_valid_name(const char *s)
-{
-    size_t n = strnlen(s, KVC_NAME_MAX);
-    if (n == 0 || n >= KVC_NAME_MAX || s[0] == '-' || s[n - 1] == '-')
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 /* Copies at most 40 characters of untrusted s into out for an error
  * message, replacing anything unprintable so the message stays one line. */
 static const char *s_printable(const char *s, char out[48])
@@ -155,7 +139,7 @@ int kvc_cred_parse_roles(const char *list, char roles[KVC_MAX_ROLES][KVC_NAME_MA
         size_t keep = n < KVC_NAME_MAX ? n : KVC_NAME_MAX;
         memcpy(role, p, keep);
         role[keep] = '\0';
-        if (n >= KVC_NAME_MAX || !s_valid_name(role))
+        if (n >= KVC_NAME_MAX || !kvc_config_valid_name(role))
             return kvc_err_set(err, KVC_EINVAL, "roles: '%s' " S_NAME_RULE,
                                s_printable(role, shown));
         memcpy(roles[*n_roles], role, keep + 1);
@@ -226,17 +210,17 @@ int kvc_cred_issue(const kvc_ca_t *ca, const char *site, const char *name, const
     if (memcmp(pk_of_sk, ca->public_key, 32) != 0)
         return kvc_err_set(err, KVC_ECRYPTO,
                            "credential: federation secret key does not match its public key");
-    if (!site || !s_valid_name(site))
+    if (!site || !kvc_config_valid_name(site))
         return kvc_err_set(err, KVC_EINVAL, "credential: site '%s' " S_NAME_RULE,
                            s_printable(site ? site : "", shown));
-    if (!name || !s_valid_name(name))
+    if (!name || !kvc_config_valid_name(name))
         return kvc_err_set(err, KVC_EINVAL, "credential: name '%s' " S_NAME_RULE,
                            s_printable(name ? name : "", shown));
     if (n_roles > KVC_MAX_ROLES)
         return kvc_err_set(err, KVC_EINVAL, "credential: %zu roles, at most %d allowed", n_roles,
                            KVC_MAX_ROLES);
     for (size_t i = 0; i < n_roles; i++)
-        if (!roles[i] || !s_valid_name(roles[i]))
+        if (!roles[i] || !kvc_config_valid_name(roles[i]))
             return kvc_err_set(err, KVC_EINVAL, "credential: role '%s' " S_NAME_RULE,
                                s_printable(roles[i] ? roles[i] : "", shown));
     if (days < 1 || days > S_MAX_DAYS)
@@ -356,17 +340,17 @@ static int s_fill(const Kvc__Fed__CredentialBody *b, const uint8_t *blob, size_t
     if (b->curve_public.len != 32)
         return kvc_err_set(err, KVC_ECRYPTO, "credential: peer key is %zu bytes, expected 32",
                            b->curve_public.len);
-    if (!s_valid_name(b->site))
+    if (!kvc_config_valid_name(b->site))
         return kvc_err_set(err, KVC_EINVAL, "credential: site '%s' " S_NAME_RULE,
                            s_printable(b->site, shown));
-    if (!s_valid_name(b->name))
+    if (!kvc_config_valid_name(b->name))
         return kvc_err_set(err, KVC_EINVAL, "credential: name '%s' " S_NAME_RULE,
                            s_printable(b->name, shown));
     if (b->n_roles > KVC_MAX_ROLES)
         return kvc_err_set(err, KVC_EINVAL, "credential: %zu roles, at most %d allowed", b->n_roles,
                            KVC_MAX_ROLES);
     for (size_t i = 0; i < b->n_roles; i++)
-        if (!s_valid_name(b->roles[i]))
+        if (!kvc_config_valid_name(b->roles[i]))
             return kvc_err_set(err, KVC_EINVAL, "credential: role '%s' " S_NAME_RULE,
                                s_printable(b->roles[i], shown));
     kvc_strlcpy(out->site, b->site, sizeof out->site);
@@ -688,12 +672,12 @@ int kvc_identity_parse(const char *text, size_t len, const char *name, kvc_ident
     int rc = s_expect_header(&r, S_HDR_IDENTITY, "kvc identity file", err);
     if (rc == KVC_OK)
         rc = s_expect_field(&r, "site", site, sizeof site, &l_site, err);
-    if (rc == KVC_OK && !s_valid_name(site))
+    if (rc == KVC_OK && !kvc_config_valid_name(site))
         rc = kvc_err_set(err, KVC_EPARSE, "%s:%d: site: '%s' " S_NAME_RULE, name, l_site,
                          s_printable(site, shown));
     if (rc == KVC_OK)
         rc = s_expect_field(&r, "name", pname, sizeof pname, &l_name, err);
-    if (rc == KVC_OK && !s_valid_name(pname))
+    if (rc == KVC_OK && !kvc_config_valid_name(pname))
         rc = kvc_err_set(err, KVC_EPARSE, "%s:%d: name: '%s' " S_NAME_RULE, name, l_name,
                          s_printable(pname, shown));
     if (rc == KVC_OK)

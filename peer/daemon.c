@@ -72,6 +72,7 @@ typedef struct {
 struct kvc_daemon {
     kvc_config_t cfg;
     kvc_identity_t id;
+    Kvc__Fed__Credential *own_cred;  /* id's credential, unpacked once for Hellos */
     uint8_t trust[32];
     char self_id[2 * KVC_NAME_MAX];
     char self_hex[65];
@@ -168,15 +169,8 @@ static int s_send(kvc_daemon_t *self, kvc_link_t *link, Kvc__Fed__Envelope *env)
 /* Sends our Hello (credential, advertised endpoint, start time). */
 static void s_send_hello(kvc_daemon_t *self, kvc_link_t *link)
 {
-    Kvc__Fed__Credential cred = KVC__FED__CREDENTIAL__INIT;
-    Kvc__Fed__Credential *unpacked =
-        kvc__fed__credential__unpack(NULL, self->id.cred.blob_len, self->id.cred.blob);
-    if (!unpacked)
-        return;
-    cred.body = unpacked->body;
-    cred.signature = unpacked->signature;
     Kvc__Fed__Hello hello = KVC__FED__HELLO__INIT;
-    hello.credential = &cred;
+    hello.credential = self->own_cred;
     hello.advertise = self->advertise;
     hello.started_ms = self->started_ms;
     hello.region = self->cfg.region;
@@ -185,7 +179,6 @@ static void s_send_hello(kvc_daemon_t *self, kvc_link_t *link)
     env.hello = &hello;
     s_send(self, link, &env);
     link->hello_sent_ms = s_now_ms();
-    kvc__fed__credential__free_unpacked(unpacked, NULL);
 }
 
 /* Acknowledges the Hello a link sent. */
@@ -1252,6 +1245,12 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
         goto fail;
     }
     kvc_key_hex(self->id.cred.curve_public, self->self_hex);
+    self->own_cred =
+        kvc__fed__credential__unpack(NULL, self->id.cred.blob_len, self->id.cred.blob);
+    if (!self->own_cred) {
+        kvc_err_set(err, KVC_EPARSE, "%s: the credential cannot be read", self->cfg.credential);
+        goto fail;
+    }
 
     if (mkdir(self->cfg.data_dir, 0700) != 0 && errno != EEXIST) {
         kvc_err_set(err, KVC_EIO, "peer.data_dir: cannot create %s: %s", self->cfg.data_dir,
@@ -1381,6 +1380,8 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     if (self->control_path[0])
         unlink(self->control_path);
     kvc_store_destroy(&self->store);
+    if (self->own_cred)
+        kvc__fed__credential__free_unpacked(self->own_cred, NULL);
     kvc_identity_wipe(&self->id);
     sodium_memzero(self, sizeof *self);
     kvc_free(self);

@@ -279,6 +279,43 @@ static int s_cmd_members(const kvc_cli_opts_t *o)
     return 0;
 }
 
+/* Collects the distinct site names of n items (site_of(i) gives item i's)
+ * into a new array sorted by name; *ns gets their count. kvc_free it. */
+static const char **s_sorted_sites(size_t n,
+                                   const char *(*site_of)(const Kvc__Ctl__Reply *, size_t),
+                                   const Kvc__Ctl__Reply *rep, size_t *ns)
+{
+    const char **sites = kvc_calloc(n ? n : 1, sizeof *sites);
+    *ns = 0;
+    if (!sites)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *site = site_of(rep, i);
+        size_t j = 0;
+        while (j < *ns && strcmp(sites[j], site) != 0)
+            j++;
+        if (j == *ns)
+            sites[(*ns)++] = site;
+    }
+    for (size_t a = 1; a < *ns; a++) /* insertion sort: a handful of sites */
+        for (size_t b = a; b > 0 && strcmp(sites[b - 1], sites[b]) > 0; b--) {
+            const char *t = sites[b];
+            sites[b] = sites[b - 1];
+            sites[b - 1] = t;
+        }
+    return sites;
+}
+
+static const char *s_member_site(const Kvc__Ctl__Reply *rep, size_t i)
+{
+    return rep->members[i]->site;
+}
+
+static const char *s_metrics_site(const Kvc__Ctl__Reply *rep, size_t i)
+{
+    return rep->metrics[i]->site;
+}
+
 /* kvc sites: members grouped by site. */
 static int s_cmd_sites(const kvc_cli_opts_t *o)
 {
@@ -286,27 +323,12 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     int rc = s_call(o, "members", &rep);
     if (rc)
         return rc;
-    /* group in first-seen order after sorting ids (the peer sends them sorted or not) */
-    size_t n = rep->n_members;
-    const char **sites = kvc_calloc(n ? n : 1, sizeof *sites);
+    size_t n = rep->n_members, ns = 0;
+    const char **sites = s_sorted_sites(n, s_member_site, rep, &ns);
     if (!sites) {
         kvc__ctl__reply__free_unpacked(rep, NULL);
         return s_fail(1, "%s", "out of memory");
     }
-    size_t ns = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t j = 0;
-        while (j < ns && strcmp(sites[j], rep->members[i]->site) != 0)
-            j++;
-        if (j == ns)
-            sites[ns++] = rep->members[i]->site;
-    }
-    for (size_t a = 1; a < ns; a++) /* insertion sort: a handful of sites */
-        for (size_t b = a; b > 0 && strcmp(sites[b - 1], sites[b]) > 0; b--) {
-            const char *t = sites[b];
-            sites[b] = sites[b - 1];
-            sites[b - 1] = t;
-        }
     if (o->json)
         putchar('[');
     else
@@ -391,24 +413,11 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
     if (rc)
         return rc;
     size_t n = rep->n_metrics, ns = 0;
-    const char **sites = kvc_calloc(n ? n : 1, sizeof *sites);
+    const char **sites = s_sorted_sites(n, s_metrics_site, rep, &ns);
     if (!sites) {
         kvc__ctl__reply__free_unpacked(rep, NULL);
         return s_fail(1, "%s", "out of memory");
     }
-    for (size_t i = 0; i < n; i++) {
-        size_t j = 0;
-        while (j < ns && strcmp(sites[j], rep->metrics[i]->site) != 0)
-            j++;
-        if (j == ns)
-            sites[ns++] = rep->metrics[i]->site;
-    }
-    for (size_t a = 1; a < ns; a++)
-        for (size_t b = a; b > 0 && strcmp(sites[b - 1], sites[b]) > 0; b--) {
-            const char *t = sites[b];
-            sites[b] = sites[b - 1];
-            sites[b - 1] = t;
-        }
     if (o->json)
         putchar('[');
     else

@@ -46,8 +46,8 @@ struct kvc_peer_metrics {
     kvc_metric_t *requests, *errors, *latency, *req_bytes, *resp_bytes, *backend_errors;
     kvc_metric_t *backend_bytes;
 
-    pthread_mutex_t lock;     /* guards what follows */
-    kvc_swim_stats_t stats;   /* last published snapshot */
+    pthread_mutex_t lock;   /* guards what follows */
+    kvc_swim_stats_t stats; /* last published snapshot */
     uint32_t local_health;
     char sites[MAX_SITES][KVC_SWIM_PART_MAX + 1]; /* every site seen, for zeroing */
     size_t n_sites;
@@ -59,33 +59,50 @@ struct kvc_peer_metrics {
 
 /* --- process metrics (any thread; read /proc) ---------------------------- */
 
-/* Emits this process's CPU seconds (user + system). */
-static void s_cpu(kvc_metrics_emitter_t *em, void *arg)
+/* This process's CPU seconds (user + system), or -1 if /proc says nothing. */
+static double s_cpu_seconds(void)
 {
     FILE *f = fopen("/proc/self/stat", "r");
     if (!f)
-        return;
+        return -1;
     char buf[1024];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
     const char *p = strrchr(buf, ')'); /* the command may contain spaces */
     unsigned long utime = 0, stime = 0;
-    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
-                    &stime) == 2)
-        kvc_metrics_emit(em, NULL, (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK));
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* This process's resident set size in bytes, or -1. */
+static double s_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1;
+    unsigned long size = 0, resident = 0;
+    int ok = fscanf(f, "%lu %lu", &size, &resident) == 2;
+    fclose(f);
+    return ok ? (double)resident * (double)sysconf(_SC_PAGESIZE) : -1;
+}
+
+/* Emits this process's CPU seconds. */
+static void s_cpu(kvc_metrics_emitter_t *em, void *arg)
+{
+    double v = s_cpu_seconds();
+    if (v >= 0)
+        kvc_metrics_emit(em, NULL, v);
 }
 
 /* Emits this process's resident set size in bytes. */
 static void s_rss(kvc_metrics_emitter_t *em, void *arg)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return;
-    unsigned long size = 0, resident = 0;
-    if (fscanf(f, "%lu %lu", &size, &resident) == 2)
-        kvc_metrics_emit(em, NULL, (double)resident * (double)sysconf(_SC_PAGESIZE));
-    fclose(f);
+    double v = s_rss_bytes();
+    if (v >= 0)
+        kvc_metrics_emit(em, NULL, v);
 }
 
 /* Emits the number of open file descriptors. */
@@ -119,9 +136,12 @@ static void s_swim_counters(kvc_metrics_emitter_t *em, void *arg)
     const struct {
         const char *kind;
         uint64_t v;
-    } rows[] = {{"probe", st.probes},           {"probe_failed", st.probe_failures},
-                {"ack", st.acks},               {"indirect_probe", st.indirect_probes},
-                {"suspicion", st.suspicions},   {"refutation", st.refutations},
+    } rows[] = {{"probe", st.probes},
+                {"probe_failed", st.probe_failures},
+                {"ack", st.acks},
+                {"indirect_probe", st.indirect_probes},
+                {"suspicion", st.suspicions},
+                {"refutation", st.refutations},
                 {"push_pull", st.push_pulls}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         kvc_metrics_emit(em, (const char *[]){rows[i].kind}, (double)rows[i].v);
@@ -160,35 +180,33 @@ kvc_peer_metrics_t *kvc_peer_metrics_new(const char *site, const char *name, con
                                         "Federation messages refused, by reason.", "reason");
     self->gossip_msgs = kvc_metrics_counter(r, "kvc_gossip_messages_total",
                                             "Membership messages sent and received.", "direction");
-    self->gossip_bytes = kvc_metrics_counter(r, "kvc_gossip_bytes_total",
-                                             "Membership message bytes sent and received.",
-                                             "direction");
-    self->members = kvc_metrics_gauge(r, "kvc_membership_members",
-                                      "Members this peer knows, by their site and state.",
-                                      "site,state");
+    self->gossip_bytes = kvc_metrics_counter(
+        r, "kvc_gossip_bytes_total", "Membership message bytes sent and received.", "direction");
+    self->members =
+        kvc_metrics_gauge(r, "kvc_membership_members",
+                          "Members this peer knows, by their site and state.", "site,state");
     self->peers_up = kvc_metrics_gauge(r, "kvc_links_up",
                                        "Peers with an authenticated, live link to this one.", NULL);
     self->requests = kvc_metrics_counter(r, "kvc_proxy_requests_total",
                                          "Proxy HTTP requests by model, route and HTTP code.",
                                          "model,endpoint,route,code");
-    self->errors = kvc_metrics_counter(r, "kvc_proxy_errors_total",
-                                       "Proxy requests answered with a 5xx code, by model.",
-                                       "model");
-    self->latency = kvc_metrics_histogram(r, "kvc_proxy_request_duration_seconds",
-                                          "Proxy request latency by model and route.",
-                                          "model,route", NULL, 0);
+    self->errors = kvc_metrics_counter(
+        r, "kvc_proxy_errors_total", "Proxy requests answered with a 5xx code, by model.", "model");
+    self->latency =
+        kvc_metrics_histogram(r, "kvc_proxy_request_duration_seconds",
+                              "Proxy request latency by model and route.", "model,route", NULL, 0);
     self->req_bytes = kvc_metrics_histogram(r, "kvc_proxy_request_size_bytes",
                                             "Proxy request body sizes by model.", "model",
                                             kvc_metrics_size_buckets, kvc_metrics_size_buckets_n);
     self->resp_bytes = kvc_metrics_histogram(r, "kvc_proxy_response_size_bytes",
                                              "Proxy response body sizes by model.", "model",
                                              kvc_metrics_size_buckets, kvc_metrics_size_buckets_n);
-    self->backend_bytes = kvc_metrics_counter(r, "kvc_proxy_backend_bytes_total",
-                                              "Protobuf bytes exchanged with model servers.",
-                                              "model,direction");
-    self->backend_errors = kvc_metrics_counter(r, "kvc_proxy_backend_errors_total",
-                                               "Model server calls that failed, by gRPC status.",
-                                               "model,grpc_status");
+    self->backend_bytes =
+        kvc_metrics_counter(r, "kvc_proxy_backend_bytes_total",
+                            "Protobuf bytes exchanged with model servers.", "model,direction");
+    self->backend_errors =
+        kvc_metrics_counter(r, "kvc_proxy_backend_errors_total",
+                            "Model server calls that failed, by gRPC status.", "model,grpc_status");
     kvc_metrics_counter_fn(r, "kvc_membership_events_total",
                            "Membership protocol events: probes, failed probes, acks, indirect "
                            "probes, suspicions, refutations, push-pull rounds.",
@@ -219,7 +237,10 @@ void kvc_peer_metrics_destroy(kvc_peer_metrics_t **self_p)
     *self_p = NULL;
 }
 
-kvc_metrics_t *kvc_peer_metrics_registry(kvc_peer_metrics_t *self) { return self->reg; }
+kvc_metrics_t *kvc_peer_metrics_registry(kvc_peer_metrics_t *self)
+{
+    return self->reg;
+}
 
 void kvc_peer_metrics_reject(kvc_peer_metrics_t *self, const char *reason)
 {
@@ -266,10 +287,10 @@ void kvc_peer_metrics_publish(kvc_peer_metrics_t *self, const kvc_swim_t *swim, 
     /* every site ever seen gets all four states, so a vanished count reads 0 */
     for (size_t k = 0; k < n_sites; k++)
         for (int st = 0; st < 4; st++)
-            kvc_metrics_set(self->members,
-                            (const char *[]){self->sites[k],
-                                             kvc_swim_state_name((kvc_swim_state_t)st)},
-                            counts[k][st]);
+            kvc_metrics_set(
+                self->members,
+                (const char *[]){self->sites[k], kvc_swim_state_name((kvc_swim_state_t)st)},
+                counts[k][st]);
     kvc_metrics_set(self->peers_up, NULL, peers_up);
 }
 
@@ -294,35 +315,6 @@ static double s_read(kvc_metrics_t *reg, const char *family, const char *label, 
     if (!m || kvc_metrics_read(m, label, value, &r) != 0)
         return 0;
     return r.value;
-}
-
-/* Reads a callback gauge by writing it: cheap, and keeps /proc parsing in one place. */
-static double s_proc_value(const char *which)
-{
-    double v = 0;
-    if (strcmp(which, "cpu") == 0) {
-        FILE *f = fopen("/proc/self/stat", "r");
-        if (f) {
-            char buf[1024];
-            size_t n = fread(buf, 1, sizeof buf - 1, f);
-            fclose(f);
-            buf[n] = '\0';
-            const char *p = strrchr(buf, ')');
-            unsigned long ut = 0, st = 0;
-            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-                            &st) == 2)
-                v = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-        }
-    } else {
-        FILE *f = fopen("/proc/self/statm", "r");
-        unsigned long size = 0, res = 0;
-        if (f) {
-            if (fscanf(f, "%lu %lu", &size, &res) == 2)
-                v = (double)res * (double)sysconf(_SC_PAGESIZE);
-            fclose(f);
-        }
-    }
-    return v;
 }
 
 /* Remembers a summary in the per-peer table (locked by caller). */
@@ -363,8 +355,9 @@ int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t 
     s.members_suspect = (uint32_t)s_read(self->reg, "kvc_membership_members", "state", "suspect");
     s.members_dead = (uint32_t)s_read(self->reg, "kvc_membership_members", "state", "dead");
     s.members_left = (uint32_t)s_read(self->reg, "kvc_membership_members", "state", "left");
-    s.cpu_seconds = s_proc_value("cpu");
-    s.rss_bytes = (uint64_t)s_proc_value("rss");
+    double cpu = s_cpu_seconds(), rss = s_rss_bytes();
+    s.cpu_seconds = cpu > 0 ? cpu : 0;
+    s.rss_bytes = rss > 0 ? (uint64_t)rss : 0;
     s.proxy_requests = (uint64_t)s_read(self->reg, "kvc_proxy_requests_total", NULL, NULL);
     s.proxy_errors = (uint64_t)s_read(self->reg, "kvc_proxy_errors_total", NULL, NULL);
     s_models_t ms = {.n = 0};
@@ -529,8 +522,7 @@ int kvc_peer_metrics_each(kvc_peer_metrics_t *self, uint64_t now_ms, kvc_peer_me
     pthread_mutex_lock(&self->lock);
     for (size_t i = 0; i < self->n_peers; i++) {
         const s_peer_t *p = &self->peers[i];
-        int fresh = kvc_summary_set_get(self->set, p->id, &(kvc_summary_t){0}) == 0 &&
-                    now_ms - p->heard_ms <= KVC_SUMMARY_STALE_MS;
+        int fresh = now_ms - p->heard_ms <= KVC_SUMMARY_STALE_MS;
         const void *pair[2] = {&p->cur, p->has_prev ? &p->prev : NULL};
         fn(arg, p->site, p->id, p->region, fresh, now_ms - p->heard_ms, pair);
     }

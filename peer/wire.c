@@ -11,9 +11,10 @@
 #include <string.h>
 
 static const char *s_reject_names[KVC_REJECT__COUNT] = {
-    "malformed",     "version",         "oversize",      "bad_sender",
-    "bad_credential", "foreign_federation", "expired",   "key_mismatch",
-    "sender_mismatch", "no_credential", "revoked",       "no_key",
+    "malformed",     "version",        "oversize",
+    "bad_sender",    "bad_credential", "foreign_federation",
+    "expired",       "key_mismatch",   "sender_mismatch",
+    "no_credential", "revoked",        "no_key",
 };
 
 const char *kvc_reject_name(kvc_reject_t reason)
@@ -23,31 +24,17 @@ const char *kvc_reject_name(kvc_reject_t reason)
     return s_reject_names[reason];
 }
 
-/* 1 if c may appear in a site or peer name. */
-static int s_name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-}
-
-/* Checks one part of a member id: [a-z0-9-]{1,63}, no '-' at either end. */
-static int s_valid_part(const char *s, size_t n)
-{
-    if (n == 0 || n >= KVC_NAME_MAX || s[0] == '-' || s[n - 1] == '-')
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!s_name_char(s[i]))
-            return 0;
-    return 1;
-}
-
 int kvc_wire_valid_member_id(const char *id)
 {
     if (!id)
         return 0;
     const char *slash = strchr(id, '/');
-    if (!slash)
+    if (!slash || (size_t)(slash - id) >= KVC_NAME_MAX)
         return 0;
-    return s_valid_part(id, (size_t)(slash - id)) && s_valid_part(slash + 1, strlen(slash + 1));
+    char site[KVC_NAME_MAX];
+    memcpy(site, id, (size_t)(slash - id));
+    site[slash - id] = '\0';
+    return kvc_config_valid_name(site) && kvc_config_valid_name(slash + 1);
 }
 
 /* Checks the sizes of the fields the daemon reads from a Hello. */
@@ -62,8 +49,7 @@ static int s_hello_ok(const Kvc__Fed__Hello *h)
     return 1;
 }
 
-int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out,
-                    kvc_reject_t *reason)
+int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out, kvc_reject_t *reason)
 {
     kvc_reject_t why = KVC_REJECT_MALFORMED;
     *out = NULL;
