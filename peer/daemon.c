@@ -1096,7 +1096,7 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
     return KVC_OK;
 }
 
-/* Answers one HTTP request (on an HTTP pool thread). Everything but the
+/* Answers one HTTP request (on its connection's thread). Everything but the
  * peer's own endpoints goes to the proxy, which is thread-safe. */
 static void s_http_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
 {

@@ -4,7 +4,7 @@
  * view /federate built from the summaries every peer gossips.
  *
  * Threads: the event loop owns the membership core and calls the "loop"
- * functions; HTTP pool threads call observe and serve. Nothing here lets an
+ * functions; HTTP connection threads call observe and serve. Nothing here lets an
  * HTTP thread touch the membership core: the loop publishes snapshots into
  * the thread-safe registry and summary set.
  */

@@ -17,6 +17,11 @@
 #include <sys/socket.h>
 #include <zlib.h>
 
+/* Each connection's thread stack. Handlers keep big data on the heap; 1 MiB
+ * keeps 1024 connections within 1 GiB of address space, which a 32-bit ARM
+ * gateway can spare (glibc's default would be 8 MiB each). */
+#define S_STACK_SIZE (1u << 20)
+
 struct kvc_http_server {
     struct MHD_Daemon *mhd;
     kvc_http_handler_fn handler;
@@ -112,8 +117,8 @@ size_t kvc_http_query_all(const kvc_http_req_t *req, const char *key, const char
 /* 1 if Accept-Encoding lists gzip without refusing it (q=0). */
 static int s_accepts_gzip(struct MHD_Connection *conn)
 {
-    const char *ae = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_ACCEPT_ENCODING);
+    const char *ae =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
     const char *g = ae ? strstr(ae, "gzip") : NULL;
     if (!g)
         return 0;
@@ -214,8 +219,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     s_req_state_t *st = *con_cls;
     if (!st) {
         /* First call: headers only. Refuse a declared oversize body now. */
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             char *end = NULL;
             unsigned long long n = strtoull(cl, &end, 10);
@@ -251,8 +256,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         .content_type =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
         .accept = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT),
-        .inference_header_length = MHD_lookup_connection_value(
-            conn, MHD_HEADER_KIND, "Inference-Header-Content-Length"),
+        .inference_header_length =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Inference-Header-Content-Length"),
         .body = (const uint8_t *)(st->body.data ? st->body.data : ""),
         .body_len = st->body.len,
         .conn = conn,
@@ -298,8 +303,8 @@ static int s_parse_listen(const char *listen, struct sockaddr_storage *addr, kvc
     int64_t port;
     if (kvc_parse_i64(colon + 1, 0, 65535, &port) != 0)
         return kvc_err_set(err, KVC_EINVAL, "http.listen: invalid port in \"%s\"", listen);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
     char ps[8];
     snprintf(ps, sizeof ps, "%d", (int)port);
@@ -327,20 +332,21 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
     self->handler = handler;
     self->arg = arg;
     self->opts = *opts;
-    if (!self->opts.threads)
-        self->opts.threads = 4;
+    if (!self->opts.max_connections)
+        self->opts.max_connections = 1024;
     if (!self->opts.timeout_s)
         self->opts.timeout_s = 30;
     if (!self->opts.max_response)
         self->opts.max_response = (size_t)256 << 20;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     self->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, self->opts.threads, MHD_OPTION_CONNECTION_TIMEOUT,
-        self->opts.timeout_s, MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_NOTIFY_COMPLETED,
-        s_completed, self, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, self->opts.timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+        self->opts.max_connections, MHD_OPTION_THREAD_STACK_SIZE, (size_t)S_STACK_SIZE,
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_END);
     if (!self->mhd) {
         kvc_err_set(err, KVC_EIO, "http.listen: cannot serve on %s (in use?)", listen);
         kvc_free(self);
@@ -351,7 +357,10 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
     return self;
 }
 
-uint16_t kvc_http_server_port(const kvc_http_server_t *self) { return self->port; }
+uint16_t kvc_http_server_port(const kvc_http_server_t *self)
+{
+    return self->port;
+}
 
 void kvc_http_server_destroy(kvc_http_server_t **self_p)
 {

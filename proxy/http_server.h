@@ -1,6 +1,13 @@
 /*
- * http_server.h - the proxy's HTTP front: libmicrohttpd with a thread pool,
- * whole bodies handed to one handler function, bounded by a maximum size.
+ * http_server.h - the proxy's HTTP front: libmicrohttpd with one thread per
+ * connection, whole bodies handed to one handler function, bounded by a
+ * maximum size.
+ *
+ * Handlers block (a predict waits for its model server, for seconds with a
+ * big model), so each connection gets its own thread: a slow call holds up
+ * only the connection it came on, never a health probe or a /metrics scrape
+ * on another connection (with a fixed pool of N threads, N slow calls used
+ * to stall every other client).
  *
  * The server owns sockets and threads and nothing else: routing, decoding
  * and answering are the handler's. Bodies over the limit are answered 413
@@ -19,13 +26,13 @@ typedef struct kvc_http_server kvc_http_server_t;
 /* One request; every pointer is valid only during the handler call. */
 typedef struct {
     const char *method;
-    const char *path;          /* without the query string */
-    const char *content_type;  /* NULL when absent */
-    const char *accept;        /* NULL when absent */
+    const char *path;                    /* without the query string */
+    const char *content_type;            /* NULL when absent */
+    const char *accept;                  /* NULL when absent */
     const char *inference_header_length; /* KServe binary extension, or NULL */
-    const uint8_t *body;       /* body_len bytes, followed by a NUL byte */
+    const uint8_t *body;                 /* body_len bytes, followed by a NUL byte */
     size_t body_len;
-    void *conn;                /* opaque; for kvc_http_header() */
+    void *conn; /* opaque; for kvc_http_header() */
 } kvc_http_req_t;
 
 /* The handler's answer. body is initialised empty with the server's
@@ -34,22 +41,23 @@ typedef struct {
     int status;
     char content_type[96];
     kvc_buf_t body;
-    char header_name[64];  /* one optional extra header, "" for none */
+    char header_name[64]; /* one optional extra header, "" for none */
     char header_value[64];
 } kvc_http_resp_t;
 
 typedef void (*kvc_http_handler_fn)(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp);
 
 typedef struct {
-    size_t max_body;      /* request bodies above this get 413 */
-    size_t max_response;  /* the handler's body buffer maximum */
-    unsigned threads;     /* thread pool size (default 4) */
-    unsigned timeout_s;   /* idle connection timeout (default 30) */
+    size_t max_body;          /* request bodies above this get 413 */
+    size_t max_response;      /* the handler's body buffer maximum */
+    unsigned max_connections; /* open connections, one thread each (default 1024) */
+    unsigned timeout_s;       /* idle connection timeout (default 30) */
 } kvc_http_opts_t;
 
 /*
  * Starts serving on listen ("HOST:PORT", port 0 = any free port). The
- * handler runs on pool threads, concurrently. NULL on failure with err set.
+ * handler runs on the connections' threads, concurrently. NULL on failure
+ * with err set.
  */
 kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t *opts,
                                        kvc_http_handler_fn handler, void *arg, kvc_err_t *err);

@@ -4,7 +4,7 @@
  * into tensors, calls the model's backend over gRPC (TF Serving Predict or
  * KServe ModelInfer), and answers in the client's format.
  *
- * Every request runs on an HTTP pool thread; the proxy's own state is
+ * Every request runs on its HTTP connection's thread; the proxy's own state is
  * read-only after kvc_proxy_new except the signature cache (locked inside)
  * and the gRPC client (thread-safe). Every failure becomes an HTTP status
  * with {"error": "..."}; nothing here may crash or leak on any body or any

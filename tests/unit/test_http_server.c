@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include <pthread.h>
+#include <time.h>
 #include <cmocka.h>
 #include <curl/curl.h>
 
@@ -78,7 +79,7 @@ static long s_request(uint16_t port, const char *method, const char *path, const
 
 static kvc_http_server_t *s_server(size_t max_body)
 {
-    kvc_http_opts_t opts = {.max_body = max_body, .threads = 4};
+    kvc_http_opts_t opts = {.max_body = max_body};
     kvc_err_t err;
     kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_echo, NULL, &err);
     assert_non_null(srv);
@@ -150,6 +151,85 @@ static void test_concurrent_clients(void **state)
         pthread_join(t[i], NULL);
     for (int i = 0; i < 8; i++)
         assert_int_equal(s_ok[i], 25);
+    kvc_http_server_destroy(&srv);
+}
+
+/* ---- A blocked handler holds up only its own connection ---------------- */
+
+#define S_BLOCKERS 12 /* more than the 4 pool threads the server once had */
+
+static pthread_mutex_t s_gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t s_gate_cv = PTHREAD_COND_INITIALIZER;
+static int s_entered; /* handlers waiting at the gate */
+static int s_open;    /* the gate: 1 lets them answer */
+static long s_blocked_status[S_BLOCKERS];
+
+/* /block waits until the test opens the gate (as a predict waits for a slow
+ * model server); anything else answers at once. */
+static void s_gated(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+{
+    if (strcmp(req->path, "/block") == 0) {
+        pthread_mutex_lock(&s_gate_mu);
+        s_entered++;
+        pthread_cond_broadcast(&s_gate_cv);
+        while (!s_open)
+            pthread_cond_wait(&s_gate_cv, &s_gate_mu);
+        pthread_mutex_unlock(&s_gate_mu);
+    }
+    resp->status = 200;
+    snprintf(resp->content_type, sizeof resp->content_type, "text/plain");
+    kvc_buf_printf(&resp->body, "%s", req->path);
+}
+
+static void *s_blocker(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    s_sink_t out;
+    s_blocked_status[i] = s_request(s_port, "GET", "/block", NULL, 0, 0, &out);
+    return NULL;
+}
+
+/* Waits (deadline 10 s) until n handlers are at the gate; returns how many are. */
+static int s_wait_entered(int n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&s_gate_mu);
+    while (s_entered < n && pthread_cond_timedwait(&s_gate_cv, &s_gate_mu, &until) == 0)
+        ;
+    int got = s_entered;
+    pthread_mutex_unlock(&s_gate_mu);
+    return got;
+}
+
+static void test_blocked_handlers_do_not_stall_others(void **state)
+{
+    kvc_http_opts_t opts = {.max_body = 1024};
+    kvc_err_t err;
+    kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_gated, NULL, &err);
+    assert_non_null(srv);
+    s_port = kvc_http_server_port(srv);
+    pthread_t t[S_BLOCKERS];
+    for (int i = 0; i < S_BLOCKERS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, s_blocker, (void *)(intptr_t)i), 0);
+    /* every blocked request has reached the handler at the same time ... */
+    assert_int_equal(s_wait_entered(S_BLOCKERS), S_BLOCKERS);
+    /* ... and another client still gets answered while all of them wait */
+    s_sink_t out;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(s_request(s_port, "GET", "/live", NULL, 0, 0, &out), 200);
+        assert_string_equal(out.data, "/live");
+    }
+    pthread_mutex_lock(&s_gate_mu);
+    assert_int_equal(s_open, 0); /* none of them could have answered yet */
+    s_open = 1;
+    pthread_cond_broadcast(&s_gate_cv);
+    pthread_mutex_unlock(&s_gate_mu);
+    for (int i = 0; i < S_BLOCKERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(s_blocked_status[i], 200);
+    }
     kvc_http_server_destroy(&srv);
 }
 
@@ -260,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_echo_and_errors),
         cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_concurrent_clients),
+        cmocka_unit_test(test_blocked_handlers_do_not_stall_others),
         cmocka_unit_test(test_gzip_when_asked),
         cmocka_unit_test(test_bad_listen),
     };
