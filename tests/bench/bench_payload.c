@@ -5,13 +5,25 @@
  * (PredictRequest / PredictResponse with tensor_content), next to the raw
  * tensor bytes, in MiB as the original table. Values are uniform floats in
  * [0, 1) from a fixed seed (token ids in [0, 30522) for BERT), so runs
- * repeat exactly. Protobuf sizes include the 5-byte gRPC frame prefix.
+ * repeat exactly; one more row holds YOLOv5's output with a real detector's
+ * value distribution (tests/interop/yolo_expect.h: box coordinates in
+ * pixels, then scores nearly all below 0.016, whose text is long).
+ * Protobuf sizes include the 5-byte gRPC frame prefix.
+ *
+ * A second table gives each response's size as TF Serving lays it out
+ * (RapidJSON's PrettyWriter: one value per line, 4-space indent), with the
+ * numbers written as the stand-in model server writes them: the byte count
+ * of tests/interop/model_server.py's REST answer for the same tensor.
  */
 #include "json_tensor.h"
 #include "tensor.h"
 #include "tensor_pb.h"
+#include "numfmt.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
 
+#include "../interop/yolo_expect.h"
+
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -95,6 +107,108 @@ static size_t s_proto(const kvc_tensor_t *t, const char *model, int request)
     return n + 5; /* gRPC frame prefix */
 }
 
+/*
+ * Writes v as numpy's str() writes a float32 (model_server.py's _float_json):
+ * the shortest digits that read back to v, positional when 1e-4 <= |v| <
+ * 1e16 ("0.00012345", "3.0", "-0.0"), else scientific with a signed exponent
+ * of at least two digits ("1e-06", "1.5e+16"); NaN and infinities as TF
+ * Serving. buf needs KVC_NUMFMT_MAX bytes; returns the length (no NUL).
+ */
+static size_t s_numpy_float(float v, char *buf)
+{
+    if (!isfinite(v))
+        return kvc_numfmt_write_float(v, buf); /* NaN, Infinity, -Infinity */
+    char *p = buf;
+    if (signbit(v))
+        *p++ = '-';
+    if (v == 0.0f) {
+        memcpy(p, "0.0", 3);
+        return (size_t)(p - buf) + 3;
+    }
+    uint64_t digits;
+    int e10;
+    kvc_numfmt_shortest_float(v, &digits, &e10);
+    char d[24];
+    int n = snprintf(d, sizeof d, "%llu", (unsigned long long)digits);
+    int point = n + e10; /* |v| = 0.d * 10^point */
+    double a = fabs((double)v);
+    if (a >= 1e-4 && a < 1e16) {
+        if (point <= 0) {
+            memcpy(p, "0.", 2);
+            p += 2;
+            memset(p, '0', (size_t)-point);
+            p += -point;
+            memcpy(p, d, (size_t)n);
+            p += n;
+        } else if (point < n) {
+            memcpy(p, d, (size_t)point);
+            p += point;
+            *p++ = '.';
+            memcpy(p, d + point, (size_t)(n - point));
+            p += n - point;
+        } else {
+            memcpy(p, d, (size_t)n);
+            p += n;
+            memset(p, '0', (size_t)(point - n));
+            p += point - n;
+            memcpy(p, ".0", 2);
+            p += 2;
+        }
+        return (size_t)(p - buf);
+    }
+    *p++ = d[0];
+    if (n > 1) {
+        *p++ = '.';
+        memcpy(p, d + 1, (size_t)(n - 1));
+        p += n - 1;
+    }
+    int x = point - 1;
+    p += snprintf(p, 6, "e%c%02d", x < 0 ? '-' : '+', x < 0 ? -x : x);
+    return (size_t)(p - buf);
+}
+
+/*
+ * Bytes of model_server.py's _pretty_json() for nd dimensions of float32
+ * values starting at *v (advanced past them): "[\n", items each on its own
+ * line indented 4 * (level + 1), ",\n" between them, "\n", the closing
+ * bracket indented 4 * level.
+ */
+static size_t s_pretty_size(const float **v, const int64_t *shape, int nd, int level)
+{
+    if (nd == 0) {
+        char b[KVC_NUMFMT_MAX];
+        return s_numpy_float(*(*v)++, b);
+    }
+    if (shape[0] == 0)
+        return 2;
+    size_t n = 2 + 1 + 4 * (size_t)level + 1 + 2 * (size_t)(shape[0] - 1);
+    for (int64_t i = 0; i < shape[0]; i++)
+        n += 4 * (size_t)(level + 1) + s_pretty_size(v, shape + 1, nd - 1, level + 1);
+    return n;
+}
+
+/* The whole REST answer: {"predictions": ...} with TF Serving's layout. */
+static size_t s_pretty_response(kvc_tensor_t *t)
+{
+    const float *v = kvc_tensor_data(t);
+    /* '{\n    "predictions": ' ... '\n}' */
+    return 21 + s_pretty_size(&v, kvc_tensor_shape(t), kvc_tensor_ndim(t), 1) + 2;
+}
+
+/* YOLOv5's output as the stand-in server answers an input of mean 0.5. */
+static kvc_tensor_t *s_yolo_tensor(void)
+{
+    kvc_tensor_limits_t lim = {1ull << 30, 1ull << 32};
+    const int64_t shape[] = {1, YOLO_EXPECT_ROWS, YOLO_EXPECT_COLS};
+    kvc_tensor_t *t = kvc_tensor_new("output0", KVC_DT_FLOAT, &lim);
+    if (!t || kvc_tensor_alloc(t, shape, 3) != 0) {
+        kvc_tensor_destroy(&t);
+        return NULL;
+    }
+    yolo_expect_fill(0.5, kvc_tensor_data(t));
+    return t;
+}
+
 int main(void)
 {
     static const struct {
@@ -110,26 +224,54 @@ int main(void)
         {"yolov5", "images", "output0", KVC_DT_FLOAT, {1, 640, 640, 3}, 4, {1, 25200, 85}, 3},
         {"bert", "input_ids", "logits", KVC_DT_INT32, {1, 500}, 2, {1, 2}, 2},
     };
+    /* Responses, for the second table: model, values, compact JSON, pretty, protobuf. */
+    struct {
+        const char *model, *values;
+        size_t js, pretty, pb;
+    } resp[5];
+    size_t nresp = 0;
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     printf("| model | tensor | raw MiB | JSON MiB | protobuf MiB | protobuf over raw | protobuf vs "
            "JSON |\n");
     printf("|---|---|---|---|---|---|---|\n");
-    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
-        for (int dir = 0; dir < 2; dir++) {
+    for (size_t i = 0; i <= sizeof m / sizeof m[0]; i++) {
+        int extra = i == sizeof m / sizeof m[0]; /* the detector-like YOLOv5 output */
+        for (int dir = extra; dir < 2; dir++) {
             int req = dir == 0;
+            const char *model = extra ? "yolov5" : m[i].model;
             kvc_tensor_t *t =
-                req ? s_tensor(m[i].in, m[i].in_dt, m[i].in_shape, m[i].in_nd, &seed)
-                    : s_tensor(m[i].out, KVC_DT_FLOAT, m[i].out_shape, m[i].out_nd, &seed);
+                extra ? s_yolo_tensor()
+                : req ? s_tensor(m[i].in, m[i].in_dt, m[i].in_shape, m[i].in_nd, &seed)
+                      : s_tensor(m[i].out, KVC_DT_FLOAT, m[i].out_shape, m[i].out_nd, &seed);
             if (!t)
                 return 1;
             size_t raw = kvc_tensor_nbytes(t);
-            size_t pb = s_proto(t, m[i].model, req);
+            size_t pb = s_proto(t, model, req);
+            size_t pretty = req ? 0 : s_pretty_response(t);
             size_t js = s_json(&t, req);
-            printf("| %s | %s | %.3f | %.3f | %.3f | %+.3f%% | %+.1f%% |\n", m[i].model,
-                   req ? "input" : "output", raw / 1048576.0, js / 1048576.0, pb / 1048576.0,
+            const char *what = req ? "input" : extra ? "output, detector-like" : "output";
+            printf("| %s | %s | %.3f | %.3f | %.3f | %+.3f%% | %+.1f%% |\n", model, what,
+                   raw / 1048576.0, js / 1048576.0, pb / 1048576.0,
                    100.0 * ((double)pb - (double)raw) / (double)raw,
                    100.0 * ((double)pb / (double)js - 1.0));
+            if (!req) {
+                resp[nresp].model = model;
+                resp[nresp].values = extra ? "detector-like" : "uniform [0, 1)";
+                resp[nresp].js = js;
+                resp[nresp].pretty = pretty;
+                resp[nresp].pb = pb;
+                nresp++;
+            }
         }
     }
+    printf("\nResponses as TF Serving lays them out (RapidJSON PrettyWriter, one value per line,\n"
+           "4-space indent; numbers as the stand-in model server writes them):\n\n");
+    printf("| model | output values | our JSON MiB | PrettyWriter layout MiB | protobuf MiB | "
+           "protobuf vs PrettyWriter |\n");
+    printf("|---|---|---|---|---|---|\n");
+    for (size_t i = 0; i < nresp; i++)
+        printf("| %s | %s | %.3f | %.3f | %.3f | %+.1f%% |\n", resp[i].model, resp[i].values,
+               resp[i].js / 1048576.0, resp[i].pretty / 1048576.0, resp[i].pb / 1048576.0,
+               100.0 * ((double)resp[i].pb / (double)resp[i].pretty - 1.0));
     return 0;
 }

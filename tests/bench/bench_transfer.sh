@@ -15,7 +15,8 @@
 # have their own 1 Gbit/s and a unary request's upload and answer do not
 # overlap, so this is the time the link was busy for that request.
 #
-# usage: tests/bench/bench_transfer.sh BUILD_DIR   (KVCB_RUNS=N, default 10)
+# usage: tests/bench/bench_transfer.sh BUILD_DIR   (KVCB_RUNS=N, default 10;
+#        KVCB_MODELS="yolov5 bert" measures only those shapes, default all four)
 # Needs root and `ip netns`; otherwise prints "skipped: ..." and exits 0.
 # Cleans up every process and namespace it made (trap), bounds every loop.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
@@ -26,6 +27,14 @@ KVC="$build/kvc"
 PEER="$build/kvc-peer"
 PY=/usr/bin/python3
 RUNS=${KVCB_RUNS:-10}
+MODELS=${KVCB_MODELS:-mobilenet inception yolov5 bert}
+for m in $MODELS; do
+    case "$m" in
+    mobilenet | inception | yolov5 | bert) ;;
+    *) echo "bench_transfer: KVCB_MODELS: unknown model '$m' (mobilenet inception yolov5 bert)" >&2; exit 2 ;;
+    esac
+done
+[ -n "${MODELS// /}" ] || { echo "bench_transfer: KVCB_MODELS names no model" >&2; exit 2; }
 RATE_BPS=1000000000
 skip() {
     echo "bench_transfer: skipped: $*"
@@ -95,7 +104,7 @@ kvcb_wait 30 "${PIDS[1]}" http_of ||
 HTTP=$(http_of)
 
 # Request bodies: JSON as a Python client writes it, and a photo-like JPEG.
-for m in mobilenet inception yolov5 bert; do "$PY" "$here/transfer_client.py" gen "$m" "$T/$m.json"; done
+for m in $MODELS; do "$PY" "$here/transfer_client.py" gen "$m" "$T/$m.json"; done
 JPEG=""
 if ${CC:-clang} -O2 -o "$T/mkjpeg" "$here/mkjpeg.c" -lturbojpeg -lm 2>"$T/cc.log" &&
     "$T/mkjpeg" "$T/photo.jpg" 1280 960 90; then
@@ -109,7 +118,7 @@ measure() { # LABEL URL BODY CTYPE
         --url "$2" --body "$3" --ctype "$4" --dev "$VE" --runs "$RUNS" --warmup 2 \
         --max-seconds 150 >>"$T/results.jsonl"
 }
-for m in mobilenet inception yolov5 bert; do
+for m in $MODELS; do
     measure "$m/A" "http://$NET.2:$REST/v1/models/$m:predict" "$T/$m.json" application/json
     measure "$m/B" "http://$HTTP/v1/models/$m:predict" "$T/$m.json" application/json
     if [ -n "$JPEG" ] && [ "$m" != bert ]; then

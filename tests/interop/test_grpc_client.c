@@ -38,6 +38,7 @@
 #include "tensorflow_serving/apis/get_model_metadata.pb-c.h"
 #include "tensorflow_serving/apis/get_model_status.pb-c.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
+#include "yolo_expect.h"
 
 extern char **environ;
 
@@ -461,12 +462,6 @@ static float *s_yolo_input(void)
     return x;
 }
 
-/* output0[0,i,k] = m + k + (i % 80) / 8 with m = 0.5. */
-static float s_yolo_expect(int i, int k)
-{
-    return (float)(0.5 + (double)k + (double)(i % 80) / 8);
-}
-
 static void test_yolov5_predict(void **state)
 {
     fixture_t *fx = *state;
@@ -484,15 +479,34 @@ static void test_yolov5_predict(void **state)
         s_predict_ok(fx->client, fx->srv.base, req, len, &res);
     const int64_t oshape[] = {1, 25200, 85};
     const float *got = s_check_float_tensor(s_output(r, "output0"), oshape, 3, 25200 * 85);
-    assert_true(got[0] == 0.5f);
-    assert_true(got[84] == 84.5f);
-    assert_true(got[1 * 85 + 0] == 0.625f);
-    assert_true(got[81 * 85 + 3] == s_yolo_expect(81, 3));
-    assert_true(got[81 * 85 + 3] == 3.625f);
-    assert_true(got[25199 * 85 + 84] == 94.375f);
-    for (int i = 0; i < 25200; i += 997)
-        for (int k = 0; k < 85; k += 7)
-            assert_true(got[i * 85 + k] == s_yolo_expect(i, k));
+    /* Every value, recomputed from the formula (the mean is exactly 0.5). */
+    uint64_t seed = yolo_expect_seed(0.5);
+    for (uint32_t i = 0; i < 25200; i++)
+        for (uint32_t k = 0; k < 85; k++) {
+            float want = yolo_expect_at(seed, i, k);
+            if (memcmp(&got[i * 85 + k], &want, sizeof want) != 0) {
+                fprintf(stderr, "output0[%u,%u]: got %.9g want %.9g\n", i, k, got[i * 85 + k],
+                        want);
+                fail();
+            }
+        }
+    /* And it looks like a detector's head: boxes in pixels around their cell
+     * (the last row is the bottom-right 20x20 cell, stride 32), scores small
+     * except in the few rows that hold an object. */
+    assert_true(got[25199 * 85 + 0] >= 19 * 32 - 16 && got[25199 * 85 + 0] < 21 * 32 - 16);
+    assert_true(got[25199 * 85 + 1] >= 19 * 32 - 16 && got[25199 * 85 + 1] < 21 * 32 - 16);
+    size_t objects = 0, small = 0;
+    for (size_t i = 0; i < 25200; i++) {
+        const float *row = got + i * 85;
+        assert_true(row[2] > 2.0f && row[2] < 840.0f && row[3] > 3.0f && row[3] < 734.0f);
+        objects += row[4] >= 0.5f;
+        for (int k = 4; k < 85; k++) {
+            assert_true(row[k] > 1e-6f && row[k] <= 1.0f);
+            small += row[k] < 0.02f;
+        }
+    }
+    assert_true(objects > 50 && objects < 150); /* 1 row in 256 on average */
+    assert_true(small == 25200 * 81 - 2 * objects);
     tensorflow__serving__predict_response__free_unpacked(r, NULL);
     kvc_grpc_result_free(&res);
     kvc_free(req);
