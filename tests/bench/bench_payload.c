@@ -12,8 +12,9 @@
  *
  * A second table gives each response's size as TF Serving lays it out
  * (RapidJSON's PrettyWriter: one value per line, 4-space indent), with the
- * numbers written as the stand-in model server writes them: the byte count
- * of tests/interop/model_server.py's REST answer for the same tensor.
+ * numbers written as TF Serving writes them (six digits when they read back,
+ * else nine), which is also the byte count of tests/interop/model_server.py's
+ * REST answer for the same tensor.
  */
 #include "json_tensor.h"
 #include "tensor.h"
@@ -24,6 +25,7 @@
 #include "../interop/yolo_expect.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -108,63 +110,24 @@ static size_t s_proto(const kvc_tensor_t *t, const char *model, int request)
 }
 
 /*
- * Writes v as numpy's str() writes a float32 (model_server.py's _float_json):
- * the shortest digits that read back to v, positional when 1e-4 <= |v| <
- * 1e16 ("0.00012345", "3.0", "-0.0"), else scientific with a signed exponent
- * of at least two digits ("1e-06", "1.5e+16"); NaN and infinities as TF
- * Serving. buf needs KVC_NUMFMT_MAX bytes; returns the length (no NUL).
+ * Writes v as TF Serving's REST API does (WriteDecimal in json_tensor.cc,
+ * mirrored by model_server.py's _float_json): "%g" (six significant digits)
+ * when that reads back to v, else "%.9g"; ".0" appended when there is
+ * neither a '.' nor an exponent; NaN and infinities as TF Serving. buf needs
+ * KVC_NUMFMT_MAX bytes; returns the length (no NUL).
  */
-static size_t s_numpy_float(float v, char *buf)
+static size_t s_tfs_float(float v, char *buf)
 {
     if (!isfinite(v))
         return kvc_numfmt_write_float(v, buf); /* NaN, Infinity, -Infinity */
-    char *p = buf;
-    if (signbit(v))
-        *p++ = '-';
-    if (v == 0.0f) {
-        memcpy(p, "0.0", 3);
-        return (size_t)(p - buf) + 3;
+    int n = snprintf(buf, KVC_NUMFMT_MAX, "%g", (double)v);
+    if (strtof(buf, NULL) != v)
+        n = snprintf(buf, KVC_NUMFMT_MAX, "%.9g", (double)v);
+    if (!strchr(buf, '.') && !strchr(buf, 'e')) {
+        memcpy(buf + n, ".0", 3);
+        n += 2;
     }
-    uint64_t digits;
-    int e10;
-    kvc_numfmt_shortest_float(v, &digits, &e10);
-    char d[24];
-    int n = snprintf(d, sizeof d, "%llu", (unsigned long long)digits);
-    int point = n + e10; /* |v| = 0.d * 10^point */
-    double a = fabs((double)v);
-    if (a >= 1e-4 && a < 1e16) {
-        if (point <= 0) {
-            memcpy(p, "0.", 2);
-            p += 2;
-            memset(p, '0', (size_t)-point);
-            p += -point;
-            memcpy(p, d, (size_t)n);
-            p += n;
-        } else if (point < n) {
-            memcpy(p, d, (size_t)point);
-            p += point;
-            *p++ = '.';
-            memcpy(p, d + point, (size_t)(n - point));
-            p += n - point;
-        } else {
-            memcpy(p, d, (size_t)n);
-            p += n;
-            memset(p, '0', (size_t)(point - n));
-            p += point - n;
-            memcpy(p, ".0", 2);
-            p += 2;
-        }
-        return (size_t)(p - buf);
-    }
-    *p++ = d[0];
-    if (n > 1) {
-        *p++ = '.';
-        memcpy(p, d + 1, (size_t)(n - 1));
-        p += n - 1;
-    }
-    int x = point - 1;
-    p += snprintf(p, 6, "e%c%02d", x < 0 ? '-' : '+', x < 0 ? -x : x);
-    return (size_t)(p - buf);
+    return (size_t)n;
 }
 
 /*
@@ -177,7 +140,7 @@ static size_t s_pretty_size(const float **v, const int64_t *shape, int nd, int l
 {
     if (nd == 0) {
         char b[KVC_NUMFMT_MAX];
-        return s_numpy_float(*(*v)++, b);
+        return s_tfs_float(*(*v)++, b);
     }
     if (shape[0] == 0)
         return 2;
@@ -265,7 +228,8 @@ int main(void)
         }
     }
     printf("\nResponses as TF Serving lays them out (RapidJSON PrettyWriter, one value per line,\n"
-           "4-space indent; numbers as the stand-in model server writes them):\n\n");
+           "4-space indent; numbers as TF Serving writes them: 6 digits, or 9 where 6 do not read "
+           "back):\n\n");
     printf("| model | output values | our JSON MiB | PrettyWriter layout MiB | protobuf MiB | "
            "protobuf vs PrettyWriter |\n");
     printf("|---|---|---|---|---|---|\n");

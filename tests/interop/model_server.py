@@ -822,13 +822,25 @@ class Server:
 # ---- REST (TF Serving JSON) ---------------------------------------------------
 
 def _float_json(arr):
-    """float32 values in their shortest round-trip form, as TF Serving writes
-    them; NaN and infinities as TF Serving's JSON does."""
-    s = arr.astype(str)
-    s = np.where(s == "nan", "NaN", s)
-    s = np.where(s == "inf", "Infinity", s)
-    s = np.where(s == "-inf", "-Infinity", s)
-    return s
+    """float32 values as TF Serving's REST API writes them (WriteDecimal in
+    tensorflow_serving/util/json_tensor.cc): six significant digits, printf
+    "%g" style (absl::StrCat), when that reads back to the same float32,
+    otherwise "%.9g" (max_digits10); ".0" appended when the text has neither
+    a '.' nor an exponent; NaN, Infinity, -Infinity for the rest."""
+    flat = np.asarray(arr, dtype=np.float32).ravel()
+    wide = flat.astype(np.float64)
+    s = np.char.mod("%g", wide).astype("<U16")  # "%.9g" needs up to 15
+    finite = np.isfinite(flat)
+    with np.errstate(invalid="ignore"):
+        lossy = finite & (s.astype(np.float64).astype(np.float32) != flat)
+    if lossy.any():
+        s[lossy] = np.char.mod("%.9g", wide[lossy])
+    bare = finite & (np.char.find(s, ".") < 0) & (np.char.find(s, "e") < 0)
+    s[bare] = np.char.add(s[bare], ".0")
+    s[np.isnan(flat)] = "NaN"
+    s[np.isposinf(flat)] = "Infinity"
+    s[np.isneginf(flat)] = "-Infinity"
+    return s.reshape(np.shape(arr))
 
 
 def _pretty_json(strs, level):

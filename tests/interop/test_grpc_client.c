@@ -1190,6 +1190,17 @@ static void test_rest_predict_and_status(void **state)
     /* laid out as TF Serving's PrettyWriter writes it */
     assert_string_equal(body.data, "{\n    \"predictions\": [\n        [\n            124.75,\n"
                                    "            499.0\n        ]\n    ]\n}");
+    /* numbers as TF Serving writes them: 1234.567f does not read back from
+     * six digits ("1234.57"), so nine ("1234.56702"), never the shortest */
+    kvc_buf_reset(&req);
+    assert_int_equal(kvc_buf_printf(&req, "{\"instances\": [[2536"), 0);
+    for (int i = 1; i < 500; i++)
+        assert_int_equal(kvc_buf_printf(&req, ",2469"), 0);
+    assert_int_equal(kvc_buf_printf(&req, "]]}"), 0);
+    kvc_buf_reset(&body);
+    assert_int_equal(s_rest(&fx->srv, "/v1/models/bert:predict", req.data, &body), 200);
+    assert_string_equal(body.data, "{\n    \"predictions\": [\n        [\n            1234.56702,\n"
+                                   "            67.0\n        ]\n    ]\n}");
     kvc_buf_reset(&body);
     assert_int_equal(s_rest(&fx->srv, "/v1/models/bert/versions/3:predict", req.data, &body), 404);
     assert_string_equal(body.data,
