@@ -1,7 +1,7 @@
 /*
  * bench_model_server - a fast TF Serving stand-in for throughput
- * benchmarks: tensorflow.serving.PredictionService/Predict for the model
- * "bert" only, on gRPC C++ (the gRPC core TF Serving itself is built on),
+ * benchmarks: tensorflow.serving.PredictionService (Predict and
+ * GetModelMetadata) for the model "bert" only, on gRPC C++ (the gRPC core TF Serving itself is built on),
  * so that a proxy's requests/s is measured against a backend that is not
  * the bottleneck. tests/interop/model_server.py (Python grpcio) tops out
  * near 4000 requests/s on this machine, which is where every proxy in
@@ -16,8 +16,9 @@
  * bert (model_server.py's other models and echo are not served here) or a
  * version other than 1 is NOT_FOUND; a version label, another signature,
  * a wrong input name, dtype, shape or value count, or an output filter
- * other than "logits" is INVALID_ARGUMENT. GetModelMetadata is not
- * implemented (UNIMPLEMENTED).
+ * other than "logits" is INVALID_ARGUMENT. GetModelMetadata answers the
+ * signature_def as model_server.py does: kvc's proxy reads it (once, then
+ * cached) to name and type the unnamed "instances" of a REST request.
  *
  * Usage: bench_model_server [--host 127.0.0.1] [--grpc-port 0]
  *            [--port-file FILE] [--exit-with-parent]
@@ -153,12 +154,10 @@ grpc::Status s_read_ids(const tensorflow::TensorProto &t, int64_t *ids)
     return grpc::Status::OK;
 }
 
-/* model_server.py's Predict for bert: checks the request, computes the
- * logits into *resp. Never reads past what the request holds. */
-grpc::Status s_predict(const tensorflow::serving::PredictRequest &req,
-                       tensorflow::serving::PredictResponse *resp)
+/* model_server.py's checks of a request's model_spec: a version label or
+ * another signature is INVALID_ARGUMENT, another model or version NOT_FOUND. */
+grpc::Status s_check_spec(const tensorflow::serving::ModelSpec &spec)
 {
-    const tensorflow::serving::ModelSpec &spec = req.model_spec();
     if (spec.version_choice_case() == tensorflow::serving::ModelSpec::kVersionLabel)
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             "version labels are not configured");
@@ -173,13 +172,32 @@ grpc::Status s_predict(const tensorflow::serving::PredictRequest &req,
         return grpc::Status(grpc::StatusCode::NOT_FOUND,
                             "Servable not found for request: Specific(" + spec.name() + ", " +
                                 std::to_string(spec.version().value()) + ")");
+    return grpc::Status::OK;
+}
+
+/* Sets the model_spec of an answer as model_server.py does. */
+void s_fill_spec(tensorflow::serving::ModelSpec *out)
+{
+    out->set_name(S_MODEL);
+    out->mutable_version()->set_value(S_VERSION);
+    out->set_signature_name(S_SIGNATURE);
+}
+
+/* model_server.py's Predict for bert: checks the request, computes the
+ * logits into *resp. Never reads past what the request holds. */
+grpc::Status s_predict(const tensorflow::serving::PredictRequest &req,
+                       tensorflow::serving::PredictResponse *resp)
+{
+    grpc::Status st = s_check_spec(req.model_spec());
+    if (!st.ok())
+        return st;
     auto in = req.inputs().find(S_INPUT);
     if (req.inputs().size() != 1 || in == req.inputs().end())
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             std::string("model bert expects exactly one input named '") + S_INPUT +
                                 "'");
     int64_t ids[S_IDS];
-    grpc::Status st = s_read_ids(in->second, ids);
+    st = s_read_ids(in->second, ids);
     if (!st.ok())
         return st;
     for (const std::string &f : req.output_filter())
@@ -201,10 +219,7 @@ grpc::Status s_predict(const tensorflow::serving::PredictRequest &req,
         static_cast<float>(static_cast<double>(static_cast<int64_t>(sum)) / 1000),
         static_cast<float>(static_cast<double>(span))};
 
-    tensorflow::serving::ModelSpec *out_spec = resp->mutable_model_spec();
-    out_spec->set_name(S_MODEL);
-    out_spec->mutable_version()->set_value(S_VERSION);
-    out_spec->set_signature_name(S_SIGNATURE);
+    s_fill_spec(resp->mutable_model_spec());
     tensorflow::TensorProto &out = (*resp->mutable_outputs())[S_OUTPUT];
     out.set_dtype(tensorflow::DT_FLOAT);
     out.mutable_tensor_shape()->add_dim()->set_size(1);
@@ -220,6 +235,39 @@ grpc::Status s_predict(const tensorflow::serving::PredictRequest &req,
     return grpc::Status::OK;
 }
 
+/* Describes one tensor of the signature as model_server.py does: NAME:0,
+ * the batch dimension -1. */
+void s_tensor_info(google::protobuf::Map<std::string, tensorflow::TensorInfo> *coll,
+                   const char *name, tensorflow::DataType dtype, int64_t width)
+{
+    tensorflow::TensorInfo &info = (*coll)[name];
+    info.set_name(std::string(name) + ":0");
+    info.set_dtype(dtype);
+    info.mutable_tensor_shape()->add_dim()->set_size(-1);
+    info.mutable_tensor_shape()->add_dim()->set_size(width);
+}
+
+/* model_server.py's GetModelMetadata for bert (signature_def only): kvc's
+ * proxy asks it once per backend to learn the input's name and dtype. */
+grpc::Status s_metadata(const tensorflow::serving::GetModelMetadataRequest &req,
+                        tensorflow::serving::GetModelMetadataResponse *resp)
+{
+    grpc::Status st = s_check_spec(req.model_spec());
+    if (!st.ok())
+        return st;
+    if (req.metadata_field_size() != 1 || req.metadata_field(0) != "signature_def")
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "Metadata field is not supported (only signature_def)");
+    s_fill_spec(resp->mutable_model_spec());
+    tensorflow::serving::SignatureDefMap map;
+    tensorflow::SignatureDef &sig = (*map.mutable_signature_def())[S_SIGNATURE];
+    sig.set_method_name("tensorflow/serving/predict");
+    s_tensor_info(sig.mutable_inputs(), S_INPUT, tensorflow::DT_INT32, S_IDS);
+    s_tensor_info(sig.mutable_outputs(), S_OUTPUT, tensorflow::DT_FLOAT, 2);
+    (*resp->mutable_metadata())["signature_def"].PackFrom(map);
+    return grpc::Status::OK;
+}
+
 /* Callback API: the answer is computed on gRPC's own thread, no hand-off. */
 class s_service_t final : public tensorflow::serving::PredictionService::CallbackService
 {
@@ -229,6 +277,16 @@ class s_service_t final : public tensorflow::serving::PredictionService::Callbac
     {
         grpc::ServerUnaryReactor *r = ctx->DefaultReactor();
         r->Finish(s_predict(*req, resp));
+        return r;
+    }
+
+    grpc::ServerUnaryReactor *
+    GetModelMetadata(grpc::CallbackServerContext *ctx,
+                     const tensorflow::serving::GetModelMetadataRequest *req,
+                     tensorflow::serving::GetModelMetadataResponse *resp) override
+    {
+        grpc::ServerUnaryReactor *r = ctx->DefaultReactor();
+        r->Finish(s_metadata(*req, resp));
         return r;
     }
 };
@@ -253,8 +311,8 @@ bool s_write_port_file(const char *path, int port)
 int main(int argc, char **argv)
 {
     if (argc == 1) {
-        printf("bench_model_server: skipped (a model server for tests/bench/bench_overhead.sh, "
-               "not a benchmark)\n");
+        printf("bench_model_server: skipped: a model server for tests/bench/bench_overhead.sh, "
+               "not a benchmark\n");
         return 0;
     }
     s_args_t args;

@@ -2,12 +2,13 @@
 """Checks the stand-ins bench_overhead.sh measures against, so its figures
 compare like with like:
 
-  * bench_model_server (gRPC C++) answers every Predict below exactly as
-    tests/interop/model_server.py (grpcio) does: the same status code, and
-    on success the same PredictResponse (model_spec, logits dtype, shape
-    and bytes). The requests cover both dtypes, both value encodings
-    (tensor_content, int_val/int64_val), values that wrap int64 sums, and
-    each way a request can be wrong.
+  * bench_model_server (gRPC C++) answers every Predict and
+    GetModelMetadata below exactly as tests/interop/model_server.py
+    (grpcio) does: the same status code, and on success the same response
+    (model_spec, logits dtype, shape and bytes; the signature_def). The
+    Predicts cover both dtypes, both value encodings (tensor_content,
+    int_val/int64_val), values that wrap int64 sums, and each way a request
+    can be wrong.
   * python_proxy.py and flask_proxy.py, pointed at bench_model_server,
     answer the benchmark's BERT body with the right predictions.
 
@@ -138,10 +139,30 @@ def requests(predict_pb2):
     return cases
 
 
-def call(stub, r):
+def metadata_requests(meta_pb2):
+    """(label, GetModelMetadataRequest) pairs: kvc's proxy asks for signature_def."""
+    def req(name="bert", fields=("signature_def",)):
+        r = meta_pb2.GetModelMetadataRequest()
+        r.model_spec.name = name
+        r.metadata_field.extend(fields)
+        return r
+
+    r = req()
+    r.model_spec.version.value = 2
+    return [
+        ("metadata signature_def", req()),
+        ("metadata unknown model", req(name="nope")),
+        ("metadata version 2", r),
+        ("metadata no field", req(fields=())),
+        ("metadata other field", req(fields=("nope",))),
+        ("metadata two fields", req(fields=("signature_def", "signature_def"))),
+    ]
+
+
+def call(method, r):
     import grpc
     try:
-        return "OK", stub.Predict(r, timeout=10)
+        return "OK", method(r, timeout=10)
     except grpc.RpcError as e:
         return e.code().name, None
 
@@ -183,15 +204,31 @@ def main():
 
         pyproxy_lib.generate(tmp)
         import grpc
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+        from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2,
+                                             prediction_service_pb2_grpc)
         stubs = {}
         for name, port in (("cxx", cxx_port), ("py", py_port)):
             ch = grpc.insecure_channel("127.0.0.1:%d" % port)
             stubs[name] = prediction_service_pb2_grpc.PredictionServiceStub(ch)
 
-        for label, r in requests(predict_pb2):
-            want_code, want = call(stubs["py"], r)
-            got_code, got = call(stubs["cxx"], r)
+        cases = [(label, "Predict", r) for label, r in requests(predict_pb2)]
+        cases += [(label, "GetModelMetadata", r)
+                  for label, r in metadata_requests(get_model_metadata_pb2)]
+        def unpacked(resp):
+            """A metadata answer with its Any values opened (compared as messages,
+            not as bytes); other answers as they are."""
+            if not isinstance(resp, get_model_metadata_pb2.GetModelMetadataResponse):
+                return resp
+            out = {"model_spec": resp.model_spec}
+            for k, v in resp.metadata.items():
+                m = get_model_metadata_pb2.SignatureDefMap()
+                out[k] = (v.type_url, m if v.Unpack(m) else None)
+            return out
+
+        for label, method, r in cases:
+            want_code, want = call(getattr(stubs["py"], method), r)
+            got_code, got = call(getattr(stubs["cxx"], method), r)
+            want, got = unpacked(want), unpacked(got)
             if got_code != want_code or got != want:
                 failures.append("%s: model_server.py %s %s, bench_model_server %s %s"
                                 % (label, want_code, want, got_code, got))
