@@ -112,7 +112,7 @@ echo "### (b) size of the federated view for 100 sites"
 echo
 "$build/tests/bench/bench_federate_size" "$T/fs"
 echo
-echo "| view | raw bytes | gzip -6 bytes (what a gzip-serving /federate would send; kvc-peer does not compress today) | gzip under 100 KB |"
+echo "| view | raw bytes | gzip -6 bytes (what /federate sends to a client that asks for gzip, as Prometheus does) | gzip under 100 KB |"
 echo "|---|---|---|---|"
 for f in 1x-idle 3x-idle 1x-traffic 3x-traffic; do
     raw=$(wc -c <"$T/fs-$f.txt")
