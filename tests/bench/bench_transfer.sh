@@ -10,6 +10,11 @@
 #      the link (the baseline: forwarding JSON inside the cluster);
 #   B  the same JSON to kvc's proxy, which sends protobuf across the link;
 #   C  a 1280x960 photo-like JPEG (quality 90) to the proxy's :predict.
+# yolov5_u8 is YOLOv5 exported with a uint8 image input (normalised in the
+# graph): its A and B send bytes as JSON integers, and its C is the image
+# path for such a model, the proxy sending the resized pixels as uint8, a
+# quarter of the float32 tensor; the report compares that C with the float
+# model's A and B too.
 # Transfer time = bytes the edge veth sent + received during the request
 # (its kernel counters, headers included) / the tbf rate. Both directions
 # have their own 1 Gbit/s and a unary request's upload and answer do not
@@ -27,11 +32,11 @@ KVC="$build/kvc"
 PEER="$build/kvc-peer"
 PY=/usr/bin/python3
 RUNS=${KVCB_RUNS:-10}
-MODELS=${KVCB_MODELS:-mobilenet inception yolov5 bert}
+MODELS=${KVCB_MODELS:-mobilenet inception yolov5 bert yolov5_u8}
 for m in $MODELS; do
     case "$m" in
-    mobilenet | inception | yolov5 | bert) ;;
-    *) echo "bench_transfer: KVCB_MODELS: unknown model '$m' (mobilenet inception yolov5 bert)" >&2; exit 2 ;;
+    mobilenet | inception | yolov5 | bert | mobilenet_u8 | yolov5_u8) ;;
+    *) echo "bench_transfer: KVCB_MODELS: unknown model '$m' (mobilenet inception yolov5 bert mobilenet_u8 yolov5_u8)" >&2; exit 2 ;;
     esac
 done
 [ -n "${MODELS// /}" ] || { echo "bench_transfer: KVCB_MODELS names no model" >&2; exit 2; }

@@ -11,8 +11,9 @@ kvcb_site() {
 }
 
 # kvcb_config FILE DIR GRPC_HOST:PORT HTTP_LISTEN: a one-peer site whose
-# proxy sends the four models of the original experiment to GRPC (TF
-# Serving API), with the image preprocessing of ops/run-demo.sh.
+# proxy sends the four models of the original experiment, and the uint8-input
+# exports of mobilenet and yolov5, to GRPC (TF Serving API), with the image
+# preprocessing of ops/run-demo.sh.
 kvcb_config() {
     local file=$1 dir=$2 grpc=$3 listen=$4
     {
@@ -34,7 +35,7 @@ kvcb_config() {
         echo "proxy:"
         echo "  timeout_ms: 120000"
         echo "  backends:"
-        for m in mobilenet inception yolov5 bert; do
+        for m in mobilenet inception yolov5 bert mobilenet_u8 yolov5_u8; do
             echo "    - model: $m"
             echo "      grpc: $grpc"
             echo "      api: tfserving"
@@ -42,6 +43,8 @@ kvcb_config() {
             mobilenet) echo "      preprocess: \"224x224 rgb nhwc float32 scale=1/255\"" ;;
             inception) echo "      preprocess: \"299x299 rgb nhwc float32 crop scale=1/127.5 mean=1,1,1\"" ;;
             yolov5) echo "      preprocess: \"640x640 rgb nhwc float32 scale=1/255\"" ;;
+            mobilenet_u8) echo "      preprocess: \"224x224 rgb nhwc uint8\"" ;;
+            yolov5_u8) echo "      preprocess: \"640x640 rgb nhwc uint8\"" ;;
             esac
         done
     } >"$file"

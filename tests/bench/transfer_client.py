@@ -4,7 +4,8 @@
   transfer_client.py gen MODEL OUT
       Writes the TF Serving REST JSON body a typical Python client sends for
       MODEL: {"instances": x.tolist()} through json.dumps, where x is float32
-      uniform in [0, 1) from a fixed seed (int token ids for bert). tolist()
+      uniform in [0, 1) from a fixed seed (int token ids for bert, bytes for
+      the *_u8 models that take a uint8 image). tolist()
       turns float32 into Python floats, so values print in float64's shortest
       form (~18 digits): that is what users' scripts put on the wire.
 
@@ -33,6 +34,8 @@ SHAPES = {
     "inception": (1, 299, 299, 3),
     "yolov5": (1, 640, 640, 3),
     "bert": (1, 500),
+    "mobilenet_u8": (1, 224, 224, 3),
+    "yolov5_u8": (1, 640, 640, 3),
 }
 
 
@@ -42,6 +45,8 @@ def gen(model, out):
     shape = SHAPES[model]
     if model == "bert":
         x = rng.integers(0, 30522, size=shape, dtype=np.int64)
+    elif model.endswith("_u8"):
+        x = rng.integers(0, 256, size=shape, dtype=np.uint8)
     else:
         x = rng.random(size=shape, dtype=np.float32)
     with open(out, "w") as f:
@@ -125,7 +130,7 @@ def table(rate_bps, path):
     print("|---|---|---|---|---|---|---|---|---|---|")
     names = {"A": "A: JSON to model server REST", "B": "B: JSON to kvc proxy (protobuf on link)",
              "C": "C: JPEG to kvc proxy (protobuf on link)"}
-    for model in ("mobilenet", "inception", "yolov5", "bert"):
+    for model in SHAPES:
         base = rows.get(model + "/A")
         for p in ("A", "B", "C"):
             d = rows.get(model + "/" + p)
@@ -140,6 +145,27 @@ def table(rate_bps, path):
                 vt = vl = "-"
             print("| %s | %s | %d | %.3f MB | %.3f MB | %.1f | %.1f | %.1f | %s | %s |" % (
                 model, names[p], n, d["req_bytes"] / 1e6, link / 1e6, tms, p50, p90, vt, vl))
+    # A model taking a uint8 image against the float model's own paths: what
+    # an operator gains by exporting the model with a uint8 input.
+    lines = []
+    for model in SHAPES:
+        if not model.endswith("_u8"):
+            continue
+        d, fa, fb = rows.get(model + "/C"), rows.get(model[:-3] + "/A"), rows.get(model[:-3] + "/B")
+        if not (d and fa and fb):
+            continue
+        _, _, link, _, _ = stats(d)
+        _, _, alink, _, _ = stats(fa)
+        _, _, blink, _, _ = stats(fb)
+        lines.append("| %s | %s | %.3f MB | %.3f (%+.1f%%) | %.3f (%+.1f%%) |" % (
+            model[:-3], names["C"].replace("protobuf", "uint8 protobuf"), link / 1e6,
+            link / alink, (link / alink - 1) * 100, link / blink, (link / blink - 1) * 100))
+    if lines:
+        print()
+        print("| model | path | bytes on the veth | transfer vs the float model's A "
+              "| transfer vs the float model's B |")
+        print("|---|---|---|---|---|")
+        print("\n".join(lines))
     return 0
 
 

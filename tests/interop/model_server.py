@@ -50,6 +50,13 @@ All arithmetic is float64 in the order written, then cast to float32
              c = 5 + (z[i,4] >> 12) % 80, output0[0,i,c] = 0.25 + 0.75*u[i,c].
              Only + - * / and ldexp, each exactly rounded, so C recomputes it
              bit for bit (tests/interop/yolo_expect.h).
+  mobilenet_u8, yolov5_u8
+             the same models exported with a uint8 image input, normalising
+             in the graph as TF's Object Detection API exports detectors
+             (images uint8 [1,H,W,3]): x = float32(images) / float32(255),
+             one correctly rounded float32 division per value, then the float
+             model above on x. A proxy that decodes an image can send these
+             a quarter of the bytes.
   bert       input_ids int32|int64 [1,500] -> logits float32 [1,2]
              logits[0,0] = sum(ids) / 1000   (sum exact in int64)
              logits[0,1] = max(ids) - min(ids)
@@ -243,12 +250,23 @@ def run_bert(ids):
     return np.array([[s / 1000, float(ids.max() - ids.min())]], dtype=np.float32)
 
 
+def _from_u8(fn):
+    """A float image model behind an in-graph uint8 -> [0, 1] normalisation."""
+    def run(x):
+        return fn(x.astype(np.float32) / np.float32(255))
+    return run
+
+
 # name -> (input name, input shape, allowed dtypes, output name, output shape, fn)
 MODELS = {
     "mobilenet": ("images", (1, 224, 224, 3), ("float32",), "scores", (1, 1001), run_mobilenet),
     "inception": ("images", (1, 299, 299, 3), ("float32",), "scores", (1, 1001), run_inception),
     "yolov5": ("images", (1, 640, 640, 3), ("float32",), "output0", (1, 25200, 85), run_yolov5),
     "bert": ("input_ids", (1, 500), ("int32", "int64"), "logits", (1, 2), run_bert),
+    "mobilenet_u8": ("images", (1, 224, 224, 3), ("uint8",), "scores", (1, 1001),
+                     _from_u8(run_mobilenet)),
+    "yolov5_u8": ("images", (1, 640, 640, 3), ("uint8",), "output0", (1, 25200, 85),
+                  _from_u8(run_yolov5)),
 }
 VERSION = 1
 SIGNATURE = "serving_default"
@@ -762,7 +780,7 @@ class Server:
                 resp.outputs.add(name=echo_out_name(k), datatype=kv_name, shape=[-1])
             return resp
         in_name, in_shape, dtypes, out_name, out_shape, _ = MODELS[request.name]
-        dt = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
+        dt = {"float32": "FP32", "int32": "INT32", "int64": "INT64", "uint8": "UINT8"}
         resp = self.kv2.ModelMetadataResponse(name=request.name, versions=[str(VERSION)],
                                               platform="kvc_numpy")
         resp.inputs.add(name=in_name, datatype=dt[dtypes[0]], shape=list(in_shape))
@@ -914,7 +932,8 @@ def make_rest_handler(server):
                 return self._error(405, "predict needs POST")
             if action == "/metadata":
                 in_name, in_shape, dtypes, out_name, out_shape, _ = MODELS[name]
-                dtn = {"float32": "DT_FLOAT", "int32": "DT_INT32", "int64": "DT_INT64"}
+                dtn = {"float32": "DT_FLOAT", "int32": "DT_INT32", "int64": "DT_INT64",
+                       "uint8": "DT_UINT8"}
 
                 def info(tn, shape, dt):
                     return {"dtype": dtn[dt], "tensor_shape": {"dim": [

@@ -198,19 +198,21 @@ static int s_setup(void **state)
         {"inception", fast, "tfserving", "", ""},
         {"yolov5", fast, "tfserving", "", ""},
         {"bert", fast, "tfserving", "", ""},
+        {"mobilenet_u8", fast, "tfserving", "224x224 rgb nhwc uint8", ""},
     };
     kvc_proxy_backend_t kv[] = {
         {"mobilenet", fast, "kserve", "", ""},
         {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images"},
         {"yolov5", fast, "kserve", "", ""},
         {"bert", fast, "kserve", "", ""},
+        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images"},
     };
     kvc_proxy_backend_t bad[] = {
         {"mobilenet", slow, "tfserving", "", ""},
         {"bert", dead, "kserve", "", ""},
     };
-    if (s_front_start(&g_tfs, tfs, 4, 30000, (size_t)64 << 20, &g_obs) != 0 ||
-        s_front_start(&g_kv, kv, 4, 30000, (size_t)64 << 20, NULL) != 0 ||
+    if (s_front_start(&g_tfs, tfs, 5, 30000, (size_t)64 << 20, &g_obs) != 0 ||
+        s_front_start(&g_kv, kv, 5, 30000, (size_t)64 << 20, NULL) != 0 ||
         s_front_start(&g_bad, bad, 2, 700, (size_t)1 << 20, NULL) != 0)
         return -1;
     return 0;
@@ -686,12 +688,37 @@ static unsigned char *s_picture(int w, int h)
 
 /* Checks an image answer's scores against pixels (same size as the spec,
  * stretch, scale 1: the tensor is the pixels as floats). */
+static void s_check_scores_of(const char *body, const char *key, const float *x, size_t count,
+                              int inception);
+
+/* Checks mobilenet (or inception) scores for an image given as 0..255 pixels. */
 static void s_check_image_scores(const char *body, const char *key, const unsigned char *pix,
                                  size_t count, int inception)
 {
     float *x = malloc(count * sizeof *x);
     for (size_t i = 0; i < count; i++)
         x[i] = (float)pix[i];
+    s_check_scores_of(body, key, x, count, inception);
+    free(x);
+}
+
+/* Checks the scores of a model that takes the image as uint8 and divides it
+ * by 255 in float32 itself (model_server.py's *_u8 models): the proxy must
+ * have sent the pixels unchanged, not scaled or converted. */
+static void s_check_u8_scores(const char *body, const char *key, const unsigned char *pix,
+                              size_t count)
+{
+    float *x = malloc(count * sizeof *x);
+    for (size_t i = 0; i < count; i++)
+        x[i] = (float)pix[i] / 255.0f;
+    s_check_scores_of(body, key, x, count, 0);
+    free(x);
+}
+
+/* Compares the 1001 scores found after key in body with the formula's. */
+static void s_check_scores_of(const char *body, const char *key, const float *x, size_t count,
+                              int inception)
+{
     float want[1001], got[1002];
     s_scores(x, count, inception, want);
     assert_int_equal(s_numbers(body, key, got, 1002), 1001);
@@ -700,7 +727,6 @@ static void s_check_image_scores(const char *body, const char *key, const unsign
             fprintf(stderr, "score %d: got %.9g want %.9g\n", j, got[j], want[j]);
             fail();
         }
-    free(x);
 }
 
 static void test_images(void **state)
@@ -756,6 +782,54 @@ static void test_images(void **state)
     assert_memory_equal(r.body, "{\"error\": \"image: ", 18);
     s_reply_free(&r);
     free(png);
+    free(rgb);
+}
+
+/* A model exported with a uint8 image input gets the decoded pixels as
+ * uint8, a quarter of the float32 bytes: JPEG through TF Serving's API,
+ * PNG (exact pixels) through KServe's, both checked value for value. */
+static void test_images_uint8(void **state)
+{
+    (void)state;
+    unsigned char *rgb = s_picture(224, 224);
+    unsigned long jlen = 0;
+    unsigned char *jpg = s_jpeg(rgb, 224, 224, &jlen);
+    assert_non_null(jpg);
+    unsigned char *dec = malloc(224 * 224 * 3);
+    tjhandle tj = tjInitDecompress();
+    assert_int_equal(tjDecompress2(tj, jpg, jlen, dec, 224, 0, 224, TJPF_RGB, 0), 0);
+    tjDestroy(tj);
+    s_reply_t r;
+    s_http(&g_tfs, "POST", "/v1/models/mobilenet_u8:predict", "image/jpeg", NULL, jpg, jlen, &r);
+    if (r.status != 200)
+        fprintf(stderr, "jpeg -> %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body, "{\"predictions\": [[", 18);
+    s_check_u8_scores(r.body, NULL, dec, 224 * 224 * 3);
+    s_reply_free(&r);
+
+    size_t plen = 0;
+    unsigned char *png = s_png(rgb, 224, 224, &plen);
+    assert_non_null(png);
+    s_http(&g_kv, "POST", "/v2/models/mobilenet_u8/infer", "image/png", NULL, png, plen, &r);
+    if (r.status != 200)
+        fprintf(stderr, "png -> %ld %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    s_check_u8_scores(r.body, "\"data\"", rgb, 224 * 224 * 3);
+    s_reply_free(&r);
+
+    /* JSON clients of the same model must send integers: the signature's
+     * DT_UINT8 decides, and a float is refused where it stands. */
+    const char *fl = "{\"instances\": [[[[0.5, 0.5, 0.5]]]]}";
+    s_http(&g_tfs, "POST", "/v1/models/mobilenet_u8:predict", "application/json", NULL, fl,
+           strlen(fl), &r);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(r.body, "{\"error\": \"instances[0][0][0][0]: invalid number (expected "
+                                "an integer)\"}");
+    s_reply_free(&r);
+    free(png);
+    tjFree(jpg);
+    free(dec);
     free(rgb);
 }
 
@@ -1019,6 +1093,7 @@ int main(void)
         cmocka_unit_test(test_predict_image_models_json),
         cmocka_unit_test(test_predict_yolov5),
         cmocka_unit_test(test_images),
+        cmocka_unit_test(test_images_uint8),
         cmocka_unit_test(test_kserve_binary),
         cmocka_unit_test(test_dtypes_reach_backend),
         cmocka_unit_test(test_accept_protobuf),
