@@ -670,6 +670,21 @@ static int s_v_http_listen(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return why ? s_bad_value(ctx, why) : 0;
 }
 
+/* Writes a size bound for messages: "1 GiB", "64 MiB", "1 KiB" or bytes. */
+static const char *s_size_text(uint64_t v, char *buf, size_t cap)
+{
+    static const char *const units[] = {"GiB", "MiB", "KiB"};
+    for (int i = 0; i < 3; i++) {
+        uint64_t u = 1ull << (10 * (3 - i));
+        if (v >= u && v % u == 0) {
+            snprintf(buf, cap, "%llu %s", (unsigned long long)(v / u), units[i]);
+            return buf;
+        }
+    }
+    snprintf(buf, cap, "%llu bytes", (unsigned long long)v);
+    return buf;
+}
+
 /* http.max_body: bytes with an optional unit, in [f->min, f->max]. */
 static int s_v_size(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
@@ -681,9 +696,12 @@ static int s_v_size(s_ctx_t *ctx, const s_field_t *f, void *obj)
     if (s_parse_size(tmp, &v))
         return s_bad_value(ctx, "is not a size (an integer with an optional unit: B, KiB, MiB, "
                                 "GiB, KB, MB, GB)");
-    if (v < f->min || v > f->max)
-        return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_ERANGE,
-                      "%s is out of range (1 KiB..1 GiB)", s_quote_value(ctx));
+    if (v < f->min || v > f->max) {
+        char lo[24], hi[24];
+        return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_ERANGE, "%s is out of range (%s..%s)",
+                      s_quote_value(ctx), s_size_text(f->min, lo, sizeof lo),
+                      s_size_text(f->max, hi, sizeof hi));
+    }
     memcpy(s_target(f, obj), &v, sizeof v);
     return 0;
 }
@@ -1090,6 +1108,9 @@ static const s_field_t s_proxy_fields[] = {
     {"backends", s_v_backends, 0, 0, NULL, 0, 0},
     {"timeout_ms", s_v_u32_strict, S_CFG(proxy_timeout_ms), NULL, 10, 600000},
     {"grpc_ca_file", s_v_path, S_CFG(proxy_grpc_ca_file), NULL, 0, 0},
+    {"max_message", s_v_size, S_CFG(proxy_max_message), NULL, 1024, 1024u * 1024 * 1024},
+    {"image_memory", s_v_size, S_CFG(proxy_image_memory), NULL, 1024u * 1024,
+     3u * 1024 * 1024 * 1024},
 };
 
 static const s_field_t s_log_fields[] = {
@@ -1235,6 +1256,8 @@ void kvc_config_defaults(kvc_config_t *cfg)
     kvc_strlcpy(cfg->http_listen, "127.0.0.1:8500", sizeof cfg->http_listen);
     cfg->http_max_body = KVC_CONFIG_DEFAULT_MAX_BODY;
     cfg->proxy_timeout_ms = 30000;
+    cfg->proxy_max_message = KVC_CONFIG_DEFAULT_MAX_MESSAGE;
+    cfg->proxy_image_memory = KVC_CONFIG_DEFAULT_IMAGE_MEMORY;
     cfg->log_level = KVC_LOG_INFO;
 }
 

@@ -22,6 +22,8 @@
 #define KVC_MAX_BACKENDS 16
 #define KVC_CONFIG_MAX_BYTES (1024 * 1024)           /* largest config file */
 #define KVC_CONFIG_DEFAULT_MAX_BODY (64ull << 20)    /* http.max_body default */
+#define KVC_CONFIG_DEFAULT_MAX_MESSAGE (64ull << 20) /* proxy.max_message default */
+#define KVC_CONFIG_DEFAULT_IMAGE_MEMORY (256ull << 20) /* proxy.image_memory default */
 
 typedef enum { KVC_LOG_DEBUG, KVC_LOG_INFO, KVC_LOG_WARN, KVC_LOG_ERROR } kvc_log_level_t;
 
@@ -92,6 +94,8 @@ typedef struct {
     size_t n_backends;
     uint32_t proxy_timeout_ms;               /* per backend call */
     char proxy_grpc_ca_file[KVC_PATH_MAX];   /* CA bundle for https:// backends, "" = system */
+    uint64_t proxy_max_message;              /* largest gRPC message either way, bytes */
+    uint64_t proxy_image_memory;             /* bytes all image decodes may hold at once */
 
     /* log.* */
     kvc_log_level_t log_level;

@@ -1145,6 +1145,8 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
     if (self->cfg.n_backends) {
         kvc_proxy_opts_t po = {.backends = backends, .n_backends = self->cfg.n_backends,
                                .timeout_ms = self->cfg.proxy_timeout_ms,
+                               .max_message = (size_t)self->cfg.proxy_max_message,
+                               .image_memory = self->cfg.proxy_image_memory,
                                .grpc_ca_file = self->cfg.proxy_grpc_ca_file[0]
                                                    ? self->cfg.proxy_grpc_ca_file
                                                    : NULL,

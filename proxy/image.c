@@ -12,7 +12,9 @@
  */
 #include "image.h"
 
+#include <assert.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -21,6 +23,150 @@
 #include <turbojpeg.h>
 
 static const uint8_t s_png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+struct kvc_image_budget {
+    uint64_t cap;
+    _Atomic uint64_t used;
+};
+
+/* A budget of cap bytes. */
+kvc_image_budget_t *kvc_image_budget_new(uint64_t cap)
+{
+    if (cap == 0)
+        return NULL;
+    kvc_image_budget_t *self = kvc_calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->cap = cap;
+    atomic_init(&self->used, 0);
+    return self;
+}
+
+/* Frees the budget and nulls the caller's pointer. */
+void kvc_image_budget_destroy(kvc_image_budget_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    kvc_free(*self_p);
+    *self_p = NULL;
+}
+
+/* Takes n bytes if they fit under the cap, without ever overshooting it. */
+int kvc_image_budget_take(kvc_image_budget_t *self, uint64_t n)
+{
+    if (n > self->cap)
+        return KVC_ERANGE;
+    uint64_t used = atomic_load(&self->used);
+    do {
+        if (used > self->cap - n)
+            return KVC_EAGAIN;
+    } while (!atomic_compare_exchange_weak(&self->used, &used, used + n));
+    return 0;
+}
+
+/* Gives back n bytes. */
+void kvc_image_budget_give(kvc_image_budget_t *self, uint64_t n)
+{
+    uint64_t prev = atomic_fetch_sub(&self->used, n);
+    assert(prev >= n);
+    (void)prev;
+}
+
+/* Bytes taken now. */
+uint64_t kvc_image_budget_used(const kvc_image_budget_t *self)
+{
+    return atomic_load(&((kvc_image_budget_t *)self)->used);
+}
+
+/* Writes a byte count for messages: "N bytes" under 1 MiB, else "X.Y MiB". */
+static const char *s_bytes_text(uint64_t n, char *buf, size_t cap)
+{
+    if (n < (1u << 20))
+        snprintf(buf, cap, "%llu bytes", (unsigned long long)n);
+    else
+        snprintf(buf, cap, "%.1f MiB", (double)n / (1024.0 * 1024.0));
+    return buf;
+}
+
+/* Takes need bytes from budget (none: nothing to do), one line in err when
+ * it cannot. */
+static int s_take(kvc_image_budget_t *budget, uint64_t need, kvc_err_t *err)
+{
+    if (!budget)
+        return 0;
+    int rc = kvc_image_budget_take(budget, need);
+    char a[32], b[32], c[32];
+    if (rc == KVC_ERANGE)
+        return kvc_err_set(err, KVC_ERANGE,
+                           "image: decoding it needs %s, more than the %s all image decoding may "
+                           "use (proxy.image_memory)",
+                           s_bytes_text(need, a, sizeof a), s_bytes_text(budget->cap, b, sizeof b));
+    if (rc == KVC_EAGAIN)
+        return kvc_err_set(err, KVC_EAGAIN,
+                           "image: decoding it needs %s while other images hold %s of the %s "
+                           "image decoding may use (proxy.image_memory); retry later",
+                           s_bytes_text(need, a, sizeof a),
+                           s_bytes_text(kvc_image_budget_used(budget), b, sizeof b),
+                           s_bytes_text(budget->cap, c, sizeof c));
+    return rc;
+}
+
+/*
+ * Tells whether a JPEG is progressive (SOF2, SOF6, SOF10 or SOF14) by
+ * walking its marker segments up to the first frame header. libjpeg keeps
+ * a progressive image's coefficients for the whole frame, whatever scale
+ * it decodes at. Unknown or cut-short data counts as progressive: the
+ * estimate must not be low.
+ */
+static int s_jpeg_progressive(const uint8_t *d, size_t len)
+{
+    size_t i = 2; /* after SOI */
+    while (i + 1 < len) {
+        if (d[i] != 0xff)
+            return 1;
+        uint8_t m = d[i + 1];
+        if (m == 0xff) { /* fill byte */
+            i++;
+            continue;
+        }
+        if (m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc)
+            return m == 0xc2 || m == 0xc6 || m == 0xca || m == 0xce;
+        if (m == 0x01 || (m >= 0xd0 && m <= 0xd8)) { /* no length */
+            i += 2;
+            continue;
+        }
+        if (m == 0xda || m == 0xd9 || i + 3 >= len)
+            return 1; /* scan or end before any frame header */
+        i += 2 + (((size_t)d[i + 2] << 8) | d[i + 3]);
+    }
+    return 1;
+}
+
+/* What libjpeg keeps for a progressive frame of w x h: 16-bit DCT
+ * coefficients for every block of every component, in units of the luma
+ * plane by chroma subsampling; plus a margin of one MCU row each way. */
+static uint64_t s_jpeg_coef_bytes(int w, int h, int subsamp)
+{
+    uint64_t planes2; /* twice the number of luma-sized planes */
+    switch (subsamp) {
+    case TJSAMP_GRAY:
+        planes2 = 2;
+        break;
+    case TJSAMP_420:
+    case TJSAMP_411:
+        planes2 = 3;
+        break;
+    case TJSAMP_422:
+    case TJSAMP_440:
+        planes2 = 4;
+        break;
+    default:
+        planes2 = 6;
+        break; /* 4:4:4 and anything unknown */
+    }
+    uint64_t pw = ((uint64_t)w + 31) & ~(uint64_t)15, ph = ((uint64_t)h + 31) & ~(uint64_t)15;
+    return pw * ph * planes2; /* x2 bytes per coefficient, /2 for planes2 */
+}
 
 /* Tells JPEG from PNG by magic bytes. */
 kvc_image_format_t kvc_image_sniff(const uint8_t *data, size_t len)
@@ -135,8 +281,9 @@ static tjscalingfactor s_jpeg_scale(const kvc_preprocess_t *spec, int w, int h)
 
 /* Decodes a JPEG at a suitable scale and runs the preprocessing pass. */
 static int s_jpeg(const uint8_t *data, size_t len, const kvc_preprocess_t *spec, uint64_t max_px,
-                  uint8_t **out, kvc_err_t *err)
+                  kvc_image_budget_t *budget, uint8_t **out, kvc_err_t *err)
 {
+    uint64_t held = 0;
     if (len > ULONG_MAX)
         return kvc_err_set(err, KVC_ERANGE, "image: JPEG too large");
     tjhandle tj = tjInitDecompress();
@@ -164,6 +311,13 @@ static int s_jpeg(const uint8_t *data, size_t len, const kvc_preprocess_t *spec,
         rc = kvc_err_set(err, KVC_ERANGE, "image: JPEG rows too long");
         goto done;
     }
+    uint64_t need = (uint64_t)pitch * (uint64_t)sh + kvc_preprocess_tensor_bytes(spec);
+    if (s_jpeg_progressive(data, len))
+        need += s_jpeg_coef_bytes(w, h, subsamp);
+    rc = s_take(budget, need, err);
+    if (rc)
+        goto done;
+    held = budget ? need : 0;
     pixels = kvc_malloc(pitch * (size_t)sh);
     if (!pixels) {
         rc = kvc_err_set(err, KVC_ENOMEM, "image: out of memory for %dx%d pixels", sw, sh);
@@ -179,13 +333,15 @@ static int s_jpeg(const uint8_t *data, size_t len, const kvc_preprocess_t *spec,
 done:
     kvc_free(pixels);
     tjDestroy(tj);
+    if (held)
+        kvc_image_budget_give(budget, held);
     return rc;
 }
 
 /* Decodes a PNG to 8-bit gray or RGB (alpha kept, then ignored) and runs
  * the preprocessing pass. */
 static int s_png(const uint8_t *data, size_t len, const kvc_preprocess_t *spec, uint64_t max_px,
-                 uint8_t **out, kvc_err_t *err)
+                 kvc_image_budget_t *budget, uint8_t **out, kvc_err_t *err)
 {
     png_image img;
     memset(&img, 0, sizeof img);
@@ -211,9 +367,17 @@ static int s_png(const uint8_t *data, size_t len, const kvc_preprocess_t *spec, 
         png_image_free(&img);
         return kvc_err_set(err, KVC_ERANGE, "image: PNG rows too long");
     }
+    uint64_t need = (uint64_t)stride * img.height + kvc_preprocess_tensor_bytes(spec);
+    rc = s_take(budget, need, err);
+    if (rc) {
+        png_image_free(&img);
+        return rc;
+    }
     uint8_t *pixels = kvc_malloc(stride * img.height);
     if (!pixels) {
         png_image_free(&img);
+        if (budget)
+            kvc_image_budget_give(budget, need);
         return kvc_err_set(err, KVC_ENOMEM, "image: out of memory for %ux%u pixels",
                            (unsigned)img.width, (unsigned)img.height);
     }
@@ -225,6 +389,8 @@ static int s_png(const uint8_t *data, size_t len, const kvc_preprocess_t *spec, 
     }
     png_image_free(&img);
     kvc_free(pixels);
+    if (budget)
+        kvc_image_budget_give(budget, need);
     return rc;
 }
 
@@ -262,10 +428,11 @@ int kvc_image_to_tensor(const uint8_t *data, size_t len, const char *content_typ
     if (rc)
         return rc;
 
+    kvc_image_budget_t *budget = limits ? limits->budget : NULL;
     if (fmt == KVC_IMAGE_JPEG)
-        rc = s_jpeg(data, len, spec, max_px, out, err);
+        rc = s_jpeg(data, len, spec, max_px, budget, out, err);
     else
-        rc = s_png(data, len, spec, max_px, out, err);
+        rc = s_png(data, len, spec, max_px, budget, out, err);
     if (rc)
         return rc;
     *out_len = kvc_preprocess_tensor_bytes(spec);

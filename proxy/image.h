@@ -31,10 +31,36 @@
 #define KVC_IMAGE_DEFAULT_MAX_BYTES (64u * 1024 * 1024)
 #define KVC_IMAGE_DEFAULT_MAX_PIXELS 50000000ull
 
+/*
+ * A cap on the memory that every image decode in a process holds at once,
+ * shared by the proxy's connection threads. The pixel limit bounds one
+ * image; without this, a few dozen small PNGs of huge dimensions decoded in
+ * parallel would exhaust a gateway's memory. Thread-safe; owned by whoever
+ * made it, and it must outlive every decode that uses it.
+ */
+typedef struct kvc_image_budget kvc_image_budget_t;
+
+/* A budget of cap bytes (> 0). Returns NULL when out of memory. */
+kvc_image_budget_t *kvc_image_budget_new(uint64_t cap);
+
+/* Frees the budget and nulls *self_p; NULL and *self_p == NULL are fine. */
+void kvc_image_budget_destroy(kvc_image_budget_t **self_p);
+
+/* Takes n bytes: 0 on success, KVC_ERANGE when n exceeds the whole cap
+ * (it could never fit), KVC_EAGAIN when it does not fit now. */
+int kvc_image_budget_take(kvc_image_budget_t *self, uint64_t n);
+
+/* Gives back n bytes taken earlier. */
+void kvc_image_budget_give(kvc_image_budget_t *self, uint64_t n);
+
+/* Bytes taken now (a snapshot). */
+uint64_t kvc_image_budget_used(const kvc_image_budget_t *self);
+
 /* What an image may cost; a plain value owned by the caller. */
 typedef struct {
-    size_t max_bytes;    /* largest encoded body; 0 = default */
-    uint64_t max_pixels; /* largest width * height of the full image; 0 = default */
+    size_t max_bytes;           /* largest encoded body; 0 = default */
+    uint64_t max_pixels;        /* largest width * height of the full image; 0 = default */
+    kvc_image_budget_t *budget; /* shared cap on decode memory; NULL = none */
 } kvc_image_limits_t;
 
 typedef enum { KVC_IMAGE_UNKNOWN = 0, KVC_IMAGE_JPEG = 1, KVC_IMAGE_PNG = 2 } kvc_image_format_t;
@@ -58,8 +84,14 @@ kvc_image_format_t kvc_image_sniff(const uint8_t *data, size_t len);
  * puts one line in err (if not NULL):
  *   KVC_EINVAL  bad spec or arguments, unsupported or mismatched Content-Type
  *   KVC_EPARSE  empty body, not a JPEG or PNG, corrupt or truncated data
- *   KVC_ERANGE  over max_bytes or max_pixels
+ *   KVC_ERANGE  over max_bytes or max_pixels, or decoding it needs more
+ *               memory than the whole budget
+ *   KVC_EAGAIN  the budget cannot hold this decode now (others in flight)
  *   KVC_ENOMEM  out of memory
+ * With a budget, the decode takes what it will hold (the decoded pixels at
+ * the scale it decodes, the tensor, and for a progressive JPEG the
+ * coefficients of the whole image, which libjpeg keeps) before allocating,
+ * and gives it back before returning.
  * data is only read, and only during the call.
  */
 int kvc_image_to_tensor(const uint8_t *data, size_t len, const char *content_type,

@@ -70,6 +70,7 @@ struct kvc_proxy {
     void *observe_arg;
     kvc_grpc_client_t *grpc;
     kvc_signature_cache_t *sigs;
+    kvc_image_budget_t *images; /* shared by every image decode */
 };
 
 /* One request's working state. */
@@ -215,7 +216,9 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
     kvc_grpc_opts_t gopts = {.max_message_size = self->max_message, .ca_file = opts->grpc_ca_file};
     self->grpc = kvc_grpc_client_new(&gopts);
     self->sigs = kvc_signature_cache_new(self->n, S_SIG_RETRY_MS);
-    if (!self->grpc || !self->sigs) {
+    self->images =
+        kvc_image_budget_new(opts->image_memory ? opts->image_memory : (uint64_t)256 << 20);
+    if (!self->grpc || !self->sigs || !self->images) {
         kvc_err_set(err, KVC_ENOMEM, "proxy: cannot start the gRPC client");
         goto fail;
     }
@@ -232,6 +235,7 @@ void kvc_proxy_destroy(kvc_proxy_t **self_p)
     kvc_proxy_t *self = *self_p;
     kvc_grpc_client_destroy(&self->grpc);
     kvc_signature_cache_destroy(&self->sigs);
+    kvc_image_budget_destroy(&self->images);
     for (size_t i = 0; i < self->n; i++)
         s_backend_free(&self->backends[i]);
     kvc_free(self->backends);
@@ -742,8 +746,13 @@ static int s_image_inputs(s_ctx_t *c, kvc_tensor_list_t **inputs)
     size_t len = 0;
     int64_t shape[4];
     kvc_err_t err = {0};
+    kvc_image_limits_t il = {.budget = c->p->images};
     int rc = kvc_image_to_tensor(c->req->body, c->req->body_len, c->req->content_type, &be->spec,
-                                 NULL, &pix, &len, shape, &err);
+                                 &il, &pix, &len, shape, &err);
+    if (rc == KVC_EAGAIN) { /* TF Serving's RESOURCE_EXHAUSTED */
+        kvc_http_error(c->resp, 429, "%s", err.msg);
+        return rc;
+    }
     if (rc)
         return s_codec_error(c, rc, &err);
     kvc_dtype_t dt = be->spec.dtype == KVC_PP_UINT8 ? KVC_DT_UINT8 : KVC_DT_FLOAT;

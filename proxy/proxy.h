@@ -49,6 +49,7 @@ typedef struct {
     size_t n_backends;
     uint32_t timeout_ms;          /* per backend call; 0 -> 30000 */
     size_t max_message;           /* gRPC message bound; 0 -> 64 MiB */
+    uint64_t image_memory;        /* bytes all image decodes may hold at once; 0 -> 256 MiB */
     kvc_tensor_limits_t limits;   /* per request; 0 -> 256 Mi elements, 1 GiB */
     const char *grpc_ca_file;     /* https:// backends: CA bundle (PEM); NULL -> the
                                      system store. Copied by kvc_proxy_new. */

@@ -4,7 +4,9 @@
  * decode, resize and normalise). Limits are small so memory stays bounded:
  * at most 64 KiB in and 512x512 pixels decoded. The input's length picks one
  * of four specs and Content-Types, so every output path is exercised
- * without changing the input format (seeds are plain JPEG/PNG files).
+ * without changing the input format (seeds are plain JPEG/PNG files), and
+ * whether a shared decode budget (600 000 bytes, kept for the process) is
+ * used; it must be whole again after every input.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -27,7 +29,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kvc_err_t err;
     if (kvc_preprocess_parse(s_specs[size % 4], &spec, &err) != 0)
         __builtin_trap();
-    kvc_image_limits_t limits = {.max_bytes = 65536, .max_pixels = 512 * 512};
+    /* A budget in every other run, small enough to refuse some images. */
+    static kvc_image_budget_t *budget;
+    if (!budget)
+        budget = kvc_image_budget_new(600000);
+    kvc_image_limits_t limits = {
+        .max_bytes = 65536, .max_pixels = 512 * 512, .budget = (size / 16) % 2 ? budget : NULL};
     uint8_t *out = NULL;
     size_t out_len = 0;
     int64_t shape[4];
@@ -45,5 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     }
     kvc_free(out);
+    if (kvc_image_budget_used(budget) != 0) /* every decode gives its bytes back */
+        __builtin_trap();
     return 0;
 }

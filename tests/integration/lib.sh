@@ -41,7 +41,8 @@ poll() {
 }
 
 # write_config FILE NAME SITE REGION DATA_DIR IDENTITY TRUST [SEED_EP SEED_KEY]...
-# BACKENDS_YAML, if set, is the list under proxy.backends (already indented).
+# BACKENDS_YAML, if set, is the list under proxy.backends (already indented);
+# PROXY_YAML, if set with it, more proxy keys (indented two spaces).
 write_config() {
     local file=$1 name=$2 site=$3 region=$4 dir=$5 id=$6 trust=$7
     shift 7
@@ -72,6 +73,7 @@ write_config() {
             echo "proxy:"
             echo "  backends:"
             echo "$BACKENDS_YAML"
+            if [ -n "${PROXY_YAML:-}" ]; then echo "$PROXY_YAML"; fi
         fi
         echo "log:"
         echo "  level: ${KVC_LOG_LEVEL:-info}"

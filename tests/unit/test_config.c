@@ -182,6 +182,8 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->control_endpoint, "");
     assert_string_equal(cfg->http_listen, "127.0.0.1:8500");
     assert_int_equal(cfg->http_max_body, 67108864);
+    assert_int_equal(cfg->proxy_max_message, 67108864);
+    assert_int_equal(cfg->proxy_image_memory, 268435456);
     assert_int_equal(cfg->n_backends, 0);
     assert_int_equal(cfg->log_level, KVC_LOG_INFO);
 
@@ -486,7 +488,7 @@ static void test_timing(void **state)
 #undef TIM
 }
 
-/* http.max_body: plain bytes and units, bounds 1 KiB..1 GiB. */
+/* http.max_body (and the proxy's sizes): plain bytes and units, bounds. */
 static void test_byte_sizes(void **state)
 {
     static const struct {
@@ -514,6 +516,23 @@ static void test_byte_sizes(void **state)
              "c.yaml:3:18: http.max_body: \"2GiB\" is out of range (1 KiB..1 GiB)");
     s_expect(BASE "http: {max_body: 1073741825}\n", KVC_ERANGE,
              "c.yaml:3:18: http.max_body: \"1073741825\" is out of range (1 KiB..1 GiB)");
+    /* proxy.max_message has max_body's bounds; proxy.image_memory 1 MiB..3 GiB. */
+    cfg = malloc(sizeof *cfg);
+    assert_int_equal(s_parse(BASE "proxy: {max_message: 256MiB, image_memory: 3GiB}\n", cfg, &err),
+                     KVC_OK);
+    assert_int_equal(cfg->proxy_max_message, 256ull << 20);
+    assert_int_equal(cfg->proxy_image_memory, 3ull << 30);
+    assert_int_equal(s_parse(BASE "proxy: {max_message: 1KiB, image_memory: 1MiB}\n", cfg, &err),
+                     KVC_OK);
+    assert_int_equal(cfg->proxy_max_message, 1024);
+    assert_int_equal(cfg->proxy_image_memory, 1ull << 20);
+    free(cfg);
+    s_expect(BASE "proxy: {max_message: 2GiB}\n", KVC_ERANGE,
+             "c.yaml:3:22: proxy.max_message: \"2GiB\" is out of range (1 KiB..1 GiB)");
+    s_expect(BASE "proxy: {image_memory: 1048575}\n", KVC_ERANGE,
+             "c.yaml:3:23: proxy.image_memory: \"1048575\" is out of range (1 MiB..3 GiB)");
+    s_expect(BASE "proxy: {image_memory: 4GiB}\n", KVC_ERANGE,
+             "c.yaml:3:23: proxy.image_memory: \"4GiB\" is out of range (1 MiB..3 GiB)");
     s_expect(BASE "http: {max_body: 99999999999GiB}\n", KVC_EINVAL,
              "c.yaml:3:18: http.max_body: \"99999999999GiB\" is not a size (an integer with an "
              "optional unit: B, KiB, MiB, GiB, KB, MB, GB)");

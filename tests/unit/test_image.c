@@ -723,6 +723,110 @@ static void test_jpeg_identity_within_tolerance(void **state)
     tjFree(jpeg);
 }
 
+/* The shared decode budget: exact accounting, refusals that say why, and
+ * every byte given back whether the decode succeeds or fails. */
+static void test_decode_budget(void **state)
+{
+    (void)state;
+    assert_null(kvc_image_budget_new(0));
+    kvc_image_budget_t *b = kvc_image_budget_new(100);
+    assert_int_equal(kvc_image_budget_take(b, 101), KVC_ERANGE);
+    assert_int_equal(kvc_image_budget_take(b, 60), 0);
+    assert_int_equal(kvc_image_budget_take(b, 41), KVC_EAGAIN);
+    assert_int_equal(kvc_image_budget_take(b, 40), 0);
+    assert_int_equal(kvc_image_budget_used(b), 100);
+    kvc_image_budget_give(b, 60);
+    kvc_image_budget_give(b, 40);
+    assert_int_equal(kvc_image_budget_used(b), 0);
+    kvc_image_budget_destroy(&b);
+    assert_null(b);
+
+    /* A 64x48 PNG into 32x24 float32 RGB: 64*48*3 pixel bytes + 32*24*3*4
+     * tensor bytes = 18432 held while decoding. */
+    uint8_t *pix = malloc(64 * 48 * 3);
+    for (int i = 0; i < 64 * 48 * 3; i++)
+        pix[i] = (uint8_t)(i * 7);
+    size_t plen;
+    uint8_t *png = s_png_encode(pix, 64, 48, PNG_FORMAT_RGB, &plen);
+    kvc_preprocess_t s = s_spec("32x24 rgb");
+    uint8_t *out = NULL;
+    size_t out_len;
+    int64_t shape[4];
+    kvc_err_t err;
+    b = kvc_image_budget_new(18432);
+    kvc_image_limits_t lim = {.budget = b};
+    assert_int_equal(
+        kvc_image_to_tensor(png, plen, "image/png", &s, &lim, &out, &out_len, shape, &err), 0);
+    assert_int_equal(kvc_image_budget_used(b), 0);
+    kvc_free(out);
+    out = NULL;
+    /* Others hold part of it: refused for now, and it says so. */
+    assert_int_equal(kvc_image_budget_take(b, 1), 0);
+    assert_int_equal(
+        kvc_image_to_tensor(png, plen, "image/png", &s, &lim, &out, &out_len, shape, &err),
+        KVC_EAGAIN);
+    assert_null(out);
+    assert_string_equal(err.msg, "image: decoding it needs 18432 bytes while other images hold 1 "
+                                 "bytes of the 18432 bytes image decoding may use "
+                                 "(proxy.image_memory); retry later");
+    assert_int_equal(kvc_image_budget_used(b), 1);
+    kvc_image_budget_give(b, 1);
+    kvc_image_budget_destroy(&b);
+    /* One byte short of what it needs: it could never fit. */
+    b = kvc_image_budget_new(18431);
+    lim.budget = b;
+    assert_int_equal(
+        kvc_image_to_tensor(png, plen, "image/png", &s, &lim, &out, &out_len, shape, &err),
+        KVC_ERANGE);
+    assert_string_equal(err.msg, "image: decoding it needs 18432 bytes, more than the 18431 bytes "
+                                 "all image decoding may use (proxy.image_memory)");
+    assert_int_equal(kvc_image_budget_used(b), 0);
+    kvc_image_budget_destroy(&b);
+    free(png);
+
+    /* JPEG 64x48 4:4:4 into 32x24 uint8: decoded at 1/2 scale, 2304 pixel
+     * bytes + 2304 tensor bytes. A progressive file also holds the whole
+     * frame's coefficients: (64+31)&~15 x (48+31)&~15 x 6 = 30720 more. */
+    size_t jlen;
+    uint8_t *jpg = s_jpeg_encode(pix, 64, 48, TJPF_RGB, TJSAMP_444, &jlen);
+    tjhandle tj = tjInitCompress();
+    unsigned char *prog = NULL;
+    unsigned long prog_len = 0;
+    assert_int_equal(tjCompress2(tj, pix, 64, 0, 48, TJPF_RGB, &prog, &prog_len, TJSAMP_444, 90,
+                                 TJFLAG_PROGRESSIVE),
+                     0);
+    tjDestroy(tj);
+    s = s_spec("32x24 rgb uint8");
+    b = kvc_image_budget_new(4608);
+    lim.budget = b;
+    assert_int_equal(
+        kvc_image_to_tensor(jpg, jlen, "image/jpeg", &s, &lim, &out, &out_len, shape, &err), 0);
+    kvc_free(out);
+    out = NULL;
+    assert_int_equal(
+        kvc_image_to_tensor(prog, prog_len, "image/jpeg", &s, &lim, &out, &out_len, shape, &err),
+        KVC_ERANGE);
+    assert_string_equal(err.msg, "image: decoding it needs 35328 bytes, more than the 4608 bytes "
+                                 "all image decoding may use (proxy.image_memory)");
+    kvc_image_budget_destroy(&b);
+    b = kvc_image_budget_new(35328);
+    lim.budget = b;
+    assert_int_equal(
+        kvc_image_to_tensor(prog, prog_len, "image/jpeg", &s, &lim, &out, &out_len, shape, &err),
+        0);
+    assert_int_equal(kvc_image_budget_used(b), 0);
+    kvc_free(out);
+    /* A corrupt body after a valid header gives its bytes back too. */
+    out = NULL;
+    assert_int_not_equal(
+        kvc_image_to_tensor(jpg, jlen / 2, "image/jpeg", &s, &lim, &out, &out_len, shape, &err), 0);
+    assert_int_equal(kvc_image_budget_used(b), 0);
+    kvc_image_budget_destroy(&b);
+    tjFree(prog);
+    tjFree(jpg);
+    free(pix);
+}
+
 static void test_jpeg_reduced_scale_decode(void **state)
 {
     /*
@@ -955,6 +1059,7 @@ int main(void)
         cmocka_unit_test(test_png_alpha_palette_16bit),
         cmocka_unit_test(test_jpeg_identity_within_tolerance),
         cmocka_unit_test(test_jpeg_reduced_scale_decode),
+        cmocka_unit_test(test_decode_budget),
         cmocka_unit_test(test_rejects_bad_bodies),
         cmocka_unit_test(test_rejects_bombs_before_allocating),
         cmocka_unit_test(test_cmyk_jpeg_refused),
