@@ -1,19 +1,23 @@
 /*
  * route.c - strict parsing of the proxy's REST paths. A model name is
- * [A-Za-z0-9._-]{1,128} (not "." or ".."), a version a positive decimal
- * without leading zeros, a label [A-Za-z0-9._-]{1,64}. Anything else is a
- * 404 with the reason; nothing is decoded or guessed.
+ * [A-Za-z0-9._-]{1,128} (not "." or ".."), a label [A-Za-z0-9._-]{1,64}.
+ * A /v1 version is decimal digits, read as TF Serving reads them (an int64,
+ * so "0" and "007" are versions 0 and 7: the model server says whether it
+ * has them); a /v2 version is a string, as KServe v2 defines it, of the
+ * label's characters. Anything else is a 404 with the reason; nothing is
+ * decoded or guessed.
  */
 #include "route.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 /* 1 if c may appear in a model name or label. */
 static int s_name_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 /* Copies a name segment [s, s+n) into out (max chars); 0 if valid. */
@@ -31,18 +35,53 @@ static int s_name(const char *s, size_t n, char *out, size_t max)
     return 0;
 }
 
-/* Parses a version segment: 1..10^18-1, digits only, no leading zero. */
-static int s_version(const char *s, size_t n, int64_t *out)
+/* Reads n decimal digits as an int64: 0, -1 when a byte is not a digit,
+ * -2 when the value does not fit. */
+static int s_decimal(const char *s, size_t n, int64_t *out)
 {
-    if (n == 0 || n > 18 || s[0] == '0')
+    if (n == 0)
         return -1;
     int64_t v = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
             return -1;
-        v = v * 10 + (s[i] - '0');
+        int d = s[i] - '0';
+        if (v > (INT64_MAX - d) / 10) {
+            for (size_t j = i + 1; j < n; j++)
+                if (s[j] < '0' || s[j] > '9')
+                    return -1;
+            return -2;
+        }
+        v = v * 10 + d;
     }
     *out = v;
+    return 0;
+}
+
+/* Parses a /v1 version segment into out->version and out->version_name:
+ * 0, 404 (not decimal) or 400 (decimal past int64, TF Serving's message). */
+static int s_v1_version(const char *s, size_t n, kvc_route_t *out, char *msg, unsigned size)
+{
+    int rc = n > KVC_VERSION_MAX ? -1 : s_decimal(s, n, &out->version);
+    if (rc == -2) {
+        if (msg && size)
+            snprintf(msg, size, "Failed to convert version: %.*s to numeric.", (int)n, s);
+        return 400;
+    }
+    if (rc)
+        return 404;
+    snprintf(out->version_name, sizeof out->version_name, "%" PRId64, out->version);
+    return 0;
+}
+
+/* Parses a /v2 version segment (a string); version is its number when it
+ * is decimal and fits an int64, else -1. 0 or 404. */
+static int s_v2_version(const char *s, size_t n, kvc_route_t *out)
+{
+    if (s_name(s, n, out->version_name, KVC_VERSION_MAX))
+        return 404;
+    if (s_decimal(s, n, &out->version) != 0)
+        out->version = -1;
     return 0;
 }
 
@@ -83,8 +122,11 @@ static int s_v1(const char *method, const char *p, kvc_route_t *out, char *msg, 
     if (strncmp(p, "/versions/", 10) == 0) {
         p += 10;
         n = s_seg(p, "/:");
-        if (s_version(p, n, &out->version))
+        int rc = s_v1_version(p, n, out, msg, size);
+        if (rc == 404)
             return s_err(404, msg, size, "invalid model version in the path");
+        if (rc)
+            return rc;
         p += n;
     } else if (strncmp(p, "/labels/", 8) == 0) {
         p += 8;
@@ -113,8 +155,7 @@ static int s_v1(const char *method, const char *p, kvc_route_t *out, char *msg, 
 }
 
 /* /v2/models/M[/versions/V][/ready|/infer] */
-static int s_v2_model(const char *method, const char *p, kvc_route_t *out, char *msg,
-                      unsigned size)
+static int s_v2_model(const char *method, const char *p, kvc_route_t *out, char *msg, unsigned size)
 {
     size_t n = s_seg(p, "/");
     if (s_name(p, n, out->model, KVC_MODEL_NAME_MAX))
@@ -123,7 +164,7 @@ static int s_v2_model(const char *method, const char *p, kvc_route_t *out, char 
     if (strncmp(p, "/versions/", 10) == 0) {
         p += 10;
         n = s_seg(p, "/");
-        if (s_version(p, n, &out->version))
+        if (s_v2_version(p, n, out))
             return s_err(404, msg, size, "invalid model version in the path");
         p += n;
     }
@@ -176,9 +217,9 @@ int kvc_route_parse(const char *method, const char *path, kvc_route_t *out, char
 
 const char *kvc_route_name(kvc_route_kind_t kind)
 {
-    static const char *names[] = {"none",  "status", "metadata", "predict",     "classify",
-                                  "regress", "live", "ready",    "server",      "model",
-                                  "model_ready", "infer", "metrics", "federate"};
+    static const char *names[] = {"none",        "status", "metadata", "predict", "classify",
+                                  "regress",     "live",   "ready",    "server",  "model",
+                                  "model_ready", "infer",  "metrics",  "federate"};
     if ((unsigned)kind >= sizeof names / sizeof names[0])
         return "none";
     return names[kind];

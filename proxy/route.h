@@ -12,6 +12,7 @@
 
 #define KVC_MODEL_NAME_MAX 128
 #define KVC_LABEL_MAX 64
+#define KVC_VERSION_MAX 64
 
 typedef enum {
     KVC_ROUTE_NONE = 0,
@@ -33,14 +34,21 @@ typedef enum {
 typedef struct {
     kvc_route_kind_t kind;
     char model[KVC_MODEL_NAME_MAX + 1];
-    int64_t version;               /* -1 when not given */
+    /* The path's version, "" when none. /v1 versions are decimal, read as
+     * TF Serving reads them (an int64) and written back in shortest form
+     * ("007" -> "7"); /v2 versions are strings as KServe v2 has them,
+     * [A-Za-z0-9._-]{1,64}, kept as given. */
+    char version_name[KVC_VERSION_MAX + 1];
+    int64_t version;               /* version_name as an int64; -1 when none or not one */
     char label[KVC_LABEL_MAX + 1]; /* "" when not given */
 } kvc_route_t;
 
 /*
  * Parses method + path (without query string). Returns 0 and fills out, or
- * 404 when no endpoint has that path, or 405 when the path exists but not
- * for that method; msg (if not NULL) then says why in one line.
+ * 404 when no endpoint has that path, 405 when the path exists but not for
+ * that method, or 400 when a /v1 version is decimal but does not fit an
+ * int64 (TF Serving's "Failed to convert version: N to numeric."); msg (if
+ * not NULL) then says why in one line.
  */
 int kvc_route_parse(const char *method, const char *path, kvc_route_t *out, char *msg,
                     unsigned msg_size);
