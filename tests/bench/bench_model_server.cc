@@ -14,7 +14,7 @@
  * double, then rounded to float), as tensor_content, with the response's
  * model_spec set to bert / version 1 / serving_default. A model other than
  * bert (model_server.py's other models and echo are not served here) or a
- * version other than 1 is NOT_FOUND; a version label, another signature,
+ * version other than 1 (0 included, as in TF Serving) is NOT_FOUND; a version label, another signature,
  * a wrong input name, dtype, shape or value count, or an output filter
  * other than "logits" is INVALID_ARGUMENT. GetModelMetadata answers the
  * signature_def as model_server.py does: kvc's proxy reads it (once, then
@@ -168,7 +168,7 @@ grpc::Status s_check_spec(const tensorflow::serving::ModelSpec &spec)
     if (spec.name() != S_MODEL)
         return grpc::Status(grpc::StatusCode::NOT_FOUND,
                             "Servable not found for request: Latest(" + spec.name() + ")");
-    if (spec.has_version() && spec.version().value() != 0 && spec.version().value() != S_VERSION)
+    if (spec.has_version() && spec.version().value() != S_VERSION)
         return grpc::Status(grpc::StatusCode::NOT_FOUND,
                             "Servable not found for request: Specific(" + spec.name() + ", " +
                                 std::to_string(spec.version().value()) + ")");

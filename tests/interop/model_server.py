@@ -78,8 +78,12 @@ All arithmetic is float64 in the order written, then cast to float32
              only raw). echo is served over gRPC only, not over REST.
 
 Every model has the single version 1 and signature "serving_default".
-Unknown model or version -> NOT_FOUND; wrong input name, shape or dtype ->
-INVALID_ARGUMENT. --delay-ms N makes every Predict/ModelInfer (and REST
+Unknown model or version -> NOT_FOUND ("Servable not found for request:
+Specific(M, V)"; a version given as 0 is version 0, as in TF Serving, not
+the latest); wrong input name, shape or dtype -> INVALID_ARGUMENT. Version
+labels (ModelSpec.version_label) are those given with --version-label
+NAME=VERSION (none by default); any other label is TF Serving's
+INVALID_ARGUMENT "Unrecognized servable version label: NAME". --delay-ms N makes every Predict/ModelInfer (and REST
 predict) wait N ms first, for deadline tests.
 
 The REST port also serves GET /monitoring/prometheus/metrics as TF Serving
@@ -92,6 +96,7 @@ ModelInfer over gRPC and every REST predict it answered, with its status
 Usage: /usr/bin/python3 model_server.py --grpc-port 0 --rest-port 0 \
            --port-file FILE [--delay-ms N] [--max-message-mb 64] [--proto-dir DIR]
            [--exit-with-parent] [--metrics-off] [--tls-cert PEM --tls-key PEM]
+           [--version-label NAME=VERSION ...]
 With --tls-cert and --tls-key (PEM files: the server's certificate chain and
 its private key) the gRPC port speaks gRPC over TLS (h2 by ALPN) instead of
 plain-text HTTP/2; REST stays plain HTTP.
@@ -299,10 +304,14 @@ def echo_out_name(name):
     return name + "_out"
 
 
+# --version-label NAME=VERSION: label -> version number.
+VERSION_LABELS = {}
+
+
 def check_model(name, version):
     """Like find_model, but also knows echo (served over gRPC only)."""
     if name == ECHO:
-        if version not in (None, 0, "", VERSION, str(VERSION)):
+        if version not in (None, "", VERSION, str(VERSION)):
             raise ModelError("NOT_FOUND",
                              "Servable not found for request: Specific(%s, %s)" % (name, version))
         return None
@@ -310,11 +319,11 @@ def check_model(name, version):
 
 
 def find_model(name, version):
-    """Returns the model tuple; version is None/0/"" (latest) or the number 1."""
+    """Returns the model tuple; version is None/"" (latest) or the number 1."""
     spec = MODELS.get(name)
     if spec is None:
         raise ModelError("NOT_FOUND", "Servable not found for request: Latest(%s)" % name)
-    if version not in (None, 0, "", VERSION, str(VERSION)):
+    if version not in (None, "", VERSION, str(VERSION)):
         raise ModelError("NOT_FOUND",
                          "Servable not found for request: Specific(%s, %s)" % (name, version))
     return spec
@@ -481,7 +490,10 @@ class Server:
     def spec_fields(self, spec):
         version = spec.version.value if spec.HasField("version") else None
         if spec.WhichOneof("version_choice") == "version_label":
-            raise ModelError("INVALID_ARGUMENT", "version labels are not configured")
+            version = VERSION_LABELS.get(spec.version_label)
+            if version is None:
+                raise ModelError("INVALID_ARGUMENT", "Unrecognized servable version label: %s"
+                                 % spec.version_label)
         if spec.signature_name not in ("", SIGNATURE):
             raise ModelError("INVALID_ARGUMENT", "Serving signature name: \"%s\" not found in "
                              "signature def" % spec.signature_name)
@@ -1019,9 +1031,16 @@ def main():
     ap.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop when the process that started us goes away (tests)")
+    ap.add_argument("--version-label", action="append", default=[], metavar="NAME=VERSION",
+                    help="serve version label NAME as VERSION (TF Serving's version_labels)")
     args = ap.parse_args()
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error("--tls-cert and --tls-key go together")
+    for item in args.version_label:
+        label, _, number = item.partition("=")
+        if not label or not number.isdigit():
+            ap.error("--version-label wants NAME=VERSION, not %r" % item)
+        VERSION_LABELS[label] = int(number)
 
     gen_dir = tempfile.mkdtemp(prefix="kvc-model-server-")
     try:
