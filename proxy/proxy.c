@@ -29,6 +29,8 @@
 #include "tensorflow_serving/apis/predict.pb-c.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -41,15 +43,31 @@
 #define S_PATH_V2_READY "/inference.GRPCInferenceService/ModelReady"
 #define S_PATH_V2_SREADY "/inference.GRPCInferenceService/ServerReady"
 
-/* Signature fetches: their own short deadline, and a pause after failure. */
+/* Signature fetches: their own short deadline, and a pause after a
+ * definitive failure (a server without metadata). A transient failure is
+ * not remembered: the next request fetches again. */
 #define S_SIG_TIMEOUT_MS 5000u
 #define S_SIG_RETRY_MS 5000u
+/* How long past the fetch's own deadline a request waits for another
+ * request's fetch of the same signatures before giving up. */
+#define S_SIG_WAIT_SLACK_MS 2000u
 /* /v2/health/ready asks each backend with this deadline. */
 #define S_READY_TIMEOUT_MS 1000u
 /* Longest base URL kept for a backend. */
 #define S_URL_MAX 512
 
 typedef enum { S_API_TFS = 1, S_API_KSERVE = 2 } s_api_t;
+
+/* One backend's signature fetches: at most one in flight; requests that
+ * need the signatures meanwhile wait for its outcome. Guarded by the
+ * proxy's sig_lock. */
+typedef struct {
+    int busy;      /* a fetch is in flight */
+    uint64_t done; /* fetches finished, so a waiter sees its one end */
+    int status;    /* HTTP status the last fetch failed with; 0: set or definitive */
+    int grpc_status;
+    char error[KVC_GRPC_MSG_MAX + 160]; /* its message */
+} s_sigfetch_t;
 
 typedef struct {
     char *model;
@@ -69,6 +87,10 @@ struct kvc_proxy {
     kvc_proxy_observe_fn observe;
     void *observe_arg;
     kvc_grpc_client_t *grpc;
+    int sig_sync; /* sig_lock and sig_done are initialised */
+    pthread_mutex_t sig_lock;
+    pthread_cond_t sig_done; /* on CLOCK_MONOTONIC */
+    s_sigfetch_t *fetches;   /* one per backend */
     kvc_signature_cache_t *sigs;
     kvc_image_budget_t *images; /* shared by every image decode */
 };
@@ -81,7 +103,8 @@ typedef struct {
     kvc_route_t route;
     const s_backend_t *be;
     size_t be_index;
-    char version[24]; /* the version the backend answered with, "" if none */
+    char version[KVC_VERSION_MAX + 1];       /* the version the backend answered with, "" if none */
+    char last_error[KVC_GRPC_MSG_MAX + 160]; /* message of the last s_fail answer */
     kvc_proxy_observation_t obs;
 } s_ctx_t;
 
@@ -175,6 +198,30 @@ static int s_backend_init(s_backend_t *b, const kvc_proxy_backend_t *o, size_t i
     return KVC_OK;
 }
 
+/* Sets up the signature fetches' lock, condition (on the monotonic clock,
+ * so waits are deadlines) and per-backend state. */
+static int s_sig_sync_init(kvc_proxy_t *self)
+{
+    self->fetches = kvc_calloc(self->n ? self->n : 1, sizeof *self->fetches);
+    if (!self->fetches)
+        return KVC_ENOMEM;
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return KVC_ENOMEM;
+    int rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(&self->sig_done, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0)
+        return KVC_ENOMEM;
+    if (pthread_mutex_init(&self->sig_lock, NULL) != 0) {
+        pthread_cond_destroy(&self->sig_done);
+        return KVC_ENOMEM;
+    }
+    self->sig_sync = 1;
+    return KVC_OK;
+}
+
 kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
 {
     if (!opts || (opts->n_backends && !opts->backends)) {
@@ -213,6 +260,10 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
                 goto fail;
             }
     }
+    if (s_sig_sync_init(self) != 0) {
+        kvc_err_set(err, KVC_ENOMEM, "proxy: cannot set up the signature fetches");
+        goto fail;
+    }
     kvc_grpc_opts_t gopts = {.max_message_size = self->max_message, .ca_file = opts->grpc_ca_file};
     self->grpc = kvc_grpc_client_new(&gopts);
     self->sigs = kvc_signature_cache_new(self->n, S_SIG_RETRY_MS);
@@ -235,6 +286,11 @@ void kvc_proxy_destroy(kvc_proxy_t **self_p)
     kvc_proxy_t *self = *self_p;
     kvc_grpc_client_destroy(&self->grpc);
     kvc_signature_cache_destroy(&self->sigs);
+    if (self->sig_sync) {
+        pthread_cond_destroy(&self->sig_done);
+        pthread_mutex_destroy(&self->sig_lock);
+    }
+    kvc_free(self->fetches);
     kvc_image_budget_destroy(&self->images);
     for (size_t i = 0; i < self->n; i++)
         s_backend_free(&self->backends[i]);
@@ -244,6 +300,19 @@ void kvc_proxy_destroy(kvc_proxy_t **self_p)
 }
 
 /* ---- Backend calls ------------------------------------------------------ */
+
+/* Answers an error and keeps its message in c->last_error, for requests
+ * that share this request's outcome. */
+static void s_fail(s_ctx_t *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_fail(s_ctx_t *c, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->last_error, sizeof c->last_error, fmt, ap);
+    va_end(ap);
+    kvc_http_error(c->resp, status, "%s", c->last_error);
+}
 
 /*
  * Packs msg, calls path on the request's backend and fills res. Returns 0
@@ -256,14 +325,13 @@ static int s_call(s_ctx_t *c, const char *url, const char *path, const ProtobufC
     memset(res, 0, sizeof *res);
     size_t len = protobuf_c_message_get_packed_size(msg);
     if (len > c->p->max_message) {
-        kvc_http_error(c->resp, 413,
-                       "request to the model server is %zu bytes, over the limit of %zu", len,
-                       c->p->max_message);
+        s_fail(c, 413, "request to the model server is %zu bytes, over the limit of %zu", len,
+               c->p->max_message);
         return KVC_ERANGE;
     }
     uint8_t *buf = kvc_malloc(len ? len : 1);
     if (!buf) {
-        kvc_http_error(c->resp, 500, "out of memory");
+        s_fail(c, 500, "out of memory");
         return KVC_ENOMEM;
     }
     protobuf_c_message_pack(msg, buf);
@@ -276,14 +344,14 @@ static int s_call(s_ctx_t *c, const char *url, const char *path, const ProtobufC
         return KVC_OK;
     }
     const char *msgtext = res->message[0] ? res->message : kvc_grpc_status_name(res->code);
-    kvc_http_error(c->resp, kvc_proxy_http_status(res->code), "%s", msgtext);
+    s_fail(c, kvc_proxy_http_status(res->code), "%s", msgtext);
     return rc ? rc : KVC_EIO;
 }
 
 /* Answers 502 for a backend reply that does not decode. */
 static int s_bad_reply(s_ctx_t *c, const char *what)
 {
-    kvc_http_error(c->resp, 502, "model server sent an invalid %s", what);
+    s_fail(c, 502, "model server sent an invalid %s", what);
     return KVC_EPARSE;
 }
 
@@ -305,8 +373,9 @@ static void s_model_spec(const s_ctx_t *c, Tensorflow__Serving__ModelSpec *spec,
     }
 }
 
-/* The KServe version string of the route into buf ("" = latest). A label
- * cannot be expressed to a KServe backend: 400. */
+/* The KServe version string of the route into buf ("" = latest): the path's
+ * version as given, since KServe v2 versions are strings. A label cannot be
+ * expressed to a KServe backend: 400. */
 static int s_kserve_version(s_ctx_t *c, char *buf, size_t size)
 {
     buf[0] = '\0';
@@ -314,8 +383,7 @@ static int s_kserve_version(s_ctx_t *c, char *buf, size_t size)
         kvc_http_error(c->resp, 400, "version labels are not supported for KServe backends");
         return KVC_EINVAL;
     }
-    if (c->route.version >= 0)
-        snprintf(buf, size, "%" PRId64, c->route.version);
+    snprintf(buf, size, "%s", c->route.version_name);
     return KVC_OK;
 }
 
@@ -350,7 +418,7 @@ static int s_tfs_metadata(s_ctx_t *c, uint32_t timeout_ms, int latest,
 static int s_kserve_metadata(s_ctx_t *c, uint32_t timeout_ms, int latest,
                              Inference__ModelMetadataResponse **out)
 {
-    char version[24];
+    char version[KVC_VERSION_MAX + 1];
     int rc = latest ? (version[0] = '\0', 0) : s_kserve_version(c, version, sizeof version);
     if (rc)
         return rc;
@@ -368,23 +436,30 @@ static int s_kserve_metadata(s_ctx_t *c, uint32_t timeout_ms, int latest,
     return rc;
 }
 
-/*
- * The model's signatures: from the cache, or fetched now (once; a failed
- * fetch is retried only after S_SIG_RETRY_MS). NULL means "unknown, infer
- * dtypes": a failed fetch never fails the request, so the response is
- * restored to empty afterwards.
- */
-static const kvc_signature_set_t *s_signatures(s_ctx_t *c)
+/* Tells whether a failed gRPC call may well succeed if simply repeated:
+ * the server was unreachable, overloaded, too slow or restarting. */
+static int s_transient(int grpc_code)
 {
-    int fetch = 0;
-    const kvc_signature_set_t *set =
-        kvc_signature_cache_get(c->p->sigs, c->be_index, s_now_ms(), &fetch);
-    if (set || !fetch)
-        return set;
+    return grpc_code == KVC_GRPC_UNAVAILABLE || grpc_code == KVC_GRPC_DEADLINE_EXCEEDED ||
+           grpc_code == KVC_GRPC_CANCELLED || grpc_code == KVC_GRPC_ABORTED ||
+           grpc_code == KVC_GRPC_RESOURCE_EXHAUSTED;
+}
+
+/*
+ * Fetches the model's signatures from its backend with one metadata call.
+ * Returns the fresh set (caller owns it), or NULL and then either
+ * *definitive = 1 (the server has no metadata for us: UNIMPLEMENTED, or an
+ * answer without usable signatures; worth remembering for a while) or
+ * *definitive = 0 with the error answered in c->resp (503 with the reason
+ * for a transient failure, else the server's own status and message).
+ */
+static kvc_signature_set_t *s_fetch_signatures(s_ctx_t *c, int *definitive)
+{
     uint32_t t = c->p->timeout_ms < S_SIG_TIMEOUT_MS ? c->p->timeout_ms : S_SIG_TIMEOUT_MS;
     kvc_err_t err = {0};
     kvc_signature_set_t *fresh = NULL;
     int grpc_status = c->obs.grpc_status;
+    c->obs.grpc_status = -1;
     if (c->be->api == S_API_TFS) {
         Tensorflow__Serving__GetModelMetadataResponse *r = NULL;
         if (s_tfs_metadata(c, t, 1, &r) == 0) {
@@ -398,16 +473,118 @@ static const kvc_signature_set_t *s_signatures(s_ctx_t *c)
             inference__model_metadata_response__free_unpacked(r, NULL);
         }
     }
-    /* The metadata call is not the request: forget its status and answer. */
-    c->obs.grpc_status = grpc_status;
-    c->resp->status = 0;
-    c->resp->header_name[0] = '\0';
-    kvc_buf_reset(&c->resp->body);
-    if (!fresh) {
-        kvc_signature_cache_fail(c->p->sigs, c->be_index, s_now_ms());
-        return NULL;
+    int code = c->obs.grpc_status;
+    *definitive = !fresh && (code == KVC_GRPC_OK || code == KVC_GRPC_UNIMPLEMENTED);
+    if (fresh || *definitive) {
+        /* The metadata call is not the request: forget its status and answer. */
+        c->obs.grpc_status = grpc_status;
+        c->resp->status = 0;
+        c->resp->header_name[0] = '\0';
+        kvc_buf_reset(&c->resp->body);
+    } else if (s_transient(code)) {
+        char why[sizeof c->last_error];
+        memcpy(why, c->last_error, sizeof why);
+        s_fail(c, 503, "cannot fetch the signatures of model %s from its model server (%s): %.*s",
+               c->be->model, kvc_grpc_status_name(code), KVC_GRPC_MSG_MAX, why);
     }
-    return kvc_signature_cache_put(c->p->sigs, c->be_index, &fresh);
+    return fresh;
+}
+
+/* Remembers how this request's fetch ended for the requests waiting on it
+ * (lock held). */
+static void s_fetch_record(s_ctx_t *c, s_sigfetch_t *f, int failed)
+{
+    f->busy = 0;
+    f->done++;
+    f->status = failed ? c->resp->status : 0;
+    f->grpc_status = c->obs.grpc_status;
+    snprintf(f->error, sizeof f->error, "%s", failed ? c->last_error : "");
+    pthread_cond_broadcast(&c->p->sig_done);
+}
+
+/*
+ * The model's input signatures, for parsing JSON into the model's dtypes.
+ * On 0, *out is the set, or NULL when the server has none to give (dtypes
+ * are then inferred from the JSON). A fetch that failed for a reason that
+ * may pass (server down, overloaded, restarting) is never remembered and
+ * never guessed around: the request is answered 503 with the reason, and
+ * the next request fetches again. At most one fetch per backend is in
+ * flight; requests arriving meanwhile wait for it and share its outcome.
+ * Returns a negative code when the error has been answered.
+ */
+static int s_signatures_get(s_ctx_t *c, const kvc_signature_set_t **out)
+{
+    kvc_proxy_t *p = c->p;
+    s_sigfetch_t *f = &p->fetches[c->be_index];
+    *out = NULL;
+    c->last_error[0] = '\0';
+    for (int round = 0; round < 4; round++) {
+        int fetch = 0;
+        const kvc_signature_set_t *set =
+            kvc_signature_cache_get(p->sigs, c->be_index, s_now_ms(), &fetch);
+        if (set || !fetch) {
+            *out = set;
+            return KVC_OK;
+        }
+        pthread_mutex_lock(&p->sig_lock);
+        if (f->busy) {
+            uint64_t seen = f->done;
+            uint32_t t = p->timeout_ms < S_SIG_TIMEOUT_MS ? p->timeout_ms : S_SIG_TIMEOUT_MS;
+            uint64_t until = s_now_ms() + t + S_SIG_WAIT_SLACK_MS;
+            struct timespec ts = {.tv_sec = (time_t)(until / 1000),
+                                  .tv_nsec = (long)(until % 1000) * 1000000L};
+            int rc = 0;
+            while (f->done == seen && rc == 0)
+                rc = pthread_cond_timedwait(&p->sig_done, &p->sig_lock, &ts);
+            if (f->done == seen) {
+                pthread_mutex_unlock(&p->sig_lock);
+                kvc_http_error(c->resp, 503,
+                               "the signatures of model %s are still being fetched from its "
+                               "model server",
+                               c->be->model);
+                return KVC_ETIMEDOUT;
+            }
+            if (f->status) {
+                int status = f->status;
+                c->obs.grpc_status = f->grpc_status;
+                char error[sizeof f->error];
+                memcpy(error, f->error, sizeof error);
+                pthread_mutex_unlock(&p->sig_lock);
+                s_fail(c, status, "%s", error);
+                return KVC_EUNAVAIL;
+            }
+            pthread_mutex_unlock(&p->sig_lock);
+            continue; /* it got them, or learnt there are none: the cache says */
+        }
+        f->busy = 1;
+        pthread_mutex_unlock(&p->sig_lock);
+        int definitive = 0;
+        kvc_signature_set_t *fresh = s_fetch_signatures(c, &definitive);
+        if (fresh)
+            *out = kvc_signature_cache_put(p->sigs, c->be_index, &fresh);
+        else if (definitive)
+            kvc_signature_cache_fail(p->sigs, c->be_index, s_now_ms());
+        pthread_mutex_lock(&p->sig_lock);
+        s_fetch_record(c, f, !*out && !definitive);
+        pthread_mutex_unlock(&p->sig_lock);
+        return *out || definitive ? KVC_OK : KVC_EUNAVAIL;
+    }
+    kvc_http_error(c->resp, 503, "the signatures of model %s could not be settled", c->be->model);
+    return KVC_EUNAVAIL;
+}
+
+/* The model's signatures for code that cannot answer a fetch failure
+ * itself (its callers fetch first with s_signatures_get): NULL when
+ * unknown, with the response left empty. */
+static const kvc_signature_set_t *s_signatures(s_ctx_t *c)
+{
+    const kvc_signature_set_t *set = NULL;
+    if (s_signatures_get(c, &set) != 0) {
+        c->resp->status = 0;
+        c->resp->header_name[0] = '\0';
+        kvc_buf_reset(&c->resp->body);
+    }
+    return set;
 }
 
 /* ---- Inference ------------------------------------------------------------ */
@@ -435,8 +612,9 @@ static int s_convert_error(s_ctx_t *c, int rc, const kvc_err_t *err)
     return rc;
 }
 
-/* Sets the response to the backend's protobuf bytes as they came. */
-static int s_answer_protobuf(s_ctx_t *c, const kvc_grpc_result_t *res)
+/* Sets the response to the backend's protobuf bytes as they came, labelled
+ * with the media type the client asked for. */
+static int s_answer_protobuf(s_ctx_t *c, const kvc_grpc_result_t *res, const char *type)
 {
     kvc_buf_reset(&c->resp->body);
     if (kvc_buf_append(&c->resp->body, res->data ? (const char *)res->data : "", res->len) != 0) {
@@ -444,24 +622,208 @@ static int s_answer_protobuf(s_ctx_t *c, const kvc_grpc_result_t *res)
         return KVC_ERANGE;
     }
     c->resp->status = 200;
-    snprintf(c->resp->content_type, sizeof c->resp->content_type, "application/x-protobuf");
+    snprintf(c->resp->content_type, sizeof c->resp->content_type, "%s", type);
     return KVC_OK;
 }
 
-/* Tells whether the client accepts protobuf answers. */
-static int s_wants_protobuf(const kvc_http_req_t *req)
+/* ---- Media types (RFC 9110 sections 5.6, 8.3, 12.5.1) ------------------ */
+
+/* 1 if c is a tchar, a byte a token may hold. */
+static int s_tchar(int c)
 {
-    static const char want[] = "application/x-protobuf";
-    const char *a = req->accept;
-    size_t n = sizeof want - 1;
-    for (; a && *a; a++) {
-        size_t i = 0;
-        while (i < n && a[i] && (a[i] | 0x20) == want[i])
-            i++;
-        if (i == n)
-            return 1;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Skips optional whitespace. */
+static const char *s_ows(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+/* Length of the token at p (0 if none). */
+static size_t s_token(const char *p)
+{
+    size_t n = 0;
+    while (s_tchar((unsigned char)p[n]))
+        n++;
+    return n;
+}
+
+/* 1 if [p, p+n) equals the lower-case word w, ignoring ASCII case. */
+static int s_caseeq(const char *p, size_t n, const char *w)
+{
+    if (strlen(w) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char a = p[i];
+        if (a >= 'A' && a <= 'Z')
+            a = (char)(a - 'A' + 'a');
+        if (a != w[i])
+            return 0;
     }
-    return 0;
+    return 1;
+}
+
+/* Reads a qvalue ("0", "0.5", "1.000") at [p, p+n) as 0..1000; -1 if it
+ * is not one. */
+static int s_qvalue(const char *p, size_t n)
+{
+    if (n == 0 || (p[0] != '0' && p[0] != '1') || (n > 1 && p[1] != '.') || n > 5)
+        return -1;
+    int q = (p[0] - '0') * 1000, scale = 100;
+    for (size_t i = 2; i < n; i++, scale /= 10) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        q += (p[i] - '0') * scale;
+    }
+    return q > 1000 ? -1 : q;
+}
+
+/* One parsed media range of an Accept header. */
+typedef struct {
+    const char *type, *sub; /* not NUL-terminated */
+    size_t type_len, sub_len;
+    int q;          /* 0..1000 */
+    int not_binary; /* an encoding parameter other than "binary" */
+} s_range_t;
+
+/*
+ * Parses the media range at *pp (up to the next ',' outside a quoted
+ * string, which is consumed). Returns 1 with r filled, 0 for an empty list
+ * element, -1 for a malformed one (skipped by the caller).
+ */
+static int s_range(const char **pp, s_range_t *r)
+{
+    const char *p = s_ows(*pp);
+    int ok = 1;
+    memset(r, 0, sizeof *r);
+    r->q = 1000;
+    r->type = p;
+    r->type_len = s_token(p);
+    p += r->type_len;
+    if (r->type_len == 0 || *p != '/')
+        ok = 0;
+    else {
+        r->sub = ++p;
+        r->sub_len = s_token(p);
+        p += r->sub_len;
+        ok = r->sub_len > 0;
+    }
+    while (ok) {
+        p = s_ows(p);
+        if (*p != ';')
+            break;
+        p = s_ows(p + 1);
+        size_t nn = s_token(p);
+        if (nn == 0)
+            continue; /* "type/sub;" and ";;" are allowed */
+        const char *name = p, *val = NULL;
+        size_t vn = 0;
+        p += nn;
+        if (*p != '=') {
+            ok = 0;
+            break;
+        }
+        p++;
+        if (*p == '"') {
+            val = ++p;
+            while (*p && *p != '"')
+                p += p[0] == '\\' && p[1] ? 2 : 1;
+            if (*p != '"') {
+                ok = 0;
+                break;
+            }
+            vn = (size_t)(p++ - val);
+        } else {
+            val = p;
+            vn = s_token(p);
+            p += vn;
+            if (vn == 0)
+                ok = 0;
+        }
+        if (ok && s_caseeq(name, nn, "q")) {
+            r->q = s_qvalue(val, vn);
+            ok = r->q >= 0;
+        } else if (ok && s_caseeq(name, nn, "encoding")) {
+            r->not_binary = !s_caseeq(val, vn, "binary");
+        }
+    }
+    if (ok) {
+        p = s_ows(p);
+        ok = *p == ',' || *p == '\0';
+    }
+    /* Skip to the element's end, stepping over quoted strings. */
+    while (*p && *p != ',') {
+        if (*p == '"') {
+            p++;
+            while (*p && *p != '"')
+                p += p[0] == '\\' && p[1] ? 2 : 1;
+        }
+        if (*p)
+            p++;
+    }
+    int empty = r->type_len == 0 && s_ows(r->type) == p;
+    *pp = *p == ',' ? p + 1 : p;
+    return empty ? 0 : ok ? 1 : -1;
+}
+
+const char *kvc_proxy_accept_protobuf(const char *accept)
+{
+    static const char *const names[] = {"application/protobuf", "application/x-protobuf",
+                                        "application/x-protobuffer"};
+    if (!accept)
+        return NULL;
+    const char *best = NULL;
+    int best_q = 0, json_q = 0, json_rank = 0;
+    const char *p = accept;
+    while (*p) {
+        s_range_t r;
+        if (s_range(&p, &r) != 1)
+            continue;
+        int app = s_caseeq(r.type, r.type_len, "application");
+        int star = s_caseeq(r.type, r.type_len, "*") && s_caseeq(r.sub, r.sub_len, "*");
+        /* How application/json fares: its most specific range decides. */
+        int rank = app && s_caseeq(r.sub, r.sub_len, "json") ? 3
+                   : app && s_caseeq(r.sub, r.sub_len, "*")  ? 2
+                   : star                                    ? 1
+                                                             : 0;
+        if (rank > json_rank || (rank && rank == json_rank && r.q > json_q)) {
+            json_rank = rank;
+            json_q = r.q;
+        }
+        for (size_t i = 0; app && !r.not_binary && i < sizeof names / sizeof names[0]; i++)
+            if (s_caseeq(r.sub, r.sub_len, names[i] + 12) && r.q > best_q) {
+                best = names[i];
+                best_q = r.q;
+            }
+    }
+    /* Named explicitly and at least as welcome as JSON. */
+    return best && best_q >= json_q ? best : NULL;
+}
+
+int kvc_proxy_is_image_type(const char *content_type)
+{
+    if (!content_type)
+        return 0;
+    const char *p = s_ows(content_type);
+    size_t n = s_token(p);
+    if (!s_caseeq(p, n, "image") || p[n] != '/')
+        return 0;
+    p += n + 1;
+    n = s_token(p);
+    if (n == 0)
+        return 0;
+    p = s_ows(p + n);
+    return *p == '\0' || *p == ';';
+}
+
+/* The protobuf media type the client wants its answer in, or NULL for JSON. */
+static const char *s_wants_protobuf(const kvc_http_req_t *req)
+{
+    return kvc_proxy_accept_protobuf(req->accept);
 }
 
 /* Sorts output indices by name (outputs arrive in map order, which no
@@ -504,6 +866,7 @@ static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signat
     size_t n_views = 0;
     Tensorflow__Serving__PredictResponse *pr = NULL;
     kvc_grpc_result_t res = {0};
+    const char *pb_type = NULL;
     int rc = KVC_OK;
     if (!views || !entries || !ptrs) {
         kvc_http_error(c->resp, 500, "out of memory");
@@ -532,8 +895,8 @@ static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signat
     rc = s_call(c, c->be->url, S_PATH_PREDICT, &r.base, c->p->timeout_ms, &res);
     if (rc)
         goto done;
-    if (s_wants_protobuf(c->req)) {
-        rc = s_answer_protobuf(c, &res);
+    if ((pb_type = s_wants_protobuf(c->req)) != NULL) {
+        rc = s_answer_protobuf(c, &res, pb_type);
         goto done;
     }
     pr = tensorflow__serving__predict_response__unpack(NULL, res.len, res.data);
@@ -590,7 +953,7 @@ done:
 static int s_infer_kserve(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *id, char **filter,
                           size_t n_filter, kvc_tensor_list_t **outputs)
 {
-    char version[24];
+    char version[KVC_VERSION_MAX + 1];
     int rc = s_kserve_version(c, version, sizeof version);
     if (rc)
         return rc;
@@ -606,6 +969,7 @@ static int s_infer_kserve(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *id,
     size_t n_views = 0;
     Inference__ModelInferResponse *ir = NULL;
     kvc_grpc_result_t res = {0};
+    const char *pb_type = NULL;
     if (!views || !ptrs || !raws || !outs || !outp) {
         kvc_http_error(c->resp, 500, "out of memory");
         rc = KVC_ENOMEM;
@@ -640,8 +1004,8 @@ static int s_infer_kserve(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *id,
     rc = s_call(c, c->be->url, S_PATH_INFER, &r.base, c->p->timeout_ms, &res);
     if (rc)
         goto done;
-    if (s_wants_protobuf(c->req)) {
-        rc = s_answer_protobuf(c, &res);
+    if ((pb_type = s_wants_protobuf(c->req)) != NULL) {
+        rc = s_answer_protobuf(c, &res, pb_type);
         goto done;
     }
     ir = inference__model_infer_response__unpack(NULL, res.len, res.data);
@@ -688,14 +1052,32 @@ done:
     return rc;
 }
 
-/* Runs inputs through the request's backend, whatever its API. */
+/* Runs inputs through the request's backend, whatever its API. A KServe
+ * model has one unnamed signature, so a request naming another one cannot
+ * be served as asked. An OK answer without outputs is the model server's
+ * fault (502), never the client's. */
 static int s_infer(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signature, const char *id,
                    char **filter, size_t n_filter, kvc_tensor_list_t **outputs)
 {
     *outputs = NULL;
-    if (c->be->api == S_API_TFS)
-        return s_infer_tfs(c, inputs, signature, filter, n_filter, outputs);
-    return s_infer_kserve(c, inputs, id, filter, n_filter, outputs);
+    int rc;
+    if (c->be->api == S_API_TFS) {
+        rc = s_infer_tfs(c, inputs, signature, filter, n_filter, outputs);
+    } else if (signature && signature[0] && strcmp(signature, KVC_SIGNATURE_DEFAULT) != 0) {
+        kvc_http_error(c->resp, 400,
+                       "the KServe backend of model %s has no signature named \"%s\" (KServe "
+                       "models have only \"" KVC_SIGNATURE_DEFAULT "\")",
+                       c->be->model, signature);
+        return KVC_EINVAL;
+    } else {
+        rc = s_infer_kserve(c, inputs, id, filter, n_filter, outputs);
+    }
+    if (rc == 0 && *outputs && kvc_tensor_list_size(*outputs) == 0) {
+        kvc_tensor_list_destroy(outputs);
+        kvc_http_error(c->resp, 502, "model server answered with no outputs");
+        return KVC_EPARSE;
+    }
+    return rc;
 }
 
 /* Answers a codec failure: 400 for bad input, 413 past limits. */
@@ -713,8 +1095,7 @@ static int s_codec_error(s_ctx_t *c, int rc, const kvc_err_t *err)
 /* Tells whether the request body is an image by its Content-Type. */
 static int s_is_image(const kvc_http_req_t *req)
 {
-    const char *ct = req->content_type;
-    return ct && strncmp(ct, "image/", 6) == 0;
+    return kvc_proxy_is_image_type(req->content_type);
 }
 
 /* Decodes an image body into a one-tensor input list by the backend's
@@ -775,6 +1156,17 @@ static int s_image_inputs(s_ctx_t *c, kvc_tensor_list_t **inputs)
     return rc;
 }
 
+/* Fetches the signatures an image request needs (to find the model's only
+ * input) before s_image_inputs reads them, so that a fetch failure is
+ * answered as such and not as a model without one input. */
+static int s_image_signatures(s_ctx_t *c)
+{
+    const kvc_signature_set_t *set = NULL;
+    if (!c->be->has_spec || c->be->image_input[0])
+        return KVC_OK;
+    return s_signatures_get(c, &set);
+}
+
 /* Sets a JSON 200 answer's headers (the body is already in place). */
 static void s_json_ok(s_ctx_t *c)
 {
@@ -782,17 +1174,18 @@ static void s_json_ok(s_ctx_t *c)
     snprintf(c->resp->content_type, sizeof c->resp->content_type, "application/json");
 }
 
-/* Answers a failure to render an answer into the response buffer. */
+/* Answers a failure to render a backend's answer into the response
+ * buffer. Whatever the renderer could not express is the model server's
+ * doing (502); callers answer the cases a client can change themselves. */
 static void s_write_error(s_ctx_t *c, int rc, const kvc_err_t *err)
 {
     if (rc == KVC_ERANGE)
         kvc_http_error(c->resp, 500, "response exceeds the limit of %zu bytes", c->resp->body.max);
     else if (rc == KVC_ENOMEM)
         kvc_http_error(c->resp, 500, "out of memory");
-    else if (rc == KVC_EINVAL)
-        kvc_http_error(c->resp, 400, "%s", err && err->msg[0] ? err->msg : kvc_strerror(rc));
     else
-        kvc_http_error(c->resp, 502, "%s", err && err->msg[0] ? err->msg : kvc_strerror(rc));
+        kvc_http_error(c->resp, 502, "model server answer cannot be written as JSON: %s",
+                       err && err->msg[0] ? err->msg : kvc_strerror(rc));
 }
 
 /* POST ...:predict (TF Serving REST). */
@@ -803,10 +1196,12 @@ static void s_tfs_predict(s_ctx_t *c)
     kvc_json_tensor_format_t format = KVC_JSON_TENSOR_ROW;
     const char *signature = NULL;
     if (s_is_image(c->req)) {
-        if (s_image_inputs(c, &inputs) != 0)
+        if (s_image_signatures(c) != 0 || s_image_inputs(c, &inputs) != 0)
             return;
     } else {
-        const kvc_signature_set_t *set = s_signatures(c);
+        const kvc_signature_set_t *set = NULL;
+        if (s_signatures_get(c, &set) != 0)
+            return;
         kvc_json_tensor_opts_t o = {.limits = c->p->limits};
         kvc_signature_set_inputs(set, NULL, &o.specs, &o.n_specs);
         kvc_err_t err = {0};
@@ -834,7 +1229,11 @@ static void s_tfs_predict(s_ctx_t *c)
         kvc_err_t err = {0};
         kvc_buf_reset(&c->resp->body);
         int rc = kvc_json_tensor_write_response(outputs, format, &c->resp->body, &err);
-        if (rc)
+        if (rc == KVC_EINVAL && format == KVC_JSON_TENSOR_ROW)
+            /* Outputs without one common batch size (as TF Serving, 400):
+             * the columnar format ("inputs") can carry them. */
+            kvc_http_error(c->resp, 400, "%s; send \"inputs\" for the columnar format", err.msg);
+        else if (rc)
             s_write_error(c, rc, &err);
         else
             s_json_ok(c);
@@ -854,7 +1253,7 @@ static void s_v2_infer(s_ctx_t *c)
     char **filter = NULL;
     size_t n_filter = 0;
     if (s_is_image(c->req)) {
-        if (s_image_inputs(c, &inputs) != 0)
+        if (s_image_signatures(c) != 0 || s_image_inputs(c, &inputs) != 0)
             return;
     } else {
         size_t header_len = c->req->body_len;
@@ -891,13 +1290,11 @@ static void s_v2_infer(s_ctx_t *c)
         }
     }
     if (s_infer(c, inputs, NULL, kr.id, filter, n_filter, &outputs) == 0 && outputs) {
-        char version[24];
+        char version[KVC_VERSION_MAX + 1];
         if (c->version[0])
             snprintf(version, sizeof version, "%s", c->version);
-        else if (c->route.version >= 0)
-            snprintf(version, sizeof version, "%" PRId64, c->route.version);
         else
-            version[0] = '\0';
+            snprintf(version, sizeof version, "%s", c->route.version_name);
         kvc_kserve_response_meta_t meta = {
             .model_name = c->route.model,
             .model_version = version[0] ? version : NULL,
@@ -908,7 +1305,10 @@ static void s_v2_infer(s_ctx_t *c)
         kvc_buf_reset(&c->resp->body);
         int rc = kvc_kserve_json_write_response(&meta, outputs, kr.inputs ? &kr : NULL,
                                                 &c->resp->body, &hlen, &err);
-        if (rc) {
+        if (rc == KVC_EINVAL) {
+            /* Bytes that JSON cannot hold: the client can ask for binary_data. */
+            kvc_http_error(c->resp, 400, "%s", err.msg);
+        } else if (rc) {
             s_write_error(c, rc, &err);
         } else if (hlen) {
             c->resp->status = 200;
@@ -1004,15 +1404,15 @@ static void s_tfs_status_answer(s_ctx_t *c)
         Inference__ModelMetadataResponse *m = NULL;
         if (s_kserve_metadata(c, c->p->timeout_ms, 0, &m) != 0)
             return;
-        char version[24];
-        if (c->route.version >= 0)
-            snprintf(version, sizeof version, "%" PRId64, c->route.version);
+        char version[KVC_VERSION_MAX + 1];
+        if (c->route.version_name[0])
+            snprintf(version, sizeof version, "%s", c->route.version_name);
         else
             snprintf(version, sizeof version, "%.20s",
                      m->n_versions && m->versions[0] ? m->versions[0] : "");
         inference__model_metadata_response__free_unpacked(m, NULL);
         int ready = 0;
-        if (s_kserve_ready(c, c->route.version >= 0 ? version : "", &ready) != 0)
+        if (s_kserve_ready(c, c->route.version_name[0] ? version : "", &ready) != 0)
             return;
         rc = kvc_proxy_status_json_ready(version, ready, &c->resp->body);
     }
@@ -1060,7 +1460,7 @@ static void s_v2_model_ready(s_ctx_t *c)
         ready = s_any_available(r);
         tensorflow__serving__get_model_status_response__free_unpacked(r, NULL);
     } else {
-        char version[24];
+        char version[KVC_VERSION_MAX + 1];
         if (s_kserve_version(c, version, sizeof version) != 0 ||
             s_kserve_ready(c, version, &ready) != 0)
             return;
@@ -1147,11 +1547,24 @@ static int s_find_backend(s_ctx_t *c)
             c->be_index = i;
             return KVC_OK;
         }
-    if (c->route.version >= 0)
-        kvc_http_error(c->resp, 404, "Servable not found for request: Specific(%s, %" PRId64 ")",
-                       c->route.model, c->route.version);
+    if (c->route.version_name[0])
+        kvc_http_error(c->resp, 404, "Servable not found for request: Specific(%s, %s)",
+                       c->route.model, c->route.version_name);
     else
         kvc_http_error(c->resp, 404, "Servable not found for request: Latest(%s)", c->route.model);
+    return KVC_ENOENT;
+}
+
+/* TF Serving numbers its versions: a /v2 version that is not a number
+ * cannot name one (KServe backends take any string). */
+static int s_check_version(s_ctx_t *c)
+{
+    if (c->be->api != S_API_TFS || !c->route.version_name[0] || c->route.version >= 0)
+        return KVC_OK;
+    kvc_http_error(c->resp, 404,
+                   "invalid model version in the path: the TF Serving backend of model %s "
+                   "has numeric versions only, not \"%s\"",
+                   c->be->model, c->route.version_name);
     return KVC_ENOENT;
 }
 
@@ -1161,7 +1574,7 @@ static void s_dispatch(s_ctx_t *c)
     char msg[256];
     int rc = kvc_route_parse(c->req->method, c->req->path, &c->route, msg, sizeof msg);
     if (rc != 0) {
-        kvc_http_error(c->resp, rc == 405 ? 405 : 404, "%s", msg);
+        kvc_http_error(c->resp, rc == 405 || rc == 400 ? rc : 404, "%s", msg);
         return;
     }
     c->obs.model = c->route.model;
@@ -1191,7 +1604,7 @@ static void s_dispatch(s_ctx_t *c)
     default:
         break;
     }
-    if (s_find_backend(c) != 0)
+    if (s_find_backend(c) != 0 || s_check_version(c) != 0)
         return;
     switch (c->route.kind) {
     case KVC_ROUTE_TFS_PREDICT:

@@ -30,14 +30,14 @@ typedef struct {
 
 /* What one request did, for metrics (issue 5) and logs. */
 typedef struct {
-    const char *model;     /* "" when the path named none */
-    const char *endpoint;  /* kvc_route_name(): "predict", "infer", ... */
-    const char *route;     /* "local" (later: "remote") */
+    const char *model;    /* "" when the path named none */
+    const char *endpoint; /* kvc_route_name(): "predict", "infer", ... */
+    const char *route;    /* "local" (later: "remote") */
     int http_status;
-    int grpc_status;       /* -1 when no backend call was made */
-    double seconds;        /* handler time */
-    size_t request_bytes;  /* HTTP body in */
-    size_t response_bytes; /* HTTP body out */
+    int grpc_status;               /* -1 when no backend call was made */
+    double seconds;                /* handler time */
+    size_t request_bytes;          /* HTTP body in */
+    size_t response_bytes;         /* HTTP body out */
     size_t backend_request_bytes;  /* protobuf sent to the model server */
     size_t backend_response_bytes; /* protobuf received */
 } kvc_proxy_observation_t;
@@ -71,5 +71,23 @@ void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *res
 
 /* TF Serving's mapping of a gRPC status code to an HTTP status. */
 int kvc_proxy_http_status(int grpc_code);
+
+/*
+ * Content negotiation of a protobuf answer from an Accept header (RFC 9110
+ * 12.5.1; NULL when absent): comma-separated media ranges with parameters,
+ * types compared without regard to case. Protobuf is chosen only when the
+ * client names it: application/protobuf (IANA's registration) or its
+ * deprecated aliases application/x-protobuf and application/x-protobuffer,
+ * with q > 0, no "encoding" parameter other than "binary", and a q at least
+ * that of application/json (whose q is that of its most specific range:
+ * "application/json", "application/<any>", then "<any>/<any>", written with
+ * '*'). Malformed ranges are ignored. Returns the named type (a static
+ * lower-case string, sent back as the Content-Type), or NULL for JSON.
+ */
+const char *kvc_proxy_accept_protobuf(const char *accept);
+
+/* Whether a Content-Type (NULL when absent) is an image: type "image",
+ * any case, a subtype token, then nothing but parameters. */
+int kvc_proxy_is_image_type(const char *content_type);
 
 #endif

@@ -1083,6 +1083,251 @@ static void test_observation(void **state)
     free(row);
 }
 
+/* ---- Signature fetches across a backend restart; versions, labels,
+ * signatures and media types end to end ---------------------------------- */
+
+/* Starts model_server.py on grpc_port (0: any) with version label "stable"
+ * -> 1; waits (deadline 90 s) for its port file. */
+static int s_server_start_on(s_server_t *s, int grpc_port)
+{
+    char path[512], port[16], port_file[128];
+    snprintf(path, sizeof path, "%s/tests/interop/model_server.py", KVC_SOURCE_DIR);
+    const char *script = getenv("KVC_MODEL_SERVER");
+    if (!script || !script[0])
+        script = path;
+    snprintf(port, sizeof port, "%d", grpc_port);
+    snprintf(s->dir, sizeof s->dir, "/tmp/kvc-proxy-it-XXXXXX");
+    if (!mkdtemp(s->dir))
+        return -1;
+    snprintf(port_file, sizeof port_file, "%s/ports.json", s->dir);
+    const char *argv[] = {KVC_PYTHON,        script,     "--grpc-port",        port,
+                          "--rest-port",     "0",        "--port-file",        port_file,
+                          "--version-label", "stable=1", "--exit-with-parent", NULL};
+    if (posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ) != 0)
+        return -1;
+    struct timespec start, now, step = {0, 20 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        FILE *f = fopen(port_file, "r");
+        if (f) {
+            char text[256] = {0};
+            size_t n = fread(text, 1, sizeof text - 1, f);
+            fclose(f);
+            const char *g = n ? strstr(text, "\"grpc\":") : NULL;
+            if (g) {
+                s->grpc_port = (int)strtol(g + 7, NULL, 10);
+                return s->grpc_port > 0 ? 0 : -1;
+            }
+        }
+        if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return -1;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - start.tv_sec > 90)
+            return -1;
+        nanosleep(&step, NULL); /* polling the port file, bounded by the deadline */
+    }
+}
+
+/* POSTs a JSON body and checks status and exact body. */
+static void s_expect_post(const s_front_t *f, const char *path, const char *accept,
+                          const char *body, long status, const char *want)
+{
+    s_reply_t r;
+    s_http(f, "POST", path, "application/json", accept, body, strlen(body), &r);
+    if (r.status != status || strcmp(r.body, want) != 0)
+        fprintf(stderr, "POST %s -> %ld %s\n", path, r.status, r.body);
+    assert_int_equal(r.status, status);
+    assert_string_equal(r.body, want);
+    s_reply_free(&r);
+}
+
+/* A predict while the backend is down is 503 saying why; once the backend
+ * is back on the same port, the very next predicts fetch the signature
+ * again and succeed: nothing is remembered from the outage, and no dtype
+ * is guessed from the JSON (which made "f32": [1, 2] an int64 input, and
+ * the server's answer a 400 blaming the client). */
+static void test_signatures_after_backend_outage(void **state)
+{
+    s_server_t srv = {0};
+    assert_int_equal(s_server_start_on(&srv, 0), 0);
+    int port = srv.grpc_port;
+    char grpc[64];
+    snprintf(grpc, sizeof grpc, "127.0.0.1:%d", port);
+    kvc_proxy_backend_t b[] = {{"echo", grpc, "tfserving", "", ""},
+                               {"bert", grpc, "kserve", "", ""}};
+    s_front_t f = {0};
+    assert_int_equal(s_front_start(&f, b, 2, 30000, (size_t)1 << 20, NULL), 0);
+    s_server_stop(&srv);
+
+    const char *body = "{\"inputs\": {\"f32\": [1, 2], \"u8\": [1]}}";
+    const char *down = "{\"error\": \"cannot fetch the signatures of model echo from its model "
+                       "server (UNAVAILABLE): ";
+    for (int i = 0; i < 2; i++) {
+        s_reply_t r;
+        s_http(&f, "POST", "/v1/models/echo:predict", "application/json", NULL, body, strlen(body),
+               &r);
+        if (r.status != 503 || strncmp(r.body, down, strlen(down)) != 0)
+            fprintf(stderr, "down -> %ld %s\n", r.status, r.body);
+        assert_int_equal(r.status, 503);
+        assert_memory_equal(r.body, down, strlen(down));
+        s_reply_free(&r);
+    }
+
+    assert_int_equal(s_server_start_on(&srv, port), 0);
+    assert_int_equal(srv.grpc_port, port);
+    const char *want = "{\"outputs\": {\"f32_out\": [1.0,2.0], \"u8_out\": [1]}}";
+    s_expect_post(&f, "/v1/models/echo:predict", NULL, body, 200, want);
+    s_expect_post(&f, "/v1/models/echo:predict", NULL, body, 200, want);
+    s_front_stop(&f);
+    s_server_stop(&srv);
+}
+
+/* Version labels reach TF Serving as ModelSpec.version_label; an unknown
+ * one is TF Serving's own 400. Version 0 is asked for as TF Serving would
+ * (its int64), and is not found. KServe versions are strings, passed as
+ * given; a TF Serving model's versions are numbers. */
+static void test_versions_and_labels(void **state)
+{
+    s_server_t srv = {0};
+    assert_int_equal(s_server_start_on(&srv, 0), 0);
+    char grpc[64];
+    snprintf(grpc, sizeof grpc, "127.0.0.1:%d", srv.grpc_port);
+    kvc_proxy_backend_t tb[] = {{"bert", grpc, "tfserving", "", ""}};
+    kvc_proxy_backend_t kb[] = {{"bert", grpc, "kserve", "", ""}};
+    s_front_t tf = {0}, kf = {0};
+    assert_int_equal(s_front_start(&tf, tb, 1, 30000, (size_t)1 << 20, NULL), 0);
+    assert_int_equal(s_front_start(&kf, kb, 1, 30000, (size_t)1 << 20, NULL), 0);
+    float want[2];
+    char *row = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    char *v2 = s_bert_body("{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [1, 500], "
+                           "\"datatype\": \"INT32\", \"data\": [",
+                           "]}]}", 500, want);
+
+    s_expect_logits(&tf, "/v1/models/bert/labels/stable:predict", row, "{\"predictions\": [[",
+                    "\"predictions\"", want);
+    s_expect_post(&tf, "/v1/models/bert/labels/nope:predict", NULL, row, 400,
+                  "{\"error\": \"Unrecognized servable version label: nope\"}");
+    s_expect(&tf, "GET", "/v1/models/bert/labels/stable", 200,
+             "{\"model_version_status\": [{\"version\": \"1\", \"state\": \"AVAILABLE\", "
+             "\"status\": {\"error_code\": \"OK\", \"error_message\": \"\"}}]}");
+    s_expect(&tf, "GET", "/v1/models/bert/labels/canary", 400,
+             "{\"error\": \"Unrecognized servable version label: canary\"}");
+    s_expect_post(&tf, "/v1/models/bert/versions/0:predict", NULL, row, 404,
+                  "{\"error\": \"Servable not found for request: Specific(bert, 0)\"}");
+    s_expect_logits(&tf, "/v1/models/bert/versions/001:predict", row, "{\"predictions\": [[",
+                    "\"predictions\"", want);
+    s_expect_post(&tf, "/v2/models/bert/versions/v1/infer", NULL, v2, 404,
+                  "{\"error\": \"invalid model version in the path: the TF Serving backend of "
+                  "model bert has numeric versions only, not \\\"v1\\\"\"}");
+
+    /* KServe: "v1" reaches the server as the string it is. */
+    s_expect_post(&kf, "/v2/models/bert/versions/v1/infer", NULL, v2, 404,
+                  "{\"error\": \"Servable not found for request: Specific(bert, v1)\"}");
+    s_expect_logits(&kf, "/v2/models/bert/versions/1/infer", v2, "{\"model_name\":\"bert\"",
+                    "\"data\"", want);
+    s_expect(&kf, "GET", "/v2/models/bert/versions/v1/ready", 400,
+             "{\"name\": \"bert\", \"ready\": false}");
+    s_expect_post(&kf, "/v1/models/bert/labels/stable:predict", NULL, row, 400,
+                  "{\"error\": \"version labels are not supported for KServe backends\"}");
+    free(row);
+    free(v2);
+    s_front_stop(&tf);
+    s_front_stop(&kf);
+    s_server_stop(&srv);
+}
+
+/* A KServe model has one signature: "" and "serving_default" name it, any
+ * other name is the client's 400, never silently ignored. */
+static void test_kserve_signature_name(void **state)
+{
+    float want[2];
+    char *def = s_bert_body("{\"signature_name\": \"serving_default\", \"instances\": [[", "]]}",
+                            500, want);
+    char *none = s_bert_body("{\"signature_name\": \"\", \"instances\": [[", "]]}", 500, want);
+    char *other =
+        s_bert_body("{\"signature_name\": \"other\", \"instances\": [[", "]]}", 500, want);
+    s_expect_logits(&g_kv, "/v1/models/bert:predict", def, "{\"predictions\": [[", "predictions",
+                    want);
+    s_expect_logits(&g_kv, "/v1/models/bert:predict", none, "{\"predictions\": [[",
+                    "\"predictions\"", want);
+    s_expect_post(&g_kv, "/v1/models/bert:predict", NULL, other, 400,
+                  "{\"error\": \"the KServe backend of model bert has no signature named "
+                  "\\\"other\\\" (KServe models have only \\\"serving_default\\\")\"}");
+    /* A TF Serving backend answers for its own signatures. */
+    s_expect_post(&g_tfs, "/v1/models/bert:predict", NULL, other, 400,
+                  "{\"error\": \"Serving signature name: \\\"other\\\" not found in signature "
+                  "def\"}");
+    free(def);
+    free(none);
+    free(other);
+}
+
+/* Accept is negotiated: application/protobuf (IANA's name) is answered as
+ * such, q=0 refuses protobuf, JSON preferred over it gets JSON. */
+static void test_accept_negotiation(void **state)
+{
+    float want[2];
+    char *row = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    static const struct {
+        const char *accept, *ctype;
+    } cases[] = {
+        {"Accept: Application/Protobuf", "application/protobuf"},
+        {"Accept: application/json;q=0.5, application/x-protobuf", "application/x-protobuf"},
+        {"Accept: application/x-protobuf;q=0", "application/json"},
+        {"Accept: application/json, application/x-protobuf;q=0.9", "application/json"},
+        {"Accept: text/plain; note=\"application/x-protobuf\"", "application/json"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_reply_t r;
+        s_http(&g_tfs, "POST", "/v1/models/bert:predict", "application/json", cases[i].accept, row,
+               strlen(row), &r);
+        if (r.status != 200 || strcmp(r.ctype, cases[i].ctype) != 0)
+            fprintf(stderr, "%s -> %ld %s\n", cases[i].accept, r.status, r.ctype);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.ctype, cases[i].ctype);
+        if (strcmp(cases[i].ctype, "application/json") == 0) {
+            assert_memory_equal(r.body, "{\"predictions\": [[", 18);
+        } else {
+            Tensorflow__Serving__PredictResponse *pr =
+                tensorflow__serving__predict_response__unpack(NULL, r.len, (uint8_t *)r.body);
+            assert_non_null(pr);
+            assert_int_equal(pr->n_outputs, 1);
+            tensorflow__serving__predict_response__free_unpacked(pr, NULL);
+        }
+        s_reply_free(&r);
+    }
+    free(row);
+}
+
+/* Image media types are case-insensitive and may carry parameters. */
+static void test_image_content_type_case(void **state)
+{
+    unsigned char *rgb = s_picture(224, 224);
+    unsigned long jlen = 0;
+    unsigned char *jpg = s_jpeg(rgb, 224, 224, &jlen);
+    assert_non_null(jpg);
+    unsigned char *dec = malloc(224 * 224 * 3);
+    tjhandle tj = tjInitDecompress();
+    assert_int_equal(tjDecompress2(tj, jpg, jlen, dec, 224, 0, 224, TJPF_RGB, 0), 0);
+    tjDestroy(tj);
+    const char *types[] = {"IMAGE/JPEG", "Image/Jpeg; charset=binary"};
+    for (size_t i = 0; i < 2; i++) {
+        s_reply_t r;
+        s_http(&g_tfs, "POST", "/v1/models/mobilenet:predict", types[i], NULL, jpg, jlen, &r);
+        if (r.status != 200)
+            fprintf(stderr, "%s -> %ld %s\n", types[i], r.status, r.body);
+        assert_int_equal(r.status, 200);
+        assert_memory_equal(r.body, "{\"predictions\": [[", 18);
+        s_check_image_scores(r.body, NULL, dec, 224 * 224 * 3, 0);
+        s_reply_free(&r);
+    }
+    tjFree(jpg);
+    free(dec);
+    free(rgb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1099,6 +1344,11 @@ int main(void)
         cmocka_unit_test(test_accept_protobuf),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_observation),
+        cmocka_unit_test(test_signatures_after_backend_outage),
+        cmocka_unit_test(test_versions_and_labels),
+        cmocka_unit_test(test_kserve_signature_name),
+        cmocka_unit_test(test_accept_negotiation),
+        cmocka_unit_test(test_image_content_type_case),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -445,6 +445,45 @@ static void s_handle(kvc_proxy_t *p, const char *method, const char *path, int s
     kvc_buf_free(&resp.body);
 }
 
+/* 1 if text is want where each '#' of want stands for one or more digits
+ * (libcurl's connect time in its message). */
+static int s_like(const char *text, const char *want)
+{
+    while (*want) {
+        if (*want == '#') {
+            if (*text < '0' || *text > '9')
+                return 0;
+            while (*text >= '0' && *text <= '9')
+                text++;
+            want++;
+        } else if (*text++ != *want++) {
+            return 0;
+        }
+    }
+    return *text == '\0';
+}
+
+/* Runs the handler on req and checks status and body (see s_like). */
+static void s_request(kvc_proxy_t *p, const kvc_http_req_t *req, int status, const char *body)
+{
+    kvc_http_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    kvc_buf_init(&resp.body, 1 << 16);
+    kvc_proxy_handle(p, req, &resp);
+    if (resp.status != status || !s_like(resp.body.data, body))
+        fprintf(stderr, "%s %s -> %d %s\n", req->method, req->path, resp.status, resp.body.data);
+    assert_int_equal(resp.status, status);
+    assert_true(s_like(resp.body.data, body));
+    assert_string_equal(resp.content_type, "application/json");
+    kvc_buf_free(&resp.body);
+}
+
+/* What a TF Serving predict gets when its backend (port 1) is down. */
+#define S_NO_SIGNATURE                                                                             \
+    "{\"error\": \"cannot fetch the signatures of model m from its model server (UNAVAILABLE): "   \
+    "backend unavailable: Failed to connect to 127.0.0.1 port 1 after # ms: Couldn't connect to "  \
+    "server\"}"
+
 static void test_handler_without_backend(void **state)
 {
     kvc_proxy_backend_t b[1] = {{"m", "127.0.0.1:1", "tfserving", "", ""}};
@@ -473,20 +512,188 @@ static void test_handler_without_backend(void **state)
     s_handle(p, "GET", "/metrics", 404, "{\"error\": \"metrics are not enabled\"}");
     s_handle(p, "GET", "/federate", 404, "{\"error\": \"metrics are not enabled\"}");
     assert_int_equal(g_obs_n, 9);
-    /* A malformed body is the codec's 400 before any backend is asked
-     * (the signature fetch fails fast: nothing listens on port 1). */
+    /* A malformed KServe body is the codec's 400 before any backend is
+     * asked (KServe JSON names its dtypes: no signature is needed). */
     kvc_http_req_t req = {.method = "POST",
-                          .path = "/v1/models/m:predict",
-                          .body = (const uint8_t *)"{\"instances\": [1,",
-                          .body_len = 17};
-    kvc_http_resp_t resp;
-    memset(&resp, 0, sizeof resp);
-    kvc_buf_init(&resp.body, 1 << 16);
-    kvc_proxy_handle(p, &req, &resp);
-    assert_int_equal(resp.status, 400);
-    assert_string_equal(resp.body.data,
-                        "{\"error\": \"offset 17: unexpected end of input, expected a value\"}");
-    kvc_buf_free(&resp.body);
+                          .path = "/v2/models/m/infer",
+                          .body = (const uint8_t *)"{\"inputs\": [{",
+                          .body_len = 13};
+    s_request(p, &req, 400,
+              "{\"error\": \"offset 13: unexpected end of input, expected a string\"}");
+    /* A TF Serving body needs the model's signature first; nothing listens
+     * on port 1, so the fetch fails, and that is said (503), not guessed
+     * around and not blamed on the body. */
+    req.path = "/v1/models/m:predict";
+    req.body = (const uint8_t *)"{\"instances\": [1,";
+    req.body_len = 17;
+    s_request(p, &req, 503, S_NO_SIGNATURE);
+    /* Nothing was remembered: the next request tries again, same answer. */
+    s_request(p, &req, 503, S_NO_SIGNATURE);
+    kvc_proxy_destroy(&p);
+}
+
+/* Accept negotiation: only a named protobuf type with q > 0 and at least
+ * JSON's q gets protobuf; everything else, malformed included, gets JSON. */
+static void test_accept_protobuf(void **state)
+{
+    static const struct {
+        const char *accept;
+        const char *want; /* NULL: JSON */
+    } cases[] = {
+        {NULL, NULL},
+        {"", NULL},
+        {"application/x-protobuf", "application/x-protobuf"},
+        {"APPLICATION/X-PROTOBUF", "application/x-protobuf"},
+        {"Application/X-Protobuf;Q=1", "application/x-protobuf"},
+        {" \tapplication/x-protobuf\t ", "application/x-protobuf"},
+        {",, application/x-protobuf ,,", "application/x-protobuf"},
+        {"application/x-protobuf;", "application/x-protobuf"},
+        {"application/x-protobuf;;q=1", "application/x-protobuf"},
+        {"application/x-protobuf ; charset=\"a,b\" ; q=0.9", "application/x-protobuf"},
+        {"application/x-protobuf;q=1.000", "application/x-protobuf"},
+        {"application/x-protobuf;q=1.", "application/x-protobuf"},
+        {"application/x-protobuf;q=0.001", "application/x-protobuf"},
+        {"application/protobuf", "application/protobuf"},
+        {"application/x-protobuffer", "application/x-protobuffer"},
+        {"application/protobuf; encoding=BINARY", "application/protobuf"},
+        {"application/protobuf; encoding=\"binary\"", "application/protobuf"},
+        /* q=0 is "not acceptable". */
+        {"application/x-protobuf;q=0", NULL},
+        {"application/x-protobuf; q=0.000", NULL},
+        {"application/x-protobuf;q=0.", NULL},
+        /* Malformed ranges are ignored. */
+        {"application/x-protobuf;q=", NULL},
+        {"application/x-protobuf;q=1.5", NULL},
+        {"application/x-protobuf;q=1.0000", NULL},
+        {"application/x-protobuf;q=0.5x", NULL},
+        {"application/x-protobuf;q=abc", NULL},
+        {"application/x-protobuf;q=-1", NULL},
+        {"application/x-protobuf;q=.5", NULL},
+        {"application/x-protobuf;foo", NULL},
+        {"application/x-protobuf; =1", NULL},
+        {"application/x-protobuf;a=\"unterminated", NULL},
+        {"application/x-protobuf junk", NULL},
+        {"application /x-protobuf", NULL},
+        {"application/ x-protobuf", NULL},
+        {"application/x-protobuf/x", NULL},
+        {"/x-protobuf", NULL},
+        {"x-protobuf", NULL},
+        {"application/x-protobuf;q=0.5x, application/protobuf", "application/protobuf"},
+        /* Exactly the type, not a part of something else. */
+        {"application/x-protobufs", NULL},
+        {"application/x-protobuf-foo", NULL},
+        {"xapplication/x-protobuf", NULL},
+        {"text/application/x-protobuf", NULL},
+        {"text/plain; note=\"application/x-protobuf\"", NULL},
+        {"text/plain; note=\"a, application/x-protobuf\"", NULL},
+        {"text/plain; note=\"a\\\", application/x-protobuf\"", NULL},
+        {"application/protobuf; encoding=json", NULL},
+        {"application/protobuf+json", NULL},
+        /* Wildcards match protobuf, but only a named type asks for it. */
+        {"*/*", NULL},
+        {"application/*", NULL},
+        /* Against JSON: the higher q wins, a tie goes to the named type. */
+        {"application/x-protobuf, */*", "application/x-protobuf"},
+        {"*/*, application/x-protobuf", "application/x-protobuf"},
+        {"application/json, application/x-protobuf", "application/x-protobuf"},
+        {"application/json, application/x-protobuf;q=0.5", NULL},
+        {"application/json;q=0.5, application/x-protobuf", "application/x-protobuf"},
+        {"application/x-protobuf;q=0.5, */*", NULL},
+        {"application/x-protobuf;q=0.1, */*;q=0.1", "application/x-protobuf"},
+        {"application/x-protobuf;q=0.5, application/*;q=0.9, */*;q=0.1", NULL},
+        {"application/x-protobuf;q=0.5, application/*;q=0.1, */*;q=0.9", "application/x-protobuf"},
+        {"application/x-protobuf;q=0.2, application/json;q=0, */*", "application/x-protobuf"},
+        {"text/html, application/x-protobuf;q=0.3", "application/x-protobuf"},
+        /* Several protobuf names: the highest q, then the first. */
+        {"application/x-protobuf;q=0.5, application/protobuf;q=0.8", "application/protobuf"},
+        {"application/x-protobuf, application/protobuf", "application/x-protobuf"},
+        {"application/protobuf;q=0, application/x-protobuffer;q=0.1", "application/x-protobuffer"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *got = kvc_proxy_accept_protobuf(cases[i].accept);
+        if ((got == NULL) != (cases[i].want == NULL) || (got && strcmp(got, cases[i].want) != 0))
+            fprintf(stderr, "Accept: %s -> %s, want %s\n", cases[i].accept, got ? got : "JSON",
+                    cases[i].want ? cases[i].want : "JSON");
+        if (cases[i].want)
+            assert_string_equal(got, cases[i].want);
+        else
+            assert_null(got);
+    }
+}
+
+/* Image bodies are told by the media type, in any case, parameters allowed. */
+static void test_image_content_type(void **state)
+{
+    static const char *yes[] = {
+        "image/jpeg",
+        "IMAGE/JPEG",
+        "Image/Png",
+        "image/png;",
+        "image/jpeg; charset=binary",
+        " image/png",
+        "image/png ;q=1",
+        "image/png\t",
+        "image/x-anything",
+    };
+    static const char *no[] = {
+        "",
+        "image",
+        "image/",
+        "image/ png",
+        "images/png",
+        "xmage/png",
+        "application/json",
+        "image/png x",
+        "image/png/x",
+        "text/plain; type=image/png",
+        "image/pn\"g",
+    };
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (!kvc_proxy_is_image_type(yes[i]))
+            fprintf(stderr, "not an image: %s\n", yes[i]);
+        assert_true(kvc_proxy_is_image_type(yes[i]));
+    }
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        if (kvc_proxy_is_image_type(no[i]))
+            fprintf(stderr, "an image: %s\n", no[i]);
+        assert_false(kvc_proxy_is_image_type(no[i]));
+    }
+    assert_false(kvc_proxy_is_image_type(NULL));
+}
+
+/* Versions and media types as the handler sees them, before any backend. */
+static void test_handler_versions_and_types(void **state)
+{
+    kvc_proxy_backend_t b[1] = {{"m", "127.0.0.1:1", "tfserving", "", ""}};
+    kvc_proxy_opts_t o = {.backends = b, .n_backends = 1};
+    kvc_err_t err = {0};
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    kvc_http_req_t req = {.method = "POST", .body = (const uint8_t *)"{}", .body_len = 2};
+    /* A TF Serving model's versions are numbers; KServe's are strings. */
+    req.path = "/v2/models/m/versions/v1/infer";
+    s_request(p, &req, 404,
+              "{\"error\": \"invalid model version in the path: the TF Serving backend of model "
+              "m has numeric versions only, not \\\"v1\\\"\"}");
+    req.path = "/v1/models/m/versions/99999999999999999999:predict";
+    s_request(p, &req, 400,
+              "{\"error\": \"Failed to convert version: 99999999999999999999 to numeric.\"}");
+    req.path = "/v1/models/x/versions/007:predict";
+    s_request(p, &req, 404, "{\"error\": \"Servable not found for request: Specific(x, 7)\"}");
+    req.path = "/v2/models/x/versions/v1/infer";
+    s_request(p, &req, 404, "{\"error\": \"Servable not found for request: Specific(x, v1)\"}");
+    /* An image by its media type in any case: m has no preprocess spec
+     * (as JSON, the body would have needed the unreachable signature). */
+    req.path = "/v1/models/m:predict";
+    const char *types[] = {"IMAGE/JPEG", "Image/Png; charset=binary"};
+    for (size_t i = 0; i < 2; i++) {
+        req.content_type = types[i];
+        s_request(p, &req, 400,
+                  "{\"error\": \"model m has no image preprocessing spec configured; send JSON "
+                  "tensors\"}");
+    }
+    req.content_type = "application/json";
+    s_request(p, &req, 503, S_NO_SIGNATURE);
     kvc_proxy_destroy(&p);
 }
 
@@ -502,6 +709,9 @@ int main(void)
         cmocka_unit_test(test_kserve_metadata_json),
         cmocka_unit_test(test_options),
         cmocka_unit_test(test_handler_without_backend),
+        cmocka_unit_test(test_accept_protobuf),
+        cmocka_unit_test(test_image_content_type),
+        cmocka_unit_test(test_handler_versions_and_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
