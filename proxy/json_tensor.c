@@ -208,7 +208,50 @@ static int s_unescape(kvc_json_cursor_t *c, const char *raw, size_t n, char *dst
     return KVC_OK;
 }
 
-int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, size_t *len)
+/*
+ * Counts the leading bytes of s[0..n) that are well-formed UTF-8 (no
+ * overlong forms, surrogates or code points past U+10FFFF).
+ */
+static size_t s_utf8_prefix(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = s[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        uint32_t cp;
+        if (b >= 0xC2 && b <= 0xDF) {
+            need = 1;
+            cp = b & 0x1F;
+        } else if (b >= 0xE0 && b <= 0xEF) {
+            need = 2;
+            cp = b & 0x0F;
+        } else if (b >= 0xF0 && b <= 0xF4) {
+            need = 3;
+            cp = b & 0x07;
+        } else {
+            return i;
+        }
+        if (n - i - 1 < need)
+            return i;
+        for (size_t k = 1; k <= need; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return i;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((need == 2 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) ||
+            (need == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return i;
+        i += need + 1;
+    }
+    return n;
+}
+
+int kvc_json_tensor_read_name(kvc_json_cursor_t *c, const char *what, char *buf, size_t size,
+                              size_t *len)
 {
     s_ws(c);
     if (c->p >= c->end || *c->p != '"')
@@ -222,6 +265,18 @@ int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, si
     if (n >= size) {
         c->p = start;
         return kvc_json_tensor_fail(c, KVC_ERANGE, "string longer than %zu bytes", size - 1);
+    }
+    /*
+     * Names become protobuf string fields, which must hold UTF-8 or the
+     * backend refuses the whole message. Checking the raw bytes is enough:
+     * escapes are ASCII, decode to whole UTF-8 sequences (lone surrogates
+     * are refused by s_unescape), and so can neither complete nor break a
+     * raw sequence; the raw bytes also give the offending byte's offset.
+     */
+    size_t ok = s_utf8_prefix((const uint8_t *)raw, n);
+    if (ok < n) {
+        c->p = raw + ok;
+        return kvc_json_tensor_fail(c, KVC_EPARSE, "%s is not valid UTF-8", what ? what : "key");
     }
     if (esc) {
         rc = s_unescape(c, raw, n, buf, &n);
@@ -238,6 +293,11 @@ int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, si
     if (len)
         *len = n;
     return KVC_OK;
+}
+
+int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, size_t *len)
+{
+    return kvc_json_tensor_read_name(c, NULL, buf, size, len);
 }
 
 /* Tells whether the bytes at p spell lit. */
@@ -417,6 +477,10 @@ typedef struct {
     char prefix[S_MAX_NAME + 64];
     int dim_base; /* dimension number of level 0 in the final tensor */
     uint64_t idx[KVC_TENSOR_MAX_DIMS + 2];
+    /* An unnamed value met while the signature has several inputs: 0 none,
+     * 1 "inputs": value, 2 "instances": [value...]; amb_at is its offset. */
+    int amb;
+    size_t amb_at;
 } s_parser_t;
 
 /* The shape being learnt for one tensor, and its (maybe inferred) dtype. */
@@ -425,7 +489,6 @@ typedef struct {
     kvc_tensor_t *t; /* created at the first scalar when the dtype is inferred */
     kvc_dtype_t dtype;
     int fixed; /* dtype given by the signature */
-    int flat;  /* KServe: any nesting, no shape checks */
     int allow_b64;
     int ndim; /* -1 until the first scalar is reached */
     int64_t shape[KVC_TENSOR_MAX_DIMS];
@@ -531,6 +594,13 @@ static inline int s_number_into(s_parser_t *P, kvc_dtype_t dt, void *w, int dept
             }
             break;
         }
+        /* A decimal past FLT_MAX would silently become infinity; TF Serving
+         * refuses such lossy conversions, and so do we (only the bare
+         * Infinity tokens above give infinities). */
+        if (__builtin_expect(isinf(f), 0)) {
+            rc = KVC_ERANGE;
+            break;
+        }
         memcpy(w, &f, 4);
         c->p = stop;
         return KVC_OK;
@@ -543,14 +613,21 @@ static inline int s_number_into(s_parser_t *P, kvc_dtype_t dt, void *w, int dept
                 stop = c->p;
             else
                 break;
+        } else if (__builtin_expect(isinf(d), 0)) {
+            rc = KVC_ERANGE; /* as for float32 above */
+            break;
         }
-        c->p = stop;
         if (dt == KVC_DT_DOUBLE) {
             memcpy(w, &d, 8);
         } else {
             uint16_t h = kvc_numfmt_float_to_half((float)d);
+            if ((h & 0x7fff) == 0x7c00 && !isinf(d)) {
+                rc = KVC_ERANGE; /* a finite decimal past the half range */
+                break;
+            }
             memcpy(w, &h, 2);
         }
+        c->p = stop;
         return KVC_OK;
     case KVC_DT_UINT8:
     case KVC_DT_UINT16:
@@ -785,7 +862,16 @@ static int s_fast_list(s_parser_t *P, s_value_t *V, int level, uint64_t *count)
             return s_fail_at(P, level + 1, KVC_EPARSE,
                              "expected a scalar, got a list (elements must have the same shape)");
         }
-        if ((rc = s_number_into(P, dt, w, level + 1))) {
+        /* float32, the common case, parses here without the dtype switch;
+         * anything unusual (NaN/Infinity tokens, a decimal past the range,
+         * a malformed number) goes to s_number_into for the full story. */
+        float f;
+        const char *stop;
+        if (dt == KVC_DT_FLOAT && kvc_numfmt_parse_float(c->p, c->end, &f, &stop) == KVC_OK &&
+            __builtin_expect(!isinf(f), 1)) {
+            memcpy(w, &f, 4);
+            c->p = stop;
+        } else if ((rc = s_number_into(P, dt, w, level + 1))) {
             kvc_tensor_commit(t, written);
             return rc;
         }
@@ -826,10 +912,7 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
     if (ch < 0)
         return s_unexpected(c, "a value");
     int is_list = ch == '[';
-    if (V->flat) {
-        if (!is_list)
-            return s_scalar(P, V, level);
-    } else if (V->ndim < 0) {
+    if (V->ndim < 0) {
         if (!is_list) {
             V->ndim = level;
             return s_scalar(P, V, level);
@@ -853,14 +936,19 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
         return s_unexpected(c, "a value or ']'");
     if (first == ']') {
         c->p++;
-        if (!V->flat && V->ndim < 0) {
+        if (V->ndim < 0) {
             V->ndim = level + 1;
             V->shape[level] = -1;
         }
     } else {
+        /* A first element that is no list fixes the depth here, as the
+         * scalar itself would; knowing it now lets the first innermost
+         * list (all of a flat one) take the fast path. */
+        if (V->ndim < 0 && first != '[')
+            V->ndim = level + 1;
         int inner_fast = V->t && (V->fixed || V->dtype == KVC_DT_FLOAT) &&
                          V->dtype != KVC_DT_STRING && V->dtype != KVC_DT_BOOL && first != '[' &&
-                         (V->flat || V->ndim == level + 1);
+                         V->ndim == level + 1;
         if (inner_fast) {
             if ((rc = s_fast_list(P, V, level, &count)))
                 return rc;
@@ -883,8 +971,6 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
             }
         }
     }
-    if (V->flat)
-        return KVC_OK;
     if (V->shape[level] < 0) {
         V->shape[level] = (int64_t)count;
     } else if ((uint64_t)V->shape[level] != count) {
@@ -1013,6 +1099,10 @@ static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
         int rc = s_slot(P, vals, nvals, s_unnamed(opts), 1, opts, &V);
         if (rc)
             return rc;
+        if (opts->n_specs > 1 && !P->amb) {
+            P->amb = 2;
+            P->amb_at = (size_t)(look.p - c->base);
+        }
         snprintf(P->prefix, sizeof P->prefix, "instances");
         P->dim_base = 0;
         if ((rc = s_value(P, V)))
@@ -1034,8 +1124,9 @@ static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
         size_t keys = 0;
         int nx = kvc_json_tensor_peek(c);
         while (nx != '}') {
-            char name[S_MAX_NAME];
-            int rc = kvc_json_tensor_read_string(c, name, sizeof name, NULL);
+            char name[S_MAX_NAME], what[64];
+            snprintf(what, sizeof what, "instances[%llu]: input name", (unsigned long long)inst);
+            int rc = kvc_json_tensor_read_name(c, what, name, sizeof name, NULL);
             if (rc)
                 return rc;
             if ((rc = kvc_json_tensor_expect(c, ':')))
@@ -1108,6 +1199,10 @@ static int s_inputs(s_parser_t *P, s_value_t *vals, size_t *nvals,
         int rc = s_slot(P, vals, nvals, s_unnamed(opts), 1, opts, &V);
         if (rc)
             return rc;
+        if (opts->n_specs > 1 && !P->amb) {
+            P->amb = 1;
+            P->amb_at = (size_t)(c->p - c->base);
+        }
         snprintf(P->prefix, sizeof P->prefix, "inputs");
         if ((rc = s_value(P, V)))
             return rc;
@@ -1119,7 +1214,7 @@ static int s_inputs(s_parser_t *P, s_value_t *vals, size_t *nvals,
         return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs: empty object");
     for (;;) {
         char name[S_MAX_NAME];
-        int rc = kvc_json_tensor_read_string(c, name, sizeof name, NULL);
+        int rc = kvc_json_tensor_read_name(c, "inputs: input name", name, sizeof name, NULL);
         if (rc)
             return rc;
         if ((rc = kvc_json_tensor_expect(c, ':')))
@@ -1146,6 +1241,35 @@ static int s_inputs(s_parser_t *P, s_value_t *vals, size_t *nvals,
         }
         return s_unexpected(c, "',' or '}'");
     }
+}
+
+/*
+ * Refuses an unnamed value for a signature of several inputs: the backend
+ * would only say it has no input named ''.
+ */
+static int s_ambiguous_fail(s_parser_t *P, const kvc_json_tensor_opts_t *opts)
+{
+    char names[160];
+    size_t n = 0;
+    names[0] = '\0';
+    for (size_t i = 0; i < opts->n_specs && n < sizeof names; i++) {
+        const char *nm = opts->specs[i].name ? opts->specs[i].name : "";
+        if (n + strlen(nm) + 8 >= sizeof names) {
+            snprintf(names + n, sizeof names - n, ", ...");
+            break;
+        }
+        n += (size_t)snprintf(names + n, sizeof names - n, "%s'%s'", i ? ", " : "", nm);
+    }
+    P->c.p = P->c.base + P->amb_at;
+    if (P->amb == 1)
+        return kvc_json_tensor_fail(&P->c, KVC_EPARSE,
+                                    "inputs: the signature has %zu inputs (%s), so 'inputs' must "
+                                    "be an object keyed by input name",
+                                    opts->n_specs, names);
+    return kvc_json_tensor_fail(&P->c, KVC_EPARSE,
+                                "instances[0]: the signature has %zu inputs (%s), so each "
+                                "instance must be an object keyed by input name",
+                                opts->n_specs, names);
 }
 
 int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_tensor_opts_t *opts,
@@ -1201,7 +1325,7 @@ int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_t
                 goto done;
             }
             char sig[S_MAX_NAME];
-            if ((rc = kvc_json_tensor_read_string(c, sig, sizeof sig, NULL)))
+            if ((rc = kvc_json_tensor_read_name(c, "signature_name", sig, sizeof sig, NULL)))
                 goto done;
             req->signature_name = kvc_strdup(sig);
             if (!req->signature_name) {
@@ -1233,6 +1357,11 @@ int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_t
     }
     if (!seen_inst && !seen_inputs) {
         rc = kvc_err_set(err, KVC_EPARSE, "missing 'instances' or 'inputs'");
+        goto done;
+    }
+    /* Only for the default signature: see kvc_json_tensor_opts_t.specs. */
+    if (P->amb && (!req->signature_name || !req->signature_name[0])) {
+        rc = s_ambiguous_fail(P, opts);
         goto done;
     }
     req->format = seen_inst ? KVC_JSON_TENSOR_ROW : KVC_JSON_TENSOR_COLUMNAR;
@@ -1284,10 +1413,16 @@ int kvc_json_tensor_read_values(kvc_json_cursor_t *c, kvc_tensor_t *t, const cha
     V.t = t;
     V.dtype = kvc_tensor_dtype(t);
     V.fixed = 1;
-    V.flat = 1;
     V.allow_b64 = allow_b64;
     V.ndim = -1;
-    int rc = s_level(&P, &V, 0);
+    int rc;
+    /* Triton reads "data" only as a list (a bare scalar counts as no
+     * elements), so a scalar is refused here too, even for a one-element
+     * tensor: clients that work with Triton work with us. */
+    if (kvc_json_tensor_peek(&P.c) != '[')
+        rc = kvc_json_tensor_fail(&P.c, KVC_EPARSE, "%s: expected a list", path);
+    else
+        rc = s_value(&P, &V);
     c->p = P.c.p;
     return rc;
 }
@@ -1328,40 +1463,7 @@ static inline int s_put(kvc_buf_t *b, const char *s, size_t n)
 
 int kvc_json_tensor_utf8_valid(const uint8_t *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t b = s[i];
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp;
-        if (b >= 0xC2 && b <= 0xDF) {
-            need = 1;
-            cp = b & 0x1F;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            need = 2;
-            cp = b & 0x0F;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            need = 3;
-            cp = b & 0x07;
-        } else {
-            return 0;
-        }
-        if (n - i - 1 < need)
-            return 0;
-        for (size_t k = 1; k <= need; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((need == 2 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) ||
-            (need == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return 0;
-        i += need + 1;
-    }
-    return 1;
+    return s_utf8_prefix(s, n) == n;
 }
 
 int kvc_json_tensor_write_string(kvc_buf_t *out, const char *s, size_t n)

@@ -44,7 +44,11 @@ typedef struct {
      * int64 for all-integer numbers, bool for true/false, string for strings
      * and {"b64": ...}. An unnamed input (instances of plain values, or
      * "inputs": value) takes the name and dtype of the only spec when there is
-     * exactly one, else the name "". */
+     * exactly one, else the name "" - except that with several specs and a
+     * request naming no signature it is an error (400: "the signature has N
+     * inputs (...), so ..."). A request that names a signature is parsed
+     * without that check: these specs may be another signature's, and the
+     * caller parses again with the named one's. */
     const kvc_json_tensor_spec_t *specs;
     size_t n_specs;
 } kvc_json_tensor_opts_t;
@@ -98,8 +102,16 @@ int kvc_json_tensor_expect(kvc_json_cursor_t *c, char ch);
 /* Sets an error "offset N: <message>" at the cursor and returns code. */
 int kvc_json_tensor_fail(kvc_json_cursor_t *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Parses a JSON string (a key or name) into buf: NUL-terminated, at most
- * size-1 bytes; longer, or holding a NUL character, is an error. */
+/*
+ * Parses a JSON string (a key or name) into buf: NUL-terminated, at most
+ * size-1 bytes; longer, holding a NUL character, or not valid UTF-8 (names
+ * end up in protobuf string fields) is an error. what names the string in
+ * the UTF-8 error ("offset N: <what> is not valid UTF-8", N the offset of
+ * the first bad byte); NULL means "key". read_string is read_name with
+ * what = NULL.
+ */
+int kvc_json_tensor_read_name(kvc_json_cursor_t *c, const char *what, char *buf, size_t size,
+                              size_t *len);
 int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, size_t *len);
 /* Skips one JSON value of any kind (depth-limited). */
 int kvc_json_tensor_skip(kvc_json_cursor_t *c);
@@ -108,9 +120,12 @@ int kvc_json_tensor_read_bool(kvc_json_cursor_t *c, int *out);
 /* Parses a non-negative JSON integer. */
 int kvc_json_tensor_read_u64(kvc_json_cursor_t *c, uint64_t *out);
 /*
- * Parses a (flat or arbitrarily nested, row-major) list of scalars of t's
- * dtype, appending them to t. Strings are JSON strings (no b64 objects
- * unless allow_b64). path names the value in error messages.
+ * Parses a list of scalars of t's dtype, flat or nested in row-major order,
+ * appending them to t. Nesting must be regular (every list at one depth the
+ * same length, scalars all at one depth), as a tensor is; the caller checks
+ * the count against its shape. A bare scalar (not in a list) is an error.
+ * Strings are JSON strings (no b64 objects unless allow_b64). path names
+ * the value in error messages ("path[1][0]: ...").
  */
 int kvc_json_tensor_read_values(kvc_json_cursor_t *c, kvc_tensor_t *t, const char *path,
                                 int allow_b64);

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base.h"
@@ -210,6 +211,120 @@ static void test_errors_say_where_and_what(void **state)
                 "inputs[1]: invalid number (expected an integer)");
 }
 
+/* Names land in protobuf string fields (map keys, signature_name): invalid
+ * UTF-8 there is a 400 saying which string and where; string values are
+ * bytes and stay allowed. */
+static void test_names_must_be_utf8(void **state)
+{
+    s_parse_err("{\"inputs\": {\"\xff\xfe\": [1]}}", &s_open, KVC_EPARSE,
+                "offset 13: inputs: input name is not valid UTF-8");
+    s_parse_err("{\"inputs\": {\"a\": [1], \"\xc3\xa9\xff\": [2]}}", &s_open, KVC_EPARSE,
+                "offset 25: inputs: input name is not valid UTF-8");
+    /* An overlong NUL (0xe0 0x80 0x80). */
+    s_parse_err("{\"instances\": [{\"a\": 1}, {\"\xe0\x80\x80\": 2}]}", &s_open, KVC_EPARSE,
+                "offset 27: instances[1]: input name is not valid UTF-8");
+    s_parse_err("{\"signature_name\": \"s\xf8\", \"inputs\": [1]}", &s_open, KVC_EPARSE,
+                "offset 21: signature_name is not valid UTF-8");
+    s_parse_err("{\"x\x80\": 1, \"inputs\": [1]}", &s_open, KVC_EPARSE,
+                "offset 3: key is not valid UTF-8");
+    /* Escapes: a lone surrogate decodes to no UTF-8 and is refused. */
+    s_parse_err("{\"inputs\": {\"a\\udc00\": [1]}}", &s_open, KVC_EPARSE,
+                "offset 14: unpaired surrogate in \\u escape");
+
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"signature_name\": \"\xe2\x82\xac\", \"inputs\": {\"\\ud83d\\ude00\xc3\xa9\": "
+               "[\"\xff\", {\"b64\": \"/w==\"}]}}",
+               &s_open, &req);
+    assert_string_equal(req.signature_name, "\xe2\x82\xac");
+    kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);
+    assert_string_equal(kvc_tensor_name(t), "\xf0\x9f\x98\x80\xc3\xa9");
+    size_t n;
+    const uint8_t *b = kvc_tensor_string(t, 0, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(b[0], 0xff);
+    kvc_json_tensor_request_clear(&req);
+}
+
+/* An unnamed value for a signature of several inputs would reach the
+ * backend as an input named ''; it is a 400 that says how to fix it. */
+static void test_unnamed_with_several_inputs(void **state)
+{
+    kvc_json_tensor_spec_t specs[2] = {{"a", KVC_DT_FLOAT}, {"b", KVC_DT_INT64}};
+    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, specs, 2};
+    const char *columnar = "offset 11: inputs: the signature has 2 inputs ('a', 'b'), so "
+                           "'inputs' must be an object keyed by input name";
+    s_parse_err("{\"inputs\": 1.5}", &opts, KVC_EPARSE, columnar);
+    s_parse_err("{\"inputs\": [1.5, 2]}", &opts, KVC_EPARSE, columnar);
+    s_parse_err("{\"inputs\": {\"b64\": \"AA==\"}}", &opts, KVC_EPARSE, columnar);
+    s_parse_err("{\"instances\": [1.5]}", &opts, KVC_EPARSE,
+                "offset 15: instances[0]: the signature has 2 inputs ('a', 'b'), so each "
+                "instance must be an object keyed by input name");
+    s_parse_err("{\"signature_name\": \"\", \"instances\": [ 1.5]}", &opts, KVC_EPARSE,
+                "offset 38: instances[0]: the signature has 2 inputs ('a', 'b'), so each "
+                "instance must be an object keyed by input name");
+    /* Many inputs: the list is cut short. */
+    kvc_json_tensor_spec_t many[20];
+    char names[20][16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(names[i], sizeof names[i], "input_%02d", i);
+        many[i].name = names[i];
+        many[i].dtype = KVC_DT_FLOAT;
+    }
+    kvc_json_tensor_opts_t mopts = {{1000, 1 << 20}, many, 20};
+    s_parse_err(
+        "{\"inputs\": [1]}", &mopts, KVC_EPARSE,
+        "offset 11: inputs: the signature has 20 inputs ('input_00', 'input_01', "
+        "'input_02', 'input_03', 'input_04', 'input_05', 'input_06', 'input_07', "
+        "'input_08', 'input_09', 'input_10', 'input_11', 'input_12', ...), so 'inputs' must "
+        "be an object keyed by input name");
+
+    /* Named inputs are fine; so is a request naming another signature,
+     * which the caller parses again with that signature's inputs. */
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"inputs\": {\"a\": [1.5], \"b\": [2]}}", &opts, &req);
+    assert_int_equal(kvc_tensor_list_size(req.inputs), 2);
+    kvc_json_tensor_request_clear(&req);
+    s_parse_ok("{\"instances\": [1.5], \"signature_name\": \"single\"}", &opts, &req);
+    assert_string_equal(kvc_tensor_name(kvc_tensor_list_at(req.inputs, 0)), "");
+    kvc_json_tensor_request_clear(&req);
+}
+
+/* A decimal past the dtype's range is refused, as TF Serving refuses lossy
+ * conversions; the bare NaN/Infinity tokens are still accepted. */
+static void test_float_out_of_range(void **state)
+{
+    kvc_json_tensor_spec_t dspec = {"x", KVC_DT_DOUBLE};
+    kvc_json_tensor_opts_t dopts = {{1000, 1 << 20}, &dspec, 1};
+    s_parse_err("{\"inputs\": {\"x\": [[1, 2], [3, 1e400]]}}", &dopts, KVC_EPARSE,
+                "inputs.x[1][1]: number out of range for DT_DOUBLE");
+    s_parse_err("{\"instances\": [{\"x\": -2e308}]}", &dopts, KVC_EPARSE,
+                "instances[0].x: number out of range for DT_DOUBLE");
+    kvc_json_tensor_spec_t fspec = {"x", KVC_DT_FLOAT};
+    kvc_json_tensor_opts_t fopts = {{1000, 1 << 20}, &fspec, 1};
+    s_parse_err("{\"inputs\": [1, 1e39]}", &fopts, KVC_EPARSE,
+                "inputs[1]: number out of range for DT_FLOAT");
+    kvc_json_tensor_spec_t hspec = {"x", KVC_DT_HALF};
+    kvc_json_tensor_opts_t hopts = {{1000, 1 << 20}, &hspec, 1};
+    s_parse_err("{\"inputs\": [-1e5]}", &hopts, KVC_EPARSE,
+                "inputs[0]: number out of range for DT_HALF");
+    /* Inferred float32 (no signature): the same rule. */
+    s_parse_err("{\"inputs\": [0.5, 3.5e38]}", &s_open, KVC_EPARSE,
+                "inputs[1]: number out of range for DT_FLOAT");
+    s_parse_err("{\"inputs\": [1, 2, 1e39]}", &s_open, KVC_EPARSE,
+                "inputs[2]: number out of range for DT_FLOAT");
+
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"inputs\": [3.4028234e38, -Infinity, 1e-50, NaN]}", &fopts, &req);
+    const float *f = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 0));
+    assert_true(f[0] == 3.4028234e38f && f[1] == -INFINITY && f[2] == 0.0f && isnan(f[3]));
+    kvc_json_tensor_request_clear(&req);
+    s_parse_ok("{\"inputs\": [65504, -Infinity]}", &hopts, &req);
+    const uint16_t *h = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 0));
+    assert_int_equal(h[0], 0x7bff);
+    assert_int_equal(h[1], 0xfc00);
+    kvc_json_tensor_request_clear(&req);
+}
+
 static void test_limits(void **state)
 {
     kvc_json_tensor_opts_t small = {{4, 1 << 20}, NULL, 0};
@@ -355,6 +470,9 @@ int main(void)
         cmocka_unit_test(test_row_named_objects),
         cmocka_unit_test(test_nan_infinity),
         cmocka_unit_test(test_errors_say_where_and_what),
+        cmocka_unit_test(test_names_must_be_utf8),
+        cmocka_unit_test(test_unnamed_with_several_inputs),
+        cmocka_unit_test(test_float_out_of_range),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_alloc_failures_never_leak),
         cmocka_unit_test(test_write_responses),
