@@ -41,7 +41,7 @@ static void s_shape_str(const int64_t *shape, int ndim, char *buf, size_t size)
 }
 
 /* Parses an input's "parameters" object, keeping binary_data_size. */
-static int s_input_params(kvc_json_cursor_t *c, uint64_t *bin_size, int *has_bin)
+static int s_input_params(kvc_json_cursor_t *c, size_t index, uint64_t *bin_size, int *has_bin)
 {
     int rc = kvc_json_tensor_expect(c, '{');
     if (rc)
@@ -56,8 +56,18 @@ static int s_input_params(kvc_json_cursor_t *c, uint64_t *bin_size, int *has_bin
             (rc = kvc_json_tensor_expect(c, ':')))
             return rc;
         if (strcmp(key, "binary_data_size") == 0) {
-            if ((rc = kvc_json_tensor_read_u64(c, bin_size)))
-                return rc;
+            kvc_json_tensor_peek(c);
+            const char *stop;
+            int prc = kvc_numfmt_parse_u64(c->p, c->end, bin_size, &stop);
+            if (prc == KVC_ERANGE && c->p < c->end && *c->p != '-')
+                return kvc_json_tensor_fail(
+                    c, KVC_EPARSE, "inputs[%zu].parameters.binary_data_size: too large", index);
+            if (prc)
+                return kvc_json_tensor_fail(
+                    c, KVC_EPARSE,
+                    "inputs[%zu].parameters.binary_data_size: must be a non-negative integer",
+                    index);
+            c->p = stop;
             *has_bin = 1;
         } else if ((rc = kvc_json_tensor_skip(c))) {
             return rc;
@@ -88,14 +98,21 @@ static int s_shape(kvc_json_cursor_t *c, size_t index, int64_t *shape, int *ndim
     }
     for (;;) {
         uint64_t d;
-        if ((rc = kvc_json_tensor_read_u64(c, &d)))
-            return rc;
+        const char *stop;
+        kvc_json_tensor_peek(c);
         if (*ndim >= KVC_TENSOR_MAX_DIMS)
             return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape: more than %d dimensions",
                                         index, KVC_TENSOR_MAX_DIMS);
-        if (d > (uint64_t)INT64_MAX)
-            return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape: dimension too large",
-                                        index);
+        int prc = kvc_numfmt_parse_u64(c->p, c->end, &d, &stop);
+        int neg = c->p < c->end && *c->p == '-';
+        if ((prc == KVC_ERANGE && !neg) || (prc == KVC_OK && d > (uint64_t)INT64_MAX))
+            return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape[%d]: dimension too large",
+                                        index, *ndim);
+        if (prc)
+            return kvc_json_tensor_fail(c, KVC_EPARSE,
+                                        "inputs[%zu].shape[%d]: must be a non-negative integer",
+                                        index, *ndim);
+        c->p = stop;
         shape[(*ndim)++] = (int64_t)d;
         int nx = kvc_json_tensor_peek(c);
         if (nx == ',') {
@@ -146,13 +163,17 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
         if (k >= 0)
             seen |= 1u << k;
         if (k == 0) {
-            rc = kvc_json_tensor_read_string(c, name, sizeof name, NULL);
+            char what[48];
+            snprintf(what, sizeof what, "inputs[%zu].name", index);
+            rc = kvc_json_tensor_read_name(c, what, name, sizeof name, NULL);
         } else if (k == 1) {
-            rc = kvc_json_tensor_read_string(c, dtname, sizeof dtname, NULL);
+            char what[48];
+            snprintf(what, sizeof what, "inputs[%zu].datatype", index);
+            rc = kvc_json_tensor_read_name(c, what, dtname, sizeof dtname, NULL);
         } else if (k == 2) {
             rc = s_shape(c, index, shape, &ndim);
         } else if (k == 3) {
-            rc = s_input_params(c, &bin_size, &has_bin);
+            rc = s_input_params(c, index, &bin_size, &has_bin);
         } else if (k == 4) {
             kvc_json_tensor_peek(c);
             data_at = c->p;
@@ -346,8 +367,9 @@ static int s_outputs(kvc_json_cursor_t *c, kvc_kserve_request_t *req)
                 (rc = kvc_json_tensor_expect(c, ':')))
                 return rc;
             if (strcmp(key, "name") == 0) {
-                char name[S_MAX_NAME];
-                if ((rc = kvc_json_tensor_read_string(c, name, sizeof name, NULL)))
+                char name[S_MAX_NAME], what[48];
+                snprintf(what, sizeof what, "outputs[%zu].name", req->n_outputs - 1);
+                if ((rc = kvc_json_tensor_read_name(c, what, name, sizeof name, NULL)))
                     return rc;
                 kvc_free(o->name);
                 o->name = kvc_strdup(name);
@@ -465,7 +487,7 @@ int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_le
             goto done;
         if (strcmp(key, "id") == 0) {
             char id[S_MAX_NAME];
-            if ((rc = kvc_json_tensor_read_string(c, id, sizeof id, NULL)))
+            if ((rc = kvc_json_tensor_read_name(c, "id", id, sizeof id, NULL)))
                 goto done;
             kvc_free(req->id);
             req->id = kvc_strdup(id);
@@ -556,8 +578,12 @@ int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_le
                                   "Inference-Header-Content-Length)");
         goto done;
     }
-    if (!seen_inputs || ninputs == 0) {
+    if (!seen_inputs) {
         rc = kvc_err_set(err, KVC_EPARSE, "missing 'inputs'");
+        goto done;
+    }
+    if (ninputs == 0) {
+        rc = kvc_err_set(err, KVC_EPARSE, "inputs: must not be empty");
         goto done;
     }
     /* The binary section: each deferred input, in order, then nothing. */

@@ -12,7 +12,9 @@
  *
  * Every size and shape is checked against the element count, the dtype and
  * the bytes actually present; nothing here reads past the body or allocates
- * past the limits.
+ * past the limits. "data" is a list, flat or regularly nested (row-major),
+ * whose element count matches the shape; names and "id" must be UTF-8, as
+ * they become protobuf strings.
  */
 #ifndef KVC_KSERVE_JSON_H
 #define KVC_KSERVE_JSON_H

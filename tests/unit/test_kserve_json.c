@@ -1,8 +1,9 @@
 /*
  * Unit tests of proxy/kserve_json.c: KServe v2 JSON requests (flat and
  * nested data, every datatype string, data before datatype), the binary
- * tensor extension with hostile sizes, exact error messages, and responses
- * in JSON and binary form with the header length reported.
+ * tensor extension with hostile sizes, exact error messages (UTF-8 names,
+ * shapes, ragged data, floats out of range), and responses in JSON and
+ * binary form with the header length reported.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <string.h>
 
 #include "base.h"
@@ -185,7 +187,8 @@ static void test_json_errors(void **state)
          "inputs[0] 'x': missing 'data'"},
         {"{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"data\": [1]}]}",
          "inputs[0] 'x': missing 'shape'"},
-        {"{\"inputs\": []}", "missing 'inputs'"},
+        {"{\"inputs\": []}", "inputs: must not be empty"},
+        {"{\"id\": \"a\"}", "missing 'inputs'"},
         {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": [1]},"
          " {\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": [1]}]}",
          "inputs[1]: duplicate input 'x'"},
@@ -203,6 +206,183 @@ static void test_json_errors(void **state)
                        " \"datatype\": \"FP32\", \"data\": [1]}]}";
     s_err(over, strlen(over), strlen(over), KVC_ERANGE,
           "inputs[0] 'x': shape too large for the limits");
+}
+
+/* Names land in protobuf string fields: invalid UTF-8 is a 400 that says
+ * which string and where, while BYTES values stay raw bytes. */
+static void test_names_must_be_utf8(void **state)
+{
+    const char *cases[][2] = {
+        {"{\"inputs\": [{\"name\": \"a\xff\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": "
+         "[1]}]}",
+         "offset 23: inputs[0].name is not valid UTF-8"},
+        /* An overlong '/' (0xc0 0xaf) and a UTF-16 surrogate written in UTF-8. */
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": [1]},"
+         " {\"name\": \"\xc0\xaf\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": [1]}]}",
+         "offset 84: inputs[1].name is not valid UTF-8"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP\xed\xa0\x80\", "
+         "\"data\": [1]}]}",
+         "offset 55: inputs[0].datatype is not valid UTF-8"},
+        {"{\"id\": \"r\xe2\x82\", \"inputs\": []}", "offset 9: id is not valid UTF-8"},
+        {"{\"outputs\": [{\"name\": \"ok\"}, {\"name\": \"\\u00e9\xf5\"}], \"inputs\": []}",
+         "offset 45: outputs[1].name is not valid UTF-8"},
+        {"{\"\xfe\": 1}", "offset 2: key is not valid UTF-8"},
+        /* A lone surrogate escape is refused too (it decodes to no UTF-8). */
+        {"{\"inputs\": [{\"name\": \"\\ud800\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": "
+         "[1]}]}",
+         "offset 22: unpaired surrogate in \\u escape"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        s_err(cases[i][0], strlen(cases[i][0]), strlen(cases[i][0]), KVC_EPARSE, cases[i][1]);
+
+    /* Valid multi-byte names and escapes pass; BYTES data may be any bytes. */
+    const char *ok = "{\"id\": \"\xe6\x97\xa5\\u00e9\", \"inputs\": [{\"name\": "
+                     "\"\xf0\x9f\x98\x80\\ud83d\\ude00\", \"shape\": [1], \"datatype\": "
+                     "\"BYTES\", \"data\": [\"\xff\xfe\"]}], \"outputs\": [{\"name\": "
+                     "\"\xc3\xa9\"}]}";
+    kvc_kserve_request_t req;
+    s_ok(ok, strlen(ok), strlen(ok), &req);
+    assert_string_equal(req.id, "\xe6\x97\xa5\xc3\xa9");
+    kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);
+    assert_string_equal(kvc_tensor_name(t), "\xf0\x9f\x98\x80\xf0\x9f\x98\x80");
+    size_t n;
+    const uint8_t *b = kvc_tensor_string(t, 0, &n);
+    assert_int_equal(n, 2);
+    assert_memory_equal(b, "\xff\xfe", 2);
+    assert_string_equal(req.outputs[0].name, "\xc3\xa9");
+    kvc_kserve_json_request_clear(&req);
+}
+
+/* Shape dimensions and binary_data_size: path, offset and what is wanted. */
+static void test_shape_errors_say_where(void **state)
+{
+    const char *cases[][2] = {
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [-2], \"datatype\": \"FP32\", \"data\": "
+         "[1]}]}",
+         "offset 36: inputs[0].shape[0]: must be a non-negative integer"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [2, 1.5], \"datatype\": \"FP32\", \"data\": "
+         "[1]}]}",
+         "offset 39: inputs[0].shape[1]: must be a non-negative integer"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [\"2\"], \"datatype\": \"FP32\", \"data\": "
+         "[1]}]}",
+         "offset 36: inputs[0].shape[0]: must be a non-negative integer"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1, 9223372036854775808], \"datatype\": "
+         "\"FP32\", \"data\": [1]}]}",
+         "offset 39: inputs[0].shape[1]: dimension too large"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [18446744073709551616], \"datatype\": "
+         "\"FP32\", \"data\": [1]}]}",
+         "offset 36: inputs[0].shape[0]: dimension too large"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1, 1, 1, 1, 1, 1, 1, 1, 1], \"datatype\": "
+         "\"FP32\", \"data\": [1]}]}",
+         "offset 60: inputs[0].shape: more than 8 dimensions"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP32\", \"parameters\": "
+         "{\"binary_data_size\": -4}}]}",
+         "offset 95: inputs[0].parameters.binary_data_size: must be a non-negative integer"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP32\", \"parameters\": "
+         "{\"binary_data_size\": 4.0}}]}",
+         "offset 95: inputs[0].parameters.binary_data_size: must be a non-negative integer"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        s_err(cases[i][0], strlen(cases[i][0]), strlen(cases[i][0]), KVC_EPARSE, cases[i][1]);
+    /* -0 is 0. */
+    const char *z = "{\"inputs\": [{\"name\": \"x\", \"shape\": [-0], \"datatype\": \"FP32\", "
+                    "\"data\": []}]}";
+    kvc_kserve_request_t req;
+    s_ok(z, strlen(z), strlen(z), &req);
+    assert_int_equal(kvc_tensor_shape(kvc_tensor_list_at(req.inputs, 0))[0], 0);
+    kvc_kserve_json_request_clear(&req);
+}
+
+/*
+ * "data" is row-major, flat or nested (the protocol allows either). Nested
+ * data must be regular, like a tensor; its flattened count must match the
+ * shape (Triton accepts any nesting with the right count, so we do too).
+ */
+static void test_nested_data(void **state)
+{
+    const char *ok[] = {
+        "{\"inputs\": [{\"name\": \"x\", \"shape\": [2, 2], \"datatype\": \"INT32\", \"data\": "
+        "[[1, 2], [3, 4]]}]}",
+        "{\"inputs\": [{\"name\": \"x\", \"shape\": [2, 2], \"datatype\": \"INT32\", \"data\": "
+        "[1, 2, 3, 4]}]}",
+        "{\"inputs\": [{\"name\": \"x\", \"shape\": [2, 2], \"datatype\": \"INT32\", \"data\": "
+        "[[1, 2, 3, 4]]}]}",
+        "{\"inputs\": [{\"data\": [[[1], [2]], [[3], [4]]], \"name\": \"x\", \"shape\": [2, 2], "
+        "\"datatype\": \"INT32\"}]}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        kvc_kserve_request_t req;
+        s_ok(ok[i], strlen(ok[i]), strlen(ok[i]), &req);
+        kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);
+        assert_int_equal(kvc_tensor_ndim(t), 2);
+        assert_int_equal(kvc_tensor_shape(t)[0], 2);
+        assert_int_equal(kvc_tensor_shape(t)[1], 2);
+        const int32_t *v = kvc_tensor_data(t);
+        assert_true(v[0] == 1 && v[1] == 2 && v[2] == 3 && v[3] == 4);
+        kvc_kserve_json_request_clear(&req);
+    }
+    const char *bad[][2] = {
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [2, 2], \"datatype\": \"FP32\", \"data\": "
+         "[[1, 2, 3], [4]]}]}",
+         "inputs[0].data[1]: expected 3 elements in dimension 1, got 1"},
+        {"{\"inputs\": [{\"data\": [[1, 2], [3, 4], [5]], \"name\": \"x\", \"shape\": [5], "
+         "\"datatype\": \"FP32\"}]}",
+         "inputs[0].data[2]: expected 2 elements in dimension 1, got 1"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [3], \"datatype\": \"INT64\", \"data\": "
+         "[[1, 2], 3]}]}",
+         "inputs[0].data[1]: expected a list of 2 elements in dimension 1"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [2], \"datatype\": \"FP32\", \"data\": "
+         "[1, [2]]}]}",
+         "inputs[0].data[1]: expected a scalar, got a list (elements must have the same shape)"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [2], \"datatype\": \"BYTES\", \"data\": "
+         "[[\"a\"], [\"b\", \"c\"]]}]}",
+         "inputs[0].data[1]: expected 1 elements in dimension 1, got 2"},
+        /* Triton reads no elements from a bare scalar, so neither do we. */
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": 1}]}",
+         "offset 68: inputs[0].data: expected a list"},
+        {"{\"inputs\": [{\"data\": 1, \"name\": \"x\", \"shape\": [], \"datatype\": \"FP32\"}]}",
+         "offset 21: inputs[0].data: expected a list"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        s_err(bad[i][0], strlen(bad[i][0]), strlen(bad[i][0]), KVC_EPARSE, bad[i][1]);
+}
+
+/* A decimal past the dtype's range is refused, not turned into infinity;
+ * the bare Infinity tokens still give infinities. */
+static void test_float_out_of_range(void **state)
+{
+    const char *bad[][2] = {
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [2], \"datatype\": \"FP64\", \"data\": "
+         "[1, 1e400]}]}",
+         "inputs[0].data[1]: number out of range for DT_DOUBLE"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP64\", \"data\": "
+         "[-1.8e308]}]}",
+         "inputs[0].data[0]: number out of range for DT_DOUBLE"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP32\", \"data\": "
+         "[1e39]}]}",
+         "inputs[0].data[0]: number out of range for DT_FLOAT"},
+        {"{\"inputs\": [{\"name\": \"x\", \"shape\": [1], \"datatype\": \"FP16\", \"data\": "
+         "[65520]}]}",
+         "inputs[0].data[0]: number out of range for DT_HALF"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        s_err(bad[i][0], strlen(bad[i][0]), strlen(bad[i][0]), KVC_EPARSE, bad[i][1]);
+    const char *ok = "{\"inputs\": [{\"name\": \"d\", \"shape\": [3], \"datatype\": \"FP64\", "
+                     "\"data\": [1.7976931348623157e308, Infinity, 1e-400]},"
+                     " {\"name\": \"f\", \"shape\": [2], \"datatype\": \"FP32\", \"data\": "
+                     "[3.4028234e38, -Infinity]},"
+                     " {\"name\": \"h\", \"shape\": [2], \"datatype\": \"FP16\", \"data\": "
+                     "[65504, Infinity]}]}";
+    kvc_kserve_request_t req;
+    s_ok(ok, strlen(ok), strlen(ok), &req);
+    const double *d = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 0));
+    assert_true(d[0] == 1.7976931348623157e308 && d[1] == INFINITY && d[2] == 0.0);
+    const float *f = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 1));
+    assert_true(f[0] == 3.4028234e38f && f[1] == -INFINITY);
+    const uint16_t *h = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 2));
+    assert_int_equal(h[0], 0x7bff);
+    assert_int_equal(h[1], 0x7c00);
+    kvc_kserve_json_request_clear(&req);
 }
 
 static void test_write_json_and_binary(void **state)
@@ -293,6 +473,10 @@ int main(void)
         cmocka_unit_test(test_json_request),
         cmocka_unit_test(test_binary_extension),
         cmocka_unit_test(test_json_errors),
+        cmocka_unit_test(test_names_must_be_utf8),
+        cmocka_unit_test(test_shape_errors_say_where),
+        cmocka_unit_test(test_nested_data),
+        cmocka_unit_test(test_float_out_of_range),
         cmocka_unit_test(test_write_json_and_binary),
         cmocka_unit_test(test_alloc_failures_never_leak),
     };
