@@ -1221,6 +1221,23 @@ static void s_tfs_predict(s_ctx_t *c)
             s_codec_error(c, rc, &err);
             return;
         }
+        /* The parser refuses an unnamed value for a multi-input signature
+         * only when the request names none (it cannot know the named one's
+         * inputs); this covers a named signature. */
+        const kvc_json_tensor_spec_t *sp = NULL;
+        size_t ns = 0;
+        if (jr.signature_name && jr.signature_name[0] &&
+            kvc_signature_set_inputs(set, jr.signature_name, &sp, &ns) == 0 && ns > 1 &&
+            kvc_tensor_list_find(jr.inputs, "")) {
+            kvc_http_error(
+                c->resp, 400, "%s: the signature \"%s\" has %zu inputs, so %s keyed by input name",
+                jr.format == KVC_JSON_TENSOR_COLUMNAR ? "inputs" : "instances", jr.signature_name,
+                ns,
+                jr.format == KVC_JSON_TENSOR_COLUMNAR ? "'inputs' must be an object"
+                                                      : "each instance must be an object");
+            kvc_json_tensor_request_clear(&jr);
+            return;
+        }
         inputs = jr.inputs;
         format = jr.format;
         signature = jr.signature_name;

@@ -250,6 +250,32 @@ static void s_expect_json(const s_front_t *f, const char *path, const char *body
 
 /* ---- TF Serving REST ------------------------------------------------------ */
 
+/* echo has one input per dtype: a value not keyed by input name is refused
+ * before it reaches the model server, whether the request names the
+ * signature or not, in both formats. */
+static void test_tfs_unnamed_value_multi_input(void **state)
+{
+    (void)state;
+    /* The names come in the model server's (map) order. */
+    s_reply_t r;
+    s_post(&g_tfs, TFS_PREDICT, NULL, "{\"inputs\": 1.5}", strlen("{\"inputs\": 1.5}"), &r);
+    assert_int_equal(r.status, 400);
+    const char *head = "{\"error\": \"offset 11: inputs: the signature has 14 inputs ('";
+    const char *tail = "'), so 'inputs' must be an object keyed by input name\"}";
+    assert_memory_equal(r.body, head, strlen(head));
+    assert_true(strlen(r.body) > strlen(head) + strlen(tail));
+    assert_string_equal(r.body + strlen(r.body) - strlen(tail), tail);
+    assert_non_null(strstr(r.body, "'raw_bytes'"));
+    s_expect_json(&g_tfs, TFS_PREDICT, "{\"signature_name\": \"serving_default\", \"inputs\": 1.5}",
+                  400,
+                  "{\"error\": \"inputs: the signature \\\"serving_default\\\" has 14 inputs, so "
+                  "'inputs' must be an object keyed by input name\"}");
+    s_expect_json(
+        &g_tfs, TFS_PREDICT, "{\"instances\": [1.5], \"signature_name\": \"serving_default\"}", 400,
+        "{\"error\": \"instances: the signature \\\"serving_default\\\" has 14 inputs, so "
+        "each instance must be an object keyed by input name\"}");
+}
+
 /* Columnar: every dtype's edge values in, the same values out. Halves are
  * written as the shortest float32 text of the half (2^-14 as 0.000061035156);
  * 0.1, not a half, comes back as the nearest half, 0.0999755859375. Floats
@@ -555,6 +581,7 @@ static void test_kserve_binary_mixed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tfs_unnamed_value_multi_input),
         cmocka_unit_test(test_tfs_columnar_every_dtype),
         cmocka_unit_test(test_tfs_row_every_dtype),
         cmocka_unit_test(test_kserve_json_every_dtype),
