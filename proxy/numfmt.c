@@ -243,6 +243,17 @@ static void s_ryu(uint64_t m2, int32_t e2, int mm_shift, uint64_t *digits, int *
         output = vr + ((vr == vm && (!accept || !vm_tz)) || last >= 5);
     } else {
         int round_up = 0;
+        /* Two digits at a time first: most values lose at least two (Ryu's
+         * own shortcut; only the last removed digit decides rounding). */
+        uint64_t vp100 = vp / 100, vm100 = vm / 100;
+        if (vp100 > vm100) {
+            uint64_t vr100 = vr / 100;
+            round_up = vr - 100 * vr100 >= 50;
+            vr = vr100;
+            vp = vp100;
+            vm = vm100;
+            removed += 2;
+        }
         while (vp / 10 > vm / 10) {
             round_up = vr % 10 >= 5;
             vr /= 10;
@@ -309,6 +320,37 @@ void kvc_numfmt_shortest_float(float v, uint64_t *digits, int *exp10)
 
 /* ---- writing --------------------------------------------------------------- */
 
+/* Number of decimal digits of v > 0. */
+static inline int s_ndigits(uint64_t v)
+{
+    int n = 1;
+    while (v >= 10000) {
+        v /= 10000;
+        n += 4;
+    }
+    return n + (v >= 10) + (v >= 100) + (v >= 1000);
+}
+
+/* Writes the low n decimal digits of v backwards, ending just before end;
+ * returns what is left of v (its higher digits). */
+static inline uint64_t s_put_digits(char *end, uint64_t v, int n)
+{
+    while (n >= 2) {
+        uint64_t q = v / 100;
+        uint32_t r = (uint32_t)(v - q * 100);
+        end -= 2;
+        memcpy(end, s_pairs + 2 * r, 2);
+        v = q;
+        n -= 2;
+    }
+    if (n) {
+        uint64_t q = v / 10;
+        *--end = (char)('0' + (v - q * 10));
+        v = q;
+    }
+    return v;
+}
+
 /* Writes the decimal digits of v (no sign) at buf; returns the count. */
 static inline size_t s_write_digits(uint64_t v, char *buf)
 {
@@ -356,35 +398,37 @@ static size_t s_format(char *buf, int neg, uint64_t digits, int exp)
         memcpy(p, "0.0", 3);
         return (size_t)(p - buf) + 3;
     }
-    char d[24];
-    int n = (int)s_write_digits(digits, d);
+    /* Digits go straight to their place, written backwards two at a time:
+     * no scratch copy, no variable-length memcpy (a call per value). */
+    int n = s_ndigits(digits);
     int kk = n + exp; /* position of the decimal point */
     if (exp >= 0 && kk <= 21) {
-        memcpy(p, d, (size_t)n);
+        s_put_digits(p + n, digits, n);
         p += n;
-        memset(p, '0', (size_t)exp);
-        p += exp;
-        memcpy(p, ".0", 2);
-        p += 2;
-    } else if (kk > 0 && kk <= 21) {
-        memcpy(p, d, (size_t)kk);
-        p += kk;
+        for (int i = 0; i < exp; i++)
+            *p++ = '0';
         *p++ = '.';
-        memcpy(p, d + kk, (size_t)(n - kk));
-        p += n - kk;
+        *p++ = '0';
+    } else if (kk > 0 && kk <= 21) {
+        uint64_t hi = s_put_digits(p + n + 1, digits, n - kk);
+        p[kk] = '.';
+        s_put_digits(p + kk, hi, kk);
+        p += n + 1;
     } else if (kk > -6 && kk <= 0) {
         *p++ = '0';
         *p++ = '.';
-        memset(p, '0', (size_t)-kk);
-        p += -kk;
-        memcpy(p, d, (size_t)n);
+        for (int i = 0; i < -kk; i++)
+            *p++ = '0';
+        s_put_digits(p + n, digits, n);
         p += n;
     } else {
-        *p++ = d[0];
         if (n > 1) {
-            *p++ = '.';
-            memcpy(p, d + 1, (size_t)(n - 1));
-            p += n - 1;
+            uint64_t first = s_put_digits(p + n + 1, digits, n - 1);
+            p[0] = (char)('0' + first);
+            p[1] = '.';
+            p += n + 1;
+        } else {
+            *p++ = (char)('0' + digits);
         }
         *p++ = 'e';
         int e = kk - 1;
