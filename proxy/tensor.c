@@ -262,9 +262,12 @@ int kvc_tensor_reserve(kvc_tensor_t *self, uint64_t n, void **at)
     size_t es = kvc_dtype_size(self->dtype);
     if (!es)
         return KVC_EINVAL;
-    if (n > self->lim.max_bytes / es)
+    /* n * es > max_bytes, without a division: this runs once per scalar on
+     * the JSON parser's general path. */
+    uint64_t nbytes;
+    if (__builtin_mul_overflow(n, (uint64_t)es, &nbytes) || nbytes > self->lim.max_bytes)
         return KVC_ERANGE;
-    int rc = s_check_limits(self, n, n * es);
+    int rc = s_check_limits(self, n, nbytes);
     if (rc)
         return rc;
     rc = s_grow_data(self, self->len + (size_t)(n * es));
