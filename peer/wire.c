@@ -37,6 +37,43 @@ int kvc_wire_valid_member_id(const char *id)
     return kvc_config_valid_name(site) && kvc_config_valid_name(slash + 1);
 }
 
+/*
+ * Tells whether a decoded message, or any message inside it, kept an
+ * unknown field numbered 0. protobuf-c keeps such fields (the spec forbids
+ * them) and writes them back canonically, which it then refuses to read:
+ * a message holding one would not survive a re-encoding. depth bounds the
+ * walk (the decoder already bounded the nesting).
+ */
+static int s_has_field_zero(const ProtobufCMessage *m, int depth)
+{
+    if (!m || depth > 32)
+        return depth > 32;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return 1;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *at = (const char *)m + f->offset;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)at;
+            for (size_t k = 0; k < n; k++)
+                if (s_has_field_zero(v[k], depth + 1))
+                    return 1;
+            continue;
+        }
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
+            continue; /* another member of the oneof is set */
+        if (s_has_field_zero(*(ProtobufCMessage *const *)at, depth + 1))
+            return 1;
+    }
+    return 0;
+}
+
 /* Checks the sizes of the fields the daemon reads from a Hello. */
 static int s_hello_ok(const Kvc__Fed__Hello *h)
 {
@@ -60,10 +97,10 @@ int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out, k
     Kvc__Fed__Envelope *env = kvc__fed__envelope__unpack(NULL, len, data);
     if (!env)
         goto fail;
-    /* protobuf-c keeps a field numbered 0 as "unknown"; the spec forbids it. */
-    for (unsigned i = 0; i < env->base.n_unknown_fields; i++)
-        if (env->base.unknown_fields[i].tag == 0)
-            goto fail_free;
+    /* protobuf-c keeps a field numbered 0 as "unknown"; the spec forbids
+     * it, at any depth. */
+    if (s_has_field_zero(&env->base, 0))
+        goto fail_free;
     if (env->version != KVC_WIRE_VERSION) {
         why = KVC_REJECT_VERSION;
         goto fail_free;

@@ -94,13 +94,40 @@ static void test_rejects_garbage_and_empty_body(void **state)
 static void test_rejects_field_number_zero(void **state)
 {
     /* found by fuzz_envelope: tag varint 0x81 0x00 is field 0, wire type 1 */
-    const uint8_t in[] = {0x08, 0x01, 0x12, 0x04, 'j', '/', 'j', '1', 0x81, 0x00, 'j', 0,
-                          'j',  0,    'j',  0,    'j', 0,   0x6a, 0x00};
+    const uint8_t in[] = {0x08, 0x01, 0x12, 0x04, 'j', '/', 'j', '1', 0x81, 0x00,
+                          'j',  0,    'j',  0,    'j', 0,   'j', 0,   0x6a, 0x00};
     Kvc__Fed__Envelope *out = NULL;
     kvc_reject_t why;
     assert_int_equal(kvc_wire_decode(in, sizeof in, &out, &why), KVC_EPARSE);
     assert_int_equal(why, KVC_REJECT_MALFORMED);
     assert_null(out);
+}
+
+/* The same inside a body message: protobuf-c keeps it there too and would
+ * write it back as bytes it then refuses (found by fuzz_envelope). Unknown
+ * fields with real numbers, a newer peer's additions, still pass. */
+static void test_rejects_field_number_zero_nested(void **state)
+{
+    const uint8_t in[] = {0x08, 0x01, 0x12, 0x04, 'a', '/', 'p', '1', 0x6a, 0x0a,
+                          0x81, 0x00, 1,    2,    3,   4,   5,   6,   7,    8};
+    Kvc__Fed__Envelope *out = NULL;
+    kvc_reject_t why;
+    assert_int_equal(kvc_wire_decode(in, sizeof in, &out, &why), KVC_EPARSE);
+    assert_int_equal(why, KVC_REJECT_MALFORMED);
+    assert_null(out);
+
+    const uint8_t later[] = {0x08, 0x01, 0x12, 0x04, 'a', '/', 'p', '1', 0x6a, 0x02, 0x78, 0x05};
+    assert_int_equal(kvc_wire_decode(later, sizeof later, &out, &why), KVC_OK);
+    assert_int_equal(out->body_case, KVC__FED__ENVELOPE__BODY_PONG);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(kvc_wire_encode(out, &buf, &len), KVC_OK);
+    Kvc__Fed__Envelope *again = NULL;
+    assert_int_equal(kvc_wire_decode(buf, len, &again, &why), KVC_OK);
+    assert_int_equal(again->body_case, KVC__FED__ENVELOPE__BODY_PONG);
+    kvc_wire_free(&again);
+    kvc_wire_free(&out);
+    kvc_free(buf);
 }
 
 static void test_rejects_oversize(void **state)
@@ -172,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_rejects_other_version),
         cmocka_unit_test(test_rejects_garbage_and_empty_body),
         cmocka_unit_test(test_rejects_field_number_zero),
+        cmocka_unit_test(test_rejects_field_number_zero_nested),
         cmocka_unit_test(test_rejects_oversize),
         cmocka_unit_test(test_rejects_hello_without_valid_credential_sizes),
         cmocka_unit_test(test_every_truncation_is_safe),
