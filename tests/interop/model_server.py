@@ -60,6 +60,8 @@ All arithmetic is float64 in the order written, then cast to float32
   bert       input_ids int32|int64 [1,500] -> logits float32 [1,2]
              logits[0,0] = sum(ids) / 1000   (sum exact in int64)
              logits[0,1] = max(ids) - min(ids)
+  hollow     bert's signature, but its TF Serving Predict answers OK with no
+             outputs at all, as a broken model server might
 
   echo       one input per dtype, any shape, any non-empty subset per request;
              each comes back unchanged as an output named NAME_out, except
@@ -272,6 +274,8 @@ MODELS = {
                      _from_u8(run_mobilenet)),
     "yolov5_u8": ("images", (1, 640, 640, 3), ("uint8",), "output0", (1, 25200, 85),
                   _from_u8(run_yolov5)),
+    # bert's signature, but a broken server's Predict: OK with no outputs.
+    "hollow": ("input_ids", (1, 500), ("int32", "int64"), "logits", (1, 2), run_bert),
 }
 VERSION = 1
 SIGNATURE = "serving_default"
@@ -546,7 +550,8 @@ class Server:
             self._abort(context, e)
         resp = self.predict_pb2.PredictResponse()
         self.fill_spec(resp.model_spec, name)
-        resp.outputs[out_name].CopyFrom(self.np_to_tensor(out))
+        if name != "hollow":
+            resp.outputs[out_name].CopyFrom(self.np_to_tensor(out))
         return resp
 
     # ---- echo ------------------------------------------------------------------

@@ -199,6 +199,7 @@ static int s_setup(void **state)
         {"yolov5", fast, "tfserving", "", ""},
         {"bert", fast, "tfserving", "", ""},
         {"mobilenet_u8", fast, "tfserving", "224x224 rgb nhwc uint8", ""},
+        {"hollow", fast, "tfserving", "", ""},
     };
     kvc_proxy_backend_t kv[] = {
         {"mobilenet", fast, "kserve", "", ""},
@@ -211,7 +212,7 @@ static int s_setup(void **state)
         {"mobilenet", slow, "tfserving", "", ""},
         {"bert", dead, "kserve", "", ""},
     };
-    if (s_front_start(&g_tfs, tfs, 5, 30000, (size_t)64 << 20, &g_obs) != 0 ||
+    if (s_front_start(&g_tfs, tfs, 6, 30000, (size_t)64 << 20, &g_obs) != 0 ||
         s_front_start(&g_kv, kv, 5, 30000, (size_t)64 << 20, NULL) != 0 ||
         s_front_start(&g_bad, bad, 2, 700, (size_t)1 << 20, NULL) != 0)
         return -1;
@@ -1328,6 +1329,18 @@ static void test_image_content_type_case(void **state)
     free(rgb);
 }
 
+/* A model server that answers OK but sends no outputs is at fault, not the
+ * client: 502, saying so. */
+static void test_backend_answer_without_outputs(void **state)
+{
+    (void)state;
+    float want[2];
+    char *body = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    s_expect_post(&g_tfs, "/v1/models/hollow:predict", NULL, body, 502,
+                  "{\"error\": \"model server answered with no outputs\"}");
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1339,6 +1352,7 @@ int main(void)
         cmocka_unit_test(test_predict_yolov5),
         cmocka_unit_test(test_images),
         cmocka_unit_test(test_images_uint8),
+        cmocka_unit_test(test_backend_answer_without_outputs),
         cmocka_unit_test(test_kserve_binary),
         cmocka_unit_test(test_dtypes_reach_backend),
         cmocka_unit_test(test_accept_protobuf),
