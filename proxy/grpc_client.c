@@ -1,15 +1,20 @@
 /*
  * grpc_client.c - unary gRPC over HTTP/2 on libcurl, multiplexed.
  *
- * Design: one curl multi handle per client, driven by one I/O thread.
- * A caller builds its easy handle in its own thread, queues it, wakes the
- * I/O thread (curl_multi_wakeup) and waits on its own condition variable.
- * The I/O thread adds queued handles to the multi, runs transfers, and
- * signals each caller when its transfer is done; the caller then reads the
- * outcome and frees the handle. With CURLPIPE_MULTIPLEX and CURLOPT_PIPEWAIT
- * all concurrent calls to one backend share one HTTP/2 connection.
+ * Design: one curl multi handle per client and no thread of its own. A
+ * caller builds its easy handle in its own thread and queues it. If nobody
+ * is driving the multi handle, the caller drives it (leader/followers):
+ * adds queued handles, runs transfers, signals each caller whose transfer
+ * ends, until its own call ends; it then hands the engine to a caller still
+ * waiting. Otherwise the caller wakes the driver (curl_multi_wakeup) and
+ * waits on its own condition variable, ready to take over. A lone call thus
+ * runs start to finish on its caller's thread, without the two thread
+ * switches a dedicated I/O thread costs per call. With CURLPIPE_MULTIPLEX
+ * and CURLOPT_PIPEWAIT all concurrent calls to one backend share one
+ * HTTP/2 connection. "The driver" below is whichever caller drives.
  *
- * Must never: block the I/O thread on a caller, trust a length prefix
+ * Must never: let two threads touch the multi handle (only the driver
+ * does), leave calls in flight without a driver, trust a length prefix
  * before bounding it, or treat a response without grpc-status as success.
  */
 #include "grpc_client.h"
@@ -38,15 +43,15 @@
 
 struct s_backend;
 
-/* One call in flight: owned by the caller, touched by the I/O thread only
+/* One call in flight: owned by the caller, touched by the driver only
  * between submission and completion. */
 typedef struct s_call {
     struct s_call *next; /* queue link, or in-flight list link */
     struct s_call *prev; /* in-flight list only */
     CURL *easy;
     pthread_cond_t cond;
-    int done;             /* set by the I/O thread under the client mutex */
-    CURLcode curl_code;   /* transfer result, set by the I/O thread */
+    int done;             /* set by the driver under the client mutex */
+    CURLcode curl_code;   /* transfer result, set by the driver */
     int cancelled;        /* client stopped before the call ended */
     const char *base_url; /* the caller's, valid for the call */
     int tls;
@@ -54,14 +59,14 @@ typedef struct s_call {
     int attempts;
     int64_t deadline_ms; /* monotonic */
     size_t max_message;
-    struct s_backend *be; /* I/O thread only */
+    struct s_backend *be; /* driver only */
     uint64_t connects;    /* connections opened, over all attempts */
     /* Request body: 5-byte prefix then the caller's bytes. */
     uint8_t prefix[5];
     const uint8_t *req;
     size_t req_len;
     size_t sent;
-    /* Response, filled by curl callbacks in the I/O thread. */
+    /* Response, filled by curl callbacks in the driver. */
     kvc_grpc_headers_t hdrs;
     kvc_grpc_deframer_t deframer;
     int local_code; /* -1, or a gRPC code the body reader chose */
@@ -69,7 +74,7 @@ typedef struct s_call {
     char errbuf[CURL_ERROR_SIZE];
 } s_call_t;
 
-/* What the I/O thread knows about one plain-HTTP backend's connection. */
+/* What the driver knows about one plain-HTTP backend's connection. */
 enum { S_BE_NONE, S_BE_CONNECTING, S_BE_UP };
 typedef struct s_backend {
     struct s_backend *next;
@@ -86,14 +91,16 @@ struct kvc_grpc_client {
     kvc_grpc_opts_t opts;
     char *ca_file;
     CURLM *multi;
-    pthread_t thread;
-    int thread_started;
     pthread_mutex_t mu;
+    int driving;          /* a caller is running the transfer engine (under mu) */
+    int callers;          /* calls inside kvc_grpc_call (under mu) */
+    pthread_cond_t idle;  /* signalled when callers drops to 0 */
+    int idle_ready;       /* idle is initialised */
     s_call_t *queue_head; /* submitted, not yet added (under mu) */
     s_call_t *queue_tail;
     int stopping;          /* under mu */
-    s_call_t *active;      /* added to multi; I/O thread only */
-    s_backend_t *backends; /* I/O thread only */
+    s_call_t *active;      /* added to multi; driver only */
+    s_backend_t *backends; /* driver only */
     int n_backends;
     kvc_grpc_stats_t stats;   /* under mu */
     CURL *spare[S_SPARE_MAX]; /* reset easy handles for the next calls (under mu) */
@@ -501,7 +508,7 @@ static void s_complete(kvc_grpc_client_t *self, s_call_t *call, CURLcode code, i
     pthread_mutex_unlock(&self->mu);
 }
 
-/* Unlinks a call from the I/O thread's in-flight list. */
+/* Unlinks a call from the driver's in-flight list. */
 static void s_active_unlink(kvc_grpc_client_t *self, s_call_t *call)
 {
     if (call->prev)
@@ -525,7 +532,7 @@ static int s_on_prereq(void *clientp, char *ip, char *local_ip, int port, int lo
     return CURL_PREREQFUNC_OK;
 }
 
-/* Finds (or makes) the I/O thread's record of a plain-HTTP backend. */
+/* Finds (or makes) the driver's record of a plain-HTTP backend. */
 static s_backend_t *s_backend(kvc_grpc_client_t *self, const char *base_url)
 {
     s_backend_t *spare = NULL;
@@ -714,71 +721,89 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
     s_complete(self, c, result, 0);
 }
 
-/* The I/O thread: routes queued calls, drives transfers, reports endings. */
-static void *s_loop(void *arg)
+/* A call whose caller is waiting, to take over driving (driver, under mu). */
+static s_call_t *s_waiter(kvc_grpc_client_t *self)
 {
-    kvc_grpc_client_t *self = arg;
-    for (;;) {
-        pthread_mutex_lock(&self->mu);
-        s_call_t *q = self->queue_head;
-        self->queue_head = self->queue_tail = NULL;
-        int stopping = self->stopping;
-        pthread_mutex_unlock(&self->mu);
-
-        while (q) {
-            s_call_t *next = q->next;
-            q->next = q->prev = NULL;
-            if (stopping)
-                s_complete(self, q, CURLE_ABORTED_BY_CALLBACK, 1);
-            else
-                s_dispatch(self, q);
-            q = next;
-        }
-        if (stopping) {
-            while (self->active) {
-                s_call_t *c = self->active;
-                s_active_unlink(self, c);
-                curl_multi_remove_handle(self->multi, c->easy);
-                s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 1);
-            }
-            for (s_backend_t *b = self->backends; b; b = b->next) {
-                while (b->held_head) {
-                    s_call_t *h = b->held_head;
-                    b->held_head = h->next;
-                    h->next = NULL;
-                    s_complete(self, h, CURLE_ABORTED_BY_CALLBACK, 1);
-                }
-                b->held_tail = NULL;
-            }
-            return NULL;
-        }
-
-        int running = 0;
-        curl_multi_perform(self->multi, &running);
-        CURLMsg *m;
-        int left = 0;
-        while ((m = curl_multi_info_read(self->multi, &left))) {
-            if (m->msg != CURLMSG_DONE)
-                continue;
-            CURL *easy = m->easy_handle;
-            CURLcode result = m->data.result;
-            s_call_t *c = NULL;
-            curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
-            curl_multi_remove_handle(self->multi, easy);
-            if (c) {
-                s_active_unlink(self, c);
-                s_finished(self, c, result);
-            }
-        }
-        s_release_held(self);
-        int held = 0;
-        for (s_backend_t *b = self->backends; b && !held; b = b->next)
-            held = b->held_head != NULL;
-        curl_multi_poll(self->multi, NULL, 0, held ? 10 : 1000, NULL);
-    }
+    if (self->queue_head)
+        return self->queue_head;
+    if (self->active)
+        return self->active;
+    for (s_backend_t *b = self->backends; b; b = b->next)
+        if (b->held_head)
+            return b->held_head;
+    return NULL;
 }
 
-/* Creates the client, its multi handle and its I/O thread. */
+/*
+ * One round of the transfer engine: routes queued calls, drives transfers,
+ * reports endings, then waits for activity unless `mine` has ended. Only the
+ * caller that holds `driving` runs it, so the multi handle, the active list
+ * and the backends are never touched by two threads at once; `mine->done`
+ * is written only here, by that same thread.
+ */
+static void s_drive_once(kvc_grpc_client_t *self, const s_call_t *mine)
+{
+    pthread_mutex_lock(&self->mu);
+    s_call_t *q = self->queue_head;
+    self->queue_head = self->queue_tail = NULL;
+    int stopping = self->stopping;
+    pthread_mutex_unlock(&self->mu);
+
+    while (q) {
+        s_call_t *next = q->next;
+        q->next = q->prev = NULL;
+        if (stopping)
+            s_complete(self, q, CURLE_ABORTED_BY_CALLBACK, 1);
+        else
+            s_dispatch(self, q);
+        q = next;
+    }
+    if (stopping) {
+        while (self->active) {
+            s_call_t *c = self->active;
+            s_active_unlink(self, c);
+            curl_multi_remove_handle(self->multi, c->easy);
+            s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 1);
+        }
+        for (s_backend_t *b = self->backends; b; b = b->next) {
+            while (b->held_head) {
+                s_call_t *h = b->held_head;
+                b->held_head = h->next;
+                h->next = NULL;
+                s_complete(self, h, CURLE_ABORTED_BY_CALLBACK, 1);
+            }
+            b->held_tail = NULL;
+        }
+        return;
+    }
+
+    int running = 0;
+    curl_multi_perform(self->multi, &running);
+    CURLMsg *m;
+    int left = 0;
+    while ((m = curl_multi_info_read(self->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = m->easy_handle;
+        CURLcode result = m->data.result;
+        s_call_t *c = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
+        curl_multi_remove_handle(self->multi, easy);
+        if (c) {
+            s_active_unlink(self, c);
+            s_finished(self, c, result);
+        }
+    }
+    s_release_held(self);
+    if (mine->done)
+        return;
+    int held = 0;
+    for (s_backend_t *b = self->backends; b && !held; b = b->next)
+        held = b->held_head != NULL;
+    curl_multi_poll(self->multi, NULL, 0, held ? 10 : 1000, NULL);
+}
+
+/* Creates the client, and its multi handle. */
 kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts)
 {
     pthread_once(&s_curl_once, s_curl_init);
@@ -808,6 +833,11 @@ kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts)
     self->verbose = getenv("KVC_GRPC_VERBOSE") != NULL;
     if (pthread_mutex_init(&self->mu, NULL) != 0)
         goto fail;
+    if (pthread_cond_init(&self->idle, NULL) != 0) {
+        pthread_mutex_destroy(&self->mu);
+        goto fail;
+    }
+    self->idle_ready = 1;
     self->multi = curl_multi_init();
     if (!self->multi)
         goto fail_mutex;
@@ -815,14 +845,10 @@ kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts)
     curl_multi_setopt(self->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)self->opts.max_streams);
     /* One connection per backend: extra calls queue for a free stream. */
     curl_multi_setopt(self->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 1L);
-    if (pthread_create(&self->thread, NULL, s_loop, self) != 0)
-        goto fail_multi;
-    self->thread_started = 1;
     return self;
 
-fail_multi:
-    curl_multi_cleanup(self->multi);
 fail_mutex:
+    pthread_cond_destroy(&self->idle);
     pthread_mutex_destroy(&self->mu);
 fail:
     kvc_free(self->ca_file);
@@ -836,13 +862,16 @@ void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     kvc_grpc_client_t *self = *self_p;
+    /* Calls in flight are ended (CANCELLED) by whichever caller drives;
+     * wait until every caller has left. */
     pthread_mutex_lock(&self->mu);
     self->stopping = 1;
     pthread_mutex_unlock(&self->mu);
-    if (self->thread_started) {
-        curl_multi_wakeup(self->multi);
-        pthread_join(self->thread, NULL);
-    }
+    curl_multi_wakeup(self->multi);
+    pthread_mutex_lock(&self->mu);
+    while (self->callers > 0)
+        pthread_cond_wait(&self->idle, &self->mu);
+    pthread_mutex_unlock(&self->mu);
     curl_multi_cleanup(self->multi);
     for (int i = 0; i < self->n_spare; i++)
         curl_easy_cleanup(self->spare[i]);
@@ -852,6 +881,7 @@ void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p)
         kvc_free(b->key);
         kvc_free(b);
     }
+    pthread_cond_destroy(&self->idle);
     pthread_mutex_destroy(&self->mu);
     kvc_free(self->ca_file);
     kvc_free(self);
@@ -1101,7 +1131,7 @@ static struct curl_slist *s_headers(kvc_grpc_client_t *self, uint32_t timeout_ms
     return list;
 }
 
-/* One blocking unary call through the I/O thread. */
+/* One blocking unary call (see the design note at the top). */
 int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *path,
                   const uint8_t *req, size_t len, uint32_t timeout_ms, kvc_grpc_result_t *res)
 {
@@ -1168,12 +1198,42 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
     else
         self->queue_head = call;
     self->queue_tail = call;
+    self->callers++;
+    /*
+     * No I/O thread: the first caller to find nobody driving runs the
+     * transfer engine until its own call ends, then hands the engine to a
+     * caller still waiting. A lone call thus never changes threads; others
+     * wake the driver (curl_multi_wakeup) so it picks their call up.
+     */
+    int drive = !self->driving;
+    if (drive)
+        self->driving = 1;
     pthread_mutex_unlock(&self->mu);
-    curl_multi_wakeup(self->multi);
-
-    pthread_mutex_lock(&self->mu);
-    while (!call->done)
-        pthread_cond_wait(&call->cond, &self->mu);
+    if (!drive)
+        curl_multi_wakeup(self->multi);
+    for (;;) {
+        if (drive) {
+            s_drive_once(self, call);
+            if (!call->done)
+                continue;
+            pthread_mutex_lock(&self->mu);
+            self->driving = 0;
+            s_call_t *heir = s_waiter(self);
+            if (heir)
+                pthread_cond_signal(&heir->cond);
+            break;
+        }
+        pthread_mutex_lock(&self->mu);
+        while (!call->done && self->driving)
+            pthread_cond_wait(&call->cond, &self->mu);
+        if (call->done)
+            break;
+        self->driving = 1; /* the driver left with calls in flight: take over */
+        drive = 1;
+        pthread_mutex_unlock(&self->mu);
+    }
+    if (--self->callers == 0)
+        pthread_cond_broadcast(&self->idle);
     pthread_mutex_unlock(&self->mu);
 
     s_resolve(self, call, tls, timeout_ms, res);

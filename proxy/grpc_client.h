@@ -2,9 +2,10 @@
  * grpc_client.h - a unary gRPC client over HTTP/2, built on libcurl.
  *
  * The proxy calls model servers (TF Serving, KServe v2) with this. One
- * client owns one libcurl multi handle driven by a dedicated thread; any
- * number of threads may call kvc_grpc_call() at once, and their requests
- * are multiplexed as HTTP/2 streams over one connection per backend.
+ * client owns one libcurl multi handle, driven by its callers in turn (see
+ * grpc_client.c); any number of threads may call kvc_grpc_call() at once,
+ * and their requests are multiplexed as HTTP/2 streams over one connection
+ * per backend.
  *
  * Wire: POST base_url + path with `content-type: application/grpc`,
  * `te: trailers` and `grpc-timeout`; the body is one message framed with
@@ -13,7 +14,7 @@
  * and grpc-message trailers, or from the headers of a trailers-only answer.
  *
  * Debian 12's libcurl (7.88) breaks an h2c connection when a second
- * prior-knowledge transfer reuses it, so the I/O thread opens each
+ * prior-knowledge transfer reuses it, so the driving caller opens each
  * plain-HTTP backend's connection with one prior-knowledge transfer, holds
  * other calls to that backend until it is up, and sends them as plain
  * HTTP/2 (which reuses it). If such a call finds the connection gone,
@@ -94,12 +95,13 @@ typedef struct {
 
 typedef struct kvc_grpc_client kvc_grpc_client_t;
 
-/* Creates a client and starts its I/O thread; NULL on failure (no memory,
- * libcurl without HTTP/2, thread creation failed). opts may be NULL. */
+/* Creates a client; NULL on failure (no memory, libcurl without HTTP/2).
+ * opts may be NULL. */
 kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts);
 
-/* Stops the I/O thread, cancels what is still queued and frees the client;
- * sets *self_p to NULL. No call may be running or start during destroy. */
+/* Cancels what is still in flight (its callers get CANCELLED), waits for
+ * them to return, and frees the client; sets *self_p to NULL. No call may
+ * start during destroy. */
 void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p);
 
 /*
