@@ -946,6 +946,11 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
          * list (all of a flat one) take the fast path. */
         if (V->ndim < 0 && first != '[')
             V->ndim = level + 1;
+        /* A signature's dtype is known before any scalar: create the tensor
+         * now, so the first innermost list (often the only one, as in
+         * {"instances": [[ids...]]}) takes the fast path too. */
+        if (!V->t && V->fixed && first != '[' && (rc = s_ensure_tensor(P, V, level + 1)))
+            return rc;
         int inner_fast = V->t && (V->fixed || V->dtype == KVC_DT_FLOAT) &&
                          V->dtype != KVC_DT_STRING && V->dtype != KVC_DT_BOOL && first != '[' &&
                          V->ndim == level + 1;
