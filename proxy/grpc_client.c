@@ -95,7 +95,6 @@ struct kvc_grpc_client {
     int driving;          /* a caller is running the transfer engine (under mu) */
     int callers;          /* calls inside kvc_grpc_call (under mu) */
     pthread_cond_t idle;  /* signalled when callers drops to 0 */
-    int idle_ready;       /* idle is initialised */
     s_call_t *queue_head; /* submitted, not yet added (under mu) */
     s_call_t *queue_tail;
     int stopping;          /* under mu */
@@ -837,7 +836,6 @@ kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts)
         pthread_mutex_destroy(&self->mu);
         goto fail;
     }
-    self->idle_ready = 1;
     self->multi = curl_multi_init();
     if (!self->multi)
         goto fail_mutex;

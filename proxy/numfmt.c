@@ -320,7 +320,7 @@ void kvc_numfmt_shortest_float(float v, uint64_t *digits, int *exp10)
 
 /* ---- writing --------------------------------------------------------------- */
 
-/* Number of decimal digits of v > 0. */
+/* Number of decimal digits of v (1 for 0). */
 static inline int s_ndigits(uint64_t v)
 {
     int n = 1;
@@ -354,24 +354,9 @@ static inline uint64_t s_put_digits(char *end, uint64_t v, int n)
 /* Writes the decimal digits of v (no sign) at buf; returns the count. */
 static inline size_t s_write_digits(uint64_t v, char *buf)
 {
-    char tmp[24];
-    char *p = tmp + sizeof tmp;
-    while (v >= 100) {
-        uint64_t q = v / 100;
-        uint32_t r = (uint32_t)(v - q * 100);
-        p -= 2;
-        memcpy(p, s_pairs + 2 * r, 2);
-        v = q;
-    }
-    if (v >= 10) {
-        p -= 2;
-        memcpy(p, s_pairs + 2 * v, 2);
-    } else {
-        *--p = (char)('0' + v);
-    }
-    size_t n = (size_t)(tmp + sizeof tmp - p);
-    memcpy(buf, p, n);
-    return n;
+    int n = s_ndigits(v);
+    s_put_digits(buf + n, v, n);
+    return (size_t)n;
 }
 
 size_t kvc_numfmt_write_u64(uint64_t v, char *buf)

@@ -1085,6 +1085,8 @@ static int s_codec_error(s_ctx_t *c, int rc, const kvc_err_t *err)
 {
     if (rc == KVC_ERANGE)
         kvc_http_error(c->resp, 413, "%s", err->msg);
+    else if (rc == KVC_EAGAIN) /* out of a shared budget for now: RESOURCE_EXHAUSTED */
+        kvc_http_error(c->resp, 429, "%s", err->msg);
     else if (rc == KVC_ENOMEM)
         kvc_http_error(c->resp, 500, "out of memory");
     else
@@ -1130,10 +1132,6 @@ static int s_image_inputs(s_ctx_t *c, kvc_tensor_list_t **inputs)
     kvc_image_limits_t il = {.budget = c->p->images};
     int rc = kvc_image_to_tensor(c->req->body, c->req->body_len, c->req->content_type, &be->spec,
                                  &il, &pix, &len, shape, &err);
-    if (rc == KVC_EAGAIN) { /* TF Serving's RESOURCE_EXHAUSTED */
-        kvc_http_error(c->resp, 429, "%s", err.msg);
-        return rc;
-    }
     if (rc)
         return s_codec_error(c, rc, &err);
     kvc_dtype_t dt = be->spec.dtype == KVC_PP_UINT8 ? KVC_DT_UINT8 : KVC_DT_FLOAT;

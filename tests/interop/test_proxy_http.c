@@ -730,18 +730,27 @@ static void s_check_scores_of(const char *body, const char *key, const float *x,
         }
 }
 
+/* A JPEG of the side x side picture rgb (tjFree it) and its pixels decoded
+ * independently of the proxy (*dec, free it). */
+static unsigned char *s_jpeg_decoded(const unsigned char *rgb, int side, unsigned long *jlen,
+                                     unsigned char **dec)
+{
+    unsigned char *jpg = s_jpeg(rgb, side, side, jlen);
+    assert_non_null(jpg);
+    *dec = malloc((size_t)side * (size_t)side * 3);
+    tjhandle tj = tjInitDecompress();
+    assert_int_equal(tjDecompress2(tj, jpg, *jlen, *dec, side, 0, side, TJPF_RGB, 0), 0);
+    tjDestroy(tj);
+    return jpg;
+}
+
 static void test_images(void **state)
 {
     /* JPEG to :predict on a TF Serving backend; the input name comes from
      * the signature. Expected values use the JPEG decoded independently. */
-    unsigned char *rgb = s_picture(224, 224);
+    unsigned char *rgb = s_picture(224, 224), *dec = NULL;
     unsigned long jlen = 0;
-    unsigned char *jpg = s_jpeg(rgb, 224, 224, &jlen);
-    assert_non_null(jpg);
-    unsigned char *dec = malloc(224 * 224 * 3);
-    tjhandle tj = tjInitDecompress();
-    assert_int_equal(tjDecompress2(tj, jpg, jlen, dec, 224, 0, 224, TJPF_RGB, 0), 0);
-    tjDestroy(tj);
+    unsigned char *jpg = s_jpeg_decoded(rgb, 224, &jlen, &dec);
     s_reply_t r;
     s_http(&g_tfs, "POST", "/v1/models/mobilenet:predict", "image/jpeg", NULL, jpg, jlen, &r);
     if (r.status != 200)
@@ -792,14 +801,9 @@ static void test_images(void **state)
 static void test_images_uint8(void **state)
 {
     (void)state;
-    unsigned char *rgb = s_picture(224, 224);
+    unsigned char *rgb = s_picture(224, 224), *dec = NULL;
     unsigned long jlen = 0;
-    unsigned char *jpg = s_jpeg(rgb, 224, 224, &jlen);
-    assert_non_null(jpg);
-    unsigned char *dec = malloc(224 * 224 * 3);
-    tjhandle tj = tjInitDecompress();
-    assert_int_equal(tjDecompress2(tj, jpg, jlen, dec, 224, 0, 224, TJPF_RGB, 0), 0);
-    tjDestroy(tj);
+    unsigned char *jpg = s_jpeg_decoded(rgb, 224, &jlen, &dec);
     s_reply_t r;
     s_http(&g_tfs, "POST", "/v1/models/mobilenet_u8:predict", "image/jpeg", NULL, jpg, jlen, &r);
     if (r.status != 200)
@@ -1305,14 +1309,9 @@ static void test_accept_negotiation(void **state)
 /* Image media types are case-insensitive and may carry parameters. */
 static void test_image_content_type_case(void **state)
 {
-    unsigned char *rgb = s_picture(224, 224);
+    unsigned char *rgb = s_picture(224, 224), *dec = NULL;
     unsigned long jlen = 0;
-    unsigned char *jpg = s_jpeg(rgb, 224, 224, &jlen);
-    assert_non_null(jpg);
-    unsigned char *dec = malloc(224 * 224 * 3);
-    tjhandle tj = tjInitDecompress();
-    assert_int_equal(tjDecompress2(tj, jpg, jlen, dec, 224, 0, 224, TJPF_RGB, 0), 0);
-    tjDestroy(tj);
+    unsigned char *jpg = s_jpeg_decoded(rgb, 224, &jlen, &dec);
     const char *types[] = {"IMAGE/JPEG", "Image/Jpeg; charset=binary"};
     for (size_t i = 0; i < 2; i++) {
         s_reply_t r;
