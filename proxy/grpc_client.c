@@ -20,6 +20,7 @@
 #include "grpc_client.h"
 
 #include "base.h"
+#include "fiber.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 
 #define S_URL_MAX 4096
@@ -60,6 +62,7 @@ typedef struct s_call {
     int64_t deadline_ms; /* monotonic */
     size_t max_message;
     struct s_backend *be; /* driver only */
+    kvc_fiber_t *fiber;   /* a caller on the owner's loop: made ready when done */
     uint64_t connects;    /* connections opened, over all attempts */
     /* Request body: 5-byte prefix then the caller's bytes. */
     uint8_t prefix[5];
@@ -104,7 +107,10 @@ struct kvc_grpc_client {
     kvc_grpc_stats_t stats;   /* under mu */
     CURL *spare[S_SPARE_MAX]; /* reset easy handles for the next calls (under mu) */
     int n_spare;
-    int verbose; /* KVC_GRPC_VERBOSE, read once */
+    int verbose;     /* KVC_GRPC_VERBOSE, read once */
+    int owned;       /* a loop thread drives for good (kvc_grpc_client_own; under mu) */
+    pthread_t owner; /* that thread */
+    int ended;       /* calls ended in the current engine round (driver only) */
 };
 
 static const char *s_names[] = {
@@ -503,8 +509,14 @@ static void s_complete(kvc_grpc_client_t *self, s_call_t *call, CURLcode code, i
     call->curl_code = code;
     call->cancelled = cancelled;
     call->done = 1;
+    /* A fiber's call lives on until the fiber runs again on this very
+     * thread; any other call may be freed by its thread once unlocked. */
+    kvc_fiber_t *fiber = call->fiber;
     pthread_cond_signal(&call->cond);
     pthread_mutex_unlock(&self->mu);
+    if (fiber)
+        kvc_fiber_ready(fiber); /* the driver is the owner's thread, the fiber's own */
+    self->ended++;
 }
 
 /* Unlinks a call from the driver's in-flight list. */
@@ -733,15 +745,41 @@ static s_call_t *s_waiter(kvc_grpc_client_t *self)
     return NULL;
 }
 
+/* Moves the transfers along and ends those that finished (driver only). */
+static void s_perform(kvc_grpc_client_t *self)
+{
+    int running = 0;
+    curl_multi_perform(self->multi, &running);
+    CURLMsg *m;
+    int left = 0;
+    while ((m = curl_multi_info_read(self->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = m->easy_handle;
+        CURLcode result = m->data.result;
+        s_call_t *c = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
+        curl_multi_remove_handle(self->multi, easy);
+        if (c) {
+            s_active_unlink(self, c);
+            s_finished(self, c, result);
+        }
+    }
+}
+
 /*
  * One round of the transfer engine: routes queued calls, drives transfers,
- * reports endings, then waits for activity unless `mine` has ended. Only the
+ * reports endings, then waits for activity unless `mine` has ended (with no
+ * `mine`, the owner's loop: unless a call ended this round; extra/n_extra
+ * are more descriptors to wake for, wait_ms the longest wait). Only the
  * caller that holds `driving` runs it, so the multi handle, the active list
  * and the backends are never touched by two threads at once; `mine->done`
  * is written only here, by that same thread.
  */
-static void s_drive_once(kvc_grpc_client_t *self, const s_call_t *mine)
+static void s_drive_round(kvc_grpc_client_t *self, const s_call_t *mine, struct curl_waitfd *extra,
+                          unsigned n_extra, int wait_ms)
 {
+    self->ended = 0;
     pthread_mutex_lock(&self->mu);
     s_call_t *q = self->queue_head;
     self->queue_head = self->queue_tail = NULL;
@@ -776,30 +814,64 @@ static void s_drive_once(kvc_grpc_client_t *self, const s_call_t *mine)
         return;
     }
 
-    int running = 0;
-    curl_multi_perform(self->multi, &running);
-    CURLMsg *m;
-    int left = 0;
-    while ((m = curl_multi_info_read(self->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        CURL *easy = m->easy_handle;
-        CURLcode result = m->data.result;
-        s_call_t *c = NULL;
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
-        curl_multi_remove_handle(self->multi, easy);
-        if (c) {
-            s_active_unlink(self, c);
-            s_finished(self, c, result);
-        }
-    }
+    s_perform(self);
     s_release_held(self);
-    if (mine->done)
+    if (mine ? mine->done : self->ended > 0)
         return;
     int held = 0;
     for (s_backend_t *b = self->backends; b && !held; b = b->next)
         held = b->held_head != NULL;
-    curl_multi_poll(self->multi, NULL, 0, held ? 10 : 1000, NULL);
+    int woke = 0;
+    curl_multi_poll(self->multi, extra, n_extra, held && wait_ms > 10 ? 10 : wait_ms, &woke);
+    if (!mine && woke > 0) {
+        /* The owner's loop: move what arrived now, so a fiber whose answer
+         * just came runs this turn rather than the next. */
+        s_perform(self);
+    }
+}
+
+static void s_drive_once(kvc_grpc_client_t *self, const s_call_t *mine)
+{
+    s_drive_round(self, mine, NULL, 0, 1000);
+}
+
+void kvc_grpc_client_own(kvc_grpc_client_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    /* Wait for a caller driving now to hand over (it does when its call ends). */
+    while (self->driving && !self->owned) {
+        pthread_mutex_unlock(&self->mu);
+        curl_multi_wakeup(self->multi);
+        sched_yield();
+        pthread_mutex_lock(&self->mu);
+    }
+    self->owned = 1;
+    self->driving = 1;
+    self->owner = pthread_self();
+    pthread_mutex_unlock(&self->mu);
+}
+
+void kvc_grpc_client_run(kvc_grpc_client_t *self, const int *fds, size_t n, int wait_ms)
+{
+    struct curl_waitfd w[8];
+    if (n > 8)
+        n = 8;
+    for (size_t i = 0; i < n; i++)
+        w[i] = (struct curl_waitfd){.fd = fds[i], .events = CURL_WAIT_POLLIN, .revents = 0};
+    s_drive_round(self, NULL, w, (unsigned)n, wait_ms < 0 ? 1000 : wait_ms);
+}
+
+void kvc_grpc_client_disown(kvc_grpc_client_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    if (self->owned) {
+        self->owned = 0;
+        self->driving = 0;
+        s_call_t *heir = s_waiter(self);
+        if (heir)
+            pthread_cond_signal(&heir->cond);
+    }
+    pthread_mutex_unlock(&self->mu);
 }
 
 /* Creates the client, and its multi handle. */
@@ -1201,15 +1273,30 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
      * No I/O thread: the first caller to find nobody driving runs the
      * transfer engine until its own call ends, then hands the engine to a
      * caller still waiting. A lone call thus never changes threads; others
-     * wake the driver (curl_multi_wakeup) so it picks their call up.
+     * wake the driver (curl_multi_wakeup) so it picks their call up. An
+     * owned client is always driven by its owner's loop: a fiber there
+     * yields until its call ends, any other thread waits as a follower.
      */
+    int on_owner = self->owned && pthread_equal(self->owner, pthread_self());
+    kvc_fiber_t *fiber = on_owner ? kvc_fiber_current() : NULL;
+    call->fiber = fiber;
     int drive = !self->driving;
     if (drive)
         self->driving = 1;
     pthread_mutex_unlock(&self->mu);
-    if (!drive)
+    if (!drive && !on_owner)
         curl_multi_wakeup(self->multi);
-    for (;;) {
+    if (on_owner) {
+        /* done is written by this very thread (the driver). */
+        while (!call->done) {
+            if (fiber)
+                kvc_fiber_yield();
+            else
+                s_drive_once(self, call);
+        }
+        pthread_mutex_lock(&self->mu);
+    }
+    for (; !on_owner;) {
         if (drive) {
             s_drive_once(self, call);
             if (!call->done)

@@ -117,6 +117,25 @@ void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p);
 int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *path,
                   const uint8_t *req, size_t len, uint32_t timeout_ms, kvc_grpc_result_t *res);
 
+/*
+ * Event-loop use. kvc_grpc_client_own makes the calling thread the client's
+ * driver for good (after a caller driving now hands over): from then on
+ * only that thread runs the transfer engine, one round per
+ * kvc_grpc_client_run. A kvc_grpc_call made inside a fiber on that thread
+ * yields (see fiber.h) and its fiber is made ready when the call ends; a
+ * call from any other thread blocks as usual while the loop drives it.
+ *
+ * kvc_grpc_client_run (owner only): starts queued calls, moves transfers,
+ * ends finished calls, then, unless a call ended, waits up to wait_ms for
+ * network activity, a call from another thread, or one of fds (at most 8)
+ * turning readable. kvc_grpc_client_disown hands driving back to the
+ * callers (leader/followers); the owner must call it before it stops
+ * running rounds, with no fiber's call in flight, and before destroy.
+ */
+void kvc_grpc_client_own(kvc_grpc_client_t *self);
+void kvc_grpc_client_run(kvc_grpc_client_t *self, const int *fds, size_t n, int wait_ms);
+void kvc_grpc_client_disown(kvc_grpc_client_t *self);
+
 /* Frees res->data and clears res; safe on a zeroed or already freed res. */
 void kvc_grpc_result_free(kvc_grpc_result_t *res);
 
