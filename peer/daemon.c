@@ -88,7 +88,7 @@ struct kvc_daemon {
     zhashx_t *by_member;             /* member id -> verified kvc_link_t* (borrowed) */
     kvc_swim_t *swim;                /* the membership core */
     kvc_swim_out_t out;              /* its outbox, flushed after every call */
-    kvc_proxy_t *proxy;              /* inference proxy (HTTP threads) */
+    kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
     kvc_peer_metrics_t *metrics;     /* /metrics, /federate, summaries */
     uint64_t summary_sent_ms;
     kvc_backend_scrape_t *scrape;    /* model servers' metrics; NULL: none */
@@ -1096,8 +1096,9 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
     return KVC_OK;
 }
 
-/* Answers one HTTP request (on its connection's thread). Everything but the
- * peer's own endpoints goes to the proxy, which is thread-safe. */
+/* Answers one HTTP request (in a fiber on the HTTP loop or on a thread of
+ * its own). Everything but the peer's own endpoints goes to the proxy,
+ * which is thread-safe. */
 static void s_http_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
 {
     kvc_daemon_t *self = arg;
@@ -1130,6 +1131,16 @@ static void s_http_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t 
         kvc_http_error(resp, 404, "no such endpoint (no models are configured on this peer)");
 }
 
+/* Which requests may run on the HTTP loop (http_server.h): the proxy's
+ * quick ones; /metrics and /federate render on threads of their own. */
+static int s_http_inline(void *arg, const kvc_http_req_t *req)
+{
+    kvc_daemon_t *self = arg;
+    if (strcmp(req->path, "/metrics") == 0 || strcmp(req->path, "/federate") == 0)
+        return 0;
+    return self->proxy ? kvc_proxy_inline_ok(self->proxy, req) : 1;
+}
+
 /* Starts the proxy and its HTTP front on http.listen. */
 static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
 {
@@ -1158,7 +1169,9 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
             return KVC_EINVAL;
         }
     }
-    kvc_http_opts_t ho = {.max_body = self->cfg.http_max_body};
+    kvc_http_opts_t ho = {.max_body = self->cfg.http_max_body,
+                          .inline_ok = s_http_inline,
+                          .engine = self->proxy ? kvc_proxy_engine(self->proxy) : NULL};
     self->http = kvc_http_server_new(self->cfg.http_listen, &ho, s_http_handle, self, err);
     if (!self->http)
         return KVC_EIO;

@@ -4,23 +4,44 @@
  * before reading; chunked bodies are counted as they come) and the handler
  * gets the whole request. Must never buffer more than the limit nor crash
  * on any request line, header or body.
+ *
+ * One loop thread owns libmicrohttpd (external epoll mode) and, when given,
+ * the gRPC engine: each turn it resumes fibers whose calls ended, resumes
+ * connections whose request threads finished, lets libmicrohttpd read and
+ * write, then waits on all of it at once. A request being answered is
+ * suspended (MHD_suspend_connection) and its state stays put until
+ * libmicrohttpd reports the request finished, so neither a fiber nor a
+ * request thread can outlive what it points into.
  */
 #include "http_server.h"
 
+#include "fiber.h"
+#include "grpc_client.h"
+
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <zlib.h>
 
-/* Each connection's thread stack. Handlers keep big data on the heap; 1 MiB
- * keeps 1024 connections within 1 GiB of address space, which a 32-bit ARM
+/* Each request thread's stack. Handlers keep big data on the heap; 1 MiB
+ * keeps 1024 of them within 1 GiB of address space, which a 32-bit ARM
  * gateway can spare (glibc's default would be 8 MiB each). */
 #define S_STACK_SIZE (1u << 20)
+/* Longest wait of one loop turn (the stop flag is also checked then). */
+#define S_TURN_MS 1000
+
+typedef struct s_req_state s_req_state_t;
 
 struct kvc_http_server {
     struct MHD_Daemon *mhd;
@@ -28,13 +49,29 @@ struct kvc_http_server {
     void *arg;
     kvc_http_opts_t opts;
     uint16_t port;
+    pthread_t loop;
+    int loop_started;
+    int evfd;             /* wakes the loop: a request thread finished, or stop */
+    atomic_int signalled; /* evfd was written and not yet drained */
+    atomic_int stopping;  /* destroy was called */
+    int inflight;         /* requests in a fiber or a thread (loop thread only) */
+    pthread_mutex_t mu;
+    s_req_state_t *finished; /* request threads done, to resume (under mu) */
 };
 
 /* Per-request state kept by MHD between calls of the access handler. */
-typedef struct {
+enum { S_COLLECTING, S_RUNNING, S_ANSWERED };
+struct s_req_state {
+    kvc_http_server_t *srv;
+    struct MHD_Connection *conn;
     kvc_buf_t body;
     int too_big;
-} s_req_state_t;
+    int phase;
+    int suspended;
+    kvc_http_req_t req;
+    kvc_http_resp_t resp;
+    s_req_state_t *next; /* on srv->finished */
+};
 
 int kvc_json_append_str(kvc_buf_t *buf, const char *s, size_t len)
 {
@@ -210,6 +247,55 @@ static enum MHD_Result s_send_error(kvc_http_server_t *self, struct MHD_Connecti
     return s_send(conn, &resp);
 }
 
+/* Wakes the loop thread (any thread). */
+static void s_wake(kvc_http_server_t *self)
+{
+    uint64_t one = 1;
+    ssize_t w = write(self->evfd, &one, sizeof one);
+    (void)w; /* a full counter still wakes the loop */
+    /* After the write: the loop drains evfd only once it sees this, so a
+     * drain can never come between this write and the loop noticing. */
+    atomic_store(&self->signalled, 1);
+}
+
+/* Runs the handler and checks it answered. */
+static void s_run_handler(s_req_state_t *st)
+{
+    kvc_http_server_t *self = st->srv;
+    self->handler(self->arg, &st->req, &st->resp);
+    if (st->resp.status < 100 || st->resp.status > 599)
+        kvc_http_error(&st->resp, 500, "internal error: handler gave no answer");
+}
+
+/* A request's fiber (loop thread): answers, then wakes its connection if
+ * the access handler parked it. */
+static void s_fiber_main(void *arg)
+{
+    s_req_state_t *st = arg;
+    s_run_handler(st);
+    st->phase = S_ANSWERED;
+    if (st->suspended) {
+        st->suspended = 0;
+        st->srv->inflight--;
+        MHD_resume_connection(st->conn);
+    }
+}
+
+/* A request's thread: answers, then hands the request back to the loop,
+ * which resumes the connection (libmicrohttpd is the loop's alone). */
+static void *s_thread_main(void *arg)
+{
+    s_req_state_t *st = arg;
+    kvc_http_server_t *self = st->srv;
+    s_run_handler(st);
+    pthread_mutex_lock(&self->mu);
+    st->next = self->finished;
+    self->finished = st;
+    pthread_mutex_unlock(&self->mu);
+    s_wake(self);
+    return NULL;
+}
+
 /* libmicrohttpd's access handler: collects the body, then calls ours. */
 static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const char *url,
                                 const char *method, const char *version, const char *upload,
@@ -250,7 +336,11 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
                  self->opts.max_body);
         return s_send_error(self, conn, 413, msg);
     }
-    kvc_http_req_t req = {
+    if (st->phase == S_ANSWERED)
+        return s_send(conn, &st->resp);
+    if (st->phase == S_RUNNING)
+        return MHD_YES; /* not ours to answer yet (never expected: suspended) */
+    st->req = (kvc_http_req_t){
         .method = method,
         .path = url,
         .content_type =
@@ -262,13 +352,44 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         .body_len = st->body.len,
         .conn = conn,
     };
-    kvc_http_resp_t resp;
-    memset(&resp, 0, sizeof resp);
-    kvc_buf_init(&resp.body, self->opts.max_response);
-    self->handler(self->arg, &req, &resp);
-    if (resp.status < 100 || resp.status > 599)
-        kvc_http_error(&resp, 500, "internal error: handler gave no answer");
-    return s_send(conn, &resp);
+    memset(&st->resp, 0, sizeof st->resp);
+    kvc_buf_init(&st->resp.body, self->opts.max_response);
+    st->srv = self;
+    st->conn = conn;
+    st->phase = S_RUNNING;
+    if (self->opts.inline_ok && self->opts.inline_ok(self->arg, &st->req)) {
+        kvc_fiber_t *f = kvc_fiber_new(s_fiber_main, st);
+        if (f && kvc_fiber_resume(f))
+            return s_send(conn, &st->resp); /* answered without blocking */
+        if (f) {
+            /* It waits for a call: park the connection until it ends. */
+            MHD_suspend_connection(conn);
+            st->suspended = 1;
+            self->inflight++;
+            return MHD_YES;
+        }
+        /* no memory for a fiber: a thread may still do */
+    }
+    /* The thread hands the request back through the loop (this thread),
+     * which cannot resume the connection before it is suspended below. */
+    pthread_attr_t attr;
+    pthread_t t;
+    int ok = pthread_attr_init(&attr) == 0;
+    if (ok) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, S_STACK_SIZE);
+        ok = pthread_create(&t, &attr, s_thread_main, st) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (!ok) {
+        st->phase = S_ANSWERED;
+        kvc_http_error(&st->resp, 503, "server busy: cannot start a request thread");
+        return s_send(conn, &st->resp);
+    }
+    MHD_suspend_connection(conn);
+    st->suspended = 1;
+    self->inflight++;
+    return MHD_YES;
 }
 
 /* Frees the per-request state when MHD is done with the request. */
@@ -278,9 +399,73 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     s_req_state_t *st = *con_cls;
     if (st) {
         kvc_buf_free(&st->body);
+        kvc_buf_free(&st->resp.body);
         kvc_free(st);
         *con_cls = NULL;
     }
+}
+
+/* Resumes the connections whose request threads have finished. */
+static void s_resume_finished(kvc_http_server_t *self)
+{
+    if (!atomic_exchange(&self->signalled, 0))
+        return;
+    uint64_t n;
+    ssize_t r = read(self->evfd, &n, sizeof n);
+    (void)r; /* drained: the next write wakes the loop again */
+    pthread_mutex_lock(&self->mu);
+    s_req_state_t *st = self->finished;
+    self->finished = NULL;
+    pthread_mutex_unlock(&self->mu);
+    while (st) {
+        s_req_state_t *next = st->next;
+        st->next = NULL;
+        st->phase = S_ANSWERED;
+        st->suspended = 0;
+        self->inflight--;
+        MHD_resume_connection(st->conn);
+        st = next;
+    }
+}
+
+/* The loop thread (see the top of this file). */
+static void *s_loop_main(void *arg)
+{
+    kvc_http_server_t *self = arg;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    int fds[2] = {info ? info->epoll_fd : -1, self->evfd};
+    if (self->opts.engine)
+        kvc_grpc_client_own(self->opts.engine);
+    int last_turn = 0;
+    for (;;) {
+        kvc_fiber_t *f;
+        while ((f = kvc_fiber_next_ready()) != NULL)
+            kvc_fiber_resume(f);
+        s_resume_finished(self);
+        MHD_run(self->mhd);
+        if (last_turn)
+            break;
+        /* Stop once nothing is in progress; one more turn sends the last answers. */
+        if (atomic_load(&self->stopping) && self->inflight == 0)
+            last_turn = 1;
+        int wait_ms = S_TURN_MS;
+        MHD_UNSIGNED_LONG_LONG to = 0;
+        if (last_turn || kvc_fiber_has_ready())
+            wait_ms = 0;
+        else if (MHD_get_timeout(self->mhd, &to) == MHD_YES && to < (MHD_UNSIGNED_LONG_LONG)wait_ms)
+            wait_ms = (int)to;
+        if (self->opts.engine) {
+            kvc_grpc_client_run(self->opts.engine, fds, 2, wait_ms);
+        } else {
+            struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN},
+                                  {.fd = fds[1], .events = POLLIN}};
+            poll(p, 2, wait_ms);
+        }
+    }
+    if (self->opts.engine)
+        kvc_grpc_client_disown(self->opts.engine);
+    kvc_fiber_thread_cleanup();
+    return NULL;
 }
 
 /* Resolves "HOST:PORT" (HOST may be [v6]) into addr. */
@@ -338,23 +523,40 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
         self->opts.timeout_s = 30;
     if (!self->opts.max_response)
         self->opts.max_response = (size_t)256 << 20;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    self->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_CONNECTION_TIMEOUT, self->opts.timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-        self->opts.max_connections, MHD_OPTION_THREAD_STACK_SIZE, (size_t)S_STACK_SIZE,
-        MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_END);
-    if (!self->mhd) {
-        kvc_err_set(err, KVC_EIO, "http.listen: cannot serve on %s (in use?)", listen);
+    self->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->evfd < 0 || pthread_mutex_init(&self->mu, NULL) != 0) {
+        kvc_err_set(err, KVC_EIO, "http: cannot create the loop's event descriptor");
+        if (self->evfd >= 0)
+            close(self->evfd);
         kvc_free(self);
         return NULL;
     }
+    self->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_CONNECTION_TIMEOUT, self->opts.timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+        self->opts.max_connections, MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_END);
+    if (!self->mhd) {
+        kvc_err_set(err, KVC_EIO, "http.listen: cannot serve on %s (in use?)", listen);
+        goto fail;
+    }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_BIND_PORT);
     self->port = info ? info->port : 0;
+    if (pthread_create(&self->loop, NULL, s_loop_main, self) != 0) {
+        kvc_err_set(err, KVC_EIO, "http: cannot start the loop thread");
+        MHD_stop_daemon(self->mhd);
+        goto fail;
+    }
+    self->loop_started = 1;
     return self;
+
+fail:
+    pthread_mutex_destroy(&self->mu);
+    close(self->evfd);
+    kvc_free(self);
+    return NULL;
 }
 
 uint16_t kvc_http_server_port(const kvc_http_server_t *self)
@@ -366,7 +568,15 @@ void kvc_http_server_destroy(kvc_http_server_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
-    MHD_stop_daemon((*self_p)->mhd);
-    kvc_free(*self_p);
+    kvc_http_server_t *self = *self_p;
+    if (self->loop_started) {
+        atomic_store(&self->stopping, 1);
+        s_wake(self);
+        pthread_join(self->loop, NULL);
+    }
+    MHD_stop_daemon(self->mhd);
+    pthread_mutex_destroy(&self->mu);
+    close(self->evfd);
+    kvc_free(self);
     *self_p = NULL;
 }

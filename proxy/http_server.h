@@ -1,13 +1,17 @@
 /*
- * http_server.h - the proxy's HTTP front: libmicrohttpd with one thread per
- * connection, whole bodies handed to one handler function, bounded by a
+ * http_server.h - the proxy's HTTP front: libmicrohttpd driven by one event
+ * loop thread, whole bodies handed to one handler function, bounded by a
  * maximum size.
  *
- * Handlers block (a predict waits for its model server, for seconds with a
- * big model), so each connection gets its own thread: a slow call holds up
- * only the connection it came on, never a health probe or a /metrics scrape
- * on another connection (with a fixed pool of N threads, N slow calls used
- * to stall every other client).
+ * Handlers are written as blocking code (a predict waits for its model
+ * server, for seconds with a big model). A request the inline_ok hook
+ * accepts (small, quick to decode) runs in a fiber on the loop thread: when
+ * its gRPC call would block, the fiber yields and the loop serves other
+ * connections meanwhile (the loop drives the gRPC engine too, so a small
+ * request costs no thread switch at all). Every other request runs on a
+ * thread of its own while its connection is suspended. Either way a slow
+ * call holds up only the connection it came on, never a health probe or a
+ * /metrics scrape on another connection.
  *
  * The server owns sockets and threads and nothing else: routing, decoding
  * and answering are the handler's. Bodies over the limit are answered 413
@@ -50,14 +54,19 @@ typedef void (*kvc_http_handler_fn)(void *arg, const kvc_http_req_t *req, kvc_ht
 typedef struct {
     size_t max_body;          /* request bodies above this get 413 */
     size_t max_response;      /* the handler's body buffer maximum */
-    unsigned max_connections; /* open connections, one thread each (default 1024) */
+    unsigned max_connections; /* open connections (default 1024) */
     unsigned timeout_s;       /* idle connection timeout (default 30) */
+    /* 1 if req may run in a fiber on the loop thread: the handler must then
+     * not block except in kvc_grpc_call on `engine`. NULL: none may. */
+    int (*inline_ok)(void *arg, const kvc_http_req_t *req);
+    /* The gRPC client the loop drives (kvc_grpc_client_own), or NULL. */
+    struct kvc_grpc_client *engine;
 } kvc_http_opts_t;
 
 /*
  * Starts serving on listen ("HOST:PORT", port 0 = any free port). The
- * handler runs on the connections' threads, concurrently. NULL on failure
- * with err set.
+ * handler runs concurrently: in fibers on the loop thread (inline_ok) and
+ * on request threads. NULL on failure with err set.
  */
 kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t *opts,
                                        kvc_http_handler_fn handler, void *arg, kvc_err_t *err);
@@ -65,7 +74,8 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
 /* The bound port (useful with port 0). */
 uint16_t kvc_http_server_port(const kvc_http_server_t *self);
 
-/* Stops the threads, closes the socket, nulls *self_p. */
+/* Waits for the requests in progress to end, stops the loop (handing the
+ * engine back to its callers), closes the socket, nulls *self_p. */
 void kvc_http_server_destroy(kvc_http_server_t **self_p);
 
 /* Returns a request header's value (NULL when absent); valid during the call. */

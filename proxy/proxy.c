@@ -4,14 +4,16 @@
  * into tensors, calls the model's backend over gRPC (TF Serving Predict or
  * KServe ModelInfer), and answers in the client's format.
  *
- * Every request runs on its HTTP connection's thread; the proxy's own state is
- * read-only after kvc_proxy_new except the signature cache (locked inside)
- * and the gRPC client (thread-safe). Every failure becomes an HTTP status
- * with {"error": "..."}; nothing here may crash or leak on any body or any
- * backend answer, and nothing is allocated that a limit does not bound.
+ * Requests run concurrently, in fibers on the HTTP loop or on threads of
+ * their own (http_server.h); the proxy's own state is read-only after
+ * kvc_proxy_new except the signature cache (locked inside) and the gRPC
+ * client (thread-safe). Nothing here blocks a fiber but kvc_grpc_call. Every failure becomes an
+ * HTTP status with {"error": "..."}; nothing here may crash or leak on any body or any backend
+ * answer, and nothing is allocated that a limit does not bound.
  */
 #include "proxy.h"
 
+#include "fiber.h"
 #include "grpc_client.h"
 #include "image.h"
 #include "json_tensor.h"
@@ -527,6 +529,18 @@ static int s_signatures_get(s_ctx_t *c, const kvc_signature_set_t **out)
             return KVC_OK;
         }
         pthread_mutex_lock(&p->sig_lock);
+        if (f->busy && kvc_fiber_current()) {
+            /* A fiber must not block the HTTP loop (the fetch it would wait
+             * for may be another fiber's): it fetches for itself. */
+            pthread_mutex_unlock(&p->sig_lock);
+            int definitive = 0;
+            kvc_signature_set_t *fresh = s_fetch_signatures(c, &definitive);
+            if (fresh)
+                *out = kvc_signature_cache_put(p->sigs, c->be_index, &fresh);
+            else if (definitive)
+                kvc_signature_cache_fail(p->sigs, c->be_index, s_now_ms());
+            return *out || definitive ? KVC_OK : KVC_EUNAVAIL;
+        }
         if (f->busy) {
             uint64_t seen = f->done;
             uint32_t t = p->timeout_ms < S_SIG_TIMEOUT_MS ? p->timeout_ms : S_SIG_TIMEOUT_MS;
@@ -1644,6 +1658,31 @@ static void s_dispatch(s_ctx_t *c)
         kvc_http_error(c->resp, 404, "no such endpoint");
         break;
     }
+}
+
+int kvc_proxy_inline_ok(void *arg, const kvc_http_req_t *req)
+{
+    kvc_proxy_t *p = arg;
+    if (req->body_len > KVC_PROXY_INLINE_MAX || kvc_proxy_is_image_type(req->content_type))
+        return 0;
+    kvc_route_t route;
+    char msg[64];
+    if (kvc_route_parse(req->method, req->path, &route, msg, sizeof msg) != 0)
+        return 1; /* answered at once */
+    if (route.kind != KVC_ROUTE_TFS_PREDICT && route.kind != KVC_ROUTE_V2_INFER)
+        return 1;
+    for (size_t i = 0; i < p->n; i++) {
+        if (strcmp(p->backends[i].model, route.model) != 0)
+            continue;
+        int fetch = 0;
+        return kvc_signature_cache_get(p->sigs, i, s_now_ms(), &fetch) != NULL || !fetch;
+    }
+    return 1; /* no such model: 404 at once */
+}
+
+struct kvc_grpc_client *kvc_proxy_engine(kvc_proxy_t *self)
+{
+    return self->grpc;
 }
 
 void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)

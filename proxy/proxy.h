@@ -69,6 +69,21 @@ void kvc_proxy_destroy(kvc_proxy_t **self_p);
 /* The HTTP handler; arg is the kvc_proxy_t. Thread-safe. */
 void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp);
 
+/* Bodies up to this size may be answered on the HTTP loop (inline). */
+#define KVC_PROXY_INLINE_MAX (256u * 1024u)
+
+/*
+ * For kvc_http_opts_t.inline_ok: 1 when req can be answered in a fiber on
+ * the HTTP loop without holding it up: a JSON body of at most
+ * KVC_PROXY_INLINE_MAX bytes (not an image, whose decoding takes
+ * milliseconds), for a model whose signatures are already known (a fetch
+ * may wait on another request's). Everything else gets a thread.
+ */
+int kvc_proxy_inline_ok(void *arg, const kvc_http_req_t *req);
+
+/* The proxy's gRPC client, for kvc_http_opts_t.engine. */
+struct kvc_grpc_client *kvc_proxy_engine(kvc_proxy_t *self);
+
 /* TF Serving's mapping of a gRPC status code to an HTTP status. */
 int kvc_proxy_http_status(int grpc_code);
 

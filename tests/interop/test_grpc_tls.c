@@ -551,7 +551,10 @@ static void test_proxy_https_backend(void **state)
         kvc_proxy_opts_t po = {.backends = b, .n_backends = 2, .grpc_ca_file = cas[i]};
         kvc_proxy_t *p = kvc_proxy_new(&po, &err);
         assert_non_null(p);
-        kvc_http_opts_t ho = {.max_body = 1 << 20, .max_response = 1 << 20};
+        kvc_http_opts_t ho = {.max_body = 1 << 20,
+                              .max_response = 1 << 20,
+                              .inline_ok = kvc_proxy_inline_ok,
+                              .engine = kvc_proxy_engine(p)};
         kvc_http_server_t *http =
             kvc_http_server_new("127.0.0.1:0", &ho, kvc_proxy_handle, p, &err);
         assert_non_null(http);

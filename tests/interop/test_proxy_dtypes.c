@@ -130,7 +130,10 @@ static int s_front_start(s_front_t *f, const char *grpc, const char *api)
         fprintf(stderr, "proxy: %s\n", err.msg);
         return -1;
     }
-    kvc_http_opts_t ho = {.max_body = 1 << 20, .max_response = 1 << 20};
+    kvc_http_opts_t ho = {.max_body = 1 << 20,
+                          .max_response = 1 << 20,
+                          .inline_ok = kvc_proxy_inline_ok,
+                          .engine = kvc_proxy_engine(f->proxy)};
     f->http = kvc_http_server_new("127.0.0.1:0", &ho, kvc_proxy_handle, f->proxy, &err);
     if (!f->http) {
         fprintf(stderr, "http: %s\n", err.msg);

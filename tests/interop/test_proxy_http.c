@@ -168,7 +168,12 @@ static int s_front_start(s_front_t *f, const kvc_proxy_backend_t *b, size_t n, u
         fprintf(stderr, "proxy: %s\n", err.msg);
         return -1;
     }
-    kvc_http_opts_t ho = {.max_body = max_body, .max_response = (size_t)256 << 20};
+    /* As the daemon runs it: quick requests in fibers on the loop, which
+     * drives the gRPC engine; the rest on threads. */
+    kvc_http_opts_t ho = {.max_body = max_body,
+                          .max_response = (size_t)256 << 20,
+                          .inline_ok = kvc_proxy_inline_ok,
+                          .engine = kvc_proxy_engine(f->proxy)};
     f->http = kvc_http_server_new("127.0.0.1:0", &ho, kvc_proxy_handle, f->proxy, &err);
     if (!f->http) {
         fprintf(stderr, "http: %s\n", err.msg);

@@ -4,13 +4,17 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "fiber.h"
 #include "http_server.h"
 
 /* Echoes "METHOD PATH LEN CTYPE" or answers an error for /fail. */
@@ -203,9 +207,16 @@ static int s_wait_entered(int n)
     return got;
 }
 
+/* /live runs inline, in a fiber on the loop thread. */
+static int s_inline_live(void *arg, const kvc_http_req_t *req)
+{
+    return strcmp(req->path, "/live") == 0;
+}
+
 static void test_blocked_handlers_do_not_stall_others(void **state)
 {
-    kvc_http_opts_t opts = {.max_body = 1024};
+    /* the blockers run on threads; /live on the loop, which must stay free */
+    kvc_http_opts_t opts = {.max_body = 1024, .inline_ok = s_inline_live};
     kvc_err_t err;
     kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_gated, NULL, &err);
     assert_non_null(srv);
@@ -230,6 +241,106 @@ static void test_blocked_handlers_do_not_stall_others(void **state)
         pthread_join(t[i], NULL);
         assert_int_equal(s_blocked_status[i], 200);
     }
+    kvc_http_server_destroy(&srv);
+}
+
+/* destroy lets a request in progress finish and answer. */
+static atomic_int s_destroy_called;
+
+static void *s_destroyer(void *arg)
+{
+    atomic_store(&s_destroy_called, 1);
+    kvc_http_server_destroy((kvc_http_server_t **)arg);
+    return NULL;
+}
+
+static void test_destroy_waits_for_requests_in_progress(void **state)
+{
+    kvc_http_opts_t opts = {.max_body = 1024};
+    kvc_err_t err;
+    kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_gated, NULL, &err);
+    assert_non_null(srv);
+    s_port = kvc_http_server_port(srv);
+    pthread_mutex_lock(&s_gate_mu);
+    s_entered = 0;
+    s_open = 0;
+    pthread_mutex_unlock(&s_gate_mu);
+    pthread_t blocker, destroyer;
+    assert_int_equal(pthread_create(&blocker, NULL, s_blocker, (void *)(intptr_t)0), 0);
+    assert_int_equal(s_wait_entered(1), 1);
+    assert_int_equal(pthread_create(&destroyer, NULL, s_destroyer, &srv), 0);
+    for (int i = 0; i < 10000 && !atomic_load(&s_destroy_called); i++)
+        sched_yield();
+    pthread_mutex_lock(&s_gate_mu);
+    s_open = 1;
+    pthread_cond_broadcast(&s_gate_cv);
+    pthread_mutex_unlock(&s_gate_mu);
+    pthread_join(blocker, NULL);
+    pthread_join(destroyer, NULL);
+    assert_int_equal(s_blocked_status[0], 200);
+    assert_null(srv);
+}
+
+/* ---- Inline requests: fibers on the loop thread ------------------------ */
+
+/* Answers where it ran ("fiber" or "thread") and how often it yielded:
+ * /inline/yield/N yields N times first, readying itself each time as a
+ * finished gRPC call readies its fiber. */
+static void s_where(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+{
+    int n = 0;
+    if (strncmp(req->path, "/inline/yield/", 14) == 0)
+        n = atoi(req->path + 14);
+    int yielded = 0;
+    for (int i = 0; i < n && kvc_fiber_current(); i++, yielded++) {
+        kvc_fiber_ready(kvc_fiber_current());
+        kvc_fiber_yield();
+    }
+    resp->status = 200;
+    snprintf(resp->content_type, sizeof resp->content_type, "text/plain");
+    kvc_buf_printf(&resp->body, "%s %d", kvc_fiber_current() ? "fiber" : "thread", yielded);
+}
+
+static int s_inline_prefix(void *arg, const kvc_http_req_t *req)
+{
+    return strncmp(req->path, "/inline", 7) == 0;
+}
+
+static long s_yield_ok[8];
+
+static void *s_yield_client(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    s_sink_t out;
+    for (int k = 0; k < 20; k++)
+        if (s_request(s_port, "GET", "/inline/yield/5", NULL, 0, 0, &out) == 200 &&
+            strcmp(out.data, "fiber 5") == 0)
+            s_yield_ok[i]++;
+    return NULL;
+}
+
+static void test_inline_requests_run_in_fibers(void **state)
+{
+    kvc_http_opts_t opts = {.max_body = 1024, .inline_ok = s_inline_prefix};
+    kvc_err_t err;
+    kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_where, NULL, &err);
+    assert_non_null(srv);
+    s_port = kvc_http_server_port(srv);
+    s_sink_t out;
+    assert_int_equal(s_request(s_port, "GET", "/inline", NULL, 0, 0, &out), 200);
+    assert_string_equal(out.data, "fiber 0");
+    assert_int_equal(s_request(s_port, "GET", "/elsewhere", NULL, 0, 0, &out), 200);
+    assert_string_equal(out.data, "thread 0");
+    assert_int_equal(s_request(s_port, "GET", "/inline/yield/3", NULL, 0, 0, &out), 200);
+    assert_string_equal(out.data, "fiber 3");
+    /* many suspended fibers at once, interleaved on the one loop thread */
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, s_yield_client, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(s_yield_ok[i], 20);
     kvc_http_server_destroy(&srv);
 }
 
@@ -341,6 +452,8 @@ int main(void)
         cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_concurrent_clients),
         cmocka_unit_test(test_blocked_handlers_do_not_stall_others),
+        cmocka_unit_test(test_inline_requests_run_in_fibers),
+        cmocka_unit_test(test_destroy_waits_for_requests_in_progress),
         cmocka_unit_test(test_gzip_when_asked),
         cmocka_unit_test(test_bad_listen),
     };
