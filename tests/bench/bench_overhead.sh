@@ -3,8 +3,8 @@
 # goals, each a ratio measured in the same run:
 #   (i)/(ii)  latency of a direct gRPC Predict from C (bench_grpc_direct, the
 #             proxy's own gRPC client) against the same request as TF Serving
-#             REST JSON through kvc's proxy, interleaved call by call;
-#             overhead = p50 difference, goal <= 150 us (model_server.py);
+#             REST JSON through kvc's proxy, interleaved call by call, once
+#             per backend below; overhead = p50 difference, goal <= 150 us;
 #   (iii)     requests/s at concurrency 8 and 32 (wrk, 10 s each) through
 #             kvc's proxy and through the proxies a user would otherwise
 #             write: tests/bench/python_proxy.py (http.server + json +
@@ -131,10 +131,12 @@ echo "Small requests (BERT shape: 500 int32 ids -> 2 floats) on loopback; model 
 echo "clients and load generator share the same cores ($(nproc) here, shared with other work: compare"
 echo "ratios measured in the same run, not absolute figures)."
 echo
-echo "Latency, backend ${NAME[py]}:"
-timeout $((SECS + 60)) "$DIRECT" --grpc "http://127.0.0.1:${GRPC[py]}" --proxy "http://${URL[py:kvc]}" \
-    --model bert -n 5000 --seconds "$SECS"
-echo
+for b in "${BACKENDS[@]}"; do
+    echo "Latency, backend ${NAME[$b]}:"
+    timeout $((SECS + 60)) "$DIRECT" --grpc "http://127.0.0.1:${GRPC[$b]}" --proxy "http://${URL[$b:kvc]}" \
+        --model bert -n 5000 --seconds "$SECS"
+    echo
+done
 
 # cpu_ticks PID: user+system clock ticks the process has used so far.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
