@@ -26,6 +26,21 @@
 #ifdef S_ASAN
 #include <sanitizer/common_interface_defs.h>
 #endif
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define S_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(S_TSAN)
+#define S_TSAN 1
+#endif
+#ifdef S_TSAN
+/* ThreadSanitizer's fiber interface (sanitizer/tsan_interface.h). */
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
 
 /* Spare stacks kept per thread. */
 #define S_SPARE_MAX 32
@@ -40,6 +55,7 @@ struct kvc_fiber {
     int queued; /* on the ready list */
     kvc_fiber_t *next;
     void *fake_stack; /* ASan's fake stack of this fiber while switched out */
+    void *tsan;       /* ThreadSanitizer's record of this fiber */
 };
 
 /* Per thread: the context resume() switched from, the running fiber, the
@@ -54,6 +70,9 @@ static _Thread_local int s_n_spare;
 static _Thread_local const void *s_loop_bottom;
 static _Thread_local size_t s_loop_size;
 #endif
+#ifdef S_TSAN
+static _Thread_local void *s_loop_tsan;
+#endif
 
 static void s_entry(void)
 {
@@ -67,12 +86,20 @@ static void s_entry(void)
     /* NULL: this fiber's fake stack may be freed, it never runs again. */
     __sanitizer_start_switch_fiber(NULL, s_loop_bottom, s_loop_size);
 #endif
+#ifdef S_TSAN
+    __tsan_switch_to_fiber(s_loop_tsan, 0);
+#endif
     setcontext(&s_loop_ctx);
 }
 
 /* Releases a finished fiber: kept for reuse or unmapped. */
 static void s_release(kvc_fiber_t *f)
 {
+#ifdef S_TSAN
+    if (f->tsan)
+        __tsan_destroy_fiber(f->tsan);
+    f->tsan = NULL;
+#endif
     if (s_n_spare < S_SPARE_MAX) {
         f->next = s_spare;
         s_spare = f;
@@ -115,6 +142,9 @@ kvc_fiber_t *kvc_fiber_new(kvc_fiber_fn fn, void *arg)
     f->queued = 0;
     f->next = NULL;
     f->fake_stack = NULL;
+#ifdef S_TSAN
+    f->tsan = __tsan_create_fiber(0);
+#endif
     if (getcontext(&f->ctx) != 0) {
         s_release(f);
         return NULL;
@@ -132,6 +162,10 @@ int kvc_fiber_resume(kvc_fiber_t *f)
 #ifdef S_ASAN
     void *fake = NULL;
     __sanitizer_start_switch_fiber(&fake, f->ctx.uc_stack.ss_sp, f->ctx.uc_stack.ss_size);
+#endif
+#ifdef S_TSAN
+    s_loop_tsan = __tsan_get_current_fiber();
+    __tsan_switch_to_fiber(f->tsan, 0);
 #endif
     swapcontext(&s_loop_ctx, &f->ctx);
 #ifdef S_ASAN
@@ -154,6 +188,9 @@ void kvc_fiber_yield(void)
     kvc_fiber_t *f = s_current;
 #ifdef S_ASAN
     __sanitizer_start_switch_fiber(&f->fake_stack, s_loop_bottom, s_loop_size);
+#endif
+#ifdef S_TSAN
+    __tsan_switch_to_fiber(s_loop_tsan, 0);
 #endif
     swapcontext(&f->ctx, &s_loop_ctx);
 #ifdef S_ASAN

@@ -12,8 +12,9 @@
  * (locks held briefly are fine; condition waits are not).
  *
  * Must never: resume a finished fiber, switch stacks without telling
- * AddressSanitizer (builds with -fsanitize=address annotate every switch),
- * or let a handler overflow its stack silently (a guard page faults).
+ * AddressSanitizer or ThreadSanitizer (sanitized builds annotate every
+ * switch), or let a handler overflow its stack silently (a guard page
+ * faults).
  */
 #ifndef KVC_FIBER_H
 #define KVC_FIBER_H

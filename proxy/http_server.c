@@ -19,7 +19,6 @@
 #include "grpc_client.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -436,17 +435,27 @@ static void *s_loop_main(void *arg)
     int fds[2] = {info ? info->epoll_fd : -1, self->evfd};
     if (self->opts.engine)
         kvc_grpc_client_own(self->opts.engine);
-    int last_turn = 0;
+    int last_turn = 0, quiet = 0;
     for (;;) {
         kvc_fiber_t *f;
         while ((f = kvc_fiber_next_ready()) != NULL)
             kvc_fiber_resume(f);
         s_resume_finished(self);
         MHD_run(self->mhd);
-        if (last_turn)
+        /* A request that came in on a kept-alive connection during the last
+         * turn is in progress: it must end before libmicrohttpd stops. */
+        if (last_turn && self->inflight == 0)
             break;
+        last_turn = 0;
+        if (atomic_load(&self->stopping) && !quiet) {
+            /* No new connections from here on (the socket is ours to close). */
+            MHD_socket s = MHD_quiesce_daemon(self->mhd);
+            if (s != MHD_INVALID_SOCKET)
+                close(s);
+            quiet = 1;
+        }
         /* Stop once nothing is in progress; one more turn sends the last answers. */
-        if (atomic_load(&self->stopping) && self->inflight == 0)
+        if (quiet && self->inflight == 0)
             last_turn = 1;
         int wait_ms = S_TURN_MS;
         MHD_UNSIGNED_LONG_LONG to = 0;
