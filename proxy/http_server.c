@@ -37,6 +37,8 @@
  * keeps 1024 of them within 1 GiB of address space, which a 32-bit ARM
  * gateway can spare (glibc's default would be 8 MiB each). */
 #define S_STACK_SIZE (1u << 20)
+/* Most bytes past the limit read and dropped before answering 413. */
+#define S_DRAIN_MAX (64ull << 20)
 /* Longest wait of one loop turn (the stop flag is also checked then). */
 #define S_TURN_MS 1000
 
@@ -303,22 +305,35 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     kvc_http_server_t *self = cls;
     s_req_state_t *st = *con_cls;
     if (!st) {
-        /* First call: headers only. Refuse a declared oversize body now. */
+        /*
+         * First call: headers only. A declared oversize body is refused now
+         * when the client waits for "100 Continue" or the body is absurd;
+         * otherwise it is read and dropped first, as a lingering close
+         * would: answering with the body still coming makes the kernel
+         * reset the connection, and the client may never see the 413.
+         */
+        int drain = 0;
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl) {
             char *end = NULL;
             unsigned long long n = strtoull(cl, &end, 10);
             if (end == cl || *end || n > self->opts.max_body) {
-                char msg[128];
-                snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes",
-                         self->opts.max_body);
-                return s_send_error(self, conn, 413, msg);
+                const char *expect =
+                    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+                drain = end != cl && !*end && !expect && n - self->opts.max_body <= S_DRAIN_MAX;
+                if (!drain) {
+                    char msg[128];
+                    snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes",
+                             self->opts.max_body);
+                    return s_send_error(self, conn, 413, msg);
+                }
             }
         }
         st = kvc_calloc(1, sizeof *st);
         if (!st)
             return MHD_NO;
+        st->too_big = drain;
         kvc_buf_init(&st->body, self->opts.max_body);
         *con_cls = st;
         return MHD_YES;
