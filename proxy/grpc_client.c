@@ -11,7 +11,10 @@
  * runs start to finish on its caller's thread, without the two thread
  * switches a dedicated I/O thread costs per call. With CURLPIPE_MULTIPLEX
  * and CURLOPT_PIPEWAIT all concurrent calls to one backend share one
- * HTTP/2 connection. "The driver" below is whichever caller drives.
+ * HTTP/2 connection. "The driver" below is whichever caller drives. An
+ * event loop may own the client instead (kvc_grpc_client_own): it is then
+ * the driver for good, running one engine round per turn; its fibers'
+ * calls yield to it, and calls from other threads wait as followers.
  *
  * Must never: let two threads touch the multi handle (only the driver
  * does), leave calls in flight without a driver, trust a length prefix

@@ -2,10 +2,10 @@
  * grpc_client.h - a unary gRPC client over HTTP/2, built on libcurl.
  *
  * The proxy calls model servers (TF Serving, KServe v2) with this. One
- * client owns one libcurl multi handle, driven by its callers in turn (see
- * grpc_client.c); any number of threads may call kvc_grpc_call() at once,
- * and their requests are multiplexed as HTTP/2 streams over one connection
- * per backend.
+ * client owns one libcurl multi handle, driven by its callers in turn, or
+ * for good by an event loop that owns it (see grpc_client.c); any number of
+ * threads may call kvc_grpc_call() at once, and their requests are
+ * multiplexed as HTTP/2 streams over one connection per backend.
  *
  * Wire: POST base_url + path with `content-type: application/grpc`,
  * `te: trailers` and `grpc-timeout`; the body is one message framed with

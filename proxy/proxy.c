@@ -7,9 +7,10 @@
  * Requests run concurrently, in fibers on the HTTP loop or on threads of
  * their own (http_server.h); the proxy's own state is read-only after
  * kvc_proxy_new except the signature cache (locked inside) and the gRPC
- * client (thread-safe). Nothing here blocks a fiber but kvc_grpc_call. Every failure becomes an
- * HTTP status with {"error": "..."}; nothing here may crash or leak on any body or any backend
- * answer, and nothing is allocated that a limit does not bound.
+ * client (thread-safe). Nothing here blocks a fiber but kvc_grpc_call.
+ * Every failure becomes an HTTP status with {"error": "..."}; nothing here
+ * may crash or leak on any body or any backend answer, and nothing is
+ * allocated that a limit does not bound.
  */
 #include "proxy.h"
 
@@ -531,7 +532,9 @@ static int s_signatures_get(s_ctx_t *c, const kvc_signature_set_t **out)
         pthread_mutex_lock(&p->sig_lock);
         if (f->busy && kvc_fiber_current()) {
             /* A fiber must not block the HTTP loop (the fetch it would wait
-             * for may be another fiber's): it fetches for itself. */
+             * for may be another fiber's): it fetches for itself. Rare:
+             * kvc_proxy_inline_ok sends requests of models without
+             * signatures yet to threads. */
             pthread_mutex_unlock(&p->sig_lock);
             int definitive = 0;
             kvc_signature_set_t *fresh = s_fetch_signatures(c, &definitive);
