@@ -20,6 +20,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -32,6 +34,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "fiber.h"
 #include "grpc_client.h"
 #include "kserve/grpc_predict_v2.pb-c.h"
 #include "tensorflow/core/protobuf/meta_graph.pb-c.h"
@@ -1139,6 +1142,120 @@ static void test_concurrent_calls_share_one_connection(void **state)
     kvc_grpc_client_destroy(&c);
 }
 
+/* ---- An event loop owning the client (as the HTTP front does) --------- */
+
+#define FIBERS 8
+#define FOLLOWERS 4
+
+typedef struct {
+    kvc_grpc_client_t *client;
+    worker_t *w; /* FIBERS workers run as fibers on the owner thread */
+    atomic_int owned;
+    atomic_int followers_left;
+    int max_live;  /* most fibers waiting for a call at once */
+    int timed_out; /* the loop gave up (a call never ended) */
+} owner_t;
+
+static void s_fiber_worker(void *arg)
+{
+    s_worker(arg);
+}
+
+/* Owns the client and runs the loop until every fiber has finished and
+ * every follower thread is done (deadline 60 s). */
+static void *s_owner(void *arg)
+{
+    owner_t *o = arg;
+    kvc_grpc_client_own(o->client);
+    atomic_store(&o->owned, 1);
+    int live = 0;
+    for (int i = 0; i < FIBERS; i++) {
+        kvc_fiber_t *f = kvc_fiber_new(s_fiber_worker, &o->w[i]);
+        if (f && !kvc_fiber_resume(f))
+            live++; /* it yielded in its first call */
+    }
+    o->max_live = live;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (live > 0 || atomic_load(&o->followers_left) > 0) {
+        kvc_fiber_t *f;
+        while ((f = kvc_fiber_next_ready()) != NULL)
+            if (kvc_fiber_resume(f))
+                live--;
+        kvc_grpc_client_run(o->client, NULL, 0, 100);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > 60) {
+            o->timed_out = 1;
+            break;
+        }
+    }
+    kvc_grpc_client_disown(o->client);
+    kvc_fiber_thread_cleanup();
+    return NULL;
+}
+
+typedef struct {
+    worker_t *w;
+    owner_t *o;
+} follower_t;
+
+static void *s_follower(void *arg)
+{
+    follower_t *f = arg;
+    s_worker(f->w);
+    atomic_fetch_sub(&f->o->followers_left, 1);
+    return NULL;
+}
+
+static void test_owned_loop_drives_fibers_and_followers(void **state)
+{
+    fixture_t *fx = *state;
+    kvc_grpc_client_t *c = kvc_grpc_client_new(NULL);
+    assert_non_null(c);
+    worker_t w[FIBERS + FOLLOWERS];
+    for (int i = 0; i < FIBERS + FOLLOWERS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].client = c;
+        w[i].base = fx->srv.base;
+        w[i].index = i;
+    }
+    owner_t o = {.client = c, .w = w};
+    atomic_init(&o.owned, 0);
+    atomic_init(&o.followers_left, FOLLOWERS);
+    pthread_t owner, th[FOLLOWERS];
+    follower_t fw[FOLLOWERS];
+    assert_int_equal(pthread_create(&owner, NULL, s_owner, &o), 0);
+    /* followers start once the loop owns the client, so none drives */
+    for (int i = 0; i < 100000 && !atomic_load(&o.owned); i++)
+        sched_yield();
+    assert_int_equal(atomic_load(&o.owned), 1);
+    for (int i = 0; i < FOLLOWERS; i++) {
+        fw[i] = (follower_t){.w = &w[FIBERS + i], .o = &o};
+        assert_int_equal(pthread_create(&th[i], NULL, s_follower, &fw[i]), 0);
+    }
+    for (int i = 0; i < FOLLOWERS; i++)
+        pthread_join(th[i], NULL);
+    pthread_join(owner, NULL);
+    assert_int_equal(o.timed_out, 0);
+    /* every fiber was waiting for its first call at the same time */
+    assert_int_equal(o.max_live, FIBERS);
+    for (int i = 0; i < FIBERS + FOLLOWERS; i++) {
+        if (w[i].ok != CALLS_PER_THREAD)
+            fail_msg("%s %d: %d/%d ok (%s)", i < FIBERS ? "fiber" : "follower", i, w[i].ok,
+                     CALLS_PER_THREAD, w[i].err);
+    }
+    kvc_grpc_stats_t st;
+    kvc_grpc_client_stats(c, &st);
+    assert_int_equal(st.calls, (FIBERS + FOLLOWERS) * CALLS_PER_THREAD);
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(st.connections, 1);
+    /* disowned: a plain call drives again on its own thread */
+    worker_t last = {.client = c, .base = fx->srv.base, .index = 99};
+    s_worker(&last);
+    assert_int_equal(last.ok, CALLS_PER_THREAD);
+    kvc_grpc_client_destroy(&c);
+}
+
 /* ---- The REST side, for the JSON-vs-protobuf benchmark ------------------------ */
 
 /* Appends libcurl's body bytes to a bounded buffer. */
@@ -1231,6 +1348,7 @@ int main(void)
         cmocka_unit_test(test_kserve_mobilenet_raw),
         cmocka_unit_test(test_kserve_health_and_metadata),
         cmocka_unit_test(test_concurrent_calls_share_one_connection),
+        cmocka_unit_test(test_owned_loop_drives_fibers_and_followers),
         cmocka_unit_test(test_rest_predict_and_status),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
