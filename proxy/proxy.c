@@ -530,21 +530,11 @@ static int s_signatures_get(s_ctx_t *c, const kvc_signature_set_t **out)
             return KVC_OK;
         }
         pthread_mutex_lock(&p->sig_lock);
-        if (f->busy && kvc_fiber_current()) {
-            /* A fiber must not block the HTTP loop (the fetch it would wait
-             * for may be another fiber's): it fetches for itself. Rare:
-             * kvc_proxy_inline_ok sends requests of models without
-             * signatures yet to threads. */
-            pthread_mutex_unlock(&p->sig_lock);
-            int definitive = 0;
-            kvc_signature_set_t *fresh = s_fetch_signatures(c, &definitive);
-            if (fresh)
-                *out = kvc_signature_cache_put(p->sigs, c->be_index, &fresh);
-            else if (definitive)
-                kvc_signature_cache_fail(p->sigs, c->be_index, s_now_ms());
-            return *out || definitive ? KVC_OK : KVC_EUNAVAIL;
-        }
-        if (f->busy) {
+        /* A fiber must not block the HTTP loop (the fetch it would wait for
+         * may be another fiber's): it fetches for itself, without sharing
+         * the outcome. Rare: kvc_proxy_inline_ok sends requests of models
+         * without signatures yet to threads. */
+        if (f->busy && !kvc_fiber_current()) {
             uint64_t seen = f->done;
             uint32_t t = p->timeout_ms < S_SIG_TIMEOUT_MS ? p->timeout_ms : S_SIG_TIMEOUT_MS;
             uint64_t until = s_now_ms() + t + S_SIG_WAIT_SLACK_MS;
@@ -573,6 +563,7 @@ static int s_signatures_get(s_ctx_t *c, const kvc_signature_set_t **out)
             pthread_mutex_unlock(&p->sig_lock);
             continue; /* it got them, or learnt there are none: the cache says */
         }
+        int shared = !f->busy; /* the fetch others wait for */
         f->busy = 1;
         pthread_mutex_unlock(&p->sig_lock);
         int definitive = 0;
@@ -581,9 +572,11 @@ static int s_signatures_get(s_ctx_t *c, const kvc_signature_set_t **out)
             *out = kvc_signature_cache_put(p->sigs, c->be_index, &fresh);
         else if (definitive)
             kvc_signature_cache_fail(p->sigs, c->be_index, s_now_ms());
-        pthread_mutex_lock(&p->sig_lock);
-        s_fetch_record(c, f, !*out && !definitive);
-        pthread_mutex_unlock(&p->sig_lock);
+        if (shared) {
+            pthread_mutex_lock(&p->sig_lock);
+            s_fetch_record(c, f, !*out && !definitive);
+            pthread_mutex_unlock(&p->sig_lock);
+        }
         return *out || definitive ? KVC_OK : KVC_EUNAVAIL;
     }
     kvc_http_error(c->resp, 503, "the signatures of model %s could not be settled", c->be->model);
