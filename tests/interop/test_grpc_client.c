@@ -37,6 +37,7 @@
 #include "fiber.h"
 #include "grpc_client.h"
 #include "kserve/grpc_predict_v2.pb-c.h"
+#include "model_server_proc.h"
 #include "tensorflow/core/protobuf/meta_graph.pb-c.h"
 #include "tensorflow_serving/apis/get_model_metadata.pb-c.h"
 #include "tensorflow_serving/apis/get_model_status.pb-c.h"
@@ -51,7 +52,6 @@ extern char **environ;
 #define INFER "/inference.GRPCInferenceService/ModelInfer"
 #define KV2 "/inference.GRPCInferenceService/"
 #define TIMEOUT_MS 30000u
-#define START_DEADLINE_MS 90000
 
 /* A model server child process. */
 typedef struct {
@@ -120,31 +120,21 @@ static void s_server_start(server_t *s, const char *const *extra)
         argv[n++] = extra[i];
     argv[n] = NULL;
     assert_int_equal(posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ), 0);
-    int64_t deadline = s_now_ms() + START_DEADLINE_MS;
-    for (;;) {
-        FILE *f = fopen(s->port_file, "r");
-        if (f) {
-            char text[256] = {0};
-            size_t got = fread(text, 1, sizeof text - 1, f);
-            fclose(f);
-            text[got] = '\0';
-            s->grpc_port = s_json_int(text, "grpc");
-            s->rest_port = s_json_int(text, "rest");
-            assert_true(s->grpc_port > 0);
-            assert_true(s->rest_port > 0);
-            snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->grpc_port);
-            return;
-        }
-        int st;
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid)
-            fail_msg("model server exited during start-up (status %d)", st);
-        if (s_now_ms() > deadline) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, &st, 0);
-            fail_msg("model server did not report its ports within %d ms", START_DEADLINE_MS);
-        }
-        s_poll_pause();
+    char text[256];
+    int st = 0;
+    int rc = kvc_it_wait_port_file(&s->pid, s->port_file, text, sizeof text, &st);
+    if (rc == -1)
+        fail_msg("model server exited during start-up (status %d)", st);
+    if (rc == -2) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, &st, 0);
+        fail_msg("model server did not report its ports within %d ms", KVC_IT_START_DEADLINE_MS);
     }
+    s->grpc_port = s_json_int(text, "grpc");
+    s->rest_port = s_json_int(text, "rest");
+    assert_true(s->grpc_port > 0);
+    assert_true(s->rest_port > 0);
+    snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d", s->grpc_port);
 }
 
 /* Stops the server with SIGTERM and checks that it exits cleanly in time. */

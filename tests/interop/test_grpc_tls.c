@@ -31,6 +31,7 @@
 #include "base.h"
 #include "grpc_client.h"
 #include "http_server.h"
+#include "model_server_proc.h"
 #include "proxy.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
 
@@ -38,7 +39,6 @@ extern char **environ;
 
 #define PREDICT "/tensorflow.serving.PredictionService/Predict"
 #define TIMEOUT_MS 30000u
-#define START_DEADLINE_MS 90000
 #define THREADS 6
 #define CALLS_PER_THREAD 4
 
@@ -209,30 +209,16 @@ static int s_server_start(s_env_t *e)
                           "--exit-with-parent", NULL};
     if (posix_spawn(&e->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ) != 0)
         return -1;
-    int64_t deadline = s_now_ms() + START_DEADLINE_MS;
-    for (;;) {
-        FILE *f = fopen(port_file, "r");
-        if (f) {
-            char text[256] = {0};
-            size_t n = fread(text, 1, sizeof text - 1, f);
-            fclose(f);
-            const char *g = n ? strstr(text, "\"grpc\": ") : NULL;
-            if (!g || !strstr(text, "\"tls\": 1"))
-                return -1;
-            e->port = (int)strtol(g + 8, NULL, 10);
-            snprintf(e->base_ip, sizeof e->base_ip, "https://127.0.0.1:%d", e->port);
-            snprintf(e->base_name, sizeof e->base_name, "https://localhost:%d", e->port);
-            return e->port > 0 ? 0 : -1;
-        }
-        int st;
-        if (waitpid(e->pid, &st, WNOHANG) == e->pid) {
-            e->pid = 0;
-            return -1;
-        }
-        if (s_now_ms() > deadline)
-            return -1;
-        s_poll_pause();
-    }
+    char text[256];
+    if (kvc_it_wait_port_file(&e->pid, port_file, text, sizeof text, NULL) != 0)
+        return -1;
+    const char *g = strstr(text, "\"grpc\": ");
+    if (!g || !strstr(text, "\"tls\": 1"))
+        return -1;
+    e->port = (int)strtol(g + 8, NULL, 10);
+    snprintf(e->base_ip, sizeof e->base_ip, "https://127.0.0.1:%d", e->port);
+    snprintf(e->base_name, sizeof e->base_name, "https://localhost:%d", e->port);
+    return e->port > 0 ? 0 : -1;
 }
 
 static int s_setup(void **state)

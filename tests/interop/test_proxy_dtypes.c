@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "http_server.h"
+#include "model_server_proc.h"
 #include "proxy.h"
 
 extern char **environ;
@@ -74,26 +75,12 @@ static int s_server_start(s_server_t *s)
                           "--exit-with-parent", NULL};
     if (posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ) != 0)
         return -1;
-    int64_t deadline = s_now_ms() + 90000;
-    struct timespec step = {0, 20 * 1000 * 1000};
-    for (;;) {
-        FILE *f = fopen(port_file, "r");
-        if (f) {
-            char text[256] = {0};
-            size_t n = fread(text, 1, sizeof text - 1, f);
-            fclose(f);
-            const char *g = n ? strstr(text, "\"grpc\": ") : NULL;
-            s->grpc_port = g ? (int)strtol(g + 8, NULL, 10) : -1;
-            return s->grpc_port > 0 ? 0 : -1;
-        }
-        if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-            s->pid = 0;
-            return -1;
-        }
-        if (s_now_ms() > deadline)
-            return -1;
-        nanosleep(&step, NULL); /* polling the port file, bounded by the deadline */
-    }
+    char text[256];
+    if (kvc_it_wait_port_file(&s->pid, port_file, text, sizeof text, NULL) != 0)
+        return -1;
+    const char *g = strstr(text, "\"grpc\": ");
+    s->grpc_port = g ? (int)strtol(g + 8, NULL, 10) : -1;
+    return s->grpc_port > 0 ? 0 : -1;
 }
 
 /* Stops the server (SIGTERM, then SIGKILL after 15 s) and removes its folder. */

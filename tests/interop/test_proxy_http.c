@@ -36,6 +36,7 @@
 
 #include "http_server.h"
 #include "kserve/grpc_predict_v2.pb-c.h"
+#include "model_server_proc.h"
 #include "proxy.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
 #include "yolo_expect.h"
@@ -50,9 +51,9 @@ typedef struct {
     int grpc_port;
 } s_server_t;
 
-/* Starts model_server.py with extra args; waits (deadline 90 s) for its
- * port file. */
-static int s_server_start(s_server_t *s, const char *delay_ms)
+/* Starts model_server.py on grpc_port ("0": any) with extra arguments
+ * (NULL-terminated, at most 6); waits (deadline 90 s) for its port file. */
+static int s_server_spawn(s_server_t *s, const char *grpc_port, const char *const *extra)
 {
     const char *script = getenv("KVC_MODEL_SERVER");
     char path[512];
@@ -65,34 +66,27 @@ static int s_server_start(s_server_t *s, const char *delay_ms)
         return -1;
     char port_file[128];
     snprintf(port_file, sizeof port_file, "%s/ports.json", s->dir);
-    const char *argv[] = {KVC_PYTHON,    script,    "--grpc-port", "0",      "--rest-port", "0",
-                          "--port-file", port_file, "--delay-ms",  delay_ms, NULL};
+    const char *argv[16] = {KVC_PYTHON,    script, "--grpc-port", grpc_port,
+                            "--rest-port", "0",    "--port-file", port_file};
+    size_t n = 8;
+    for (size_t i = 0; extra[i] && n < 14; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
     if (posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ) != 0)
         return -1;
-    struct timespec start, now, step = {0, 20 * 1000 * 1000};
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        FILE *f = fopen(port_file, "r");
-        if (f) {
-            char text[256] = {0};
-            size_t n = fread(text, 1, sizeof text - 1, f);
-            fclose(f);
-            const char *g = n ? strstr(text, "\"grpc\":") : NULL;
-            if (g) {
-                s->grpc_port = (int)strtol(g + 7, NULL, 10);
-                return s->grpc_port > 0 ? 0 : -1;
-            }
-        }
-        int status;
-        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-            s->pid = 0;
-            return -1;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - start.tv_sec > 90)
-            return -1;
-        nanosleep(&step, NULL); /* polling the port file, bounded by the deadline */
-    }
+    char text[256];
+    if (kvc_it_wait_port_file(&s->pid, port_file, text, sizeof text, NULL) != 0)
+        return -1;
+    const char *g = strstr(text, "\"grpc\":");
+    s->grpc_port = g ? (int)strtol(g + 7, NULL, 10) : -1;
+    return s->grpc_port > 0 ? 0 : -1;
+}
+
+/* Starts model_server.py with a --delay-ms on every predict. */
+static int s_server_start(s_server_t *s, const char *delay_ms)
+{
+    const char *extra[] = {"--delay-ms", delay_ms, NULL};
+    return s_server_spawn(s, "0", extra);
 }
 
 /* Stops the server and removes its folder. */
@@ -1100,44 +1094,10 @@ static void test_observation(void **state)
  * -> 1; waits (deadline 90 s) for its port file. */
 static int s_server_start_on(s_server_t *s, int grpc_port)
 {
-    char path[512], port[16], port_file[128];
-    snprintf(path, sizeof path, "%s/tests/interop/model_server.py", KVC_SOURCE_DIR);
-    const char *script = getenv("KVC_MODEL_SERVER");
-    if (!script || !script[0])
-        script = path;
+    char port[16];
     snprintf(port, sizeof port, "%d", grpc_port);
-    snprintf(s->dir, sizeof s->dir, "/tmp/kvc-proxy-it-XXXXXX");
-    if (!mkdtemp(s->dir))
-        return -1;
-    snprintf(port_file, sizeof port_file, "%s/ports.json", s->dir);
-    const char *argv[] = {KVC_PYTHON,        script,     "--grpc-port",        port,
-                          "--rest-port",     "0",        "--port-file",        port_file,
-                          "--version-label", "stable=1", "--exit-with-parent", NULL};
-    if (posix_spawn(&s->pid, KVC_PYTHON, NULL, NULL, (char *const *)argv, environ) != 0)
-        return -1;
-    struct timespec start, now, step = {0, 20 * 1000 * 1000};
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        FILE *f = fopen(port_file, "r");
-        if (f) {
-            char text[256] = {0};
-            size_t n = fread(text, 1, sizeof text - 1, f);
-            fclose(f);
-            const char *g = n ? strstr(text, "\"grpc\":") : NULL;
-            if (g) {
-                s->grpc_port = (int)strtol(g + 7, NULL, 10);
-                return s->grpc_port > 0 ? 0 : -1;
-            }
-        }
-        if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-            s->pid = 0;
-            return -1;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - start.tv_sec > 90)
-            return -1;
-        nanosleep(&step, NULL); /* polling the port file, bounded by the deadline */
-    }
+    const char *extra[] = {"--version-label", "stable=1", "--exit-with-parent", NULL};
+    return s_server_spawn(s, port, extra);
 }
 
 /* POSTs a JSON body and checks status and exact body. */
