@@ -19,7 +19,17 @@
 #             concurrency) is printed next to them, and so is each proxy
 #             process's CPU time per request.
 #
+#   The latency rows come with the floor they stand on, measured in the same
+#   run: bench_wakeup's round trip between two threads over loopback (a proxy
+#   adds one such hop), with the threads on two CPUs, one CPU, or free.
+#
 # usage: tests/bench/bench_overhead.sh BUILD_DIR   (KVCB_SECONDS=N, default 10)
+# KVCB_HALTPOLL_NS=N (root, a guest with the cpuidle-haltpoll driver): the
+# latency rows and the hop are measured a second time with the guest's idle
+# CPUs polling N ns before they halt (/sys/module/haltpoll/parameters/
+# guest_halt_poll_ns), as a bare-metal CPU wakes without a hypervisor round;
+# the previous value is put back on exit. Off unless asked: it changes the
+# host while it runs.
 # Needs wrk and python3-grpcio; otherwise prints "skipped: ..." and exits 0.
 # A missing part (bench_model_server not built, python3-flask absent) skips
 # its rows or columns with the reason printed. Every proxy's answer to the
@@ -31,6 +41,8 @@ set -euo pipefail
 build=${1:?usage: bench_overhead.sh BUILD_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 KVC="$build/kvc"
+WAKEUP="$build/tests/bench/bench_wakeup"
+HALTPOLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 PEER="$build/kvc-peer"
 DIRECT="$build/tests/bench/bench_grpc_direct"
 CXX_SERVER="$build/tests/bench/bench_model_server"
@@ -50,8 +62,10 @@ command -v wrk >/dev/null || skip "needs wrk (apt-get install wrk)"
 
 T=$(mktemp -d /tmp/kvcb-overhead.XXXXXX)
 PIDS=()
+HALTPOLL_WAS=""
 cleanup() {
     trap - EXIT INT TERM
+    if [ -n "$HALTPOLL_WAS" ]; then echo "$HALTPOLL_WAS" >"$HALTPOLL" || true; fi
     [ ${#PIDS[@]} -gt 0 ] && kvcb_stop "${PIDS[@]}"
     rm -rf "$T"
 }
@@ -131,12 +145,42 @@ echo "Small requests (BERT shape: 500 int32 ids -> 2 floats) on loopback; model 
 echo "clients and load generator share the same cores ($(nproc) here, shared with other work: compare"
 echo "ratios measured in the same run, not absolute figures)."
 echo
-for b in "${BACKENDS[@]}"; do
-    echo "Latency, backend ${NAME[$b]}:"
-    timeout $((SECS + 60)) "$DIRECT" --grpc "http://127.0.0.1:${GRPC[$b]}" --proxy "http://${URL[$b:kvc]}" \
-        --model bert -n 5000 --seconds "$SECS"
+# latency_rows: the hop's floor, then the latency rows per backend.
+latency_rows() {
+    if [ -x "$WAKEUP" ]; then
+        echo "One hop between two threads on this host (bench_wakeup, the floor of the overhead):"
+        timeout 120 "$WAKEUP" -n 20000 || echo "bench_wakeup failed"
+        echo
+    fi
+    for b in "${BACKENDS[@]}"; do
+        echo "Latency, backend ${NAME[$b]}:"
+        timeout $((SECS + 60)) "$DIRECT" --grpc "http://127.0.0.1:${GRPC[$b]}" --proxy "http://${URL[$b:kvc]}" \
+            --model bert -n 5000 --seconds "$SECS"
+        echo
+    done
+}
+if [ -r "$HALTPOLL" ]; then
+    echo "Guest idle polling (guest_halt_poll_ns): $(cat "$HALTPOLL") ns."
     echo
-done
+fi
+latency_rows
+if [ -n "${KVCB_HALTPOLL_NS:-}" ]; then
+    if ! [ -w "$HALTPOLL" ]; then
+        echo "KVCB_HALTPOLL_NS: skipped ($HALTPOLL is not writable here: needs root and the cpuidle-haltpoll driver)."
+    elif ! [[ "$KVCB_HALTPOLL_NS" =~ ^[0-9]{1,7}$ ]]; then
+        die "KVCB_HALTPOLL_NS: expected 0..9999999 (ns), got \"$KVCB_HALTPOLL_NS\""
+    else
+        HALTPOLL_WAS=$(cat "$HALTPOLL")
+        echo "$KVCB_HALTPOLL_NS" >"$HALTPOLL"
+        echo "Again, with the guest's idle CPUs polling $KVCB_HALTPOLL_NS ns before they halt:"
+        echo
+        latency_rows
+        echo "$HALTPOLL_WAS" >"$HALTPOLL"
+        HALTPOLL_WAS=""
+        echo "(guest_halt_poll_ns back to $(cat "$HALTPOLL") ns)"
+        echo
+    fi
+fi
 
 # cpu_ticks PID: user+system clock ticks the process has used so far.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
