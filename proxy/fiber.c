@@ -52,7 +52,8 @@ struct kvc_fiber {
     uint8_t *map; /* guard page + stack */
     size_t map_len;
     int done;
-    int queued; /* on the ready list */
+    int queued;               /* on the ready list */
+    const atomic_int *cancel; /* set by the creator: asks the fiber to stop */
     kvc_fiber_t *next;
     void *fake_stack; /* ASan's fake stack of this fiber while switched out */
     void *tsan;       /* ThreadSanitizer's record of this fiber */
@@ -140,6 +141,7 @@ kvc_fiber_t *kvc_fiber_new(kvc_fiber_fn fn, void *arg)
     f->arg = arg;
     f->done = 0;
     f->queued = 0;
+    f->cancel = NULL;
     f->next = NULL;
     f->fake_stack = NULL;
 #ifdef S_TSAN
@@ -176,6 +178,17 @@ int kvc_fiber_resume(kvc_fiber_t *f)
         return 0;
     s_release(f);
     return 1;
+}
+
+void kvc_fiber_set_cancel(kvc_fiber_t *f, const atomic_int *flag)
+{
+    if (f)
+        f->cancel = flag;
+}
+
+const atomic_int *kvc_fiber_cancel_flag(void)
+{
+    return s_current ? s_current->cancel : NULL;
 }
 
 kvc_fiber_t *kvc_fiber_current(void)

@@ -19,6 +19,7 @@
 #ifndef KVC_FIBER_H
 #define KVC_FIBER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 typedef struct kvc_fiber kvc_fiber_t;
@@ -38,6 +39,15 @@ int kvc_fiber_resume(kvc_fiber_t *f);
 
 /* The fiber running on this thread, or NULL outside fibers. */
 kvc_fiber_t *kvc_fiber_current(void);
+
+/* Names the flag that, once nonzero, asks f to stop early (NULL: none).
+ * Whoever waits inside f checks it: a gRPC call made in f ends with
+ * CANCELLED instead of starting, and kvc_grpc_client_cancel ends the one in
+ * flight. Set by f's creator; the flag must outlive f. */
+void kvc_fiber_set_cancel(kvc_fiber_t *f, const atomic_int *flag);
+
+/* The running fiber's cancel flag, or NULL (outside fibers, or none set). */
+const atomic_int *kvc_fiber_cancel_flag(void);
 
 /* Gives control back to whoever resumed the current fiber; returns when it
  * is resumed. Must be called inside a fiber. */

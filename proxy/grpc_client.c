@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #define S_URL_MAX 4096
@@ -45,6 +46,10 @@
 #define S_MAXAGE_CONN_S 118L
 /* Trust an idle connection to be open for this long (< S_MAXAGE_CONN_S). */
 #define S_IDLE_TRUST_MS 100000
+#define S_CANCEL_MSG "cancelled: the caller went away"
+
+/* This thread's cancel flag (kvc_grpc_cancel_flag_set); fibers have their own. */
+static _Thread_local const atomic_int *s_caller_cancel;
 
 struct s_backend;
 
@@ -64,9 +69,10 @@ typedef struct s_call {
     int attempts;
     int64_t deadline_ms; /* monotonic */
     size_t max_message;
-    struct s_backend *be; /* driver only */
-    kvc_fiber_t *fiber;   /* a caller on the owner's loop: made ready when done */
-    uint64_t connects;    /* connections opened, over all attempts */
+    struct s_backend *be;     /* driver only */
+    kvc_fiber_t *fiber;       /* a caller on the owner's loop: made ready when done */
+    const atomic_int *cancel; /* the caller's cancel flag, or NULL */
+    uint64_t connects;        /* connections opened, over all attempts */
     /* Request body: 5-byte prefix then the caller's bytes. */
     uint8_t prefix[5];
     const uint8_t *req;
@@ -854,7 +860,8 @@ void kvc_grpc_client_own(kvc_grpc_client_t *self)
     pthread_mutex_unlock(&self->mu);
 }
 
-void kvc_grpc_client_run(kvc_grpc_client_t *self, const int *fds, size_t n, int wait_ms)
+void kvc_grpc_client_run(kvc_grpc_client_t *self, const int *fds, short *revents, size_t n,
+                         int wait_ms)
 {
     struct curl_waitfd w[8];
     if (n > 8)
@@ -862,6 +869,8 @@ void kvc_grpc_client_run(kvc_grpc_client_t *self, const int *fds, size_t n, int 
     for (size_t i = 0; i < n; i++)
         w[i] = (struct curl_waitfd){.fd = fds[i], .events = CURL_WAIT_POLLIN, .revents = 0};
     s_drive_round(self, NULL, w, (unsigned)n, wait_ms < 0 ? 1000 : wait_ms);
+    for (size_t i = 0; revents && i < n; i++)
+        revents[i] = w[i].revents;
 }
 
 void kvc_grpc_client_disown(kvc_grpc_client_t *self)
@@ -875,6 +884,113 @@ void kvc_grpc_client_disown(kvc_grpc_client_t *self)
             pthread_cond_signal(&heir->cond);
     }
     pthread_mutex_unlock(&self->mu);
+}
+
+const atomic_int *kvc_grpc_cancel_flag_set(const atomic_int *flag)
+{
+    const atomic_int *was;
+    if (kvc_fiber_current()) {
+        was = kvc_fiber_cancel_flag();
+        kvc_fiber_set_cancel(kvc_fiber_current(), flag);
+    } else {
+        was = s_caller_cancel;
+        s_caller_cancel = flag;
+    }
+    return was;
+}
+
+/* Marks a call ended by its caller's cancel flag. */
+static void s_mark_cancelled(s_call_t *c)
+{
+    c->local_code = KVC_GRPC_CANCELLED;
+    snprintf(c->local_msg, sizeof c->local_msg, "%s", S_CANCEL_MSG);
+}
+
+/* Whether c is the only transfer in flight to its backend (its connection's only stream). */
+static int s_alone(const kvc_grpc_client_t *self, const s_call_t *c)
+{
+    for (const s_call_t *o = self->active; o; o = o->next)
+        if (o != c && strcmp(o->base_url, c->base_url) == 0)
+            return 0;
+    return 1;
+}
+
+int kvc_grpc_client_cancel(kvc_grpc_client_t *self, const atomic_int *flag)
+{
+    if (!self || !flag)
+        return -1;
+    pthread_mutex_lock(&self->mu);
+    int owner = self->owned && pthread_equal(self->owner, pthread_self());
+    s_call_t *gone = NULL, *last = NULL;
+    for (s_call_t **pp = owner ? &self->queue_head : NULL; pp && *pp;) {
+        s_call_t *c = *pp;
+        if (c->cancel == flag) {
+            *pp = c->next;
+            c->next = gone;
+            gone = c;
+        } else {
+            last = c;
+            pp = &c->next;
+        }
+    }
+    if (owner)
+        self->queue_tail = last;
+    pthread_mutex_unlock(&self->mu);
+    if (!owner)
+        return -1;
+    int n = 0;
+    /* Queued, not started yet. */
+    while (gone) {
+        s_call_t *c = gone;
+        gone = c->next;
+        c->next = NULL;
+        s_mark_cancelled(c);
+        s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 0);
+        n++;
+    }
+    /* Waiting for their backend's connection to open. */
+    for (s_backend_t *b = self->backends; b; b = b->next) {
+        s_call_t **pp = &b->held_head;
+        last = NULL;
+        while (*pp) {
+            s_call_t *c = *pp;
+            if (c->cancel != flag) {
+                last = c;
+                pp = &c->next;
+                continue;
+            }
+            *pp = c->next;
+            c->next = NULL;
+            s_mark_cancelled(c);
+            s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 0);
+            n++;
+        }
+        b->held_tail = last;
+    }
+    /*
+     * In flight: taking a transfer out resets its HTTP/2 stream, but
+     * libcurl 7.88 only queues that RST_STREAM until the connection's next
+     * read or write. So a call alone on its connection takes the connection
+     * with it (a server cancels the streams of a connection that closes)
+     * and the next call opens a new one; beside other calls the reset goes
+     * out with their traffic.
+     */
+    for (s_call_t *c = self->active, *next; c; c = next) {
+        next = c->next;
+        if (c->cancel != flag)
+            continue;
+        if (s_alone(self, c)) {
+            curl_easy_setopt(c->easy, CURLOPT_FORBID_REUSE, 1L); /* read when it is taken out */
+            if (c->be)
+                c->be->state = S_BE_NONE; /* the next call reopens (prior knowledge) */
+        }
+        s_active_unlink(self, c);
+        curl_multi_remove_handle(self->multi, c->easy);
+        s_mark_cancelled(c);
+        s_finished(self, c, CURLE_ABORTED_BY_CALLBACK);
+        n++;
+    }
+    return n;
 }
 
 /* Creates the client, and its multi handle. */
@@ -1258,11 +1374,20 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
         goto out;
     }
 
+    /* Checked under the mutex: kvc_grpc_client_cancel, which the owner runs
+     * after raising the flag, then finds the call queued if it got past. */
+    call->cancel = kvc_fiber_current() ? kvc_fiber_cancel_flag() : s_caller_cancel;
     pthread_mutex_lock(&self->mu);
     if (self->stopping) {
         pthread_mutex_unlock(&self->mu);
         s_result_set(res, KVC_GRPC_CANCELLED, "client is shutting down");
         rc = KVC_ESTATE;
+        goto out;
+    }
+    if (call->cancel && atomic_load(call->cancel)) {
+        pthread_mutex_unlock(&self->mu);
+        s_result_set(res, KVC_GRPC_CANCELLED, S_CANCEL_MSG);
+        rc = kvc_grpc_code_to_err(KVC_GRPC_CANCELLED);
         goto out;
     }
     self->stats.calls++;

@@ -31,6 +31,7 @@
 #ifndef KVC_GRPC_CLIENT_H
 #define KVC_GRPC_CLIENT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -128,13 +129,31 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
  * kvc_grpc_client_run (owner only): starts queued calls, moves transfers,
  * ends finished calls, then, unless a call ended, waits up to wait_ms for
  * network activity, a call from another thread, or one of fds (at most 8)
- * turning readable. kvc_grpc_client_disown hands driving back to the
- * callers (leader/followers); the owner must call it before it stops
- * running rounds, with no fiber's call in flight, and before destroy.
+ * turning readable; revents (NULL, or n entries) tells which did (POLLIN
+ * and the like; all 0 when the round did not wait). kvc_grpc_client_disown hands driving back to
+ * the callers (leader/followers); the owner must call it before it stops running rounds, with no
+ * fiber's call in flight, and before destroy.
  */
 void kvc_grpc_client_own(kvc_grpc_client_t *self);
-void kvc_grpc_client_run(kvc_grpc_client_t *self, const int *fds, size_t n, int wait_ms);
+void kvc_grpc_client_run(kvc_grpc_client_t *self, const int *fds, short *revents, size_t n,
+                         int wait_ms);
 void kvc_grpc_client_disown(kvc_grpc_client_t *self);
+
+/*
+ * Cancellation. A caller names a flag that, once nonzero, asks its calls to
+ * end: kvc_grpc_cancel_flag_set sets the calling context's flag (the
+ * running fiber's, else this thread's; NULL: none; the flag must outlive
+ * the calls made meanwhile) and returns the one it replaces, so a call
+ * that serves others too can be made with none and the flag put back. A
+ * call made with the flag raised ends at once with CANCELLED. kvc_grpc_client_cancel (owner only,
+ * after raising the flag) ends every call made with that flag with
+ * CANCELLED ("cancelled: the caller went away"), resetting the HTTP/2
+ * streams of those in flight so the server learns of it; their callers
+ * resume as for any other ending. Returns how many calls it ended, or -1
+ * when the calling thread does not own the client.
+ */
+const atomic_int *kvc_grpc_cancel_flag_set(const atomic_int *flag);
+int kvc_grpc_client_cancel(kvc_grpc_client_t *self, const atomic_int *flag);
 
 /* Frees res->data and clears res; safe on a zeroed or already freed res. */
 void kvc_grpc_result_free(kvc_grpc_result_t *res);

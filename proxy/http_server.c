@@ -12,6 +12,13 @@
  * suspended (MHD_suspend_connection) and its state stays put until
  * libmicrohttpd reports the request finished, so neither a fiber nor a
  * request thread can outlive what it points into.
+ *
+ * libmicrohttpd does not watch a suspended connection, so the loop does:
+ * with a gRPC engine, each suspended connection's socket sits in an epoll
+ * set of its own (watch_ep) for the client hanging up. Then the request's
+ * cancel flag is raised and its gRPC call ended (kvc_grpc_client_cancel),
+ * which resets the call's stream: a client that gives up does not leave
+ * the model server working for nobody.
  */
 #include "http_server.h"
 
@@ -28,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -56,6 +64,7 @@ struct kvc_http_server {
     atomic_int signalled; /* evfd was written and not yet drained */
     atomic_int stopping;  /* destroy was called */
     int inflight;         /* requests in a fiber or a thread (loop thread only) */
+    int watch_ep;         /* suspended connections watched for hang-ups, or -1 */
     pthread_mutex_t mu;
     s_req_state_t *finished; /* request threads done, to resume (under mu) */
 };
@@ -69,6 +78,8 @@ struct s_req_state {
     int too_big;
     int phase;
     int suspended;
+    int watch_fd;         /* the socket while in watch_ep, else -1 (loop thread) */
+    atomic_int cancelled; /* the client hung up: the handler's calls end */
     kvc_http_req_t req;
     kvc_http_resp_t resp;
     s_req_state_t *next; /* on srv->finished */
@@ -259,6 +270,44 @@ static void s_wake(kvc_http_server_t *self)
     atomic_store(&self->signalled, 1);
 }
 
+/* Watches a suspended request's connection for the client hanging up
+ * (EPOLLRDHUP: it closed, or shut its sending side, as nginx also takes
+ * for giving up). */
+static void s_watch(kvc_http_server_t *self, s_req_state_t *st)
+{
+    if (self->watch_ep < 0 || st->watch_fd >= 0)
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(st->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return;
+    struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = st};
+    if (epoll_ctl(self->watch_ep, EPOLL_CTL_ADD, ci->connect_fd, &ev) == 0)
+        st->watch_fd = ci->connect_fd;
+}
+
+/* Stops watching (before the connection is resumed or closed). */
+static void s_unwatch(kvc_http_server_t *self, s_req_state_t *st)
+{
+    if (st->watch_fd < 0)
+        return;
+    epoll_ctl(self->watch_ep, EPOLL_CTL_DEL, st->watch_fd, NULL);
+    st->watch_fd = -1;
+}
+
+/* Ends the gRPC calls of requests whose clients hung up. */
+static void s_check_hangups(kvc_http_server_t *self)
+{
+    struct epoll_event ev[32];
+    int n = epoll_wait(self->watch_ep, ev, 32, 0);
+    for (int i = 0; i < n; i++) {
+        s_req_state_t *st = ev[i].data.ptr;
+        s_unwatch(self, st);
+        atomic_store(&st->cancelled, 1);
+        kvc_grpc_client_cancel(self->opts.engine, &st->cancelled);
+    }
+}
+
 /* Runs the handler and checks it answered. */
 static void s_run_handler(s_req_state_t *st)
 {
@@ -273,11 +322,13 @@ static void s_run_handler(s_req_state_t *st)
 static void s_fiber_main(void *arg)
 {
     s_req_state_t *st = arg;
+    kvc_grpc_cancel_flag_set(&st->cancelled); /* this fiber's */
     s_run_handler(st);
     st->phase = S_ANSWERED;
     if (st->suspended) {
         st->suspended = 0;
         st->srv->inflight--;
+        s_unwatch(st->srv, st);
         MHD_resume_connection(st->conn);
     }
 }
@@ -288,7 +339,9 @@ static void *s_thread_main(void *arg)
 {
     s_req_state_t *st = arg;
     kvc_http_server_t *self = st->srv;
+    kvc_grpc_cancel_flag_set(&st->cancelled);
     s_run_handler(st);
+    kvc_grpc_cancel_flag_set(NULL);
     pthread_mutex_lock(&self->mu);
     st->next = self->finished;
     self->finished = st;
@@ -334,6 +387,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         if (!st)
             return MHD_NO;
         st->too_big = drain;
+        st->watch_fd = -1;
         kvc_buf_init(&st->body, self->opts.max_body);
         *con_cls = st;
         return MHD_YES;
@@ -380,6 +434,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
             MHD_suspend_connection(conn);
             st->suspended = 1;
             self->inflight++;
+            s_watch(self, st);
             return MHD_YES;
         }
         /* no memory for a fiber: a thread may still do */
@@ -403,6 +458,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     MHD_suspend_connection(conn);
     st->suspended = 1;
     self->inflight++;
+    s_watch(self, st); /* before the loop can see the thread finish */
     return MHD_YES;
 }
 
@@ -437,6 +493,7 @@ static void s_resume_finished(kvc_http_server_t *self)
         st->phase = S_ANSWERED;
         st->suspended = 0;
         self->inflight--;
+        s_unwatch(self, st);
         MHD_resume_connection(st->conn);
         st = next;
     }
@@ -447,7 +504,8 @@ static void *s_loop_main(void *arg)
 {
     kvc_http_server_t *self = arg;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-    int fds[2] = {info ? info->epoll_fd : -1, self->evfd};
+    int fds[3] = {info ? info->epoll_fd : -1, self->evfd, self->watch_ep};
+    short revents[3] = {0, 0, 0};
     if (self->opts.engine)
         kvc_grpc_client_own(self->opts.engine);
     int last_turn = 0, quiet = 0;
@@ -479,7 +537,10 @@ static void *s_loop_main(void *arg)
         else if (MHD_get_timeout(self->mhd, &to) == MHD_YES && to < (MHD_UNSIGNED_LONG_LONG)wait_ms)
             wait_ms = (int)to;
         if (self->opts.engine) {
-            kvc_grpc_client_run(self->opts.engine, fds, 2, wait_ms);
+            kvc_grpc_client_run(self->opts.engine, fds, revents, self->watch_ep >= 0 ? 3 : 2,
+                                wait_ms);
+            if (revents[2])
+                s_check_hangups(self);
         } else {
             struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN},
                                   {.fd = fds[1], .events = POLLIN}};
@@ -551,10 +612,15 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     self->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (self->evfd < 0 || pthread_mutex_init(&self->mu, NULL) != 0) {
-        kvc_err_set(err, KVC_EIO, "http: cannot create the loop's event descriptor");
+    /* Hang-ups can only end calls the loop drives: no engine, no watching. */
+    self->watch_ep = self->opts.engine ? epoll_create1(EPOLL_CLOEXEC) : -1;
+    if (self->evfd < 0 || (self->opts.engine && self->watch_ep < 0) ||
+        pthread_mutex_init(&self->mu, NULL) != 0) {
+        kvc_err_set(err, KVC_EIO, "http: cannot create the loop's event descriptors");
         if (self->evfd >= 0)
             close(self->evfd);
+        if (self->watch_ep >= 0)
+            close(self->watch_ep);
         kvc_free(self);
         return NULL;
     }
@@ -579,6 +645,8 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
 fail:
     pthread_mutex_destroy(&self->mu);
     close(self->evfd);
+    if (self->watch_ep >= 0)
+        close(self->watch_ep);
     kvc_free(self);
     return NULL;
 }
@@ -601,6 +669,8 @@ void kvc_http_server_destroy(kvc_http_server_t **self_p)
     MHD_stop_daemon(self->mhd);
     pthread_mutex_destroy(&self->mu);
     close(self->evfd);
+    if (self->watch_ep >= 0)
+        close(self->watch_ep);
     kvc_free(self);
     *self_p = NULL;
 }

@@ -59,7 +59,10 @@ typedef struct {
     /* 1 if req may run in a fiber on the loop thread: the handler must then
      * not block except in kvc_grpc_call on `engine`. NULL: none may. */
     int (*inline_ok)(void *arg, const kvc_http_req_t *req);
-    /* The gRPC client the loop drives (kvc_grpc_client_own), or NULL. */
+    /* The gRPC client the loop drives (kvc_grpc_client_own), or NULL. With
+     * it, a client hanging up while its request waits ends the request's
+     * calls on it (CANCELLED): the handler's fiber or thread carries the
+     * request's cancel flag (kvc_grpc_cancel_flag_set). */
     struct kvc_grpc_client *engine;
 } kvc_http_opts_t;
 

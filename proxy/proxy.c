@@ -567,7 +567,11 @@ static int s_signatures_get(s_ctx_t *c, const kvc_signature_set_t **out)
         f->busy = 1;
         pthread_mutex_unlock(&p->sig_lock);
         int definitive = 0;
+        /* Cached and shared with the requests waiting for it: one client
+         * hanging up (the caller's cancel flag) must not end the fetch. */
+        const atomic_int *flag = kvc_grpc_cancel_flag_set(NULL);
         kvc_signature_set_t *fresh = s_fetch_signatures(c, &definitive);
+        kvc_grpc_cancel_flag_set(flag);
         if (fresh)
             *out = kvc_signature_cache_put(p->sigs, c->be_index, &fresh);
         else if (definitive)

@@ -93,7 +93,8 @@ does: :tensorflow:serving:request_count{model_name,status} (counter) and
 :tensorflow:serving:request_latency{model_name,API,entrypoint} (histogram in
 microseconds, TF Serving's buckets 10 * 1.8^i), counting every Predict and
 ModelInfer over gRPC and every REST predict it answered, with its status
-(OK or the error code). --metrics-off answers that path with 404.
+(OK or the error code; CANCELLED for a gRPC call its caller cancelled, or
+whose deadline passed, before the answer went out). --metrics-off answers that path with 404.
 
 Usage: /usr/bin/python3 model_server.py --grpc-port 0 --rest-port 0 \
            --port-file FILE [--delay-ms N] [--max-message-mb 64] [--proto-dir DIR]
@@ -532,6 +533,11 @@ class Server:
         finally:
             if status != "OK" and self.aborted.code:
                 status = self.aborted.code
+            elif not context.is_active():
+                # The caller cancelled (its RST_STREAM came) or its deadline
+                # passed while we worked: nobody gets this answer. Counted
+                # apart so tests can tell a cancelled call from a served one.
+                status = "CANCELLED"
             self.metrics.record(model, status, api, "GRPC", time.monotonic() - start)
 
     def _predict(self, request, context):

@@ -249,6 +249,19 @@ static void s_bert_ids(int32_t *ids, int k)
         ids[i] = (int32_t)((i * 7 + k * 13) % 1000 + k);
 }
 
+/* A serialized BERT Predict (ids from s_bert_ids seed 2, int_val). */
+static uint8_t *s_bert_predict_req(size_t *len)
+{
+    int32_t ids[500];
+    s_bert_ids(ids, 2);
+    tensor_t x;
+    const int64_t shape[] = {1, 500};
+    s_tensor(&x, TENSORFLOW__DATA_TYPE__DT_INT32, shape, 2);
+    x.t.n_int_val = 500;
+    x.t.int_val = ids;
+    return s_predict_req("bert", 0, "input_ids", &x.t, len);
+}
+
 /* BERT's logits for ids, per the server's documented formula. */
 static void s_bert_expect(const int32_t *ids, float out[2])
 {
@@ -757,23 +770,25 @@ static void test_resource_exhausted(void **state)
     kvc_grpc_client_destroy(&c);
 }
 
+/* A model server answering predicts after 5 s, a client, and a BERT
+ * Predict for it (free req with kvc_free). */
+static kvc_grpc_client_t *s_slow_start(server_t *slow, uint8_t **req, size_t *len)
+{
+    const char *const extra[] = {"--delay-ms", "5000", NULL};
+    s_server_start(slow, extra);
+    kvc_grpc_client_t *c = kvc_grpc_client_new(NULL);
+    assert_non_null(c);
+    *req = s_bert_predict_req(len);
+    return c;
+}
+
 static void test_deadline_exceeded_on_slow_server(void **state)
 {
     (void)state;
     server_t slow;
-    const char *const extra[] = {"--delay-ms", "5000", NULL};
-    s_server_start(&slow, extra);
-    kvc_grpc_client_t *c = kvc_grpc_client_new(NULL);
-    assert_non_null(c);
-    int32_t ids[500];
-    s_bert_ids(ids, 2);
-    tensor_t x;
-    const int64_t shape[] = {1, 500};
-    s_tensor(&x, TENSORFLOW__DATA_TYPE__DT_INT32, shape, 2);
-    x.t.n_int_val = 500;
-    x.t.int_val = ids;
     size_t len;
-    uint8_t *req = s_predict_req("bert", 0, "input_ids", &x.t, &len);
+    uint8_t *req;
+    kvc_grpc_client_t *c = s_slow_start(&slow, &req, &len);
     kvc_grpc_result_t res;
     int64_t t0 = s_now_ms();
     assert_int_equal(kvc_grpc_call(c, slow.base, PREDICT, req, len, 300, &res), KVC_ETIMEDOUT);
@@ -1172,7 +1187,7 @@ static void *s_owner(void *arg)
         while ((f = kvc_fiber_next_ready()) != NULL)
             if (kvc_fiber_resume(f))
                 live--;
-        kvc_grpc_client_run(o->client, NULL, 0, 100);
+        kvc_grpc_client_run(o->client, NULL, NULL, 0, 100);
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now.tv_sec - t0.tv_sec > 60) {
             o->timed_out = 1;
@@ -1244,6 +1259,121 @@ static void test_owned_loop_drives_fibers_and_followers(void **state)
     s_worker(&last);
     assert_int_equal(last.ok, CALLS_PER_THREAD);
     kvc_grpc_client_destroy(&c);
+}
+
+/* ---- Cancelling calls by their caller's flag ------------------------------ */
+
+/* One call made in a fiber with a cancel flag of its own. */
+typedef struct {
+    kvc_grpc_client_t *client;
+    const char *base, *path;
+    const uint8_t *req;
+    size_t len;
+    atomic_int flag;
+    kvc_grpc_result_t res;
+    int rc;
+    int finished;
+} cancel_call_t;
+
+static void s_cancel_fiber(void *arg)
+{
+    cancel_call_t *cc = arg;
+    kvc_grpc_cancel_flag_set(&cc->flag);
+    cc->rc = kvc_grpc_call(cc->client, cc->base, cc->path, cc->req, cc->len, TIMEOUT_MS, &cc->res);
+    cc->finished = 1;
+}
+
+static void *s_cancel_elsewhere(void *arg)
+{
+    cancel_call_t *cc = arg;
+    cc->rc = kvc_grpc_client_cancel(cc->client, &cc->flag);
+    return NULL;
+}
+
+/* Runs loop rounds until cc's fiber has finished (deadline 20 s). */
+static void s_run_until_finished(kvc_grpc_client_t *c, cancel_call_t *cc)
+{
+    int64_t until = s_now_ms() + 20000;
+    while (!cc->finished && s_now_ms() < until) {
+        kvc_fiber_t *f;
+        while ((f = kvc_fiber_next_ready()) != NULL)
+            kvc_fiber_resume(f);
+        if (!cc->finished)
+            kvc_grpc_client_run(c, NULL, NULL, 0, 50);
+    }
+    assert_true(cc->finished);
+}
+
+/*
+ * An owned client ends a call in flight when its caller's flag is raised
+ * and kvc_grpc_client_cancel is run (the model server would answer after
+ * 5 s, the call's deadline is 30 s): CANCELLED with the reason. A call made
+ * with the flag already raised never starts. Only the owner may cancel.
+ * The cancelled call was alone on its connection, which it closed: the
+ * next call is still answered.
+ */
+static void test_owned_cancel_by_flag(void **state)
+{
+    (void)state;
+    server_t slow;
+    size_t len;
+    uint8_t *req;
+    kvc_grpc_client_t *c = s_slow_start(&slow, &req, &len);
+    kvc_grpc_client_own(c);
+
+    cancel_call_t a = {.client = c, .base = slow.base, .path = PREDICT, .req = req, .len = len};
+    atomic_init(&a.flag, 0);
+    kvc_fiber_t *f = kvc_fiber_new(s_cancel_fiber, &a);
+    assert_non_null(f);
+    assert_int_equal(kvc_fiber_resume(f), 0); /* waiting for its call */
+    for (int i = 0; i < 5; i++)               /* connect and send it */
+        kvc_grpc_client_run(c, NULL, NULL, 0, 20);
+    assert_int_equal(a.finished, 0);
+    /* another thread may not cancel: it does not drive */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, s_cancel_elsewhere, &a), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(a.rc, -1);
+    assert_int_equal(a.finished, 0);
+    atomic_store(&a.flag, 1);
+    assert_int_equal(kvc_grpc_client_cancel(c, &a.flag), 1);
+    s_run_until_finished(c, &a);
+    assert_int_equal(a.res.code, KVC_GRPC_CANCELLED);
+    assert_string_equal(a.res.message, "cancelled: the caller went away");
+    assert_int_not_equal(a.rc, 0);
+    kvc_grpc_result_free(&a.res);
+    assert_int_equal(kvc_grpc_client_cancel(c, &a.flag), 0); /* nothing left */
+
+    /* flag raised before the call: it ends at once, without yielding */
+    cancel_call_t b = {.client = c, .base = slow.base, .path = PREDICT, .req = req, .len = len};
+    atomic_init(&b.flag, 1);
+    f = kvc_fiber_new(s_cancel_fiber, &b);
+    assert_non_null(f);
+    assert_int_equal(kvc_fiber_resume(f), 1);
+    assert_int_equal(b.res.code, KVC_GRPC_CANCELLED);
+    kvc_grpc_result_free(&b.res);
+
+    /* the next call, unflagged, is answered on a new connection */
+    Inference__ServerLiveRequest lreq = INFERENCE__SERVER_LIVE_REQUEST__INIT;
+    size_t llen;
+    uint8_t *lbuf = s_pack(&lreq.base, &llen);
+    cancel_call_t d = {
+        .client = c, .base = slow.base, .path = KV2 "ServerLive", .req = lbuf, .len = llen};
+    atomic_init(&d.flag, 0);
+    f = kvc_fiber_new(s_cancel_fiber, &d);
+    assert_non_null(f);
+    kvc_fiber_resume(f);
+    s_run_until_finished(c, &d);
+    assert_int_equal(d.rc, 0);
+    assert_int_equal(d.res.code, KVC_GRPC_OK);
+    kvc_grpc_result_free(&d.res);
+
+    kvc_grpc_client_disown(c);
+    kvc_fiber_thread_cleanup();
+    kvc_free(lbuf);
+    kvc_free(req);
+    kvc_grpc_client_destroy(&c);
+    s_server_stop(&slow);
 }
 
 /* ---- The REST side, for the JSON-vs-protobuf benchmark ------------------------ */
@@ -1339,6 +1469,7 @@ int main(void)
         cmocka_unit_test(test_kserve_health_and_metadata),
         cmocka_unit_test(test_concurrent_calls_share_one_connection),
         cmocka_unit_test(test_owned_loop_drives_fibers_and_followers),
+        cmocka_unit_test(test_owned_cancel_by_flag),
         cmocka_unit_test(test_rest_predict_and_status),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

@@ -49,6 +49,7 @@ typedef struct {
     pid_t pid;
     char dir[64];
     int grpc_port;
+    int rest_port; /* its REST port, with /monitoring/prometheus/metrics */
 } s_server_t;
 
 /* Starts model_server.py on grpc_port ("0": any) with extra arguments
@@ -78,8 +79,10 @@ static int s_server_spawn(s_server_t *s, const char *grpc_port, const char *cons
     if (kvc_it_wait_port_file(&s->pid, port_file, text, sizeof text, NULL) != 0)
         return -1;
     const char *g = strstr(text, "\"grpc\":");
+    const char *r = strstr(text, "\"rest\":");
     s->grpc_port = g ? (int)strtol(g + 7, NULL, 10) : -1;
-    return s->grpc_port > 0 ? 0 : -1;
+    s->rest_port = r ? (int)strtol(r + 7, NULL, 10) : -1;
+    return s->grpc_port > 0 && s->rest_port > 0 ? 0 : -1;
 }
 
 /* Starts model_server.py with a --delay-ms on every predict. */
@@ -145,8 +148,9 @@ static void s_observe(void *arg, const kvc_proxy_observation_t *o)
 }
 
 static s_server_t g_fast, g_slow;
-static s_front_t g_tfs, g_kv, g_bad;
+static s_front_t g_tfs, g_kv, g_bad, g_hang;
 static s_observed_t g_obs = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static s_observed_t g_hang_obs = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int s_front_start(s_front_t *f, const kvc_proxy_backend_t *b, size_t n, uint32_t timeout_ms,
                          size_t max_body, s_observed_t *ob)
@@ -211,9 +215,12 @@ static int s_setup(void **state)
         {"mobilenet", slow, "tfserving", "", ""},
         {"bert", dead, "kserve", "", ""},
     };
+    /* The slow server with time to spare: only a client hanging up ends a call. */
+    kvc_proxy_backend_t hang[] = {{"bert", slow, "tfserving", "", ""}};
     if (s_front_start(&g_tfs, tfs, 6, 30000, (size_t)64 << 20, &g_obs) != 0 ||
         s_front_start(&g_kv, kv, 5, 30000, (size_t)64 << 20, NULL) != 0 ||
-        s_front_start(&g_bad, bad, 2, 700, (size_t)1 << 20, NULL) != 0)
+        s_front_start(&g_bad, bad, 2, 700, (size_t)1 << 20, NULL) != 0 ||
+        s_front_start(&g_hang, hang, 1, 30000, (size_t)1 << 20, &g_hang_obs) != 0)
         return -1;
     return 0;
 }
@@ -223,6 +230,7 @@ static int s_teardown(void **state)
     s_front_stop(&g_tfs);
     s_front_stop(&g_kv);
     s_front_stop(&g_bad);
+    s_front_stop(&g_hang);
     s_server_stop(&g_fast);
     s_server_stop(&g_slow);
     curl_global_cleanup();
@@ -1305,6 +1313,198 @@ static void test_backend_answer_without_outputs(void **state)
     free(body);
 }
 
+/* The bert request_count with status in one scraped metrics text (0 when
+ * absent). */
+static long s_count_in(const char *text, const char *status)
+{
+    char key[128];
+    snprintf(key, sizeof key,
+             ":tensorflow:serving:request_count{model_name=\"bert\",status=\"%s\"} ", status);
+    const char *at = strstr(text, key);
+    return at ? strtol(at + strlen(key), NULL, 10) : 0;
+}
+
+/* The slow model server's bert calls it counted CANCELLED and OK, from one
+ * scrape of its /monitoring/prometheus/metrics. */
+static void s_backend_counts(long *cancelled, long *ok)
+{
+    s_front_t ms = {.port = (uint16_t)g_slow.rest_port};
+    s_reply_t r;
+    s_http(&ms, "GET", "/monitoring/prometheus/metrics", NULL, NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    *cancelled = s_count_in(r.body, "CANCELLED");
+    *ok = s_count_in(r.body, "OK");
+    s_reply_free(&r);
+}
+
+static long s_backend_count(const char *status)
+{
+    long cancelled, ok;
+    s_backend_counts(&cancelled, &ok);
+    return strcmp(status, "OK") == 0 ? ok : cancelled;
+}
+
+static double s_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Polls (deadline: seconds) until the slow server counts want cancelled
+ * bert calls and g_hang has observed want_obs requests; asserts both. */
+static void s_wait_cancelled(long want, int want_obs, double seconds)
+{
+    double until = s_now_s() + seconds;
+    long n = -1;
+    int seen = 0;
+    for (;;) {
+        n = s_backend_count("CANCELLED");
+        pthread_mutex_lock(&g_hang_obs.lock);
+        seen = g_hang_obs.count;
+        pthread_mutex_unlock(&g_hang_obs.lock);
+        if ((n == want && seen == want_obs) || s_now_s() > until)
+            break;
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    assert_int_equal(n, want);
+    assert_int_equal(seen, want_obs);
+}
+
+/* Posts a bert predict to g_hang and hangs up after ms, as a client that
+ * gives up does (curl closes the connection on its timeout). */
+static void s_post_and_hang_up(long ms)
+{
+    float want[2];
+    char *body = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/models/bert:predict", g_hang.port);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ms);
+    CURLcode rc = curl_easy_perform(h);
+    curl_easy_cleanup(h);
+    free(body);
+    assert_int_equal(rc, CURLE_OPERATION_TIMEDOUT);
+}
+
+/*
+ * A client that hangs up while its request waits for the model server
+ * (3 s delay, 30 s proxy timeout) ends the gRPC call: the model server
+ * sees it cancelled and serves nobody (a call that ran its course would
+ * count as OK there, never as CANCELLED). Once from a request thread (the
+ * model's first request, which also fetches its signatures: that fetch is
+ * shared and must not be cancelled) and once from a fiber on the loop
+ * (signatures cached).
+ */
+static void test_client_hangup_cancels_call(void **state)
+{
+    (void)state;
+    assert_int_equal(s_backend_count("CANCELLED"), 0);
+    /* Thread path: the signature fetch goes through, the predict is cut. */
+    s_post_and_hang_up(400);
+    s_wait_cancelled(1, 1, 10.0);
+    pthread_mutex_lock(&g_hang_obs.lock);
+    assert_int_equal(g_hang_obs.last.grpc_status, 1 /* CANCELLED */);
+    assert_int_equal(g_hang_obs.last.http_status, 499);
+    pthread_mutex_unlock(&g_hang_obs.lock);
+    /* Fiber path: signatures are cached now. */
+    s_post_and_hang_up(400);
+    s_wait_cancelled(2, 2, 10.0);
+    pthread_mutex_lock(&g_hang_obs.lock);
+    assert_int_equal(g_hang_obs.last.grpc_status, 1);
+    assert_int_equal(g_hang_obs.last.http_status, 499);
+    pthread_mutex_unlock(&g_hang_obs.lock);
+    /* Nothing was served, and the front still answers. */
+    assert_int_equal(s_backend_count("OK"), 0);
+    s_expect(&g_hang, "GET", "/v2/health/live", 200, "{\"live\": true}");
+}
+
+/* A bert predict to g_hang that waits for its answer (thread body). */
+typedef struct {
+    pthread_t t;
+    long status;
+    int answered; /* the body held predictions */
+} s_waiter_t;
+
+static void *s_waiter_main(void *arg)
+{
+    s_waiter_t *w = arg;
+    float want[2];
+    char *body = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    s_reply_t r;
+    s_http(&g_hang, "POST", "/v1/models/bert:predict", "application/json", NULL, body, strlen(body),
+           &r);
+    w->status = r.status;
+    w->answered = r.body && strstr(r.body, "\"predictions\"") != NULL;
+    s_reply_free(&r);
+    free(body);
+    return NULL;
+}
+
+/*
+ * A call cancelled beside another one on the same HTTP/2 connection resets
+ * only its own stream: the other is answered. Client B waits for its
+ * answer (3 s model); client A hangs up after 1 s, and once kvc has
+ * answered A (499), client C's request writes to the connection, which
+ * carries A's RST_STREAM out. The model server must count A cancelled
+ * before it has served anyone (B's and C's answers come 3 s after they
+ * started), then serve B and C. (Were B not in flight yet when A is
+ * cancelled, A would close the connection instead: still no call served
+ * for nobody, and B and C still answered.)
+ */
+static void test_client_hangup_beside_other_calls(void **state)
+{
+    (void)state;
+    long cancelled0, ok0, cancelled, ok;
+    s_backend_counts(&cancelled0, &ok0);
+    pthread_mutex_lock(&g_hang_obs.lock);
+    int obs0 = g_hang_obs.count;
+    pthread_mutex_unlock(&g_hang_obs.lock);
+    s_waiter_t b = {0}, c = {0};
+    assert_int_equal(pthread_create(&b.t, NULL, s_waiter_main, &b), 0);
+    s_post_and_hang_up(1000); /* A */
+    double until = s_now_s() + 10.0;
+    int seen = obs0;
+    int status = 0;
+    while (seen != obs0 + 1 && s_now_s() < until) {
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        pthread_mutex_lock(&g_hang_obs.lock);
+        seen = g_hang_obs.count;
+        status = g_hang_obs.last.http_status;
+        pthread_mutex_unlock(&g_hang_obs.lock);
+    }
+    assert_int_equal(seen, obs0 + 1); /* A's call ended: its reset is queued */
+    assert_int_equal(status, 499);
+    assert_int_equal(pthread_create(&c.t, NULL, s_waiter_main, &c), 0);
+    until = s_now_s() + 10.0;
+    do {
+        s_backend_counts(&cancelled, &ok);
+        if (cancelled == cancelled0 + 1)
+            break;
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    } while (s_now_s() < until);
+    assert_int_equal(cancelled, cancelled0 + 1);
+    assert_int_equal(ok, ok0); /* seen before B and C were served */
+    pthread_join(b.t, NULL);
+    pthread_join(c.t, NULL);
+    assert_int_equal(b.status, 200);
+    assert_true(b.answered);
+    assert_int_equal(c.status, 200);
+    assert_true(c.answered);
+    s_backend_counts(&cancelled, &ok);
+    assert_int_equal(cancelled, cancelled0 + 1);
+    assert_int_equal(ok, ok0 + 2);
+    pthread_mutex_lock(&g_hang_obs.lock);
+    assert_int_equal(g_hang_obs.count, obs0 + 3);
+    pthread_mutex_unlock(&g_hang_obs.lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1317,6 +1517,8 @@ int main(void)
         cmocka_unit_test(test_images),
         cmocka_unit_test(test_images_uint8),
         cmocka_unit_test(test_backend_answer_without_outputs),
+        cmocka_unit_test(test_client_hangup_cancels_call),
+        cmocka_unit_test(test_client_hangup_beside_other_calls),
         cmocka_unit_test(test_kserve_binary),
         cmocka_unit_test(test_dtypes_reach_backend),
         cmocka_unit_test(test_accept_protobuf),
