@@ -44,8 +44,8 @@
 #define S_SPARE_MAX 64
 #define S_MAX_BACKENDS 256
 #define S_MAXAGE_CONN_S 118L
-/* Trust an idle connection to be open for this long (< S_MAXAGE_CONN_S). */
-#define S_IDLE_TRUST_MS 100000
+/* Default: trust an idle connection to be open for this long (< S_MAXAGE_CONN_S). */
+#define S_IDLE_TRUST_MS 100000u
 #define S_CANCEL_MSG "cancelled: the caller went away"
 
 /* This thread's cancel flag (kvc_grpc_cancel_flag_set); fibers have their own. */
@@ -596,6 +596,11 @@ static void s_start(kvc_grpc_client_t *self, s_call_t *call, long http_version)
     }
     call->attempts++;
     curl_easy_setopt(call->easy, CURLOPT_HTTP_VERSION, http_version);
+    /* A prior-knowledge transfer must open its own connection: reusing one
+     * breaks it in libcurl 7.88 (see s_dispatch). With one connection per
+     * host allowed, libcurl closes an idle one to make room. */
+    curl_easy_setopt(call->easy, CURLOPT_FRESH_CONNECT,
+                     http_version == (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE ? 1L : 0L);
     curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS, (long)left);
     if (curl_multi_add_handle(self->multi, call->easy) != CURLM_OK) {
         s_complete(self, call, CURLE_FAILED_INIT, 0);
@@ -614,8 +619,11 @@ static void s_start(kvc_grpc_client_t *self, s_call_t *call, long http_version)
  * Routes a call. libcurl 7.88 (Debian 12) breaks an h2c prior-knowledge
  * connection when a second prior-knowledge transfer reuses it (curl issue
  * 10634, fixed in 8.0). So per plain-HTTP backend only one transfer opens
- * the connection with prior knowledge; the others wait until it is up and
- * then ask for plain HTTP/2, which reuses (multiplexes) it correctly.
+ * the connection with prior knowledge, always on a fresh connection
+ * (s_start); the others wait until it is up and then ask for plain
+ * HTTP/2, which reuses (multiplexes) it correctly. A backend idle past
+ * idle_reopen_ms may have lost its connection (libcurl ages them out), so
+ * its next call opens a new one rather than guess.
  */
 static void s_dispatch(kvc_grpc_client_t *self, s_call_t *call)
 {
@@ -630,7 +638,7 @@ static void s_dispatch(kvc_grpc_client_t *self, s_call_t *call)
     }
     call->be = be;
     int64_t now = s_now_ms();
-    if (be->state == S_BE_UP && now - be->last_ms > S_IDLE_TRUST_MS)
+    if (be->state == S_BE_UP && now - be->last_ms > (int64_t)self->opts.idle_reopen_ms)
         be->state = S_BE_NONE; /* libcurl may have closed the idle connection */
     if (be->state == S_BE_UP) {
         call->pk = 0;
@@ -1014,6 +1022,8 @@ kvc_grpc_client_t *kvc_grpc_client_new(const kvc_grpc_opts_t *opts)
         self->opts.connect_timeout_ms = S_DEFAULT_CONNECT_MS;
     if (self->opts.max_streams == 0)
         self->opts.max_streams = S_DEFAULT_STREAMS;
+    if (self->opts.idle_reopen_ms == 0)
+        self->opts.idle_reopen_ms = S_IDLE_TRUST_MS;
     self->opts.ca_file = NULL;
     if (opts && opts->ca_file) {
         self->ca_file = kvc_strdup(opts->ca_file);

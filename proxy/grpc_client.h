@@ -70,6 +70,8 @@ typedef struct {
     const char *ca_file;         /* https: CA bundle; NULL -> system store.
                                     Copied by kvc_grpc_client_new. */
     int tls_insecure;            /* https: skip certificate checks (tests) */
+    uint32_t idle_reopen_ms;     /* a backend idle this long gets a new connection
+                                    (libcurl ages connections out at 118 s); 0 -> 100000 */
 } kvc_grpc_opts_t;
 
 /*

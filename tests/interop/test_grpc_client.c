@@ -1119,6 +1119,43 @@ static void *s_worker(void *arg)
     return NULL;
 }
 
+/*
+ * A backend idle for longer than idle_reopen_ms gets a new connection (with
+ * h2c prior knowledge) even though libcurl still holds the old one: a
+ * prior-knowledge transfer reusing it would break it in libcurl 7.88
+ * ("Error in the HTTP2 framing layer", and every call after it until the
+ * old connection aged out). Calls right after reuse the new connection.
+ */
+static void test_idle_connection_reopened(void **state)
+{
+    fixture_t *fx = *state;
+    kvc_grpc_opts_t o = {.idle_reopen_ms = 50};
+    kvc_grpc_client_t *c = kvc_grpc_client_new(&o);
+    assert_non_null(c);
+    size_t len;
+    uint8_t *req = s_bert_predict_req(&len);
+    for (int round = 0; round < 3; round++) {
+        kvc_grpc_result_t res;
+        int rc = kvc_grpc_call(c, fx->srv.base, PREDICT, req, len, TIMEOUT_MS, &res);
+        if (rc != 0)
+            fail_msg("round %d: %s", round, res.message);
+        kvc_grpc_result_free(&res);
+        assert_int_equal(kvc_grpc_call(c, fx->srv.base, PREDICT, req, len, TIMEOUT_MS, &res), 0);
+        kvc_grpc_result_free(&res);
+        /* the backend goes idle past idle_reopen_ms (the clock is the condition) */
+        int64_t until = s_now_ms() + 60;
+        while (s_now_ms() < until)
+            sched_yield();
+    }
+    kvc_grpc_stats_t st;
+    kvc_grpc_client_stats(c, &st);
+    assert_int_equal(st.calls, 6);
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(st.connections, 3); /* one per round, reused within it */
+    kvc_free(req);
+    kvc_grpc_client_destroy(&c);
+}
+
 static void test_concurrent_calls_share_one_connection(void **state)
 {
     fixture_t *fx = *state;
@@ -1468,6 +1505,7 @@ int main(void)
         cmocka_unit_test(test_kserve_mobilenet_raw),
         cmocka_unit_test(test_kserve_health_and_metadata),
         cmocka_unit_test(test_concurrent_calls_share_one_connection),
+        cmocka_unit_test(test_idle_connection_reopened),
         cmocka_unit_test(test_owned_loop_drives_fibers_and_followers),
         cmocka_unit_test(test_owned_cancel_by_flag),
         cmocka_unit_test(test_rest_predict_and_status),
