@@ -47,6 +47,9 @@
 /* Default: trust an idle connection to be open for this long (< S_MAXAGE_CONN_S). */
 #define S_IDLE_TRUST_MS 100000u
 #define S_CANCEL_MSG "cancelled: the caller went away"
+/* Transfers one call may take: a retry after an HTTP/1.1 upgrade the
+ * server refused, and one after a connection lost under it (retry_lost). */
+#define S_MAX_ATTEMPTS 3
 
 /* This thread's cancel flag (kvc_grpc_cancel_flag_set); fibers have their own. */
 static _Thread_local const atomic_int *s_caller_cancel;
@@ -737,7 +740,7 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
              * opened one of its own (HTTP/1.1 upgrade, which gRPC servers
              * refuse): it never reached the service, so reopen properly. */
             be->state = S_BE_NONE;
-            if (c->attempts < 2) {
+            if (c->attempts < S_MAX_ATTEMPTS) {
                 s_reset_for_retry(c);
                 s_dispatch(self, c);
                 return;
@@ -745,6 +748,29 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
         }
         if (!no_response)
             be->last_ms = s_now_ms();
+    }
+    /*
+     * Lost with its connection: an answer begun (HTTP 200) that ended with
+     * neither status nor error, or no answer at all on a connection that
+     * failed under the call (sending or reading, not connecting). Servers
+     * set to a maximum connection age send GOAWAY and close every few
+     * minutes; libcurl 7.88 then ends some of the connection's streams as
+     * if complete, and may write a new call to it as it closes. With
+     * retry_lost such a call is made again once, on a new connection.
+     */
+    int cut_off = result == CURLE_OK && c->hdrs.http_status == 200 && c->hdrs.grpc_status < 0 &&
+                  c->local_code < 0;
+    int dropped = s_transport_error(result) && no_response && result != CURLE_COULDNT_CONNECT &&
+                  result != CURLE_COULDNT_RESOLVE_HOST;
+    if ((cut_off || dropped) && self->opts.retry_lost && c->attempts < S_MAX_ATTEMPTS) {
+        if (be)
+            be->state = S_BE_NONE;
+        pthread_mutex_lock(&self->mu);
+        self->stats.retried++;
+        pthread_mutex_unlock(&self->mu);
+        s_reset_for_retry(c);
+        s_dispatch(self, c);
+        return;
     }
     s_complete(self, c, result, 0);
 }

@@ -72,6 +72,9 @@ typedef struct {
     int tls_insecure;            /* https: skip certificate checks (tests) */
     uint32_t idle_reopen_ms;     /* a backend idle this long gets a new connection
                                     (libcurl ages connections out at 118 s); 0 -> 100000 */
+    int retry_lost;              /* make a call again (once) when its answer was cut
+                                    off with its connection, as after a server's
+                                    GOAWAY: only for methods safe to repeat */
 } kvc_grpc_opts_t;
 
 /*
@@ -94,6 +97,7 @@ typedef struct {
     uint64_t calls;       /* calls submitted */
     uint64_t failures;    /* calls that ended with a code other than OK */
     uint64_t connections; /* connections opened (sum of CURLINFO_NUM_CONNECTS) */
+    uint64_t retried;     /* calls cut off with their connection and made again */
 } kvc_grpc_stats_t;
 
 typedef struct kvc_grpc_client kvc_grpc_client_t;

@@ -267,7 +267,10 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
         kvc_err_set(err, KVC_ENOMEM, "proxy: cannot set up the signature fetches");
         goto fail;
     }
-    kvc_grpc_opts_t gopts = {.max_message_size = self->max_message, .ca_file = opts->grpc_ca_file};
+    /* Every call the proxy makes (predict, infer, metadata, status) only
+     * reads: one cut off with its connection may be made again. */
+    kvc_grpc_opts_t gopts = {
+        .max_message_size = self->max_message, .ca_file = opts->grpc_ca_file, .retry_lost = 1};
     self->grpc = kvc_grpc_client_new(&gopts);
     self->sigs = kvc_signature_cache_new(self->n, S_SIG_RETRY_MS);
     self->images =

@@ -99,7 +99,7 @@ whose deadline passed, before the answer went out). --metrics-off answers that p
 Usage: /usr/bin/python3 model_server.py --grpc-port 0 --rest-port 0 \
            --port-file FILE [--delay-ms N] [--max-message-mb 64] [--proto-dir DIR]
            [--exit-with-parent] [--metrics-off] [--tls-cert PEM --tls-key PEM]
-           [--version-label NAME=VERSION ...]
+           [--version-label NAME=VERSION ...] [--max-connection-age-ms N]
 With --tls-cert and --tls-key (PEM files: the server's certificate chain and
 its private key) the gRPC port speaks gRPC over TLS (h2 by ALPN) instead of
 plain-text HTTP/2; REST stays plain HTTP.
@@ -1035,6 +1035,9 @@ def main():
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--max-message-mb", type=int, default=64)
     ap.add_argument("--workers", type=int, default=32)
+    ap.add_argument("--max-connection-age-ms", type=int, default=0,
+                    help="close each client connection (GOAWAY) after this long, as servers "
+                         "behind load balancers are often set to; 0: never")
     ap.add_argument("--proto-dir", default=DEFAULT_PROTO_DIR)
     ap.add_argument("--metrics-off", action="store_true",
                     help="answer /monitoring/prometheus/metrics with 404")
@@ -1060,9 +1063,13 @@ def main():
         impl = Server(args.delay_ms)
         impl.metrics_off = args.metrics_off
         limit = args.max_message_mb * 1024 * 1024
+        options = [("grpc.max_receive_message_length", limit),
+                   ("grpc.max_send_message_length", limit)]
+        if args.max_connection_age_ms > 0:
+            options += [("grpc.max_connection_age_ms", args.max_connection_age_ms),
+                        ("grpc.max_connection_age_grace_ms", 1000)]
         gserver = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
-                              options=[("grpc.max_receive_message_length", limit),
-                                       ("grpc.max_send_message_length", limit)])
+                              options=options)
         impl.add_to_grpc(gserver)
         addr = "%s:%d" % (args.host, args.grpc_port)
         if args.tls_cert:
