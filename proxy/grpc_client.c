@@ -662,6 +662,18 @@ static void s_dispatch(kvc_grpc_client_t *self, s_call_t *call)
     }
 }
 
+/* Ends every call waiting for b's connection with code. */
+static void s_held_end(kvc_grpc_client_t *self, s_backend_t *b, CURLcode code, int cancelled)
+{
+    while (b->held_head) {
+        s_call_t *h = b->held_head;
+        b->held_head = h->next;
+        h->next = NULL;
+        s_complete(self, h, code, cancelled);
+    }
+    b->held_tail = NULL;
+}
+
 /* Releases held calls of backends that are up, and expires late ones. */
 static void s_release_held(kvc_grpc_client_t *self)
 {
@@ -723,17 +735,10 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
             /* Up once the request went out (prereq); else it never connected. */
             if (be->state == S_BE_CONNECTING) {
                 be->state = S_BE_NONE;
-                if (result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST) {
-                    /* Calls waiting for this connection share its fate, as
-                     * gRPC fails the calls waiting on a dead channel. */
-                    while (be->held_head) {
-                        s_call_t *h = be->held_head;
-                        be->held_head = h->next;
-                        h->next = NULL;
-                        s_complete(self, h, result, 0);
-                    }
-                    be->held_tail = NULL;
-                }
+                /* Calls waiting for this connection share its fate, as
+                 * gRPC fails the calls waiting on a dead channel. */
+                if (result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST)
+                    s_held_end(self, be, result, 0);
             }
         } else if (failed && !c->pk && nc > 0) {
             /* A plain-HTTP/2 transfer found no connection to reuse and
@@ -845,15 +850,8 @@ static void s_drive_round(kvc_grpc_client_t *self, const s_call_t *mine, struct 
             curl_multi_remove_handle(self->multi, c->easy);
             s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 1);
         }
-        for (s_backend_t *b = self->backends; b; b = b->next) {
-            while (b->held_head) {
-                s_call_t *h = b->held_head;
-                b->held_head = h->next;
-                h->next = NULL;
-                s_complete(self, h, CURLE_ABORTED_BY_CALLBACK, 1);
-            }
-            b->held_tail = NULL;
-        }
+        for (s_backend_t *b = self->backends; b; b = b->next)
+            s_held_end(self, b, CURLE_ABORTED_BY_CALLBACK, 1);
         return;
     }
 
@@ -923,9 +921,10 @@ void kvc_grpc_client_disown(kvc_grpc_client_t *self)
 const atomic_int *kvc_grpc_cancel_flag_set(const atomic_int *flag)
 {
     const atomic_int *was;
-    if (kvc_fiber_current()) {
+    kvc_fiber_t *fiber = kvc_fiber_current();
+    if (fiber) {
         was = kvc_fiber_cancel_flag();
-        kvc_fiber_set_cancel(kvc_fiber_current(), flag);
+        kvc_fiber_set_cancel(fiber, flag);
     } else {
         was = s_caller_cancel;
         s_caller_cancel = flag;
@@ -949,14 +948,12 @@ static int s_alone(const kvc_grpc_client_t *self, const s_call_t *c)
     return 1;
 }
 
-int kvc_grpc_client_cancel(kvc_grpc_client_t *self, const atomic_int *flag)
+/* Unlinks from the list head..tail every call made with flag; returns
+ * them linked by next. */
+static s_call_t *s_unlink_flagged(s_call_t **head, s_call_t **tail, const atomic_int *flag)
 {
-    if (!self || !flag)
-        return -1;
-    pthread_mutex_lock(&self->mu);
-    int owner = self->owned && pthread_equal(self->owner, pthread_self());
     s_call_t *gone = NULL, *last = NULL;
-    for (s_call_t **pp = owner ? &self->queue_head : NULL; pp && *pp;) {
+    for (s_call_t **pp = head; *pp;) {
         s_call_t *c = *pp;
         if (c->cancel == flag) {
             *pp = c->next;
@@ -967,13 +964,14 @@ int kvc_grpc_client_cancel(kvc_grpc_client_t *self, const atomic_int *flag)
             pp = &c->next;
         }
     }
-    if (owner)
-        self->queue_tail = last;
-    pthread_mutex_unlock(&self->mu);
-    if (!owner)
-        return -1;
+    *tail = last;
+    return gone;
+}
+
+/* Ends the unstarted calls of a list from s_unlink_flagged; returns how many. */
+static int s_cancel_unstarted(kvc_grpc_client_t *self, s_call_t *gone)
+{
     int n = 0;
-    /* Queued, not started yet. */
     while (gone) {
         s_call_t *c = gone;
         gone = c->next;
@@ -982,25 +980,24 @@ int kvc_grpc_client_cancel(kvc_grpc_client_t *self, const atomic_int *flag)
         s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 0);
         n++;
     }
-    /* Waiting for their backend's connection to open. */
-    for (s_backend_t *b = self->backends; b; b = b->next) {
-        s_call_t **pp = &b->held_head;
-        last = NULL;
-        while (*pp) {
-            s_call_t *c = *pp;
-            if (c->cancel != flag) {
-                last = c;
-                pp = &c->next;
-                continue;
-            }
-            *pp = c->next;
-            c->next = NULL;
-            s_mark_cancelled(c);
-            s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 0);
-            n++;
-        }
-        b->held_tail = last;
+    return n;
+}
+
+int kvc_grpc_client_cancel(kvc_grpc_client_t *self, const atomic_int *flag)
+{
+    if (!self || !flag)
+        return -1;
+    pthread_mutex_lock(&self->mu);
+    if (!self->owned || !pthread_equal(self->owner, pthread_self())) {
+        pthread_mutex_unlock(&self->mu);
+        return -1;
     }
+    s_call_t *queued = s_unlink_flagged(&self->queue_head, &self->queue_tail, flag);
+    pthread_mutex_unlock(&self->mu);
+    /* Queued, or waiting for their backend's connection to open. */
+    int n = s_cancel_unstarted(self, queued);
+    for (s_backend_t *b = self->backends; b; b = b->next)
+        n += s_cancel_unstarted(self, s_unlink_flagged(&b->held_head, &b->held_tail, flag));
     /*
      * In flight: taking a transfer out resets its HTTP/2 stream, but
      * libcurl 7.88 only queues that RST_STREAM until the connection's next

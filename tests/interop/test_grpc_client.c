@@ -1150,7 +1150,6 @@ static void test_calls_survive_goaway(void **state)
     worker_t w[GOAWAY_THREADS];
     pthread_t th[GOAWAY_THREADS];
     for (int i = 0; i < GOAWAY_THREADS; i++) {
-        memset(&w[i], 0, sizeof w[i]);
         w[i] = (worker_t){.client = c, .base = aging.base, .index = i};
         assert_int_equal(pthread_create(&th[i], NULL, s_goaway_worker, &w[i]), 0);
     }

@@ -1351,25 +1351,43 @@ static double s_now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Polls (deadline: seconds) until the slow server counts want cancelled
- * bert calls and g_hang has observed want_obs requests; asserts both. */
-static void s_wait_cancelled(long want, int want_obs, double seconds)
+/* What the hang-up tests wait for, and what was seen when the wait ended
+ * (one scrape of the slow server, one read of g_hang's observations). */
+typedef struct {
+    long want_cancelled; /* < 0: any */
+    int want_obs;        /* < 0: any */
+    long cancelled, ok;  /* the slow server's bert counts */
+    int obs, status;     /* g_hang's observations: count, last HTTP status */
+} s_hang_wait_t;
+
+/* Polls (deadline 10 s) until h's wants are met; the caller asserts. */
+static void s_hang_wait(s_hang_wait_t *h)
 {
-    double until = s_now_s() + seconds;
-    long n = -1;
-    int seen = 0;
+    double until = s_now_s() + 10.0;
     for (;;) {
-        n = s_backend_count("CANCELLED");
+        s_backend_counts(&h->cancelled, &h->ok);
         pthread_mutex_lock(&g_hang_obs.lock);
-        seen = g_hang_obs.count;
+        h->obs = g_hang_obs.count;
+        h->status = g_hang_obs.last.http_status;
         pthread_mutex_unlock(&g_hang_obs.lock);
-        if ((n == want && seen == want_obs) || s_now_s() > until)
-            break;
+        if ((h->want_cancelled < 0 || h->cancelled == h->want_cancelled) &&
+            (h->want_obs < 0 || h->obs == h->want_obs))
+            return;
+        if (s_now_s() > until)
+            return;
         struct timespec pause = {0, 20 * 1000 * 1000};
-        nanosleep(&pause, NULL);
+        nanosleep(&pause, NULL); /* between polls of a condition with a deadline */
     }
-    assert_int_equal(n, want);
-    assert_int_equal(seen, want_obs);
+}
+
+/* Waits until the slow server counts want cancelled bert calls and g_hang
+ * has observed want_obs requests; asserts both. */
+static void s_wait_cancelled(long want, int want_obs)
+{
+    s_hang_wait_t h = {.want_cancelled = want, .want_obs = want_obs};
+    s_hang_wait(&h);
+    assert_int_equal(h.cancelled, want);
+    assert_int_equal(h.obs, want_obs);
 }
 
 /* Posts a bert predict to g_hang and hangs up after ms, as a client that
@@ -1406,14 +1424,14 @@ static void test_client_hangup_cancels_call(void **state)
     assert_int_equal(s_backend_count("CANCELLED"), 0);
     /* Thread path: the signature fetch goes through, the predict is cut. */
     s_post_and_hang_up(400);
-    s_wait_cancelled(1, 1, 10.0);
+    s_wait_cancelled(1, 1);
     pthread_mutex_lock(&g_hang_obs.lock);
     assert_int_equal(g_hang_obs.last.grpc_status, 1 /* CANCELLED */);
     assert_int_equal(g_hang_obs.last.http_status, 499);
     pthread_mutex_unlock(&g_hang_obs.lock);
     /* Fiber path: signatures are cached now. */
     s_post_and_hang_up(400);
-    s_wait_cancelled(2, 2, 10.0);
+    s_wait_cancelled(2, 2);
     pthread_mutex_lock(&g_hang_obs.lock);
     assert_int_equal(g_hang_obs.last.grpc_status, 1);
     assert_int_equal(g_hang_obs.last.http_status, 499);
@@ -1467,30 +1485,15 @@ static void test_client_hangup_beside_other_calls(void **state)
     s_waiter_t b = {0}, c = {0};
     assert_int_equal(pthread_create(&b.t, NULL, s_waiter_main, &b), 0);
     s_post_and_hang_up(1000); /* A */
-    double until = s_now_s() + 10.0;
-    int seen = obs0;
-    int status = 0;
-    while (seen != obs0 + 1 && s_now_s() < until) {
-        struct timespec pause = {0, 10 * 1000 * 1000};
-        nanosleep(&pause, NULL);
-        pthread_mutex_lock(&g_hang_obs.lock);
-        seen = g_hang_obs.count;
-        status = g_hang_obs.last.http_status;
-        pthread_mutex_unlock(&g_hang_obs.lock);
-    }
-    assert_int_equal(seen, obs0 + 1); /* A's call ended: its reset is queued */
-    assert_int_equal(status, 499);
+    s_hang_wait_t a = {.want_cancelled = -1, .want_obs = obs0 + 1};
+    s_hang_wait(&a);
+    assert_int_equal(a.obs, obs0 + 1); /* A's call ended: its reset is queued */
+    assert_int_equal(a.status, 499);
     assert_int_equal(pthread_create(&c.t, NULL, s_waiter_main, &c), 0);
-    until = s_now_s() + 10.0;
-    do {
-        s_backend_counts(&cancelled, &ok);
-        if (cancelled == cancelled0 + 1)
-            break;
-        struct timespec pause = {0, 20 * 1000 * 1000};
-        nanosleep(&pause, NULL);
-    } while (s_now_s() < until);
-    assert_int_equal(cancelled, cancelled0 + 1);
-    assert_int_equal(ok, ok0); /* seen before B and C were served */
+    s_hang_wait_t reset = {.want_cancelled = cancelled0 + 1, .want_obs = -1};
+    s_hang_wait(&reset);
+    assert_int_equal(reset.cancelled, cancelled0 + 1);
+    assert_int_equal(reset.ok, ok0); /* seen before B and C were served */
     pthread_join(b.t, NULL);
     pthread_join(c.t, NULL);
     assert_int_equal(b.status, 200);
