@@ -862,14 +862,24 @@ static int s_fast_list(s_parser_t *P, s_value_t *V, int level, uint64_t *count)
             return s_fail_at(P, level + 1, KVC_EPARSE,
                              "expected a scalar, got a list (elements must have the same shape)");
         }
-        /* float32, the common case, parses here without the dtype switch;
-         * anything unusual (NaN/Infinity tokens, a decimal past the range,
-         * a malformed number) goes to s_number_into for the full story. */
+        /* float32 and int32/int64 (token ids), the common cases, parse here
+         * without the dtype switch; anything unusual (NaN/Infinity tokens, a
+         * number past the range, a malformed one) goes to s_number_into for
+         * the full story. */
         float f;
+        int64_t i;
         const char *stop;
         if (dt == KVC_DT_FLOAT && kvc_numfmt_parse_float(c->p, c->end, &f, &stop) == KVC_OK &&
             __builtin_expect(!isinf(f), 1)) {
             memcpy(w, &f, 4);
+            c->p = stop;
+        } else if (dt == KVC_DT_INT32 && kvc_numfmt_parse_i64(c->p, c->end, &i, &stop) == KVC_OK &&
+                   i >= INT32_MIN && i <= INT32_MAX) {
+            int32_t i32 = (int32_t)i;
+            memcpy(w, &i32, 4);
+            c->p = stop;
+        } else if (dt == KVC_DT_INT64 && kvc_numfmt_parse_i64(c->p, c->end, &i, &stop) == KVC_OK) {
+            memcpy(w, &i, 8);
             c->p = stop;
         } else if ((rc = s_number_into(P, dt, w, level + 1))) {
             kvc_tensor_commit(t, written);
@@ -1041,7 +1051,7 @@ static int s_value_finish(s_parser_t *P, s_value_t *V, int64_t batch)
 }
 
 /* Checks the total of every tensor so far against the request limits. */
-static int s_check_total(s_parser_t *P, s_value_t *vals, size_t n)
+static int s_check_total(s_parser_t *P, const s_value_t *vals, size_t n)
 {
     uint64_t bytes = 0, elems = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1059,24 +1069,40 @@ static int s_check_total(s_parser_t *P, s_value_t *vals, size_t n)
     return KVC_OK;
 }
 
-/* Finds or (when allowed) adds the value slot for name. */
-static int s_slot(s_parser_t *P, s_value_t *vals, size_t *n, const char *name, int may_add,
+/* The value slots of one request, grown as inputs are met (most requests
+ * have one, and a table for S_MAX_INPUTS would be cleared on every one). */
+typedef struct {
+    s_value_t *v;
+    size_t n, cap;
+} s_values_t;
+
+/* Finds or (when allowed) adds the value slot for name. A slot pointer is
+ * good until the next call adds one. */
+static int s_slot(s_parser_t *P, s_values_t *vs, const char *name, int may_add,
                   const kvc_json_tensor_opts_t *opts, s_value_t **out)
 {
-    for (size_t i = 0; i < *n; i++) {
-        if (strcmp(vals[i].name, name) == 0) {
-            *out = &vals[i];
+    for (size_t i = 0; i < vs->n; i++) {
+        if (strcmp(vs->v[i].name, name) == 0) {
+            *out = &vs->v[i];
             return KVC_OK;
         }
     }
     if (!may_add)
         return KVC_ENOENT;
-    if (*n >= S_MAX_INPUTS)
+    if (vs->n >= S_MAX_INPUTS)
         return kvc_err_set(P->c.err, KVC_EPARSE, "%s: more than %d named inputs", P->prefix,
                            S_MAX_INPUTS);
-    if (s_value_init(&vals[*n], name, opts))
+    if (vs->n == vs->cap) {
+        size_t cap = vs->cap ? vs->cap * 2 : 4;
+        s_value_t *v = kvc_realloc(vs->v, cap * sizeof *v);
+        if (!v)
+            return kvc_err_set(P->c.err, KVC_ENOMEM, "out of memory");
+        vs->v = v;
+        vs->cap = cap;
+    }
+    if (s_value_init(&vs->v[vs->n], name, opts))
         return kvc_err_set(P->c.err, KVC_ENOMEM, "out of memory");
-    *out = &vals[(*n)++];
+    *out = &vs->v[vs->n++];
     return KVC_OK;
 }
 
@@ -1087,8 +1113,8 @@ static const char *s_unnamed(const kvc_json_tensor_opts_t *opts)
 }
 
 /* Parses "instances": [...] into value slots. */
-static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
-                       const kvc_json_tensor_opts_t *opts, int64_t *batch)
+static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t *opts,
+                       int64_t *batch)
 {
     kvc_json_cursor_t *c = &P->c;
     if (kvc_json_tensor_peek(c) != '[')
@@ -1101,7 +1127,7 @@ static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
         return kvc_err_set(c->err, KVC_EPARSE, "instances: empty list");
     if (first != '{' || s_is_b64_object(&look)) {
         s_value_t *V;
-        int rc = s_slot(P, vals, nvals, s_unnamed(opts), 1, opts, &V);
+        int rc = s_slot(P, vs, s_unnamed(opts), 1, opts, &V);
         if (rc)
             return rc;
         if (opts->n_specs > 1 && !P->amb) {
@@ -1115,7 +1141,7 @@ static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
         if (V->ndim == 0)
             return kvc_err_set(c->err, KVC_EPARSE, "instances: expected a list");
         *batch = -1;
-        return s_check_total(P, vals, *nvals);
+        return s_check_total(P, vs->v, vs->n);
     }
     c->p++;
     uint64_t inst = 0;
@@ -1137,7 +1163,7 @@ static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
             if ((rc = kvc_json_tensor_expect(c, ':')))
                 return rc;
             s_value_t *V;
-            rc = s_slot(P, vals, nvals, name, inst == 0, opts, &V);
+            rc = s_slot(P, vs, name, inst == 0, opts, &V);
             if (rc == KVC_ENOENT)
                 return kvc_err_set(c->err, KVC_EPARSE,
                                    "instances[%llu]: input '%s' is not in instances[0]",
@@ -1154,7 +1180,7 @@ static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
             P->dim_base = 1;
             if ((rc = s_value(P, V)))
                 return rc;
-            if ((rc = s_check_total(P, vals, *nvals)))
+            if ((rc = s_check_total(P, vs->v, vs->n)))
                 return rc;
             nx = kvc_json_tensor_peek(c);
             if (nx == ',') {
@@ -1168,11 +1194,11 @@ static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
                 return s_unexpected(c, "',' or '}'");
         }
         c->p++;
-        if (keys != *nvals || keys == 0) {
-            for (size_t i = 0; i < *nvals; i++)
-                if (vals[i].seen_in != inst + 1)
+        if (keys != vs->n || keys == 0) {
+            for (size_t i = 0; i < vs->n; i++)
+                if (vs->v[i].seen_in != inst + 1)
                     return kvc_err_set(c->err, KVC_EPARSE, "instances[%llu]: missing input '%s'",
-                                       (unsigned long long)inst, vals[i].name);
+                                       (unsigned long long)inst, vs->v[i].name);
             return kvc_err_set(c->err, KVC_EPARSE, "instances[%llu]: no inputs",
                                (unsigned long long)inst);
         }
@@ -1193,15 +1219,14 @@ static int s_instances(s_parser_t *P, s_value_t *vals, size_t *nvals,
 }
 
 /* Parses "inputs": value-or-object into value slots. */
-static int s_inputs(s_parser_t *P, s_value_t *vals, size_t *nvals,
-                    const kvc_json_tensor_opts_t *opts)
+static int s_inputs(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t *opts)
 {
     kvc_json_cursor_t *c = &P->c;
     int ch = kvc_json_tensor_peek(c);
     P->dim_base = 0;
     if (ch != '{' || s_is_b64_object(c)) {
         s_value_t *V;
-        int rc = s_slot(P, vals, nvals, s_unnamed(opts), 1, opts, &V);
+        int rc = s_slot(P, vs, s_unnamed(opts), 1, opts, &V);
         if (rc)
             return rc;
         if (opts->n_specs > 1 && !P->amb) {
@@ -1211,7 +1236,7 @@ static int s_inputs(s_parser_t *P, s_value_t *vals, size_t *nvals,
         snprintf(P->prefix, sizeof P->prefix, "inputs");
         if ((rc = s_value(P, V)))
             return rc;
-        return s_check_total(P, vals, *nvals);
+        return s_check_total(P, vs->v, vs->n);
     }
     c->p++;
     int nx = kvc_json_tensor_peek(c);
@@ -1225,15 +1250,15 @@ static int s_inputs(s_parser_t *P, s_value_t *vals, size_t *nvals,
         if ((rc = kvc_json_tensor_expect(c, ':')))
             return rc;
         s_value_t *V;
-        size_t before = *nvals;
-        if ((rc = s_slot(P, vals, nvals, name, 1, opts, &V)))
+        size_t before = vs->n;
+        if ((rc = s_slot(P, vs, name, 1, opts, &V)))
             return rc;
-        if (*nvals == before)
+        if (vs->n == before)
             return kvc_err_set(c->err, KVC_EPARSE, "inputs: duplicate input '%s'", name);
         snprintf(P->prefix, sizeof P->prefix, "inputs.%s", name);
         if ((rc = s_value(P, V)))
             return rc;
-        if ((rc = s_check_total(P, vals, *nvals)))
+        if ((rc = s_check_total(P, vs->v, vs->n)))
             return rc;
         nx = kvc_json_tensor_peek(c);
         if (nx == ',') {
@@ -1282,11 +1307,10 @@ int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_t
 {
     memset(req, 0, sizeof *req);
     s_parser_t *P = kvc_calloc(1, sizeof *P);
-    s_value_t *vals = kvc_calloc(S_MAX_INPUTS, sizeof *vals);
-    size_t nvals = 0;
+    s_values_t vs = {0};
     int64_t batch = -1;
     int rc = KVC_OK, seen_inst = 0, seen_inputs = 0;
-    if (!P || !vals) {
+    if (!P) {
         rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
         goto done;
     }
@@ -1317,10 +1341,10 @@ int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_t
             }
             if (is_inst) {
                 seen_inst = 1;
-                rc = s_instances(P, vals, &nvals, opts, &batch);
+                rc = s_instances(P, &vs, opts, &batch);
             } else {
                 seen_inputs = 1;
-                rc = s_inputs(P, vals, &nvals, opts);
+                rc = s_inputs(P, &vs, opts);
             }
             if (rc)
                 goto done;
@@ -1375,20 +1399,18 @@ int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_t
         rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < nvals; i++) {
-        if ((rc = s_value_finish(P, &vals[i], batch)))
+    for (size_t i = 0; i < vs.n; i++) {
+        if ((rc = s_value_finish(P, &vs.v[i], batch)))
             goto done;
-        if ((rc = kvc_tensor_list_add(req->inputs, &vals[i].t))) {
-            rc = kvc_err_set(err, rc, "%s: %s", vals[i].name, kvc_strerror(rc));
+        if ((rc = kvc_tensor_list_add(req->inputs, &vs.v[i].t))) {
+            rc = kvc_err_set(err, rc, "%s: %s", vs.v[i].name, kvc_strerror(rc));
             goto done;
         }
     }
 done:
-    if (vals) {
-        for (size_t i = 0; i < nvals; i++)
-            s_value_free(&vals[i]);
-        kvc_free(vals);
-    }
+    for (size_t i = 0; i < vs.n; i++)
+        s_value_free(&vs.v[i]);
+    kvc_free(vs.v);
     kvc_free(P);
     if (rc)
         kvc_json_tensor_request_clear(req);

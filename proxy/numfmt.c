@@ -679,6 +679,12 @@ static int s_scan_int(const char *p, const char *end, int *neg, uint64_t *mag, u
     if (*p == '0') {
         p++;
     } else {
+        /* 19 digits fit 64 bits unchecked (10^19 - 1 < 2^64); any more
+         * take the checked loop below. */
+        const char *fast = end - p > 19 ? p + 19 : end;
+        while (p < fast && S_IS_DIGIT(*p))
+            x = x * 10 + (uint64_t)(*p++ - '0');
+        over = x > limit;
         while (p < end && S_IS_DIGIT(*p)) {
             uint64_t dg = (uint64_t)(*p - '0');
             if (x > (limit - dg) / 10)

@@ -110,6 +110,80 @@ static void s_row(const char *what, size_t bytes, double ours, double base)
     printf("%-48s %10.3f %10.1f %10.1f %7.2fx\n", what, (double)bytes / 1e6, mo, mb, mo / mb);
 }
 
+/* The naive baseline for integers: strtoll for every number. */
+static size_t s_naive_parse_int(const char *s, size_t len, int32_t *out, size_t cap)
+{
+    const char *p = s, *end = s + len;
+    size_t n = 0;
+    while (p < end) {
+        char ch = *p;
+        if (ch == '-' || (ch >= '0' && ch <= '9')) {
+            char *stop;
+            long long v = strtoll(p, &stop, 10);
+            if (n < cap)
+                out[n++] = (int32_t)v;
+            p = stop;
+        } else {
+            p++;
+        }
+    }
+    return n;
+}
+
+/* Token ids (BERT's int32 input, TF Serving rows): one 500-id request as
+ * the latency benchmark sends it, and a batch of 64 x 512. */
+static int s_token_ids(double secs, const kvc_tensor_limits_t *lim)
+{
+    const struct {
+        const char *name;
+        size_t rows, cols;
+    } cases[] = {{"BERT ids 1x500 int32 JSON->tensor", 1, 500},
+                 {"BERT ids 64x512 int32 JSON->tensor", 64, 512}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        size_t n = cases[ci].rows * cases[ci].cols;
+        int32_t *ids = malloc(n * sizeof *ids), *back = malloc(n * sizeof *back);
+        kvc_buf_t js;
+        kvc_buf_init(&js, 1ull << 30);
+        kvc_buf_append(&js, "{\"instances\": [", 15);
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = (int32_t)(s_rand() % 30522); /* BERT's vocabulary */
+            char num[24];
+            int k =
+                snprintf(num, sizeof num, "%s%s%d", i % cases[ci].cols ? "" : (i ? "], [" : "["),
+                         i % cases[ci].cols ? ", " : "", ids[i]);
+            kvc_buf_append(&js, num, (size_t)k);
+        }
+        kvc_buf_append(&js, "]]}", 3);
+        kvc_json_tensor_spec_t spec = {"ids", KVC_DT_INT32};
+        kvc_json_tensor_opts_t opts = {*lim, &spec, 1};
+        kvc_json_tensor_request_t req;
+        kvc_err_t err;
+        if (kvc_json_tensor_parse_request(js.data, js.len, &opts, &req, &err)) {
+            fprintf(stderr, "parse ids: %s\n", err.msg);
+            return -1;
+        }
+        kvc_tensor_t *t = kvc_tensor_list_at(req.inputs, 0);
+        if (kvc_tensor_count(t) != n || memcmp(kvc_tensor_data(t), ids, n * sizeof *ids) != 0 ||
+            s_naive_parse_int(js.data, js.len, back, n) != n ||
+            memcmp(back, ids, n * sizeof *ids) != 0) {
+            fprintf(stderr, "token ids do not read back exactly\n");
+            return -1;
+        }
+        kvc_json_tensor_request_clear(&req);
+        double ours, base;
+        S_TIME(secs, ours, {
+            kvc_json_tensor_parse_request(js.data, js.len, &opts, &req, &err);
+            kvc_json_tensor_request_clear(&req);
+        });
+        S_TIME(secs, base, { s_naive_parse_int(js.data, js.len, back, n); });
+        s_row(cases[ci].name, js.len, ours, base);
+        kvc_buf_free(&js);
+        free(back);
+        free(ids);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 1.0;
@@ -233,5 +307,5 @@ int main(int argc, char **argv)
         kvc_buf_free(&json);
         kvc_tensor_list_destroy(&outs);
     }
-    return 0;
+    return s_token_ids(secs, &lim) ? 1 : 0;
 }

@@ -211,6 +211,67 @@ static void test_errors_say_where_and_what(void **state)
                 "inputs[1]: invalid number (expected an integer)");
 }
 
+/* int32/int64 lists take the parser's fast path: its edges must be exact and
+ * anything it cannot take must still get the full message. */
+static void test_int_list_edges(void **state)
+{
+    kvc_json_tensor_spec_t i32 = {"", KVC_DT_INT32}, i64 = {"", KVC_DT_INT64};
+    kvc_json_tensor_opts_t o32 = {{1000, 1 << 20}, &i32, 1}, o64 = {{1000, 1 << 20}, &i64, 1};
+    kvc_json_tensor_request_t req;
+    s_parse_ok("{\"inputs\": [2147483647, -2147483648, 0, -0, 7]}", &o32, &req);
+    const int32_t *v32 = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 0));
+    assert_true(v32[0] == INT32_MAX && v32[1] == INT32_MIN && v32[2] == 0 && v32[3] == 0 &&
+                v32[4] == 7);
+    kvc_json_tensor_request_clear(&req);
+    s_parse_ok("{\"inputs\": [9223372036854775807,-9223372036854775808, 1000000000000000000]}",
+               &o64, &req);
+    const int64_t *v64 = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 0));
+    assert_true(v64[0] == INT64_MAX && v64[1] == INT64_MIN && v64[2] == 1000000000000000000);
+    kvc_json_tensor_request_clear(&req);
+    s_parse_err("{\"inputs\": [1, 2147483648]}", &o32, KVC_EPARSE,
+                "inputs[1]: number out of range for DT_INT32");
+    s_parse_err("{\"inputs\": [1, -2147483649]}", &o32, KVC_EPARSE,
+                "inputs[1]: number out of range for DT_INT32");
+    s_parse_err("{\"inputs\": [1, 9223372036854775808]}", &o64, KVC_EPARSE,
+                "inputs[1]: number out of range for DT_INT64");
+    s_parse_err("{\"inputs\": [1, 99999999999999999999999]}", &o64, KVC_EPARSE,
+                "inputs[1]: number out of range for DT_INT64");
+    s_parse_err("{\"inputs\": [1, 2.5]}", &o32, KVC_EPARSE,
+                "inputs[1]: invalid number (expected an integer)");
+    s_parse_err("{\"inputs\": [1, 1e3]}", &o64, KVC_EPARSE,
+                "inputs[1]: invalid number (expected an integer)");
+    s_parse_err("{\"inputs\": [1, 01]}", &o32, KVC_EPARSE,
+                "offset 16: unexpected character '1', expected ',' or ']'");
+}
+
+/* Value slots grow with the inputs met; many named inputs all read back. */
+static void test_many_named_inputs(void **state)
+{
+    char json[4096];
+    size_t w = (size_t)snprintf(json, sizeof json, "{\"instances\": [");
+    for (int inst = 0; inst < 2; inst++) {
+        w += (size_t)snprintf(json + w, sizeof json - w, "%s{", inst ? ", " : "");
+        for (int i = 0; i < 40; i++)
+            w += (size_t)snprintf(json + w, sizeof json - w, "%s\"in%d\": [%d]", i ? ", " : "",
+                                  (i * 7) % 40, inst * 100 + (i * 7) % 40);
+        w += (size_t)snprintf(json + w, sizeof json - w, "}");
+    }
+    snprintf(json + w, sizeof json - w, "]}");
+    kvc_json_tensor_request_t req;
+    s_parse_ok(json, &s_open, &req);
+    assert_int_equal(kvc_tensor_list_size(req.inputs), 40);
+    for (int i = 0; i < 40; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "in%d", i);
+        kvc_tensor_t *t = kvc_tensor_list_find(req.inputs, name);
+        assert_non_null(t);
+        s_assert_shape(t, 2, (int64_t[]){2, 1});
+        const int64_t *v = kvc_tensor_data(t);
+        assert_true(v[0] == i && v[1] == 100 + i);
+    }
+    kvc_json_tensor_request_clear(&req);
+}
+
 /* Names land in protobuf string fields (map keys, signature_name): invalid
  * UTF-8 there is a 400 saying which string and where; string values are
  * bytes and stay allowed. */
@@ -468,6 +529,8 @@ int main(void)
         cmocka_unit_test(test_inference_int_bool_string_promotion),
         cmocka_unit_test(test_row_plain_with_signature),
         cmocka_unit_test(test_row_named_objects),
+        cmocka_unit_test(test_int_list_edges),
+        cmocka_unit_test(test_many_named_inputs),
         cmocka_unit_test(test_nan_infinity),
         cmocka_unit_test(test_errors_say_where_and_what),
         cmocka_unit_test(test_names_must_be_utf8),

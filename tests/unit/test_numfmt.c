@@ -393,6 +393,17 @@ static void test_parse_rejects_and_integers(void **state)
     assert_int_equal(kvc_numfmt_parse_u64(s, s + strlen(s), &u, &stop), KVC_ERANGE);
     s = "-1";
     assert_int_equal(kvc_numfmt_parse_u64(s, s + 2, &u, &stop), KVC_ERANGE);
+    /* 19 digits are read unchecked, any more with overflow checks. */
+    s = "9999999999999999999";
+    assert_int_equal(kvc_numfmt_parse_u64(s, s + strlen(s), &u, &stop), KVC_OK);
+    assert_true(u == 9999999999999999999ull);
+    assert_int_equal(kvc_numfmt_parse_i64(s, s + strlen(s), &v, &stop), KVC_ERANGE);
+    s = "-9223372036854775809";
+    assert_int_equal(kvc_numfmt_parse_i64(s, s + strlen(s), &v, &stop), KVC_ERANGE);
+    s = "1844674407370955161500";
+    assert_int_equal(kvc_numfmt_parse_u64(s, s + strlen(s), &u, &stop), KVC_ERANGE);
+    s = "12345678901234567890123456789.5";
+    assert_int_equal(kvc_numfmt_parse_i64(s, s + strlen(s), &v, &stop), KVC_EPARSE);
     /* The scanner never reads past end: "12" cut after one byte is 1. */
     s = "12";
     assert_int_equal(kvc_numfmt_parse_i64(s, s + 1, &v, &stop), KVC_OK);
