@@ -816,18 +816,14 @@ static void s_perform(kvc_grpc_client_t *self)
 }
 
 /*
- * One round of the transfer engine: routes queued calls, drives transfers,
- * reports endings, then waits for activity unless `mine` has ended (with no
- * `mine`, the owner's loop: unless a call ended this round; extra/n_extra
- * are more descriptors to wake for, wait_ms the longest wait). Only the
- * caller that holds `driving` runs it, so the multi handle, the active list
- * and the backends are never touched by two threads at once; `mine->done`
- * is written only here, by that same thread.
+ * Routes queued calls, drives transfers and reports endings, without
+ * waiting; 0 if the client is stopping (every call has then ended). Only
+ * the caller that holds `driving` runs it, so the multi handle, the active
+ * list and the backends are never touched by two threads at once;
+ * `call->done` is written only here, by that same thread.
  */
-static void s_drive_round(kvc_grpc_client_t *self, const s_call_t *mine, struct curl_waitfd *extra,
-                          unsigned n_extra, int wait_ms)
+static int s_advance(kvc_grpc_client_t *self)
 {
-    self->ended = 0;
     pthread_mutex_lock(&self->mu);
     s_call_t *q = self->queue_head;
     self->queue_head = self->queue_tail = NULL;
@@ -852,11 +848,25 @@ static void s_drive_round(kvc_grpc_client_t *self, const s_call_t *mine, struct 
         }
         for (s_backend_t *b = self->backends; b; b = b->next)
             s_held_end(self, b, CURLE_ABORTED_BY_CALLBACK, 1);
-        return;
+        return 0;
     }
-
     s_perform(self);
     s_release_held(self);
+    return 1;
+}
+
+/*
+ * One round of the transfer engine: s_advance, then waits for activity
+ * unless `mine` has ended (with no `mine`, the owner's loop: unless a call
+ * ended this round; extra/n_extra are more descriptors to wake for, wait_ms
+ * the longest wait).
+ */
+static void s_drive_round(kvc_grpc_client_t *self, const s_call_t *mine, struct curl_waitfd *extra,
+                          unsigned n_extra, int wait_ms)
+{
+    self->ended = 0;
+    if (!s_advance(self))
+        return;
     if (mine ? mine->done : self->ended > 0)
         return;
     int held = 0;
@@ -1448,7 +1458,12 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
     if (!drive && !on_owner)
         curl_multi_wakeup(self->multi);
     if (on_owner) {
-        /* done is written by this very thread (the driver). */
+        /* done is written by this very thread (the driver). A fiber sends
+         * its call before it yields: the request is on its way while the
+         * loop parks the fiber's HTTP connection and goes round. Fibers
+         * run from the loop, never inside libcurl, so this is no reentry. */
+        if (fiber)
+            s_advance(self);
         while (!call->done) {
             if (fiber)
                 kvc_fiber_yield();
