@@ -6,10 +6,13 @@
  * ceiling (direct gRPC at a given concurrency), so a proxy's requests/s
  * can be read against what the model server can deliver at all.
  *
- * The direct path uses the proxy's own gRPC client (proxy/grpc_client.h)
- * and tensor protobuf view (proxy/tensor_pb.h), so the difference between
- * the two paths is what the proxy adds: an HTTP/1.1 hop, JSON parsing and
- * writing, and routing.
+ * Each path is timed with two clients. With libcurl: the direct path uses
+ * the proxy's own gRPC client (proxy/grpc_client.h, libcurl's HTTP/2) and
+ * the REST path libcurl's HTTP/1.1 easy interface. Library-free
+ * (bench_raw.h): a prebuilt request on a bare socket for each, so the
+ * difference between the two paths is what the proxy adds (an HTTP/1.1
+ * hop, JSON parsing and writing, routing) without the difference between
+ * two client stacks. Every direct answer is decoded, as a client would.
  *
  * Usage: bench_grpc_direct --grpc http://HOST:PORT [--proxy http://HOST:PORT]
  *            [--model bert] [-n CALLS] [--seconds S] [--concurrency C]
@@ -31,6 +34,7 @@
 #include <time.h>
 
 #include "base.h"
+#include "bench_raw.h"
 #include "grpc_client.h"
 #include "tensor.h"
 #include "tensor_pb.h"
@@ -166,26 +170,15 @@ static int s_build_request(const char *model, uint8_t **out, size_t *len)
     return rc;
 }
 
-/* One direct Predict; with check, verifies logits = [175.25, 499]. */
-static int s_direct_call(s_bench_t *b, int check)
+/* Decodes a PredictResponse (every call, as a real client would); with
+ * check, verifies logits = [175.25, 499]. */
+static int s_answer(const uint8_t *data, size_t len, int check)
 {
-    kvc_grpc_result_t res = {0};
-    int rc = kvc_grpc_call(b->client, b->args->grpc, S_PATH_PREDICT, b->req, b->req_len,
-                           S_TIMEOUT_MS, &res);
-    if (rc != 0) {
-        if (check)
-            fprintf(stderr, "bench_grpc_direct: Predict: %s %s\n", kvc_grpc_status_name(res.code),
-                    res.message);
-        kvc_grpc_result_free(&res);
-        return -1;
-    }
-    /* Decode the answer on every call, as a real client would. */
     Tensorflow__Serving__PredictResponse *pr =
-        tensorflow__serving__predict_response__unpack(NULL, res.len, res.data);
-    kvc_grpc_result_free(&res);
+        tensorflow__serving__predict_response__unpack(NULL, len, data);
     if (!pr)
         return -1;
-    rc = 0;
+    int rc = 0;
     if (check) {
         kvc_tensor_limits_t lim = {.max_elements = 16, .max_bytes = 64};
         kvc_tensor_t *t = NULL;
@@ -204,6 +197,37 @@ static int s_direct_call(s_bench_t *b, int check)
     }
     tensorflow__serving__predict_response__free_unpacked(pr, NULL);
     return rc;
+}
+
+/* One direct Predict with the proxy's gRPC client; check as s_answer. */
+static int s_direct_call(s_bench_t *b, int check)
+{
+    kvc_grpc_result_t res = {0};
+    int rc = kvc_grpc_call(b->client, b->args->grpc, S_PATH_PREDICT, b->req, b->req_len,
+                           S_TIMEOUT_MS, &res);
+    if (rc != 0) {
+        if (check)
+            fprintf(stderr, "bench_grpc_direct: Predict: %s %s\n", kvc_grpc_status_name(res.code),
+                    res.message);
+        kvc_grpc_result_free(&res);
+        return -1;
+    }
+    rc = s_answer(res.data, res.len, check);
+    kvc_grpc_result_free(&res);
+    return rc;
+}
+
+/* One direct Predict with the library-free client; check as s_answer. */
+static int s_direct_raw_call(kvcb_h2_t *h2, const s_bench_t *b, int check)
+{
+    const uint8_t *data;
+    size_t len;
+    if (kvcb_h2_call(h2, b->req, b->req_len, &data, &len) != 0) {
+        if (check)
+            fprintf(stderr, "bench_grpc_direct: library-free Predict: no answer\n");
+        return -1;
+    }
+    return s_answer(data, len, check);
 }
 
 /* A bounded response body for the REST calls. */
@@ -225,8 +249,29 @@ static size_t s_on_body(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* Whether a REST answer is [[175.25,499.0]] in TF Serving's row format. */
+static int s_rest_ok(const char *body)
+{
+    return strstr(body, "\"predictions\"") && strstr(body, "175.25") && strstr(body, "499");
+}
+
+/* One REST predict through the proxy with the library-free client. */
+static int s_proxy_raw_call(kvcb_http_t *hc, int check)
+{
+    if (kvcb_http_call(hc) != 0 || hc->status != 200) {
+        if (check)
+            fprintf(stderr, "bench_grpc_direct: library-free proxy predict: HTTP %d\n", hc->status);
+        return -1;
+    }
+    if (check && !s_rest_ok(hc->body)) {
+        fprintf(stderr, "bench_grpc_direct: proxy gave an unexpected answer: %s\n", hc->body);
+        return -1;
+    }
+    return 0;
+}
+
 /* One REST predict through the proxy on a kept-alive handle; with check,
- * verifies the answer is [[175.25,499.0]] in TF Serving's row format. */
+ * verifies the answer as s_rest_ok. */
 static int s_proxy_call(CURL *h, s_body_t *body, int check)
 {
     body->len = 0;
@@ -238,8 +283,7 @@ static int s_proxy_call(CURL *h, s_body_t *body, int check)
             fprintf(stderr, "bench_grpc_direct: proxy predict: HTTP %ld %s\n", status, body->data);
         return -1;
     }
-    if (check && (!strstr(body->data, "\"predictions\"") || !strstr(body->data, "175.25") ||
-                  !strstr(body->data, "499"))) {
+    if (check && !s_rest_ok(body->data)) {
         fprintf(stderr, "bench_grpc_direct: proxy gave an unexpected answer: %s\n", body->data);
         return -1;
     }
@@ -275,19 +319,41 @@ static void s_row(const char *label, double *v, long n)
            s_quantile(v, n, 0.9), s_quantile(v, n, 0.99), sum / (double)n);
 }
 
-/* Latency mode: alternates direct and proxy calls until either bound. */
+/* The overhead line: p50 and p99 of proxied minus direct (sorted arrays). */
+static void s_overhead(const char *clients, const double *direct, const double *proxied, long n)
+{
+    printf("proxy overhead, %s: p50 %+.0f µs, p99 %+.0f µs\n", clients,
+           s_quantile(proxied, n, 0.5) - s_quantile(direct, n, 0.5),
+           s_quantile(proxied, n, 0.99) - s_quantile(direct, n, 0.99));
+}
+
+/*
+ * Latency mode: until either bound, one round of four calls, each proxied
+ * call right after a direct one with the same kind of client: libcurl
+ * direct, libcurl through the proxy, library-free direct, library-free
+ * through the proxy.
+ */
 static int s_latency(s_bench_t *b)
 {
     const s_args_t *a = b->args;
     CURL *h = NULL;
     s_body_t *body = NULL;
-    char url[512], json[8 * S_IDS + 64];
+    char url[512], path[256], json[8 * S_IDS + 64];
     struct curl_slist *hdrs = NULL;
-    double *lat_d = kvc_calloc((size_t)a->calls, sizeof *lat_d);
-    double *lat_p = kvc_calloc((size_t)a->calls, sizeof *lat_p);
+    kvcb_h2_t h2;
+    kvcb_http_t hc;
+    memset(&hc, 0, sizeof hc);
+    hc.fd = -1;
+    int have_h2 = 0;
+    double *lat[4];
+    for (int i = 0; i < 4; i++)
+        lat[i] = kvc_calloc((size_t)a->calls, sizeof *lat[i]);
     int rc = 1;
-    if (!lat_d || !lat_p)
+    if (!lat[0] || !lat[1] || !lat[2] || !lat[3])
         goto done;
+    if (kvcb_h2_open(&h2, a->grpc, S_PATH_PREDICT) != 0)
+        goto done;
+    have_h2 = 1;
     if (a->proxy) {
         size_t off = (size_t)snprintf(json, sizeof json, "{\"instances\":[[");
         for (int i = 0; i < S_IDS; i++)
@@ -295,10 +361,12 @@ static int s_latency(s_bench_t *b)
                                     S_FIRST_ID + i);
         snprintf(json + off, sizeof json - off, "]]}");
         int n = snprintf(url, sizeof url, "%s/v1/models/%s:predict", a->proxy, a->model);
+        int m = snprintf(path, sizeof path, "/v1/models/%s:predict", a->model);
         body = kvc_malloc(sizeof *body);
         h = curl_easy_init();
         hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-        if (n < 0 || (size_t)n >= sizeof url || !body || !h || !hdrs)
+        if (n < 0 || (size_t)n >= sizeof url || m < 0 || (size_t)m >= sizeof path || !body || !h ||
+            !hdrs)
             goto done;
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
@@ -307,14 +375,17 @@ static int s_latency(s_bench_t *b)
         curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)S_TIMEOUT_MS);
         curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-        if (s_proxy_call(h, body, 1) != 0)
+        if (s_proxy_call(h, body, 1) != 0 ||
+            kvcb_http_open(&hc, a->proxy, path, "application/json", json, strlen(json)) != 0 ||
+            s_proxy_raw_call(&hc, 1) != 0)
             goto done;
     }
-    if (s_direct_call(b, 1) != 0)
+    if (s_direct_call(b, 1) != 0 || s_direct_raw_call(&h2, b, 1) != 0)
         goto done;
     /* Warm-up: connections, caches, the proxy's signature cache. */
     for (int i = 0; i < 50; i++) {
-        if (s_direct_call(b, 0) != 0 || (h && s_proxy_call(h, body, 0) != 0))
+        if (s_direct_call(b, 0) != 0 || s_direct_raw_call(&h2, b, 0) != 0 ||
+            (h && (s_proxy_call(h, body, 0) != 0 || s_proxy_raw_call(&hc, 0) != 0)))
             goto done;
     }
     long n = 0;
@@ -324,24 +395,41 @@ static int s_latency(s_bench_t *b)
         if (s_direct_call(b, 0) != 0)
             goto done;
         double t1 = s_now();
-        lat_d[n] = (t1 - t0) * 1e6;
+        lat[0][n] = (t1 - t0) * 1e6;
         if (h) {
             if (s_proxy_call(h, body, 0) != 0)
                 goto done;
-            lat_p[n] = (s_now() - t1) * 1e6;
+            t0 = t1;
+            t1 = s_now();
+            lat[1][n] = (t1 - t0) * 1e6;
+        }
+        if (s_direct_raw_call(&h2, b, 0) != 0)
+            goto done;
+        t0 = t1;
+        t1 = s_now();
+        lat[2][n] = (t1 - t0) * 1e6;
+        if (h) {
+            if (s_proxy_raw_call(&hc, 0) != 0)
+                goto done;
+            lat[3][n] = (s_now() - t1) * 1e6;
         }
         n++;
     }
-    printf("| path (%s, sequential, interleaved) | calls | p50 µs | p90 µs | p99 µs | mean µs |\n",
+    printf("| path (%s, sequential, interleaved) | client | calls | p50 µs | p90 µs | p99 µs | "
+           "mean µs "
+           "|\n",
            a->model);
-    printf("|---|---|---|---|---|---|\n");
-    s_row("direct gRPC Predict (C, kvc grpc client)", lat_d, n);
-    double d50 = s_quantile(lat_d, n, 0.5), d99 = s_quantile(lat_d, n, 0.99);
+    printf("|---|---|---|---|---|---|---|\n");
+    s_row("direct gRPC Predict | libcurl (kvc's gRPC client)", lat[0], n);
+    if (h)
+        s_row("REST JSON through kvc proxy | libcurl (HTTP/1.1 easy)", lat[1], n);
+    s_row("direct gRPC Predict | library-free (h2c)", lat[2], n);
     if (h) {
-        s_row("REST JSON through kvc proxy", lat_p, n);
-        double p50 = s_quantile(lat_p, n, 0.5), p99 = s_quantile(lat_p, n, 0.99);
-        printf("\nproxy overhead: p50 %+.0f µs, p99 %+.0f µs (goal: p50 <= 150 µs)\n", p50 - d50,
-               p99 - d99);
+        s_row("REST JSON through kvc proxy | library-free (HTTP/1.1)", lat[3], n);
+        printf("\n");
+        s_overhead("libcurl clients", lat[0], lat[1], n);
+        s_overhead("library-free clients", lat[2], lat[3], n);
+        printf("(goal: p50 <= 150 µs)\n");
     }
     rc = 0;
 done:
@@ -350,9 +438,12 @@ done:
     curl_slist_free_all(hdrs);
     if (h)
         curl_easy_cleanup(h);
+    if (have_h2)
+        kvcb_h2_close(&h2);
+    kvcb_http_close(&hc);
     kvc_free(body);
-    kvc_free(lat_d);
-    kvc_free(lat_p);
+    for (int i = 0; i < 4; i++)
+        kvc_free(lat[i]);
     return rc;
 }
 

@@ -1,10 +1,14 @@
 #!/bin/bash
 # Small requests (BERT shape, 500 int32 ids -> 2 floats) on loopback, issue 4
 # goals, each a ratio measured in the same run:
-#   (i)/(ii)  latency of a direct gRPC Predict from C (bench_grpc_direct, the
-#             proxy's own gRPC client) against the same request as TF Serving
-#             REST JSON through kvc's proxy, interleaved call by call, once
-#             per backend below; overhead = p50 difference, goal <= 150 us;
+#   (i)/(ii)  latency of a direct gRPC Predict from C (bench_grpc_direct)
+#             against the same request as TF Serving REST JSON through kvc's
+#             proxy, interleaved call by call, once per backend below, each
+#             path with two kinds of client: libcurl (the proxy's own gRPC
+#             client; libcurl's HTTP/1.1) and library-free (a prebuilt
+#             request on a bare socket, tests/bench/bench_raw.h), so the
+#             client stacks' own cost shows; overhead = p50 difference
+#             between the paths with the same kind of client, goal <= 150 us;
 #   (iii)     requests/s at concurrency 8 and 32 (wrk, 10 s each) through
 #             kvc's proxy and through the proxies a user would otherwise
 #             write: tests/bench/python_proxy.py (http.server + json +
