@@ -755,18 +755,21 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
             be->last_ms = s_now_ms();
     }
     /*
-     * Lost with its connection: an answer begun (HTTP 200) that ended with
-     * neither status nor error, or no answer at all on a connection that
-     * failed under the call (sending or reading, not connecting). Servers
-     * set to a maximum connection age send GOAWAY and close every few
-     * minutes; libcurl 7.88 then ends some of the connection's streams as
-     * if complete, and may write a new call to it as it closes. With
-     * retry_lost such a call is made again once, on a new connection.
+     * Lost with its connection: no status, and either an answer begun (HTTP
+     * 200) that ended without error, or a connection that failed under the
+     * call (sending or reading, not connecting) before any answer or after
+     * its 200. Servers set to a maximum connection age send GOAWAY and
+     * close every few minutes; libcurl 7.88 then ends some of the
+     * connection's streams as if complete, may write a new call to it as it
+     * closes, and may fail a call whose answer has begun when a write to
+     * the closed socket breaks. With retry_lost such a call is made again,
+     * on a new connection, up to S_MAX_ATTEMPTS transfers in all.
      */
-    int cut_off = result == CURLE_OK && c->hdrs.http_status == 200 && c->hdrs.grpc_status < 0 &&
-                  c->local_code < 0;
-    int dropped = s_transport_error(result) && no_response && result != CURLE_COULDNT_CONNECT &&
-                  result != CURLE_COULDNT_RESOLVE_HOST;
+    int no_status = c->hdrs.grpc_status < 0 && c->local_code < 0;
+    int cut_off = result == CURLE_OK && c->hdrs.http_status == 200 && no_status;
+    int dropped = s_transport_error(result) && result != CURLE_COULDNT_CONNECT &&
+                  result != CURLE_COULDNT_RESOLVE_HOST &&
+                  (no_response || (c->hdrs.http_status == 200 && no_status));
     if ((cut_off || dropped) && self->opts.retry_lost && c->attempts < S_MAX_ATTEMPTS) {
         if (be)
             be->state = S_BE_NONE;
