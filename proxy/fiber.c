@@ -93,6 +93,13 @@ static void s_entry(void)
     setcontext(&s_loop_ctx);
 }
 
+/* Frees a fiber and its stack. */
+static void s_unmap(kvc_fiber_t *f)
+{
+    munmap(f->map, f->map_len);
+    kvc_free(f);
+}
+
 /* Releases a finished fiber: kept for reuse or unmapped. */
 static void s_release(kvc_fiber_t *f)
 {
@@ -107,12 +114,12 @@ static void s_release(kvc_fiber_t *f)
         s_n_spare++;
         return;
     }
-    munmap(f->map, f->map_len);
-    kvc_free(f);
+    s_unmap(f);
 }
 
 kvc_fiber_t *kvc_fiber_new(kvc_fiber_fn fn, void *arg)
 {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
     kvc_fiber_t *f = s_spare;
     if (f) {
         s_spare = f->next;
@@ -121,7 +128,6 @@ kvc_fiber_t *kvc_fiber_new(kvc_fiber_fn fn, void *arg)
         f = kvc_calloc(1, sizeof *f);
         if (!f)
             return NULL;
-        size_t page = (size_t)sysconf(_SC_PAGESIZE);
         f->map_len = KVC_FIBER_STACK + page;
         f->map = mmap(NULL, f->map_len, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -131,12 +137,10 @@ kvc_fiber_t *kvc_fiber_new(kvc_fiber_fn fn, void *arg)
         }
         /* The stack grows down: a guard page below it faults on overflow. */
         if (mprotect(f->map, page, PROT_NONE) != 0) {
-            munmap(f->map, f->map_len);
-            kvc_free(f);
+            s_unmap(f);
             return NULL;
         }
     }
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
     f->fn = fn;
     f->arg = arg;
     f->done = 0;
@@ -247,8 +251,7 @@ void kvc_fiber_thread_cleanup(void)
     while (s_spare) {
         kvc_fiber_t *f = s_spare;
         s_spare = f->next;
-        munmap(f->map, f->map_len);
-        kvc_free(f);
+        s_unmap(f);
     }
     s_n_spare = 0;
 }

@@ -931,17 +931,20 @@ void kvc_grpc_client_disown(kvc_grpc_client_t *self)
     pthread_mutex_unlock(&self->mu);
 }
 
+/* The calling context's cancel flag: the running fiber's, else this thread's. */
+static const atomic_int *s_cancel_flag(void)
+{
+    return kvc_fiber_current() ? kvc_fiber_cancel_flag() : s_caller_cancel;
+}
+
 const atomic_int *kvc_grpc_cancel_flag_set(const atomic_int *flag)
 {
-    const atomic_int *was;
+    const atomic_int *was = s_cancel_flag();
     kvc_fiber_t *fiber = kvc_fiber_current();
-    if (fiber) {
-        was = kvc_fiber_cancel_flag();
+    if (fiber)
         kvc_fiber_set_cancel(fiber, flag);
-    } else {
-        was = s_caller_cancel;
+    else
         s_caller_cancel = flag;
-    }
     return was;
 }
 
@@ -1422,7 +1425,7 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
 
     /* Checked under the mutex: kvc_grpc_client_cancel, which the owner runs
      * after raising the flag, then finds the call queued if it got past. */
-    call->cancel = kvc_fiber_current() ? kvc_fiber_cancel_flag() : s_caller_cancel;
+    call->cancel = s_cancel_flag();
     pthread_mutex_lock(&self->mu);
     if (self->stopping) {
         pthread_mutex_unlock(&self->mu);

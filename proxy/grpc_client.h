@@ -72,9 +72,9 @@ typedef struct {
     int tls_insecure;            /* https: skip certificate checks (tests) */
     uint32_t idle_reopen_ms;     /* a backend idle this long gets a new connection
                                     (libcurl ages connections out at 118 s); 0 -> 100000 */
-    int retry_lost;              /* make a call again (once) when its answer was cut
-                                    off with its connection, as after a server's
-                                    GOAWAY: only for methods safe to repeat */
+    int retry_lost;              /* make a call again (at most 3 transfers in all)
+                                    when it was lost with its connection, as after a
+                                    server's GOAWAY: only for methods safe to repeat */
 } kvc_grpc_opts_t;
 
 /*

@@ -259,6 +259,14 @@ static enum MHD_Result s_send_error(kvc_http_server_t *self, struct MHD_Connecti
     return s_send(conn, &resp);
 }
 
+/* Answers 413 for a body over the limit. */
+static enum MHD_Result s_send_too_big(kvc_http_server_t *self, struct MHD_Connection *conn)
+{
+    char msg[128];
+    snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes", self->opts.max_body);
+    return s_send_error(self, conn, 413, msg);
+}
+
 /* Wakes the loop thread (any thread). */
 static void s_wake(kvc_http_server_t *self)
 {
@@ -295,6 +303,24 @@ static void s_unwatch(kvc_http_server_t *self, s_req_state_t *st)
     st->watch_fd = -1;
 }
 
+/* Parks a request's connection while a fiber or thread answers it. */
+static void s_park(kvc_http_server_t *self, s_req_state_t *st)
+{
+    MHD_suspend_connection(st->conn);
+    st->suspended = 1;
+    self->inflight++;
+    s_watch(self, st);
+}
+
+/* Wakes a parked connection to send its answer (loop thread). */
+static void s_unpark(kvc_http_server_t *self, s_req_state_t *st)
+{
+    st->suspended = 0;
+    self->inflight--;
+    s_unwatch(self, st);
+    MHD_resume_connection(st->conn);
+}
+
 /* Ends the gRPC calls of requests whose clients hung up. */
 static void s_check_hangups(kvc_http_server_t *self)
 {
@@ -325,12 +351,8 @@ static void s_fiber_main(void *arg)
     kvc_grpc_cancel_flag_set(&st->cancelled); /* this fiber's */
     s_run_handler(st);
     st->phase = S_ANSWERED;
-    if (st->suspended) {
-        st->suspended = 0;
-        st->srv->inflight--;
-        s_unwatch(st->srv, st);
-        MHD_resume_connection(st->conn);
-    }
+    if (st->suspended)
+        s_unpark(st->srv, st);
 }
 
 /* A request's thread: answers, then hands the request back to the loop,
@@ -375,12 +397,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
                 const char *expect =
                     MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
                 drain = end != cl && !*end && !expect && n - self->opts.max_body <= S_DRAIN_MAX;
-                if (!drain) {
-                    char msg[128];
-                    snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes",
-                             self->opts.max_body);
-                    return s_send_error(self, conn, 413, msg);
-                }
+                if (!drain)
+                    return s_send_too_big(self, conn);
             }
         }
         st = kvc_calloc(1, sizeof *st);
@@ -398,12 +416,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         *upload_size = 0;
         return MHD_YES;
     }
-    if (st->too_big) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes",
-                 self->opts.max_body);
-        return s_send_error(self, conn, 413, msg);
-    }
+    if (st->too_big)
+        return s_send_too_big(self, conn);
     if (st->phase == S_ANSWERED)
         return s_send(conn, &st->resp);
     if (st->phase == S_RUNNING)
@@ -431,10 +445,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
             return s_send(conn, &st->resp); /* answered without blocking */
         if (f) {
             /* It waits for a call: park the connection until it ends. */
-            MHD_suspend_connection(conn);
-            st->suspended = 1;
-            self->inflight++;
-            s_watch(self, st);
+            s_park(self, st);
             return MHD_YES;
         }
         /* no memory for a fiber: a thread may still do */
@@ -455,10 +466,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         kvc_http_error(&st->resp, 503, "server busy: cannot start a request thread");
         return s_send(conn, &st->resp);
     }
-    MHD_suspend_connection(conn);
-    st->suspended = 1;
-    self->inflight++;
-    s_watch(self, st); /* before the loop can see the thread finish */
+    s_park(self, st); /* before the loop can see the thread finish */
     return MHD_YES;
 }
 
@@ -491,10 +499,7 @@ static void s_resume_finished(kvc_http_server_t *self)
         s_req_state_t *next = st->next;
         st->next = NULL;
         st->phase = S_ANSWERED;
-        st->suspended = 0;
-        self->inflight--;
-        s_unwatch(self, st);
-        MHD_resume_connection(st->conn);
+        s_unpark(self, st);
         st = next;
     }
 }
@@ -551,6 +556,17 @@ static void *s_loop_main(void *arg)
         kvc_grpc_client_disown(self->opts.engine);
     kvc_fiber_thread_cleanup();
     return NULL;
+}
+
+/* Frees the server once its loop and libmicrohttpd are stopped. */
+static void s_free(kvc_http_server_t *self)
+{
+    pthread_mutex_destroy(&self->mu);
+    if (self->evfd >= 0)
+        close(self->evfd);
+    if (self->watch_ep >= 0)
+        close(self->watch_ep);
+    kvc_free(self);
 }
 
 /* Resolves "HOST:PORT" (HOST may be [v6]) into addr. */
@@ -611,18 +627,17 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    if (pthread_mutex_init(&self->mu, NULL) != 0) {
+        kvc_err_set(err, KVC_EIO, "http: cannot create the loop's lock");
+        kvc_free(self);
+        return NULL;
+    }
     self->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     /* Hang-ups can only end calls the loop drives: no engine, no watching. */
     self->watch_ep = self->opts.engine ? epoll_create1(EPOLL_CLOEXEC) : -1;
-    if (self->evfd < 0 || (self->opts.engine && self->watch_ep < 0) ||
-        pthread_mutex_init(&self->mu, NULL) != 0) {
+    if (self->evfd < 0 || (self->opts.engine && self->watch_ep < 0)) {
         kvc_err_set(err, KVC_EIO, "http: cannot create the loop's event descriptors");
-        if (self->evfd >= 0)
-            close(self->evfd);
-        if (self->watch_ep >= 0)
-            close(self->watch_ep);
-        kvc_free(self);
-        return NULL;
+        goto fail;
     }
     self->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
@@ -643,11 +658,7 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
     return self;
 
 fail:
-    pthread_mutex_destroy(&self->mu);
-    close(self->evfd);
-    if (self->watch_ep >= 0)
-        close(self->watch_ep);
-    kvc_free(self);
+    s_free(self);
     return NULL;
 }
 
@@ -667,10 +678,6 @@ void kvc_http_server_destroy(kvc_http_server_t **self_p)
         pthread_join(self->loop, NULL);
     }
     MHD_stop_daemon(self->mhd);
-    pthread_mutex_destroy(&self->mu);
-    close(self->evfd);
-    if (self->watch_ep >= 0)
-        close(self->watch_ep);
-    kvc_free(self);
+    s_free(self);
     *self_p = NULL;
 }
