@@ -9,7 +9,7 @@ build-essential cmake pkg-config clang libclang-rt-14-dev
 libzmq3-dev libczmq-dev libsodium-dev
 libprotobuf-c-dev protobuf-c-compiler
 libyaml-dev liblmdb-dev libcmocka-dev
-libcurl4-openssl-dev libmicrohttpd-dev libturbojpeg0-dev libpng-dev zlib1g-dev
+libcurl4-openssl-dev libnghttp2-dev libmicrohttpd-dev libturbojpeg0-dev libpng-dev zlib1g-dev
 python3 python3-grpcio python3-grpc-tools python3-numpy python3-protobuf python3-flask
 libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 iproute2 curl jq procps wrk openssl

@@ -1,32 +1,40 @@
 /*
- * grpc_client.c - unary gRPC over HTTP/2 on libcurl, multiplexed.
+ * grpc_client.c - unary gRPC over HTTP/2, multiplexed: h2c on h2_conn
+ * (nghttp2), https on libcurl.
  *
- * Design: one curl multi handle per client and no thread of its own. A
- * caller builds its easy handle in its own thread and queues it. If nobody
- * is driving the multi handle, the caller drives it (leader/followers):
- * adds queued handles, runs transfers, signals each caller whose transfer
- * ends, until its own call ends; it then hands the engine to a caller still
- * waiting. Otherwise the caller wakes the driver (curl_multi_wakeup) and
- * waits on its own condition variable, ready to take over. A lone call thus
- * runs start to finish on its caller's thread, without the two thread
- * switches a dedicated I/O thread costs per call. With CURLPIPE_MULTIPLEX
- * and CURLOPT_PIPEWAIT all concurrent calls to one backend share one
- * HTTP/2 connection. "The driver" below is whichever caller drives. An
- * event loop may own the client instead (kvc_grpc_client_own): it is then
- * the driver for good, running one engine round per turn; its fibers'
+ * Design: no thread of its own. A caller builds its call in its own thread
+ * and queues it. If nobody is driving the engine, the caller drives it
+ * (leader/followers): routes queued calls, moves the connections, signals
+ * each caller whose call ends, until its own call ends; it then hands the
+ * engine to a caller still waiting. Otherwise the caller wakes the driver
+ * (curl_multi_wakeup) and waits on its own condition variable, ready to
+ * take over. A lone call thus runs start to finish on its caller's thread,
+ * without the two thread switches a dedicated I/O thread costs per call.
+ * An event loop may own the client instead (kvc_grpc_client_own): it is
+ * then the driver for good, running one engine round per turn; its fibers'
  * calls yield to it, and calls from other threads wait as followers.
  *
- * Must never: let two threads touch the multi handle (only the driver
- * does), leave calls in flight without a driver, trust a length prefix
- * before bounding it, or treat a response without grpc-status as success.
+ * Plain-HTTP backends: one h2_conn per backend carries every call as a
+ * stream (up to max_streams; more wait on the backend's queue). A call is
+ * written the moment it is routed, so a fiber's request leaves before the
+ * fiber yields. https backends: one easy handle per call on one curl multi
+ * handle, with CURLPIPE_MULTIPLEX and CURLOPT_PIPEWAIT sharing a
+ * connection. Each round waits once, in curl_multi_poll, on libcurl's
+ * sockets, the h2c connections and the owner's descriptors together.
+ *
+ * Must never: let two threads touch the engine (only the driver does),
+ * leave calls in flight without a driver, trust a length prefix before
+ * bounding it, or treat a response without grpc-status as success.
  */
 #include "grpc_client.h"
 
 #include "base.h"
 #include "fiber.h"
+#include "h2_conn.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,41 +55,48 @@
 /* Default: trust an idle connection to be open for this long (< S_MAXAGE_CONN_S). */
 #define S_IDLE_TRUST_MS 100000u
 #define S_CANCEL_MSG "cancelled: the caller went away"
-/* Transfers one call may take: a retry after an HTTP/1.1 upgrade the
- * server refused, and one after a connection lost under it (retry_lost). */
+#define S_USER_AGENT "grpc-c-kvc/0.1"
+/* Times one call may be sent: retries after a connection that did not take
+ * it or lost it (see s_h2_finished, s_finished). */
 #define S_MAX_ATTEMPTS 3
 
 /* This thread's cancel flag (kvc_grpc_cancel_flag_set); fibers have their own. */
 static _Thread_local const atomic_int *s_caller_cancel;
 
-struct s_backend;
+struct s_conn;
+typedef struct kvc_grpc_client kvc_grpc_client_t;
 
 /* One call in flight: owned by the caller, touched by the driver only
  * between submission and completion. */
 typedef struct s_call {
     struct s_call *next; /* queue link, or in-flight list link */
     struct s_call *prev; /* in-flight list only */
-    CURL *easy;
+    kvc_grpc_client_t *client;
+    CURL *easy; /* https only */
     pthread_cond_t cond;
     int done;             /* set by the driver under the client mutex */
-    CURLcode curl_code;   /* transfer result, set by the driver */
+    CURLcode curl_code;   /* outcome, set by the driver (h2c endings mapped to it) */
     int cancelled;        /* client stopped before the call ended */
     const char *base_url; /* the caller's, valid for the call */
+    const char *path;     /* the caller's, valid for the call */
     int tls;
-    int pk; /* this transfer opens with h2c prior knowledge */
     int attempts;
     int64_t deadline_ms; /* monotonic */
     size_t max_message;
-    struct s_backend *be;     /* driver only */
     kvc_fiber_t *fiber;       /* a caller on the owner's loop: made ready when done */
     const atomic_int *cancel; /* the caller's cancel flag, or NULL */
-    uint64_t connects;        /* connections opened, over all attempts */
+    uint64_t connects;        /* https: connections opened, over all attempts */
+    char timeout[16];         /* h2c: the grpc-timeout value */
+    struct s_conn *conn;      /* h2c: the connection carrying its stream (driver only) */
+    int32_t stream;           /* h2c: that stream */
+    int h2_how;               /* h2c: how the stream ended (kvc_h2_end_t) */
+    uint32_t h2_error;        /* h2c: the reset's HTTP/2 error code */
     /* Request body: 5-byte prefix then the caller's bytes. */
     uint8_t prefix[5];
     const uint8_t *req;
     size_t req_len;
     size_t sent;
-    /* Response, filled by curl callbacks in the driver. */
+    /* Response, filled by the transport's callbacks in the driver. */
     kvc_grpc_headers_t hdrs;
     kvc_grpc_deframer_t deframer;
     int local_code; /* -1, or a gRPC code the body reader chose */
@@ -89,17 +104,26 @@ typedef struct s_call {
     char errbuf[CURL_ERROR_SIZE];
 } s_call_t;
 
-/* What the driver knows about one plain-HTTP backend's connection. */
-enum { S_BE_NONE, S_BE_CONNECTING, S_BE_UP };
+struct s_backend;
+
+/* One h2c connection (driver only). */
+typedef struct s_conn {
+    struct s_conn *next;
+    kvc_h2_conn_t *h;
+    struct s_backend *be; /* the backend it is current for; NULL once retired */
+    int dirty;            /* streams submitted or reset since the last flush */
+    int unwatched;        /* idle and not polled since: may hold an unread close */
+    int slot;             /* its index in the round's wait set, or -1 */
+} s_conn_t;
+
+/* What the driver knows about one plain-HTTP backend. */
 typedef struct s_backend {
     struct s_backend *next;
-    char *key; /* base URL */
-    int state;
-    s_call_t *connector; /* the prior-knowledge transfer opening it */
-    s_call_t *held_head; /* calls waiting for the connection */
+    char *key;           /* base URL */
+    s_conn_t *conn;      /* the connection new calls go to, or NULL */
+    s_call_t *held_head; /* calls waiting for it to open or for a free stream */
     s_call_t *held_tail;
-    int64_t last_ms;
-    int inflight; /* transfers added to the multi */
+    int64_t last_ms; /* a stream last started or ended */
 } s_backend_t;
 
 struct kvc_grpc_client {
@@ -110,12 +134,18 @@ struct kvc_grpc_client {
     int driving;          /* a caller is running the transfer engine (under mu) */
     int callers;          /* calls inside kvc_grpc_call (under mu) */
     pthread_cond_t idle;  /* signalled when callers drops to 0 */
-    s_call_t *queue_head; /* submitted, not yet added (under mu) */
+    s_call_t *queue_head; /* submitted, not yet routed (under mu) */
     s_call_t *queue_tail;
-    int stopping;          /* under mu */
-    s_call_t *active;      /* added to multi; driver only */
+    int stopping;        /* under mu */
+    s_call_t *active;    /* https: added to multi; driver only */
+    s_call_t *h2_active; /* h2c: streams in flight; driver only */
+    s_call_t *finished;  /* h2c: streams closed, not yet handled; driver only */
+    s_conn_t *conns;     /* h2c connections, retired ones too; driver only */
+    int n_conns;
     s_backend_t *backends; /* driver only */
     int n_backends;
+    struct curl_waitfd *w; /* the round's wait set; driver only */
+    size_t w_cap;
     kvc_grpc_stats_t stats;   /* under mu */
     CURL *spare[S_SPARE_MAX]; /* reset easy handles for the next calls (under mu) */
     int n_spare;
@@ -316,6 +346,47 @@ static void s_parse_status_line(kvc_grpc_headers_t *h, const char *line, size_t 
         h->http_status = code;
 }
 
+/* Feeds one header or trailer field, value trimmed of blanks. */
+void kvc_grpc_headers_field(kvc_grpc_headers_t *h, const char *name, size_t name_len, const char *v,
+                            size_t vn)
+{
+    while (vn > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        vn--;
+    }
+    while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
+        vn--;
+    if (s_name_is(name, name_len, ":status")) {
+        long code = 0;
+        int ok = vn == 3;
+        for (size_t i = 0; ok && i < vn; i++) {
+            if (v[i] < '0' || v[i] > '9')
+                ok = 0;
+            else
+                code = code * 10 + (v[i] - '0');
+        }
+        if (ok)
+            h->http_status = code;
+    } else if (s_name_is(name, name_len, "grpc-status")) {
+        int code = 0;
+        int ok = vn > 0 && vn <= 3;
+        for (size_t i = 0; ok && i < vn; i++) {
+            if (v[i] < '0' || v[i] > '9')
+                ok = 0;
+            else
+                code = code * 10 + (v[i] - '0');
+        }
+        h->grpc_status = (ok && code <= KVC_GRPC_UNAUTHENTICATED) ? code : KVC_GRPC_UNKNOWN;
+    } else if (s_name_is(name, name_len, "grpc-message")) {
+        kvc_grpc_percent_decode(v, vn, h->grpc_message, sizeof h->grpc_message);
+    } else if (s_name_is(name, name_len, "content-type")) {
+        static const char ct[] = "application/grpc";
+        size_t cl = sizeof ct - 1;
+        h->content_type_grpc =
+            vn >= cl && strncmp(v, ct, cl) == 0 && (vn == cl || v[cl] == '+' || v[cl] == ';');
+    }
+}
+
 /* Feeds one header or trailer line. */
 void kvc_grpc_headers_feed(kvc_grpc_headers_t *h, const char *line, size_t n)
 {
@@ -331,32 +402,7 @@ void kvc_grpc_headers_feed(kvc_grpc_headers_t *h, const char *line, size_t n)
     if (!colon || colon == line)
         return;
     size_t name_len = (size_t)(colon - line);
-    const char *v = colon + 1;
-    size_t vn = n - name_len - 1;
-    while (vn > 0 && (*v == ' ' || *v == '\t')) {
-        v++;
-        vn--;
-    }
-    while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
-        vn--;
-    if (s_name_is(line, name_len, "grpc-status")) {
-        int code = 0;
-        int ok = vn > 0 && vn <= 3;
-        for (size_t i = 0; ok && i < vn; i++) {
-            if (v[i] < '0' || v[i] > '9')
-                ok = 0;
-            else
-                code = code * 10 + (v[i] - '0');
-        }
-        h->grpc_status = (ok && code <= KVC_GRPC_UNAUTHENTICATED) ? code : KVC_GRPC_UNKNOWN;
-    } else if (s_name_is(line, name_len, "grpc-message")) {
-        kvc_grpc_percent_decode(v, vn, h->grpc_message, sizeof h->grpc_message);
-    } else if (s_name_is(line, name_len, "content-type")) {
-        static const char ct[] = "application/grpc";
-        size_t cl = sizeof ct - 1;
-        h->content_type_grpc =
-            vn >= cl && strncmp(v, ct, cl) == 0 && (vn == cl || v[cl] == '+' || v[cl] == ';');
-    }
+    kvc_grpc_headers_field(h, line, name_len, colon + 1, n - name_len - 1);
 }
 
 /* Value of one hex digit, or -1. */
@@ -479,18 +525,17 @@ static size_t s_on_header(char *line, size_t size, size_t nitems, void *userp)
     return size * nitems;
 }
 
-/* Write callback: de-frames the body; a refusal aborts the transfer. */
-static size_t s_on_write(char *data, size_t size, size_t nmemb, void *userp)
+/* Takes response body bytes for a call (either transport); nonzero refuses
+ * them, with the reason in local_code/local_msg. */
+static int s_body(s_call_t *call, const uint8_t *data, size_t n)
 {
-    s_call_t *call = userp;
-    size_t n = size * nmemb;
     if (call->local_code >= 0)
-        return 0;
+        return -1;
     if (call->hdrs.http_status != 200)
-        return n; /* an error page: its status decides, the body is ignored */
-    int rc = kvc_grpc_deframer_feed(&call->deframer, (const uint8_t *)data, n);
+        return 0; /* an error page: its status decides, the body is ignored */
+    int rc = kvc_grpc_deframer_feed(&call->deframer, data, n);
     if (rc == KVC_OK)
-        return n;
+        return 0;
     if (rc == KVC_ERANGE) {
         call->local_code = KVC_GRPC_RESOURCE_EXHAUSTED;
         snprintf(call->local_msg, sizeof call->local_msg,
@@ -503,7 +548,14 @@ static size_t s_on_write(char *data, size_t size, size_t nmemb, void *userp)
         snprintf(call->local_msg, sizeof call->local_msg,
                  "malformed response framing (compressed, bad flag or several messages)");
     }
-    return 0;
+    return -1;
+}
+
+/* Write callback: de-frames the body; a refusal aborts the transfer. */
+static size_t s_on_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+    size_t n = size * nmemb;
+    return s_body(userp, (const uint8_t *)data, n) == 0 ? n : 0;
 }
 
 /* Milliseconds on the monotonic clock. */
@@ -531,28 +583,73 @@ static void s_complete(kvc_grpc_client_t *self, s_call_t *call, CURLcode code, i
     self->ended++;
 }
 
-/* Unlinks a call from the driver's in-flight list. */
-static void s_active_unlink(kvc_grpc_client_t *self, s_call_t *call)
+/* Unlinks a call from a doubly linked in-flight list. */
+static void s_list_unlink(s_call_t **head, s_call_t *call)
 {
     if (call->prev)
         call->prev->next = call->next;
     else
-        self->active = call->next;
+        *head = call->next;
     if (call->next)
         call->next->prev = call->prev;
     call->next = call->prev = NULL;
 }
 
-/* Prereq callback: the connection is up and the request is about to go. */
-static int s_on_prereq(void *clientp, char *ip, char *local_ip, int port, int local_port)
+/* Pushes a call on a doubly linked in-flight list. */
+static void s_list_push(s_call_t **head, s_call_t *call)
 {
-    s_call_t *call = clientp;
-    s_backend_t *be = call->be;
-    if (be && be->state == S_BE_CONNECTING && be->connector == call) {
-        be->state = S_BE_UP;
-        be->last_ms = s_now_ms();
-    }
-    return CURL_PREREQFUNC_OK;
+    call->next = *head;
+    call->prev = NULL;
+    if (*head)
+        (*head)->prev = call;
+    *head = call;
+}
+
+/* Appends a call to its backend's queue of calls waiting for a stream. */
+static void s_hold(s_backend_t *be, s_call_t *call)
+{
+    call->next = NULL;
+    if (be->held_tail)
+        be->held_tail->next = call;
+    else
+        be->held_head = call;
+    be->held_tail = call;
+}
+
+/* ---- h2c: plain-HTTP backends on h2_conn (nghttp2) ------------------------- */
+
+static void s_h2_field(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    s_call_t *call = ud;
+    kvc_grpc_headers_field(&call->hdrs, name, nlen, value, vlen);
+}
+
+static int s_h2_data(void *ud, const uint8_t *p, size_t n)
+{
+    return s_body(ud, p, n);
+}
+
+/* A stream ended: the call waits on the finished list, handled after the
+ * connection's I/O returns (never from inside it). */
+static void s_h2_closed(void *ud, kvc_h2_end_t how, uint32_t h2_error)
+{
+    s_call_t *call = ud;
+    kvc_grpc_client_t *self = call->client;
+    s_list_unlink(&self->h2_active, call);
+    call->h2_how = (int)how;
+    call->h2_error = h2_error;
+    call->next = self->finished;
+    self->finished = call;
+}
+
+static const kvc_h2_cb_t s_h2_cb = {s_h2_field, s_h2_data, s_h2_closed};
+
+/* Makes a connection no backend's current one; it is freed once idle. */
+static void s_conn_retire(s_conn_t *sc)
+{
+    if (sc->be && sc->be->conn == sc)
+        sc->be->conn = NULL;
+    sc->be = NULL;
 }
 
 /* Finds (or makes) the driver's record of a plain-HTTP backend. */
@@ -562,18 +659,20 @@ static s_backend_t *s_backend(kvc_grpc_client_t *self, const char *base_url)
     for (s_backend_t *b = self->backends; b; b = b->next) {
         if (strcmp(b->key, base_url) == 0)
             return b;
-        if (!b->held_head && !b->inflight && b->state != S_BE_CONNECTING &&
+        if (!b->held_head && (!b->conn || kvc_h2_conn_streams(b->conn->h) == 0) &&
             (!spare || b->last_ms < spare->last_ms))
             spare = b;
     }
     if (self->n_backends >= S_MAX_BACKENDS && spare) {
-        /* Forget the least recently used idle backend: at worst one call
-         * there later takes the fresh-connection path. */
+        /* Forget the least recently used idle backend. */
+        char *key = kvc_strdup(base_url);
+        if (!key)
+            return NULL;
         kvc_free(spare->key);
-        spare->key = kvc_strdup(base_url);
-        spare->state = S_BE_NONE;
-        spare->connector = NULL;
-        return spare->key ? spare : NULL;
+        spare->key = key;
+        if (spare->conn)
+            s_conn_retire(spare->conn);
+        return spare;
     }
     s_backend_t *b = kvc_calloc(1, sizeof *b);
     if (!b)
@@ -589,114 +688,115 @@ static s_backend_t *s_backend(kvc_grpc_client_t *self, const char *base_url)
     return b;
 }
 
-/* Adds a call's transfer to the multi handle with the time it has left. */
-static void s_start(kvc_grpc_client_t *self, s_call_t *call, long http_version)
+/* Opens a new connection to be and makes it be's current one. */
+static s_conn_t *s_conn_open(kvc_grpc_client_t *self, s_backend_t *be)
 {
-    int64_t left = call->deadline_ms - s_now_ms();
-    if (left <= 0) {
-        s_complete(self, call, CURLE_OPERATION_TIMEDOUT, 0);
-        return;
+    s_conn_t *sc = kvc_calloc(1, sizeof *sc);
+    if (!sc)
+        return NULL;
+    kvc_h2_opts_t o = {.connect_timeout_ms = self->opts.connect_timeout_ms};
+    sc->h = kvc_h2_conn_new(be->key + strlen("http://"), &o, &s_h2_cb);
+    if (!sc->h) {
+        kvc_free(sc);
+        return NULL;
     }
+    sc->be = be;
+    be->conn = sc;
+    sc->next = self->conns;
+    self->conns = sc;
+    self->n_conns++;
+    pthread_mutex_lock(&self->mu);
+    self->stats.connections++;
+    pthread_mutex_unlock(&self->mu);
+    return sc;
+}
+
+/* Sends a call as a new stream on sc; KVC_OK or the submit error. */
+static int s_h2_submit(kvc_grpc_client_t *self, s_conn_t *sc, s_call_t *call)
+{
+    const char *fields[] = {
+        "content-type",         "application/grpc", "te",         "trailers",
+        "grpc-timeout",         call->timeout,      "user-agent", S_USER_AGENT,
+        "grpc-accept-encoding", "identity",
+    };
+    kvc_h2_req_t r = {
+        .path = call->path,
+        .fields = fields,
+        .n_fields = self->opts.accept_identity ? 5 : 4,
+        .prefix = call->prefix,
+        .prefix_len = sizeof call->prefix,
+        .body = call->req,
+        .body_len = call->req_len,
+    };
+    int32_t id = kvc_h2_conn_submit(sc->h, &r, call);
+    if (id < 0)
+        return (int)id;
+    call->stream = id;
+    call->conn = sc;
     call->attempts++;
-    curl_easy_setopt(call->easy, CURLOPT_HTTP_VERSION, http_version);
-    /* A prior-knowledge transfer must open its own connection: reusing one
-     * breaks it in libcurl 7.88 (see s_dispatch). With one connection per
-     * host allowed, libcurl closes an idle one to make room. */
-    curl_easy_setopt(call->easy, CURLOPT_FRESH_CONNECT,
-                     http_version == (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE ? 1L : 0L);
-    curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS, (long)left);
-    if (curl_multi_add_handle(self->multi, call->easy) != CURLM_OK) {
-        s_complete(self, call, CURLE_FAILED_INIT, 0);
-        return;
-    }
-    if (call->be)
-        call->be->inflight++;
-    call->next = self->active;
-    call->prev = NULL;
-    if (self->active)
-        self->active->prev = call;
-    self->active = call;
+    s_list_push(&self->h2_active, call);
+    sc->dirty = 1;
+    return KVC_OK;
 }
 
 /*
- * Routes a call. libcurl 7.88 (Debian 12) breaks an h2c prior-knowledge
- * connection when a second prior-knowledge transfer reuses it (curl issue
- * 10634, fixed in 8.0). So per plain-HTTP backend only one transfer opens
- * the connection with prior knowledge, always on a fresh connection
- * (s_start); the others wait until it is up and then ask for plain
- * HTTP/2, which reuses (multiplexes) it correctly. A backend idle past
- * idle_reopen_ms may have lost its connection (libcurl ages them out), so
- * its next call opens a new one rather than guess.
+ * Routes a plain-HTTP call: a stream on its backend's connection when that
+ * is open and has room (max_streams), else it waits on the backend's queue
+ * while the connection opens or streams end. A connection the server is
+ * closing (GOAWAY), one that died, or one idle past idle_reopen_ms (a
+ * middlebox may have dropped it without a word) is retired, and the call
+ * opens a new one.
  */
-static void s_dispatch(kvc_grpc_client_t *self, s_call_t *call)
+static void s_h2_dispatch(kvc_grpc_client_t *self, s_call_t *call)
 {
-    if (call->tls) {
-        s_start(self, call, (long)CURL_HTTP_VERSION_2_0);
+    int64_t now = s_now_ms();
+    if (call->deadline_ms <= now) {
+        s_complete(self, call, CURLE_OPERATION_TIMEDOUT, 0);
         return;
     }
-    s_backend_t *be = call->be ? call->be : s_backend(self, call->base_url);
+    s_backend_t *be = s_backend(self, call->base_url);
     if (!be) {
         s_complete(self, call, CURLE_OUT_OF_MEMORY, 0);
         return;
     }
-    call->be = be;
-    int64_t now = s_now_ms();
-    if (be->state == S_BE_UP && now - be->last_ms > (int64_t)self->opts.idle_reopen_ms)
-        be->state = S_BE_NONE; /* libcurl may have closed the idle connection */
-    if (be->state == S_BE_UP) {
-        call->pk = 0;
-        be->last_ms = now;
-        s_start(self, call, (long)CURL_HTTP_VERSION_2_0);
-    } else if (be->state == S_BE_CONNECTING) {
-        call->next = NULL;
-        if (be->held_tail)
-            be->held_tail->next = call;
-        else
-            be->held_head = call;
-        be->held_tail = call;
-    } else {
-        call->pk = 1;
-        be->state = S_BE_CONNECTING;
-        be->connector = call;
-        s_start(self, call, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+    s_conn_t *sc = be->conn;
+    if (sc && sc->unwatched && kvc_h2_conn_streams(sc->h) == 0) {
+        /* Callers driving in turn poll nobody between calls: read what the
+         * server may have sent meanwhile (a close, a GOAWAY) before using it. */
+        sc->unwatched = 0;
+        kvc_h2_conn_io(sc->h, POLLIN, now);
     }
-}
-
-/* Ends every call waiting for b's connection with code. */
-static void s_held_end(kvc_grpc_client_t *self, s_backend_t *b, CURLcode code, int cancelled)
-{
-    while (b->held_head) {
-        s_call_t *h = b->held_head;
-        b->held_head = h->next;
-        h->next = NULL;
-        s_complete(self, h, code, cancelled);
-    }
-    b->held_tail = NULL;
-}
-
-/* Releases held calls of backends that are up, and expires late ones. */
-static void s_release_held(kvc_grpc_client_t *self)
-{
-    int64_t now = s_now_ms();
-    for (s_backend_t *b = self->backends; b; b = b->next) {
-        s_call_t **pp = &b->held_head;
-        s_call_t *last = NULL;
-        while (*pp) {
-            s_call_t *c = *pp;
-            if (b->state != S_BE_CONNECTING || c->deadline_ms <= now) {
-                *pp = c->next;
-                c->next = NULL;
-                if (c->deadline_ms <= now)
-                    s_complete(self, c, CURLE_OPERATION_TIMEDOUT, 0);
-                else
-                    s_dispatch(self, c);
-                continue;
-            }
-            last = c;
-            pp = &c->next;
+    if (sc) {
+        kvc_h2_state_t st = kvc_h2_conn_state(sc->h);
+        int idle = st == KVC_H2_OPEN && kvc_h2_conn_streams(sc->h) == 0 &&
+                   now - be->last_ms > (int64_t)self->opts.idle_reopen_ms;
+        if (st == KVC_H2_CLOSING || st == KVC_H2_DEAD || idle) {
+            s_conn_retire(sc);
+            sc = NULL;
         }
-        b->held_tail = last;
     }
+    if (!sc) {
+        sc = s_conn_open(self, be);
+        if (!sc) {
+            s_complete(self, call, CURLE_OUT_OF_MEMORY, 0);
+            return;
+        }
+        be->last_ms = now;
+    }
+    if (kvc_h2_conn_state(sc->h) == KVC_H2_OPEN && !be->held_head &&
+        kvc_h2_conn_streams(sc->h) < (int)self->opts.max_streams) {
+        int rc = s_h2_submit(self, sc, call);
+        if (rc == KVC_OK) {
+            be->last_ms = now;
+            return;
+        }
+        if (rc != KVC_ESTATE) {
+            s_complete(self, call, CURLE_OUT_OF_MEMORY, 0);
+            return;
+        }
+        /* Out of stream ids: the connection is retired, the call waits for the next. */
+    }
+    s_hold(be, call);
 }
 
 /* Resets a call's response state before it is tried again. */
@@ -710,6 +810,226 @@ static void s_reset_for_retry(s_call_t *call)
     call->errbuf[0] = '\0';
 }
 
+/* The gRPC status for a stream reset with an HTTP/2 error code (gRPC's
+ * PROTOCOL-HTTP2 mapping). */
+static int s_code_from_rst(uint32_t h2_error)
+{
+    switch (h2_error) {
+    case 0x7: /* REFUSED_STREAM */
+        return KVC_GRPC_UNAVAILABLE;
+    case 0x8: /* CANCEL */
+        return KVC_GRPC_CANCELLED;
+    case 0xb: /* ENHANCE_YOUR_CALM */
+        return KVC_GRPC_RESOURCE_EXHAUSTED;
+    case 0xc: /* INADEQUATE_SECURITY */
+        return KVC_GRPC_PERMISSION_DENIED;
+    default:
+        return KVC_GRPC_INTERNAL;
+    }
+}
+
+/*
+ * Ends (or retries) one plain-HTTP call whose stream closed. A stream the
+ * server never processed (refused, above a GOAWAY's last stream, or on a
+ * connection gone before it was written) is sent again on a new
+ * connection, as gRPC's transparent retry does; one lost with its
+ * connection after it went out only with retry_lost. Both at most
+ * S_MAX_ATTEMPTS times in all.
+ */
+static void s_h2_finished(kvc_grpc_client_t *self, s_call_t *c)
+{
+    s_conn_t *sc = c->conn;
+    if (sc && sc->be)
+        sc->be->last_ms = s_now_ms();
+    if (sc && kvc_h2_conn_streams(sc->h) == 0)
+        sc->unwatched = 1;
+    const char *why = sc ? kvc_h2_conn_error(sc->h) : "";
+    c->conn = NULL;
+    c->stream = 0;
+    kvc_grpc_headers_t *h = &c->hdrs;
+    int no_status = h->grpc_status < 0 && c->local_code < 0;
+    CURLcode code = CURLE_OK;
+    switch ((kvc_h2_end_t)c->h2_how) {
+    case KVC_H2_END_DONE:
+        break;
+    case KVC_H2_END_RESET:
+        if (c->local_code < 0 && !(h->grpc_status >= 0 && h->http_status == 200)) {
+            c->local_code = s_code_from_rst(c->h2_error);
+            snprintf(c->local_msg, sizeof c->local_msg,
+                     "stream reset by the backend (HTTP/2 error %" PRIu32 ")", c->h2_error);
+        }
+        break;
+    case KVC_H2_END_REFUSED:
+        code = CURLE_SEND_ERROR;
+        snprintf(c->errbuf, sizeof c->errbuf, "%s", "the backend did not take the call");
+        break;
+    case KVC_H2_END_LOST:
+        code = CURLE_RECV_ERROR;
+        snprintf(c->errbuf, sizeof c->errbuf, "connection lost: %s", why[0] ? why : "closed");
+        break;
+    }
+    int refused = c->h2_how == KVC_H2_END_REFUSED && no_status;
+    int lost =
+        c->h2_how == KVC_H2_END_LOST && no_status && (h->http_status == 0 || h->http_status == 200);
+    if ((refused || (lost && self->opts.retry_lost)) && c->attempts < S_MAX_ATTEMPTS) {
+        pthread_mutex_lock(&self->mu);
+        self->stats.retried++;
+        pthread_mutex_unlock(&self->mu);
+        s_reset_for_retry(c);
+        s_h2_dispatch(self, c);
+        return;
+    }
+    s_complete(self, c, code, 0);
+}
+
+/* Ends every call waiting on be's queue with code (why in errbuf). */
+static void s_held_end(kvc_grpc_client_t *self, s_backend_t *be, CURLcode code, int cancelled,
+                       const char *why)
+{
+    while (be->held_head) {
+        s_call_t *c = be->held_head;
+        be->held_head = c->next;
+        c->next = NULL;
+        if (why)
+            snprintf(c->errbuf, sizeof c->errbuf, "%s", why);
+        s_complete(self, c, code, cancelled);
+    }
+    be->held_tail = NULL;
+}
+
+/*
+ * After connections moved: ends calls past their deadline (resetting their
+ * streams), ends or retries calls whose streams closed, routes waiting
+ * calls, flushes what was submitted, and frees retired connections with no
+ * stream left (driver only).
+ */
+static void s_h2_settle(kvc_grpc_client_t *self)
+{
+    int64_t now = s_now_ms();
+    for (s_call_t *c = self->h2_active, *next; c; c = next) {
+        next = c->next;
+        if (c->deadline_ms > now)
+            continue;
+        kvc_h2_conn_cancel(c->conn->h, c->stream);
+        c->conn->dirty = 1;
+        s_list_unlink(&self->h2_active, c);
+        c->conn = NULL;
+        s_complete(self, c, CURLE_OPERATION_TIMEDOUT, 0);
+    }
+    for (int pass = 0; pass < 2 * S_MAX_ATTEMPTS + 2; pass++) {
+        while (self->finished) {
+            s_call_t *c = self->finished;
+            self->finished = c->next;
+            c->next = NULL;
+            s_h2_finished(self, c);
+        }
+        for (s_backend_t *be = self->backends; be; be = be->next) {
+            if (!be->held_head)
+                continue;
+            /* Late ones end whatever they wait for. */
+            s_call_t **pp = &be->held_head, *last = NULL;
+            while (*pp) {
+                s_call_t *c = *pp;
+                if (c->deadline_ms <= now) {
+                    *pp = c->next;
+                    c->next = NULL;
+                    s_complete(self, c, CURLE_OPERATION_TIMEDOUT, 0);
+                    continue;
+                }
+                last = c;
+                pp = &c->next;
+            }
+            be->held_tail = last;
+            s_conn_t *sc = be->conn;
+            if (sc && kvc_h2_conn_never_opened(sc->h)) {
+                /* Calls waiting for a connection that could not be made
+                 * share its fate, as gRPC fails a dead channel's calls. */
+                s_held_end(self, be, CURLE_COULDNT_CONNECT, 0, kvc_h2_conn_error(sc->h));
+                s_conn_retire(sc);
+                continue;
+            }
+            kvc_h2_state_t st = sc ? kvc_h2_conn_state(sc->h) : KVC_H2_DEAD;
+            if (st == KVC_H2_RESOLVING || st == KVC_H2_CONNECTING ||
+                (st == KVC_H2_OPEN && kvc_h2_conn_streams(sc->h) >= (int)self->opts.max_streams))
+                continue; /* still opening, or no free stream yet */
+            s_call_t *q = be->held_head;
+            be->held_head = be->held_tail = NULL;
+            while (q) {
+                s_call_t *c = q;
+                q = c->next;
+                c->next = NULL;
+                s_h2_dispatch(self, c);
+            }
+        }
+        for (s_conn_t *sc = self->conns; sc; sc = sc->next) {
+            if (sc->dirty) {
+                sc->dirty = 0;
+                kvc_h2_conn_flush(sc->h);
+            }
+        }
+        if (!self->finished)
+            break;
+    }
+    for (s_conn_t **pp = &self->conns; *pp;) {
+        s_conn_t *sc = *pp;
+        if (!sc->be && kvc_h2_conn_streams(sc->h) == 0) {
+            *pp = sc->next;
+            kvc_h2_conn_free(sc->h);
+            kvc_free(sc);
+            self->n_conns--;
+            continue;
+        }
+        pp = &sc->next;
+    }
+}
+
+/* Ends every plain-HTTP call (the client is stopping). */
+static void s_h2_stop(kvc_grpc_client_t *self)
+{
+    while (self->h2_active) {
+        s_call_t *c = self->h2_active;
+        kvc_h2_conn_cancel(c->conn->h, c->stream);
+        s_list_unlink(&self->h2_active, c);
+        s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 1);
+    }
+    while (self->finished) {
+        s_call_t *c = self->finished;
+        self->finished = c->next;
+        c->next = NULL;
+        s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 1);
+    }
+    for (s_backend_t *b = self->backends; b; b = b->next)
+        s_held_end(self, b, CURLE_ABORTED_BY_CALLBACK, 1, NULL);
+}
+
+/* ---- https: libcurl -------------------------------------------------------- */
+
+/* Adds a call's transfer to the multi handle with the time it has left. */
+static void s_start(kvc_grpc_client_t *self, s_call_t *call)
+{
+    int64_t left = call->deadline_ms - s_now_ms();
+    if (left <= 0) {
+        s_complete(self, call, CURLE_OPERATION_TIMEDOUT, 0);
+        return;
+    }
+    call->attempts++;
+    curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS, (long)left);
+    if (curl_multi_add_handle(self->multi, call->easy) != CURLM_OK) {
+        s_complete(self, call, CURLE_FAILED_INIT, 0);
+        return;
+    }
+    s_list_push(&self->active, call);
+}
+
+/* Routes a call to its transport. */
+static void s_dispatch(kvc_grpc_client_t *self, s_call_t *call)
+{
+    if (call->tls)
+        s_start(self, call);
+    else
+        s_h2_dispatch(self, call);
+}
+
 /* Whether a transfer failed in the transport rather than by our choice. */
 static int s_transport_error(CURLcode rc)
 {
@@ -717,43 +1037,14 @@ static int s_transport_error(CURLcode rc)
            rc != CURLE_ABORTED_BY_CALLBACK && rc != CURLE_OUT_OF_MEMORY;
 }
 
-/* Handles the end of one transfer: backend bookkeeping, retry or report. */
+/* Handles the end of one libcurl transfer: retry or report. */
 static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
 {
-    s_backend_t *be = c->be;
     int no_response = c->hdrs.http_status == 0;
-    if (be)
-        be->inflight--;
     long nc = 0;
     curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &nc);
     if (nc > 0)
         c->connects += (uint64_t)nc;
-    if (be) {
-        int failed = s_transport_error(result) && no_response;
-        if (be->connector == c) {
-            be->connector = NULL;
-            /* Up once the request went out (prereq); else it never connected. */
-            if (be->state == S_BE_CONNECTING) {
-                be->state = S_BE_NONE;
-                /* Calls waiting for this connection share its fate, as
-                 * gRPC fails the calls waiting on a dead channel. */
-                if (result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST)
-                    s_held_end(self, be, result, 0);
-            }
-        } else if (failed && !c->pk && nc > 0) {
-            /* A plain-HTTP/2 transfer found no connection to reuse and
-             * opened one of its own (HTTP/1.1 upgrade, which gRPC servers
-             * refuse): it never reached the service, so reopen properly. */
-            be->state = S_BE_NONE;
-            if (c->attempts < S_MAX_ATTEMPTS) {
-                s_reset_for_retry(c);
-                s_dispatch(self, c);
-                return;
-            }
-        }
-        if (!no_response)
-            be->last_ms = s_now_ms();
-    }
     /*
      * Lost with its connection: no status, and either an answer begun (HTTP
      * 200) that ended without error, or a connection that failed under the
@@ -771,8 +1062,6 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
                   result != CURLE_COULDNT_RESOLVE_HOST &&
                   (no_response || (c->hdrs.http_status == 200 && no_status));
     if ((cut_off || dropped) && self->opts.retry_lost && c->attempts < S_MAX_ATTEMPTS) {
-        if (be)
-            be->state = S_BE_NONE;
         pthread_mutex_lock(&self->mu);
         self->stats.retried++;
         pthread_mutex_unlock(&self->mu);
@@ -790,6 +1079,10 @@ static s_call_t *s_waiter(kvc_grpc_client_t *self)
         return self->queue_head;
     if (self->active)
         return self->active;
+    if (self->h2_active)
+        return self->h2_active;
+    if (self->finished)
+        return self->finished;
     for (s_backend_t *b = self->backends; b; b = b->next)
         if (b->held_head)
             return b->held_head;
@@ -812,18 +1105,18 @@ static void s_perform(kvc_grpc_client_t *self)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
         curl_multi_remove_handle(self->multi, easy);
         if (c) {
-            s_active_unlink(self, c);
+            s_list_unlink(&self->active, c);
             s_finished(self, c, result);
         }
     }
 }
 
 /*
- * Routes queued calls, drives transfers and reports endings, without
+ * Routes queued calls, moves transfers and reports endings, without
  * waiting; 0 if the client is stopping (every call has then ended). Only
- * the caller that holds `driving` runs it, so the multi handle, the active
- * list and the backends are never touched by two threads at once;
- * `call->done` is written only here, by that same thread.
+ * the caller that holds `driving` runs it, so the multi handle, the
+ * connections, the in-flight lists and the backends are never touched by
+ * two threads at once; `call->done` is written only here, by that thread.
  */
 static int s_advance(kvc_grpc_client_t *self)
 {
@@ -845,24 +1138,38 @@ static int s_advance(kvc_grpc_client_t *self)
     if (stopping) {
         while (self->active) {
             s_call_t *c = self->active;
-            s_active_unlink(self, c);
+            s_list_unlink(&self->active, c);
             curl_multi_remove_handle(self->multi, c->easy);
             s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 1);
         }
-        for (s_backend_t *b = self->backends; b; b = b->next)
-            s_held_end(self, b, CURLE_ABORTED_BY_CALLBACK, 1);
+        s_h2_stop(self);
         return 0;
     }
-    s_perform(self);
-    s_release_held(self);
+    if (self->active)
+        s_perform(self);
+    s_h2_settle(self);
     return 1;
+}
+
+/* Maps poll(2) events to libcurl's wait bits and back. */
+static short s_to_curl(short ev)
+{
+    return (short)(((ev & POLLIN) ? CURL_WAIT_POLLIN : 0) |
+                   ((ev & POLLOUT) ? CURL_WAIT_POLLOUT : 0));
+}
+
+static short s_from_curl(short ev)
+{
+    return (short)(((ev & CURL_WAIT_POLLIN) ? POLLIN : 0) |
+                   ((ev & CURL_WAIT_POLLOUT) ? POLLOUT : 0));
 }
 
 /*
  * One round of the transfer engine: s_advance, then waits for activity
  * unless `mine` has ended (with no `mine`, the owner's loop: unless a call
  * ended this round; extra/n_extra are more descriptors to wake for, wait_ms
- * the longest wait).
+ * the longest wait). The wait covers libcurl's sockets, every h2c
+ * connection and the deadlines of the plain-HTTP calls and connects.
  */
 static void s_drive_round(kvc_grpc_client_t *self, const s_call_t *mine, struct curl_waitfd *extra,
                           unsigned n_extra, int wait_ms)
@@ -872,12 +1179,53 @@ static void s_drive_round(kvc_grpc_client_t *self, const s_call_t *mine, struct 
         return;
     if (mine ? mine->done : self->ended > 0)
         return;
-    int held = 0;
-    for (s_backend_t *b = self->backends; b && !held; b = b->next)
-        held = b->held_head != NULL;
+    size_t need = n_extra + (size_t)self->n_conns;
+    if (need > self->w_cap) {
+        struct curl_waitfd *w = kvc_realloc(self->w, need * sizeof *w);
+        if (!w)
+            return; /* the next round tries again */
+        self->w = w;
+        self->w_cap = need;
+    }
+    unsigned k = 0;
+    for (; k < n_extra; k++)
+        self->w[k] = extra[k];
+    int64_t now = s_now_ms();
+    int64_t wake = now + wait_ms;
+    for (s_conn_t *sc = self->conns; sc; sc = sc->next) {
+        short ev = 0;
+        int fd = kvc_h2_conn_pollfd(sc->h, &ev);
+        sc->slot = -1;
+        if (fd >= 0) {
+            sc->slot = (int)k;
+            self->w[k++] = (struct curl_waitfd){.fd = fd, .events = s_to_curl(ev), .revents = 0};
+        }
+        int64_t d = kvc_h2_conn_deadline(sc->h);
+        if (d < wake)
+            wake = d;
+    }
+    for (const s_call_t *c = self->h2_active; c; c = c->next)
+        if (c->deadline_ms < wake)
+            wake = c->deadline_ms;
+    for (const s_backend_t *b = self->backends; b; b = b->next)
+        for (const s_call_t *c = b->held_head; c; c = c->next)
+            if (c->deadline_ms < wake)
+                wake = c->deadline_ms;
+    int timeout = wake <= now ? 0 : (int)(wake - now);
     int woke = 0;
-    curl_multi_poll(self->multi, extra, n_extra, held && wait_ms > 10 ? 10 : wait_ms, &woke);
-    if (!mine && woke > 0) {
+    curl_multi_poll(self->multi, self->w, k, timeout, &woke);
+    for (unsigned i = 0; i < n_extra; i++)
+        extra[i].revents = self->w[i].revents;
+    for (s_conn_t *sc = self->conns; sc; sc = sc->next)
+        if (sc->slot >= 0)
+            sc->unwatched = 0;
+    if (self->conns) {
+        now = s_now_ms();
+        for (s_conn_t *sc = self->conns; sc; sc = sc->next)
+            kvc_h2_conn_io(sc->h, sc->slot >= 0 ? s_from_curl(self->w[sc->slot].revents) : 0, now);
+        s_h2_settle(self);
+    }
+    if (!mine && woke > 0 && self->active) {
         /* The owner's loop: move what arrived now, so a fiber whose answer
          * just came runs this turn rather than the next. */
         s_perform(self);
@@ -1014,24 +1362,34 @@ int kvc_grpc_client_cancel(kvc_grpc_client_t *self, const atomic_int *flag)
     int n = s_cancel_unstarted(self, queued);
     for (s_backend_t *b = self->backends; b; b = b->next)
         n += s_cancel_unstarted(self, s_unlink_flagged(&b->held_head, &b->held_tail, flag));
+    /* h2c streams in flight: reset at once (the server learns of it now). */
+    for (s_call_t *c = self->h2_active, *next; c; c = next) {
+        next = c->next;
+        if (c->cancel != flag)
+            continue;
+        kvc_h2_conn_cancel(c->conn->h, c->stream);
+        c->conn->dirty = 1;
+        s_list_unlink(&self->h2_active, c);
+        c->conn = NULL;
+        s_mark_cancelled(c);
+        s_complete(self, c, CURLE_ABORTED_BY_CALLBACK, 0);
+        n++;
+    }
+    s_h2_settle(self);
     /*
-     * In flight: taking a transfer out resets its HTTP/2 stream, but
-     * libcurl 7.88 only queues that RST_STREAM until the connection's next
-     * read or write. So a call alone on its connection takes the connection
-     * with it (a server cancels the streams of a connection that closes)
-     * and the next call opens a new one; beside other calls the reset goes
-     * out with their traffic.
+     * https transfers in flight: taking one out resets its HTTP/2 stream,
+     * but libcurl 7.88 only queues that RST_STREAM until the connection's
+     * next read or write. So a call alone on its connection takes the
+     * connection with it (a server cancels the streams of a connection that
+     * closes); beside other calls the reset goes out with their traffic.
      */
     for (s_call_t *c = self->active, *next; c; c = next) {
         next = c->next;
         if (c->cancel != flag)
             continue;
-        if (s_alone(self, c)) {
+        if (s_alone(self, c))
             curl_easy_setopt(c->easy, CURLOPT_FORBID_REUSE, 1L); /* read when it is taken out */
-            if (c->be)
-                c->be->state = S_BE_NONE; /* the next call reopens (prior knowledge) */
-        }
-        s_active_unlink(self, c);
+        s_list_unlink(&self->active, c);
         curl_multi_remove_handle(self->multi, c->easy);
         s_mark_cancelled(c);
         s_finished(self, c, CURLE_ABORTED_BY_CALLBACK);
@@ -1113,12 +1471,19 @@ void kvc_grpc_client_destroy(kvc_grpc_client_t **self_p)
     curl_multi_cleanup(self->multi);
     for (int i = 0; i < self->n_spare; i++)
         curl_easy_cleanup(self->spare[i]);
+    while (self->conns) {
+        s_conn_t *sc = self->conns;
+        self->conns = sc->next;
+        kvc_h2_conn_free(sc->h);
+        kvc_free(sc);
+    }
     while (self->backends) {
         s_backend_t *b = self->backends;
         self->backends = b->next;
         kvc_free(b->key);
         kvc_free(b);
     }
+    kvc_free(self->w);
     pthread_cond_destroy(&self->idle);
     pthread_mutex_destroy(&self->mu);
     kvc_free(self->ca_file);
@@ -1268,16 +1633,15 @@ static void s_resolve(kvc_grpc_client_t *self, s_call_t *call, int tls, uint32_t
     res->message[0] = '\0';
 }
 
-/* Configures the easy handle of one call. */
-static int s_setup_easy(kvc_grpc_client_t *self, s_call_t *call, const char *url, int tls,
-                        struct curl_slist *headers, uint32_t timeout_ms)
+/* Configures the easy handle of one https call. */
+static int s_setup_easy(kvc_grpc_client_t *self, s_call_t *call, const char *url,
+                        struct curl_slist *headers)
 {
     CURL *e = call->easy;
     int bad = 0;
     bad |= curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, tls ? "https" : "http") != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, s_on_prereq) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PREREQDATA, call) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_0) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, S_MAXAGE_CONN_S) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
@@ -1298,16 +1662,14 @@ static int s_setup_easy(kvc_grpc_client_t *self, s_call_t *call, const char *url
     bad |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)call) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "grpc-c-kvc/0.1") != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, S_USER_AGENT) != CURLE_OK;
     if (self->verbose)
         curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
-    if (tls) {
-        if (self->ca_file)
-            bad |= curl_easy_setopt(e, CURLOPT_CAINFO, self->ca_file) != CURLE_OK;
-        if (self->opts.tls_insecure) {
-            bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
-            bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
-        }
+    if (self->ca_file)
+        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, self->ca_file) != CURLE_OK;
+    if (self->opts.tls_insecure) {
+        bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L) != CURLE_OK;
     }
     return bad ? KVC_EINVAL : KVC_OK;
 }
@@ -1397,7 +1759,9 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
     call->req = req;
     call->req_len = len;
     call->local_code = -1;
+    call->client = self;
     call->base_url = base_url;
+    call->path = path;
     call->tls = tls;
     call->deadline_ms = s_now_ms() + timeout_ms;
     call->max_message = self->opts.max_message_size;
@@ -1410,16 +1774,28 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
     }
 
     int rc = KVC_OK;
-    struct curl_slist *headers = s_headers(self, timeout_ms);
-    call->easy = s_easy_take(self);
-    if (!headers || !call->easy || pthread_cond_init(&call->cond, NULL) != 0) {
+    struct curl_slist *headers = NULL;
+    if (pthread_cond_init(&call->cond, NULL) != 0) {
         s_result_set(res, KVC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         rc = KVC_ENOMEM;
         goto out_nocond;
     }
-    if (s_setup_easy(self, call, url, tls, headers, timeout_ms) != KVC_OK) {
-        s_result_set(res, KVC_GRPC_INTERNAL, "libcurl refused an option");
-        rc = KVC_EIO;
+    if (tls) {
+        headers = s_headers(self, timeout_ms);
+        call->easy = s_easy_take(self);
+        if (!headers || !call->easy) {
+            s_result_set(res, KVC_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+            rc = KVC_ENOMEM;
+            goto out;
+        }
+        if (s_setup_easy(self, call, url, headers) != KVC_OK) {
+            s_result_set(res, KVC_GRPC_INTERNAL, "libcurl refused an option");
+            rc = KVC_EIO;
+            goto out;
+        }
+    } else if (kvc_grpc_timeout_format(timeout_ms, call->timeout, sizeof call->timeout) != KVC_OK) {
+        s_result_set(res, KVC_GRPC_INVALID_ARGUMENT, "bad timeout");
+        rc = KVC_EINVAL;
         goto out;
     }
 

@@ -1,28 +1,27 @@
 /*
- * grpc_client.h - a unary gRPC client over HTTP/2, built on libcurl.
+ * grpc_client.h - a unary gRPC client over HTTP/2.
  *
  * The proxy calls model servers (TF Serving, KServe v2) with this. One
- * client owns one libcurl multi handle, driven by its callers in turn, or
- * for good by an event loop that owns it (see grpc_client.c); any number of
- * threads may call kvc_grpc_call() at once, and their requests are
- * multiplexed as HTTP/2 streams over one connection per backend.
+ * client is driven by its callers in turn, or for good by an event loop
+ * that owns it (see grpc_client.c); any number of threads may call
+ * kvc_grpc_call() at once, and their requests are multiplexed as HTTP/2
+ * streams over one connection per backend.
  *
  * Wire: POST base_url + path with `content-type: application/grpc`,
  * `te: trailers` and `grpc-timeout`; the body is one message framed with
- * the 5-byte gRPC prefix. `http://` uses HTTP/2 with prior knowledge (h2c),
- * `https://` negotiates h2 by ALPN. The status comes from the grpc-status
- * and grpc-message trailers, or from the headers of a trailers-only answer.
+ * the 5-byte gRPC prefix. The status comes from the grpc-status and
+ * grpc-message trailers, or from the headers of a trailers-only answer.
  *
- * Debian 12's libcurl (7.88) breaks an h2c connection when a second
- * prior-knowledge transfer reuses it, so the driving caller opens each
- * plain-HTTP backend's connection with one prior-knowledge transfer, holds
- * other calls to that backend until it is up, and sends them as plain
- * HTTP/2 (which reuses it). If such a call finds the connection gone,
- * libcurl tries an HTTP/1.1 upgrade that gRPC servers refuse before any
- * request reaches them; the call is then retried once with prior knowledge.
+ * Transports: `http://` (the usual in-cluster model server) is HTTP/2 with
+ * prior knowledge (h2c) on kvc's own connection code over nghttp2
+ * (h2_conn.h): a call is one write and, answered in one segment, one read.
+ * `https://` goes through libcurl, which negotiates h2 by ALPN and does
+ * the TLS. libcurl served both once; its per-transfer work cost ~100 us of
+ * the proxy's ~190 us per small request on the h2c path (README,
+ * Performance).
  *
- * KVC_GRPC_VERBOSE=1 in the environment turns on libcurl's trace (headers
- * only, never bodies) for debugging.
+ * KVC_GRPC_VERBOSE=1 in the environment turns on libcurl's trace for
+ * https calls (headers only, never bodies) for debugging.
  *
  * The framing and header parsing below are pure functions, exported so the
  * unit tests can check them byte by byte. This module never logs request or
@@ -71,7 +70,7 @@ typedef struct {
                                     Copied by kvc_grpc_client_new. */
     int tls_insecure;            /* https: skip certificate checks (tests) */
     uint32_t idle_reopen_ms;     /* a backend idle this long gets a new connection
-                                    (libcurl ages connections out at 118 s); 0 -> 100000 */
+                                    (a middlebox may drop an idle one silently); 0 -> 100000 */
     int retry_lost;              /* make a call again (at most 3 transfers in all)
                                     when it was lost with its connection, as after a
                                     server's GOAWAY: only for methods safe to repeat */
@@ -96,7 +95,7 @@ typedef struct {
 typedef struct {
     uint64_t calls;       /* calls submitted */
     uint64_t failures;    /* calls that ended with a code other than OK */
-    uint64_t connections; /* connections opened (sum of CURLINFO_NUM_CONNECTS) */
+    uint64_t connections; /* connections opened (h2c, and libcurl's for https) */
     uint64_t retried;     /* calls cut off with their connection and made again */
 } kvc_grpc_stats_t;
 
@@ -224,6 +223,11 @@ void kvc_grpc_headers_init(kvc_grpc_headers_t *h);
  * "grpc-status: 5\r\n", ...). Unknown headers are ignored; a malformed or
  * out-of-range grpc-status becomes UNKNOWN. Never fails. */
 void kvc_grpc_headers_feed(kvc_grpc_headers_t *h, const char *line, size_t n);
+
+/* Feeds one field by name and value (HTTP/2's form, ":status" included;
+ * the value is trimmed of blanks). Never fails. */
+void kvc_grpc_headers_field(kvc_grpc_headers_t *h, const char *name, size_t name_len,
+                            const char *value, size_t value_len);
 
 /* Percent-decodes n bytes of in into out (cap > 0), always NUL-terminated,
  * cut at cap - 1 bytes; a '%' not followed by two hex digits is kept as is.

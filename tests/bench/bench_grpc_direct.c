@@ -6,8 +6,8 @@
  * ceiling (direct gRPC at a given concurrency), so a proxy's requests/s
  * can be read against what the model server can deliver at all.
  *
- * Each path is timed with two clients. With libcurl: the direct path uses
- * the proxy's own gRPC client (proxy/grpc_client.h, libcurl's HTTP/2) and
+ * Each path is timed with two clients. With libraries: the direct path uses
+ * the proxy's own gRPC client (proxy/grpc_client.h: h2c on nghttp2) and
  * the REST path libcurl's HTTP/1.1 easy interface. Library-free
  * (bench_raw.h): a prebuilt request on a bare socket for each, so the
  * difference between the two paths is what the proxy adds (an HTTP/1.1
@@ -329,8 +329,8 @@ static void s_overhead(const char *clients, const double *direct, const double *
 
 /*
  * Latency mode: until either bound, one round of four calls, each proxied
- * call right after a direct one with the same kind of client: libcurl
- * direct, libcurl through the proxy, library-free direct, library-free
+ * call right after a direct one with the same kind of client: library
+ * direct, library through the proxy, library-free direct, library-free
  * through the proxy.
  */
 static int s_latency(s_bench_t *b)
@@ -420,14 +420,14 @@ static int s_latency(s_bench_t *b)
            "|\n",
            a->model);
     printf("|---|---|---|---|---|---|---|\n");
-    s_row("direct gRPC Predict | libcurl (kvc's gRPC client)", lat[0], n);
+    s_row("direct gRPC Predict | kvc's gRPC client (nghttp2)", lat[0], n);
     if (h)
         s_row("REST JSON through kvc proxy | libcurl (HTTP/1.1 easy)", lat[1], n);
     s_row("direct gRPC Predict | library-free (h2c)", lat[2], n);
     if (h) {
         s_row("REST JSON through kvc proxy | library-free (HTTP/1.1)", lat[3], n);
         printf("\n");
-        s_overhead("libcurl clients", lat[0], lat[1], n);
+        s_overhead("library clients", lat[0], lat[1], n);
         s_overhead("library-free clients", lat[2], lat[3], n);
         printf("(goal: p50 <= 150 µs)\n");
     }

@@ -4,8 +4,8 @@
 #   (i)/(ii)  latency of a direct gRPC Predict from C (bench_grpc_direct)
 #             against the same request as TF Serving REST JSON through kvc's
 #             proxy, interleaved call by call, once per backend below, each
-#             path with two kinds of client: libcurl (the proxy's own gRPC
-#             client; libcurl's HTTP/1.1) and library-free (a prebuilt
+#             path with two kinds of client: libraries (the proxy's own
+#             gRPC client; libcurl's HTTP/1.1) and library-free (a prebuilt
 #             request on a bare socket, tests/bench/bench_raw.h), so the
 #             client stacks' own cost shows; overhead = p50 difference
 #             between the paths with the same kind of client, goal <= 150 us;
