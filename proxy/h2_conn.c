@@ -62,8 +62,8 @@ typedef struct s_stream {
     struct s_stream *prev, *next;
     void *ud; /* NULL once cancelled */
     int32_t id;
-    int sent;    /* its HEADERS went into the output */
-    int refused; /* its data callback refused: ignore the rest */
+    uint64_t sent_at; /* c->queued just past its HEADERS; 0 while they wait */
+    int refused;      /* its data callback refused: ignore the rest */
     const uint8_t *prefix;
     size_t prefix_len;
     const uint8_t *body;
@@ -91,7 +91,9 @@ struct kvc_h2_conn {
     int n_streams;
     uint8_t *out;
     size_t out_len, out_off, out_cap;
-    int out_full; /* told nghttp2 to wait: output at S_OUT_HIGH */
+    int out_full;             /* told nghttp2 to wait: output at S_OUT_HIGH */
+    uint64_t queued, written; /* output bytes ever buffered, ever sent */
+    char goaway[128];         /* the server's GOAWAY, for the error message ("" if none) */
     uint8_t *in;
 };
 
@@ -120,7 +122,8 @@ int kvc_h2_authority_split(const char *authority, char *host, size_t host_cap, c
             return KVC_EINVAL;
     }
     for (const char *p = h; p < h_end; p++)
-        if ((unsigned char)*p <= ' ' || *p == '/' || *p == '@' || *p == 0x7f)
+        if ((unsigned char)*p <= ' ' || *p == '/' || *p == '@' || *p == 0x7f || *p == '[' ||
+            *p == ']')
             return KVC_EINVAL;
     const char *pt = "80";
     if (colon) {
@@ -200,7 +203,9 @@ static void s_die(kvc_h2_conn_t *c, const char *fmt, ...)
     while (s) {
         s_stream_t *next = s->next;
         if (s->ud)
-            c->cb.closed(s->ud, s->sent ? KVC_H2_END_LOST : KVC_H2_END_REFUSED, 0);
+            c->cb.closed(
+                s->ud,
+                s->sent_at && c->written >= s->sent_at ? KVC_H2_END_LOST : KVC_H2_END_REFUSED, 0);
         if (c->session)
             nghttp2_session_set_stream_user_data(c->session, s->id, NULL);
         kvc_free(s);
@@ -248,6 +253,7 @@ static ssize_t s_on_send(nghttp2_session *session, const uint8_t *data, size_t l
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     memcpy(c->out + c->out_len, data, len);
     c->out_len += len;
+    c->queued += len;
     return (ssize_t)len;
 }
 
@@ -273,7 +279,11 @@ static int s_on_send_data(nghttp2_session *session, nghttp2_frame *frame, const 
     size_t left = length;
     while (left > 0) {
         size_t k;
-        if (s->off < s->prefix_len) {
+        if (!s->ud) {
+            /* Cancelled: the caller's bytes are no longer ours; RST_STREAM follows. */
+            k = left;
+            memset(o, 0, k);
+        } else if (s->off < s->prefix_len) {
             k = s->prefix_len - s->off;
             if (k > left)
                 k = left;
@@ -293,6 +303,7 @@ static int s_on_send_data(nghttp2_session *session, nghttp2_frame *frame, const 
         memset(o, 0, pad - 1);
         o += pad - 1;
     }
+    c->queued += (size_t)(o - c->out) - c->out_len;
     c->out_len = (size_t)(o - c->out);
     return 0;
 }
@@ -354,11 +365,11 @@ static int s_on_data(nghttp2_session *session, uint8_t flags, int32_t stream_id,
 
 static int s_on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
-    (void)user_data;
+    kvc_h2_conn_t *c = user_data;
     if (frame->hd.type == NGHTTP2_HEADERS) {
         s_stream_t *s = s_stream_of(session, frame->hd.stream_id);
         if (s)
-            s->sent = 1;
+            s->sent_at = c->queued;
     }
     return 0;
 }
@@ -367,8 +378,23 @@ static int s_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
 {
     (void)session;
     kvc_h2_conn_t *c = user_data;
-    if (frame->hd.type == NGHTTP2_GOAWAY && c->state == KVC_H2_OPEN)
+    if (frame->hd.type != NGHTTP2_GOAWAY)
+        return 0;
+    if (c->state == KVC_H2_OPEN)
         c->state = KVC_H2_CLOSING;
+    /* Kept for the message when the connection ends: the code, and the
+     * debug text (gRPC servers say "too_many_pings" and the like) cut to
+     * printable ASCII. */
+    const nghttp2_goaway *g = &frame->goaway;
+    char dbg[64];
+    size_t n = 0;
+    for (size_t i = 0; i < g->opaque_data_len && n + 1 < sizeof dbg; i++) {
+        uint8_t b = g->opaque_data[i];
+        dbg[n++] = b >= 0x20 && b < 0x7f ? (char)b : '?';
+    }
+    dbg[n] = '\0';
+    snprintf(c->goaway, sizeof c->goaway, "GOAWAY %s%s%s", nghttp2_http2_strerror(g->error_code),
+             n ? ", " : "", dbg);
     return 0;
 }
 
@@ -555,12 +581,14 @@ kvc_h2_conn_t *kvc_h2_conn_adopt(int fd, const char *authority, const kvc_h2_opt
 {
     if (fd < 0)
         return NULL;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return NULL;
     kvc_h2_conn_t *c = s_conn_alloc(authority, opts, cb);
     if (!c)
         return NULL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        kvc_h2_conn_free(c); /* fd is not c's yet: c->fd is -1 */
+        return NULL;
+    }
     c->fd = fd;
     c->state = KVC_H2_OPEN;
     c->opened = 1;
@@ -648,6 +676,7 @@ static int s_write_out(kvc_h2_conn_t *c)
         ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
+            c->written += (uint64_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -680,7 +709,8 @@ void kvc_h2_conn_flush(kvc_h2_conn_t *c)
     }
     if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
         c->out_len == c->out_off)
-        s_die(c, "%s", "the HTTP/2 session ended");
+        s_die(c, "the HTTP/2 session ended%s%s%s", c->goaway[0] ? " (" : "", c->goaway,
+              c->goaway[0] ? ")" : "");
 }
 
 /* The TCP connect finished (writable): open, or try the next address. */
@@ -732,7 +762,8 @@ static void s_read_in(kvc_h2_conn_t *c)
             return;
         if (n <= 0) {
             if (n == 0)
-                s_die(c, "%s", "connection closed by the backend");
+                s_die(c, "connection closed by the backend%s%s%s", c->goaway[0] ? " (" : "",
+                      c->goaway, c->goaway[0] ? ")" : "");
             else
                 s_die(c, "recv from the backend: %s", strerror(errno));
             return;
@@ -828,8 +859,12 @@ void kvc_h2_conn_cancel(kvc_h2_conn_t *c, int32_t stream_id)
 {
     if (!c || !c->session || stream_id <= 0)
         return;
-    s_stream_t *s = s_stream_of(c->session, stream_id);
-    if (!s)
+    /* Our own list: nghttp2 has no stream (nor its user data) for a request
+     * whose HEADERS are still queued; RST_STREAM then drops them unsent. */
+    s_stream_t *s = c->streams;
+    while (s && s->id != stream_id)
+        s = s->next;
+    if (!s || !s->ud)
         return;
     s->ud = NULL;
     if (c->state == KVC_H2_OPEN || c->state == KVC_H2_CLOSING)
