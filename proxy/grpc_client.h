@@ -16,8 +16,8 @@
  * prior knowledge (h2c) on kvc's own connection code over nghttp2
  * (h2_conn.h): a call is one write and, answered in one segment, one read.
  * `https://` goes through libcurl, which negotiates h2 by ALPN and does
- * the TLS. libcurl served both once; its per-transfer work cost ~100 us of
- * the proxy's ~190 us per small request on the h2c path (README,
+ * the TLS. libcurl served both once; the proxy's overhead on a small
+ * request was +192 us p50 through it and is +136 us this way (README,
  * Performance).
  *
  * KVC_GRPC_VERBOSE=1 in the environment turns on libcurl's trace for
