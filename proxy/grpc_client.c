@@ -566,6 +566,15 @@ static int64_t s_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The monotonic clock rounded up to a millisecond: a deadline built on it
+ * never passes before its full timeout has. */
+static int64_t s_now_ms_up(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + (ts.tv_nsec + 999999) / 1000000;
+}
+
 /* Marks a call finished and wakes its caller; takes the client mutex. */
 static void s_complete(kvc_grpc_client_t *self, s_call_t *call, CURLcode code, int cancelled)
 {
@@ -1763,7 +1772,7 @@ int kvc_grpc_call(kvc_grpc_client_t *self, const char *base_url, const char *pat
     call->base_url = base_url;
     call->path = path;
     call->tls = tls;
-    call->deadline_ms = s_now_ms() + timeout_ms;
+    call->deadline_ms = s_now_ms_up() + timeout_ms;
     call->max_message = self->opts.max_message_size;
     kvc_grpc_headers_init(&call->hdrs);
     kvc_grpc_deframer_init(&call->deframer, self->opts.max_message_size);
