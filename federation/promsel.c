@@ -370,11 +370,22 @@ static size_t s_string_end(const s_parser_t *p)
  * up (it copies the tree for every `+` and `{n}`): backreferences,
  * unbalanced parentheses (which would also escape our anchors), stacked
  * repetition operators, repetition counts above 1000, a nested product of
- * repetitions above 1000 and a total expanded size above 10000. */
+ * repetitions above 1000 and a total expanded size above 10000. Also a
+ * group that can match empty repeated to more than S_NULLABLE_REP_MAX
+ * nodes (atoms and operators): glibc's epsilon closures over such copies grow with the cube of
+ * their size (an 83-byte `(||…|x){40}` took 1.1 GB and `(a*|b*){500}`
+ * did not finish in 30 s), where the same size without an empty match
+ * costs a few MB. */
+#define S_NULLABLE_REP_MAX 128
 static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
 {
     enum { DEPTH = 64 };
-    unsigned long inner[DEPTH]; /* largest nested repetition product per group */
+    unsigned long inner[DEPTH];  /* largest nested repetition product per group */
+    unsigned long size[DEPTH];   /* atoms in the group so far, repetitions expanded */
+    unsigned long solid[DEPTH];  /* atoms in its current alternative that cannot match empty */
+    int empty_alt[DEPTH];        /* an earlier alternative of the group can match empty */
+    unsigned long last_size = 0; /* the atom a repetition applies to: its expanded size */
+    int last_solid = 0, last_nullable_group = 0;
     size_t depth = 0;
     unsigned long closed = 1; /* product inside the group that just closed */
     unsigned long total = 0;  /* sum of products: an estimate of the expanded size */
@@ -382,17 +393,25 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
     size_t prev_op = 0; /* where the previous repetition operator started */
     int show = (int)(len > 200 ? 200 : len);
     inner[0] = 1;
+    size[0] = solid[0] = 0;
+    empty_alt[0] = 0;
     for (size_t i = 0; i < len; i++) {
         char c = re[i];
         int was_group = after_group, was_rep = after_rep, was_start = at_start;
         after_group = after_rep = at_start = 0;
         unsigned long factor = 0; /* non-zero: c starts a repetition operator */
+        int may_skip = 0;         /* that operator allows zero copies */
         size_t op_end = i;
         if (c == '\\') {
             if (i + 1 < len && re[i + 1] >= '1' && re[i + 1] <= '9')
                 return s_fail(p, at, "error parsing regexp: invalid escape sequence: `\\%c`",
                               re[i + 1]);
             i++;
+            size[depth]++;
+            solid[depth]++;
+            last_size = 1;
+            last_solid = 1;
+            last_nullable_group = 0;
         } else if (c == '[') {
             size_t j = i + 1;
             if (j < len && re[j] == '^')
@@ -415,22 +434,42 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
                 return s_fail(p, at, "error parsing regexp: missing closing ]: `%.*s)$`",
                               (int)(len - i > 200 ? 200 : len - i), re + i);
             i = j;
+            size[depth]++;
+            solid[depth]++;
+            last_size = 1;
+            last_solid = 1;
+            last_nullable_group = 0;
         } else if (c == '(') {
             if (depth + 1 >= DEPTH)
                 return s_fail(p, at, "error parsing regexp: expression nests too deeply");
             inner[++depth] = 1;
+            size[depth] = solid[depth] = 0;
+            empty_alt[depth] = 0;
             at_start = 1;
         } else if (c == ')') {
             if (depth == 0)
                 return s_fail(p, at, "error parsing regexp: unexpected ): `^(?:%.*s)$`", show, re);
+            int nullable = empty_alt[depth] || solid[depth] == 0;
+            unsigned long gsize = size[depth];
             closed = inner[depth--];
             if (closed > inner[depth])
                 inner[depth] = closed;
+            size[depth] += gsize;
+            if (!nullable)
+                solid[depth]++;
+            last_size = gsize;
+            last_solid = !nullable;
+            last_nullable_group = nullable;
             after_group = 1;
         } else if (c == '|') {
+            size[depth]++;
+            if (solid[depth] == 0)
+                empty_alt[depth] = 1;
+            solid[depth] = 0;
             at_start = 1;
         } else if (c == '*' || c == '?') {
             factor = 1;
+            may_skip = 1;
         } else if (c == '+') {
             factor = 2;
         } else if (c == '{') {
@@ -457,8 +496,18 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
                     return s_fail(p, at, "error parsing regexp: invalid repeat count: `%.*s`",
                                   (int)(j - i + 1), re + i);
                 factor = hi ? hi : 1;
+                may_skip = lo == 0;
                 op_end = j;
             }
+        }
+        if (!factor && c != '(' && c != ')' && c != '|' && c != '\\' && c != '[') {
+            /* Any other character is an atom of its own (a `{` that
+             * starts no repetition is a literal). */
+            size[depth]++;
+            solid[depth]++;
+            last_size = 1;
+            last_solid = 1;
+            last_nullable_group = 0;
         }
         if (!factor)
             continue;
@@ -478,6 +527,15 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
         total += prod;
         if (total > 10000)
             return s_fail(p, at, "error parsing regexp: expression too large");
+        if (was_group && last_nullable_group && last_size * factor > S_NULLABLE_REP_MAX)
+            return s_fail(p, at,
+                          "error parsing regexp: expression too large: a group that can match "
+                          "empty, repeated: `%.*s`",
+                          (int)(op_end - i + 1), re + i);
+        size[depth] += last_size * (factor - 1) + 1;
+        if (may_skip && last_solid)
+            solid[depth]--;
+        last_solid = 0;
         after_rep = 1;
         prev_op = i;
         i = op_end;
