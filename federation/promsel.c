@@ -407,11 +407,6 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
                 return s_fail(p, at, "error parsing regexp: invalid escape sequence: `\\%c`",
                               re[i + 1]);
             i++;
-            size[depth]++;
-            solid[depth]++;
-            last_size = 1;
-            last_solid = 1;
-            last_nullable_group = 0;
         } else if (c == '[') {
             size_t j = i + 1;
             if (j < len && re[j] == '^')
@@ -434,11 +429,6 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
                 return s_fail(p, at, "error parsing regexp: missing closing ]: `%.*s)$`",
                               (int)(len - i > 200 ? 200 : len - i), re + i);
             i = j;
-            size[depth]++;
-            solid[depth]++;
-            last_size = 1;
-            last_solid = 1;
-            last_nullable_group = 0;
         } else if (c == '(') {
             if (depth + 1 >= DEPTH)
                 return s_fail(p, at, "error parsing regexp: expression nests too deeply");
@@ -500,9 +490,9 @@ static int s_check_regex(s_parser_t *p, size_t at, const char *re, size_t len)
                 op_end = j;
             }
         }
-        if (!factor && c != '(' && c != ')' && c != '|' && c != '\\' && c != '[') {
-            /* Any other character is an atom of its own (a `{` that
-             * starts no repetition is a literal). */
+        if (!factor && c != '(' && c != ')' && c != '|') {
+            /* An atom: a character, an escape, a bracket expression, or a
+             * `{` that starts no repetition (a literal). */
             size[depth]++;
             solid[depth]++;
             last_size = 1;

@@ -346,6 +346,22 @@ static void s_parse_status_line(kvc_grpc_headers_t *h, const char *line, size_t 
         h->http_status = code;
 }
 
+/* Reads v/n as an unsigned decimal of min_digits..max_digits digits into
+ * *out; 0 if it is not one. */
+static int s_digits(const char *v, size_t n, size_t min_digits, size_t max_digits, long *out)
+{
+    if (n < min_digits || n > max_digits)
+        return 0;
+    long x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+        x = x * 10 + (v[i] - '0');
+    }
+    *out = x;
+    return 1;
+}
+
 /* Feeds one header or trailer field, value trimmed of blanks. */
 void kvc_grpc_headers_field(kvc_grpc_headers_t *h, const char *name, size_t name_len, const char *v,
                             size_t vn)
@@ -356,27 +372,13 @@ void kvc_grpc_headers_field(kvc_grpc_headers_t *h, const char *name, size_t name
     }
     while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
         vn--;
+    long code = 0;
     if (s_name_is(name, name_len, ":status")) {
-        long code = 0;
-        int ok = vn == 3;
-        for (size_t i = 0; ok && i < vn; i++) {
-            if (v[i] < '0' || v[i] > '9')
-                ok = 0;
-            else
-                code = code * 10 + (v[i] - '0');
-        }
-        if (ok)
+        if (s_digits(v, vn, 3, 3, &code))
             h->http_status = code;
     } else if (s_name_is(name, name_len, "grpc-status")) {
-        int code = 0;
-        int ok = vn > 0 && vn <= 3;
-        for (size_t i = 0; ok && i < vn; i++) {
-            if (v[i] < '0' || v[i] > '9')
-                ok = 0;
-            else
-                code = code * 10 + (v[i] - '0');
-        }
-        h->grpc_status = (ok && code <= KVC_GRPC_UNAUTHENTICATED) ? code : KVC_GRPC_UNKNOWN;
+        int ok = s_digits(v, vn, 1, 3, &code);
+        h->grpc_status = (ok && code <= KVC_GRPC_UNAUTHENTICATED) ? (int)code : KVC_GRPC_UNKNOWN;
     } else if (s_name_is(name, name_len, "grpc-message")) {
         kvc_grpc_percent_decode(v, vn, h->grpc_message, sizeof h->grpc_message);
     } else if (s_name_is(name, name_len, "content-type")) {
@@ -819,6 +821,18 @@ static void s_reset_for_retry(s_call_t *call)
     call->errbuf[0] = '\0';
 }
 
+static void s_dispatch(kvc_grpc_client_t *self, s_call_t *call);
+
+/* Sends a call again, counted in the stats. */
+static void s_retry(kvc_grpc_client_t *self, s_call_t *call)
+{
+    pthread_mutex_lock(&self->mu);
+    self->stats.retried++;
+    pthread_mutex_unlock(&self->mu);
+    s_reset_for_retry(call);
+    s_dispatch(self, call);
+}
+
 /* The gRPC status for a stream reset with an HTTP/2 error code (gRPC's
  * PROTOCOL-HTTP2 mapping). */
 static int s_code_from_rst(uint32_t h2_error)
@@ -881,11 +895,7 @@ static void s_h2_finished(kvc_grpc_client_t *self, s_call_t *c)
     int lost =
         c->h2_how == KVC_H2_END_LOST && no_status && (h->http_status == 0 || h->http_status == 200);
     if ((refused || (lost && self->opts.retry_lost)) && c->attempts < S_MAX_ATTEMPTS) {
-        pthread_mutex_lock(&self->mu);
-        self->stats.retried++;
-        pthread_mutex_unlock(&self->mu);
-        s_reset_for_retry(c);
-        s_h2_dispatch(self, c);
+        s_retry(self, c);
         return;
     }
     s_complete(self, c, code, 0);
@@ -1071,11 +1081,7 @@ static void s_finished(kvc_grpc_client_t *self, s_call_t *c, CURLcode result)
                   result != CURLE_COULDNT_RESOLVE_HOST &&
                   (no_response || (c->hdrs.http_status == 200 && no_status));
     if ((cut_off || dropped) && self->opts.retry_lost && c->attempts < S_MAX_ATTEMPTS) {
-        pthread_mutex_lock(&self->mu);
-        self->stats.retried++;
-        pthread_mutex_unlock(&self->mu);
-        s_reset_for_retry(c);
-        s_dispatch(self, c);
+        s_retry(self, c);
         return;
     }
     s_complete(self, c, result, 0);
@@ -1225,13 +1231,16 @@ static void s_drive_round(kvc_grpc_client_t *self, const s_call_t *mine, struct 
     curl_multi_poll(self->multi, self->w, k, timeout, &woke);
     for (unsigned i = 0; i < n_extra; i++)
         extra[i].revents = self->w[i].revents;
-    for (s_conn_t *sc = self->conns; sc; sc = sc->next)
-        if (sc->slot >= 0)
-            sc->unwatched = 0;
     if (self->conns) {
         now = s_now_ms();
-        for (s_conn_t *sc = self->conns; sc; sc = sc->next)
-            kvc_h2_conn_io(sc->h, sc->slot >= 0 ? s_from_curl(self->w[sc->slot].revents) : 0, now);
+        for (s_conn_t *sc = self->conns; sc; sc = sc->next) {
+            short rev = 0;
+            if (sc->slot >= 0) {
+                sc->unwatched = 0; /* this wait covered it */
+                rev = s_from_curl(self->w[sc->slot].revents);
+            }
+            kvc_h2_conn_io(sc->h, rev, now);
+        }
         s_h2_settle(self);
     }
     if (!mine && woke > 0 && self->active) {

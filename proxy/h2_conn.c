@@ -239,18 +239,27 @@ static int s_out_reserve(kvc_h2_conn_t *c, size_t n)
     return 0;
 }
 
+/* Room for n more output bytes, or the nghttp2 error that says why not:
+ * WOULDBLOCK at S_OUT_HIGH (the socket drains first), CALLBACK_FAILURE
+ * when memory runs out. */
+static int s_out_room(kvc_h2_conn_t *c, size_t n)
+{
+    if (c->out_len - c->out_off >= S_OUT_HIGH) {
+        c->out_full = 1;
+        return NGHTTP2_ERR_WOULDBLOCK;
+    }
+    return s_out_reserve(c, n) == 0 ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
 static ssize_t s_on_send(nghttp2_session *session, const uint8_t *data, size_t len, int flags,
                          void *user_data)
 {
     (void)session;
     (void)flags;
     kvc_h2_conn_t *c = user_data;
-    if (c->out_len - c->out_off >= S_OUT_HIGH) {
-        c->out_full = 1;
-        return NGHTTP2_ERR_WOULDBLOCK;
-    }
-    if (s_out_reserve(c, len) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    int rc = s_out_room(c, len);
+    if (rc != 0)
+        return rc;
     memcpy(c->out + c->out_len, data, len);
     c->out_len += len;
     c->queued += len;
@@ -265,12 +274,9 @@ static int s_on_send_data(nghttp2_session *session, nghttp2_frame *frame, const 
     kvc_h2_conn_t *c = user_data;
     s_stream_t *s = source->ptr;
     size_t pad = frame->data.padlen;
-    if (c->out_len - c->out_off >= S_OUT_HIGH) {
-        c->out_full = 1;
-        return NGHTTP2_ERR_WOULDBLOCK;
-    }
-    if (s_out_reserve(c, 9 + length + pad) != 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    int rc = s_out_room(c, 9 + length + pad);
+    if (rc != 0)
+        return rc;
     uint8_t *o = c->out + c->out_len;
     memcpy(o, framehd, 9);
     o += 9;
