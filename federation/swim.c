@@ -6,7 +6,7 @@
  * It is a pure state machine over (time, message) inputs. It must never read
  * a clock, call rand(), or touch a socket or file: time comes in as now_ms,
  * randomness from the seeded kvc_rng_t, and messages leave through the
- * caller's kvc_swim_out_t. Every byte it decodes is hostile: lengths, ids and
+ * caller's kvc_outbox_t. Every byte it decodes is hostile: lengths, ids and
  * coordinates are checked and a bad message is dropped whole.
  *
  * Wire framing: a kvc.swim.Message is packed with protobuf-c without its
@@ -59,6 +59,8 @@ typedef struct {
 
 typedef struct bcast bcast_t;
 
+static void s_info_free(info_t *in);
+
 typedef struct member {
     char *id;
     size_t site_len;
@@ -69,6 +71,7 @@ typedef struct member {
     uint64_t incarnation;
     uint64_t last_change_ms;
     info_t *info;
+    uint64_t info_inc; /* incarnation the info was learned at */
     meta_t *meta;
     uint64_t meta_version;
     kvc_vivaldi_coord_t *coord;
@@ -302,35 +305,6 @@ const char *kvc_swim_state_name(kvc_swim_state_t st)
 /* ------------------------------------------------------------------------ */
 /* Outbox                                                                    */
 
-/* Zeroes the outbox. */
-void kvc_swim_out_init(kvc_swim_out_t *out)
-{
-    memset(out, 0, sizeof(*out));
-}
-
-/* Forgets contents, keeps capacity. */
-void kvc_swim_out_reset(kvc_swim_out_t *out)
-{
-    out->n_msgs = 0;
-    out->n_bytes = 0;
-    out->n_events = 0;
-}
-
-/* Releases all memory. */
-void kvc_swim_out_free(kvc_swim_out_t *out)
-{
-    kvc_free(out->msgs);
-    kvc_free(out->bytes);
-    kvc_free(out->events);
-    kvc_swim_out_init(out);
-}
-
-/* Start of message i's bytes. */
-const uint8_t *kvc_swim_out_data(const kvc_swim_out_t *out, size_t i)
-{
-    return out->bytes + out->msgs[i].off;
-}
-
 /* Grows an array to hold at least need elements. */
 static int s_grow(void **arr, size_t *cap, size_t need, size_t elem)
 {
@@ -347,40 +321,10 @@ static int s_grow(void **arr, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-/* Makes room for n more bytes at the end of the outbox byte arena. */
-static uint8_t *s_out_reserve(kvc_swim_out_t *out, size_t n)
+/* Appends one event (an event lost to OOM is not worth failing the protocol). */
+static void s_event(kvc_outbox_t *out, kvc_member_event_type_t type, const member_t *m)
 {
-    if (s_grow((void **)&out->bytes, &out->cap_bytes, out->n_bytes + n, 1) != 0)
-        return NULL;
-    return out->bytes + out->n_bytes;
-}
-
-/* Commits len reserved bytes as one message to `to`. */
-static int s_out_commit(kvc_swim_out_t *out, const char *to, size_t len)
-{
-    if (s_grow((void **)&out->msgs, &out->cap_msgs, out->n_msgs + 1, sizeof(kvc_swim_msg_t)))
-        return KVC_ENOMEM;
-    kvc_swim_msg_t *m = &out->msgs[out->n_msgs++];
-    kvc_strlcpy(m->to, to, sizeof(m->to));
-    m->off = out->n_bytes;
-    m->len = len;
-    out->n_bytes += len;
-    return 0;
-}
-
-/* Appends one event. */
-static void s_event(kvc_swim_out_t *out, kvc_swim_event_type_t type, const member_t *m)
-{
-    if (!out)
-        return;
-    if (s_grow((void **)&out->events, &out->cap_events, out->n_events + 1,
-               sizeof(kvc_swim_event_t)))
-        return; /* an event lost to OOM is not worth failing the protocol */
-    kvc_swim_event_t *e = &out->events[out->n_events++];
-    e->type = type;
-    kvc_strlcpy(e->id, m->id, sizeof(e->id));
-    e->incarnation = m->incarnation;
-    e->meta_version = m->meta_version;
+    (void)kvc_outbox_event(out, type, m->id, m->incarnation, m->meta_version);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -450,12 +394,7 @@ static void s_member_free(member_t *m)
 {
     if (!m)
         return;
-    if (m->info) {
-        kvc_free(m->info->region);
-        kvc_free(m->info->roles);
-        kvc_free(m->info->endpoint);
-        kvc_free(m->info);
-    }
+    s_info_free(m->info);
     if (m->meta) {
         for (size_t i = 0; i < m->meta->n; i++) {
             kvc_free(m->meta->keys[i]);
@@ -620,9 +559,9 @@ static void s_bq_remove(kvc_swim_t *s, bcast_t *b)
 }
 
 /* Forgets a member entirely. */
-static void s_member_remove(kvc_swim_t *s, member_t *m, kvc_swim_out_t *out)
+static void s_member_remove(kvc_swim_t *s, member_t *m, kvc_outbox_t *out)
 {
-    s_event(out, KVC_SWIM_EV_REAPED, m);
+    s_event(out, KVC_MEMBER_EV_REAPED, m);
     for (int k = 0; k < 2; k++)
         if (m->bq[k])
             s_bq_remove(s, m->bq[k]);
@@ -829,7 +768,7 @@ static int s_append_update(uint8_t *buf, size_t *used, size_t max, const uint8_t
  * Sends msg (body only; its updates field must be empty) to `to`, then fills
  * the rest of max_message_bytes with `first` (if any) and queued broadcasts.
  */
-static int s_send(kvc_swim_t *s, kvc_swim_out_t *out, const char *to, Kvc__Swim__Message *msg,
+static int s_send(kvc_swim_t *s, kvc_outbox_t *out, const char *to, Kvc__Swim__Message *msg,
                   const uint8_t *first, size_t first_len, int piggyback)
 {
     size_t max = s->cfg.max_message_bytes;
@@ -837,7 +776,7 @@ static int s_send(kvc_swim_t *s, kvc_swim_out_t *out, const char *to, Kvc__Swim_
     size_t base = kvc__swim__message__get_packed_size(msg);
     if (base > max)
         return KVC_ERANGE;
-    uint8_t *buf = s_out_reserve(out, max);
+    uint8_t *buf = kvc_outbox_reserve(out, max);
     if (!buf)
         return KVC_ENOMEM;
     size_t used = kvc__swim__message__pack(msg, buf);
@@ -889,13 +828,13 @@ static int s_send(kvc_swim_t *s, kvc_swim_out_t *out, const char *to, Kvc__Swim_
             rev = n;
         }
     }
-    return s_out_commit(out, to, used);
+    return kvc_outbox_commit(out, to, KVC_SWIM_CHANNEL, used);
 }
 
 /* Sends a message that carries only a set of full entries, split by size. */
 typedef struct {
     kvc_swim_t *s;
-    kvc_swim_out_t *out;
+    kvc_outbox_t *out;
     const char *to;
     uint8_t *buf;
     size_t used;
@@ -903,7 +842,7 @@ typedef struct {
 } batch_t;
 
 /* Starts an empty batch to `to`. */
-static void s_batch_init(batch_t *b, kvc_swim_t *s, kvc_swim_out_t *out, const char *to)
+static void s_batch_init(batch_t *b, kvc_swim_t *s, kvc_outbox_t *out, const char *to)
 {
     b->s = s;
     b->out = out;
@@ -917,7 +856,7 @@ static void s_batch_init(batch_t *b, kvc_swim_t *s, kvc_swim_out_t *out, const c
 static void s_batch_flush(batch_t *b)
 {
     if (b->buf && b->used > 2 && b->rc == 0)
-        b->rc = s_out_commit(b->out, b->to, b->used);
+        b->rc = kvc_outbox_commit(b->out, b->to, KVC_SWIM_CHANNEL, b->used);
     b->buf = NULL;
     b->used = 0;
 }
@@ -932,7 +871,7 @@ static void s_batch_add(batch_t *b, const member_t *m)
     size_t max = b->s->cfg.max_message_bytes;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!b->buf) {
-            b->buf = s_out_reserve(b->out, max);
+            b->buf = kvc_outbox_reserve(b->out, max);
             if (!b->buf) {
                 b->rc = KVC_ENOMEM;
                 break;
@@ -1020,14 +959,41 @@ static void s_refute(kvc_swim_t *s, uint64_t accused, int with_info)
     s_enqueue(s, me, BQ_STATE, with_info);
 }
 
-/* Copies a validated wire Info into m if m has none. */
-static void s_info_store(member_t *m, const Kvc__Swim__Info *w)
+/* Frees an info record. */
+static void s_info_free(info_t *in)
 {
-    if (m->info || !w)
-        return;
-    info_t *in = kvc_calloc(1, sizeof(*in));
     if (!in)
         return;
+    kvc_free(in->region);
+    kvc_free(in->roles);
+    kvc_free(in->endpoint);
+    kvc_free(in);
+}
+
+/* Same contents? */
+static int s_info_equal(const info_t *a, const info_t *b)
+{
+    return a->has_key == b->has_key && (!a->has_key || memcmp(a->key, b->key, KVC_SWIM_KEY_LEN) == 0) &&
+           a->caps == b->caps && strcmp(a->region, b->region) == 0 &&
+           strcmp(a->roles, b->roles) == 0 && strcmp(a->endpoint, b->endpoint) == 0;
+}
+
+/*
+ * Stores a validated wire Info for m, learned at incarnation inc. Info is
+ * versioned by the member's incarnation: a newer incarnation replaces what
+ * we hold (a restarted member may have a new endpoint or key), an equal or
+ * older one does not, unless `own` says the member itself sent it (the
+ * transport authenticated the sender), which always wins: a third party
+ * cannot pin another member's key by gossiping it first. Returns 1 if the
+ * info changed.
+ */
+static int s_info_store(member_t *m, const Kvc__Swim__Info *w, uint64_t inc, int own)
+{
+    if (!w || (m->info && !own && inc <= m->info_inc))
+        return 0;
+    info_t *in = kvc_calloc(1, sizeof(*in));
+    if (!in)
+        return 0;
     char roles[KVC_SWIM_STR_MAX + 1];
     size_t used = 0;
     roles[0] = '\0';
@@ -1050,13 +1016,18 @@ static void s_info_store(member_t *m, const Kvc__Swim__Info *w)
     }
     in->caps = w->capabilities;
     if (!in->region || !in->roles || !in->endpoint) {
-        kvc_free(in->region);
-        kvc_free(in->roles);
-        kvc_free(in->endpoint);
-        kvc_free(in);
-        return;
+        s_info_free(in);
+        return 0;
     }
+    if (inc > m->info_inc || !m->info)
+        m->info_inc = inc;
+    if (m->info && s_info_equal(m->info, in)) {
+        s_info_free(in);
+        return 0;
+    }
+    s_info_free(m->info);
     m->info = in;
+    return 1;
 }
 
 /* Replaces m's metadata with the wire entries. */
@@ -1107,20 +1078,23 @@ static void s_want(kvc_swim_t *s, member_t *m)
 
 /* Suspects m (alive) on `accuser`'s word. */
 static void s_make_suspect(kvc_swim_t *s, member_t *m, uint64_t inc, const char *accuser,
-                           uint64_t now, kvc_swim_out_t *out)
+                           uint64_t now, kvc_outbox_t *out)
 {
     s_set_state(s, m, KVC_SWIM_SUSPECT, inc, accuser, now);
     s_susp_start(s, m, accuser, now);
     s->stats.suspicions++;
-    s_event(out, KVC_SWIM_EV_SUSPECT, m);
+    s_event(out, KVC_MEMBER_EV_SUSPECT, m);
     s_enqueue(s, m, BQ_STATE, 0);
 }
 
-/* Applies one validated update (SWIM's rules, precedence by incarnation). */
-static void s_apply(kvc_swim_t *s, const Kvc__Swim__Update *u, uint64_t now, kvc_swim_out_t *out)
+/* Applies one validated update (SWIM's rules, precedence by incarnation)
+ * heard from member `from`. */
+static void s_apply(kvc_swim_t *s, const Kvc__Swim__Update *u, const char *from, uint64_t now,
+                    kvc_outbox_t *out)
 {
     int st = (int)u->state;
     const char *accuser = u->accuser && u->accuser[0] ? u->accuser : NULL;
+    int own = from && strcmp(from, u->id) == 0;
     member_t *m = s_find(s, u->id);
     if (m == s->self) {
         if (s->left)
@@ -1141,20 +1115,21 @@ static void s_apply(kvc_swim_t *s, const Kvc__Swim__Update *u, uint64_t now, kvc
         m = s_member_add(s, u->id, u->incarnation, now);
         if (!m)
             return;
-        s_info_store(m, u->info);
-        s_event(out, KVC_SWIM_EV_JOINED, m);
+        s_info_store(m, u->info, u->incarnation, own);
+        s_event(out, KVC_MEMBER_EV_JOINED, m);
         s_enqueue(s, m, BQ_STATE, 0);
         if (!m->info)
             s_want(s, m);
         if (st == KVC_SWIM_SUSPECT)
             s_make_suspect(s, m, u->incarnation, accuser, now, out);
     } else {
-        s_info_store(m, u->info);
+        if (s_info_store(m, u->info, u->incarnation, own))
+            s_enqueue(s, m, BQ_STATE, 1); /* pass the new info on */
         switch (st) {
         case KVC_SWIM_ALIVE:
             if (u->incarnation > m->incarnation) {
                 s_set_state(s, m, KVC_SWIM_ALIVE, u->incarnation, NULL, now);
-                s_event(out, KVC_SWIM_EV_ALIVE, m);
+                s_event(out, KVC_MEMBER_EV_ALIVE, m);
                 s_enqueue(s, m, BQ_STATE, 0);
             }
             break;
@@ -1180,14 +1155,14 @@ static void s_apply(kvc_swim_t *s, const Kvc__Swim__Update *u, uint64_t now, kvc
                 m->state == KVC_SWIM_LEFT)
                 break;
             s_set_state(s, m, KVC_SWIM_DEAD, u->incarnation, accuser, now);
-            s_event(out, KVC_SWIM_EV_DEAD, m);
+            s_event(out, KVC_MEMBER_EV_DEAD, m);
             s_enqueue(s, m, BQ_STATE, 0);
             break;
         case KVC_SWIM_LEFT:
             if (u->incarnation < m->incarnation || m->state == KVC_SWIM_LEFT)
                 break;
             s_set_state(s, m, KVC_SWIM_LEFT, u->incarnation, NULL, now);
-            s_event(out, KVC_SWIM_EV_LEFT, m);
+            s_event(out, KVC_MEMBER_EV_LEFT, m);
             s_enqueue(s, m, BQ_STATE, 0);
             break;
         default:
@@ -1196,7 +1171,7 @@ static void s_apply(kvc_swim_t *s, const Kvc__Swim__Update *u, uint64_t now, kvc
     }
     if (u->has_meta && u->meta_version > m->meta_version) {
         if (s_meta_store(m, u) == 0) {
-            s_event(out, KVC_SWIM_EV_META, m);
+            s_event(out, KVC_MEMBER_EV_META, m);
             s_enqueue(s, m, BQ_META, 0);
         }
     }
@@ -1291,7 +1266,7 @@ static size_t s_random_live(kvc_swim_t *s, member_t **pick, size_t n, const memb
 }
 
 /* Sends a Ping for seq to m, carrying our coordinate. Tells a suspect first. */
-static int s_send_ping(kvc_swim_t *s, kvc_swim_out_t *out, member_t *m, const char *target,
+static int s_send_ping(kvc_swim_t *s, kvc_outbox_t *out, member_t *m, const char *target,
                        uint64_t seq)
 {
     Kvc__Swim__Message msg;
@@ -1316,7 +1291,7 @@ static int s_send_ping(kvc_swim_t *s, kvc_swim_out_t *out, member_t *m, const ch
 }
 
 /* Starts probing the next member in the shuffled round-robin order. */
-static void s_probe_start(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
+static void s_probe_start(kvc_swim_t *s, uint64_t now, kvc_outbox_t *out)
 {
     member_t *t = NULL;
     for (int pass = 0; pass < 2 && !t; pass++) {
@@ -1363,7 +1338,7 @@ static void s_probe_start(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
 }
 
 /* No direct ack in time: ask k members to probe for us, and ping once more. */
-static void s_probe_indirect(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
+static void s_probe_indirect(kvc_swim_t *s, uint64_t now, kvc_outbox_t *out)
 {
     probe_t *p = &s->probe;
     p->indirect_sent = 1;
@@ -1389,7 +1364,7 @@ static void s_probe_indirect(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
 }
 
 /* Ends the probe period: adjust local health, suspect on failure. */
-static void s_probe_finish(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
+static void s_probe_finish(kvc_swim_t *s, uint64_t now, kvc_outbox_t *out)
 {
     probe_t *p = &s->probe;
     p->active = 0;
@@ -1479,7 +1454,7 @@ static int s_sorted(kvc_swim_t *s)
 }
 
 /* Sends our whole digest to `to`, split into id ranges that fit a message. */
-static int s_push_pull(kvc_swim_t *s, const char *to, kvc_swim_out_t *out)
+static int s_push_pull(kvc_swim_t *s, const char *to, kvc_outbox_t *out)
 {
     s->stats.push_pulls++;
     int rc = s_sorted(s);
@@ -1543,7 +1518,7 @@ static int s_in_range(const char *id, const char *lo, const char *hi)
 /* Answers a digest chunk: full entries for what we know better, a Want for
  * what they know better. Only differing entries cross the wire. */
 static int s_on_digest(kvc_swim_t *s, const char *from, const Kvc__Swim__Digest *dg, uint64_t now,
-                       kvc_swim_out_t *out)
+                       kvc_outbox_t *out)
 {
     const char *lo = dg->lo ? dg->lo : "";
     const char *hi = dg->hi ? dg->hi : "";
@@ -1640,7 +1615,7 @@ static int s_on_digest(kvc_swim_t *s, const char *from, const Kvc__Swim__Digest 
 }
 
 /* Answers a Want with full entries. */
-static int s_on_want(kvc_swim_t *s, const char *from, const Kvc__Swim__Want *w, kvc_swim_out_t *out)
+static int s_on_want(kvc_swim_t *s, const char *from, const Kvc__Swim__Want *w, kvc_outbox_t *out)
 {
     batch_t b;
     s_batch_init(&b, s, out, from);
@@ -1671,7 +1646,7 @@ static uint64_t s_pp_interval(const kvc_swim_t *s)
 /* Receiving                                                                 */
 
 /* Handles a Ping: answer with an Ack carrying our coordinate. */
-static int s_on_ping(kvc_swim_t *s, const char *from, const Kvc__Swim__Ping *p, kvc_swim_out_t *out)
+static int s_on_ping(kvc_swim_t *s, const char *from, const Kvc__Swim__Ping *p, kvc_outbox_t *out)
 {
     if (!p->target || strcmp(p->target, s->self->id) != 0)
         return KVC_EINVAL; /* meant for someone else (a stale address) */
@@ -1692,7 +1667,7 @@ static int s_on_ping(kvc_swim_t *s, const char *from, const Kvc__Swim__Ping *p, 
 
 /* Handles a PingReq: probe the target on the requester's behalf. */
 static int s_on_ping_req(kvc_swim_t *s, const char *from, const Kvc__Swim__PingReq *r, uint64_t now,
-                         kvc_swim_out_t *out)
+                         kvc_outbox_t *out)
 {
     if (!kvc_swim_id_valid(r->target) || strcmp(r->target, s->self->id) == 0 ||
         strcmp(r->target, from) == 0)
@@ -1724,7 +1699,7 @@ static void s_rtt_stat(kvc_swim_t *s, uint64_t rtt_ms)
 }
 
 static int s_on_ack(kvc_swim_t *s, const char *from, const Kvc__Swim__Ack *a, uint64_t now,
-                    kvc_swim_out_t *out)
+                    kvc_outbox_t *out)
 {
     probe_t *p = &s->probe;
     if (p->active && a->seq == p->seq && p->target) {
@@ -1768,7 +1743,7 @@ static int s_on_ack(kvc_swim_t *s, const char *from, const Kvc__Swim__Ack *a, ui
 
 /* Decodes, validates and dispatches one message. */
 int kvc_swim_receive(kvc_swim_t *s, uint64_t now_ms, const char *from_id, const uint8_t *data,
-                     size_t len, kvc_swim_out_t *out)
+                     size_t len, kvc_outbox_t *out)
 {
     if (!s || !out || !from_id || (!data && len))
         return KVC_EINVAL;
@@ -1801,7 +1776,7 @@ int kvc_swim_receive(kvc_swim_t *s, uint64_t now_ms, const char *from_id, const 
     }
     s->n_want = 0;
     for (size_t i = 0; i < msg->n_updates; i++)
-        s_apply(s, msg->updates[i], now_ms, out);
+        s_apply(s, msg->updates[i], from_id, now_ms, out);
     switch (msg->body_case) {
     case KVC__SWIM__MESSAGE__BODY_PING:
         rc = s_on_ping(s, from_id, msg->ping, out);
@@ -1859,13 +1834,13 @@ int kvc_swim_receive(kvc_swim_t *s, uint64_t now_ms, const char *from_id, const 
 /* Timers                                                                    */
 
 /* Suspicion expiry and reaping over the (usually short) list of non-alive. */
-static void s_check_down(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
+static void s_check_down(kvc_swim_t *s, uint64_t now, kvc_outbox_t *out)
 {
     for (size_t i = 0; i < s->n_down;) {
         member_t *m = s->down[i];
         if (m->state == KVC_SWIM_SUSPECT && m->susp && now >= m->susp->deadline_ms) {
             s_set_state(s, m, KVC_SWIM_DEAD, m->incarnation, s->self->id, now);
-            s_event(out, KVC_SWIM_EV_DEAD, m);
+            s_event(out, KVC_MEMBER_EV_DEAD, m);
             s_enqueue(s, m, BQ_STATE, 0);
             continue; /* m stays at slot i (still down) */
         }
@@ -1879,7 +1854,7 @@ static void s_check_down(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
 }
 
 /* Relays whose target never answered: send the requester a nack. */
-static void s_check_relays(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
+static void s_check_relays(kvc_swim_t *s, uint64_t now, kvc_outbox_t *out)
 {
     for (size_t i = 0; i < s->n_relays;) {
         relay_t *rl = &s->relays[i];
@@ -1902,7 +1877,7 @@ static void s_check_relays(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
 }
 
 /* Pings a random dead member, or a seed we do not see alive. */
-static void s_reconnect(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
+static void s_reconnect(kvc_swim_t *s, uint64_t now, kvc_outbox_t *out)
 {
     const char *target = NULL;
     size_t n_dead = 0;
@@ -1932,7 +1907,7 @@ static void s_reconnect(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
 }
 
 /* One gossip round: queued updates to gossip_fanout random live members. */
-static void s_gossip(kvc_swim_t *s, kvc_swim_out_t *out)
+static void s_gossip(kvc_swim_t *s, kvc_outbox_t *out)
 {
     member_t *pick[64];
     size_t n = s_random_live(s, pick, s->cfg.gossip_fanout, NULL);
@@ -1944,7 +1919,7 @@ static void s_gossip(kvc_swim_t *s, kvc_swim_out_t *out)
 }
 
 /* Runs every timer that is due. */
-int kvc_swim_tick(kvc_swim_t *s, uint64_t now, kvc_swim_out_t *out)
+int kvc_swim_tick(kvc_swim_t *s, uint64_t now, kvc_outbox_t *out)
 {
     if (!s || !out)
         return KVC_EINVAL;
@@ -2112,7 +2087,7 @@ void kvc_swim_destroy(kvc_swim_t **self_p)
 
 /* Remembers seeds and pushes our digest to each. */
 int kvc_swim_join(kvc_swim_t *s, const char *const *seed_ids, size_t n, uint64_t now_ms,
-                  kvc_swim_out_t *out)
+                  kvc_outbox_t *out)
 {
     if (!s || !out || (n && !seed_ids))
         return KVC_EINVAL;
@@ -2142,7 +2117,7 @@ int kvc_swim_join(kvc_swim_t *s, const char *const *seed_ids, size_t n, uint64_t
 }
 
 /* Graceful leave. */
-int kvc_swim_leave(kvc_swim_t *s, uint64_t now_ms, kvc_swim_out_t *out)
+int kvc_swim_leave(kvc_swim_t *s, uint64_t now_ms, kvc_outbox_t *out)
 {
     if (!s || !out)
         return KVC_EINVAL;
@@ -2352,3 +2327,86 @@ uint64_t kvc_swim_dropped(const kvc_swim_t *s)
 {
     return s->dropped;
 }
+
+int kvc_swim_vouch(kvc_swim_t *s, const char *id, const uint8_t key[KVC_SWIM_KEY_LEN],
+                   const char *endpoint, uint64_t now_ms)
+{
+    if (!s || !id || !key)
+        return KVC_EINVAL;
+    member_t *m = s_find(s, id);
+    if (!m)
+        return KVC_ENOENT;
+    if (m == s->self)
+        return 0;
+    const char *ep = endpoint && endpoint[0] ? endpoint : (m->info ? m->info->endpoint : "");
+    if (m->info && m->info->has_key && memcmp(m->info->key, key, KVC_SWIM_KEY_LEN) == 0 &&
+        strcmp(m->info->endpoint, ep) == 0)
+        return 0;
+    if (!s_str_ok(ep, KVC_SWIM_STR_MAX))
+        return KVC_EINVAL;
+    info_t *in = kvc_calloc(1, sizeof(*in));
+    if (!in)
+        return KVC_ENOMEM;
+    in->region = kvc_strdup(m->info ? m->info->region : "");
+    in->roles = kvc_strdup(m->info ? m->info->roles : "");
+    in->endpoint = kvc_strdup(ep);
+    in->caps = m->info ? m->info->caps : 0;
+    memcpy(in->key, key, KVC_SWIM_KEY_LEN);
+    in->has_key = 1;
+    if (!in->region || !in->roles || !in->endpoint) {
+        s_info_free(in);
+        return KVC_ENOMEM;
+    }
+    s_info_free(m->info);
+    m->info = in;
+    m->info_inc = m->incarnation;
+    s_enqueue(s, m, BQ_STATE, 1);
+    (void)now_ms;
+    return 1;
+}
+
+int kvc_swim_force_leave(kvc_swim_t *s, const char *id, uint64_t now_ms, kvc_outbox_t *out)
+{
+    if (!s || !id)
+        return KVC_EINVAL;
+    member_t *m = s_find(s, id);
+    if (!m)
+        return KVC_ENOENT;
+    if (m == s->self)
+        return KVC_EINVAL;
+    if (m->state == KVC_SWIM_ALIVE)
+        return KVC_ESTATE;
+    if (m->state == KVC_SWIM_LEFT)
+        return 0;
+    s_set_state(s, m, KVC_SWIM_LEFT, m->incarnation, NULL, now_ms);
+    s_event(out, KVC_MEMBER_EV_LEFT, m);
+    s_enqueue(s, m, BQ_STATE, 0);
+    return 0;
+}
+
+/* --- the core.h interface ------------------------------------------------ */
+
+static int s_core_receive(void *core, uint64_t now_ms, const char *from, const uint8_t *msg,
+                          size_t len, kvc_outbox_t *out)
+{
+    return kvc_swim_receive(core, now_ms, from, msg, len, out);
+}
+
+static int s_core_tick(void *core, uint64_t now_ms, kvc_outbox_t *out)
+{
+    return kvc_swim_tick(core, now_ms, out);
+}
+
+static uint64_t s_core_deadline(const void *core)
+{
+    return kvc_swim_next_deadline(core);
+}
+
+const kvc_core_ops_t kvc_swim_core_ops = {
+    .name = "membership",
+    .channel = KVC_SWIM_CHANNEL,
+    .receive = s_core_receive,
+    .tick = s_core_tick,
+    .next_deadline = s_core_deadline,
+    .member_event = NULL, /* membership is where member events come from */
+};

@@ -6,7 +6,7 @@
  * The core never touches a socket, a clock or system randomness. The caller
  * (kvc-peer's loop, or tests/sim) hands in the time and every authenticated
  * message, calls kvc_swim_tick at kvc_swim_next_deadline, and sends what the
- * core leaves in a kvc_swim_out_t. The same core runs unchanged in both.
+ * core leaves in a kvc_outbox_t. The same core runs unchanged in both.
  *
  * Members are named "site/name" (each part [a-z0-9-]{1,63}). States:
  * alive -> suspect -> dead, or left after a graceful leave; a member refutes
@@ -74,6 +74,7 @@
 #include <stdint.h>
 
 #include "base.h"
+#include "core.h"
 #include "vivaldi.h"
 
 #define KVC_SWIM_PART_MAX 63                        /* site or name */
@@ -124,41 +125,9 @@ typedef struct {
     uint64_t capabilities;
 } kvc_member_info_t;
 
-typedef enum {
-    KVC_SWIM_EV_JOINED = 0, /* first heard of (state alive) */
-    KVC_SWIM_EV_ALIVE,      /* alive again, or alive at a higher incarnation */
-    KVC_SWIM_EV_SUSPECT,
-    KVC_SWIM_EV_DEAD,
-    KVC_SWIM_EV_LEFT,
-    KVC_SWIM_EV_META,  /* metadata changed (meta_version set) */
-    KVC_SWIM_EV_REAPED /* forgotten after reap_ms */
-} kvc_swim_event_type_t;
-
-typedef struct {
-    kvc_swim_event_type_t type;
-    char id[KVC_SWIM_ID_MAX + 1];
-    uint64_t incarnation;
-    uint64_t meta_version;
-} kvc_swim_event_t;
-
-/* One outgoing message: its bytes are out->bytes[off, off+len). */
-typedef struct {
-    char to[KVC_SWIM_ID_MAX + 1];
-    size_t off;
-    size_t len;
-} kvc_swim_msg_t;
-
-/* The outbox, owned by the caller: init once, pass to any number of calls
- * (they append), read, then reset. Pointers into it stay valid until the next
- * call that appends, reset or free. */
-typedef struct {
-    kvc_swim_msg_t *msgs;
-    size_t n_msgs, cap_msgs;
-    uint8_t *bytes;
-    size_t n_bytes, cap_bytes;
-    kvc_swim_event_t *events;
-    size_t n_events, cap_events;
-} kvc_swim_out_t;
+/* Membership events (kvc_member_event_t, core.h) go into the outbox: joined,
+ * alive, suspect, dead, left, meta, reaped. Messages carry KVC_SWIM_CHANNEL. */
+#define KVC_SWIM_CHANNEL 20 /* kvc.fed.Envelope.membership */
 
 /* A read-only view of one member. Every pointer points into the core and is
  * valid only until the next call that changes the core (receive, tick, ...). */
@@ -193,15 +162,6 @@ int kvc_swim_id_valid(const char *id);
 /* Returns a static name for a state ("alive", ...). */
 const char *kvc_swim_state_name(kvc_swim_state_t st);
 
-/* Prepares an empty outbox. */
-void kvc_swim_out_init(kvc_swim_out_t *out);
-/* Empties the outbox, keeping its memory. */
-void kvc_swim_out_reset(kvc_swim_out_t *out);
-/* Frees the outbox's memory; it may be init'ed again. */
-void kvc_swim_out_free(kvc_swim_out_t *out);
-/* Bytes of message i (i < out->n_msgs). */
-const uint8_t *kvc_swim_out_data(const kvc_swim_out_t *out, size_t i);
-
 /* Creates a core for member *self (copied) with the given config (copied) and
  * seed for its generator. Returns NULL on bad arguments or allocation
  * failure. The new member is alive at incarnation 0 and knows only itself. */
@@ -214,18 +174,18 @@ void kvc_swim_destroy(kvc_swim_t **self_p);
  * reconnecting and sends each our digest so it answers with the whole
  * membership. KVC_EINVAL if no valid seed was given. */
 int kvc_swim_join(kvc_swim_t *s, const char *const *seed_ids, size_t n, uint64_t now_ms,
-                  kvc_swim_out_t *out);
+                  kvc_outbox_t *out);
 /* Runs every timer due at now_ms. */
-int kvc_swim_tick(kvc_swim_t *s, uint64_t now_ms, kvc_swim_out_t *out);
+int kvc_swim_tick(kvc_swim_t *s, uint64_t now_ms, kvc_outbox_t *out);
 /* Handles one message from from_id (already authenticated by the transport).
  * A malformed or oversized message is dropped and counted: KVC_EPARSE or
  * KVC_ERANGE, and the core is unchanged. */
 int kvc_swim_receive(kvc_swim_t *s, uint64_t now_ms, const char *from_id, const uint8_t *msg,
-                     size_t len, kvc_swim_out_t *out);
+                     size_t len, kvc_outbox_t *out);
 /* Announces a graceful leave (higher incarnation, state left). Afterwards the
  * core only finishes gossiping; keep ticking for a few gossip intervals to
  * let the news spread, then destroy it. */
-int kvc_swim_leave(kvc_swim_t *s, uint64_t now_ms, kvc_swim_out_t *out);
+int kvc_swim_leave(kvc_swim_t *s, uint64_t now_ms, kvc_outbox_t *out);
 /* The earliest time kvc_swim_tick has work; UINT64_MAX if none. */
 uint64_t kvc_swim_next_deadline(const kvc_swim_t *s);
 /* Sets (val != NULL) or deletes (val == NULL) one metadata key of our own
@@ -279,5 +239,23 @@ void kvc_swim_stats(const kvc_swim_t *s, kvc_swim_stats_t *out);
 
 /* Messages dropped as malformed since creation. */
 uint64_t kvc_swim_dropped(const kvc_swim_t *s);
+
+/* The transport proved that member id holds public key `key` and is reachable
+ * at `endpoint` (it presented a credential for id over a connection
+ * authenticated with key). If the core's info for id names another key or
+ * endpoint, that info came from someone else and is replaced; the corrected
+ * entry is disseminated. KVC_ENOENT if id is unknown; 0 if nothing changed,
+ * 1 if the info was replaced. */
+int kvc_swim_vouch(kvc_swim_t *s, const char *id, const uint8_t key[KVC_SWIM_KEY_LEN],
+                   const char *endpoint, uint64_t now_ms);
+
+/* Marks member id as left on the operator's word (Serf's force-leave): for a
+ * member that is dead and will not come back, so it is reaped without
+ * waiting. KVC_ENOENT if unknown, KVC_EINVAL for ourselves, KVC_ESTATE if it
+ * is alive (a live member refutes; make it leave instead). */
+int kvc_swim_force_leave(kvc_swim_t *s, const char *id, uint64_t now_ms, kvc_outbox_t *out);
+
+/* The membership core on the core.h interface (state: a kvc_swim_t). */
+extern const kvc_core_ops_t kvc_swim_core_ops;
 
 #endif

@@ -87,7 +87,7 @@ struct kvc_daemon {
     zhashx_t *links;                 /* key_hex -> kvc_link_t* */
     zhashx_t *by_member;             /* member id -> verified kvc_link_t* (borrowed) */
     kvc_swim_t *swim;                /* the membership core */
-    kvc_swim_out_t out;              /* its outbox, flushed after every call */
+    kvc_outbox_t out;              /* its outbox, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
     kvc_peer_metrics_t *metrics;     /* /metrics, /federate, summaries */
     uint64_t summary_sent_ms;
@@ -343,18 +343,18 @@ static kvc_link_t *s_link_for_member(kvc_daemon_t *self, const char *id)
 }
 
 /* Logs the core's events. */
-static void s_log_event(const kvc_swim_event_t *ev)
+static void s_log_event(const kvc_member_event_t *ev)
 {
     switch (ev->type) {
-    case KVC_SWIM_EV_JOINED: kvc_info("member %s joined", ev->id); break;
-    case KVC_SWIM_EV_ALIVE:
+    case KVC_MEMBER_EV_JOINED: kvc_info("member %s joined", ev->id); break;
+    case KVC_MEMBER_EV_ALIVE:
         kvc_info("member %s is alive (incarnation %llu)", ev->id,
                  (unsigned long long)ev->incarnation);
         break;
-    case KVC_SWIM_EV_SUSPECT: kvc_info("member %s is suspect", ev->id); break;
-    case KVC_SWIM_EV_DEAD: kvc_warn("member %s is dead", ev->id); break;
-    case KVC_SWIM_EV_LEFT: kvc_info("member %s left", ev->id); break;
-    case KVC_SWIM_EV_REAPED: kvc_info("member %s forgotten", ev->id); break;
+    case KVC_MEMBER_EV_SUSPECT: kvc_info("member %s is suspect", ev->id); break;
+    case KVC_MEMBER_EV_DEAD: kvc_warn("member %s is dead", ev->id); break;
+    case KVC_MEMBER_EV_LEFT: kvc_info("member %s left", ev->id); break;
+    case KVC_MEMBER_EV_REAPED: kvc_info("member %s forgotten", ev->id); break;
     default: break;
     }
 }
@@ -376,21 +376,21 @@ static void s_summary_heard(kvc_daemon_t *self, const char *id)
 /* Sends everything the core put in the outbox and logs its events. */
 static void s_flush(kvc_daemon_t *self)
 {
-    kvc_swim_out_t *out = &self->out;
+    kvc_outbox_t *out = &self->out;
     for (size_t i = 0; i < out->n_msgs; i++) {
         kvc_link_t *link = s_link_for_member(self, out->msgs[i].to);
         if (link && link->verified)
-            s_send_membership(self, link, kvc_swim_out_data(out, i), out->msgs[i].len);
+            s_send_membership(self, link, kvc_outbox_data(out, i), out->msgs[i].len);
         else
             self->send_dropped++;
     }
     for (size_t i = 0; i < out->n_events; i++) {
-        const kvc_swim_event_t *ev = &out->events[i];
+        const kvc_member_event_t *ev = &out->events[i];
         s_log_event(ev);
-        if (ev->type == KVC_SWIM_EV_META || ev->type == KVC_SWIM_EV_JOINED)
+        if (ev->type == KVC_MEMBER_EV_META || ev->type == KVC_MEMBER_EV_JOINED)
             s_summary_heard(self, ev->id);
     }
-    kvc_swim_out_reset(out);
+    kvc_outbox_reset(out);
 }
 
 /* Runs the membership core's timers. */
@@ -1090,7 +1090,7 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
     uint64_t seed;
     randombytes_buf(&seed, sizeof seed);
     self->swim = kvc_swim_new(&sc, &info, seed, s_now_ms());
-    kvc_swim_out_init(&self->out);
+    kvc_outbox_init(&self->out, 0);
     if (!self->swim)
         return kvc_err_set(err, KVC_ENOMEM, "cannot create the membership core");
     return KVC_OK;
@@ -1388,7 +1388,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     zhashx_destroy(&self->by_member);
     zhashx_destroy(&self->links);
     kvc_swim_destroy(&self->swim);
-    kvc_swim_out_free(&self->out);
+    kvc_outbox_free(&self->out);
     zsock_destroy(&self->router);
     zsock_destroy(&self->control);
     zsock_destroy(&self->zap);

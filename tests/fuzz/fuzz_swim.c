@@ -21,8 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kvc_swim_t *s = kvc_swim_new(&cfg, &me, 1, 1000);
     if (!s)
         return 0;
-    kvc_swim_out_t out;
-    kvc_swim_out_init(&out);
+    kvc_outbox_t out;
+    kvc_outbox_init(&out, 0);
     const char *seed = "site1/b";
     kvc_swim_join(s, &seed, 1, 1000, &out);
     /* Split the input in two messages so state carries over between them. */
@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < out.n_msgs; i++)
         if (out.msgs[i].len > cfg.max_message_bytes)
             abort();
-    kvc_swim_out_free(&out);
+    kvc_outbox_free(&out);
     kvc_swim_destroy(&s);
     return 0;
 }

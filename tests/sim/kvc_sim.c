@@ -106,7 +106,7 @@ typedef struct {
     peer_t *peers;
     double *site_rtt; /* sites x sites, ms */
     uint64_t now;
-    kvc_swim_out_t out;
+    kvc_outbox_t out;
     uint32_t *last_inc; /* n x n */
     /* metrics */
     uint64_t bytes, msgs, delivered;
@@ -284,7 +284,7 @@ static void s_events(sim_t *s, uint32_t q)
 {
     peer_t *pq = &s->peers[q];
     for (size_t i = 0; i < s->out.n_events; i++) {
-        const kvc_swim_event_t *e = &s->out.events[i];
+        const kvc_member_event_t *e = &s->out.events[i];
         int x = s_peer_of(s, e->id);
         if (x < 0) {
             s_violation(s, "%s reported unknown member %s%.0" PRIu64, pq->id, e->id, 0);
@@ -296,7 +296,7 @@ static void s_events(sim_t *s, uint32_t q)
             continue;
         }
         uint32_t *li = &s->last_inc[(size_t)q * s->n + (size_t)x];
-        if (e->type == KVC_SWIM_EV_REAPED) {
+        if (e->type == KVC_MEMBER_EV_REAPED) {
             *li = 0;
         } else {
             if (e->incarnation < *li)
@@ -306,27 +306,27 @@ static void s_events(sim_t *s, uint32_t q)
         }
         peer_t *px = &s->peers[x];
         int live = !px->crashed;
-        if (e->type == KVC_SWIM_EV_SUSPECT && live && !px->ever_crashed)
+        if (e->type == KVC_MEMBER_EV_SUSPECT && live && !px->ever_crashed)
             s->suspect_ev++;
-        if (e->type == KVC_SWIM_EV_DEAD && live && !px->ever_crashed &&
+        if (e->type == KVC_MEMBER_EV_DEAD && live && !px->ever_crashed &&
             !s_partition_excuse(s, s->now))
             s->false_pos++;
         /* Detection of crashed peers. */
         for (uint32_t c = 0; c < s->n_crashed; c++) {
             if (s->crashed_ids[c] != (uint32_t)x || s->now < s->crash_t[c])
                 continue;
-            if (e->type == KVC_SWIM_EV_SUSPECT && s->first_susp[c] == UINT64_MAX)
+            if (e->type == KVC_MEMBER_EV_SUSPECT && s->first_susp[c] == UINT64_MAX)
                 s->first_susp[c] = s->now;
             uint8_t *dm = &s->dead_mark[(size_t)c * s->n + q];
-            int down = e->type == KVC_SWIM_EV_DEAD || e->type == KVC_SWIM_EV_LEFT ||
-                       e->type == KVC_SWIM_EV_REAPED;
+            int down = e->type == KVC_MEMBER_EV_DEAD || e->type == KVC_MEMBER_EV_LEFT ||
+                       e->type == KVC_MEMBER_EV_REAPED;
             if (down && !*dm) {
                 *dm = 1;
                 s->dead_count[c]++;
             }
         }
         /* Dissemination of metadata updates. */
-        if (e->type == KVC_SWIM_EV_META) {
+        if (e->type == KVC_MEMBER_EV_META) {
             for (size_t u = s->n_updates; u-- > 0;) {
                 update_t *up = &s->updates[u];
                 if (up->origin != (uint32_t)x || up->version > e->meta_version || up->seen[q])
@@ -345,7 +345,7 @@ static void s_flush(sim_t *s, uint32_t p)
 {
     int measure = s->now >= (uint64_t)(s->warmup_s * SEC);
     for (size_t i = 0; i < s->out.n_msgs; i++) {
-        const kvc_swim_msg_t *m = &s->out.msgs[i];
+        const kvc_out_msg_t *m = &s->out.msgs[i];
         if (m->len > s->cfg.max_message_bytes)
             s_violation(s, "%s sent a message to %s of %" PRIu64 " bytes", s->peers[p].id, m->to,
                         (uint64_t)m->len);
@@ -366,7 +366,7 @@ static void s_flush(sim_t *s, uint32_t p)
             fprintf(stderr, "kvc-sim: out of memory\n");
             exit(2);
         }
-        memcpy(copy, kvc_swim_out_data(&s->out, i), m->len);
+        memcpy(copy, kvc_outbox_data(&s->out, i), m->len);
         s_push(s, (event_t){.t = t,
                             .type = EV_DELIVER,
                             .peer = (uint32_t)d,
@@ -377,7 +377,7 @@ static void s_flush(sim_t *s, uint32_t p)
     s_events(s, p);
     if (kvc_swim_self_state(s->peers[p].core) != KVC_SWIM_ALIVE)
         s_violation(s, "%s is not alive in its own view%s%.0" PRIu64, s->peers[p].id, "", 0);
-    kvc_swim_out_reset(&s->out);
+    kvc_outbox_reset(&s->out);
     s_schedule(s, p);
 }
 
@@ -681,7 +681,7 @@ static int s_run(sim_t *s)
             double r = s->wan_min_ms + kvc_rng_double(&s->rng) * (s->wan_max_ms - s->wan_min_ms);
             s->site_rtt[(size_t)a * s->sites + b] = s->site_rtt[(size_t)b * s->sites + a] = r;
         }
-    kvc_swim_out_init(&s->out);
+    kvc_outbox_init(&s->out, 0);
     for (uint32_t p = 0; p < s->n; p++) {
         peer_t *pe = &s->peers[p];
         pe->site = (int)(p % s->sites);
@@ -926,7 +926,7 @@ static void s_cleanup(sim_t *s)
     free(s->dead_count);
     free(s->dead_mark);
     free(s->updates);
-    kvc_swim_out_free(&s->out);
+    kvc_outbox_free(&s->out);
 }
 
 int main(int argc, char **argv)
