@@ -250,6 +250,7 @@ typedef struct {
     char region[KVC_SUMMARY_NAME_MAX + 1];
     int64_t seen_ms;
     int stale;
+    int down; /* membership says the peer is dead or gone */
     kvc_summary_t s;
 } s_entry_t;
 
@@ -361,6 +362,7 @@ int kvc_summary_set_put(kvc_summary_set_t *set, const char *peer, const char *si
     e->s = s;
     e->seen_ms = now_ms;
     e->stale = 0;
+    e->down = 0;
     s_resort(set, (size_t)idx);
 out:
     pthread_mutex_unlock(&set->mutex);
@@ -398,7 +400,7 @@ int kvc_summary_set_expire(kvc_summary_set_t *set, int64_t now_ms, int64_t stale
             removed++;
             continue;
         }
-        e->stale = age > stale_ms;
+        e->stale = e->down || age > stale_ms;
         set->e[k++] = e;
     }
     set->n = k;
@@ -406,6 +408,22 @@ int kvc_summary_set_expire(kvc_summary_set_t *set, int64_t now_ms, int64_t stale
         *sites_down = s_sites_down(set);
     pthread_mutex_unlock(&set->mutex);
     return removed;
+}
+
+int kvc_summary_set_mark_down(kvc_summary_set_t *set, const char *peer)
+{
+    if (!set || !peer)
+        return KVC_EINVAL;
+    int rc = KVC_ENOENT;
+    pthread_mutex_lock(&set->mutex);
+    for (size_t i = 0; i < set->n; i++)
+        if (strcmp(set->e[i]->peer, peer) == 0) {
+            set->e[i]->down = 1;
+            set->e[i]->stale = 1;
+            rc = KVC_OK;
+        }
+    pthread_mutex_unlock(&set->mutex);
+    return rc;
 }
 
 int kvc_summary_set_site_up(kvc_summary_set_t *set, const char *site)
@@ -540,7 +558,7 @@ static const struct {
     {"kvc_proxy_requests_total", "Proxy requests per model (top models; _other for the rest).",
      KVC_METRIC_COUNTER},
     {"kvc_site_up", "1 if any peer of the site is fresh, 0 while all are stale.", KVC_METRIC_GAUGE},
-    {"kvc_report_age_seconds", "Age of the peer's summary at the origin's clock.",
+    {"kvc_report_age_seconds", "Seconds since this peer heard the summary (peers' clocks are never compared).",
      KVC_METRIC_GAUGE},
 };
 
@@ -599,7 +617,8 @@ static void s_write_entry(s_fam_t *f, s_family_id_t id, const s_entry_t *e, int6
         }
         break;
     case F_AGE: {
-        double age = ((double)now_ms - (double)s->timestamp_ms) / 1000.0;
+        /* since we heard it: the sender's timestamp is its own clock */
+        double age = now_ms > e->seen_ms ? (double)(now_ms - e->seen_ms) / 1000.0 : 0.0;
         s_sample(f, e, 1, NULL, NULL, NULL, NULL, age);
         break;
     }

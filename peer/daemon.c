@@ -16,9 +16,13 @@
 #include "daemon.h"
 
 #include "backend_scrape.h"
+#include "clock.h"
 #include "control.h"
+#include "core.h"
 #include "credential.h"
+#include "ctl_table.h"
 #include "http_server.h"
+#include "link_rules.h"
 #include "log.h"
 #include "metrics_summary.h"
 #include "peer_metrics.h"
@@ -31,20 +35,22 @@
 #include <czmq.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <sodium.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
-#define KVC_VERSION "0.1.0"
-#define TICK_MS 250
-#define PING_INTERVAL_MS 1000
-#define HELLO_RETRY_MS 2000
-#define LINK_TIMEOUT_MS 5000
+#ifndef KVC_VERSION
+#define KVC_VERSION "0.2.0"
+#endif
 #define MAX_LINKS 4096
 #define SEND_HWM 1000
-#define SWIM_TICK_MS 10
 #define LEAVE_DRAIN_MS 300
+#define METRICS_PUBLISH_MS 1000 /* /metrics snapshot of the membership core */
+#define MAX_SLEEP_MS 60000      /* the loop wakes at least this often */
+#define EVENTS_KEPT 256         /* member events held for `kvc monitor` */
 
 /* One peer we have (or had) a link with, keyed by its CURVE public key. */
 typedef struct {
@@ -53,17 +59,12 @@ typedef struct {
     char endpoint[KVC_ENDPOINT_MAX];
     zsock_t *dealer;          /* our sending side, NULL until we know where */
     zsock_t *monitor;         /* PAIR receiving the DEALER's socket events */
-    int handshaked;           /* CURVE handshake done on our DEALER */
-    int verified;             /* we hold a valid credential for this key */
-    int acked;                /* they acknowledged our Hello */
+    kvc_link_clock_t t;       /* handshaked, verified, acked; monotonic times */
     int is_seed;
     kvc_cred_t cred;          /* their credential (valid when verified) */
     char member_id[2 * KVC_NAME_MAX];
     char region[KVC_NAME_MAX];
     uint64_t started_ms;      /* their start time from their Hello */
-    uint64_t last_seen_ms;    /* last accepted message */
-    uint64_t hello_sent_ms;
-    uint64_t ping_sent_ms;
     uint64_t ping_nonce;
     uint64_t ping_sent_us;
     uint64_t rtt_us;
@@ -78,8 +79,8 @@ struct kvc_daemon {
     char self_hex[65];
     char advertise[KVC_ENDPOINT_MAX];
     char listen[KVC_ENDPOINT_MAX];
+    char seed[80 + KVC_ENDPOINT_MAX]; /* "KEY@ADVERTISE" for other peers' seeds */
     kvc_store_t *store;
-    zloop_t *loop;
     zsock_t *router;
     zsock_t *zap;
     zsock_t *control;
@@ -87,14 +88,28 @@ struct kvc_daemon {
     zhashx_t *links;                 /* key_hex -> kvc_link_t* */
     zhashx_t *by_member;             /* member id -> verified kvc_link_t* (borrowed) */
     kvc_swim_t *swim;                /* the membership core */
-    kvc_outbox_t out;              /* its outbox, flushed after every call */
+    kvc_core_set_t cores;            /* channel -> core; every core's timers */
+    kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
     kvc_peer_metrics_t *metrics;     /* /metrics, /federate, summaries */
     uint64_t summary_sent_ms;
+    uint64_t metrics_next_ms;        /* the metrics core's deadline */
+    uint64_t links_next_ms;          /* hello retries and pings */
+    int stop;                        /* set by the "leave" command */
+    struct {
+        uint64_t seq, at_ms;
+        kvc_member_event_t ev;
+    } events[EVENTS_KEPT];           /* ring of the last member events */
+    uint64_t events_seq;
+    uint64_t unknown_kinds;          /* messages of a body kind no core takes */
+#ifdef KVC_NEXT_KIND
+    struct next_core *next;          /* the test build's extra protocol */
+#endif
     kvc_backend_scrape_t *scrape;    /* model servers' metrics; NULL: none */
     kvc_http_server_t *http;         /* http.listen, "" = none */
     char http_endpoint[KVC_ENDPOINT_MAX]; /* host:port actually bound */
-    uint64_t started_ms;
+    uint64_t started_ms;             /* wall clock at start: identifies this run */
+    uint64_t started_mono_ms;
     uint64_t boot_count;
     uint64_t seq;
     uint64_t monitor_serial;
@@ -102,20 +117,10 @@ struct kvc_daemon {
     uint64_t msgs_in, msgs_out, send_dropped;
 };
 
-/* Wall-clock milliseconds (the daemon is the one place that reads clocks). */
+/* Protocol time: monotonic milliseconds. */
 static uint64_t s_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Monotonic microseconds, for round-trip times. */
-static uint64_t s_mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return kvc_clock_mono_ms();
 }
 
 /* Counts a rejected message; logs at debug only, reasons are in status. */
@@ -144,7 +149,7 @@ static int s_send(kvc_daemon_t *self, kvc_link_t *link, Kvc__Fed__Envelope *env)
 {
     /* Only a Hello may open a connection: anything sent before the
      * handshake event (which sends our Hello) would arrive unauthenticated. */
-    if (!link->dealer || (env->body_case != KVC__FED__ENVELOPE__BODY_HELLO && !link->handshaked)) {
+    if (!link->dealer || (env->body_case != KVC__FED__ENVELOPE__BODY_HELLO && !link->t.handshaked)) {
         self->send_dropped++;
         return KVC_ESTATE;
     }
@@ -178,7 +183,7 @@ static void s_send_hello(kvc_daemon_t *self, kvc_link_t *link)
     env.body_case = KVC__FED__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
     s_send(self, link, &env);
-    link->hello_sent_ms = s_now_ms();
+    link->t.hello_sent_ms = s_now_ms();
 }
 
 /* Acknowledges the Hello a link sent. */
@@ -201,14 +206,13 @@ static void s_send_ping(kvc_daemon_t *self, kvc_link_t *link)
     Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
     env.body_case = KVC__FED__ENVELOPE__BODY_PING;
     env.ping = &ping;
-    link->ping_sent_ms = s_now_ms();
-    link->ping_sent_us = s_mono_us();
+    link->t.ping_sent_ms = s_now_ms();
+    link->ping_sent_us = kvc_clock_mono_us();
     s_send(self, link, &env);
 }
 
 /* --- links --------------------------------------------------------------- */
 
-static int s_on_monitor(zloop_t *loop, zsock_t *reader, void *arg);
 
 /* Frees a link and its sockets (zhashx destructor). */
 static void s_link_destroy(void **item)
@@ -262,20 +266,17 @@ static int s_link_connect(kvc_daemon_t *self, kvc_link_t *link, const char *endp
         return KVC_EINVAL;
     }
     link->dealer = dealer;
-    link->monitor = monitor;
-    zloop_reader(self->loop, monitor, s_on_monitor, self);
+    link->monitor = monitor; /* polled by the loop */
     return KVC_OK;
 }
 
 /* Closes link's DEALER and monitor (e.g. before moving to a new endpoint). */
 static void s_link_disconnect(kvc_daemon_t *self, kvc_link_t *link)
 {
-    if (link->monitor)
-        zloop_reader_end(self->loop, link->monitor);
     zsock_destroy(&link->monitor);
     zsock_destroy(&link->dealer);
-    link->handshaked = 0;
-    link->acked = 0;
+    link->t.handshaked = 0;
+    link->t.acked = 0;
 }
 
 /* Finds the link of a key, or NULL. */
@@ -298,22 +299,25 @@ static kvc_link_t *s_link_add(kvc_daemon_t *self, const uint8_t key[32])
     return link;
 }
 
-/* Is this link currently usable: handshaked, verified and heard from? */
+/* Is this link currently usable (link_rules.h)? */
 static int s_link_up(const kvc_link_t *link, uint64_t now)
 {
-    return link->handshaked && link->verified && now - link->last_seen_ms <= LINK_TIMEOUT_MS;
+    return kvc_link_is_up(&link->t, now);
 }
 
 /* --- membership -------------------------------------------------------- */
 
-/* Sends one membership message (bytes from the core) on link. */
-static void s_send_membership(kvc_daemon_t *self, kvc_link_t *link, const uint8_t *data, size_t len)
+/* Sends one core message (channel = envelope body kind) on link. */
+static void s_send_core(kvc_daemon_t *self, kvc_link_t *link, uint32_t channel,
+                        const uint8_t *data, size_t len)
 {
     Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
-    env.body_case = KVC__FED__ENVELOPE__BODY_MEMBERSHIP;
-    env.membership.data = (uint8_t *)data;
-    env.membership.len = len;
-    if (s_send(self, link, &env) == 0)
+    ProtobufCMessageUnknownField spare;
+    if (kvc_wire_set_body(&env, channel, data, len, &spare) != 0) {
+        self->send_dropped++;
+        return;
+    }
+    if (s_send(self, link, &env) == 0 && channel == KVC_SWIM_CHANNEL)
         kvc_peer_metrics_gossip(self->metrics, 1, len);
 }
 
@@ -324,7 +328,7 @@ static kvc_link_t *s_link_for_member(kvc_daemon_t *self, const char *id)
 {
     kvc_link_t *link = zhashx_lookup(self->by_member, id);
     if (link)
-        return link;
+        return link; /* verified as id */
     kvc_swim_member_t m;
     if (kvc_swim_member_get(self->swim, id, &m) != 0 || !m.has_info || !m.public_key ||
         m.is_self || (strncmp(m.endpoint, "tcp://", 6) != 0 && strncmp(m.endpoint, "ipc://", 6) != 0))
@@ -339,7 +343,12 @@ static kvc_link_t *s_link_for_member(kvc_daemon_t *self, const char *id)
         if (link && s_link_connect(self, link, m.endpoint) != 0)
             link = NULL;
     }
-    return link; /* not yet verified: the send is dropped until it is */
+    /* Not yet verified: the send is dropped until it is. Verified as
+     * someone else: the gossiped key was not id's; never send id's
+     * messages there. */
+    if (link && link->t.verified && strcmp(link->member_id, id) != 0)
+        return NULL;
+    return link;
 }
 
 /* Logs the core's events. */
@@ -373,36 +382,47 @@ static void s_summary_heard(kvc_daemon_t *self, const char *id)
         kvc_debug("ignored a malformed metrics summary from %s", id);
 }
 
-/* Sends everything the core put in the outbox and logs its events. */
+/* Keeps a member event for `kvc monitor`. */
+static void s_keep_event(kvc_daemon_t *self, const kvc_member_event_t *ev)
+{
+    size_t i = (size_t)(self->events_seq % EVENTS_KEPT);
+    self->events[i].seq = ++self->events_seq;
+    self->events[i].at_ms = s_now_ms();
+    self->events[i].ev = *ev;
+}
+
+/* Hands the cores' member events to every core, sends every message they
+ * wrote, and logs and keeps the events. Called after every core call. */
 static void s_flush(kvc_daemon_t *self)
 {
     kvc_outbox_t *out = &self->out;
+    kvc_core_set_deliver(&self->cores, s_now_ms(), out);
     for (size_t i = 0; i < out->n_msgs; i++) {
         kvc_link_t *link = s_link_for_member(self, out->msgs[i].to);
-        if (link && link->verified)
-            s_send_membership(self, link, kvc_outbox_data(out, i), out->msgs[i].len);
+        if (link && link->t.verified)
+            s_send_core(self, link, out->msgs[i].channel, kvc_outbox_data(out, i),
+                        out->msgs[i].len);
         else
             self->send_dropped++;
     }
     for (size_t i = 0; i < out->n_events; i++) {
-        const kvc_member_event_t *ev = &out->events[i];
-        s_log_event(ev);
-        if (ev->type == KVC_MEMBER_EV_META || ev->type == KVC_MEMBER_EV_JOINED)
-            s_summary_heard(self, ev->id);
+        s_log_event(&out->events[i]);
+        s_keep_event(self, &out->events[i]);
     }
+    if (out->refused)
+        self->send_dropped += out->refused;
+    out->refused = 0;
     kvc_outbox_reset(out);
+    kvc_core_set_flushed(&self->cores);
 }
 
-/* Runs the membership core's timers. */
-static int s_on_swim_tick(zloop_t *loop, int timer_id, void *arg)
+/* Runs every core whose deadline has come. */
+static void s_cores_tick(kvc_daemon_t *self, uint64_t now)
 {
-    kvc_daemon_t *self = arg;
-    uint64_t now = s_now_ms();
-    if (now >= kvc_swim_next_deadline(self->swim)) {
-        kvc_swim_tick(self->swim, now, &self->out);
-        s_flush(self);
-    }
-    return 0;
+    if (kvc_core_set_next_deadline(&self->cores) > now)
+        return;
+    kvc_core_set_tick(&self->cores, now, &self->out);
+    s_flush(self);
 }
 
 /* --- receiving --------------------------------------------------------- */
@@ -434,7 +454,7 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
     kvc__fed__credential__pack(&c, blob);
     kvc_cred_t cred;
     kvc_err_t err;
-    int rc = kvc_cred_verify(blob, blen, self->trust, (int64_t)(s_now_ms() / 1000), &cred, &err);
+    int rc = kvc_cred_verify(blob, blen, self->trust, kvc_clock_wall_s(), &cred, &err);
     if (rc) {
         s_reject(self, s_cred_reject(rc), key_hex);
         return;
@@ -457,12 +477,12 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
         return;
     }
     uint64_t now = s_now_ms();
-    int was_verified = link->verified;
+    int was_verified = link->t.verified;
     uint64_t old_start = link->started_ms;
     link->cred = cred;
-    link->verified = 1;
+    link->t.verified = 1;
     link->started_ms = hello->started_ms;
-    link->last_seen_ms = now;
+    link->t.last_seen_ms = now;
     kvc_strlcpy(link->member_id, member, sizeof link->member_id);
     kvc_strlcpy(link->region, hello->region, sizeof link->region);
     zhashx_update(self->by_member, member, link);
@@ -485,11 +505,14 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
                 kvc_warn("cannot remember %s in the store", member);
         }
     }
-    if (link->handshaked) {
+    if (link->t.handshaked) {
         s_send_hello_ack(self, link);
-        if (!link->acked || old_start != hello->started_ms)
+        if (!link->t.acked || old_start != hello->started_ms)
             s_send_hello(self, link);
     }
+    /* The credential proves this key is member's: correct what gossip told us. */
+    if (kvc_swim_vouch(self->swim, member, key, link->endpoint, now) == 1)
+        kvc_info("peer %s: membership info corrected from its credential", member);
     /* A member we do not see alive (new, dead, or restarted) gets our digest. */
     kvc_swim_member_t m;
     if (kvc_swim_member_get(self->swim, member, &m) != 0 || m.state != KVC_SWIM_ALIVE ||
@@ -501,9 +524,8 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
 }
 
 /* Handles one message from the federation ROUTER. */
-static int s_on_router(zloop_t *loop, zsock_t *reader, void *arg)
+static int s_on_router(kvc_daemon_t *self, zsock_t *reader)
 {
-    kvc_daemon_t *self = arg;
     zmsg_t *msg = zmsg_recv(reader);
     if (!msg)
         return 0;
@@ -537,7 +559,7 @@ static int s_on_router(zloop_t *loop, zsock_t *reader, void *arg)
         goto done;
     }
     kvc_link_t *link = s_link_find(self, key_hex);
-    if (!link || !link->verified) {
+    if (!link || !link->t.verified) {
         s_reject(self, KVC_REJECT_NO_CREDENTIAL, key_hex);
         goto done;
     }
@@ -546,16 +568,31 @@ static int s_on_router(zloop_t *loop, zsock_t *reader, void *arg)
         goto done;
     }
     uint64_t now = s_now_ms();
-    if ((int64_t)(now / 1000) > link->cred.not_after) {
-        link->verified = 0;
+    int64_t wall = kvc_clock_wall_s();
+    if (wall > link->cred.not_after || wall < link->cred.not_before) {
+        link->t.verified = 0;
         s_reject(self, KVC_REJECT_EXPIRED, key_hex);
         goto done;
     }
-    link->last_seen_ms = now;
+    link->t.last_seen_ms = now;
+    uint32_t kind;
+    const uint8_t *data;
+    size_t dlen;
+    if (kvc_wire_body(env, &kind, &data, &dlen) == 0) { /* a core's message */
+        if (kind == KVC_SWIM_CHANNEL)
+            kvc_peer_metrics_gossip(self->metrics, 0, dlen);
+        if (kvc_core_set_receive(&self->cores, kind, now, link->member_id, data, dlen,
+                                 &self->out) == KVC_ENOENT) {
+            self->unknown_kinds++; /* a newer peer's protocol: ignored */
+            kvc_debug("ignored a message of kind %u from %s", kind, link->member_id);
+        }
+        s_flush(self);
+        goto done;
+    }
     switch (env->body_case) {
     case KVC__FED__ENVELOPE__BODY_HELLO_ACK:
         if (env->hello_ack->started_ms == self->started_ms)
-            link->acked = 1;
+            link->t.acked = 1;
         break;
     case KVC__FED__ENVELOPE__BODY_PING: {
         Kvc__Fed__Pong pong = KVC__FED__PONG__INIT;
@@ -568,13 +605,7 @@ static int s_on_router(zloop_t *loop, zsock_t *reader, void *arg)
     }
     case KVC__FED__ENVELOPE__BODY_PONG:
         if (env->pong->nonce == link->ping_nonce && link->ping_sent_us)
-            link->rtt_us = s_mono_us() - link->ping_sent_us;
-        break;
-    case KVC__FED__ENVELOPE__BODY_MEMBERSHIP:
-        kvc_peer_metrics_gossip(self->metrics, 0, env->membership.len);
-        kvc_swim_receive(self->swim, now, link->member_id, env->membership.data,
-                         env->membership.len, &self->out);
-        s_flush(self);
+            link->rtt_us = kvc_clock_mono_us() - link->ping_sent_us;
         break;
     default:
         break;
@@ -586,9 +617,8 @@ done:
 }
 
 /* Handles the socket events of one DEALER: (re)connection means a Hello. */
-static int s_on_monitor(zloop_t *loop, zsock_t *reader, void *arg)
+static int s_on_monitor(kvc_daemon_t *self, kvc_link_t *link, zsock_t *reader)
 {
-    kvc_daemon_t *self = arg;
     zmsg_t *msg = zmsg_recv(reader);
     if (!msg)
         return 0;
@@ -599,19 +629,16 @@ static int s_on_monitor(zloop_t *loop, zsock_t *reader, void *arg)
     }
     uint16_t event;
     memcpy(&event, zframe_data(ev), 2);
-    kvc_link_t *link = zhashx_first(self->links);
-    while (link && link->monitor != reader)
-        link = zhashx_next(self->links);
     if (link) {
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-            link->handshaked = 1;
-            link->acked = 0;
+            link->t.handshaked = 1;
+            link->t.acked = 0;
             s_send_hello(self, link);
-            if (link->verified)
+            if (link->t.verified)
                 s_send_hello_ack(self, link);
         } else if (event == ZMQ_EVENT_DISCONNECTED) {
-            link->handshaked = 0;
-            link->acked = 0;
+            link->t.handshaked = 0;
+            link->t.acked = 0;
         } else {
             kvc_debug("handshake with %s failed (event %u)", link->endpoint, event);
         }
@@ -625,9 +652,8 @@ static int s_on_monitor(zloop_t *loop, zsock_t *reader, void *arg)
  * records the key, hex-encoded, as the connection's User-Id. Credentials
  * are checked per message afterwards; ZAP only knows the key.
  */
-static int s_on_zap(zloop_t *loop, zsock_t *reader, void *arg)
+static int s_on_zap(kvc_daemon_t *self, zsock_t *reader)
 {
-    kvc_daemon_t *self = arg;
     zmsg_t *req = zmsg_recv(reader);
     if (!req)
         return 0;
@@ -676,54 +702,160 @@ static int s_on_zap(zloop_t *loop, zsock_t *reader, void *arg)
     return 0;
 }
 
-/* Publishes metrics snapshots and, every KVC_SUMMARY_INTERVAL_MS, gossips
- * this peer's summary as membership metadata. */
-static void s_metrics_tick(kvc_daemon_t *self, uint64_t now)
+/* --- the metrics core ---------------------------------------------------
+ * Not a federation/ core (it drives the peer's thread-safe registry), but
+ * on the same interface: it ticks to publish snapshots and gossip this
+ * peer's summary, and hears member events so metrics agree with
+ * membership: a summary arrives with JOINED/META, and a member declared
+ * dead or gone is shown down at once, not when its summary goes stale. */
+
+/* Gathers the model servers' figures for the next summary. */
+static void s_metrics_backends(kvc_daemon_t *self)
 {
+    if (!self->scrape)
+        return;
+    /* a copy under the scraper's mutex; never waits on I/O */
+    kvc_backend_figures_t figs[KVC_BACKEND_SCRAPE_MAX_TARGETS];
+    kvc_summary_backend_t sb[KVC_SUMMARY_MAX_BACKENDS];
+    size_t n = kvc_backend_scrape_snapshot(self->scrape, figs, KVC_BACKEND_SCRAPE_MAX_TARGETS);
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < KVC_SUMMARY_MAX_BACKENDS; i++) {
+        if (!figs[i].known)
+            continue;
+        kvc_strlcpy(sb[k].model, figs[i].model, sizeof sb[k].model);
+        sb[k].requests = figs[i].requests;
+        sb[k].latency_seconds = figs[i].latency_seconds;
+        k++;
+    }
+    kvc_peer_metrics_backends(self->metrics, sb, k);
+}
+
+static int s_metrics_tick(void *core, uint64_t now, kvc_outbox_t *out)
+{
+    kvc_daemon_t *self = core;
     uint32_t up = 0;
     for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links))
         up += s_link_up(l, now);
     kvc_peer_metrics_publish(self->metrics, self->swim, up);
-    if (now - self->summary_sent_ms < KVC_SUMMARY_INTERVAL_MS)
-        return;
-    if (self->scrape) { /* a copy under the scraper's mutex; never waits on I/O */
-        kvc_backend_figures_t figs[KVC_BACKEND_SCRAPE_MAX_TARGETS];
-        kvc_summary_backend_t sb[KVC_SUMMARY_MAX_BACKENDS];
-        size_t n = kvc_backend_scrape_snapshot(self->scrape, figs, KVC_BACKEND_SCRAPE_MAX_TARGETS);
-        size_t k = 0;
-        for (size_t i = 0; i < n && k < KVC_SUMMARY_MAX_BACKENDS; i++) {
-            if (!figs[i].known)
-                continue;
-            kvc_strlcpy(sb[k].model, figs[i].model, sizeof sb[k].model);
-            sb[k].requests = figs[i].requests;
-            sb[k].latency_seconds = figs[i].latency_seconds;
-            k++;
-        }
-        kvc_peer_metrics_backends(self->metrics, sb, k);
-    }
+    self->metrics_next_ms = now + METRICS_PUBLISH_MS;
+    if (self->summary_sent_ms && kvc_elapsed(now, self->summary_sent_ms) < KVC_SUMMARY_INTERVAL_MS)
+        return 0;
+    s_metrics_backends(self);
     self->summary_sent_ms = now;
     uint8_t buf[1024];
     size_t len = 0;
     if (kvc_peer_metrics_summary(self->metrics, now, buf, sizeof buf, &len) == 0)
         kvc_swim_set_meta(self->swim, KVC_SUMMARY_META_KEY, buf, len, now);
     kvc_peer_metrics_expire(self->metrics, now, KVC_SUMMARY_STALE_MS, KVC_SUMMARY_REMOVE_MS);
+    return 0;
 }
 
-/* Periodic work: pings, Hello retries, liveness, metrics. */
-static int s_on_tick(zloop_t *loop, int timer_id, void *arg)
+static uint64_t s_metrics_deadline(const void *core)
 {
-    kvc_daemon_t *self = arg;
-    uint64_t now = s_now_ms();
-    s_metrics_tick(self, now);
+    return ((const kvc_daemon_t *)core)->metrics_next_ms;
+}
+
+static void s_metrics_event(void *core, uint64_t now, const kvc_member_event_t *ev,
+                            kvc_outbox_t *out)
+{
+    kvc_daemon_t *self = core;
+    switch (ev->type) {
+    case KVC_MEMBER_EV_JOINED:
+    case KVC_MEMBER_EV_META:
+    case KVC_MEMBER_EV_ALIVE:
+        s_summary_heard(self, ev->id);
+        break;
+    case KVC_MEMBER_EV_DEAD:
+    case KVC_MEMBER_EV_LEFT:
+    case KVC_MEMBER_EV_REAPED:
+        kvc_peer_metrics_member_down(self->metrics, ev->id);
+        break;
+    default:
+        break;
+    }
+}
+
+static const kvc_core_ops_t s_metrics_core = {
+    .name = "metrics",
+    .channel = 0, /* summaries ride on membership metadata */
+    .tick = s_metrics_tick,
+    .next_deadline = s_metrics_deadline,
+    .member_event = s_metrics_event,
+};
+
+#ifdef KVC_NEXT_KIND
+/* --- a protocol this build has and others do not ------------------------
+ * Built only into kvc-peer-next (tests): a core on channel KVC_NEXT_KIND,
+ * a number federation.proto does not define, that greets every member it
+ * hears of each second. Older peers must count and ignore its messages;
+ * two next peers must hear each other. */
+struct next_core {
+    char members[64][KVC_MEMBER_ID_MAX + 1];
+    size_t n;
+    uint64_t next_ms, sent, received;
+};
+
+static int s_next_receive(void *core, uint64_t now, const char *from, const uint8_t *msg,
+                          size_t len, kvc_outbox_t *out)
+{
+    struct next_core *c = core;
+    if (len == 5 && memcmp(msg, "hello", 5) == 0)
+        c->received++;
+    return 0;
+}
+
+static int s_next_tick(void *core, uint64_t now, kvc_outbox_t *out)
+{
+    struct next_core *c = core;
+    for (size_t i = 0; i < c->n; i++)
+        if (kvc_outbox_put(out, c->members[i], KVC_NEXT_KIND, "hello", 5) == 0)
+            c->sent++;
+    c->next_ms = now + 1000;
+    return 0;
+}
+
+static uint64_t s_next_deadline(const void *core)
+{
+    return ((const struct next_core *)core)->next_ms;
+}
+
+static void s_next_event(void *core, uint64_t now, const kvc_member_event_t *ev,
+                         kvc_outbox_t *out)
+{
+    struct next_core *c = core;
+    size_t i = 0;
+    while (i < c->n && strcmp(c->members[i], ev->id) != 0)
+        i++;
+    int live = ev->type == KVC_MEMBER_EV_JOINED || ev->type == KVC_MEMBER_EV_ALIVE;
+    if (live && i == c->n && c->n < 64)
+        kvc_strlcpy(c->members[c->n++], ev->id, sizeof c->members[0]);
+    else if (!live && ev->type != KVC_MEMBER_EV_META && ev->type != KVC_MEMBER_EV_SUSPECT &&
+             i < c->n)
+        memcpy(c->members[i], c->members[--c->n], sizeof c->members[0]);
+}
+
+static const kvc_core_ops_t s_next_core = {
+    .name = "next",
+    .channel = KVC_NEXT_KIND,
+    .receive = s_next_receive,
+    .tick = s_next_tick,
+    .next_deadline = s_next_deadline,
+    .member_event = s_next_event,
+};
+#endif
+
+/* Hello retries and pings, every KVC_LINK_TICK_MS (link_rules.h). */
+static void s_links_tick(kvc_daemon_t *self, uint64_t now)
+{
+    if (now < self->links_next_ms)
+        return;
+    self->links_next_ms = now + KVC_LINK_TICK_MS;
     for (kvc_link_t *link = zhashx_first(self->links); link; link = zhashx_next(self->links)) {
-        if (!link->handshaked)
-            continue;
-        if (!link->acked && now - link->hello_sent_ms >= HELLO_RETRY_MS)
+        if (kvc_link_hello_due(&link->t, now))
             s_send_hello(self, link);
-        if (link->verified && now - link->ping_sent_ms >= PING_INTERVAL_MS)
+        if (kvc_link_ping_due(&link->t, now))
             s_send_ping(self, link);
     }
-    return 0;
 }
 
 /* --- control API -------------------------------------------------------- */
@@ -740,7 +872,7 @@ static void s_fill_status(kvc_daemon_t *self, Kvc__Ctl__Status *st, Kvc__Ctl__Au
         roles[i] = self->cfg.roles[i];
     st->roles = roles;
     st->n_roles = self->cfg.n_roles;
-    st->uptime_s = (now - self->started_ms) / 1000;
+    st->uptime_s = kvc_elapsed(now, self->started_mono_ms) / 1000;
     st->listen = self->listen;
     st->advertise = self->advertise;
     st->version = KVC_VERSION;
@@ -748,11 +880,12 @@ static void s_fill_status(kvc_daemon_t *self, Kvc__Ctl__Status *st, Kvc__Ctl__Au
     st->public_key = self->self_hex;
     uint32_t known = 0, up = 0;
     for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links)) {
-        if (l->verified)
+        if (l->t.verified)
             known++;
         if (s_link_up(l, now))
             up++;
     }
+    st->seed = self->seed;
     st->peers_known = known;
     st->peers_connected = up;
     uint64_t total = 0;
@@ -817,10 +950,326 @@ static void s_metrics_row(void *arg, const char *site, const char *peer, const c
     r->p99_s = p99;
 }
 
-/* Answers one control request. */
-static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
+static int s_cmd_status(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     kvc_daemon_t *self = arg;
+    Kvc__Ctl__Status *st = kvc_ctl_alloc(ctx, 1, sizeof *st);
+    Kvc__Ctl__AuthReject *rej = kvc_ctl_alloc(ctx, KVC_REJECT__COUNT, sizeof *rej);
+    Kvc__Ctl__AuthReject **rejp = kvc_ctl_alloc(ctx, KVC_REJECT__COUNT, sizeof *rejp);
+    char **roles = kvc_ctl_alloc(ctx, KVC_MAX_ROLES, sizeof *roles);
+    Kvc__Ctl__Status__MembersByStateEntry *by_state = kvc_ctl_alloc(ctx, 4, sizeof *by_state);
+    Kvc__Ctl__Status__MembersByStateEntry **by_statep = kvc_ctl_alloc(ctx, 4, sizeof *by_statep);
+    if (!st || !rej || !rejp || !roles || !by_state || !by_statep)
+        return KVC_ENOMEM;
+    kvc__ctl__status__init(st);
+    s_fill_status(self, st, rej, rejp, roles);
+    uint32_t counts[4] = {0};
+    size_t n = kvc_swim_member_count(self->swim);
+    for (size_t i = 0; i < n; i++) {
+        kvc_swim_member_t m;
+        if (kvc_swim_member_at(self->swim, i, &m) == 0 && (unsigned)m.state < 4)
+            counts[m.state]++;
+    }
+    for (int i = 0; i < 4; i++) {
+        kvc__ctl__status__members_by_state_entry__init(&by_state[i]);
+        by_state[i].key = (char *)kvc_swim_state_name((kvc_swim_state_t)i);
+        by_state[i].value = counts[i];
+        by_statep[i] = &by_state[i];
+    }
+    st->members_by_state = by_statep;
+    st->n_members_by_state = 4;
+    ctx->rep.status = st;
+    return 0;
+}
+
+static int s_cmd_members(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    size_t n = kvc_swim_member_count(self->swim), k = 0;
+    Kvc__Ctl__Member *members = kvc_ctl_alloc(ctx, n, sizeof *members);
+    Kvc__Ctl__Member **memberp = kvc_ctl_alloc(ctx, n, sizeof *memberp);
+    if (!members || !memberp)
+        return KVC_ENOMEM;
+    uint64_t now = s_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        kvc_swim_member_t m;
+        if (kvc_swim_member_at(self->swim, i, &m) != 0)
+            continue;
+        Kvc__Ctl__Member *cm = &members[k];
+        kvc__ctl__member__init(cm);
+        /* copy what the view points at: the core may change later */
+        cm->id = kvc_ctl_strdup(ctx, m.id);
+        cm->site = kvc_ctl_strdup(ctx, m.site);
+        cm->region = kvc_ctl_strdup(ctx, m.region);
+        cm->roles = kvc_ctl_strdup(ctx, m.roles);
+        cm->endpoint = kvc_ctl_strdup(ctx, m.endpoint);
+        cm->state = (char *)kvc_swim_state_name(m.state);
+        cm->incarnation = m.incarnation;
+        cm->is_self = m.is_self;
+        cm->last_change_ms_ago = kvc_elapsed(now, m.last_change_ms);
+        double rtt = -1;
+        /* no round trip to a member that is not there */
+        int there = m.state == KVC_SWIM_ALIVE || m.state == KVC_SWIM_SUSPECT;
+        cm->rtt_ms = m.is_self ? 0
+                     : (there && kvc_swim_estimate_rtt_ms(self->swim, m.id, &rtt) == 0) ? rtt
+                                                                                       : -1;
+        memberp[k++] = cm;
+    }
+    ctx->rep.members = memberp;
+    ctx->rep.n_members = k;
+    ctx->rep.local_health = kvc_swim_local_health(self->swim);
+    return 0;
+}
+
+static int s_cmd_metrics(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    s_metrics_rows_t mrows = {.cap = 4096};
+    mrows.rows = kvc_ctl_alloc(ctx, mrows.cap, sizeof *mrows.rows);
+    Kvc__Ctl__PeerMetrics **mrowp = kvc_ctl_alloc(ctx, mrows.cap, sizeof *mrowp);
+    if (!mrows.rows || !mrowp)
+        return KVC_ENOMEM;
+    kvc_peer_metrics_each(self->metrics, s_now_ms(), s_metrics_row, &mrows);
+    for (size_t i = 0; i < mrows.n; i++) {
+        /* s_metrics_row strdup'ed these; hand them to the reply */
+        Kvc__Ctl__PeerMetrics *r = &mrows.rows[i];
+        char *site = r->site, *peer = r->peer, *region = r->region;
+        r->site = kvc_ctl_strdup(ctx, site);
+        r->peer = kvc_ctl_strdup(ctx, peer);
+        r->region = kvc_ctl_strdup(ctx, region);
+        kvc_free(site);
+        kvc_free(peer);
+        kvc_free(region);
+        mrowp[i] = r;
+    }
+    ctx->rep.metrics = mrowp;
+    ctx->rep.n_metrics = mrows.n;
+    return 0;
+}
+
+static int s_cmd_peers(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    size_t n = zhashx_size(self->links), i = 0;
+    Kvc__Ctl__PeerLink *links = kvc_ctl_alloc(ctx, n, sizeof *links);
+    Kvc__Ctl__PeerLink **linkp = kvc_ctl_alloc(ctx, n, sizeof *linkp);
+    char **link_roles = kvc_ctl_alloc(ctx, (n ? n : 1) * KVC_MAX_ROLES, sizeof *link_roles);
+    if (!links || !linkp || !link_roles)
+        return KVC_ENOMEM;
+    uint64_t now = s_now_ms();
+    for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links)) {
+        if (!l->t.verified)
+            continue;
+        Kvc__Ctl__PeerLink *pl = &links[i];
+        kvc__ctl__peer_link__init(pl);
+        pl->member_id = l->member_id;
+        pl->site = l->cred.site;
+        pl->name = l->cred.name;
+        pl->region = l->region;
+        pl->endpoint = l->endpoint;
+        pl->public_key = l->key_hex;
+        pl->up = s_link_up(l, now);
+        pl->last_seen_ms_ago = kvc_elapsed(now, l->t.last_seen_ms);
+        pl->rtt_us = l->rtt_us;
+        pl->not_after = l->cred.not_after;
+        pl->roles = &link_roles[i * KVC_MAX_ROLES];
+        for (size_t r = 0; r < l->cred.n_roles; r++)
+            pl->roles[r] = l->cred.roles[r];
+        pl->n_roles = l->cred.n_roles;
+        linkp[i++] = pl;
+    }
+    ctx->rep.peers = linkp;
+    ctx->rep.n_peers = i;
+    return 0;
+}
+
+/* Member events after seq `since` (0: all still held), oldest first. */
+static int s_cmd_events(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    const char *since_s = kvc_ctl_arg(req, "since");
+    int64_t since = 0;
+    if (since_s && kvc_parse_i64(since_s, 0, INT64_MAX, &since) != 0)
+        return kvc_ctl_fail(ctx, KVC_EINVAL, "events: since must be a sequence number");
+    uint64_t first = self->events_seq > EVENTS_KEPT ? self->events_seq - EVENTS_KEPT + 1 : 1;
+    uint64_t from = (uint64_t)since + 1 > first ? (uint64_t)since + 1 : first;
+    if ((uint64_t)since + 1 < first && (uint64_t)since < self->events_seq)
+        ctx->rep.events_lost = first - ((uint64_t)since + 1);
+    size_t n = from <= self->events_seq ? (size_t)(self->events_seq - from + 1) : 0;
+    Kvc__Ctl__MemberEvent *evs = kvc_ctl_alloc(ctx, n, sizeof *evs);
+    Kvc__Ctl__MemberEvent **evp = kvc_ctl_alloc(ctx, n, sizeof *evp);
+    if (!evs || !evp)
+        return KVC_ENOMEM;
+    uint64_t now = s_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        uint64_t seq = from + i;
+        const kvc_member_event_t *ev = &self->events[(seq - 1) % EVENTS_KEPT].ev;
+        kvc__ctl__member_event__init(&evs[i]);
+        evs[i].seq = seq;
+        evs[i].id = kvc_ctl_strdup(ctx, ev->id);
+        evs[i].type = (char *)kvc_member_event_name(ev->type);
+        evs[i].incarnation = ev->incarnation;
+        evs[i].ms_ago = kvc_elapsed(now, self->events[(seq - 1) % EVENTS_KEPT].at_ms);
+        evp[i] = &evs[i];
+    }
+    ctx->rep.events = evp;
+    ctx->rep.n_events = n;
+    ctx->rep.next_seq = self->events_seq;
+    return 0;
+}
+
+/* Estimated round trip between two members, from their coordinates. */
+static int s_cmd_rtt(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    const char *ids[2] = {kvc_ctl_arg(req, "a"), kvc_ctl_arg(req, "b")};
+    if (!ids[1] || !ids[1][0])
+        ids[1] = self->self_id;
+    kvc_vivaldi_coord_t c[2];
+    for (int i = 0; i < 2; i++) {
+        kvc_swim_member_t m;
+        if (kvc_swim_member_get(self->swim, ids[i], &m) != 0)
+            return kvc_ctl_fail(ctx, KVC_ENOENT, "no such member: %.130s", ids[i]);
+        if (m.state != KVC_SWIM_ALIVE && m.state != KVC_SWIM_SUSPECT)
+            return kvc_ctl_fail(ctx, KVC_ENOENT, "member %.130s is %s: no round trip", ids[i],
+                                kvc_swim_state_name(m.state));
+        if (m.is_self) {
+            c[i] = *kvc_swim_coord(self->swim);
+        } else if (m.has_coord) {
+            c[i] = m.coord;
+        } else {
+            return kvc_ctl_fail(ctx, KVC_ENOENT, "no network coordinate for %.130s yet", ids[i]);
+        }
+    }
+    ctx->rep.rtt_ms = kvc_vivaldi_estimate_rtt(&c[0], &c[1]) * 1000.0;
+    return 0;
+}
+
+/* Adds one "kvc info" line. */
+static void s_info(kvc_ctl_ctx_t *ctx, Kvc__Ctl__InfoEntry **ents, const char *section,
+                   const char *key, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void s_info(kvc_ctl_ctx_t *ctx, Kvc__Ctl__InfoEntry **ents, const char *section,
+                   const char *key, const char *fmt, ...)
+{
+    Kvc__Ctl__InfoEntry *e = kvc_ctl_alloc(ctx, 1, sizeof *e);
+    if (!e || ctx->rep.n_info >= 64)
+        return;
+    char val[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof val, fmt, ap);
+    va_end(ap);
+    kvc__ctl__info_entry__init(e);
+    e->section = (char *)section;
+    e->key = (char *)key;
+    e->value = kvc_ctl_strdup(ctx, val);
+    ents[ctx->rep.n_info++] = e;
+}
+
+static int s_cmd_info(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    Kvc__Ctl__InfoEntry **ents = kvc_ctl_alloc(ctx, 64, sizeof *ents);
+    if (!ents)
+        return KVC_ENOMEM;
+    ctx->rep.info = ents;
+    uint64_t now = s_now_ms();
+    s_info(ctx, ents, "agent", "name", "%s", self->self_id);
+    s_info(ctx, ents, "agent", "version", "%s", KVC_VERSION);
+    s_info(ctx, ents, "agent", "region", "%s", self->cfg.region);
+    s_info(ctx, ents, "agent", "listen", "%s", self->listen);
+    s_info(ctx, ents, "agent", "advertise", "%s", self->advertise);
+    s_info(ctx, ents, "agent", "http", "%s", self->http ? self->http_endpoint : "off");
+    s_info(ctx, ents, "agent", "uptime_s", "%llu",
+           (unsigned long long)(kvc_elapsed(now, self->started_mono_ms) / 1000));
+    s_info(ctx, ents, "agent", "boot_count", "%llu", (unsigned long long)self->boot_count);
+    size_t n = kvc_swim_member_count(self->swim);
+    uint32_t counts[4] = {0};
+    for (size_t i = 0; i < n; i++) {
+        kvc_swim_member_t m;
+        if (kvc_swim_member_at(self->swim, i, &m) == 0 && (unsigned)m.state < 4)
+            counts[m.state]++;
+    }
+    kvc_swim_stats_t st;
+    kvc_swim_stats(self->swim, &st);
+    s_info(ctx, ents, "membership", "members", "%zu", n);
+    s_info(ctx, ents, "membership", "alive", "%u", counts[KVC_SWIM_ALIVE]);
+    s_info(ctx, ents, "membership", "suspect", "%u", counts[KVC_SWIM_SUSPECT]);
+    s_info(ctx, ents, "membership", "dead", "%u", counts[KVC_SWIM_DEAD]);
+    s_info(ctx, ents, "membership", "left", "%u", counts[KVC_SWIM_LEFT]);
+    s_info(ctx, ents, "membership", "incarnation", "%llu",
+           (unsigned long long)kvc_swim_self_incarnation(self->swim));
+    s_info(ctx, ents, "membership", "local_health", "%u", kvc_swim_local_health(self->swim));
+    s_info(ctx, ents, "membership", "probes", "%llu", (unsigned long long)st.probes);
+    s_info(ctx, ents, "membership", "suspicions", "%llu", (unsigned long long)st.suspicions);
+    s_info(ctx, ents, "membership", "push_pulls", "%llu", (unsigned long long)st.push_pulls);
+    s_info(ctx, ents, "membership", "dropped", "%llu",
+           (unsigned long long)kvc_swim_dropped(self->swim));
+    uint32_t up = 0;
+    for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links))
+        up += s_link_up(l, now);
+    s_info(ctx, ents, "transport", "links", "%zu", zhashx_size(self->links));
+    s_info(ctx, ents, "transport", "links_up", "%u", up);
+    s_info(ctx, ents, "transport", "msgs_in", "%llu", (unsigned long long)self->msgs_in);
+    s_info(ctx, ents, "transport", "msgs_out", "%llu", (unsigned long long)self->msgs_out);
+    s_info(ctx, ents, "transport", "send_dropped", "%llu", (unsigned long long)self->send_dropped);
+    s_info(ctx, ents, "transport", "unknown_kinds", "%llu", (unsigned long long)self->unknown_kinds);
+    uint64_t rej = 0;
+    for (int i = 0; i < KVC_REJECT__COUNT; i++)
+        rej += self->rejects[i];
+    s_info(ctx, ents, "transport", "auth_rejects", "%llu", (unsigned long long)rej);
+    for (size_t i = 0; i < self->cores.n; i++)
+        s_info(ctx, ents, "cores", self->cores.cores[i].ops->name, "channel %u",
+               self->cores.cores[i].ops->channel);
+#ifdef KVC_NEXT_KIND
+    s_info(ctx, ents, "next", "sent", "%llu", (unsigned long long)self->next->sent);
+    s_info(ctx, ents, "next", "received", "%llu", (unsigned long long)self->next->received);
+#endif
+    return 0;
+}
+
+static int s_cmd_leave(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    kvc_info("leave requested over the control socket");
+    self->stop = 1; /* the loop answers this, then leaves gracefully */
+    return 0;
+}
+
+static int s_cmd_force_leave(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    const char *id = kvc_ctl_arg(req, "name");
+    int rc = kvc_swim_force_leave(self->swim, id, s_now_ms(), &self->out);
+    s_flush(self);
+    switch (rc) {
+    case 0:
+        kvc_info("member %s forced to leave by the operator", id);
+        return 0;
+    case KVC_ENOENT: return kvc_ctl_fail(ctx, rc, "no such member: %.130s", id);
+    case KVC_ESTATE:
+        return kvc_ctl_fail(ctx, rc, "member %.130s is alive; stop it or run kvc leave on it", id);
+    case KVC_EINVAL: return kvc_ctl_fail(ctx, rc, "cannot force this peer itself to leave; use kvc leave");
+    default: return rc;
+    }
+}
+
+/* The command table: a command is one row. */
+static const kvc_ctl_cmd_t s_commands[] = {
+    {"status", s_cmd_status, {NULL}, "this peer: identity, links, membership counts"},
+    {"members", s_cmd_members, {NULL}, "every member this peer knows, with its state"},
+    {"metrics", s_cmd_metrics, {NULL}, "every peer's gossiped metrics summary"},
+    {"peers", s_cmd_peers, {NULL}, "this peer's authenticated links"},
+    {"events", s_cmd_events, {NULL}, "member events after a sequence number"},
+    {"rtt", s_cmd_rtt, {"a", NULL}, "estimated round trip between two members"},
+    {"info", s_cmd_info, {NULL}, "counters and settings, by section"},
+    {"leave", s_cmd_leave, {NULL}, "leave the federation gracefully and stop"},
+    {"force-leave", s_cmd_force_leave, {"name", NULL}, "mark a failed member as left"},
+};
+
+/* Answers one control request. */
+static int s_on_control(kvc_daemon_t *self, zsock_t *reader)
+{
     zmsg_t *msg = zmsg_recv(reader);
     if (!msg)
         return 0;
@@ -833,154 +1282,20 @@ static int s_on_control(zloop_t *loop, zsock_t *reader, void *arg)
         return 0;
     }
     Kvc__Ctl__Request *req = kvc__ctl__request__unpack(NULL, zframe_size(body), zframe_data(body));
-    Kvc__Ctl__Reply rep = KVC__CTL__REPLY__INIT;
-    Kvc__Ctl__Status st = KVC__CTL__STATUS__INIT;
-    Kvc__Ctl__AuthReject rej[KVC_REJECT__COUNT];
-    Kvc__Ctl__AuthReject *rejp[KVC_REJECT__COUNT];
-    char *roles[KVC_MAX_ROLES];
-    Kvc__Ctl__PeerLink *links = NULL;
-    Kvc__Ctl__PeerLink **linkp = NULL;
-    char **link_roles = NULL;
-    s_metrics_rows_t mrows = {0};
-    Kvc__Ctl__PeerMetrics **mrowp = NULL;
-    Kvc__Ctl__Member *members = NULL;
-    Kvc__Ctl__Member **memberp = NULL;
-    Kvc__Ctl__Status__MembersByStateEntry by_state[4];
-    Kvc__Ctl__Status__MembersByStateEntry *by_statep[4];
-    if (!req) {
-        rep.code = KVC_EPARSE;
-        rep.error = "malformed control request";
-    } else if (strcmp(req->command, "status") == 0) {
-        s_fill_status(self, &st, rej, rejp, roles);
-        uint32_t counts[4] = {0};
-        size_t n = kvc_swim_member_count(self->swim);
-        for (size_t i = 0; i < n; i++) {
-            kvc_swim_member_t m;
-            if (kvc_swim_member_at(self->swim, i, &m) == 0 && (unsigned)m.state < 4)
-                counts[m.state]++;
-        }
-        for (int i = 0; i < 4; i++) {
-            kvc__ctl__status__members_by_state_entry__init(&by_state[i]);
-            by_state[i].key = (char *)kvc_swim_state_name((kvc_swim_state_t)i);
-            by_state[i].value = counts[i];
-            by_statep[i] = &by_state[i];
-        }
-        st.members_by_state = by_statep;
-        st.n_members_by_state = 4;
-        rep.status = &st;
-    } else if (strcmp(req->command, "members") == 0) {
-        size_t n = kvc_swim_member_count(self->swim), k = 0;
-        members = kvc_calloc(n ? n : 1, sizeof *members);
-        memberp = kvc_calloc(n ? n : 1, sizeof *memberp);
-        if (!members || !memberp) {
-            rep.code = KVC_ENOMEM;
-            rep.error = "out of memory";
-        } else {
-            uint64_t now = s_now_ms();
-            for (size_t i = 0; i < n; i++) {
-                kvc_swim_member_t m;
-                if (kvc_swim_member_at(self->swim, i, &m) != 0)
-                    continue;
-                Kvc__Ctl__Member *cm = &members[k];
-                kvc__ctl__member__init(cm);
-                /* copy what the view points at: the core may change later */
-                cm->id = kvc_strdup(m.id);
-                cm->site = kvc_strdup(m.site);
-                cm->region = kvc_strdup(m.region);
-                cm->roles = kvc_strdup(m.roles);
-                cm->endpoint = kvc_strdup(m.endpoint);
-                cm->state = (char *)kvc_swim_state_name(m.state);
-                cm->incarnation = m.incarnation;
-                cm->is_self = m.is_self;
-                cm->last_change_ms_ago = now > m.last_change_ms ? now - m.last_change_ms : 0;
-                double rtt = -1;
-                cm->rtt_ms = m.is_self ? 0 : (kvc_swim_estimate_rtt_ms(self->swim, m.id, &rtt) == 0 ? rtt : -1);
-                memberp[k] = cm;
-                k++;
-            }
-            rep.members = memberp;
-            rep.n_members = k;
-            rep.local_health = kvc_swim_local_health(self->swim);
-        }
-    } else if (strcmp(req->command, "metrics") == 0) {
-        mrows.cap = 4096;
-        mrows.rows = kvc_calloc(mrows.cap, sizeof *mrows.rows);
-        mrowp = kvc_calloc(mrows.cap, sizeof *mrowp);
-        if (!mrows.rows || !mrowp) {
-            rep.code = KVC_ENOMEM;
-            rep.error = "out of memory";
-        } else {
-            kvc_peer_metrics_each(self->metrics, s_now_ms(), s_metrics_row, &mrows);
-            for (size_t i = 0; i < mrows.n; i++)
-                mrowp[i] = &mrows.rows[i];
-            rep.metrics = mrowp;
-            rep.n_metrics = mrows.n;
-        }
-    } else if (strcmp(req->command, "peers") == 0) {
-        size_t n = zhashx_size(self->links), i = 0;
-        links = kvc_calloc(n ? n : 1, sizeof *links);
-        linkp = kvc_calloc(n ? n : 1, sizeof *linkp);
-        link_roles = kvc_calloc((n ? n : 1) * KVC_MAX_ROLES, sizeof *link_roles);
-        if (!links || !linkp || !link_roles) {
-            rep.code = KVC_ENOMEM;
-            rep.error = "out of memory";
-        } else {
-            uint64_t now = s_now_ms();
-            for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links)) {
-                if (!l->verified)
-                    continue;
-                Kvc__Ctl__PeerLink *pl = &links[i];
-                kvc__ctl__peer_link__init(pl);
-                pl->member_id = l->member_id;
-                pl->site = l->cred.site;
-                pl->name = l->cred.name;
-                pl->region = l->region;
-                pl->endpoint = l->endpoint;
-                pl->public_key = l->key_hex;
-                pl->up = s_link_up(l, now);
-                pl->last_seen_ms_ago = now - l->last_seen_ms;
-                pl->rtt_us = l->rtt_us;
-                pl->not_after = l->cred.not_after;
-                pl->roles = &link_roles[i * KVC_MAX_ROLES];
-                for (size_t r = 0; r < l->cred.n_roles; r++)
-                    pl->roles[r] = l->cred.roles[r];
-                pl->n_roles = l->cred.n_roles;
-                linkp[i] = pl;
-                i++;
-            }
-            rep.peers = linkp;
-            rep.n_peers = i;
-        }
-    } else {
-        rep.code = KVC_ENOENT;
-        rep.error = "unknown command";
-    }
-    size_t len = kvc__ctl__reply__get_packed_size(&rep);
+    kvc_ctl_ctx_t ctx;
+    kvc_ctl_ctx_init(&ctx);
+    if (!req)
+        kvc_ctl_fail(&ctx, KVC_EPARSE, "malformed control request");
+    else
+        kvc_ctl_dispatch(s_commands, sizeof s_commands / sizeof s_commands[0], self, req, &ctx);
+    size_t len = kvc__ctl__reply__get_packed_size(&ctx.rep);
     zframe_t *out = zframe_new(NULL, len);
     if (out) {
-        kvc__ctl__reply__pack(&rep, zframe_data(out));
+        kvc__ctl__reply__pack(&ctx.rep, zframe_data(out));
         zframe_send(&routing, reader, ZFRAME_MORE);
         zframe_send(&out, reader, 0);
     }
-    for (size_t i = 0; members && i < rep.n_members; i++) {
-        kvc_free(members[i].id);
-        kvc_free(members[i].site);
-        kvc_free(members[i].region);
-        kvc_free(members[i].roles);
-        kvc_free(members[i].endpoint);
-    }
-    for (size_t i = 0; i < mrows.n; i++) {
-        kvc_free(mrows.rows[i].site);
-        kvc_free(mrows.rows[i].peer);
-        kvc_free(mrows.rows[i].region);
-    }
-    kvc_free(mrows.rows);
-    kvc_free(mrowp);
-    kvc_free(members);
-    kvc_free(memberp);
-    kvc_free(links);
-    kvc_free(linkp);
-    kvc_free(link_roles);
+    kvc_ctl_ctx_free(&ctx);
     if (req)
         kvc__ctl__request__free_unpacked(req, NULL);
     zframe_destroy(&routing);
@@ -1093,6 +1408,19 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
     kvc_outbox_init(&self->out, 0);
     if (!self->swim)
         return kvc_err_set(err, KVC_ENOMEM, "cannot create the membership core");
+    /* The table: every protocol is one row (channel = envelope body kind). */
+    kvc_core_set_init(&self->cores);
+    int rc = kvc_core_set_add(&self->cores, &kvc_swim_core_ops, self->swim);
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, &s_metrics_core, self);
+#ifdef KVC_NEXT_KIND
+    if (rc == 0 && !(self->next = kvc_calloc(1, sizeof *self->next)))
+        rc = KVC_ENOMEM;
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, &s_next_core, self->next);
+#endif
+    if (rc)
+        return kvc_err_set(err, rc, "cannot register the protocol cores: %s", kvc_strerror(rc));
     return KVC_OK;
 }
 
@@ -1241,7 +1569,8 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
     kvc_config_finish(&self->cfg);
     kvc_log_set_level(self->cfg.log_level);
     kvc_config_member_id(&self->cfg, self->self_id, sizeof self->self_id);
-    self->started_ms = s_now_ms();
+    self->started_ms = kvc_clock_wall_ms();
+    self->started_mono_ms = s_now_ms();
 
     if (kvc_ca_load_public(self->cfg.trust, self->trust, err) != 0)
         goto fail;
@@ -1249,7 +1578,7 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
         goto fail;
     kvc_cred_t check;
     int rc = kvc_cred_verify(self->id.cred.blob, self->id.cred.blob_len, self->trust,
-                             (int64_t)(self->started_ms / 1000), &check, err);
+                             kvc_clock_wall_s(), &check, err);
     if (rc) {
         kvc_err_prefix(err, "%s: ", self->cfg.credential);
         goto fail;
@@ -1286,8 +1615,7 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
     zsys_set_linger(0);
     self->by_member = zhashx_new();
     self->links = zhashx_new();
-    self->loop = zloop_new();
-    if (!self->links || !self->loop || !self->by_member) {
+    if (!self->links || !self->by_member) {
         kvc_err_set(err, KVC_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1308,11 +1636,7 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
         s_swim_create(self, err) != 0 || s_http_start(self, err) != 0 ||
         s_scrape_start(self, err) != 0)
         goto fail;
-    zloop_reader(self->loop, self->zap, s_on_zap, self);
-    zloop_reader(self->loop, self->router, s_on_router, self);
-    zloop_reader(self->loop, self->control, s_on_control, self);
-    zloop_timer(self->loop, TICK_MS, 0, s_on_tick, self);
-    zloop_timer(self->loop, SWIM_TICK_MS, 0, s_on_swim_tick, self);
+    snprintf(self->seed, sizeof self->seed, "%s@%s", self->self_hex, self->advertise);
 
     for (size_t i = 0; i < self->cfg.n_seeds; i++) {
         const kvc_seed_t *seed = &self->cfg.seeds[i];
@@ -1343,23 +1667,98 @@ fail:
     return NULL;
 }
 
+/* The poll set: the three fixed sockets and every link's monitor. */
+typedef struct {
+    zmq_pollitem_t *items;
+    kvc_link_t **links; /* links[i] owns items[i]'s monitor (i >= 3) */
+    zsock_t **socks;
+    size_t n, cap;
+} s_pollset_t;
+
+static int s_pollset_fill(kvc_daemon_t *self, s_pollset_t *ps)
+{
+    size_t need = 3 + zhashx_size(self->links);
+    if (need > ps->cap) {
+        zmq_pollitem_t *it = kvc_realloc(ps->items, need * sizeof *it);
+        if (it)
+            ps->items = it;
+        kvc_link_t **ls = kvc_realloc(ps->links, need * sizeof *ls);
+        if (ls)
+            ps->links = ls;
+        zsock_t **ss = kvc_realloc(ps->socks, need * sizeof *ss);
+        if (ss)
+            ps->socks = ss;
+        if (!it || !ls || !ss)
+            return KVC_ENOMEM;
+        ps->cap = need;
+    }
+    zsock_t *fixed[3] = {self->zap, self->router, self->control};
+    ps->n = 0;
+    for (int i = 0; i < 3; i++) {
+        ps->items[ps->n] = (zmq_pollitem_t){zsock_resolve(fixed[i]), 0, ZMQ_POLLIN, 0};
+        ps->links[ps->n] = NULL;
+        ps->socks[ps->n++] = fixed[i];
+    }
+    for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links)) {
+        if (!l->monitor)
+            continue;
+        ps->items[ps->n] = (zmq_pollitem_t){zsock_resolve(l->monitor), 0, ZMQ_POLLIN, 0};
+        ps->links[ps->n] = l;
+        ps->socks[ps->n++] = l->monitor;
+    }
+    return KVC_OK;
+}
+
+/* Runs due timers, then sleeps until a socket is readable or the earliest
+ * deadline of any core (or the link timer) comes; at most max_ms. */
+static void s_loop_once(kvc_daemon_t *self, s_pollset_t *ps, uint64_t max_ms)
+{
+    uint64_t now = s_now_ms();
+    s_cores_tick(self, now);
+    s_links_tick(self, now);
+    uint64_t deadline = kvc_core_set_next_deadline(&self->cores);
+    if (self->links_next_ms < deadline)
+        deadline = self->links_next_ms;
+    uint64_t wait = kvc_elapsed(deadline, now);
+    if (wait > max_ms)
+        wait = max_ms;
+    if (s_pollset_fill(self, ps) != 0) {
+        wait = 10; /* out of memory: try again soon */
+        ps->n = 0;
+    }
+    if (ps->n == 0) {
+        zmq_poll(NULL, 0, (long)wait);
+        return;
+    }
+    int rc = zmq_poll(ps->items, (int)ps->n, (long)wait);
+    if (rc <= 0)
+        return; /* timeout, or EINTR: the caller checks for a signal */
+    for (size_t i = 0; i < ps->n; i++) {
+        if (!(ps->items[i].revents & ZMQ_POLLIN))
+            continue;
+        if (i == 0) {
+            s_on_zap(self, ps->socks[i]);
+        } else if (i == 1) {
+            /* drain a burst, bounded so control and timers are not starved */
+            for (int k = 0; k < 64 && (zsock_events(self->router) & ZMQ_POLLIN); k++)
+                s_on_router(self, self->router);
+        } else if (i == 2) {
+            s_on_control(self, ps->socks[i]);
+        } else if (ps->links[i]->monitor == ps->socks[i]) { /* not replaced meanwhile */
+            s_on_monitor(self, ps->links[i], ps->socks[i]);
+        }
+    }
+}
+
 /* Tells the federation we are leaving and keeps answering for a moment so
  * the news spreads before the sockets close. */
-static void s_leave(kvc_daemon_t *self)
+static void s_leave(kvc_daemon_t *self, s_pollset_t *ps)
 {
     uint64_t start = s_now_ms();
     kvc_swim_leave(self->swim, start, &self->out);
     s_flush(self);
-    zmq_pollitem_t item = {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0};
-    while (s_now_ms() - start < LEAVE_DRAIN_MS) {
-        if (zmq_poll(&item, 1, SWIM_TICK_MS) > 0 && (item.revents & ZMQ_POLLIN))
-            s_on_router(self->loop, self->router, self);
-        uint64_t now = s_now_ms();
-        if (now >= kvc_swim_next_deadline(self->swim)) {
-            kvc_swim_tick(self->swim, now, &self->out);
-            s_flush(self);
-        }
-    }
+    while (kvc_elapsed(s_now_ms(), start) < LEAVE_DRAIN_MS)
+        s_loop_once(self, ps, LEAVE_DRAIN_MS - kvc_elapsed(s_now_ms(), start));
     /* let queued messages reach the wire before the DEALERs close */
     for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links))
         if (l->dealer)
@@ -1368,9 +1767,14 @@ static void s_leave(kvc_daemon_t *self)
 
 int kvc_daemon_run(kvc_daemon_t *self)
 {
-    zloop_start(self->loop);
+    s_pollset_t ps = {0};
+    while (!zsys_interrupted && !self->stop)
+        s_loop_once(self, &ps, MAX_SLEEP_MS);
     kvc_info("kvc-peer %s leaving", self->self_id);
-    s_leave(self);
+    s_leave(self, &ps);
+    kvc_free(ps.items);
+    kvc_free(ps.links);
+    kvc_free(ps.socks);
     kvc_info("kvc-peer %s stopped", self->self_id);
     return 0;
 }
@@ -1384,11 +1788,13 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     kvc_proxy_destroy(&self->proxy);
     kvc_backend_scrape_destroy(&self->scrape); /* before the registry it reports to */
     kvc_peer_metrics_destroy(&self->metrics);
-    zloop_destroy(&self->loop);
     zhashx_destroy(&self->by_member);
     zhashx_destroy(&self->links);
     kvc_swim_destroy(&self->swim);
     kvc_outbox_free(&self->out);
+#ifdef KVC_NEXT_KIND
+    kvc_free(self->next);
+#endif
     zsock_destroy(&self->router);
     zsock_destroy(&self->control);
     zsock_destroy(&self->zap);

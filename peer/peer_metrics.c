@@ -30,6 +30,7 @@ typedef struct {
     char region[KVC_SWIM_STR_MAX + 1];
     kvc_summary_t cur, prev;
     int has_prev;
+    int down; /* membership says dead or gone */
     uint64_t heard_ms;
 } s_peer_t;
 
@@ -340,6 +341,7 @@ static void s_remember(kvc_peer_metrics_t *self, const char *id, const char *sit
     }
     p->cur = *s;
     p->heard_ms = now_ms;
+    p->down = 0;
 }
 
 int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t *out, size_t cap,
@@ -428,13 +430,23 @@ size_t kvc_peer_metrics_expire(kvc_peer_metrics_t *self, uint64_t now_ms, uint64
                            &down);
     pthread_mutex_lock(&self->lock);
     for (size_t i = 0; i < self->n_peers;) {
-        if (now_ms - self->peers[i].heard_ms > remove_ms)
+        if (now_ms > self->peers[i].heard_ms && now_ms - self->peers[i].heard_ms > remove_ms)
             self->peers[i] = self->peers[--self->n_peers];
         else
             i++;
     }
     pthread_mutex_unlock(&self->lock);
     return down;
+}
+
+void kvc_peer_metrics_member_down(kvc_peer_metrics_t *self, const char *id)
+{
+    kvc_summary_set_mark_down(self->set, id);
+    pthread_mutex_lock(&self->lock);
+    for (size_t i = 0; i < self->n_peers; i++)
+        if (strcmp(self->peers[i].id, id) == 0)
+            self->peers[i].down = 1;
+    pthread_mutex_unlock(&self->lock);
 }
 
 void kvc_peer_metrics_observe(void *arg, const kvc_proxy_observation_t *obs)
@@ -522,9 +534,10 @@ int kvc_peer_metrics_each(kvc_peer_metrics_t *self, uint64_t now_ms, kvc_peer_me
     pthread_mutex_lock(&self->lock);
     for (size_t i = 0; i < self->n_peers; i++) {
         const s_peer_t *p = &self->peers[i];
-        int fresh = now_ms - p->heard_ms <= KVC_SUMMARY_STALE_MS;
+        uint64_t age = now_ms > p->heard_ms ? now_ms - p->heard_ms : 0;
+        int fresh = !p->down && age <= KVC_SUMMARY_STALE_MS;
         const void *pair[2] = {&p->cur, p->has_prev ? &p->prev : NULL};
-        fn(arg, p->site, p->id, p->region, fresh, now_ms - p->heard_ms, pair);
+        fn(arg, p->site, p->id, p->region, fresh, age, pair);
     }
     pthread_mutex_unlock(&self->lock);
     return KVC_OK;

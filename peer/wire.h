@@ -59,4 +59,19 @@ int kvc_wire_encode(Kvc__Fed__Envelope *env, uint8_t **out, size_t *len);
 /* 1 if id is "site/name" with both parts valid names. */
 int kvc_wire_valid_member_id(const char *id);
 
+/*
+ * The body of a protocol core's message: its kind (the envelope field
+ * number, the core's channel) and bytes. Also for a kind this build has no
+ * field for (an unknown field, from a newer peer): the daemon then finds no
+ * core for it, counts it and ignores it. KVC_ENOENT for link messages
+ * (Hello, Ping, ...), which are not a core's.
+ */
+int kvc_wire_body(const Kvc__Fed__Envelope *env, uint32_t *kind, const uint8_t **data,
+                  size_t *len);
+/* Sets env's body to kind's bytes (borrowed until encoded). A kind without
+ * a field in this build's proto is written as an unknown field, in *spare
+ * (borrowed too); KVC_EINVAL for a kind that is a non-bytes field. */
+int kvc_wire_set_body(Kvc__Fed__Envelope *env, uint32_t kind, const uint8_t *data, size_t len,
+                      ProtobufCMessageUnknownField *spare);
+
 #endif

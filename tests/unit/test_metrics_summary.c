@@ -279,11 +279,11 @@ static void test_federate_text(void **state)
         "kvc_proxy_requests_total{site=\"edge-1\",peer=\"p1\",region=\"eu\",model=\"be\\\"rt\"} "
         "10\n"
         "kvc_proxy_requests_total{site=\"edge-1\",peer=\"p1\",region=\"eu\",model=\"_other\"} 2\n");
-    /* Everything (NULL selector) includes the age at the given clock. */
+    /* Everything (NULL selector) includes the age: since it was heard (put at 0). */
     kvc_buf_reset(&b);
     assert_int_equal(kvc_summary_set_write(set, NULL, 3500, &b), KVC_OK);
     assert_non_null(
-        strstr(b.data, "kvc_report_age_seconds{site=\"edge-1\",peer=\"p1\",region=\"eu\"} 2.5\n"));
+        strstr(b.data, "kvc_report_age_seconds{site=\"edge-1\",peer=\"p1\",region=\"eu\"} 3.5\n"));
     assert_non_null(strstr(
         b.data, "kvc_members{site=\"edge-1\",peer=\"p1\",region=\"eu\",state=\"alive\"} 0\n"));
     kvc_buf_free(&b);
