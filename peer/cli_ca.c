@@ -9,6 +9,7 @@
  * secret, never exit(), and never overwrite a key file.
  */
 #include "cli_ca.h"
+#include "clock.h"
 
 #include "credential.h"
 
@@ -264,7 +265,7 @@ static int s_cert_issue(int argc, char **argv)
     if (kvc_ca_load(ca_dir, &ca, &err) != KVC_OK)
         return s_fail(&err);
     kvc_identity_t id;
-    rc = kvc_cred_issue(&ca, site, name, role_ptrs, n_roles, (int64_t)time(NULL), (int)days, &id,
+    rc = kvc_cred_issue(&ca, site, name, role_ptrs, n_roles, kvc_clock_wall_s(), (int)days, &id,
                         &err);
     sodium_memzero(&ca, sizeof ca);
     if (rc == KVC_EINVAL || rc == KVC_ERANGE)
@@ -356,7 +357,7 @@ static int s_cert_show(int argc, char **argv)
     }
     kvc_cred_t checked;
     rc =
-        kvc_cred_verify(id.cred.blob, id.cred.blob_len, trust, (int64_t)time(NULL), &checked, &err);
+        kvc_cred_verify(id.cred.blob, id.cred.blob_len, trust, kvc_clock_wall_s(), &checked, &err);
     if (rc == KVC_OK) {
         s_print_cred(&checked, json, "valid", NULL);
         return S_EXIT_OK;

@@ -312,13 +312,14 @@ static void s_send_core(kvc_daemon_t *self, kvc_link_t *link, uint32_t channel,
                         const uint8_t *data, size_t len)
 {
     Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
-    ProtobufCMessageUnknownField spare;
+    kvc_wire_spare_t spare = {0};
     if (kvc_wire_set_body(&env, channel, data, len, &spare) != 0) {
         self->send_dropped++;
         return;
     }
     if (s_send(self, link, &env) == 0 && channel == KVC_SWIM_CHANNEL)
         kvc_peer_metrics_gossip(self->metrics, 1, len);
+    kvc_wire_spare_free(&spare);
 }
 
 /* Finds or opens the link to a member the core wants to talk to. A member

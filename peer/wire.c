@@ -75,7 +75,9 @@ static int s_has_field_zero(const ProtobufCMessage *m, int depth)
 }
 
 /* The first length-delimited unknown field of env: a body kind this build
- * has no field for. Returns 1 and its number and bytes if there is one. */
+ * has no field for. protobuf-c keeps such a field's bytes with their length
+ * prefix; the prefix is checked against the field's size and skipped.
+ * Returns 1 and its number and bytes if there is one. */
 static int s_unknown_body(const Kvc__Fed__Envelope *env, uint32_t *kind, const uint8_t **data,
                           size_t *len)
 {
@@ -83,12 +85,21 @@ static int s_unknown_body(const Kvc__Fed__Envelope *env, uint32_t *kind, const u
         const ProtobufCMessageUnknownField *f = &env->base.unknown_fields[i];
         if (f->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED || f->tag < 10)
             continue;
+        uint64_t n = 0;
+        size_t k = 0;
+        for (; k < f->len && k < 10; k++) {
+            n |= (uint64_t)(f->data[k] & 0x7f) << (7 * k);
+            if (!(f->data[k] & 0x80))
+                break;
+        }
+        if (k >= f->len || k >= 10 || n != f->len - k - 1)
+            continue;
         if (kind)
             *kind = f->tag;
         if (data)
-            *data = f->data;
+            *data = f->data + k + 1;
         if (len)
-            *len = f->len;
+            *len = (size_t)n;
         return 1;
     }
     return 0;
@@ -121,7 +132,7 @@ int kvc_wire_body(const Kvc__Fed__Envelope *env, uint32_t *kind, const uint8_t *
 }
 
 int kvc_wire_set_body(Kvc__Fed__Envelope *env, uint32_t kind, const uint8_t *data, size_t len,
-                      ProtobufCMessageUnknownField *spare)
+                      kvc_wire_spare_t *spare)
 {
     const ProtobufCFieldDescriptor *f = s_bytes_body(kind);
     if (f) {
@@ -131,19 +142,38 @@ int kvc_wire_set_body(Kvc__Fed__Envelope *env, uint32_t kind, const uint8_t *dat
         env->body_case = (Kvc__Fed__Envelope__BodyCase)kind;
         return KVC_OK;
     }
-    if (!spare || kind < 10 || kind > 536870911u ||
+    if (!spare || kind < 10 || kind > 536870911u || len > KVC_WIRE_MAX ||
         protobuf_c_message_descriptor_get_field(&kvc__fed__envelope__descriptor, kind))
         return KVC_EINVAL;
     /* A kind newer than this build's proto: written as the unknown field a
-     * build that knows it reads as its body. */
-    spare->tag = kind;
-    spare->wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
-    spare->len = len;
-    spare->data = (uint8_t *)data;
+     * build that knows it reads as its body (length prefix, then bytes). */
+    spare->owned = kvc_malloc(len + 10);
+    if (!spare->owned)
+        return KVC_ENOMEM;
+    size_t k = 0;
+    uint64_t n = len;
+    do {
+        spare->owned[k++] = (uint8_t)((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+        n >>= 7;
+    } while (n);
+    if (len)
+        memcpy(spare->owned + k, data, len);
+    spare->field.tag = kind;
+    spare->field.wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
+    spare->field.len = k + len;
+    spare->field.data = spare->owned;
     env->base.n_unknown_fields = 1;
-    env->base.unknown_fields = spare;
+    env->base.unknown_fields = &spare->field;
     env->body_case = KVC__FED__ENVELOPE__BODY__NOT_SET;
     return KVC_OK;
+}
+
+void kvc_wire_spare_free(kvc_wire_spare_t *spare)
+{
+    if (spare) {
+        kvc_free(spare->owned);
+        spare->owned = NULL;
+    }
 }
 
 /* Checks the sizes of the fields the daemon reads from a Hello. */

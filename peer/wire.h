@@ -68,10 +68,18 @@ int kvc_wire_valid_member_id(const char *id);
  */
 int kvc_wire_body(const Kvc__Fed__Envelope *env, uint32_t *kind, const uint8_t **data,
                   size_t *len);
+/* Room for a body of a kind this build's proto lacks; zero it, pass it to
+ * kvc_wire_set_body, keep it until the envelope is encoded, then free. */
+typedef struct {
+    ProtobufCMessageUnknownField field;
+    uint8_t *owned;
+} kvc_wire_spare_t;
+
 /* Sets env's body to kind's bytes (borrowed until encoded). A kind without
- * a field in this build's proto is written as an unknown field, in *spare
- * (borrowed too); KVC_EINVAL for a kind that is a non-bytes field. */
+ * a field in this build's proto is written as an unknown field, in *spare;
+ * KVC_EINVAL for a kind that is a non-bytes field, KVC_ENOMEM. */
 int kvc_wire_set_body(Kvc__Fed__Envelope *env, uint32_t kind, const uint8_t *data, size_t len,
-                      ProtobufCMessageUnknownField *spare);
+                      kvc_wire_spare_t *spare);
+void kvc_wire_spare_free(kvc_wire_spare_t *spare);
 
 #endif

@@ -182,6 +182,79 @@ static void test_every_truncation_is_safe(void **state)
     kvc_free(buf);
 }
 
+/* A core's body goes out and comes back by kind: a kind the proto has
+ * (membership, 20) as its field, a kind it lacks (98: a newer peer's) as an
+ * unknown field that decodes, is found by kvc_wire_body and is not a
+ * reject. */
+static void test_core_bodies_by_kind(void **state)
+{
+    const uint32_t kinds[] = {20, 98};
+    for (size_t k = 0; k < 2; k++) {
+        Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+        kvc_wire_spare_t spare = {0};
+        env.sender = "site-a/p1";
+        assert_int_equal(kvc_wire_set_body(&env, kinds[k], (const uint8_t *)"abc", 3, &spare), 0);
+        uint8_t *buf = NULL;
+        size_t len;
+        assert_int_equal(kvc_wire_encode(&env, &buf, &len), KVC_OK);
+        Kvc__Fed__Envelope *got = NULL;
+        kvc_reject_t why = KVC_REJECT__COUNT;
+        assert_int_equal(kvc_wire_decode(buf, len, &got, &why), KVC_OK);
+        uint32_t kind = 0;
+        const uint8_t *data = NULL;
+        size_t dlen = 0;
+        assert_int_equal(kvc_wire_body(got, &kind, &data, &dlen), KVC_OK);
+        assert_int_equal(kind, kinds[k]);
+        assert_int_equal(dlen, 3);
+        assert_memory_equal(data, "abc", 3);
+        assert_int_equal(got->body_case,
+                         k == 0 ? KVC__FED__ENVELOPE__BODY_MEMBERSHIP : KVC__FED__ENVELOPE__BODY__NOT_SET);
+        kvc_wire_free(&got);
+        kvc_free(buf);
+        kvc_wire_spare_free(&spare);
+    }
+    /* A link message is no core's body. */
+    size_t len;
+    uint8_t *buf = s_ping("site-a/p1", 1, &len);
+    Kvc__Fed__Envelope *got = NULL;
+    assert_int_equal(kvc_wire_decode(buf, len, &got, NULL), KVC_OK);
+    uint32_t kind;
+    const uint8_t *data;
+    size_t dlen;
+    assert_int_equal(kvc_wire_body(got, &kind, &data, &dlen), KVC_ENOENT);
+    kvc_wire_free(&got);
+    kvc_free(buf);
+    /* Kinds that are not bytes fields, or out of range, cannot be set. */
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    kvc_wire_spare_t spare = {0};
+    assert_int_equal(kvc_wire_set_body(&env, 12, (const uint8_t *)"x", 1, &spare), KVC_EINVAL);
+    assert_int_equal(kvc_wire_set_body(&env, 2, (const uint8_t *)"x", 1, &spare), KVC_EINVAL);
+    assert_int_equal(kvc_wire_set_body(&env, 98, (const uint8_t *)"x", 1, NULL), KVC_EINVAL);
+}
+
+/* An envelope with neither a known body nor an unknown length-delimited
+ * field is still malformed; an unknown varint field is not a body. */
+static void test_unknown_kind_needs_a_body(void **state)
+{
+    /* version=1 (08 01), sender "a/b" (12 03 ...), field 98 as a varint:
+     * tag (98<<3)|0 = 784 = 0x90 0x06, value 1. */
+    const uint8_t varint[] = {0x08, 0x01, 0x12, 0x03, 'a', '/', 'b', 0x90, 0x06, 0x01};
+    Kvc__Fed__Envelope *got = NULL;
+    kvc_reject_t why = KVC_REJECT__COUNT;
+    assert_int_equal(kvc_wire_decode(varint, sizeof varint, &got, &why), KVC_EPARSE);
+    assert_int_equal(why, KVC_REJECT_MALFORMED);
+    /* the same as a length-delimited field (wire type 2: 0x92 0x06) decodes */
+    const uint8_t bytes[] = {0x08, 0x01, 0x12, 0x03, 'a', '/', 'b', 0x92, 0x06, 0x01, 'z'};
+    assert_int_equal(kvc_wire_decode(bytes, sizeof bytes, &got, &why), KVC_OK);
+    uint32_t kind;
+    const uint8_t *data;
+    size_t dlen;
+    assert_int_equal(kvc_wire_body(got, &kind, &data, &dlen), KVC_OK);
+    assert_int_equal(kind, 98);
+    assert_int_equal(dlen, 1);
+    kvc_wire_free(&got);
+}
+
 static void test_reject_names(void **state)
 {
     assert_string_equal(kvc_reject_name(KVC_REJECT_FOREIGN), "foreign_federation");
@@ -204,6 +277,8 @@ int main(void)
         cmocka_unit_test(test_rejects_hello_without_valid_credential_sizes),
         cmocka_unit_test(test_every_truncation_is_safe),
         cmocka_unit_test(test_reject_names),
+        cmocka_unit_test(test_core_bodies_by_kind),
+        cmocka_unit_test(test_unknown_kind_needs_a_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
