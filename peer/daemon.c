@@ -43,7 +43,7 @@
 #include <time.h>
 
 #ifndef KVC_VERSION
-#define KVC_VERSION "0.2.0"
+#error "KVC_VERSION comes from CMake (project VERSION)"
 #endif
 #define MAX_LINKS 4096
 #define SEND_HWM 1000

@@ -1,4 +1,4 @@
-/* Micro-benchmark of federation/metrics.c: time to write 200 series (a
+/* Micro-benchmark of peer/metrics.c: time to write 200 series (a
  * registry shaped like the proxy's) and the cost of one increment, single
  * threaded and from 8 threads. Prints one line per figure. */
 #include "metrics.h"

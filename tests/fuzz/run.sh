@@ -19,7 +19,7 @@ for bin in "$build"/tests/fuzz/fuzz_*; do
         seeds="$seeds $build/tests/fuzz/seeds-generated/$name"
     echo "== $name ($secs s)"
     # shellcheck disable=SC2086
-    "$bin" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 \
+    "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
         -print_final_stats=1 "$corpus" $seeds
 done
 [ "$found" = 1 ] || { echo "fuzz: no targets in $build (configure with -DKVC_FUZZ=ON)" >&2; exit 1; }

@@ -1,4 +1,4 @@
-/* Unit tests of federation/metrics.c: exact exposition text, escaping, number
+/* Unit tests of peer/metrics.c: exact exposition text, escaping, number
  * formatting, concurrent updates, overflow, name validation, readings and
  * quantiles, the /federate writer, and promtool's verdict on real output. */
 #include <setjmp.h>

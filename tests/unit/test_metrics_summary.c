@@ -1,4 +1,4 @@
-/* Unit tests of federation/metrics_summary.c: encode/decode round trip, the
+/* Unit tests of peer/metrics_summary.c: encode/decode round trip, the
  * byte budget, hostile bytes, newer-version-wins, staleness with site_up,
  * and the exact /federate text with selectors. Time is stepped by hand. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests of federation/promsel.c: every selector form, Prometheus' error
+/* Unit tests of peer/promsel.c: every selector form, Prometheus' error
  * texts (taken from promtool 2.42 on the same inputs), anchored regexes,
  * OR'ed match[] sets and the bounds on hostile input. */
 #include <setjmp.h>

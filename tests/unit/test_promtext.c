@@ -1,4 +1,4 @@
-/* Unit tests of federation/promtext.c: every sample form, TF Serving's own
+/* Unit tests of peer/promtext.c: every sample form, TF Serving's own
  * output, comments, escapes, NaN/Inf, timestamps, and exact errors for
  * malformed and oversized input. Each parse is rendered back as one line per
  * sample (`name|l=v|l=v value [@ts]`) and compared as a whole string. */
