@@ -11,6 +11,7 @@
 #include "cli_ca.h"
 #include "clock.h"
 
+#include "config.h"
 #include "credential.h"
 
 #include <sodium.h>
@@ -31,7 +32,7 @@ typedef struct {
 } s_opt_t;
 
 static const char s_ca_help[] =
-    "Usage: kvc ca init --out DIR\n"
+    "Usage: kvc ca init --out DIR [--json]\n"
     "\n"
     "Makes the federation signing key (Ed25519). Whoever holds federation.key\n"
     "can admit peers to the federation: keep DIR offline.\n"
@@ -39,11 +40,12 @@ static const char s_ca_help[] =
     "  --out DIR    where to write federation.key (0600) and federation.pub\n"
     "               (0644); DIR is created 0700 if missing. Existing keys are\n"
     "               never overwritten.\n"
+    "  --json       one JSON object instead of text\n"
     "  -h, --help   show this help\n";
 
 static const char s_cert_help[] =
     "Usage: kvc cert issue --ca DIR --site S --name N [--roles R1,R2] [--days D]\n"
-    "                      --out FILE\n"
+    "                      --out FILE [--json]\n"
     "       kvc cert show FILE [--trust federation.pub] [--json]\n"
     "\n"
     "issue  makes a peer's Curve25519 keypair, signs its credential with the\n"
@@ -52,7 +54,8 @@ static const char s_cert_help[] =
     "         --ca DIR      folder holding federation.key (or the key file)\n"
     "         --site S      site name, [a-z0-9-]{1,63}\n"
     "         --name N      peer name, [a-z0-9-]{1,63}\n"
-    "         --roles LIST  comma-separated roles, at most 8 (default: none)\n"
+    "         --roles LIST  comma-separated roles, at most 8 (default: gateway,\n"
+    "                       as a peer config without peer.roles)\n"
     "         --days D      validity in days, 1..3650 (default 365)\n"
     "         --out FILE    identity file to create (never overwritten)\n"
     "show   prints the credential in an identity file. With --trust it also\n"
@@ -62,13 +65,14 @@ static const char s_cert_help[] =
     "         --json        one JSON object instead of text\n";
 
 static const char s_keygen_help[] =
-    "Usage: kvc keygen --out FILE\n"
+    "Usage: kvc keygen --out FILE [--json]\n"
     "\n"
     "Makes a node keypair (X25519). Join tokens are sealed to its public key,\n"
     "so only this node can open them. Writes FILE (secret, 0600) and\n"
     "FILE.pub (public, 0644; what an operator approves). Never overwrites.\n"
     "\n"
     "  --out FILE   where to write the key\n"
+    "  --json       one JSON object instead of text\n"
     "  -h, --help   show this help\n";
 
 /* Prints a usage error (one line with a hint) and returns exit code 2. */
@@ -180,10 +184,11 @@ static void s_json_string(const char *s)
 static int s_ca_init(int argc, char **argv)
 {
     const char *out = NULL;
-    const s_opt_t opts[] = {{"--out", 1, &out, NULL}};
+    int json = 0;
+    const s_opt_t opts[] = {{"--out", 1, &out, NULL}, {"--json", 0, NULL, &json}};
     const char *pos[1];
     size_t n_pos = 0;
-    int rc = s_parse("ca", argc, argv, opts, 1, pos, 0, &n_pos);
+    int rc = s_parse("ca", argc, argv, opts, 2, pos, 0, &n_pos);
     if (rc == S_HELP) {
         fputs(s_ca_help, stdout);
         return S_EXIT_OK;
@@ -200,6 +205,17 @@ static int s_ca_init(int argc, char **argv)
     kvc_key_hex(ca.public_key, hex);
     sodium_memzero(&ca, sizeof ca);
     const char *sep = out[strlen(out) - 1] == '/' ? "" : "/";
+    if (json) {
+        char path[4096];
+        printf("{\"public_key\":\"%s\",\"secret\":", hex);
+        snprintf(path, sizeof path, "%s%sfederation.key", out, sep);
+        s_json_string(path);
+        printf(",\"public\":");
+        snprintf(path, sizeof path, "%s%sfederation.pub", out, sep);
+        s_json_string(path);
+        printf("}\n");
+        return S_EXIT_OK;
+    }
     printf("public key: %s\n", hex);
     printf("secret:     %s%sfederation.key (0600; keep it offline)\n", out, sep);
     printf("public:     %s%sfederation.pub (every peer's federation.trust)\n", out, sep);
@@ -227,9 +243,11 @@ static int s_cert_issue(int argc, char **argv)
 {
     const char *ca_dir = NULL, *site = NULL, *name = NULL, *roles_s = NULL, *days_s = NULL,
                *out = NULL;
+    int json = 0;
     const s_opt_t opts[] = {
         {"--ca", 1, &ca_dir, NULL},     {"--site", 1, &site, NULL},   {"--name", 1, &name, NULL},
         {"--roles", 1, &roles_s, NULL}, {"--days", 1, &days_s, NULL}, {"--out", 1, &out, NULL},
+        {"--json", 0, NULL, &json},
     };
     const char *pos[1];
     size_t n_pos = 0;
@@ -255,6 +273,8 @@ static int s_cert_issue(int argc, char **argv)
     char roles[KVC_MAX_ROLES][KVC_NAME_MAX];
     size_t n_roles = 0;
     kvc_err_t err = {0};
+    if (!roles_s)
+        roles_s = KVC_DEFAULT_ROLES; /* what a peer config without peer.roles gets */
     if (kvc_cred_parse_roles(roles_s, roles, &n_roles, &err) != KVC_OK)
         return s_usage("cert", "cert issue: %s", err.msg);
     const char *role_ptrs[KVC_MAX_ROLES];
@@ -278,6 +298,17 @@ static int s_cert_issue(int argc, char **argv)
         return s_fail(&err);
     char hex[65], when[32], rbuf[KVC_MAX_ROLES * KVC_NAME_MAX];
     kvc_key_hex(id.cred.curve_public, hex);
+    if (json) {
+        printf("{\"member\":\"%s/%s\",\"public_key\":\"%s\",\"roles\":[", id.cred.site,
+               id.cred.name, hex);
+        for (size_t i = 0; i < id.cred.n_roles; i++)
+            printf("%s\"%s\"", i ? "," : "", id.cred.roles[i]);
+        printf("],\"not_after\":\"%s\",\"identity\":",
+               kvc_cred_time_str(id.cred.not_after, when, sizeof when));
+        s_json_string(out);
+        printf("}\n");
+        return S_EXIT_OK;
+    }
     printf("member:     %s/%s\n", id.cred.site, id.cred.name);
     printf("public key: %s\n", hex);
     printf("roles:      %s\n", s_roles_str(&id.cred, rbuf, sizeof rbuf));
@@ -389,10 +420,11 @@ int kvc_cli_cert(int argc, char **argv)
 int kvc_cli_keygen(int argc, char **argv)
 {
     const char *out = NULL;
-    const s_opt_t opts[] = {{"--out", 1, &out, NULL}};
+    int json = 0;
+    const s_opt_t opts[] = {{"--out", 1, &out, NULL}, {"--json", 0, NULL, &json}};
     const char *pos[1];
     size_t n_pos = 0;
-    int rc = s_parse("keygen", argc, argv, opts, 1, pos, 0, &n_pos);
+    int rc = s_parse("keygen", argc, argv, opts, 2, pos, 0, &n_pos);
     if (rc == S_HELP) {
         fputs(s_keygen_help, stdout);
         return S_EXIT_OK;
@@ -408,6 +440,16 @@ int kvc_cli_keygen(int argc, char **argv)
     char hex[65];
     kvc_key_hex(key.public_key, hex);
     sodium_memzero(&key, sizeof key);
+    if (json) {
+        char pub[4096];
+        printf("{\"public_key\":\"%s\",\"secret\":", hex);
+        s_json_string(out);
+        snprintf(pub, sizeof pub, "%s.pub", out);
+        printf(",\"public\":");
+        s_json_string(pub);
+        printf("}\n");
+        return S_EXIT_OK;
+    }
     printf("public key: %s\n", hex);
     printf("secret:     %s (0600)\n", out);
     printf("public:     %s.pub (what an operator approves)\n", out);

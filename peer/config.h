@@ -17,6 +17,7 @@
 #define KVC_PATH_MAX 1024
 #define KVC_ENDPOINT_MAX 256
 #define KVC_MAX_ROLES 8
+#define KVC_DEFAULT_ROLES "gateway" /* a peer config without peer.roles; kvc cert issue without --roles */
 #define KVC_MAX_SEEDS 64
 #define KVC_MAX_REVOKED 256
 #define KVC_MAX_BACKENDS 16

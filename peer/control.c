@@ -5,10 +5,81 @@
 #include "control.h"
 
 #include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define KVC_CONTROL_REPLY_MAX (16u << 20)
+#define KVC_CONTROL_HOST_MAX 256
+
+/*
+ * ZeroMQ reconnects silently to a TCP endpoint nobody listens on, so the
+ * caller would wait its whole timeout to learn nothing. One plain TCP
+ * connect first tells a refused or unroutable address at once, with the
+ * address in the message. Anything else (a listener that does not speak
+ * ZMTP) still ends in the reply timeout.
+ */
+static int s_tcp_reachable(const char *endpoint, int timeout_ms, kvc_err_t *err)
+{
+    const char *hp = endpoint + 6; /* after "tcp://" */
+    const char *colon = strrchr(hp, ':');
+    char host[KVC_CONTROL_HOST_MAX];
+    if (!colon || colon == hp || (size_t)(colon - hp) >= sizeof host || !colon[1])
+        return kvc_err_set(err, KVC_EINVAL, "invalid control endpoint %s (want tcp://HOST:PORT)",
+                           endpoint);
+    memcpy(host, hp, (size_t)(colon - hp));
+    host[colon - hp] = 0;
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1] */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int gai = getaddrinfo(host, colon + 1, &hints, &res);
+    if (gai != 0)
+        return kvc_err_set(err, KVC_EUNAVAIL, "cannot reach the peer at %s: %s", endpoint,
+                           gai_strerror(gai));
+    int rc = KVC_EUNAVAIL, why = 0;
+    for (struct addrinfo *ai = res; ai && rc; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            why = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            rc = KVC_OK;
+        } else if (errno == EINPROGRESS) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int n = poll(&pfd, 1, timeout_ms);
+            int soerr = 0;
+            socklen_t len = sizeof soerr;
+            if (n == 0)
+                why = ETIMEDOUT;
+            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+                why = errno;
+            else if (soerr)
+                why = soerr;
+            else
+                rc = KVC_OK;
+        } else {
+            why = errno;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (rc == KVC_OK)
+        return KVC_OK;
+    if (why == ETIMEDOUT)
+        return kvc_err_set(err, KVC_ETIMEDOUT, "no answer from the peer at %s within %d ms",
+                           endpoint, timeout_ms);
+    return kvc_err_set(err, KVC_EUNAVAIL, "cannot reach the peer at %s: %s", endpoint,
+                       strerror(why));
+}
 
 int kvc_control_call(const char *endpoint, const char *command, const char *const *args,
                      size_t n_args, int timeout_ms, Kvc__Ctl__Reply **out, kvc_err_t *err)
@@ -19,6 +90,10 @@ int kvc_control_call(const char *endpoint, const char *command, const char *cons
         if (stat(endpoint + 6, &sb) != 0)
             return kvc_err_set(err, KVC_EUNAVAIL, "no peer is running at %s (no socket file)",
                                endpoint);
+    } else if (strncmp(endpoint, "tcp://", 6) == 0) {
+        int rc = s_tcp_reachable(endpoint, timeout_ms, err);
+        if (rc)
+            return rc;
     }
     zsock_t *sock = zsock_new(ZMQ_DEALER);
     if (!sock)

@@ -4,17 +4,35 @@
  * Talks to one local kvc-peer through its control endpoint, found from
  * --control ENDPOINT, the KVC_CONTROL variable, or --config FILE (the
  * peer's own configuration). Human tables by default, --json for scripts.
- * Failure: one line on stderr and a non-zero exit (1 runtime, 2 usage).
+ *
+ * Conventions every command keeps (README "Command line"):
+ *   exit 0 success, 1 failure (one line "kvc: ..." on stderr), 2 usage;
+ *   --json: a list is a JSON array, a record an object, a stream one object
+ *   per line; a field that carries a unit names it (rtt_ms, uptime_s), an
+ *   unknown number is null; times of day are ISO-8601 UTC strings.
+ * Commands are rows of s_commands[]: a new command is a function and a row.
  */
 #include "cli_ca.h"
 #include "cli_out.h"
 #include "config.h"
 #include "control.h"
+#include "credential.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#ifndef KVC_VERSION
+#error "KVC_VERSION comes from CMake (project VERSION)"
+#endif
+
+enum { S_OK = 0, S_FAIL = 1, S_USAGE = 2 };
+
+#define S_MAX_POS 2     /* positional arguments a command takes */
+#define S_MAX_CMD_OPT 3 /* options of one command */
 
 typedef struct {
     const char *config;
@@ -22,40 +40,40 @@ typedef struct {
     int json;
     int timeout_ms;
     const char *site;
+    const char *pos[S_MAX_POS];
+    size_t n_pos;
+    const char *opt[S_MAX_CMD_OPT]; /* values of the command's own options */
 } kvc_cli_opts_t;
 
-static void s_usage(FILE *f)
-{
-    fputs("usage: kvc [--config FILE | --control ENDPOINT] [--json] COMMAND [ARGS]\n"
-          "\n"
-          "Commands for a running peer:\n"
-          "  status                 this peer: identity, uptime, links, auth rejects\n"
-          "  peers                  the peers this one has a link to\n"
-          "  members [--site S]     every member of the federation, with its state\n"
-          "  sites                  members grouped by site\n"
-          "  metrics [--site S]     per-site requests/s, latency, errors, CPU, memory\n"
-          "\n"
-          "Credentials (offline, no peer needed):\n"
-          "  ca init --out DIR      make the federation's signing key\n"
-          "  cert issue ...         issue a peer credential signed by the federation key\n"
-          "  cert show FILE         show (and with --trust, verify) a credential\n"
-          "  keygen --out FILE      make a node keypair\n"
-          "\n"
-          "Options:\n"
-          "  --config FILE          find the peer's control endpoint in its config file\n"
-          "  --control ENDPOINT     the peer's control endpoint (or set KVC_CONTROL)\n"
-          "  --json                 machine-readable output\n"
-          "  --timeout MS           how long to wait for the peer (default 3000)\n"
-          "  -h, --help             this help; 'kvc COMMAND --help' for a command\n",
-          f);
-}
+typedef struct {
+    const char *name;
+    int takes_value;
+} s_cmd_opt_t;
+
+typedef struct {
+    const char *name;
+    int (*fn)(const kvc_cli_opts_t *o);
+    int takes_site;               /* --site S filters the output */
+    size_t min_pos, max_pos;      /* positional arguments */
+    s_cmd_opt_t opts[S_MAX_CMD_OPT];
+    const char *synopsis;         /* "members [--site S] [--status S]" */
+    const char *summary;          /* one line for kvc --help */
+    const char *help;             /* kvc COMMAND --help */
+} s_cmd_t;
+
+static const s_cmd_t *s_find(const char *name);
+static void s_usage(FILE *f);
 
 /* Prints the one-line failure message and returns the exit code. */
-static int s_fail(int code, const char *fmt, const char *arg)
+static int s_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int s_fail(int code, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fputs("kvc: ", stderr);
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    va_end(ap);
     return code;
 }
 
@@ -63,39 +81,86 @@ static int s_fail(int code, const char *fmt, const char *arg)
 static int s_endpoint(const kvc_cli_opts_t *o, char *out, size_t size)
 {
     if (o->control)
-        return kvc_strlcpy(out, o->control, size) ? s_fail(2, "%s: endpoint too long", o->control)
-                                                  : 0;
+        return kvc_strlcpy(out, o->control, size)
+                   ? s_fail(S_USAGE, "%.200s: endpoint too long", o->control)
+                   : 0;
     if (o->config) {
         kvc_config_t cfg;
         kvc_err_t err = {0};
         kvc_config_defaults(&cfg);
         if (kvc_config_load(&cfg, o->config, &err) != 0)
-            return s_fail(2, "%s", err.msg);
+            return s_fail(S_USAGE, "%s", err.msg);
         kvc_config_finish(&cfg);
         kvc_strlcpy(out, cfg.control_endpoint, size);
         return 0;
     }
     const char *env = getenv("KVC_CONTROL");
     if (env && *env)
-        return kvc_strlcpy(out, env, size) ? s_fail(2, "%s: endpoint too long", "KVC_CONTROL") : 0;
-    return s_fail(2, "%s",
+        return kvc_strlcpy(out, env, size) ? s_fail(S_USAGE, "KVC_CONTROL: endpoint too long") : 0;
+    return s_fail(S_USAGE,
                   "no peer to talk to: use --config FILE, --control ENDPOINT or set KVC_CONTROL");
 }
 
-/* Calls the peer; prints the failure line itself. */
-static int s_call(const kvc_cli_opts_t *o, const char *command, Kvc__Ctl__Reply **rep)
+/* Calls the peer with n_args key/value pairs; prints the failure line itself. */
+static int s_call_args(const kvc_cli_opts_t *o, const char *command, const char *const *args,
+                       size_t n_args, Kvc__Ctl__Reply **rep)
 {
     char ep[KVC_ENDPOINT_MAX];
     int rc = s_endpoint(o, ep, sizeof ep);
     if (rc)
         return rc;
     kvc_err_t err = {0};
-    if (kvc_control_call(ep, command, NULL, 0, o->timeout_ms, rep, &err) != 0)
-        return s_fail(1, "%s", err.msg);
+    if (kvc_control_call(ep, command, args, n_args, o->timeout_ms, rep, &err) != 0)
+        return s_fail(S_FAIL, "%s", err.msg);
     return 0;
 }
 
-/* kvc status */
+static int s_call(const kvc_cli_opts_t *o, const char *command, Kvc__Ctl__Reply **rep)
+{
+    return s_call_args(o, command, NULL, 0, rep);
+}
+
+/* --site S names a site some member belongs to: else "no such site", exit 1. */
+static int s_check_site(const kvc_cli_opts_t *o, const Kvc__Ctl__Reply *members)
+{
+    if (!o->site)
+        return 0;
+    for (size_t i = 0; i < members->n_members; i++)
+        if (strcmp(members->members[i]->site, o->site) == 0)
+            return 0;
+    return s_fail(S_FAIL, "no such site: %s (see 'kvc sites')", o->site);
+}
+
+/* Fetches the member list and checks --site against it. */
+static int s_site_known(const kvc_cli_opts_t *o)
+{
+    if (!o->site)
+        return 0;
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "members", &rep);
+    if (rc)
+        return rc;
+    rc = s_check_site(o, rep);
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    return rc;
+}
+
+static int s_site_skip(const kvc_cli_opts_t *o, const char *site)
+{
+    return o->site && strcmp(o->site, site) != 0;
+}
+
+/* Prints a number for JSON: null when unknown (negative or NaN). */
+static void s_json_num(double v, const char *fmt)
+{
+    if (isnan(v) || v < 0)
+        printf("null");
+    else
+        printf(fmt, v);
+}
+
+/* ---- kvc status ---------------------------------------------------------- */
+
 static int s_cmd_status(const kvc_cli_opts_t *o)
 {
     Kvc__Ctl__Reply *rep = NULL;
@@ -105,7 +170,7 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
     const Kvc__Ctl__Status *st = rep->status;
     if (!st) {
         kvc__ctl__reply__free_unpacked(rep, NULL);
-        return s_fail(1, "%s", "the peer sent no status");
+        return s_fail(S_FAIL, "the peer sent no status");
     }
     if (o->json) {
         printf("{\"name\":");
@@ -119,6 +184,7 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
         kvc_json_field(stdout, "advertise", st->advertise);
         kvc_json_field(stdout, "http", st->http);
         kvc_json_field(stdout, "public_key", st->public_key);
+        kvc_json_field(stdout, "seed", st->seed);
         printf(",\"peers_connected\":%u,\"peers_known\":%u,\"auth_rejects\":%llu,"
                "\"auth_rejects_by_reason\":{",
                st->peers_connected, st->peers_known, (unsigned long long)st->auth_rejects);
@@ -152,7 +218,8 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
         printf("%-16s %s\n", "listen", st->listen);
         printf("%-16s %s\n", "advertise", st->advertise);
         printf("%-16s %s\n", "http", st->http[0] ? st->http : "off");
-        printf("%-16s %.16s…\n", "public key", st->public_key);
+        printf("%-16s %s\n", "public key", st->public_key);
+        printf("%-16s %s\n", "seed", st->seed);
         printf("%-16s %u connected, %u known\n", "peers", st->peers_connected, st->peers_known);
         printf("%-16s %llu", "auth rejects", (unsigned long long)st->auth_rejects);
         int first = 1;
@@ -172,16 +239,22 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
         printf("%-16s %llu in, %llu out, %llu dropped\n", "messages",
                (unsigned long long)st->msgs_in, (unsigned long long)st->msgs_out,
                (unsigned long long)st->send_dropped);
+        printf("\nTo join another peer to this one, add to its federation.seeds:\n  - %s\n",
+               st->seed);
     }
     kvc__ctl__reply__free_unpacked(rep, NULL);
     return 0;
 }
 
-/* kvc peers */
+/* ---- kvc peers ----------------------------------------------------------- */
+
 static int s_cmd_peers(const kvc_cli_opts_t *o)
 {
+    int rc = s_site_known(o);
+    if (rc)
+        return rc;
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(o, "peers", &rep);
+    rc = s_call(o, "peers", &rep);
     if (rc)
         return rc;
     if (o->json) {
@@ -189,8 +262,9 @@ static int s_cmd_peers(const kvc_cli_opts_t *o)
         int n = 0;
         for (size_t i = 0; i < rep->n_peers; i++) {
             const Kvc__Ctl__PeerLink *p = rep->peers[i];
-            if (o->site && strcmp(o->site, p->site) != 0)
+            if (s_site_skip(o, p->site))
                 continue;
+            char until[32];
             printf("%s{\"member\":", n++ ? "," : "");
             kvc_json_str(stdout, p->member_id);
             kvc_json_field(stdout, "site", p->site);
@@ -199,17 +273,21 @@ static int s_cmd_peers(const kvc_cli_opts_t *o)
             kvc_json_field(stdout, "endpoint", p->endpoint);
             kvc_json_field(stdout, "public_key", p->public_key);
             kvc_json_str_array(stdout, "roles", p->roles, p->n_roles);
-            printf(",\"up\":%s,\"last_seen_ms_ago\":%llu,\"rtt_us\":%llu,\"not_after\":%lld}",
-                   p->up ? "true" : "false", (unsigned long long)p->last_seen_ms_ago,
-                   (unsigned long long)p->rtt_us, (long long)p->not_after);
+            printf(",\"up\":%s,\"last_seen_ms_ago\":%llu,\"rtt_ms\":", p->up ? "true" : "false",
+                   (unsigned long long)p->last_seen_ms_ago);
+            if (p->rtt_us)
+                printf("%.3f", (double)p->rtt_us / 1000.0);
+            else
+                printf("null");
+            printf(",\"not_after\":\"%s\"}", kvc_cred_time_str(p->not_after, until, sizeof until));
         }
         puts("]");
     } else {
-        printf("%-28s %-12s %-8s %-6s %-10s %-10s %s\n", "MEMBER", "REGION", "STATE", "RTT",
+        printf("%-28s %-12s %-8s %-8s %-10s %-10s %s\n", "MEMBER", "REGION", "STATE", "RTT",
                "LAST SEEN", "KEY", "ENDPOINT");
         for (size_t i = 0; i < rep->n_peers; i++) {
             const Kvc__Ctl__PeerLink *p = rep->peers[i];
-            if (o->site && strcmp(o->site, p->site) != 0)
+            if (s_site_skip(o, p->site))
                 continue;
             char rtt[16], seen[32];
             if (p->rtt_us)
@@ -217,7 +295,7 @@ static int s_cmd_peers(const kvc_cli_opts_t *o)
             else
                 snprintf(rtt, sizeof rtt, "-");
             snprintf(seen, sizeof seen, "%.1fs ago", (double)p->last_seen_ms_ago / 1000.0);
-            printf("%-28s %-12s %-8s %-6s %-10s %.8s…  %s\n", p->member_id, p->region,
+            printf("%-28s %-12s %-8s %-8s %-10s %.8s…  %s\n", p->member_id, p->region,
                    p->up ? "up" : "down", rtt, seen, p->public_key, p->endpoint);
         }
     }
@@ -225,44 +303,59 @@ static int s_cmd_peers(const kvc_cli_opts_t *o)
     return 0;
 }
 
-/* kvc members: every member the membership core knows, with its state. */
+/* ---- kvc members --------------------------------------------------------- */
+
 static int s_cmd_members(const kvc_cli_opts_t *o)
 {
+    const char *status = o->opt[0];
+    if (status && strcmp(status, "alive") != 0 && strcmp(status, "suspect") != 0 &&
+        strcmp(status, "dead") != 0 && strcmp(status, "left") != 0)
+        return s_fail(S_USAGE, "--status: '%.40s' is not alive, suspect, dead or left "
+                               "(see 'kvc members --help')",
+                      status);
     Kvc__Ctl__Reply *rep = NULL;
     int rc = s_call(o, "members", &rep);
     if (rc)
         return rc;
-    if (o->json) {
+    if ((rc = s_check_site(o, rep)) != 0) {
+        kvc__ctl__reply__free_unpacked(rep, NULL);
+        return rc;
+    }
+    if (o->json)
         putchar('[');
-        int n = 0;
-        for (size_t i = 0; i < rep->n_members; i++) {
-            const Kvc__Ctl__Member *m = rep->members[i];
-            if (o->site && strcmp(o->site, m->site) != 0)
-                continue;
+    else
+        printf("%-28s %-12s %-8s %5s %9s %12s\n", "MEMBER", "REGION", "STATE", "INC", "RTT",
+               "LAST CHANGE");
+    int n = 0;
+    for (size_t i = 0; i < rep->n_members; i++) {
+        const Kvc__Ctl__Member *m = rep->members[i];
+        if (s_site_skip(o, m->site) || (status && strcmp(status, m->state) != 0))
+            continue;
+        if (o->json) {
             printf("%s{\"id\":", n++ ? "," : "");
             kvc_json_str(stdout, m->id);
             kvc_json_field(stdout, "site", m->site);
             kvc_json_field(stdout, "region", m->region);
             kvc_json_field(stdout, "state", m->state);
             printf(",\"incarnation\":%llu,\"rtt_ms\":", (unsigned long long)m->incarnation);
-            if (m->rtt_ms < 0)
-                printf("null");
-            else
-                printf("%.3f", m->rtt_ms);
-            printf(",\"last_change_ms_ago\":%llu,\"roles\":",
+            s_json_num(m->rtt_ms, "%.3f");
+            printf(",\"last_change_ms_ago\":%llu,\"roles\":[",
                    (unsigned long long)m->last_change_ms_ago);
-            kvc_json_str(stdout, m->roles);
+            /* roles travel comma-separated; a list is an array in JSON */
+            const char *r = m->roles;
+            for (int k = 0; *r; k++) {
+                size_t len = strcspn(r, ",");
+                char role[KVC_NAME_MAX];
+                snprintf(role, sizeof role, "%.*s", (int)len, r);
+                if (k)
+                    putchar(',');
+                kvc_json_str(stdout, role);
+                r += len + (r[len] == ',');
+            }
+            putchar(']');
             kvc_json_field(stdout, "endpoint", m->endpoint);
             printf(",\"self\":%s}", m->is_self ? "true" : "false");
-        }
-        puts("]");
-    } else {
-        printf("%-28s %-12s %-8s %5s %9s %12s\n", "MEMBER", "REGION", "STATE", "INC", "RTT",
-               "LAST CHANGE");
-        for (size_t i = 0; i < rep->n_members; i++) {
-            const Kvc__Ctl__Member *m = rep->members[i];
-            if (o->site && strcmp(o->site, m->site) != 0)
-                continue;
+        } else {
             char rtt[24], ago[32], id[80];
             if (m->rtt_ms < 0)
                 snprintf(rtt, sizeof rtt, "-");
@@ -275,6 +368,8 @@ static int s_cmd_members(const kvc_cli_opts_t *o)
                    (unsigned long long)m->incarnation, rtt, ago);
         }
     }
+    if (o->json)
+        puts("]");
     kvc__ctl__reply__free_unpacked(rep, NULL);
     return 0;
 }
@@ -316,7 +411,8 @@ static const char *s_metrics_site(const Kvc__Ctl__Reply *rep, size_t i)
     return rep->metrics[i]->site;
 }
 
-/* kvc sites: members grouped by site. */
+/* ---- kvc sites ----------------------------------------------------------- */
+
 static int s_cmd_sites(const kvc_cli_opts_t *o)
 {
     Kvc__Ctl__Reply *rep = NULL;
@@ -327,7 +423,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     const char **sites = s_sorted_sites(n, s_member_site, rep, &ns);
     if (!sites) {
         kvc__ctl__reply__free_unpacked(rep, NULL);
-        return s_fail(1, "%s", "out of memory");
+        return s_fail(S_FAIL, "out of memory");
     }
     if (o->json)
         putchar('[');
@@ -357,10 +453,8 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
             kvc_json_field(stdout, "region", region);
             printf(",\"alive\":%u,\"suspect\":%u,\"dead\":%u,\"left\":%u,\"rtt_ms\":", cnt[0],
                    cnt[1], cnt[2], cnt[3]);
-            if (rtt < 0)
-                printf("null}");
-            else
-                printf("%.3f}", rtt);
+            s_json_num(rtt, "%.3f");
+            putchar('}');
         } else {
             char r[24];
             if (rtt < 0)
@@ -378,14 +472,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     return 0;
 }
 
-/* Prints a number for JSON: null when unknown (negative or NaN). */
-static void s_json_num(double v, const char *fmt)
-{
-    if (isnan(v) || v < 0)
-        printf("null");
-    else
-        printf(fmt, v);
-}
+/* ---- kvc metrics --------------------------------------------------------- */
 
 /* Formats a value for the table: "-" when unknown. */
 static const char *s_cell(double v, const char *fmt, double scale, char *buf, size_t size)
@@ -405,18 +492,20 @@ static void s_sum(double *a, double b)
     *a = (*a < 0 ? 0 : *a) + b;
 }
 
-/* kvc metrics: one row per site from the gossiped summaries. */
 static int s_cmd_metrics(const kvc_cli_opts_t *o)
 {
+    int rc = s_site_known(o);
+    if (rc)
+        return rc;
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(o, "metrics", &rep);
+    rc = s_call(o, "metrics", &rep);
     if (rc)
         return rc;
     size_t n = rep->n_metrics, ns = 0;
     const char **sites = s_sorted_sites(n, s_metrics_site, rep, &ns);
     if (!sites) {
         kvc__ctl__reply__free_unpacked(rep, NULL);
-        return s_fail(1, "%s", "out of memory");
+        return s_fail(S_FAIL, "out of memory");
     }
     if (o->json)
         putchar('[');
@@ -425,7 +514,7 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
                "REQ/S", "P50", "P99", "ERR/S", "CPU", "MEMORY");
     int k = 0;
     for (size_t si = 0; si < ns; si++) {
-        if (o->site && strcmp(o->site, sites[si]) != 0)
+        if (s_site_skip(o, sites[si]))
             continue;
         const char *region = "";
         unsigned up = 0, total = 0;
@@ -455,10 +544,10 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
             printf(",\"up\":%s,\"peers_up\":%u,\"peers\":%u,\"requests_per_s\":",
                    up ? "true" : "false", up, total);
             s_json_num(rps, "%.3f");
-            printf(",\"p50_seconds\":");
-            s_json_num(p50, "%.6f");
-            printf(",\"p99_seconds\":");
-            s_json_num(p99, "%.6f");
+            printf(",\"p50_ms\":");
+            s_json_num(p50 * 1000.0, "%.3f");
+            printf(",\"p99_ms\":");
+            s_json_num(p99 * 1000.0, "%.3f");
             printf(",\"errors_per_s\":");
             s_json_num(eps, "%.3f");
             printf(",\"cpu_cores\":");
@@ -482,102 +571,412 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
     return 0;
 }
 
-/* Prints a command's help. */
-static int s_cmd_help(const char *cmd)
+/* ---- kvc monitor --------------------------------------------------------- */
+
+/* Waits ms on the monotonic clock (the pace of a polling stream). */
+static void s_pause_ms(long ms)
 {
-    if (strcmp(cmd, "status") == 0)
-        puts("usage: kvc status [--json]\n\nShows this peer's member id, region, roles, "
-             "uptime,\nendpoints, connected peers and authentication rejects by reason.");
-    else if (strcmp(cmd, "peers") == 0)
-        puts("usage: kvc peers [--site S] [--json]\n\nLists the peers this one has an "
-             "authenticated link with:\nmember id, region, up/down, round trip, last "
-             "message, key, endpoint.");
-    else if (strcmp(cmd, "members") == 0)
-        puts("usage: kvc members [--site S] [--json]\n\nEvery member of the federation this "
-             "peer knows of: id, region,\nstate (alive, suspect, dead, left), incarnation, RTT "
-             "estimated from\nnetwork coordinates, and time since its last state change.");
-    else if (strcmp(cmd, "metrics") == 0)
-        puts("usage: kvc metrics [--site S] [--json]\n\nThe federation at a glance, one row per "
-             "site, from the metrics summaries\nevery peer gossips: peers up, proxy requests/s, "
-             "p50/p99 latency (slowest\nmodel), errors/s (5xx), CPU and memory of its peers. "
-             "Rates need two\nsummaries (a few seconds after start); until then they show -.");
-    else if (strcmp(cmd, "sites") == 0)
-        puts("usage: kvc sites [--json]\n\nMembers grouped by site: region, how many are "
-             "alive, suspect,\ndead or left, and the lowest estimated RTT to the site.");
-    else
-        return s_fail(2, "unknown command '%s' (see 'kvc --help')", cmd);
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static int s_cmd_monitor(const kvc_cli_opts_t *o)
+{
+    int64_t since = -1, count = 0;
+    if (o->opt[0] && kvc_parse_i64(o->opt[0], 0, INT64_MAX, &since) != 0)
+        return s_fail(S_USAGE, "--since: '%.40s' is not a sequence number "
+                               "(see 'kvc monitor --help')",
+                      o->opt[0]);
+    if (o->opt[1] && kvc_parse_i64(o->opt[1], 1, 1000000, &count) != 0)
+        return s_fail(S_USAGE, "--count: '%.40s' is not a number in 1..1000000 "
+                               "(see 'kvc monitor --help')",
+                      o->opt[1]);
+    int rc = s_site_known(o);
+    if (rc)
+        return rc;
+    if (!o->json)
+        setvbuf(stdout, NULL, _IOLBF, 0);
+    int64_t printed = 0;
+    for (;;) {
+        char since_s[24];
+        /* without --since: only what happens from now on (the first reply's
+         * next_seq), as `serf monitor` does */
+        snprintf(since_s, sizeof since_s, "%lld", (long long)(since < 0 ? 0 : since));
+        const char *args[2] = {"since", since_s};
+        Kvc__Ctl__Reply *rep = NULL;
+        if ((rc = s_call_args(o, "events", args, 1, &rep)) != 0)
+            return rc;
+        if (since < 0) {
+            since = (int64_t)rep->next_seq;
+            kvc__ctl__reply__free_unpacked(rep, NULL);
+            continue;
+        }
+        if (rep->events_lost) {
+            if (o->json)
+                printf("{\"lost\":%llu}\n", (unsigned long long)rep->events_lost);
+            else
+                printf("(%llu older events were no longer held)\n",
+                       (unsigned long long)rep->events_lost);
+        }
+        for (size_t i = 0; i < rep->n_events && (!count || printed < count); i++) {
+            const Kvc__Ctl__MemberEvent *e = rep->events[i];
+            since = (int64_t)e->seq;
+            const char *slash = strchr(e->id, '/');
+            if (o->site && (!slash || (size_t)(slash - e->id) != strlen(o->site) ||
+                            strncmp(e->id, o->site, strlen(o->site)) != 0))
+                continue;
+            if (o->json) {
+                printf("{\"seq\":%llu,\"id\":", (unsigned long long)e->seq);
+                kvc_json_str(stdout, e->id);
+                kvc_json_field(stdout, "type", e->type);
+                printf(",\"incarnation\":%llu,\"ms_ago\":%llu}\n",
+                       (unsigned long long)e->incarnation, (unsigned long long)e->ms_ago);
+            } else {
+                printf("%6llu  %-8s %s (incarnation %llu, %.1fs ago)\n",
+                       (unsigned long long)e->seq, e->type, e->id,
+                       (unsigned long long)e->incarnation, (double)e->ms_ago / 1000.0);
+            }
+            printed++;
+        }
+        kvc__ctl__reply__free_unpacked(rep, NULL);
+        fflush(stdout);
+        if (count && printed >= count)
+            return 0;
+        s_pause_ms(250);
+    }
+}
+
+/* ---- kvc rtt ------------------------------------------------------------- */
+
+static int s_cmd_rtt(const kvc_cli_opts_t *o)
+{
+    const char *a = o->pos[0], *b = o->n_pos > 1 ? o->pos[1] : "";
+    const char *args[4] = {"a", a, "b", b};
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call_args(o, "rtt", args, 2, &rep);
+    if (rc)
+        return rc;
+    if (o->json) {
+        printf("{\"a\":");
+        kvc_json_str(stdout, a);
+        printf(",\"b\":");
+        if (b[0])
+            kvc_json_str(stdout, b);
+        else
+            printf("null");
+        printf(",\"rtt_ms\":%.3f}\n", rep->rtt_ms);
+    } else {
+        printf("estimated %s <-> %s rtt: %.3f ms\n", a, b[0] ? b : "this peer", rep->rtt_ms);
+    }
+    kvc__ctl__reply__free_unpacked(rep, NULL);
     return 0;
+}
+
+/* ---- kvc info ------------------------------------------------------------ */
+
+static int s_cmd_info(const kvc_cli_opts_t *o)
+{
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "info", &rep);
+    if (rc)
+        return rc;
+    const char *cur = NULL;
+    if (o->json)
+        putchar('{');
+    for (size_t i = 0; i < rep->n_info; i++) {
+        const Kvc__Ctl__InfoEntry *e = rep->info[i];
+        int new_section = !cur || strcmp(cur, e->section) != 0;
+        if (o->json) {
+            if (new_section) {
+                if (cur)
+                    fputs("},", stdout);
+                kvc_json_str(stdout, e->section);
+                fputs(":{", stdout);
+            } else {
+                putchar(',');
+            }
+            kvc_json_str(stdout, e->key);
+            putchar(':');
+            kvc_json_str(stdout, e->value);
+        } else {
+            if (new_section)
+                printf("%s%s:\n", cur ? "\n" : "", e->section);
+            printf("  %-20s %s\n", e->key, e->value);
+        }
+        cur = e->section;
+    }
+    if (o->json)
+        puts(cur ? "}}" : "}");
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    return 0;
+}
+
+/* ---- kvc leave / force-leave ---------------------------------------------- */
+
+static int s_cmd_leave(const kvc_cli_opts_t *o)
+{
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "status", &rep);
+    if (rc)
+        return rc;
+    char id[2 * KVC_NAME_MAX + 2];
+    snprintf(id, sizeof id, "%s/%s", rep->status ? rep->status->site : "?",
+             rep->status ? rep->status->name : "?");
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    if ((rc = s_call(o, "leave", &rep)) != 0)
+        return rc;
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    /* the peer tells the federation it leaves, then exits: wait until its
+     * control socket stops answering, within the timeout */
+    char ep[KVC_ENDPOINT_MAX];
+    if ((rc = s_endpoint(o, ep, sizeof ep)) != 0)
+        return rc;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (kvc_control_ping(ep, 200) != 0)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long ms = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms > o->timeout_ms)
+            return s_fail(S_FAIL, "%s was asked to leave but still answers after %d ms", id,
+                          o->timeout_ms);
+        s_pause_ms(50);
+    }
+    if (o->json) {
+        printf("{\"member\":");
+        kvc_json_str(stdout, id);
+        puts(",\"state\":\"left\"}");
+    } else {
+        printf("%s left the federation and stopped\n", id);
+    }
+    return 0;
+}
+
+static int s_cmd_force_leave(const kvc_cli_opts_t *o)
+{
+    const char *args[2] = {"name", o->pos[0]};
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call_args(o, "force-leave", args, 1, &rep);
+    if (rc)
+        return rc;
+    kvc__ctl__reply__free_unpacked(rep, NULL);
+    if (o->json) {
+        printf("{\"member\":");
+        kvc_json_str(stdout, o->pos[0]);
+        puts(",\"state\":\"left\"}");
+    } else {
+        printf("%s marked as left; every peer will stop probing it\n", o->pos[0]);
+    }
+    return 0;
+}
+
+/* ---- kvc version / help -------------------------------------------------- */
+
+static int s_cmd_version(const kvc_cli_opts_t *o)
+{
+    if (o->json)
+        printf("{\"version\":\"%s\"}\n", KVC_VERSION);
+    else
+        printf("kvc %s\n", KVC_VERSION);
+    return 0;
+}
+
+static int s_cmd_help(const kvc_cli_opts_t *o)
+{
+    if (o->n_pos == 0) {
+        s_usage(stdout);
+        return 0;
+    }
+    const s_cmd_t *c = s_find(o->pos[0]);
+    if (!c)
+        return s_fail(S_USAGE, "unknown command '%.60s' (see 'kvc --help')", o->pos[0]);
+    printf("usage: kvc %s [--json]\n\n%s\n", c->synopsis, c->help);
+    return 0;
+}
+
+/* The commands: one row each. ca, cert and keygen (cli_ca.c) parse their own
+ * arguments and are listed in the help separately. */
+static const s_cmd_t s_commands[] = {
+    {"status", s_cmd_status, 0, 0, 0, {{0}}, "status", "this peer: identity, seed, links, rejects",
+     "Shows this peer's member id, region, roles, version, uptime, endpoints,\n"
+     "the seed string another peer puts in its federation.seeds, connected\n"
+     "peers, authentication rejects by reason and members by state."},
+    {"peers", s_cmd_peers, 1, 0, 0, {{0}}, "peers [--site S]", "the peers this one has a link to",
+     "Lists the peers this one has an authenticated link with: member id,\n"
+     "region, up/down, round trip, last message, key, endpoint."},
+    {"members", s_cmd_members, 1, 0, 0, {{"--status", 1}}, "members [--site S] [--status STATE]",
+     "every member of the federation, with its state",
+     "Every member of the federation this peer knows of: id, region, state\n"
+     "(alive, suspect, dead, left), incarnation, RTT estimated from network\n"
+     "coordinates (none for a member that is dead or left), and time since\n"
+     "its last state change. --status keeps only members in that state."},
+    {"sites", s_cmd_sites, 0, 0, 0, {{0}}, "sites", "members grouped by site",
+     "Members grouped by site: region, how many are alive, suspect, dead or\n"
+     "left, and the lowest estimated RTT to an alive member of the site."},
+    {"metrics", s_cmd_metrics, 1, 0, 0, {{0}}, "metrics [--site S]",
+     "per-site requests/s, latency, errors, CPU, memory",
+     "The federation at a glance, one row per site, from the metrics summaries\n"
+     "every peer gossips: peers up, proxy requests/s, p50/p99 latency (slowest\n"
+     "model), errors/s (5xx), CPU and memory of its peers. Rates need two\n"
+     "summaries (a few seconds after start); until then they show -. A peer\n"
+     "membership declares dead or left is down at once."},
+    {"monitor", s_cmd_monitor, 1, 0, 0, {{"--since", 1}, {"--count", 1}},
+     "monitor [--site S] [--since SEQ] [--count N]", "stream member events as they happen",
+     "Streams membership events this peer sees (joined, alive, suspect, dead,\n"
+     "left, meta, reaped), one per line, until interrupted. --since SEQ first\n"
+     "replays the events after SEQ this peer still holds (0: all of them);\n"
+     "--count N stops after N events. With --json, one object per line."},
+    {"rtt", s_cmd_rtt, 0, 1, 2, {{0}}, "rtt A [B]", "estimated round trip between two members",
+     "Estimates the round trip between members A and B (\"site/name\"), or\n"
+     "between A and this peer, from their Vivaldi network coordinates. No\n"
+     "traffic is sent; members that are dead or left have no estimate."},
+    {"info", s_cmd_info, 0, 0, 0, {{0}}, "info", "counters and settings of this peer, by section",
+     "Counters and settings of this peer in sections: agent, membership,\n"
+     "transport (messages, unknown body kinds ignored, rejects) and cores\n"
+     "(the protocols this build runs, by envelope channel)."},
+    {"leave", s_cmd_leave, 0, 0, 0, {{0}}, "leave", "leave the federation gracefully and stop",
+     "Tells the federation this peer leaves (members see it as left, not\n"
+     "dead), then stops the peer. Waits until it has stopped, within --timeout."},
+    {"force-leave", s_cmd_force_leave, 0, 1, 1, {{0}}, "force-leave NAME",
+     "mark a failed member as left",
+     "Marks the member NAME (\"site/name\"), which must be suspect or dead, as\n"
+     "left: every peer stops probing it and it is reaped like a member that\n"
+     "left. A member that is alive is refused: stop it, or run kvc leave on it."},
+    {"version", s_cmd_version, 0, 0, 0, {{0}}, "version", "the version of this kvc",
+     "Prints the version of this kvc (also kvc --version)."},
+    {"help", s_cmd_help, 0, 0, 1, {{0}}, "help [COMMAND]", "this help, or a command's",
+     "Prints the list of commands, or the help of COMMAND."},
+};
+#define S_N_COMMANDS (sizeof s_commands / sizeof s_commands[0])
+
+static const s_cmd_t *s_find(const char *name)
+{
+    for (size_t i = 0; i < S_N_COMMANDS; i++)
+        if (strcmp(s_commands[i].name, name) == 0)
+            return &s_commands[i];
+    return NULL;
+}
+
+static void s_usage(FILE *f)
+{
+    fputs("usage: kvc [--config FILE | --control ENDPOINT] [--json] [--timeout MS]\n"
+          "           COMMAND [ARGS]\n\nCommands for a running peer:\n",
+          f);
+    for (size_t i = 0; i < S_N_COMMANDS; i++)
+        fprintf(f, "  %-44s %s\n", s_commands[i].synopsis, s_commands[i].summary);
+    fputs("\nCredentials (offline, no peer needed):\n"
+          "  ca init --out DIR                            make the federation's signing key\n"
+          "  cert issue --ca DIR --site S --name N ...    issue a peer credential\n"
+          "  cert show FILE [--trust PUB]                 show (and verify) a credential\n"
+          "  keygen --out FILE                            make a node keypair\n"
+          "\nOptions:\n"
+          "  --config FILE          find the peer's control endpoint in its config file\n"
+          "  --control ENDPOINT     the peer's control endpoint (or set KVC_CONTROL)\n"
+          "  --json                 machine-readable output (arrays for lists)\n"
+          "  --timeout MS           how long to wait for the peer (default 3000)\n"
+          "  --site S               only site S, for the commands that show [--site S]\n"
+          "  --version              the version of this kvc\n"
+          "  -h, --help             this help; 'kvc COMMAND --help' for a command\n"
+          "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error.\n",
+          f);
+}
+
+/* Runs ca/cert/keygen with the global --json passed on. */
+static int s_run_offline(const char *cmd, int argc, char **argv, int json)
+{
+    int has_json = 0;
+    for (int i = 1; i < argc; i++)
+        has_json |= strcmp(argv[i], "--json") == 0;
+    char **av = kvc_calloc((size_t)argc + 2, sizeof *av);
+    if (!av)
+        return s_fail(S_FAIL, "out of memory");
+    for (int i = 0; i < argc; i++)
+        av[i] = argv[i];
+    int ac = argc;
+    if (json && !has_json && argc > 1)
+        av[ac++] = "--json";
+    int rc = strcmp(cmd, "ca") == 0     ? kvc_cli_ca(ac, av)
+             : strcmp(cmd, "cert") == 0 ? kvc_cli_cert(ac, av)
+                                        : kvc_cli_keygen(ac, av);
+    kvc_free(av);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
     kvc_cli_opts_t o = {.timeout_ms = 3000};
-    const char *cmd = NULL;
-    int cmd_index = 0, help = 0;
+    const s_cmd_t *cmd = NULL;
+    int help = 0, version = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!cmd && (strcmp(a, "ca") == 0 || strcmp(a, "cert") == 0 || strcmp(a, "keygen") == 0)) {
-            cmd = a;
-            cmd_index = i;
-            break; /* these parse their own options */
-        }
+        if (!cmd && (strcmp(a, "ca") == 0 || strcmp(a, "cert") == 0 || strcmp(a, "keygen") == 0))
+            return s_run_offline(a, argc - i, argv + i, o.json); /* they parse their own */
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help = 1;
+        } else if (strcmp(a, "--version") == 0) {
+            version = 1;
         } else if (strcmp(a, "--json") == 0) {
             o.json = 1;
         } else if (strcmp(a, "--config") == 0 || strcmp(a, "--control") == 0 ||
                    strcmp(a, "--timeout") == 0 || strcmp(a, "--site") == 0) {
             if (i + 1 >= argc)
-                return s_fail(2, "%s needs a value", a);
+                return s_fail(S_USAGE, "%s needs a value (see 'kvc --help')", a);
             const char *v = argv[++i];
-            if (strcmp(a, "--config") == 0)
+            if (strcmp(a, "--config") == 0) {
                 o.config = v;
-            else if (strcmp(a, "--control") == 0)
+            } else if (strcmp(a, "--control") == 0) {
                 o.control = v;
-            else if (strcmp(a, "--site") == 0)
+            } else if (strcmp(a, "--site") == 0) {
+                if (!kvc_config_valid_name(v))
+                    return s_fail(S_USAGE, "--site: '%.70s' is not a site name ([a-z0-9-]{1,63})",
+                                  v);
                 o.site = v;
-            else {
+            } else {
                 int64_t t;
                 if (kvc_parse_i64(v, 1, 600000, &t) != 0)
-                    return s_fail(2, "--timeout: '%s' is not a number of ms in 1..600000", v);
+                    return s_fail(S_USAGE, "--timeout: '%.40s' is not a number of ms in 1..600000",
+                                  v);
                 o.timeout_ms = (int)t;
             }
+        } else if (a[0] == '-' && cmd) {
+            size_t k = 0;
+            while (k < S_MAX_CMD_OPT && cmd->opts[k].name && strcmp(cmd->opts[k].name, a) != 0)
+                k++;
+            if (k == S_MAX_CMD_OPT || !cmd->opts[k].name)
+                return s_fail(S_USAGE, "%s: unknown option '%.60s' (see 'kvc %s --help')",
+                              cmd->name, a, cmd->name);
+            if (i + 1 >= argc)
+                return s_fail(S_USAGE, "%s needs a value (see 'kvc %s --help')", a, cmd->name);
+            o.opt[k] = argv[++i];
         } else if (a[0] == '-') {
-            return s_fail(2, "unknown option '%s' (see 'kvc --help')", a);
+            return s_fail(S_USAGE, "unknown option '%.60s' (see 'kvc --help')", a);
         } else if (!cmd) {
-            cmd = a;
+            cmd = s_find(a);
+            if (!cmd)
+                return s_fail(S_USAGE, "unknown command '%.60s' (see 'kvc --help')", a);
+        } else if (o.n_pos < cmd->max_pos) {
+            o.pos[o.n_pos++] = a;
         } else {
-            return s_fail(2, "unexpected argument '%s' (see 'kvc --help')", a);
+            return s_fail(S_USAGE, "%s: unexpected argument '%.60s' (see 'kvc %s --help')",
+                          cmd->name, a, cmd->name);
         }
     }
-    if (cmd && cmd_index) {
-        int sub_argc = argc - cmd_index;
-        char **sub_argv = argv + cmd_index;
-        if (strcmp(cmd, "ca") == 0)
-            return kvc_cli_ca(sub_argc, sub_argv);
-        if (strcmp(cmd, "cert") == 0)
-            return kvc_cli_cert(sub_argc, sub_argv);
-        return kvc_cli_keygen(sub_argc, sub_argv);
-    }
+    if (version)
+        return s_cmd_version(&o);
     if (!cmd) {
         s_usage(help ? stdout : stderr);
-        return help ? 0 : 2;
+        return help ? S_OK : S_USAGE;
     }
-    if (help)
-        return s_cmd_help(cmd);
-    if (strcmp(cmd, "status") == 0)
-        return s_cmd_status(&o);
-    if (strcmp(cmd, "peers") == 0)
-        return s_cmd_peers(&o);
-    if (strcmp(cmd, "members") == 0)
-        return s_cmd_members(&o);
-    if (strcmp(cmd, "sites") == 0)
-        return s_cmd_sites(&o);
-    if (strcmp(cmd, "metrics") == 0)
-        return s_cmd_metrics(&o);
-    if (strcmp(cmd, "help") == 0) {
-        s_usage(stdout);
-        return 0;
+    if (help) {
+        o.pos[0] = cmd->name;
+        o.n_pos = 1;
+        return s_cmd_help(&o);
     }
-    return s_fail(2, "unknown command '%s' (see 'kvc --help')", cmd);
+    if (o.site && !cmd->takes_site)
+        return s_fail(S_USAGE, "%s takes no --site (see 'kvc %s --help')", cmd->name, cmd->name);
+    if (o.n_pos < cmd->min_pos)
+        return s_fail(S_USAGE, "%s: missing argument (usage: kvc %s)", cmd->name, cmd->synopsis);
+    return cmd->fn(&o);
 }

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "cli_ca.h"
+#include "config.h"
 #include "credential.h"
 
 #include <dirent.h>
@@ -153,11 +154,11 @@ static void test_ca_help_and_usage(void **state)
     s_run_t r;
     s_run(&r, kvc_cli_ca, "ca", "--help", NULL);
     assert_int_equal(r.rc, 0);
-    assert_memory_equal(r.out, "Usage: kvc ca init --out DIR\n", 29);
+    assert_memory_equal(r.out, "Usage: kvc ca init --out DIR [--json]\n", 38);
     assert_string_equal(r.err, "");
     s_run(&r, kvc_cli_ca, "ca", "init", "-h", NULL);
     assert_int_equal(r.rc, 0);
-    assert_memory_equal(r.out, "Usage: kvc ca init --out DIR\n", 29);
+    assert_memory_equal(r.out, "Usage: kvc ca init --out DIR [--json]\n", 38);
 
     s_run(&r, kvc_cli_ca, "ca", NULL);
     assert_int_equal(r.rc, 2);
@@ -267,8 +268,8 @@ static void test_cert_help_and_usage(void **state)
          "--help')\n"},
         {{"--ca", e->ca, "--site", "s", "--name", "n", "--out", "f", "--roles", "a,,b"},
          "kvc: cert issue: roles: empty role in 'a,,b' (see 'kvc cert --help')\n"},
-        {{"--ca", e->ca, "--site", "s", "--name", "n", "--out", "f", "--json"},
-         "kvc: unknown option '--json' (see 'kvc cert --help')\n"},
+        {{"--ca", e->ca, "--site", "s", "--name", "n", "--out", "f", "--jsn"},
+         "kvc: unknown option '--jsn' (see 'kvc cert --help')\n"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char **a = cases[i].args;
@@ -470,7 +471,7 @@ static void test_keygen(void **state)
 
     s_run(&r, kvc_cli_keygen, "keygen", "--help", NULL);
     assert_int_equal(r.rc, 0);
-    assert_memory_equal(r.out, "Usage: kvc keygen --out FILE\n", 29);
+    assert_memory_equal(r.out, "Usage: kvc keygen --out FILE [--json]\n", 38);
     s_run(&r, kvc_cli_keygen, "keygen", NULL);
     assert_int_equal(r.rc, 2);
     assert_string_equal(r.err, "kvc: keygen: --out FILE is required (see 'kvc keygen --help')\n");
@@ -511,6 +512,58 @@ static void test_keygen(void **state)
     assert_string_equal(r.err, want);
 }
 
+/* --json on every offline command: one object, the same facts as the text;
+ * cert issue without --roles gets the roles a config without peer.roles
+ * gets (KVC_DEFAULT_ROLES). */
+static void test_json_and_default_roles(void **state)
+{
+    s_env_t *e = *state;
+    s_run_t r;
+    char want[1200], hex[65];
+    kvc_err_t err = {0};
+    s_run(&r, kvc_cli_ca, "ca", "init", "--out", e->ca, "--json", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.err, "");
+    uint8_t pk[32];
+    assert_int_equal(kvc_ca_load_public(e->pub, pk, &err), KVC_OK);
+    kvc_key_hex(pk, hex);
+    snprintf(want, sizeof want, "{\"public_key\":\"%s\",\"secret\":\"%s\",\"public\":\"%s\"}\n",
+             hex, e->key, e->pub);
+    assert_string_equal(r.out, want);
+
+    s_run(&r, kvc_cli_cert, "cert", "issue", "--ca", e->ca, "--site", "edge-1", "--name", "gw-a",
+          "--out", e->id, "--json", NULL);
+    assert_int_equal(r.rc, 0);
+    kvc_identity_t id;
+    assert_int_equal(kvc_identity_load(e->id, &id, &err), KVC_OK);
+    assert_int_equal(id.cred.n_roles, 1);
+    assert_string_equal(id.cred.roles[0], KVC_DEFAULT_ROLES);
+    char to[32];
+    kvc_key_hex(id.cred.curve_public, hex);
+    kvc_cred_time_str(id.cred.not_after, to, sizeof to);
+    kvc_identity_wipe(&id);
+    snprintf(want, sizeof want,
+             "{\"member\":\"edge-1/gw-a\",\"public_key\":\"%s\",\"roles\":[\"%s\"],"
+             "\"not_after\":\"%s\",\"identity\":\"%s\"}\n",
+             hex, KVC_DEFAULT_ROLES, to, e->id);
+    assert_string_equal(r.out, want);
+
+    /* an empty --roles is refused, not taken as "no roles" */
+    char id2[200];
+    snprintf(id2, sizeof id2, "%s/none.id", e->tmp);
+    s_run(&r, kvc_cli_cert, "cert", "issue", "--ca", e->ca, "--site", "edge-1", "--name", "gw-b",
+          "--roles", "", "--out", id2, NULL);
+    assert_int_equal(r.rc, 2);
+
+    char key[200];
+    snprintf(key, sizeof key, "%s/n.key", e->tmp);
+    s_run(&r, kvc_cli_keygen, "keygen", "--json", "--out", key, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "\"secret\":\""));
+    assert_int_equal(r.out[0], '{');
+    assert_int_equal(r.out[strlen(r.out) - 2], '}');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -520,6 +573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cert_issue_and_show, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_cert_show_invalid, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_keygen, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_json_and_default_roles, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
