@@ -2,11 +2,13 @@
 # make run: a local federation of three sites (one peer each) on loopback,
 # with credentials from one fresh federation key, in ./.kvc-run/.
 # Prints how to use `kvc` against each peer; Ctrl-C stops everything cleanly.
+# A peer that dies (kill -9 included) is restarted, with its log kept;
+# KVC_DEMO_PORT moves every port, KVC_DEMO_DIR the working folder.
 set -euo pipefail
 BUILD=${1:-build/release}
 KVC="$BUILD/kvc"
 PEER="$BUILD/kvc-peer"
-ROOT=$(pwd)/.kvc-run
+ROOT=${KVC_DEMO_DIR:-$(pwd)/.kvc-run}
 BASE_PORT=${KVC_DEMO_PORT:-7946}
 SITES=(lisbon oslo nairobi)
 REGIONS=(eu-west eu-north af-east)
@@ -14,8 +16,9 @@ REGIONS=(eu-west eu-north af-east)
 [ -x "$KVC" ] && [ -x "$PEER" ] || { echo "run-demo: build first (make run does)" >&2; exit 1; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for i in 0 1 2; do
-    p=$((BASE_PORT + i))
+# the federation ports and the HTTP ports (proxy, /metrics) it will print
+for p in $BASE_PORT $((BASE_PORT + 1)) $((BASE_PORT + 2)) \
+    $((BASE_PORT + 100)) $((BASE_PORT + 101)) $((BASE_PORT + 102)); do
     port_free "$p" || { echo "run-demo: port $p is busy; set KVC_DEMO_PORT to another base" >&2; exit 1; }
 done
 
@@ -23,7 +26,7 @@ rm -rf "$ROOT"
 mkdir -p "$ROOT"
 chmod 700 "$ROOT"
 "$KVC" ca init --out "$ROOT/ca" >/dev/null
-declare -a KEYS
+declare -a KEYS PEER_PID
 for i in 0 1 2; do
     s=${SITES[$i]}
     mkdir -p "$ROOT/$s"
@@ -100,15 +103,25 @@ for i in 0 1 2; do
     } >"$cfg"
     "$PEER" --config "$cfg" >"$ROOT/$s/peer.log" 2>&1 &
     PIDS+=($!)
+    PEER_PID[$i]=$!
 done
 
-# wait (with a deadline) until every peer sees the other two
+# wait (with a deadline) until every peer sees the other two and its
+# HTTP port answers
 deadline=$((SECONDS + 20))
-for s in "${SITES[@]}"; do
+for i in 0 1 2; do
+    s=${SITES[$i]}
     until "$KVC" --config "$ROOT/$s/kvc-peer.yaml" status --json 2>/dev/null |
         grep -q '"peers_connected":2'; do
         if [ $SECONDS -ge $deadline ]; then
             echo "run-demo: $s did not connect; see $ROOT/$s/peer.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    until curl -sf -o /dev/null "127.0.0.1:$((BASE_PORT + 100 + i))/metrics"; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "run-demo: $s's HTTP port $((BASE_PORT + 100 + i)) does not answer; see $ROOT/$s/peer.log" >&2
             exit 1
         fi
         sleep 0.2
@@ -162,9 +175,37 @@ Inference through any site's proxy (lisbon :$((BASE_PORT + 100)), oslo :$((BASE_
 Metrics: curl -s 127.0.0.1:$((BASE_PORT + 100))/metrics, and the whole federation from any site:
   curl -s '127.0.0.1:$((BASE_PORT + 101))/federate?match[]=kvc_site_up'
 
-Logs: $ROOT/<site>/peer.log. Press Ctrl-C to stop.
+Logs: $ROOT/<site>/peer.log. A peer that dies is restarted. Press Ctrl-C to stop.
 MSG
 
-wait -n "${PIDS[@]}" || true
-echo "run-demo: a peer exited unexpectedly; see $ROOT/*/peer.log" >&2
-exit 1
+# Supervise: a peer that exits (a crash, kill -9, kvc leave) is started
+# again with the same config and data; more than 5 restarts of one peer in
+# a minute means something is wrong, and the demo stops and says where.
+declare -a RESTARTS_AT
+while :; do
+    code=0
+    done_pid=""
+    wait -n -p done_pid "${PIDS[@]}" || code=$?
+    [ -n "$done_pid" ] || continue
+    if [ "$done_pid" = "${PIDS[0]}" ]; then
+        echo "run-demo: the model server exited ($code); see $ROOT/model-server.log" >&2
+        exit 1
+    fi
+    for i in 0 1 2; do
+        [ "${PEER_PID[$i]}" = "$done_pid" ] || continue
+        s=${SITES[$i]}
+        now=$SECONDS
+        recent=""
+        for t in ${RESTARTS_AT[$i]:-}; do [ $((now - t)) -lt 60 ] && recent="$recent $t"; done
+        RESTARTS_AT[$i]="$recent $now"
+        if [ "$(echo "${RESTARTS_AT[$i]}" | wc -w)" -gt 5 ]; then
+            echo "run-demo: $s's peer keeps exiting (last exit $code); see $ROOT/$s/peer.log" >&2
+            exit 1
+        fi
+        echo "run-demo: $s's peer exited ($code); restarting it (log: $ROOT/$s/peer.log)" >&2
+        "$PEER" --config "$ROOT/$s/kvc-peer.yaml" >>"$ROOT/$s/peer.log" 2>&1 &
+        new=$!
+        for k in "${!PIDS[@]}"; do [ "${PIDS[$k]}" = "$done_pid" ] && PIDS[$k]=$new; done
+        PEER_PID[$i]=$new
+    done
+done
