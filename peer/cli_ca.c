@@ -78,7 +78,7 @@ static const char s_keygen_help[] =
 /* Prints a usage error (one line with a hint) and returns exit code 2. */
 static int s_usage(const char *cmd, const char *fmt, const char *arg)
 {
-    char what[512];
+    char what[KVC_ERR_MAX + 128]; /* room for a prefix and a whole error message */
     snprintf(what, sizeof what, fmt, arg ? arg : "");
     fprintf(stderr, "kvc: %s (see 'kvc %s --help')\n", what, cmd);
     return S_EXIT_USAGE;
@@ -186,7 +186,7 @@ static int s_ca_init(int argc, char **argv)
     const char *out = NULL;
     int json = 0;
     const s_opt_t opts[] = {{"--out", 1, &out, NULL}, {"--json", 0, NULL, &json}};
-    const char *pos[1];
+    const char *pos[1] = {NULL};
     size_t n_pos = 0;
     int rc = s_parse("ca", argc, argv, opts, 2, pos, 0, &n_pos);
     if (rc == S_HELP) {
@@ -249,7 +249,7 @@ static int s_cert_issue(int argc, char **argv)
         {"--roles", 1, &roles_s, NULL}, {"--days", 1, &days_s, NULL}, {"--out", 1, &out, NULL},
         {"--json", 0, NULL, &json},
     };
-    const char *pos[1];
+    const char *pos[1] = {NULL};
     size_t n_pos = 0;
     int rc = s_parse("cert", argc, argv, opts, sizeof opts / sizeof opts[0], pos, 0, &n_pos);
     if (rc == S_HELP) {
@@ -363,7 +363,7 @@ static int s_cert_show(int argc, char **argv)
     const char *trust_path = NULL;
     int json = 0;
     const s_opt_t opts[] = {{"--trust", 1, &trust_path, NULL}, {"--json", 0, NULL, &json}};
-    const char *pos[1];
+    const char *pos[1] = {NULL};
     size_t n_pos = 0;
     int rc = s_parse("cert", argc, argv, opts, 2, pos, 1, &n_pos);
     if (rc == S_HELP) {
@@ -422,7 +422,7 @@ int kvc_cli_keygen(int argc, char **argv)
     const char *out = NULL;
     int json = 0;
     const s_opt_t opts[] = {{"--out", 1, &out, NULL}, {"--json", 0, NULL, &json}};
-    const char *pos[1];
+    const char *pos[1] = {NULL};
     size_t n_pos = 0;
     int rc = s_parse("keygen", argc, argv, opts, 2, pos, 0, &n_pos);
     if (rc == S_HELP) {

@@ -766,7 +766,7 @@ static int s_take_choice(s_ctx_t *ctx, const char *const *names, size_t n, const
 static int s_v_profile(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
     static const char *const names[] = {"lan", "wan"};
-    int i;
+    int i = 0;
     int rc = s_take_choice(ctx, names, 2, "lan, wan", &i);
     if (!rc)
         ((kvc_config_t *)obj)->profile = i == 0 ? KVC_PROFILE_LAN : KVC_PROFILE_WAN;
@@ -779,7 +779,7 @@ static int s_v_log_level(s_ctx_t *ctx, const s_field_t *f, void *obj)
     static const char *const names[] = {"debug", "info", "warn", "error"};
     static const kvc_log_level_t levels[] = {KVC_LOG_DEBUG, KVC_LOG_INFO, KVC_LOG_WARN,
                                              KVC_LOG_ERROR};
-    int i;
+    int i = 0;
     int rc = s_take_choice(ctx, names, 4, "debug, info, warn, error", &i);
     if (!rc)
         ((kvc_config_t *)obj)->log_level = levels[i];
@@ -953,7 +953,7 @@ static int s_v_grpc(s_ctx_t *ctx, const s_field_t *f, void *obj)
 static int s_v_api(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
     static const char *const names[] = {"tfserving", "kserve"};
-    int i;
+    int i = 0;
     int rc = s_take_choice(ctx, names, 2, "tfserving, kserve", &i);
     if (!rc)
         kvc_strlcpy(s_target(f, obj), names[i], f->size);
@@ -1171,8 +1171,14 @@ static const s_field_t s_root_fields[] = {
 /* Writes DIR/FILE into dst; KVC_ERANGE if it does not fit. */
 static int s_join(char *dst, size_t size, const char *dir, const char *file)
 {
-    int n = snprintf(dst, size, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", file);
-    return n < 0 || (size_t)n >= size ? KVC_ERANGE : KVC_OK;
+    size_t dl = strlen(dir), fl = strlen(file), sep = strcmp(dir, "/") != 0;
+    if (dl + sep + fl >= size)
+        return KVC_ERANGE;
+    memcpy(dst, dir, dl);
+    if (sep)
+        dst[dl] = '/';
+    memcpy(dst + dl + sep, file, fl + 1);
+    return KVC_OK;
 }
 
 /* 1 if endpoint is tcp:// on 0.0.0.0, * or [::]. */

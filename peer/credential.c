@@ -112,9 +112,12 @@ const char *kvc_cred_time_str(int64_t unix_s, char *buf, size_t size)
     time_t t = (time_t)unix_s;
     if (unix_s < 0 || unix_s > INT64_C(253402300799) || !gmtime_r(&t, &tm))
         snprintf(buf, size, "@%" PRId64, unix_s);
-    else
-        snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    else {
+        char tmp[80]; /* room for any int in every field, so no truncation */
+        snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        kvc_strlcpy(buf, tmp, size);
+    }
     return buf;
 }
 

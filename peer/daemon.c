@@ -107,7 +107,7 @@ struct kvc_daemon {
 #endif
     kvc_backend_scrape_t *scrape;    /* model servers' metrics; NULL: none */
     kvc_http_server_t *http;         /* http.listen, "" = none */
-    char http_endpoint[KVC_ENDPOINT_MAX]; /* host:port actually bound */
+    char http_endpoint[KVC_ENDPOINT_MAX + 8]; /* host:port actually bound */
     uint64_t started_ms;             /* wall clock at start: identifies this run */
     uint64_t started_mono_ms;
     uint64_t boot_count;

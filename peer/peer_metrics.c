@@ -470,7 +470,7 @@ void kvc_peer_metrics_observe(void *arg, const kvc_proxy_observation_t *obs)
                         (double)obs->backend_response_bytes);
     }
     if (obs->grpc_status > 0) {
-        char st[8];
+        char st[16];
         snprintf(st, sizeof st, "%d", obs->grpc_status);
         kvc_metrics_inc(self->backend_errors, (const char *[]){model, st}, 1);
     }

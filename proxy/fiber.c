@@ -117,9 +117,12 @@ static void s_release(kvc_fiber_t *f)
     s_unmap(f);
 }
 
-kvc_fiber_t *kvc_fiber_new(kvc_fiber_fn fn, void *arg)
+/* A spare fiber, or a new one with a fresh stack and guard page. Apart
+ * from kvc_fiber_new because getcontext returns twice: a variable assigned
+ * on several paths before it may be clobbered (gcc -Wclobbered), and so
+ * not inlined there. */
+__attribute__((noinline)) static kvc_fiber_t *s_obtain(size_t page)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
     kvc_fiber_t *f = s_spare;
     if (f) {
         s_spare = f->next;
@@ -141,6 +144,15 @@ kvc_fiber_t *kvc_fiber_new(kvc_fiber_fn fn, void *arg)
             return NULL;
         }
     }
+    return f;
+}
+
+kvc_fiber_t *kvc_fiber_new(kvc_fiber_fn fn, void *arg)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    kvc_fiber_t *const f = s_obtain(page);
+    if (!f)
+        return NULL;
     f->fn = fn;
     f->arg = arg;
     f->done = 0;
