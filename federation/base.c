@@ -62,7 +62,15 @@ void kvc_err_prefix(kvc_err_t *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s%s", prefix, old);
+    old[sizeof old - 1] = 0;
+    /* prefix + old may not fit: keep the prefix whole and cut the old
+     * message (by hand: snprintf's truncation is what gcc warns about) */
+    size_t pl = strlen(prefix), ol = strlen(old);
+    if (ol > sizeof err->msg - 1 - pl)
+        ol = sizeof err->msg - 1 - pl;
+    memcpy(err->msg, prefix, pl);
+    memcpy(err->msg + pl, old, ol);
+    err->msg[pl + ol] = 0;
 }
 
 static long s_fail_after = -1;

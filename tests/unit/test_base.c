@@ -50,6 +50,19 @@ static void test_err_prefix(void **state)
     kvc_err_prefix(&err, "%s:%d:%d: ", "c.yaml", 3, 5);
     assert_string_equal(err.msg, "c.yaml:3:5: peer.site: must match [a-z]");
     assert_int_equal(err.code, KVC_EINVAL);
+
+    /* too long together: the prefix stays whole, the old message is cut */
+    char old[400], pre[300];
+    memset(old, 'o', sizeof old - 1);
+    old[sizeof old - 1] = 0;
+    memset(pre, 'p', sizeof pre - 1);
+    pre[sizeof pre - 1] = 0;
+    kvc_err_set(&err, KVC_EIO, "%s", old);
+    kvc_err_prefix(&err, "%s", pre);
+    assert_int_equal(strlen(err.msg), KVC_ERR_MAX - 1);
+    assert_memory_equal(err.msg, pre, sizeof pre - 1);
+    assert_int_equal(err.msg[sizeof pre - 1], 'o');
+    assert_int_equal(err.msg[KVC_ERR_MAX - 2], 'o');
 }
 
 static void test_parse_i64(void **state)
