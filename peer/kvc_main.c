@@ -612,6 +612,16 @@ static int s_cmd_monitor(const kvc_cli_opts_t *o)
             kvc__ctl__reply__free_unpacked(rep, NULL);
             continue;
         }
+        if ((uint64_t)since > rep->next_seq) {
+            /* sequence numbers are per peer process: it restarted */
+            if (o->json)
+                puts("{\"restarted\":true}");
+            else
+                puts("(the peer restarted; its events start again)");
+            since = 0;
+            kvc__ctl__reply__free_unpacked(rep, NULL);
+            continue;
+        }
         if (rep->events_lost) {
             if (o->json)
                 printf("{\"lost\":%llu}\n", (unsigned long long)rep->events_lost);
@@ -827,7 +837,9 @@ static const s_cmd_t s_commands[] = {
      "Streams membership events this peer sees (joined, alive, suspect, dead,\n"
      "left, meta, reaped), one per line, until interrupted. --since SEQ first\n"
      "replays the events after SEQ this peer still holds (0: all of them);\n"
-     "--count N stops after N events. With --json, one object per line."},
+     "--count N stops after N events. With --json, one object per line; a\n"
+     "line {\"lost\":N} says N events were no longer held, {\"restarted\":true}\n"
+     "that the peer restarted (its sequence numbers start again)."},
     {"rtt", s_cmd_rtt, 0, 1, 2, {{0}}, "rtt A [B]", "estimated round trip between two members",
      "Estimates the round trip between members A and B (\"site/name\"), or\n"
      "between A and this peer, from their Vivaldi network coordinates. No\n"

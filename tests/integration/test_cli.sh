@@ -119,6 +119,10 @@ jq -e 'select(.id == "a/p2" and .type == "joined") | .seq > 0' "$T/monitor1" >/d
     fail "monitor did not report a/p2 joined: $(cat "$T/monitor1")"
 "$KVC" --config "$T/p1.yaml" --json monitor --since 0 --count 1 | jq -e '.seq == 1' >/dev/null ||
     fail "monitor --since 0 does not replay from the first event"
+# a "since" past the peer's last event means the peer restarted: say so, start again
+"$KVC" --config "$T/p1.yaml" --json monitor --since 1000000 --count 1 >"$T/monitor2"
+[ "$(head -1 "$T/monitor2")" = '{"restarted":true}' ] && [ "$(sed -n 2p "$T/monitor2" | jq .seq)" = 1 ] ||
+    fail "monitor after a restart: $(cat "$T/monitor2")"
 # --site: a known site filters, an unknown one fails
 expect_jq "$T/p1.yaml" members 'length == 2 and all(.[]; (.roles | type) == "array")' ||
     fail "members --json roles are not an array"
