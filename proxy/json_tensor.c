@@ -6,7 +6,8 @@
  * into the tensor's typed buffer (a tight loop for the innermost list of
  * numbers). The writer lays out nested lists by shape with shortest
  * round-trip floats. Neither side ever reads past the input, grows past its
- * limits, or trusts a length it has not checked.
+ * limits, or trusts a length it has not checked. The JSON grammar itself
+ * (strings, escapes, skipping) is json_cursor.c's.
  */
 #include "json_tensor.h"
 
@@ -18,411 +19,7 @@
 
 #define S_MAX_INPUTS 256
 #define S_MAX_NAME 256
-#define S_SKIP_DEPTH 64
 #define S_CHUNK 4096
-
-/* ---- cursor ------------------------------------------------------------------ */
-
-/* Skips JSON whitespace. */
-static inline void s_ws(kvc_json_cursor_t *c)
-{
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
-        c->p++;
-}
-
-int kvc_json_tensor_peek(kvc_json_cursor_t *c)
-{
-    s_ws(c);
-    return c->p < c->end ? (unsigned char)*c->p : -1;
-}
-
-int kvc_json_tensor_fail(kvc_json_cursor_t *c, int code, const char *fmt, ...)
-{
-    char msg[KVC_ERR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return kvc_err_set(c->err, code, "offset %zu: %s", (size_t)(c->p - c->base), msg);
-}
-
-/* Reports the byte at the cursor as unexpected (or the end of input). */
-static int s_unexpected(kvc_json_cursor_t *c, const char *wanted)
-{
-    if (c->p >= c->end)
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "unexpected end of input, expected %s", wanted);
-    unsigned char ch = (unsigned char)*c->p;
-    if (ch >= 0x20 && ch < 0x7f)
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "unexpected character '%c', expected %s", ch,
-                                    wanted);
-    return kvc_json_tensor_fail(c, KVC_EPARSE, "unexpected byte 0x%02x, expected %s", ch, wanted);
-}
-
-int kvc_json_tensor_expect(kvc_json_cursor_t *c, char ch)
-{
-    s_ws(c);
-    if (c->p < c->end && *c->p == ch) {
-        c->p++;
-        return KVC_OK;
-    }
-    char want[4] = {'\'', ch, '\'', '\0'};
-    return s_unexpected(c, want);
-}
-
-/* Reads 4 hex digits. */
-static int s_hex4(const char *p, uint32_t *out)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-        char h = p[i];
-        v <<= 4;
-        if (h >= '0' && h <= '9')
-            v |= (uint32_t)(h - '0');
-        else if (h >= 'a' && h <= 'f')
-            v |= (uint32_t)(h - 'a' + 10);
-        else if (h >= 'A' && h <= 'F')
-            v |= (uint32_t)(h - 'A' + 10);
-        else
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/*
- * Finds the end of a string whose opening quote is at c->p. Sets *raw and
- * *raw_len to the bytes between the quotes, *escaped if any backslash, and
- * moves the cursor past the closing quote.
- */
-static int s_string_span(kvc_json_cursor_t *c, const char **raw, size_t *raw_len, int *escaped)
-{
-    const char *p = c->p + 1;
-    *escaped = 0;
-    *raw = p;
-    for (;;) {
-        const char *q = p;
-        while (q < c->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
-            q++;
-        if (q >= c->end) {
-            c->p = q;
-            return kvc_json_tensor_fail(c, KVC_EPARSE, "unterminated string");
-        }
-        if (*q == '"') {
-            *raw_len = (size_t)(q - *raw);
-            c->p = q + 1;
-            return KVC_OK;
-        }
-        if (*q == '\\') {
-            *escaped = 1;
-            if (q + 1 >= c->end) {
-                c->p = q;
-                return kvc_json_tensor_fail(c, KVC_EPARSE, "unterminated string");
-            }
-            p = q + 2;
-            continue;
-        }
-        c->p = q;
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "control character in string");
-    }
-}
-
-/* Decodes the escapes of raw[0..n) into dst (room for n bytes); sets *out_len. */
-static int s_unescape(kvc_json_cursor_t *c, const char *raw, size_t n, char *dst, size_t *out_len)
-{
-    const char *p = raw, *end = raw + n;
-    char *w = dst;
-    while (p < end) {
-        if (*p != '\\') {
-            *w++ = *p++;
-            continue;
-        }
-        p++;
-        char e = *p++;
-        switch (e) {
-        case '"':
-            *w++ = '"';
-            break;
-        case '\\':
-            *w++ = '\\';
-            break;
-        case '/':
-            *w++ = '/';
-            break;
-        case 'b':
-            *w++ = '\b';
-            break;
-        case 'f':
-            *w++ = '\f';
-            break;
-        case 'n':
-            *w++ = '\n';
-            break;
-        case 'r':
-            *w++ = '\r';
-            break;
-        case 't':
-            *w++ = '\t';
-            break;
-        case 'u': {
-            uint32_t cp, lo;
-            if (end - p < 4 || s_hex4(p, &cp)) {
-                c->p = p - 2;
-                return kvc_json_tensor_fail(c, KVC_EPARSE, "invalid \\u escape");
-            }
-            p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00) {
-                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || s_hex4(p + 2, &lo) ||
-                    lo < 0xDC00 || lo >= 0xE000) {
-                    c->p = p - 6;
-                    return kvc_json_tensor_fail(c, KVC_EPARSE, "unpaired surrogate in \\u escape");
-                }
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp < 0xE000) {
-                c->p = p - 6;
-                return kvc_json_tensor_fail(c, KVC_EPARSE, "unpaired surrogate in \\u escape");
-            }
-            if (cp < 0x80) {
-                *w++ = (char)cp;
-            } else if (cp < 0x800) {
-                *w++ = (char)(0xC0 | (cp >> 6));
-                *w++ = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                *w++ = (char)(0xE0 | (cp >> 12));
-                *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-                *w++ = (char)(0x80 | (cp & 0x3F));
-            } else {
-                *w++ = (char)(0xF0 | (cp >> 18));
-                *w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
-                *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-                *w++ = (char)(0x80 | (cp & 0x3F));
-            }
-            break;
-        }
-        default:
-            c->p = p - 2;
-            return kvc_json_tensor_fail(c, KVC_EPARSE, "invalid escape in string");
-        }
-    }
-    *out_len = (size_t)(w - dst);
-    return KVC_OK;
-}
-
-/*
- * Counts the leading bytes of s[0..n) that are well-formed UTF-8 (no
- * overlong forms, surrogates or code points past U+10FFFF).
- */
-static size_t s_utf8_prefix(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t b = s[i];
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp;
-        if (b >= 0xC2 && b <= 0xDF) {
-            need = 1;
-            cp = b & 0x1F;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            need = 2;
-            cp = b & 0x0F;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            need = 3;
-            cp = b & 0x07;
-        } else {
-            return i;
-        }
-        if (n - i - 1 < need)
-            return i;
-        for (size_t k = 1; k <= need; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((need == 2 && (cp < 0x800 || (cp >= 0xD800 && cp < 0xE000))) ||
-            (need == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return i;
-        i += need + 1;
-    }
-    return n;
-}
-
-int kvc_json_tensor_read_name(kvc_json_cursor_t *c, const char *what, char *buf, size_t size,
-                              size_t *len)
-{
-    s_ws(c);
-    if (c->p >= c->end || *c->p != '"')
-        return s_unexpected(c, "a string");
-    const char *start = c->p, *raw;
-    size_t n;
-    int esc;
-    int rc = s_string_span(c, &raw, &n, &esc);
-    if (rc)
-        return rc;
-    if (n >= size) {
-        c->p = start;
-        return kvc_json_tensor_fail(c, KVC_ERANGE, "string longer than %zu bytes", size - 1);
-    }
-    /*
-     * Names become protobuf string fields, which must hold UTF-8 or the
-     * backend refuses the whole message. Checking the raw bytes is enough:
-     * escapes are ASCII, decode to whole UTF-8 sequences (lone surrogates
-     * are refused by s_unescape), and so can neither complete nor break a
-     * raw sequence; the raw bytes also give the offending byte's offset.
-     */
-    size_t ok = s_utf8_prefix((const uint8_t *)raw, n);
-    if (ok < n) {
-        c->p = raw + ok;
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "%s is not valid UTF-8", what ? what : "key");
-    }
-    if (esc) {
-        rc = s_unescape(c, raw, n, buf, &n);
-        if (rc)
-            return rc;
-    } else {
-        memcpy(buf, raw, n);
-    }
-    if (memchr(buf, 0, n)) {
-        c->p = start;
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "NUL character in a name");
-    }
-    buf[n] = '\0';
-    if (len)
-        *len = n;
-    return KVC_OK;
-}
-
-int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, size_t *len)
-{
-    return kvc_json_tensor_read_name(c, NULL, buf, size, len);
-}
-
-/* Tells whether the bytes at p spell lit. */
-static inline int s_lit(const kvc_json_cursor_t *c, const char *lit, size_t n)
-{
-    return (size_t)(c->end - c->p) >= n && memcmp(c->p, lit, n) == 0;
-}
-
-/* Skips a value, at most depth levels deep. */
-static int s_skip(kvc_json_cursor_t *c, int depth)
-{
-    if (depth > S_SKIP_DEPTH)
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "nesting deeper than %d", S_SKIP_DEPTH);
-    int ch = kvc_json_tensor_peek(c);
-    if (ch == '"') {
-        const char *raw;
-        size_t n;
-        int esc;
-        return s_string_span(c, &raw, &n, &esc);
-    }
-    if (ch == '[' || ch == '{') {
-        char close = ch == '[' ? ']' : '}';
-        c->p++;
-        if (kvc_json_tensor_peek(c) == close) {
-            c->p++;
-            return KVC_OK;
-        }
-        for (;;) {
-            int rc;
-            if (close == '}') {
-                if (kvc_json_tensor_peek(c) != '"')
-                    return s_unexpected(c, "a key");
-                if ((rc = s_skip(c, depth + 1)) || (rc = kvc_json_tensor_expect(c, ':')))
-                    return rc;
-            }
-            if ((rc = s_skip(c, depth + 1)))
-                return rc;
-            int nx = kvc_json_tensor_peek(c);
-            if (nx == ',') {
-                c->p++;
-                continue;
-            }
-            if (nx == close) {
-                c->p++;
-                return KVC_OK;
-            }
-            return s_unexpected(c, close == ']' ? "',' or ']'" : "',' or '}'");
-        }
-    }
-    static const char *lits[] = {"true", "false", "null", "NaN", "Infinity", "-Infinity"};
-    for (size_t i = 0; i < sizeof lits / sizeof lits[0]; i++) {
-        size_t n = strlen(lits[i]);
-        if (s_lit(c, lits[i], n)) {
-            c->p += n;
-            return KVC_OK;
-        }
-    }
-    /* A number: checked against the JSON grammar without converting it. */
-    const char *p = c->p, *end = c->end;
-    if (p < end && *p == '-')
-        p++;
-    if (p < end && *p == '0') {
-        p++;
-    } else if (p < end && *p >= '1' && *p <= '9') {
-        while (p < end && *p >= '0' && *p <= '9')
-            p++;
-    } else {
-        return s_unexpected(c, "a value");
-    }
-    if (p < end && *p == '.') {
-        if (++p >= end || *p < '0' || *p > '9') {
-            c->p = p;
-            return s_unexpected(c, "a digit");
-        }
-        while (p < end && *p >= '0' && *p <= '9')
-            p++;
-    }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (p < end && (*p == '+' || *p == '-'))
-            p++;
-        if (p >= end || *p < '0' || *p > '9') {
-            c->p = p;
-            return s_unexpected(c, "a digit");
-        }
-        while (p < end && *p >= '0' && *p <= '9')
-            p++;
-    }
-    c->p = p;
-    return KVC_OK;
-}
-
-int kvc_json_tensor_skip(kvc_json_cursor_t *c)
-{
-    return s_skip(c, 0);
-}
-
-int kvc_json_tensor_read_bool(kvc_json_cursor_t *c, int *out)
-{
-    s_ws(c);
-    if (s_lit(c, "true", 4)) {
-        c->p += 4;
-        *out = 1;
-        return KVC_OK;
-    }
-    if (s_lit(c, "false", 5)) {
-        c->p += 5;
-        *out = 0;
-        return KVC_OK;
-    }
-    return s_unexpected(c, "true or false");
-}
-
-int kvc_json_tensor_read_u64(kvc_json_cursor_t *c, uint64_t *out)
-{
-    s_ws(c);
-    const char *stop;
-    int rc = kvc_numfmt_parse_u64(c->p, c->end, out, &stop);
-    if (rc == KVC_ERANGE)
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "integer out of range");
-    if (rc)
-        return s_unexpected(c, "a non-negative integer");
-    c->p = stop;
-    return KVC_OK;
-}
 
 /* ---- base64 ---------------------------------------------------------------- */
 
@@ -557,17 +154,17 @@ static int s_grow_fail(s_parser_t *P, int depth, int rc)
 static inline int s_special(kvc_json_cursor_t *c, double *v)
 {
     char ch = *c->p;
-    if (ch == 'N' && s_lit(c, "NaN", 3)) {
+    if (ch == 'N' && kvc_json_cursor_lit(c, "NaN", 3)) {
         c->p += 3;
         *v = NAN;
         return 1;
     }
-    if (ch == 'I' && s_lit(c, "Infinity", 8)) {
+    if (ch == 'I' && kvc_json_cursor_lit(c, "Infinity", 8)) {
         c->p += 8;
         *v = INFINITY;
         return 1;
     }
-    if (ch == '-' && s_lit(c, "-Infinity", 9)) {
+    if (ch == '-' && kvc_json_cursor_lit(c, "-Infinity", 9)) {
         c->p += 9;
         *v = -INFINITY;
         return 1;
@@ -712,12 +309,12 @@ static int s_string_into(s_parser_t *P, s_value_t *V, int depth)
             return s_fail_at(P, depth, KVC_EPARSE, "expected %s", s_expects(V->dtype));
         c->p++;
         char key[8];
-        int rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL);
+        int rc = kvc_json_cursor_read_string(c, key, sizeof key, NULL);
         if (rc || strcmp(key, "b64") != 0)
             return s_fail_at(P, depth, KVC_EPARSE, "expected an object {\"b64\": \"...\"}");
-        if ((rc = kvc_json_tensor_expect(c, ':')))
+        if ((rc = kvc_json_cursor_expect(c, ':')))
             return rc;
-        if (kvc_json_tensor_peek(c) != '"')
+        if (kvc_json_cursor_peek(c) != '"')
             return s_fail_at(P, depth, KVC_EPARSE, "b64 value must be a string");
         b64 = 1;
     } else if (*c->p != '"') {
@@ -726,7 +323,7 @@ static int s_string_into(s_parser_t *P, s_value_t *V, int depth)
     const char *raw;
     size_t n;
     int esc;
-    int rc = s_string_span(c, &raw, &n, &esc);
+    int rc = kvc_json_cursor_string_span(c, &raw, &n, &esc);
     if (rc)
         return rc;
     char *at;
@@ -739,10 +336,10 @@ static int s_string_into(s_parser_t *P, s_value_t *V, int depth)
         if (got < 0)
             return s_fail_at(P, depth, KVC_EPARSE, "invalid base64");
         used = (size_t)got;
-        if ((rc = kvc_json_tensor_expect(c, '}')))
+        if ((rc = kvc_json_cursor_expect(c, '}')))
             return rc;
     } else if (esc) {
-        if ((rc = s_unescape(c, raw, n, at, &used)))
+        if ((rc = kvc_json_cursor_unescape(c, raw, n, at, &used)))
             return rc;
     } else {
         memcpy(at, raw, n);
@@ -755,7 +352,7 @@ static int s_scalar(s_parser_t *P, s_value_t *V, int depth)
 {
     kvc_json_cursor_t *c = &P->c;
     if (c->p >= c->end)
-        return s_unexpected(c, "a value");
+        return kvc_json_cursor_unexpected(c, "a value");
     char ch = *c->p;
     int rc;
     if (!V->fixed && !V->t) {
@@ -764,7 +361,7 @@ static int s_scalar(s_parser_t *P, s_value_t *V, int depth)
             V->dtype = KVC_DT_STRING;
         } else if (ch == 't' || ch == 'f') {
             V->dtype = KVC_DT_BOOL;
-        } else if (ch == 'N' || ch == 'I' || (ch == '-' && s_lit(c, "-I", 2))) {
+        } else if (ch == 'N' || ch == 'I' || (ch == '-' && kvc_json_cursor_lit(c, "-I", 2))) {
             V->dtype = KVC_DT_FLOAT;
         } else {
             const char *q = c->p;
@@ -782,7 +379,8 @@ static int s_scalar(s_parser_t *P, s_value_t *V, int depth)
         while (q < c->end && (*q == '-' || *q == '+' || *q == '.' || *q == 'e' || *q == 'E' ||
                               (*q >= '0' && *q <= '9')))
             q++;
-        if (!kvc_numfmt_is_integer_token(c->p, q) || ch == 'N' || ch == 'I' || s_lit(c, "-I", 2)) {
+        if (!kvc_numfmt_is_integer_token(c->p, q) || ch == 'N' || ch == 'I' ||
+            kvc_json_cursor_lit(c, "-I", 2)) {
             kvc_tensor_convert(V->t, KVC_DT_FLOAT);
             V->dtype = KVC_DT_FLOAT;
         }
@@ -791,10 +389,10 @@ static int s_scalar(s_parser_t *P, s_value_t *V, int depth)
         return s_string_into(P, V, depth);
     if (V->dtype == KVC_DT_BOOL) {
         int b;
-        if (s_lit(c, "true", 4)) {
+        if (kvc_json_cursor_lit(c, "true", 4)) {
             b = 1;
             c->p += 4;
-        } else if (s_lit(c, "false", 5)) {
+        } else if (kvc_json_cursor_lit(c, "false", 5)) {
             b = 0;
             c->p += 5;
         } else {
@@ -821,11 +419,11 @@ static int s_is_b64_object(const kvc_json_cursor_t *c)
     if (k.p >= k.end || *k.p != '{')
         return 0;
     k.p++;
-    s_ws(&k);
-    if (!s_lit(&k, "\"b64\"", 5))
+    kvc_json_cursor_ws(&k);
+    if (!kvc_json_cursor_lit(&k, "\"b64\"", 5))
         return 0;
     k.p += 5;
-    return kvc_json_tensor_peek(&k) == ':';
+    return kvc_json_cursor_peek(&k) == ':';
 }
 
 /*
@@ -893,13 +491,13 @@ static int s_fast_list(s_parser_t *P, s_value_t *V, int level, uint64_t *count)
         if (c->p < c->end && *c->p == ',') {
             c->p++;
             if (c->p < c->end && (unsigned char)*c->p <= ' ')
-                s_ws(c);
+                kvc_json_cursor_ws(c);
             continue;
         }
-        s_ws(c);
+        kvc_json_cursor_ws(c);
         if (c->p < c->end && *c->p == ',') {
             c->p++;
-            s_ws(c);
+            kvc_json_cursor_ws(c);
             continue;
         }
         if (c->p < c->end && *c->p == ']') {
@@ -907,7 +505,7 @@ static int s_fast_list(s_parser_t *P, s_value_t *V, int level, uint64_t *count)
             break;
         }
         kvc_tensor_commit(t, written);
-        return s_unexpected(c, "',' or ']'");
+        return kvc_json_cursor_unexpected(c, "',' or ']'");
     }
     kvc_tensor_commit(t, written);
     *count = n;
@@ -918,9 +516,9 @@ static int s_fast_list(s_parser_t *P, s_value_t *V, int level, uint64_t *count)
 static int s_level(s_parser_t *P, s_value_t *V, int level)
 {
     kvc_json_cursor_t *c = &P->c;
-    int ch = kvc_json_tensor_peek(c);
+    int ch = kvc_json_cursor_peek(c);
     if (ch < 0)
-        return s_unexpected(c, "a value");
+        return kvc_json_cursor_unexpected(c, "a value");
     int is_list = ch == '[';
     if (V->ndim < 0) {
         if (!is_list) {
@@ -941,9 +539,9 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
     c->p++;
     uint64_t count = 0;
     int rc;
-    int first = kvc_json_tensor_peek(c);
+    int first = kvc_json_cursor_peek(c);
     if (first < 0)
-        return s_unexpected(c, "a value or ']'");
+        return kvc_json_cursor_unexpected(c, "a value or ']'");
     if (first == ']') {
         c->p++;
         if (V->ndim < 0) {
@@ -973,7 +571,7 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
                 if ((rc = s_level(P, V, level + 1)))
                     return rc;
                 count++;
-                int nx = kvc_json_tensor_peek(c);
+                int nx = kvc_json_cursor_peek(c);
                 if (nx == ',') {
                     c->p++;
                     continue;
@@ -982,7 +580,7 @@ static int s_level(s_parser_t *P, s_value_t *V, int level)
                     c->p++;
                     break;
                 }
-                return s_unexpected(c, "',' or ']'");
+                return kvc_json_cursor_unexpected(c, "',' or ']'");
             }
         }
     }
@@ -1117,12 +715,12 @@ static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts
                        int64_t *batch)
 {
     kvc_json_cursor_t *c = &P->c;
-    if (kvc_json_tensor_peek(c) != '[')
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "instances: expected a list");
+    if (kvc_json_cursor_peek(c) != '[')
+        return kvc_json_cursor_fail(c, KVC_EPARSE, "instances: expected a list");
     /* Look at the first instance to pick plain values or named objects. */
     kvc_json_cursor_t look = *c;
     look.p++;
-    int first = kvc_json_tensor_peek(&look);
+    int first = kvc_json_cursor_peek(&look);
     if (first == ']')
         return kvc_err_set(c->err, KVC_EPARSE, "instances: empty list");
     if (first != '{' || s_is_b64_object(&look)) {
@@ -1146,21 +744,21 @@ static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts
     c->p++;
     uint64_t inst = 0;
     for (;;) {
-        if (kvc_json_tensor_peek(c) != '{' || s_is_b64_object(c))
-            return kvc_json_tensor_fail(c, KVC_EPARSE,
+        if (kvc_json_cursor_peek(c) != '{' || s_is_b64_object(c))
+            return kvc_json_cursor_fail(c, KVC_EPARSE,
                                         "instances[%llu]: expected an object of named inputs "
                                         "like instances[0]",
                                         (unsigned long long)inst);
         c->p++;
         size_t keys = 0;
-        int nx = kvc_json_tensor_peek(c);
+        int nx = kvc_json_cursor_peek(c);
         while (nx != '}') {
             char name[S_MAX_NAME], what[64];
             snprintf(what, sizeof what, "instances[%llu]: input name", (unsigned long long)inst);
-            int rc = kvc_json_tensor_read_name(c, what, name, sizeof name, NULL);
+            int rc = kvc_json_cursor_read_name(c, what, name, sizeof name, NULL);
             if (rc)
                 return rc;
-            if ((rc = kvc_json_tensor_expect(c, ':')))
+            if ((rc = kvc_json_cursor_expect(c, ':')))
                 return rc;
             s_value_t *V;
             rc = s_slot(P, vs, name, inst == 0, opts, &V);
@@ -1182,16 +780,16 @@ static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts
                 return rc;
             if ((rc = s_check_total(P, vs->v, vs->n)))
                 return rc;
-            nx = kvc_json_tensor_peek(c);
+            nx = kvc_json_cursor_peek(c);
             if (nx == ',') {
                 c->p++;
-                nx = kvc_json_tensor_peek(c);
+                nx = kvc_json_cursor_peek(c);
                 if (nx == '}')
-                    return s_unexpected(c, "a key");
+                    return kvc_json_cursor_unexpected(c, "a key");
                 continue;
             }
             if (nx != '}')
-                return s_unexpected(c, "',' or '}'");
+                return kvc_json_cursor_unexpected(c, "',' or '}'");
         }
         c->p++;
         if (keys != vs->n || keys == 0) {
@@ -1203,7 +801,7 @@ static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts
                                (unsigned long long)inst);
         }
         inst++;
-        nx = kvc_json_tensor_peek(c);
+        nx = kvc_json_cursor_peek(c);
         if (nx == ',') {
             c->p++;
             continue;
@@ -1212,7 +810,7 @@ static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts
             c->p++;
             break;
         }
-        return s_unexpected(c, "',' or ']'");
+        return kvc_json_cursor_unexpected(c, "',' or ']'");
     }
     *batch = (int64_t)inst;
     return KVC_OK;
@@ -1222,7 +820,7 @@ static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts
 static int s_inputs(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t *opts)
 {
     kvc_json_cursor_t *c = &P->c;
-    int ch = kvc_json_tensor_peek(c);
+    int ch = kvc_json_cursor_peek(c);
     P->dim_base = 0;
     if (ch != '{' || s_is_b64_object(c)) {
         s_value_t *V;
@@ -1239,15 +837,15 @@ static int s_inputs(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t 
         return s_check_total(P, vs->v, vs->n);
     }
     c->p++;
-    int nx = kvc_json_tensor_peek(c);
+    int nx = kvc_json_cursor_peek(c);
     if (nx == '}')
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs: empty object");
+        return kvc_json_cursor_fail(c, KVC_EPARSE, "inputs: empty object");
     for (;;) {
         char name[S_MAX_NAME];
-        int rc = kvc_json_tensor_read_name(c, "inputs: input name", name, sizeof name, NULL);
+        int rc = kvc_json_cursor_read_name(c, "inputs: input name", name, sizeof name, NULL);
         if (rc)
             return rc;
-        if ((rc = kvc_json_tensor_expect(c, ':')))
+        if ((rc = kvc_json_cursor_expect(c, ':')))
             return rc;
         s_value_t *V;
         size_t before = vs->n;
@@ -1260,7 +858,7 @@ static int s_inputs(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t 
             return rc;
         if ((rc = s_check_total(P, vs->v, vs->n)))
             return rc;
-        nx = kvc_json_tensor_peek(c);
+        nx = kvc_json_cursor_peek(c);
         if (nx == ',') {
             c->p++;
             continue;
@@ -1269,7 +867,7 @@ static int s_inputs(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t 
             c->p++;
             return KVC_OK;
         }
-        return s_unexpected(c, "',' or '}'");
+        return kvc_json_cursor_unexpected(c, "',' or '}'");
     }
 }
 
@@ -1292,11 +890,11 @@ static int s_ambiguous_fail(s_parser_t *P, const kvc_json_tensor_opts_t *opts)
     }
     P->c.p = P->c.base + P->amb_at;
     if (P->amb == 1)
-        return kvc_json_tensor_fail(&P->c, KVC_EPARSE,
+        return kvc_json_cursor_fail(&P->c, KVC_EPARSE,
                                     "inputs: the signature has %zu inputs (%s), so 'inputs' must "
                                     "be an object keyed by input name",
                                     opts->n_specs, names);
-    return kvc_json_tensor_fail(&P->c, KVC_EPARSE,
+    return kvc_json_cursor_fail(&P->c, KVC_EPARSE,
                                 "instances[0]: the signature has %zu inputs (%s), so each "
                                 "instance must be an object keyed by input name",
                                 opts->n_specs, names);
@@ -1320,18 +918,18 @@ int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_t
     P->c.err = err;
     P->lim = &opts->limits;
     kvc_json_cursor_t *c = &P->c;
-    if ((rc = kvc_json_tensor_expect(c, '{')))
+    if ((rc = kvc_json_cursor_expect(c, '{')))
         goto done;
-    int nx = kvc_json_tensor_peek(c);
+    int nx = kvc_json_cursor_peek(c);
     while (nx != '}') {
         char key[64];
-        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
-            (rc = kvc_json_tensor_expect(c, ':')))
+        if ((rc = kvc_json_cursor_read_string(c, key, sizeof key, NULL)) ||
+            (rc = kvc_json_cursor_expect(c, ':')))
             goto done;
         if (strcmp(key, "instances") == 0 || strcmp(key, "inputs") == 0) {
             int is_inst = key[1] == 'n' && key[2] == 's';
             if (seen_inst || seen_inputs) {
-                rc = kvc_json_tensor_fail(c, KVC_EPARSE,
+                rc = kvc_json_cursor_fail(c, KVC_EPARSE,
                                           (seen_inst && is_inst) || (seen_inputs && !is_inst)
                                               ? "duplicate key '%s'"
                                               : "'%s': a request has either 'instances' or "
@@ -1350,38 +948,38 @@ int kvc_json_tensor_parse_request(const char *json, size_t len, const kvc_json_t
                 goto done;
         } else if (strcmp(key, "signature_name") == 0) {
             if (req->signature_name) {
-                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "duplicate key 'signature_name'");
+                rc = kvc_json_cursor_fail(c, KVC_EPARSE, "duplicate key 'signature_name'");
                 goto done;
             }
             char sig[S_MAX_NAME];
-            if ((rc = kvc_json_tensor_read_name(c, "signature_name", sig, sizeof sig, NULL)))
+            if ((rc = kvc_json_cursor_read_name(c, "signature_name", sig, sizeof sig, NULL)))
                 goto done;
             req->signature_name = kvc_strdup(sig);
             if (!req->signature_name) {
                 rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
                 goto done;
             }
-        } else if ((rc = kvc_json_tensor_skip(c))) {
+        } else if ((rc = kvc_json_cursor_skip(c))) {
             goto done;
         }
-        nx = kvc_json_tensor_peek(c);
+        nx = kvc_json_cursor_peek(c);
         if (nx == ',') {
             c->p++;
-            nx = kvc_json_tensor_peek(c);
+            nx = kvc_json_cursor_peek(c);
             if (nx == '}') {
-                rc = s_unexpected(c, "a key");
+                rc = kvc_json_cursor_unexpected(c, "a key");
                 goto done;
             }
             continue;
         }
         if (nx != '}') {
-            rc = s_unexpected(c, "',' or '}'");
+            rc = kvc_json_cursor_unexpected(c, "',' or '}'");
             goto done;
         }
     }
     c->p++;
-    if (kvc_json_tensor_peek(c) != -1) {
-        rc = kvc_json_tensor_fail(c, KVC_EPARSE, "trailing bytes after the request object");
+    if (kvc_json_cursor_peek(c) != -1) {
+        rc = kvc_json_cursor_fail(c, KVC_EPARSE, "trailing bytes after the request object");
         goto done;
     }
     if (!seen_inst && !seen_inputs) {
@@ -1446,8 +1044,8 @@ int kvc_json_tensor_read_values(kvc_json_cursor_t *c, kvc_tensor_t *t, const cha
     /* Triton reads "data" only as a list (a bare scalar counts as no
      * elements), so a scalar is refused here too, even for a one-element
      * tensor: clients that work with Triton work with us. */
-    if (kvc_json_tensor_peek(&P.c) != '[')
-        rc = kvc_json_tensor_fail(&P.c, KVC_EPARSE, "%s: expected a list", path);
+    if (kvc_json_cursor_peek(&P.c) != '[')
+        rc = kvc_json_cursor_fail(&P.c, KVC_EPARSE, "%s: expected a list", path);
     else
         rc = s_value(&P, &V);
     c->p = P.c.p;
@@ -1486,11 +1084,6 @@ static inline int s_put(kvc_buf_t *b, const char *s, size_t n)
     memcpy(b->data + b->len, s, n);
     b->len += n;
     return KVC_OK;
-}
-
-int kvc_json_tensor_utf8_valid(const uint8_t *s, size_t n)
-{
-    return s_utf8_prefix(s, n) == n;
 }
 
 int kvc_json_tensor_write_string(kvc_buf_t *out, const char *s, size_t n)
@@ -1604,9 +1197,9 @@ static int s_write_run(kvc_buf_t *out, const kvc_tensor_t *t, uint64_t from, uin
             const uint8_t *s = kvc_tensor_string(t, from + i, &len);
             if (i && (rc = s_put(out, ",", 1)))
                 return rc;
-            if (b64_mode == 2 || (b64_mode == 1 && !kvc_json_tensor_utf8_valid(s, len)))
+            if (b64_mode == 2 || (b64_mode == 1 && !kvc_json_utf8_valid(s, len)))
                 rc = s_write_b64(out, s, len);
-            else if (!kvc_json_tensor_utf8_valid(s, len))
+            else if (!kvc_json_utf8_valid(s, len))
                 rc = KVC_EINVAL;
             else
                 rc = kvc_json_tensor_write_string(out, (const char *)s, len);

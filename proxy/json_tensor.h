@@ -12,13 +12,15 @@
  * given length, never allocates past the given limits, and reports errors as
  * "where: what" messages fit for a 400 {"error": ...} body.
  *
- * The second half of this header is a small JSON cursor shared with
- * kserve_json.c; other modules should not need it.
+ * The second half of this header is shared with kserve_json.c (values of a
+ * tensor in and out); other modules should not need it. The JSON reading
+ * itself is json_cursor.h's.
  */
 #ifndef KVC_JSON_TENSOR_H
 #define KVC_JSON_TENSOR_H
 
 #include "base.h"
+#include "json_cursor.h"
 #include "tensor.h"
 
 #include <stddef.h>
@@ -87,38 +89,6 @@ int kvc_json_tensor_write_response(const kvc_tensor_list_t *outputs,
 
 /* ---- Shared with kserve_json.c ------------------------------------------- */
 
-/* A bounded cursor over a JSON text; base is kept for error offsets. */
-typedef struct {
-    const char *base;
-    const char *p;
-    const char *end;
-    kvc_err_t *err;
-} kvc_json_cursor_t;
-
-/* Skips whitespace; returns the next byte, or -1 at the end. */
-int kvc_json_tensor_peek(kvc_json_cursor_t *c);
-/* Consumes ch after whitespace, else sets an "offset N: ..." error. */
-int kvc_json_tensor_expect(kvc_json_cursor_t *c, char ch);
-/* Sets an error "offset N: <message>" at the cursor and returns code. */
-int kvc_json_tensor_fail(kvc_json_cursor_t *c, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/*
- * Parses a JSON string (a key or name) into buf: NUL-terminated, at most
- * size-1 bytes; longer, holding a NUL character, or not valid UTF-8 (names
- * end up in protobuf string fields) is an error. what names the string in
- * the UTF-8 error ("offset N: <what> is not valid UTF-8", N the offset of
- * the first bad byte); NULL means "key". read_string is read_name with
- * what = NULL.
- */
-int kvc_json_tensor_read_name(kvc_json_cursor_t *c, const char *what, char *buf, size_t size,
-                              size_t *len);
-int kvc_json_tensor_read_string(kvc_json_cursor_t *c, char *buf, size_t size, size_t *len);
-/* Skips one JSON value of any kind (depth-limited). */
-int kvc_json_tensor_skip(kvc_json_cursor_t *c);
-/* Parses true/false. */
-int kvc_json_tensor_read_bool(kvc_json_cursor_t *c, int *out);
-/* Parses a non-negative JSON integer. */
-int kvc_json_tensor_read_u64(kvc_json_cursor_t *c, uint64_t *out);
 /*
  * Parses a list of scalars of t's dtype, flat or nested in row-major order,
  * appending them to t. Nesting must be regular (every list at one depth the
@@ -131,8 +101,6 @@ int kvc_json_tensor_read_values(kvc_json_cursor_t *c, kvc_tensor_t *t, const cha
                                 int allow_b64);
 /* Appends a JSON string literal for n bytes (which must be valid UTF-8). */
 int kvc_json_tensor_write_string(kvc_buf_t *out, const char *s, size_t n);
-/* Tells whether n bytes are valid UTF-8. */
-int kvc_json_tensor_utf8_valid(const uint8_t *s, size_t n);
 /*
  * Appends t's values as nested lists by shape (flat: one flat list).
  * Strings as in kvc_json_tensor_write_response when b64_ok, else always

@@ -1,7 +1,7 @@
 /*
  * kserve_json.c - KServe v2 REST JSON and the binary tensor extension.
  *
- * The JSON header is walked once with the cursor from json_tensor.c; "data"
+ * The JSON header is walked once with json_cursor.h's cursor; "data"
  * arrays are parsed straight into typed tensors (if "data" comes before
  * "datatype" in an input object, its position is kept and it is parsed once
  * the object is complete). Binary sections are then cut from the bytes after
@@ -11,6 +11,7 @@
  */
 #include "kserve_json.h"
 
+#include "json_cursor.h"
 #include "json_tensor.h"
 #include "numfmt.h"
 
@@ -43,88 +44,46 @@ static void s_shape_str(const int64_t *shape, int ndim, char *buf, size_t size)
 /* Parses an input's "parameters" object, keeping binary_data_size. */
 static int s_input_params(kvc_json_cursor_t *c, size_t index, uint64_t *bin_size, int *has_bin)
 {
-    int rc = kvc_json_tensor_expect(c, '{');
-    if (rc)
-        return rc;
-    if (kvc_json_tensor_peek(c) == '}') {
-        c->p++;
-        return KVC_OK;
-    }
-    for (;;) {
-        char key[64];
-        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
-            (rc = kvc_json_tensor_expect(c, ':')))
-            return rc;
-        if (strcmp(key, "binary_data_size") == 0) {
-            kvc_json_tensor_peek(c);
-            const char *stop;
-            int prc = kvc_numfmt_parse_u64(c->p, c->end, bin_size, &stop);
-            if (prc == KVC_ERANGE && c->p < c->end && *c->p != '-')
-                return kvc_json_tensor_fail(
-                    c, KVC_EPARSE, "inputs[%zu].parameters.binary_data_size: too large", index);
-            if (prc)
-                return kvc_json_tensor_fail(
-                    c, KVC_EPARSE,
-                    "inputs[%zu].parameters.binary_data_size: must be a non-negative integer",
-                    index);
-            c->p = stop;
-            *has_bin = 1;
-        } else if ((rc = kvc_json_tensor_skip(c))) {
-            return rc;
-        }
-        int nx = kvc_json_tensor_peek(c);
-        if (nx == ',') {
-            c->p++;
+    char key[64];
+    int st = 0, rc;
+    while ((rc = kvc_json_cursor_member(c, &st, key, sizeof key)) == 1) {
+        if (strcmp(key, "binary_data_size") != 0) {
+            if ((rc = kvc_json_cursor_skip(c)))
+                return rc;
             continue;
         }
-        if (nx == '}') {
-            c->p++;
-            return KVC_OK;
-        }
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}' in parameters");
+        if ((rc = kvc_json_cursor_read_u64(c, bin_size)))
+            return kvc_json_cursor_fail(
+                c, KVC_EPARSE, "inputs[%zu].parameters.binary_data_size: %s", index,
+                rc == KVC_ERANGE ? "too large" : "must be a non-negative integer");
+        *has_bin = 1;
     }
+    return rc;
 }
 
 /* Parses "shape": [d0, d1, ...]. */
 static int s_shape(kvc_json_cursor_t *c, size_t index, int64_t *shape, int *ndim)
 {
-    int rc = kvc_json_tensor_expect(c, '[');
-    if (rc)
-        return rc;
+    int st = 0, rc;
     *ndim = 0;
-    if (kvc_json_tensor_peek(c) == ']') {
-        c->p++;
-        return KVC_OK;
-    }
-    for (;;) {
-        uint64_t d;
-        const char *stop;
-        kvc_json_tensor_peek(c);
+    while ((rc = kvc_json_cursor_element(c, &st)) == 1) {
         if (*ndim >= KVC_TENSOR_MAX_DIMS)
-            return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape: more than %d dimensions",
+            return kvc_json_cursor_fail(c, KVC_EPARSE, "inputs[%zu].shape: more than %d dimensions",
                                         index, KVC_TENSOR_MAX_DIMS);
-        int prc = kvc_numfmt_parse_u64(c->p, c->end, &d, &stop);
-        int neg = c->p < c->end && *c->p == '-';
-        if ((prc == KVC_ERANGE && !neg) || (prc == KVC_OK && d > (uint64_t)INT64_MAX))
-            return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape[%d]: dimension too large",
-                                        index, *ndim);
-        if (prc)
-            return kvc_json_tensor_fail(c, KVC_EPARSE,
-                                        "inputs[%zu].shape[%d]: must be a non-negative integer",
-                                        index, *ndim);
-        c->p = stop;
+        const char *at = c->p;
+        uint64_t d;
+        rc = kvc_json_cursor_read_u64(c, &d);
+        if (rc == KVC_OK && d > (uint64_t)INT64_MAX)
+            rc = KVC_ERANGE;
+        if (rc) {
+            c->p = at;
+            return kvc_json_cursor_fail(c, KVC_EPARSE, "inputs[%zu].shape[%d]: %s", index, *ndim,
+                                        rc == KVC_ERANGE ? "dimension too large"
+                                                         : "must be a non-negative integer");
+        }
         shape[(*ndim)++] = (int64_t)d;
-        int nx = kvc_json_tensor_peek(c);
-        if (nx == ',') {
-            c->p++;
-            continue;
-        }
-        if (nx == ']') {
-            c->p++;
-            return KVC_OK;
-        }
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu].shape: expected ',' or ']'", index);
     }
+    return rc;
 }
 
 /* Parses one input object; JSON data is read now, binary data deferred. */
@@ -143,21 +102,15 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
     char path[S_MAX_NAME + 32];
     snprintf(path, sizeof path, "inputs[%zu].data", index);
     static const char *keys[] = {"name", "datatype", "shape", "parameters", "data"};
-    int rc = kvc_json_tensor_expect(c, '{');
-    if (rc)
-        return rc;
-    int nx = kvc_json_tensor_peek(c);
-    while (nx != '}') {
-        char key[64];
-        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
-            (rc = kvc_json_tensor_expect(c, ':')))
-            goto fail;
+    char key[64];
+    int st = 0, rc;
+    while ((rc = kvc_json_cursor_member(c, &st, key, sizeof key)) == 1) {
         int k = -1;
         for (int i = 0; i < 5; i++)
             if (strcmp(key, keys[i]) == 0)
                 k = i;
         if (k >= 0 && (seen & (1u << k))) {
-            rc = kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu]: duplicate key '%s'", index, key);
+            rc = kvc_json_cursor_fail(c, KVC_EPARSE, "inputs[%zu]: duplicate key '%s'", index, key);
             goto fail;
         }
         if (k >= 0)
@@ -165,17 +118,17 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
         if (k == 0) {
             char what[48];
             snprintf(what, sizeof what, "inputs[%zu].name", index);
-            rc = kvc_json_tensor_read_name(c, what, name, sizeof name, NULL);
+            rc = kvc_json_cursor_read_name(c, what, name, sizeof name, NULL);
         } else if (k == 1) {
             char what[48];
             snprintf(what, sizeof what, "inputs[%zu].datatype", index);
-            rc = kvc_json_tensor_read_name(c, what, dtname, sizeof dtname, NULL);
+            rc = kvc_json_cursor_read_name(c, what, dtname, sizeof dtname, NULL);
         } else if (k == 2) {
             rc = s_shape(c, index, shape, &ndim);
         } else if (k == 3) {
             rc = s_input_params(c, index, &bin_size, &has_bin);
         } else if (k == 4) {
-            kvc_json_tensor_peek(c);
+            kvc_json_cursor_peek(c);
             data_at = c->p;
             kvc_dtype_t edt = kvc_dtype_from_kserve(dtname, strlen(dtname));
             if ((seen & 3u) == 3u && edt != KVC_DT_INVALID) {
@@ -187,29 +140,16 @@ static int s_input(kvc_json_cursor_t *c, size_t index, const kvc_tensor_limits_t
                 }
                 rc = kvc_json_tensor_read_values(c, t, path, 0);
             } else {
-                rc = kvc_json_tensor_skip(c);
+                rc = kvc_json_cursor_skip(c);
             }
         } else {
-            rc = kvc_json_tensor_skip(c);
+            rc = kvc_json_cursor_skip(c);
         }
         if (rc)
             goto fail;
-        nx = kvc_json_tensor_peek(c);
-        if (nx == ',') {
-            c->p++;
-            nx = kvc_json_tensor_peek(c);
-            if (nx == '}') {
-                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "expected a key");
-                goto fail;
-            }
-            continue;
-        }
-        if (nx != '}') {
-            rc = kvc_json_tensor_fail(c, KVC_EPARSE, "inputs[%zu]: expected ',' or '}'", index);
-            goto fail;
-        }
     }
-    c->p++;
+    if (rc)
+        goto fail;
     kvc_dtype_t dt = kvc_dtype_from_kserve(dtname, strlen(dtname));
     uint64_t count = 0;
     if (!(seen & 1u))
@@ -341,120 +281,75 @@ static int s_binary(s_pending_t *pd, const char **p, size_t *left, kvc_err_t *er
     return KVC_OK;
 }
 
+/* Parses one "parameters" object of an output, keeping binary_data. */
+static int s_output_params(kvc_json_cursor_t *c, kvc_kserve_output_t *o)
+{
+    char key[64];
+    int st = 0, rc;
+    while ((rc = kvc_json_cursor_member(c, &st, key, sizeof key)) == 1) {
+        rc = strcmp(key, "binary_data") == 0 ? kvc_json_cursor_read_bool(c, &o->binary)
+                                             : kvc_json_cursor_skip(c);
+        if (rc)
+            return rc;
+    }
+    return rc;
+}
+
 /* Parses the request's "outputs" list. */
 static int s_outputs(kvc_json_cursor_t *c, kvc_kserve_request_t *req)
 {
-    int rc = kvc_json_tensor_expect(c, '[');
-    if (rc)
-        return rc;
+    int rc;
+    if (kvc_json_cursor_peek(c) != '[')
+        return kvc_json_cursor_expect(c, '[');
     req->outputs = kvc_calloc(S_MAX_IO, sizeof *req->outputs);
     if (!req->outputs)
         return kvc_err_set(c->err, KVC_ENOMEM, "out of memory");
-    if (kvc_json_tensor_peek(c) == ']') {
-        c->p++;
-        return KVC_OK;
-    }
-    for (;;) {
+    int est = 0;
+    while ((rc = kvc_json_cursor_element(c, &est)) == 1) {
         if (req->n_outputs >= S_MAX_IO)
-            return kvc_json_tensor_fail(c, KVC_EPARSE, "more than %d outputs", S_MAX_IO);
-        kvc_kserve_output_t *o = &req->outputs[req->n_outputs++];
-        if ((rc = kvc_json_tensor_expect(c, '{')))
-            return rc;
-        int nx = kvc_json_tensor_peek(c);
-        while (nx != '}') {
-            char key[64];
-            if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
-                (rc = kvc_json_tensor_expect(c, ':')))
-                return rc;
+            return kvc_json_cursor_fail(c, KVC_EPARSE, "more than %d outputs", S_MAX_IO);
+        size_t index = req->n_outputs++;
+        kvc_kserve_output_t *o = &req->outputs[index];
+        char key[64];
+        int st = 0;
+        while ((rc = kvc_json_cursor_member(c, &st, key, sizeof key)) == 1) {
             if (strcmp(key, "name") == 0) {
                 char name[S_MAX_NAME], what[48];
-                snprintf(what, sizeof what, "outputs[%zu].name", req->n_outputs - 1);
-                if ((rc = kvc_json_tensor_read_name(c, what, name, sizeof name, NULL)))
+                snprintf(what, sizeof what, "outputs[%zu].name", index);
+                if ((rc = kvc_json_cursor_read_name(c, what, name, sizeof name, NULL)))
                     return rc;
                 kvc_free(o->name);
                 o->name = kvc_strdup(name);
                 if (!o->name)
                     return kvc_err_set(c->err, KVC_ENOMEM, "out of memory");
             } else if (strcmp(key, "parameters") == 0) {
-                if ((rc = kvc_json_tensor_expect(c, '{')))
+                if ((rc = s_output_params(c, o)))
                     return rc;
-                int pn = kvc_json_tensor_peek(c);
-                while (pn != '}') {
-                    char pk[64];
-                    if ((rc = kvc_json_tensor_read_string(c, pk, sizeof pk, NULL)) ||
-                        (rc = kvc_json_tensor_expect(c, ':')))
-                        return rc;
-                    if (strcmp(pk, "binary_data") == 0)
-                        rc = kvc_json_tensor_read_bool(c, &o->binary);
-                    else
-                        rc = kvc_json_tensor_skip(c);
-                    if (rc)
-                        return rc;
-                    pn = kvc_json_tensor_peek(c);
-                    if (pn == ',') {
-                        c->p++;
-                        pn = kvc_json_tensor_peek(c);
-                    } else if (pn != '}') {
-                        return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}'");
-                    }
-                }
-                c->p++;
-            } else if ((rc = kvc_json_tensor_skip(c))) {
+            } else if ((rc = kvc_json_cursor_skip(c))) {
                 return rc;
             }
-            nx = kvc_json_tensor_peek(c);
-            if (nx == ',') {
-                c->p++;
-                nx = kvc_json_tensor_peek(c);
-            } else if (nx != '}') {
-                return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}'");
-            }
         }
-        c->p++;
+        if (rc)
+            return rc;
         if (!o->name)
-            return kvc_err_set(c->err, KVC_EPARSE, "outputs[%zu]: missing 'name'",
-                               req->n_outputs - 1);
-        int nx2 = kvc_json_tensor_peek(c);
-        if (nx2 == ',') {
-            c->p++;
-            continue;
-        }
-        if (nx2 == ']') {
-            c->p++;
-            return KVC_OK;
-        }
-        return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or ']'");
+            return kvc_err_set(c->err, KVC_EPARSE, "outputs[%zu]: missing 'name'", index);
     }
+    return rc;
 }
 
 /* Parses the request-level "parameters" object. */
 static int s_req_params(kvc_json_cursor_t *c, kvc_kserve_request_t *req)
 {
-    int rc = kvc_json_tensor_expect(c, '{');
-    if (rc)
-        return rc;
-    int nx = kvc_json_tensor_peek(c);
-    while (nx != '}') {
-        char key[64];
-        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
-            (rc = kvc_json_tensor_expect(c, ':')))
-            return rc;
-        if (strcmp(key, "binary_data_output") == 0)
-            rc = kvc_json_tensor_read_bool(c, &req->binary_output);
-        else
-            rc = kvc_json_tensor_skip(c);
+    char key[64];
+    int st = 0, rc;
+    while ((rc = kvc_json_cursor_member(c, &st, key, sizeof key)) == 1) {
+        rc = strcmp(key, "binary_data_output") == 0
+                 ? kvc_json_cursor_read_bool(c, &req->binary_output)
+                 : kvc_json_cursor_skip(c);
         if (rc)
             return rc;
-        nx = kvc_json_tensor_peek(c);
-        if (nx == ',') {
-            c->p++;
-            nx = kvc_json_tensor_peek(c);
-        } else if (nx != '}') {
-            return kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}'");
-        }
     }
-    c->p++;
-    return KVC_OK;
+    return rc;
 }
 
 int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_len,
@@ -466,7 +361,8 @@ int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_le
         return kvc_err_set(err, KVC_EPARSE,
                            "Inference-Header-Content-Length %zu is larger than the body (%zu)",
                            header_len, len);
-    kvc_json_cursor_t cur = {body, body, body + header_len, err};
+    kvc_json_cursor_t cur;
+    kvc_json_cursor_init(&cur, body, header_len, err);
     kvc_json_cursor_t *c = &cur;
     s_pending_t *pend = kvc_calloc(S_MAX_IO, sizeof *pend);
     kvc_tensor_t **items = kvc_calloc(S_MAX_IO, sizeof *items);
@@ -477,17 +373,12 @@ int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_le
         goto done;
     }
     kvc_tensor_limits_t left = *lim;
-    if ((rc = kvc_json_tensor_expect(c, '{')))
-        goto done;
-    int nx = kvc_json_tensor_peek(c);
-    while (nx != '}') {
-        char key[64];
-        if ((rc = kvc_json_tensor_read_string(c, key, sizeof key, NULL)) ||
-            (rc = kvc_json_tensor_expect(c, ':')))
-            goto done;
+    char key[64];
+    int st = 0;
+    while ((rc = kvc_json_cursor_member(c, &st, key, sizeof key)) == 1) {
         if (strcmp(key, "id") == 0) {
             char id[S_MAX_NAME];
-            if ((rc = kvc_json_tensor_read_name(c, "id", id, sizeof id, NULL)))
+            if ((rc = kvc_json_cursor_read_name(c, "id", id, sizeof id, NULL)))
                 goto done;
             kvc_free(req->id);
             req->id = kvc_strdup(id);
@@ -500,23 +391,21 @@ int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_le
                 goto done;
         } else if (strcmp(key, "outputs") == 0) {
             if (req->outputs) {
-                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "duplicate key 'outputs'");
+                rc = kvc_json_cursor_fail(c, KVC_EPARSE, "duplicate key 'outputs'");
                 goto done;
             }
             if ((rc = s_outputs(c, req)))
                 goto done;
         } else if (strcmp(key, "inputs") == 0) {
             if (seen_inputs) {
-                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "duplicate key 'inputs'");
+                rc = kvc_json_cursor_fail(c, KVC_EPARSE, "duplicate key 'inputs'");
                 goto done;
             }
             seen_inputs = 1;
-            if ((rc = kvc_json_tensor_expect(c, '[')))
-                goto done;
-            int in = kvc_json_tensor_peek(c);
-            while (in != ']') {
+            int est = 0;
+            while ((rc = kvc_json_cursor_element(c, &est)) == 1) {
                 if (ninputs >= S_MAX_IO) {
-                    rc = kvc_json_tensor_fail(c, KVC_EPARSE, "more than %d inputs", S_MAX_IO);
+                    rc = kvc_json_cursor_fail(c, KVC_EPARSE, "more than %d inputs", S_MAX_IO);
                     goto done;
                 }
                 int is_bin = 0;
@@ -541,39 +430,17 @@ int kvc_kserve_json_parse_request(const char *body, size_t len, size_t header_le
                 left.max_bytes -= bytes;
                 if (is_bin)
                     npend++;
-                in = kvc_json_tensor_peek(c);
-                if (in == ',') {
-                    c->p++;
-                    in = kvc_json_tensor_peek(c);
-                    if (in == ']') {
-                        rc = kvc_json_tensor_fail(c, KVC_EPARSE, "expected an input object");
-                        goto done;
-                    }
-                } else if (in != ']') {
-                    rc = kvc_json_tensor_fail(c, KVC_EPARSE, "inputs: expected ',' or ']'");
-                    goto done;
-                }
             }
-            c->p++;
-        } else if ((rc = kvc_json_tensor_skip(c))) {
-            goto done;
-        }
-        nx = kvc_json_tensor_peek(c);
-        if (nx == ',') {
-            c->p++;
-            nx = kvc_json_tensor_peek(c);
-            if (nx == '}') {
-                rc = kvc_json_tensor_fail(c, KVC_EPARSE, "expected a key");
+            if (rc)
                 goto done;
-            }
-        } else if (nx != '}') {
-            rc = kvc_json_tensor_fail(c, KVC_EPARSE, "expected ',' or '}'");
+        } else if ((rc = kvc_json_cursor_skip(c))) {
             goto done;
         }
     }
-    c->p++;
-    if (kvc_json_tensor_peek(c) != -1) {
-        rc = kvc_json_tensor_fail(c, KVC_EPARSE,
+    if (rc)
+        goto done;
+    if (kvc_json_cursor_peek(c) != -1) {
+        rc = kvc_json_cursor_fail(c, KVC_EPARSE,
                                   "trailing bytes in the JSON header (check "
                                   "Inference-Header-Content-Length)");
         goto done;
