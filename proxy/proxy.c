@@ -18,7 +18,9 @@
 #include "grpc_client.h"
 #include "image.h"
 #include "json_tensor.h"
+#include "infer_reply.h"
 #include "kserve_json.h"
+#include "pb_decode.h"
 #include "preprocess.h"
 #include "proxy_json.h"
 #include "route.h"
@@ -354,11 +356,18 @@ static int s_call(s_ctx_t *c, const char *url, const char *path, const ProtobufC
     return rc ? rc : KVC_EIO;
 }
 
-/* Answers 502 for a backend reply that does not decode. */
-static int s_bad_reply(s_ctx_t *c, const char *what)
+/* Decodes a backend reply with the proxy's allocator (pb_decode.h); on
+ * failure answers 502 (bad bytes) or 500 (out of memory) and returns NULL
+ * with *rc set. Free the message with kvc_pb_allocator(). */
+static ProtobufCMessage *s_decode(s_ctx_t *c, const ProtobufCMessageDescriptor *desc,
+                                  const kvc_grpc_result_t *res, const char *what, int *rc)
 {
-    s_fail(c, 502, "model server sent an invalid %s", what);
-    return KVC_EPARSE;
+    kvc_err_t err = {0, ""};
+    ProtobufCMessage *m = NULL;
+    *rc = kvc_pb_unpack(desc, res->data, res->len, what, &m, &err);
+    if (*rc)
+        s_fail(c, *rc == KVC_ENOMEM ? 500 : 502, "%s", err.msg);
+    return m;
 }
 
 /* Fills a TF Serving ModelSpec from the route (ver must outlive spec). */
@@ -412,9 +421,9 @@ static int s_tfs_metadata(s_ctx_t *c, uint32_t timeout_ms, int latest,
     kvc_grpc_result_t res;
     int rc = s_call(c, c->be->url, S_PATH_METADATA, &r.base, timeout_ms, &res);
     if (rc == 0) {
-        *out = tensorflow__serving__get_model_metadata_response__unpack(NULL, res.len, res.data);
-        if (!*out)
-            rc = s_bad_reply(c, "GetModelMetadataResponse");
+        *out = (Tensorflow__Serving__GetModelMetadataResponse *)s_decode(
+            c, &tensorflow__serving__get_model_metadata_response__descriptor, &res,
+            "GetModelMetadataResponse", &rc);
     }
     kvc_grpc_result_free(&res);
     return rc;
@@ -434,9 +443,8 @@ static int s_kserve_metadata(s_ctx_t *c, uint32_t timeout_ms, int latest,
     kvc_grpc_result_t res;
     rc = s_call(c, c->be->url, S_PATH_V2_META, &r.base, timeout_ms, &res);
     if (rc == 0) {
-        *out = inference__model_metadata_response__unpack(NULL, res.len, res.data);
-        if (!*out)
-            rc = s_bad_reply(c, "ModelMetadataResponse");
+        *out = (Inference__ModelMetadataResponse *)s_decode(
+            c, &inference__model_metadata_response__descriptor, &res, "ModelMetadataResponse", &rc);
     }
     kvc_grpc_result_free(&res);
     return rc;
@@ -470,13 +478,13 @@ static kvc_signature_set_t *s_fetch_signatures(s_ctx_t *c, int *definitive)
         Tensorflow__Serving__GetModelMetadataResponse *r = NULL;
         if (s_tfs_metadata(c, t, 1, &r) == 0) {
             fresh = kvc_signature_set_from_tfs(r, &err);
-            tensorflow__serving__get_model_metadata_response__free_unpacked(r, NULL);
+            tensorflow__serving__get_model_metadata_response__free_unpacked(r, kvc_pb_allocator());
         }
     } else {
         Inference__ModelMetadataResponse *r = NULL;
         if (s_kserve_metadata(c, t, 1, &r) == 0) {
             fresh = kvc_signature_set_from_kserve(r, &err);
-            inference__model_metadata_response__free_unpacked(r, NULL);
+            inference__model_metadata_response__free_unpacked(r, kvc_pb_allocator());
         }
     }
     int code = c->obs.grpc_status;
@@ -605,29 +613,6 @@ static const kvc_signature_set_t *s_signatures(s_ctx_t *c)
 }
 
 /* ---- Inference ------------------------------------------------------------ */
-
-/* Adds tensor t (ownership taken) to list, answering 500 on failure. */
-static int s_list_add(s_ctx_t *c, kvc_tensor_list_t *list, kvc_tensor_t **t)
-{
-    int rc = kvc_tensor_list_add(list, t);
-    if (rc == KVC_EEXIST)
-        return s_bad_reply(c, "response (an output name twice)");
-    if (rc)
-        kvc_http_error(c->resp, 500, "out of memory");
-    return rc;
-}
-
-/* Answers a tensor conversion failure of a backend reply. */
-static int s_convert_error(s_ctx_t *c, int rc, const kvc_err_t *err)
-{
-    if (rc == KVC_ERANGE)
-        kvc_http_error(c->resp, 502, "model server reply over the limits: %s", err->msg);
-    else if (rc == KVC_ENOMEM)
-        kvc_http_error(c->resp, 500, "out of memory");
-    else
-        kvc_http_error(c->resp, 502, "model server sent an invalid tensor: %s", err->msg);
-    return rc;
-}
 
 /* Sets the response to the backend's protobuf bytes as they came, labelled
  * with the media type the client asked for. */
@@ -843,29 +828,6 @@ static const char *s_wants_protobuf(const kvc_http_req_t *req)
     return kvc_proxy_accept_protobuf(req->accept);
 }
 
-/* Sorts output indices by name (outputs arrive in map order, which no
- * server promises; answers should not depend on it). */
-static void s_sort_names(size_t *idx, size_t n, const char *(*name)(const void *, size_t),
-                         const void *msg)
-{
-    for (size_t i = 1; i < n; i++) {
-        size_t v = idx[i], j = i;
-        const char *nv = name(msg, v);
-        while (j > 0 && strcmp(name(msg, idx[j - 1]), nv) > 0) {
-            idx[j] = idx[j - 1];
-            j--;
-        }
-        idx[j] = v;
-    }
-}
-
-/* Output name i of a PredictResponse. */
-static const char *s_tfs_out_name(const void *msg, size_t i)
-{
-    const Tensorflow__Serving__PredictResponse *r = msg;
-    return r->outputs[i]->key ? r->outputs[i]->key : "";
-}
-
 /* Runs Predict on a TF Serving backend; *outputs gets the result tensors
  * (NULL with 0 when the protobuf answer was sent as is). */
 static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signature, char **filter,
@@ -881,7 +843,6 @@ static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signat
         kvc_calloc(n ? n : 1, sizeof *entries);
     Tensorflow__Serving__PredictRequest__InputsEntry **ptrs = kvc_calloc(n ? n : 1, sizeof *ptrs);
     size_t n_views = 0;
-    Tensorflow__Serving__PredictResponse *pr = NULL;
     kvc_grpc_result_t res = {0};
     const char *pb_type = NULL;
     int rc = KVC_OK;
@@ -916,45 +877,12 @@ static int s_infer_tfs(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signat
         rc = s_answer_protobuf(c, &res, pb_type);
         goto done;
     }
-    pr = tensorflow__serving__predict_response__unpack(NULL, res.len, res.data);
-    if (!pr) {
-        rc = s_bad_reply(c, "PredictResponse");
-        goto done;
-    }
-    if (pr->model_spec &&
-        pr->model_spec->version_choice_case ==
-            TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
-        pr->model_spec->version)
-        snprintf(c->version, sizeof c->version, "%" PRId64, pr->model_spec->version->value);
-    size_t *idx = kvc_calloc(pr->n_outputs ? pr->n_outputs : 1, sizeof *idx);
-    *outputs = kvc_tensor_list_new();
-    if (!idx || !*outputs) {
-        kvc_free(idx);
-        kvc_http_error(c->resp, 500, "out of memory");
-        rc = KVC_ENOMEM;
-        goto done;
-    }
-    for (size_t i = 0; i < pr->n_outputs; i++)
-        idx[i] = i;
-    s_sort_names(idx, pr->n_outputs, s_tfs_out_name, pr);
-    for (size_t k = 0; rc == 0 && k < pr->n_outputs; k++) {
-        const Tensorflow__Serving__PredictResponse__OutputsEntry *e = pr->outputs[idx[k]];
-        kvc_err_t err = {0};
-        kvc_tensor_t *t = NULL;
-        if (!e->value) {
-            rc = s_bad_reply(c, "PredictResponse (an output without a tensor)");
-            break;
-        }
-        rc = kvc_tensor_from_tfproto(e->value, e->key ? e->key : "", &c->p->limits, &t, &err);
-        if (rc)
-            s_convert_error(c, rc, &err);
-        else
-            rc = s_list_add(c, *outputs, &t);
-    }
-    kvc_free(idx);
+    kvc_err_t err = {0, ""};
+    rc = kvc_infer_reply_tfs(res.data, res.len, &c->p->limits, outputs, c->version,
+                             sizeof c->version, &err);
+    if (rc)
+        s_fail(c, rc == KVC_ENOMEM ? 500 : 502, "%s", err.msg);
 done:
-    if (pr)
-        tensorflow__serving__predict_response__free_unpacked(pr, NULL);
     kvc_grpc_result_free(&res);
     for (size_t i = 0; i < n_views; i++)
         kvc_tfproto_view_clear(&views[i]);
@@ -984,7 +912,6 @@ static int s_infer_kserve(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *id,
     Inference__ModelInferRequest__InferRequestedOutputTensor **outp =
         kvc_calloc(n_filter ? n_filter : 1, sizeof *outp);
     size_t n_views = 0;
-    Inference__ModelInferResponse *ir = NULL;
     kvc_grpc_result_t res = {0};
     const char *pb_type = NULL;
     if (!views || !ptrs || !raws || !outs || !outp) {
@@ -1025,37 +952,12 @@ static int s_infer_kserve(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *id,
         rc = s_answer_protobuf(c, &res, pb_type);
         goto done;
     }
-    ir = inference__model_infer_response__unpack(NULL, res.len, res.data);
-    if (!ir) {
-        rc = s_bad_reply(c, "ModelInferResponse");
-        goto done;
-    }
-    if (ir->n_raw_output_contents && ir->n_raw_output_contents != ir->n_outputs) {
-        rc = s_bad_reply(c, "ModelInferResponse (raw contents do not match the outputs)");
-        goto done;
-    }
-    if (ir->model_version && ir->model_version[0])
-        snprintf(c->version, sizeof c->version, "%s", ir->model_version);
-    *outputs = kvc_tensor_list_new();
-    if (!*outputs) {
-        kvc_http_error(c->resp, 500, "out of memory");
-        rc = KVC_ENOMEM;
-        goto done;
-    }
-    for (size_t i = 0; rc == 0 && i < ir->n_outputs; i++) {
-        kvc_err_t err = {0};
-        kvc_tensor_t *t = NULL;
-        const ProtobufCBinaryData *raw =
-            ir->n_raw_output_contents ? &ir->raw_output_contents[i] : NULL;
-        rc = kvc_tensor_from_kserve_output(ir->outputs[i], raw, &c->p->limits, &t, &err);
-        if (rc)
-            s_convert_error(c, rc, &err);
-        else
-            rc = s_list_add(c, *outputs, &t);
-    }
+    kvc_err_t err = {0, ""};
+    rc = kvc_infer_reply_kserve(res.data, res.len, &c->p->limits, outputs, c->version,
+                                sizeof c->version, &err);
+    if (rc)
+        s_fail(c, rc == KVC_ENOMEM ? 500 : 502, "%s", err.msg);
 done:
-    if (ir)
-        inference__model_infer_response__free_unpacked(ir, NULL);
     kvc_grpc_result_free(&res);
     for (size_t i = 0; i < n_views; i++)
         kvc_kserve_input_view_clear(&views[i]);
@@ -1380,9 +1282,9 @@ static int s_tfs_status(s_ctx_t *c, const char *url, const char *model, int late
     kvc_grpc_result_t res;
     int rc = s_call(c, url, S_PATH_STATUS, &r.base, timeout_ms, &res);
     if (rc == 0) {
-        *out = tensorflow__serving__get_model_status_response__unpack(NULL, res.len, res.data);
-        if (!*out)
-            rc = s_bad_reply(c, "GetModelStatusResponse");
+        *out = (Tensorflow__Serving__GetModelStatusResponse *)s_decode(
+            c, &tensorflow__serving__get_model_status_response__descriptor, &res,
+            "GetModelStatusResponse", &rc);
     }
     kvc_grpc_result_free(&res);
     return rc;
@@ -1407,13 +1309,11 @@ static int s_kserve_ready(s_ctx_t *c, const char *version, int *ready)
     kvc_grpc_result_t res;
     int rc = s_call(c, c->be->url, S_PATH_V2_READY, &r.base, c->p->timeout_ms, &res);
     if (rc == 0) {
-        Inference__ModelReadyResponse *m =
-            inference__model_ready_response__unpack(NULL, res.len, res.data);
-        if (!m) {
-            rc = s_bad_reply(c, "ModelReadyResponse");
-        } else {
+        Inference__ModelReadyResponse *m = (Inference__ModelReadyResponse *)s_decode(
+            c, &inference__model_ready_response__descriptor, &res, "ModelReadyResponse", &rc);
+        if (m) {
             *ready = m->ready;
-            inference__model_ready_response__free_unpacked(m, NULL);
+            inference__model_ready_response__free_unpacked(m, kvc_pb_allocator());
         }
     }
     kvc_grpc_result_free(&res);
@@ -1430,7 +1330,7 @@ static void s_tfs_status_answer(s_ctx_t *c)
         if (s_tfs_status(c, c->be->url, c->route.model, 0, c->p->timeout_ms, &r) != 0)
             return;
         rc = kvc_proxy_status_json(r, &c->resp->body);
-        tensorflow__serving__get_model_status_response__free_unpacked(r, NULL);
+        tensorflow__serving__get_model_status_response__free_unpacked(r, kvc_pb_allocator());
     } else {
         /* ModelMetadata names the version (and says NOT_FOUND); then ModelReady. */
         Inference__ModelMetadataResponse *m = NULL;
@@ -1442,7 +1342,7 @@ static void s_tfs_status_answer(s_ctx_t *c)
         else
             snprintf(version, sizeof version, "%.20s",
                      m->n_versions && m->versions[0] ? m->versions[0] : "");
-        inference__model_metadata_response__free_unpacked(m, NULL);
+        inference__model_metadata_response__free_unpacked(m, kvc_pb_allocator());
         int ready = 0;
         if (s_kserve_ready(c, c->route.version_name[0] ? version : "", &ready) != 0)
             return;
@@ -1466,14 +1366,14 @@ static void s_metadata_answer(s_ctx_t *c, int v2)
             return;
         rc = v2 ? kvc_proxy_v2_metadata_json_tfs(r, NULL, &c->resp->body, &err)
                 : kvc_proxy_metadata_json(r, &c->resp->body, &err);
-        tensorflow__serving__get_model_metadata_response__free_unpacked(r, NULL);
+        tensorflow__serving__get_model_metadata_response__free_unpacked(r, kvc_pb_allocator());
     } else {
         Inference__ModelMetadataResponse *m = NULL;
         if (s_kserve_metadata(c, c->p->timeout_ms, 0, &m) != 0)
             return;
         rc = v2 ? kvc_proxy_v2_metadata_json(m, &c->resp->body)
                 : kvc_proxy_metadata_json_kserve(m, &c->resp->body, &err);
-        inference__model_metadata_response__free_unpacked(m, NULL);
+        inference__model_metadata_response__free_unpacked(m, kvc_pb_allocator());
     }
     if (rc)
         s_write_error(c, rc, &err);
@@ -1490,7 +1390,7 @@ static void s_v2_model_ready(s_ctx_t *c)
         if (s_tfs_status(c, c->be->url, c->route.model, 0, c->p->timeout_ms, &r) != 0)
             return;
         ready = s_any_available(r);
-        tensorflow__serving__get_model_status_response__free_unpacked(r, NULL);
+        tensorflow__serving__get_model_status_response__free_unpacked(r, kvc_pb_allocator());
     } else {
         char version[KVC_VERSION_MAX + 1];
         if (s_kserve_version(c, version, sizeof version) != 0 ||
@@ -1517,18 +1417,19 @@ static int s_backend_ready(s_ctx_t *c, const s_backend_t *be)
     if (be->api == S_API_KSERVE) {
         Inference__ServerReadyRequest r = INFERENCE__SERVER_READY_REQUEST__INIT;
         if (s_call(c, be->url, S_PATH_V2_SREADY, &r.base, S_READY_TIMEOUT_MS, &res) == 0) {
-            Inference__ServerReadyResponse *m =
-                inference__server_ready_response__unpack(NULL, res.len, res.data);
+            int rc = 0;
+            Inference__ServerReadyResponse *m = (Inference__ServerReadyResponse *)s_decode(
+                c, &inference__server_ready_response__descriptor, &res, "ServerReadyResponse", &rc);
             ok = m && m->ready;
             if (m)
-                inference__server_ready_response__free_unpacked(m, NULL);
+                inference__server_ready_response__free_unpacked(m, kvc_pb_allocator());
         }
         kvc_grpc_result_free(&res);
     } else {
         Tensorflow__Serving__GetModelStatusResponse *r = NULL;
         if (s_tfs_status(c, be->url, be->model, 1, S_READY_TIMEOUT_MS, &r) == 0) {
             ok = s_any_available(r);
-            tensorflow__serving__get_model_status_response__free_unpacked(r, NULL);
+            tensorflow__serving__get_model_status_response__free_unpacked(r, kvc_pb_allocator());
         }
     }
     return ok;

@@ -10,6 +10,7 @@
 
 #include "grpc_client.h"
 #include "http_server.h"
+#include "pb_decode.h"
 #include "tensor.h"
 
 #include <stdio.h>
@@ -193,37 +194,14 @@ static int s_signature_def(kvc_buf_t *out, const Tensorflow__SignatureDef *def)
     return rc ? rc : s_put(out, "}");
 }
 
-/* Finds and unpacks the "signature_def" Any of a metadata reply. */
-static Tensorflow__Serving__SignatureDefMap *
-s_unpack_sigmap(const Tensorflow__Serving__GetModelMetadataResponse *r, kvc_err_t *err)
-{
-    for (size_t i = 0; i < r->n_metadata; i++) {
-        const Tensorflow__Serving__GetModelMetadataResponse__MetadataEntry *e = r->metadata[i];
-        if (!e->key || strcmp(e->key, "signature_def") != 0 || !e->value)
-            continue;
-        const char *url = e->value->type_url ? e->value->type_url : "";
-        const char *slash = strrchr(url, '/');
-        if (!slash || strcmp(slash + 1, "tensorflow.serving.SignatureDefMap") != 0) {
-            kvc_err_set(err, KVC_EPARSE, "metadata signature_def has type \"%.100s\"", url);
-            return NULL;
-        }
-        Tensorflow__Serving__SignatureDefMap *m = tensorflow__serving__signature_def_map__unpack(
-            NULL, e->value->value.len, e->value->value.data);
-        if (!m)
-            kvc_err_set(err, KVC_EPARSE, "metadata signature_def is not a valid SignatureDefMap");
-        return m;
-    }
-    kvc_err_set(err, KVC_EPARSE, "metadata has no signature_def");
-    return NULL;
-}
-
 int kvc_proxy_metadata_json(const Tensorflow__Serving__GetModelMetadataResponse *r, kvc_buf_t *out,
                             kvc_err_t *err)
 {
-    Tensorflow__Serving__SignatureDefMap *m = s_unpack_sigmap(r, err);
-    if (!m)
-        return err ? err->code : KVC_EPARSE;
-    int rc = s_put(out, "{\"model_spec\": ");
+    Tensorflow__Serving__SignatureDefMap *m = NULL;
+    int rc = kvc_pb_unpack_sigmap(r, &m, err);
+    if (rc)
+        return rc;
+    rc = s_put(out, "{\"model_spec\": ");
     rc = rc ? rc : s_model_spec(out, r->model_spec);
     rc = rc ? rc : s_put(out, ", \"metadata\": {\"signature_def\": {\"signature_def\": {");
     for (size_t i = 0; rc == 0 && i < m->n_signature_def; i++) {
@@ -233,7 +211,7 @@ int kvc_proxy_metadata_json(const Tensorflow__Serving__GetModelMetadataResponse 
         rc = rc ? rc : s_signature_def(out, m->signature_def[i]->value);
     }
     rc = rc ? rc : s_put(out, "}}}}");
-    tensorflow__serving__signature_def_map__free_unpacked(m, NULL);
+    tensorflow__serving__signature_def_map__free_unpacked(m, kvc_pb_allocator());
     return rc;
 }
 
@@ -331,9 +309,10 @@ static int s_tf_as_v2(kvc_buf_t *out, const char *key, const Tensorflow__TensorI
 int kvc_proxy_v2_metadata_json_tfs(const Tensorflow__Serving__GetModelMetadataResponse *r,
                                    const char *sig, kvc_buf_t *out, kvc_err_t *err)
 {
-    Tensorflow__Serving__SignatureDefMap *m = s_unpack_sigmap(r, err);
-    if (!m)
-        return err ? err->code : KVC_EPARSE;
+    Tensorflow__Serving__SignatureDefMap *m = NULL;
+    int rc = kvc_pb_unpack_sigmap(r, &m, err);
+    if (rc)
+        return rc;
     const char *want = sig && sig[0] ? sig : "serving_default";
     const Tensorflow__SignatureDef *def = NULL;
     for (size_t i = 0; i < m->n_signature_def; i++)
@@ -341,7 +320,6 @@ int kvc_proxy_v2_metadata_json_tfs(const Tensorflow__Serving__GetModelMetadataRe
             def = m->signature_def[i]->value;
     if (!def && m->n_signature_def == 1)
         def = m->signature_def[0]->value;
-    int rc = 0;
     if (!def) {
         rc = kvc_err_set(err, KVC_EPARSE, "signature \"%.100s\" not found in metadata", want);
         goto done;
@@ -362,6 +340,6 @@ int kvc_proxy_v2_metadata_json_tfs(const Tensorflow__Serving__GetModelMetadataRe
         rc = s_tf_as_v2(out, def->outputs[i]->key, def->outputs[i]->value, i == 0);
     rc = rc ? rc : s_put(out, "]}");
 done:
-    tensorflow__serving__signature_def_map__free_unpacked(m, NULL);
+    tensorflow__serving__signature_def_map__free_unpacked(m, kvc_pb_allocator());
     return rc;
 }

@@ -9,6 +9,8 @@
  */
 #include "signature.h"
 
+#include "pb_decode.h"
+
 #include <pthread.h>
 #include <string.h>
 
@@ -94,37 +96,12 @@ static int s_sig_add(s_sig_t *sig, const char *name, kvc_dtype_t dtype, kvc_err_
     return KVC_OK;
 }
 
-/* Tells whether an Any's type_url names a SignatureDefMap. */
-static int s_is_sigmap_url(const char *url)
-{
-    static const char want[] = "tensorflow.serving.SignatureDefMap";
-    const char *slash = url ? strrchr(url, '/') : NULL;
-    return slash && strcmp(slash + 1, want) == 0;
-}
-
 kvc_signature_set_t *
 kvc_signature_set_from_tfs(const Tensorflow__Serving__GetModelMetadataResponse *r, kvc_err_t *err)
 {
-    const Google__Protobuf__Any *any = NULL;
-    for (size_t i = 0; r && i < r->n_metadata; i++)
-        if (r->metadata[i] && r->metadata[i]->key &&
-            strcmp(r->metadata[i]->key, "signature_def") == 0)
-            any = r->metadata[i]->value;
-    if (!any) {
-        kvc_err_set(err, KVC_EPARSE, "metadata has no signature_def");
+    Tensorflow__Serving__SignatureDefMap *map = NULL;
+    if (kvc_pb_unpack_sigmap(r, &map, err) != 0)
         return NULL;
-    }
-    if (!s_is_sigmap_url(any->type_url)) {
-        kvc_err_set(err, KVC_EPARSE, "metadata signature_def has type \"%.100s\"",
-                    any->type_url ? any->type_url : "");
-        return NULL;
-    }
-    Tensorflow__Serving__SignatureDefMap *map =
-        tensorflow__serving__signature_def_map__unpack(NULL, any->value.len, any->value.data);
-    if (!map) {
-        kvc_err_set(err, KVC_EPARSE, "metadata signature_def is not a valid SignatureDefMap");
-        return NULL;
-    }
     kvc_signature_set_t *self = NULL;
     if (map->n_signature_def > S_MAX_SIGNATURES) {
         kvc_err_set(err, KVC_ERANGE, "metadata has %zu signatures (at most %d)",
@@ -159,7 +136,7 @@ kvc_signature_set_from_tfs(const Tensorflow__Serving__GetModelMetadataResponse *
         }
     }
 done:
-    tensorflow__serving__signature_def_map__free_unpacked(map, NULL);
+    tensorflow__serving__signature_def_map__free_unpacked(map, kvc_pb_allocator());
     return self;
 }
 
