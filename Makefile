@@ -45,6 +45,7 @@ run: $(REL_DIR)/.configured
 	./ops/run-demo.sh $(REL_DIR)
 
 bench: build
+	@./ops/install-deps.sh --bench
 	./tests/bench/run.sh $(REL_DIR)
 
 fuzz: $(TEST_DIR)/.configured

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs every Debian 12 package that kvc's build, tests and demo need.
 # Idempotent: when everything is present it prints nothing and exits 0.
+# --bench: also what `make bench` needs beyond the tests (serf).
 # Needs root (or sudo) only when something is missing.
 set -eu
 
@@ -15,6 +16,11 @@ libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 iproute2 curl jq procps wrk openssl
 prometheus
 "
+
+# make bench also measures real Serf agents side by side (bench_vs_serf.sh)
+if [ "${1:-}" = --bench ]; then
+    PKGS="$PKGS serf"
+fi
 
 missing=""
 for p in $PKGS; do

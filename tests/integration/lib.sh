@@ -42,7 +42,8 @@ poll() {
 
 # write_config FILE NAME SITE REGION DATA_DIR IDENTITY TRUST [SEED_EP SEED_KEY]...
 # BACKENDS_YAML, if set, is the list under proxy.backends (already indented);
-# PROXY_YAML, if set with it, more proxy keys (indented two spaces).
+# PROXY_YAML, if set with it, more proxy keys (indented two spaces);
+# FEDERATION_YAML, if set, more federation keys (indented two spaces).
 write_config() {
     local file=$1 name=$2 site=$3 region=$4 dir=$5 id=$6 trust=$7
     shift 7
@@ -57,6 +58,7 @@ write_config() {
         echo "  trust: $trust"
         echo "  listen: tcp://127.0.0.1:0"
         if [ -n "${REVOKED:-}" ]; then echo "  revoked: [$REVOKED]"; fi
+        if [ -n "${FEDERATION_YAML:-}" ]; then echo "$FEDERATION_YAML"; fi
         if [ $# -gt 0 ]; then
             echo "  seeds:"
             while [ $# -ge 2 ]; do
