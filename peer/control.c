@@ -2,6 +2,7 @@
  * control.c - one request, one reply over a DEALER to the peer's control
  * ROUTER. Bounded wait, bounded reply size; never blocks forever.
  */
+#include "pb_alloc.h"
 #include "control.h"
 
 #include <czmq.h>
@@ -143,13 +144,13 @@ int kvc_control_call(const char *endpoint, const char *command, const char *cons
         zframe_destroy(&reply);
         return kvc_err_set(err, KVC_EPARSE, "bad reply from %s", endpoint);
     }
-    *out = kvc__ctl__reply__unpack(NULL, zframe_size(reply), zframe_data(reply));
+    *out = kvc__ctl__reply__unpack(kvc_pb_allocator(), zframe_size(reply), zframe_data(reply));
     zframe_destroy(&reply);
     if (!*out)
         return kvc_err_set(err, KVC_EPARSE, "malformed reply from %s", endpoint);
     if ((*out)->code != 0) {
         rc = kvc_err_set(err, (*out)->code, "%s", (*out)->error);
-        kvc__ctl__reply__free_unpacked(*out, NULL);
+        kvc__ctl__reply__free_unpacked(*out, kvc_pb_allocator());
         *out = NULL;
         return rc;
     }
@@ -161,6 +162,6 @@ int kvc_control_ping(const char *endpoint, int timeout_ms)
     Kvc__Ctl__Reply *rep = NULL;
     int rc = kvc_control_call(endpoint, "status", NULL, 0, timeout_ms, &rep, NULL);
     if (rep)
-        kvc__ctl__reply__free_unpacked(rep, NULL);
+        kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return rc;
 }

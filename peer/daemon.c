@@ -13,6 +13,7 @@
  * reason. This file must never log a secret nor let a malformed message do
  * more than bump a counter.
  */
+#include "pb_alloc.h"
 #include "daemon.h"
 
 #include "backend_scrape.h"
@@ -549,8 +550,12 @@ static int s_on_router(kvc_daemon_t *self, zsock_t *reader)
     kvc_key_hex(key, key_hex);
     Kvc__Fed__Envelope *env = NULL;
     kvc_reject_t why;
-    if (kvc_wire_decode(zframe_data(body), zframe_size(body), &env, &why) != 0) {
-        s_reject(self, why, key_hex);
+    int drc = kvc_wire_decode(zframe_data(body), zframe_size(body), &env, &why);
+    if (drc != 0) {
+        if (drc == KVC_ENOMEM)
+            kvc_warn("out of memory decoding a message from %.16s…; dropped", key_hex);
+        else
+            s_reject(self, why, key_hex);
         zmsg_destroy(&msg);
         return 0;
     }
@@ -739,7 +744,9 @@ static int s_metrics_tick(void *core, uint64_t now, kvc_outbox_t *out)
         up += s_link_up(l, now);
     kvc_peer_metrics_publish(self->metrics, self->swim, up);
     self->metrics_next_ms = now + METRICS_PUBLISH_MS;
-    if (self->summary_sent_ms && kvc_elapsed(now, self->summary_sent_ms) < KVC_SUMMARY_INTERVAL_MS)
+    size_t members = kvc_swim_member_count(self->swim);
+    if (self->summary_sent_ms &&
+        kvc_elapsed(now, self->summary_sent_ms) < kvc_summary_interval_ms(members))
         return 0;
     s_metrics_backends(self);
     self->summary_sent_ms = now;
@@ -747,7 +754,8 @@ static int s_metrics_tick(void *core, uint64_t now, kvc_outbox_t *out)
     size_t len = 0;
     if (kvc_peer_metrics_summary(self->metrics, now, buf, sizeof buf, &len) == 0)
         kvc_swim_set_meta(self->swim, KVC_SUMMARY_META_KEY, buf, len, now);
-    kvc_peer_metrics_expire(self->metrics, now, KVC_SUMMARY_STALE_MS, KVC_SUMMARY_REMOVE_MS);
+    kvc_peer_metrics_expire(self->metrics, now, kvc_summary_stale_ms(members),
+                            kvc_summary_remove_ms(members));
     return 0;
 }
 
@@ -1282,7 +1290,7 @@ static int s_on_control(kvc_daemon_t *self, zsock_t *reader)
         zframe_destroy(&body);
         return 0;
     }
-    Kvc__Ctl__Request *req = kvc__ctl__request__unpack(NULL, zframe_size(body), zframe_data(body));
+    Kvc__Ctl__Request *req = kvc__ctl__request__unpack(kvc_pb_allocator(), zframe_size(body), zframe_data(body));
     kvc_ctl_ctx_t ctx;
     kvc_ctl_ctx_init(&ctx);
     if (!req)
@@ -1298,7 +1306,7 @@ static int s_on_control(kvc_daemon_t *self, zsock_t *reader)
     }
     kvc_ctl_ctx_free(&ctx);
     if (req)
-        kvc__ctl__request__free_unpacked(req, NULL);
+        kvc__ctl__request__free_unpacked(req, kvc_pb_allocator());
     zframe_destroy(&routing);
     zframe_destroy(&body);
     return 0;
@@ -1591,7 +1599,7 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
     }
     kvc_key_hex(self->id.cred.curve_public, self->self_hex);
     self->own_cred =
-        kvc__fed__credential__unpack(NULL, self->id.cred.blob_len, self->id.cred.blob);
+        kvc__fed__credential__unpack(kvc_pb_allocator(), self->id.cred.blob_len, self->id.cred.blob);
     if (!self->own_cred) {
         kvc_err_set(err, KVC_EPARSE, "%s: the credential cannot be read", self->cfg.credential);
         goto fail;
@@ -1803,7 +1811,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
         unlink(self->control_path);
     kvc_store_destroy(&self->store);
     if (self->own_cred)
-        kvc__fed__credential__free_unpacked(self->own_cred, NULL);
+        kvc__fed__credential__free_unpacked(self->own_cred, kvc_pb_allocator());
     kvc_identity_wipe(&self->id);
     sodium_memzero(self, sizeof *self);
     kvc_free(self);

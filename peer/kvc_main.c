@@ -13,6 +13,7 @@
  * Commands are rows of s_commands[]: a new command is a function and a row.
  */
 #include "cli_ca.h"
+#include "pb_alloc.h"
 #include "cli_out.h"
 #include "config.h"
 #include "control.h"
@@ -141,7 +142,7 @@ static int s_site_known(const kvc_cli_opts_t *o)
     if (rc)
         return rc;
     rc = s_check_site(o, rep);
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return rc;
 }
 
@@ -169,7 +170,7 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
         return rc;
     const Kvc__Ctl__Status *st = rep->status;
     if (!st) {
-        kvc__ctl__reply__free_unpacked(rep, NULL);
+        kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
         return s_fail(S_FAIL, "the peer sent no status");
     }
     if (o->json) {
@@ -242,7 +243,7 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
         printf("\nTo join another peer to this one, add to its federation.seeds:\n  - %s\n",
                st->seed);
     }
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return 0;
 }
 
@@ -299,7 +300,7 @@ static int s_cmd_peers(const kvc_cli_opts_t *o)
                    p->up ? "up" : "down", rtt, seen, p->public_key, p->endpoint);
         }
     }
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return 0;
 }
 
@@ -318,7 +319,7 @@ static int s_cmd_members(const kvc_cli_opts_t *o)
     if (rc)
         return rc;
     if ((rc = s_check_site(o, rep)) != 0) {
-        kvc__ctl__reply__free_unpacked(rep, NULL);
+        kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
         return rc;
     }
     if (o->json)
@@ -370,7 +371,7 @@ static int s_cmd_members(const kvc_cli_opts_t *o)
     }
     if (o->json)
         puts("]");
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return 0;
 }
 
@@ -422,7 +423,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     size_t n = rep->n_members, ns = 0;
     const char **sites = s_sorted_sites(n, s_member_site, rep, &ns);
     if (!sites) {
-        kvc__ctl__reply__free_unpacked(rep, NULL);
+        kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
         return s_fail(S_FAIL, "out of memory");
     }
     if (o->json)
@@ -468,7 +469,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     if (o->json)
         puts("]");
     kvc_free(sites);
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return 0;
 }
 
@@ -504,7 +505,7 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
     size_t n = rep->n_metrics, ns = 0;
     const char **sites = s_sorted_sites(n, s_metrics_site, rep, &ns);
     if (!sites) {
-        kvc__ctl__reply__free_unpacked(rep, NULL);
+        kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
         return s_fail(S_FAIL, "out of memory");
     }
     if (o->json)
@@ -567,7 +568,7 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
     if (o->json)
         puts("]");
     kvc_free(sites);
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return 0;
 }
 
@@ -609,7 +610,7 @@ static int s_cmd_monitor(const kvc_cli_opts_t *o)
             return rc;
         if (since < 0) {
             since = (int64_t)rep->next_seq;
-            kvc__ctl__reply__free_unpacked(rep, NULL);
+            kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
             continue;
         }
         if ((uint64_t)since > rep->next_seq) {
@@ -619,7 +620,7 @@ static int s_cmd_monitor(const kvc_cli_opts_t *o)
             else
                 puts("(the peer restarted; its events start again)");
             since = 0;
-            kvc__ctl__reply__free_unpacked(rep, NULL);
+            kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
             continue;
         }
         if (rep->events_lost) {
@@ -649,7 +650,7 @@ static int s_cmd_monitor(const kvc_cli_opts_t *o)
             }
             printed++;
         }
-        kvc__ctl__reply__free_unpacked(rep, NULL);
+        kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
         fflush(stdout);
         if (count && printed >= count)
             return 0;
@@ -679,7 +680,7 @@ static int s_cmd_rtt(const kvc_cli_opts_t *o)
     } else {
         printf("estimated %s <-> %s rtt: %.3f ms\n", a, b[0] ? b : "this peer", rep->rtt_ms);
     }
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return 0;
 }
 
@@ -718,7 +719,7 @@ static int s_cmd_info(const kvc_cli_opts_t *o)
     }
     if (o->json)
         puts(cur ? "}}" : "}");
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return 0;
 }
 
@@ -733,10 +734,10 @@ static int s_cmd_leave(const kvc_cli_opts_t *o)
     char id[2 * KVC_NAME_MAX + 2];
     snprintf(id, sizeof id, "%s/%s", rep->status ? rep->status->site : "?",
              rep->status ? rep->status->name : "?");
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     if ((rc = s_call(o, "leave", &rep)) != 0)
         return rc;
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     /* the peer tells the federation it leaves, then exits: wait until its
      * control socket stops answering, within the timeout */
     char ep[KVC_ENDPOINT_MAX];
@@ -771,7 +772,7 @@ static int s_cmd_force_leave(const kvc_cli_opts_t *o)
     int rc = s_call_args(o, "force-leave", args, 1, &rep);
     if (rc)
         return rc;
-    kvc__ctl__reply__free_unpacked(rep, NULL);
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     if (o->json) {
         printf("{\"member\":");
         kvc_json_str(stdout, o->pos[0]);

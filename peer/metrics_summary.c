@@ -7,6 +7,7 @@
  * bound first, then protobuf, then every field checked). This module must
  * never do I/O or read a clock; time is an argument.
  */
+#include "pb_alloc.h"
 #include "metrics_summary.h"
 #include "metrics.h"
 #include "promsel.h"
@@ -167,7 +168,7 @@ int kvc_summary_decode(const uint8_t *data, size_t len, kvc_summary_t *out)
         return KVC_EINVAL;
     if (len > KVC_SUMMARY_WIRE_MAX)
         return KVC_ERANGE;
-    Kvc__Metrics__Summary *pb = kvc__metrics__summary__unpack(NULL, len, data);
+    Kvc__Metrics__Summary *pb = kvc__metrics__summary__unpack(kvc_pb_allocator(), len, data);
     if (!pb)
         return KVC_EPARSE;
     int rc = KVC_OK;
@@ -236,7 +237,7 @@ int kvc_summary_decode(const uint8_t *data, size_t len, kvc_summary_t *out)
         d->latency_seconds = b->latency_seconds;
     }
 done:
-    kvc__metrics__summary__free_unpacked(pb, NULL);
+    kvc__metrics__summary__free_unpacked(pb, kvc_pb_allocator());
     if (rc)
         memset(out, 0, sizeof *out);
     return rc;

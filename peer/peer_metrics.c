@@ -42,6 +42,7 @@ struct kvc_peer_metrics {
     char region[KVC_SWIM_STR_MAX + 1];
     uint64_t start_ms;
     uint64_t seq;
+    uint64_t stale_ms; /* freshness window, from the last expire (under lock) */
 
     kvc_metric_t *rejects, *gossip_msgs, *gossip_bytes, *members, *peers_up;
     kvc_metric_t *requests, *errors, *latency, *req_bytes, *resp_bytes, *backend_errors;
@@ -169,6 +170,7 @@ kvc_peer_metrics_t *kvc_peer_metrics_new(const char *site, const char *name, con
     snprintf(self->id, sizeof self->id, "%s/%s", site, name);
     kvc_strlcpy(self->region, region, sizeof self->region);
     self->start_ms = start_ms;
+    self->stale_ms = KVC_SUMMARY_STALE_MS;
     self->reg = kvc_metrics_new(NULL);
     self->set = kvc_summary_set_new(MAX_PEERS);
     self->peers = kvc_calloc(MAX_PEERS, sizeof *self->peers);
@@ -429,6 +431,7 @@ size_t kvc_peer_metrics_expire(kvc_peer_metrics_t *self, uint64_t now_ms, uint64
     kvc_summary_set_expire(self->set, (int64_t)now_ms, (int64_t)stale_ms, (int64_t)remove_ms,
                            &down);
     pthread_mutex_lock(&self->lock);
+    self->stale_ms = stale_ms; /* kvc_peer_metrics_each judges freshness the same way */
     for (size_t i = 0; i < self->n_peers;) {
         if (now_ms > self->peers[i].heard_ms && now_ms - self->peers[i].heard_ms > remove_ms)
             self->peers[i] = self->peers[--self->n_peers];
@@ -535,7 +538,7 @@ int kvc_peer_metrics_each(kvc_peer_metrics_t *self, uint64_t now_ms, kvc_peer_me
     for (size_t i = 0; i < self->n_peers; i++) {
         const s_peer_t *p = &self->peers[i];
         uint64_t age = now_ms > p->heard_ms ? now_ms - p->heard_ms : 0;
-        int fresh = !p->down && age <= KVC_SUMMARY_STALE_MS;
+        int fresh = !p->down && age <= self->stale_ms;
         const void *pair[2] = {&p->cur, p->has_prev ? &p->prev : NULL};
         fn(arg, p->site, p->id, p->region, fresh, age, pair);
     }

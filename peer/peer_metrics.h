@@ -22,9 +22,36 @@
 
 #define KVC_SUMMARY_META_KEY "m"
 #define KVC_SUMMARY_GOSSIP_BUDGET 440 /* fits SWIM's per-member metadata */
-#define KVC_SUMMARY_INTERVAL_MS 2000  /* how often a peer gossips its summary */
-#define KVC_SUMMARY_STALE_MS 15000    /* unheard this long: kvc_peer_up 0 */
+#define KVC_SUMMARY_INTERVAL_MS 2000  /* how often a peer gossips its summary, up to ... */
+#define KVC_SUMMARY_FLAT_MEMBERS 10   /* ... this many members; then N x 200 ms */
+#define KVC_SUMMARY_STALE_MS 15000    /* unheard this long: kvc_peer_up 0 (at most 10 members) */
 #define KVC_SUMMARY_REMOVE_MS 120000  /* unheard this long: series removed */
+
+/*
+ * Every summary reaches every member (it rides membership gossip), so a
+ * federation of N carries N summaries per interval and each peer receives
+ * all of them: with a fixed 2 s interval a peer of 100 received ~60 KB/s
+ * of summaries alone (tests/bench/bench_idle.sh). Past
+ * KVC_SUMMARY_FLAT_MEMBERS the interval grows with N, so each peer's share
+ * stays what it is at 10 members; staleness grows with it (7.5 intervals).
+ * A member membership declares dead or left is down at once either way.
+ */
+static inline uint64_t kvc_summary_interval_ms(size_t members)
+{
+    return members <= KVC_SUMMARY_FLAT_MEMBERS
+               ? KVC_SUMMARY_INTERVAL_MS
+               : (uint64_t)members * (KVC_SUMMARY_INTERVAL_MS / KVC_SUMMARY_FLAT_MEMBERS);
+}
+static inline uint64_t kvc_summary_stale_ms(size_t members)
+{
+    return kvc_summary_interval_ms(members) * (KVC_SUMMARY_STALE_MS / KVC_SUMMARY_INTERVAL_MS) +
+           kvc_summary_interval_ms(members) / 2;
+}
+static inline uint64_t kvc_summary_remove_ms(size_t members)
+{
+    uint64_t stale = kvc_summary_stale_ms(members);
+    return stale * 8 > KVC_SUMMARY_REMOVE_MS ? stale * 8 : KVC_SUMMARY_REMOVE_MS;
+}
 
 typedef struct kvc_peer_metrics kvc_peer_metrics_t;
 

@@ -3,6 +3,7 @@
  * allocate more than the input justifies nor accept a field larger than the
  * peer can hold.
  */
+#include "pb_alloc.h"
 #include "wire.h"
 
 #include "config.h"
@@ -196,9 +197,13 @@ int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out, k
         why = KVC_REJECT_OVERSIZE;
         goto fail;
     }
-    Kvc__Fed__Envelope *env = kvc__fed__envelope__unpack(NULL, len, data);
-    if (!env)
+    kvc_pb_alloc_t alloc;
+    Kvc__Fed__Envelope *env = kvc__fed__envelope__unpack(kvc_pb_alloc_init(&alloc), len, data);
+    if (!env) {
+        if (kvc_pb_alloc_error(&alloc) == KVC_ENOMEM)
+            return KVC_ENOMEM; /* ours, not the sender's: no reject reason */
         goto fail;
+    }
     /* protobuf-c keeps a field numbered 0 as "unknown"; the spec forbids
      * it, at any depth. */
     if (s_has_field_zero(&env->base, 0))
@@ -235,7 +240,7 @@ int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out, k
     *out = env;
     return KVC_OK;
 fail_free:
-    kvc__fed__envelope__free_unpacked(env, NULL);
+    kvc__fed__envelope__free_unpacked(env, kvc_pb_allocator());
 fail:
     if (reason)
         *reason = why;
@@ -245,7 +250,7 @@ fail:
 void kvc_wire_free(Kvc__Fed__Envelope **env_p)
 {
     if (env_p && *env_p) {
-        kvc__fed__envelope__free_unpacked(*env_p, NULL);
+        kvc__fed__envelope__free_unpacked(*env_p, kvc_pb_allocator());
         *env_p = NULL;
     }
 }

@@ -42,7 +42,9 @@ const char *kvc_reject_name(kvc_reject_t reason);
 /*
  * Decodes len bytes into a newly allocated envelope (*out, free with
  * kvc_wire_free). On failure returns a negative code, leaves *out NULL and,
- * if reason is not NULL, sets it. Never trusts any length in the input.
+ * if reason is not NULL, sets it; KVC_ENOMEM (reason untouched) when memory
+ * ran out, which says nothing about the sender. Never trusts any length in
+ * the input.
  */
 int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out,
                     kvc_reject_t *reason);

@@ -1,50 +1,10 @@
 /*
- * pb_decode.c - the proxy's protobuf-c allocator and checked unpacking.
- *
- * The allocator's data is the kvc_pb_alloc_t itself, so each decode keeps
- * its own failure flag: no globals, no thread-local state, safe on every
- * HTTP thread at once.
+ * pb_decode.c - the proxy's checked unpacking, on kvc's one protobuf-c
+ * allocator (federation/pb_alloc.h).
  */
 #include "pb_decode.h"
 
 #include <string.h>
-
-/* protobuf-c's alloc: kvc_malloc, noting a failure when data is tracked. */
-static void *s_alloc(void *data, size_t size)
-{
-    void *p = kvc_malloc(size);
-    if (!p && data)
-        ((kvc_pb_alloc_t *)data)->failed = 1;
-    return p;
-}
-
-/* protobuf-c's free. */
-static void s_free(void *data, void *ptr)
-{
-    (void)data;
-    kvc_free(ptr);
-}
-
-static ProtobufCAllocator s_shared = {s_alloc, s_free, NULL};
-
-ProtobufCAllocator *kvc_pb_allocator(void)
-{
-    return &s_shared;
-}
-
-ProtobufCAllocator *kvc_pb_alloc_init(kvc_pb_alloc_t *t)
-{
-    t->base.alloc = s_alloc;
-    t->base.free = s_free;
-    t->base.allocator_data = t;
-    t->failed = 0;
-    return &t->base;
-}
-
-int kvc_pb_alloc_error(const kvc_pb_alloc_t *t)
-{
-    return t->failed ? KVC_ENOMEM : KVC_EPARSE;
-}
 
 int kvc_pb_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                   const char *what, ProtobufCMessage **out, kvc_err_t *err)

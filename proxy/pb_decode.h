@@ -12,29 +12,12 @@
 #define KVC_PB_DECODE_H
 
 #include "base.h"
+#include "pb_alloc.h"
 #include "tensorflow_serving/apis/get_model_metadata.pb-c.h"
 
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* The allocator to pass to every *__free_unpacked in proxy/ (and to an
- * *__unpack whose failure needs no reason). Static; never freed. Messages
- * unpacked with a kvc_pb_alloc_t are freed with this one too. */
-ProtobufCAllocator *kvc_pb_allocator(void);
-
-/* One unpack's allocator: kvc_malloc / kvc_free, remembering a failure. */
-typedef struct {
-    ProtobufCAllocator base;
-    int failed; /* an allocation returned NULL */
-} kvc_pb_alloc_t;
-
-/* Readies t and returns the allocator to pass to *__unpack. */
-ProtobufCAllocator *kvc_pb_alloc_init(kvc_pb_alloc_t *t);
-
-/* After an unpack returned NULL: KVC_ENOMEM when an allocation failed,
- * else KVC_EPARSE (the bytes are not that message). */
-int kvc_pb_alloc_error(const kvc_pb_alloc_t *t);
 
 /*
  * Unpacks len bytes as a message of desc into *out (free with

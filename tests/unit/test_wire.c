@@ -42,6 +42,37 @@ static void test_round_trip(void **state)
     kvc_free(buf);
 }
 
+/* Every allocation of a decode can fail: each failure is KVC_ENOMEM with
+ * no reject reason (the sender did nothing wrong) and no leak (ASan), and
+ * with enough memory the same bytes decode. */
+static void test_decode_allocation_failures(void **state)
+{
+    size_t len;
+    uint8_t *buf = s_ping("site-a/p1", 42, &len);
+    int failures = 0, n;
+    for (n = 0; n < 1000; n++) {
+        Kvc__Fed__Envelope *env = NULL;
+        kvc_reject_t why = KVC_REJECT__COUNT;
+        kvc_alloc_fail_after(n);
+        int rc = kvc_wire_decode(buf, len, &env, &why);
+        kvc_alloc_fail_after(-1);
+        if (rc == KVC_OK) {
+            assert_non_null(env);
+            assert_true(env->ping->nonce == 42);
+            kvc_wire_free(&env);
+            break;
+        }
+        assert_int_equal(rc, KVC_ENOMEM);
+        assert_null(env);
+        assert_int_equal(why, KVC_REJECT__COUNT);
+        failures++;
+    }
+    assert_true(n < 1000);
+    assert_int_equal(failures, n);
+    assert_true(failures >= 2); /* the envelope and its ping body at least */
+    kvc_free(buf);
+}
+
 static void test_rejects_bad_sender(void **state)
 {
     const char *bad[] = {"", "nosite", "/p1", "a/", "A/p1", "a/p_1", "-a/p1", "a/p1-", "a/b/c"};
@@ -268,6 +299,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_decode_allocation_failures),
         cmocka_unit_test(test_rejects_bad_sender),
         cmocka_unit_test(test_rejects_other_version),
         cmocka_unit_test(test_rejects_garbage_and_empty_body),
