@@ -1421,18 +1421,28 @@ static void test_many_streams_limited(void **state)
 
 /* ---- Real TCP --------------------------------------------------------------- */
 
-/* Binds a listener on 127.0.0.1 port 0; returns it and its port. */
-static int s_listen(uint16_t *port)
+/* Binds 127.0.0.1 port 0 and listens unless refusing; returns the socket
+ * and its port. A refusing socket stays bound but never listens, so
+ * connections to it get a RST, and while it is open nobody else can take
+ * the port (a port bound and closed again could be handed to another test). */
+static int s_bind(uint16_t *port, int refusing)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 8), 0);
+    if (!refusing)
+        assert_int_equal(listen(fd, 8), 0);
     socklen_t len = sizeof a;
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
     *port = ntohs(a.sin_port);
     return fd;
+}
+
+/* Binds a listener on 127.0.0.1 port 0; returns it and its port. */
+static int s_listen(uint16_t *port)
+{
+    return s_bind(port, 0);
 }
 
 /* Connects to authority through the listener in f->sv, then makes one call. */
@@ -1489,12 +1499,13 @@ static void test_tcp_resolved(void **state)
     s_tcp_call(f, auth, KVC_H2_RESOLVING);
 }
 
-/* A port nobody listens on (bound, read, closed). */
+/* A port that refuses: bound, never listened on, held until the teardown
+ * closes it (the server is not pumped here, so it never accepts from it). */
 static void test_tcp_refused(void **state)
 {
     s_fix_t *f = *state;
     uint16_t port;
-    close(s_listen(&port));
+    f->sv.listen_fd = s_bind(&port, 1);
     char auth[32];
     snprintf(auth, sizeof auth, "127.0.0.1:%u", port);
     s_call_t k;

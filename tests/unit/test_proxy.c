@@ -6,8 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "proxy.h"
 #include "proxy_json.h"
@@ -387,6 +392,7 @@ static void test_kserve_metadata_json(void **state)
 static void test_options(void **state)
 {
     kvc_err_t err = {0};
+    /* Options are only checked here: nothing dials these addresses. */
     kvc_proxy_backend_t b[2] = {{"m", "127.0.0.1:1", "tfserving", "", ""},
                                 {"m", "127.0.0.1:2", "kserve", "", ""}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 2};
@@ -478,14 +484,53 @@ static void s_request(kvc_proxy_t *p, const kvc_http_req_t *req, int status, con
     kvc_buf_free(&resp.body);
 }
 
-/* What a TF Serving predict gets when its backend (port 1) is down. */
-#define S_NO_SIGNATURE                                                                             \
-    "{\"error\": \"cannot fetch the signatures of model m from its model server (UNAVAILABLE): "   \
-    "backend unavailable: connect to 127.0.0.1 port 1: Connection refused\"}"
+/* A backend that is down: 127.0.0.1 and a port held bound but never
+ * listened on, so connections are refused (RST) and, while the test holds
+ * it, no other test can be given the port (no port is assumed closed). */
+typedef struct {
+    int fd;
+    char grpc[32];          /* HOST:PORT for proxy.backends */
+    char no_signature[256]; /* what a TF Serving predict gets from it */
+} s_down_t;
+
+static int s_down_setup(void **state)
+{
+    s_down_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    d->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (d->fd < 0 || bind(d->fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(d->fd, (struct sockaddr *)&a, &len) != 0) {
+        if (d->fd >= 0)
+            close(d->fd);
+        free(d);
+        return -1;
+    }
+    unsigned port = ntohs(a.sin_port);
+    snprintf(d->grpc, sizeof d->grpc, "127.0.0.1:%u", port);
+    snprintf(d->no_signature, sizeof d->no_signature,
+             "{\"error\": \"cannot fetch the signatures of model m from its model server "
+             "(UNAVAILABLE): backend unavailable: connect to 127.0.0.1 port %u: Connection "
+             "refused\"}",
+             port);
+    *state = d;
+    return 0;
+}
+
+static int s_down_teardown(void **state)
+{
+    s_down_t *d = *state;
+    close(d->fd);
+    free(d);
+    return 0;
+}
 
 static void test_handler_without_backend(void **state)
 {
-    kvc_proxy_backend_t b[1] = {{"m", "127.0.0.1:1", "tfserving", "", ""}};
+    s_down_t *d = *state;
+    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", ""}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 1, .observe = s_observe};
     kvc_err_t err = {0};
     kvc_proxy_t *p = kvc_proxy_new(&o, &err);
@@ -519,15 +564,15 @@ static void test_handler_without_backend(void **state)
                           .body_len = 13};
     s_request(p, &req, 400,
               "{\"error\": \"offset 13: unexpected end of input, expected a string\"}");
-    /* A TF Serving body needs the model's signature first; nothing listens
-     * on port 1, so the fetch fails, and that is said (503), not guessed
+    /* A TF Serving body needs the model's signature first; the backend
+     * refuses, so the fetch fails, and that is said (503), not guessed
      * around and not blamed on the body. */
     req.path = "/v1/models/m:predict";
     req.body = (const uint8_t *)"{\"instances\": [1,";
     req.body_len = 17;
-    s_request(p, &req, 503, S_NO_SIGNATURE);
+    s_request(p, &req, 503, d->no_signature);
     /* Nothing was remembered: the next request tries again, same answer. */
-    s_request(p, &req, 503, S_NO_SIGNATURE);
+    s_request(p, &req, 503, d->no_signature);
     kvc_proxy_destroy(&p);
 }
 
@@ -663,7 +708,8 @@ static void test_image_content_type(void **state)
 /* Versions and media types as the handler sees them, before any backend. */
 static void test_handler_versions_and_types(void **state)
 {
-    kvc_proxy_backend_t b[1] = {{"m", "127.0.0.1:1", "tfserving", "", ""}};
+    s_down_t *d = *state;
+    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", ""}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 1};
     kvc_err_t err = {0};
     kvc_proxy_t *p = kvc_proxy_new(&o, &err);
@@ -692,7 +738,7 @@ static void test_handler_versions_and_types(void **state)
                   "tensors\"}");
     }
     req.content_type = "application/json";
-    s_request(p, &req, 503, S_NO_SIGNATURE);
+    s_request(p, &req, 503, d->no_signature);
     kvc_proxy_destroy(&p);
 }
 
@@ -707,10 +753,12 @@ int main(void)
         cmocka_unit_test(test_metadata_json),
         cmocka_unit_test(test_kserve_metadata_json),
         cmocka_unit_test(test_options),
-        cmocka_unit_test(test_handler_without_backend),
+        cmocka_unit_test_setup_teardown(test_handler_without_backend, s_down_setup,
+                                        s_down_teardown),
         cmocka_unit_test(test_accept_protobuf),
         cmocka_unit_test(test_image_content_type),
-        cmocka_unit_test(test_handler_versions_and_types),
+        cmocka_unit_test_setup_teardown(test_handler_versions_and_types, s_down_setup,
+                                        s_down_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
