@@ -693,20 +693,16 @@ static void test_invalid_argument(void **state)
     kvc_grpc_result_free(&res);
 }
 
+/* A port held bound but never listened on (so no other test can take it
+ * meanwhile) refuses the connection: UNAVAILABLE, quickly. */
 static void test_unavailable_when_nothing_listens(void **state)
 {
     (void)state;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port = 0;
+    int fd = kvc_it_hold_port(&port, 0);
     assert_true(fd >= 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t alen = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
     char base[64];
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
     kvc_grpc_client_t *c = kvc_grpc_client_new(NULL);
     assert_non_null(c);
     kvc_grpc_result_t res;
@@ -723,6 +719,7 @@ static void test_unavailable_when_nothing_listens(void **state)
     assert_int_equal(st.calls, 1);
     assert_int_equal(st.failures, 1);
     kvc_grpc_client_destroy(&c);
+    close(fd);
 }
 
 static void test_resource_exhausted(void **state)
@@ -813,12 +810,22 @@ static void test_deadline_exceeded_on_slow_server(void **state)
 
 /* A backend restarted on the same port: the client's connection is dead,
  * and the next call must notice before it is written there and open a
- * fresh one, without failing and without a retry. */
+ * fresh one, without failing and without a retry. The test holds the port
+ * (shared with the servers through SO_REUSEPORT) from before the first
+ * server starts until after the second stops, so no other test can take
+ * it while no server is up. */
 static void test_backend_restart_reconnects(void **state)
 {
     (void)state;
     server_t a, b;
-    s_server_start(&a, NULL);
+    int held_port = 0;
+    int held = kvc_it_hold_port(&held_port, 1);
+    assert_true(held >= 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", held_port);
+    const char *const extra[] = {"--grpc-port", port, NULL};
+    s_server_start(&a, extra);
+    assert_int_equal(a.grpc_port, held_port);
     kvc_grpc_client_t *c = kvc_grpc_client_new(NULL);
     assert_non_null(c);
     Inference__ServerLiveRequest lreq = INFERENCE__SERVER_LIVE_REQUEST__INIT;
@@ -827,12 +834,9 @@ static void test_backend_restart_reconnects(void **state)
     kvc_grpc_result_t res;
     assert_int_equal(kvc_grpc_call(c, a.base, KV2 "ServerLive", buf, len, TIMEOUT_MS, &res), 0);
     kvc_grpc_result_free(&res);
-    char port[16];
-    snprintf(port, sizeof port, "%d", a.grpc_port);
     char base[64];
     memcpy(base, a.base, sizeof base);
     s_server_stop(&a);
-    const char *const extra[] = {"--grpc-port", port, NULL};
     s_server_start(&b, extra);
     assert_string_equal(b.base, base);
     if (kvc_grpc_call(c, base, KV2 "ServerLive", buf, len, TIMEOUT_MS, &res) != 0)
@@ -849,6 +853,7 @@ static void test_backend_restart_reconnects(void **state)
     kvc_free(buf);
     kvc_grpc_client_destroy(&c);
     s_server_stop(&b);
+    close(held);
 }
 
 /* ---- KServe v2 ---------------------------------------------------------------- */

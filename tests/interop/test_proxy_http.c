@@ -106,19 +106,6 @@ static void s_server_stop(s_server_t *s)
     rmdir(s->dir);
 }
 
-/* A TCP port nothing listens on (bound, then closed). */
-static int s_dead_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        return -1;
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* ---- Proxies under test ------------------------------------------------- */
 
 typedef struct {
@@ -148,6 +135,9 @@ static void s_observe(void *arg, const kvc_proxy_observation_t *o)
 }
 
 static s_server_t g_fast, g_slow;
+/* The dead backend's port: held bound, never listened on, for the whole
+ * group (kvc_it_hold_port), so it refuses and nobody else can take it. */
+static int g_dead_fd = -1;
 static s_front_t g_tfs, g_kv, g_bad, g_hang;
 static s_observed_t g_obs = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static s_observed_t g_hang_obs = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -192,10 +182,14 @@ static int s_setup(void **state)
     curl_global_init(CURL_GLOBAL_ALL);
     if (s_server_start(&g_fast, "0") != 0 || s_server_start(&g_slow, "3000") != 0)
         return -1;
+    int dead_port = 0;
+    g_dead_fd = kvc_it_hold_port(&dead_port, 0);
+    if (g_dead_fd < 0)
+        return -1;
     char fast[64], slow[64], dead[64];
     snprintf(fast, sizeof fast, "127.0.0.1:%d", g_fast.grpc_port);
     snprintf(slow, sizeof slow, "http://127.0.0.1:%d", g_slow.grpc_port);
-    snprintf(dead, sizeof dead, "127.0.0.1:%d", s_dead_port());
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", dead_port);
     kvc_proxy_backend_t tfs[] = {
         {"mobilenet", fast, "tfserving", "224x224 rgb nhwc float32", ""},
         {"inception", fast, "tfserving", "", ""},
@@ -233,6 +227,9 @@ static int s_teardown(void **state)
     s_front_stop(&g_hang);
     s_server_stop(&g_fast);
     s_server_stop(&g_slow);
+    if (g_dead_fd >= 0)
+        close(g_dead_fd);
+    g_dead_fd = -1;
     curl_global_cleanup();
     return 0;
 }
@@ -1125,12 +1122,17 @@ static void s_expect_post(const s_front_t *f, const char *path, const char *acce
  * is back on the same port, the very next predicts fetch the signature
  * again and succeed: nothing is remembered from the outage, and no dtype
  * is guessed from the JSON (which made "f32": [1, 2] an int64 input, and
- * the server's answer a 400 blaming the client). */
+ * the server's answer a 400 blaming the client). The port is held (shared
+ * with the servers, kvc_it_hold_port) throughout, so the outage refuses
+ * connections and no other test can take the port meanwhile. */
 static void test_signatures_after_backend_outage(void **state)
 {
     s_server_t srv = {0};
-    assert_int_equal(s_server_start_on(&srv, 0), 0);
-    int port = srv.grpc_port;
+    int port = 0;
+    int held = kvc_it_hold_port(&port, 1);
+    assert_true(held >= 0);
+    assert_int_equal(s_server_start_on(&srv, port), 0);
+    assert_int_equal(srv.grpc_port, port);
     char grpc[64];
     snprintf(grpc, sizeof grpc, "127.0.0.1:%d", port);
     kvc_proxy_backend_t b[] = {{"echo", grpc, "tfserving", "", ""},
@@ -1160,6 +1162,7 @@ static void test_signatures_after_backend_outage(void **state)
     s_expect_post(&f, "/v1/models/echo:predict", NULL, body, 200, want);
     s_front_stop(&f);
     s_server_stop(&srv);
+    close(held);
 }
 
 /* Version labels reach TF Serving as ModelSpec.version_label; an unknown
