@@ -1,8 +1,8 @@
 /*
  * Unit tests of peer/credential.c: issuing and verifying credentials
- * (round trip, every flipped byte, foreign keys, validity window, hostile
- * blobs signed by the right key), key and identity files (modes, refusal to
- * overwrite, round trips, exact error messages), allocation failures.
+ * (round trip, every flipped byte, foreign keys, validity window and its
+ * not_before and not_after boundaries, hostile blobs signed by the right key), key and identity
+ * files (modes, refusal to overwrite, round trips, exact error messages), allocation failures.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -133,6 +133,8 @@ typedef struct {
     size_t curve_len;
     size_t ca_len;
     size_t sig_len;
+    int64_t not_before; /* unix seconds */
+    int64_t not_after;
 } s_craft_t;
 
 /* Packs a crafted credential signed by ca into blob; returns its length. */
@@ -156,8 +158,8 @@ static size_t s_craft(const kvc_ca_t *ca, const s_craft_t *c, uint8_t *blob, siz
     b.curve_public.len = c->curve_len;
     b.ca_public.data = ca_pub;
     b.ca_public.len = c->ca_len;
-    b.not_before = NOW;
-    b.not_after = NOW + 1000;
+    b.not_before = c->not_before;
+    b.not_after = c->not_after;
     uint8_t msg[4096];
     memcpy(msg, "kvc-credential-v1", 17);
     size_t blen = kvc__fed__credential_body__pack(&b, msg + 17);
@@ -172,7 +174,7 @@ static size_t s_craft(const kvc_ca_t *ca, const s_craft_t *c, uint8_t *blob, siz
     return kvc__fed__credential__pack(&cr, blob);
 }
 
-static const s_craft_t s_good = {1, "edge-1", "gw-a", 1, 32, 32, 64};
+static const s_craft_t s_good = {1, "edge-1", "gw-a", 1, 32, 32, 64, NOW, NOW + 1000};
 
 /* ---- credentials -------------------------------------------------------- */
 
@@ -283,6 +285,85 @@ static void test_validity_window(void **state)
     assert_string_equal(err.msg, "credential: expired at 2023-12-14T22:13:20Z");
     assert_int_equal(kvc_cred_verify(b, n, ca.public_key, NOW - 1, &got, &err), KVC_EEXPIRED);
     assert_string_equal(err.msg, "credential: not valid before 2023-11-14T22:13:20Z");
+}
+
+/* A credential whose validity starts later than now (issued ahead, or a
+ * clock behind): refused until not_before with a message naming that time,
+ * accepted from not_before itself through not_after, refused after. */
+static void test_not_before(void **state)
+{
+    kvc_ca_t ca;
+    kvc_cred_t got;
+    kvc_err_t err = {0};
+    uint8_t blob[4096];
+    assert_int_equal(kvc_ca_generate(&ca), KVC_OK);
+    s_craft_t c = s_good;
+    c.not_before = NOW + 3600; /* 2023-11-14T23:13:20Z */
+    c.not_after = NOW + 7200;  /* 2023-11-15T00:13:20Z */
+    size_t n = s_craft(&ca, &c, blob, sizeof blob);
+
+    const int64_t early[] = {INT64_MIN, 0, NOW, NOW + 3599};
+    for (size_t i = 0; i < sizeof early / sizeof early[0]; i++) {
+        memset(&err, 0, sizeof err);
+        memset(&got, 0x5a, sizeof got);
+        assert_int_equal(kvc_cred_verify(blob, n, ca.public_key, early[i], &got, &err),
+                         KVC_EEXPIRED);
+        assert_int_equal(err.code, KVC_EEXPIRED);
+        assert_string_equal(err.msg, "credential: not valid before 2023-11-14T23:13:20Z");
+        /* Nothing of a refused credential is handed out. */
+        assert_string_equal(got.site, "");
+        assert_int_equal(got.not_before, 0);
+        assert_int_equal(got.blob_len, 0);
+    }
+    const int64_t valid[] = {NOW + 3600, NOW + 3601, NOW + 7199, NOW + 7200};
+    for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
+        assert_int_equal(kvc_cred_verify(blob, n, ca.public_key, valid[i], &got, &err), KVC_OK);
+        assert_string_equal(got.site, "edge-1");
+        assert_int_equal(got.not_before, NOW + 3600);
+        assert_int_equal(got.not_after, NOW + 7200);
+    }
+    const int64_t late[] = {NOW + 7201, INT64_MAX};
+    for (size_t i = 0; i < sizeof late / sizeof late[0]; i++) {
+        assert_int_equal(kvc_cred_verify(blob, n, ca.public_key, late[i], &got, &err),
+                         KVC_EEXPIRED);
+        assert_string_equal(err.msg, "credential: expired at 2023-11-15T00:13:20Z");
+    }
+
+    /* Time is judged only on a verified body: a not-yet-valid credential
+     * with a broken signature is a bad signature, whatever the time. */
+    uint8_t bad[4096];
+    memcpy(bad, blob, n);
+    bad[n - 1] ^= 0x01; /* the signature is the last field */
+    assert_int_equal(kvc_cred_verify(bad, n, ca.public_key, NOW, &got, &err), KVC_ECRYPTO);
+    assert_string_equal(err.msg, "credential: bad signature (tampered or corrupt)");
+
+    /* not_before past the range the time printer knows is shown in seconds. */
+    c.not_before = c.not_after = INT64_MAX;
+    n = s_craft(&ca, &c, blob, sizeof blob);
+    assert_int_equal(kvc_cred_verify(blob, n, ca.public_key, NOW, &got, &err), KVC_EEXPIRED);
+    assert_string_equal(err.msg, "credential: not valid before @9223372036854775807");
+    assert_int_equal(kvc_cred_verify(blob, n, ca.public_key, INT64_MAX, &got, &err), KVC_OK);
+}
+
+/* A window that ends before it starts admits no time at all: before
+ * not_before it is "not valid before", from there on "expired". */
+static void test_inverted_window_never_valid(void **state)
+{
+    kvc_ca_t ca;
+    kvc_cred_t got;
+    kvc_err_t err = {0};
+    uint8_t blob[4096];
+    assert_int_equal(kvc_ca_generate(&ca), KVC_OK);
+    s_craft_t c = s_good;
+    c.not_before = NOW + 10;
+    c.not_after = NOW;
+    size_t n = s_craft(&ca, &c, blob, sizeof blob);
+    for (int64_t t = NOW - 2; t <= NOW + 12; t++) {
+        assert_int_equal(kvc_cred_verify(blob, n, ca.public_key, t, &got, &err), KVC_EEXPIRED);
+        assert_string_equal(err.msg, t < NOW + 10
+                                         ? "credential: not valid before 2023-11-14T22:13:30Z"
+                                         : "credential: expired at 2023-11-14T22:13:20Z");
+    }
 }
 
 static void test_truncated_and_oversize_blobs(void **state)
@@ -818,6 +899,8 @@ int main(void)
         cmocka_unit_test(test_every_flipped_byte_is_rejected),
         cmocka_unit_test(test_foreign_ca),
         cmocka_unit_test(test_validity_window),
+        cmocka_unit_test(test_not_before),
+        cmocka_unit_test(test_inverted_window_never_valid),
         cmocka_unit_test(test_truncated_and_oversize_blobs),
         cmocka_unit_test(test_hostile_contents_signed_by_the_right_key),
         cmocka_unit_test(test_issue_rejects_bad_arguments),
