@@ -100,3 +100,41 @@ jqs() {
 expect_jq() {
     [ "$(jqs "$1" "$2" "$3")" = "true" ]
 }
+
+# listen_port PID: prints the TCP port of the one socket PID listens on, read
+# from /proc/net/tcp{,6} by the inodes of PID's open sockets; fails while it
+# has none (so it can be polled) and when it has several. For servers that
+# bind port 0 but do not report where (Prometheus), so no test picks a port
+# for them and races other tests for it.
+listen_port() {
+    local pid=$1 inodes hex n=0 port=""
+    inodes=" $(find "/proc/$pid/fd" -lname 'socket:\[*\]' -printf '%l\n' 2>/dev/null |
+        sed 's/^socket:\[\([0-9]*\)\]$/\1/' | tr '\n' ' ') "
+    for hex in $(awk -v want="$inodes" 'FNR > 1 && $4 == "0A" && index(want, " " $10 " ") {
+                     n = split($2, a, ":"); print a[n] }' /proc/net/tcp /proc/net/tcp6 | sort -u); do
+        port=$((16#$hex))
+        n=$((n + 1))
+    done
+    if [ "$n" -gt 1 ]; then
+        echo "listen_port: pid $pid listens on $n ports" >&2
+        return 1
+    fi
+    [ -n "$port" ] && echo "$port"
+}
+
+# refusing_port VAR: sets VAR to a loopback TCP port that refuses every
+# connection (RST) for the rest of the test: a helper process binds
+# 127.0.0.1:0 and holds the socket without listen(). Held, the port cannot be
+# handed to anyone else, unlike a port bound and closed again.
+refusing_port() {
+    local out="$T/refusing.$1" py=/usr/bin/python3
+    [ -x "$py" ] || py=python3
+    "$py" -c 'import signal, socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+signal.pause()' >"$out" &
+    KVC_PIDS="$KVC_PIDS $!"
+    poll 10 "a held, refusing port for $1" test -s "$out"
+    eval "$1=\$(cat \"\$out\")"
+}

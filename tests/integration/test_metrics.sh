@@ -53,7 +53,6 @@ code=$(curl -s -o "$T/bad.txt" -w '%{http_code}' "http://$HTTP_a/federate?match[
 jq -e '.error | length > 0' "$T/bad.txt" >/dev/null || fail "bad match[] error is not JSON"
 
 # a real Prometheus, scraping every second
-PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$T/prometheus.yml" <<YAML
 global:
   scrape_interval: 1s
@@ -71,10 +70,13 @@ scrape_configs:
       - targets: ['$HTTP_a', '$HTTP_b', '$HTTP_c']
 YAML
 promtool check config "$T/prometheus.yml" >/dev/null || fail "promtool rejects the test's prometheus.yml"
+# on port 0, kept: the port it got is read from its listening socket
 prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/prom" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" >"$T/prometheus.log" 2>&1 &
-KVC_PIDS="$KVC_PIDS $!"
-PROM="http://127.0.0.1:$PROM_PORT"
+    --web.listen-address=127.0.0.1:0 >"$T/prometheus.log" 2>&1 &
+PROM_PID=$!
+KVC_PIDS="$KVC_PIDS $PROM_PID"
+poll 30 "Prometheus listens" listen_port "$PROM_PID"
+PROM="http://127.0.0.1:$(listen_port "$PROM_PID")"
 pq() { # QUERY: the vector result of an instant query, as JSON
     curl -sfG "$PROM/api/v1/query" --data-urlencode "query=$1" | jq -c '.data.result'
 }

@@ -22,9 +22,9 @@ for s in a b; do
 done
 export HTTP_LISTEN=127.0.0.1:0
 write_config "$T/a.yaml" p1 site-a eu-west "$T/a" "$T/a.id" "$T/ca/federation.pub"
-# a model server address where nothing listens: a port the kernel just gave
-# out and took back
-DEAD=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# a model server address that refuses connections: a port held bound, never
+# listened on, until the test ends
+refusing_port DEAD
 cat >>"$T/a.yaml" <<YAML
 proxy:
   backends:
@@ -74,11 +74,13 @@ sed -e "s/127\.0\.0\.1:8500/$HTTP_a/g" -e 's/_interval: 15s/_interval: 1s/' \
 cp "$SRC/ops/prometheus/kvc-alerts.yml" "$T/prom/"
 grep -q "targets: \['$HTTP_a'\]" "$T/prom/prometheus.yml" || fail "no placeholder target in prometheus.yml"
 promtool check config "$T/prom/prometheus.yml" >/dev/null || fail "promtool rejects the edited prometheus.yml"
-PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# on port 0, kept: the port it got is read from its listening socket
 prometheus --config.file="$T/prom/prometheus.yml" --storage.tsdb.path="$T/prom/data" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" >"$T/prometheus.log" 2>&1 &
-KVC_PIDS="$KVC_PIDS $!"
-PROM="http://127.0.0.1:$PROM_PORT"
+    --web.listen-address=127.0.0.1:0 >"$T/prometheus.log" 2>&1 &
+PROM_PID=$!
+KVC_PIDS="$KVC_PIDS $PROM_PID"
+poll 30 "Prometheus listens" listen_port "$PROM_PID"
+PROM="http://127.0.0.1:$(listen_port "$PROM_PID")"
 pq() { curl -sfG "$PROM/api/v1/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // "none"'; }
 prom_ready() { # both jobs scraped at least three times, both sites federated
     [ "$(pq 'min(count_over_time(up{job=~"kvc-peer|kvc-federate"}[1m]))')" -ge 3 ] 2>/dev/null &&
