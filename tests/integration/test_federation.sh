@@ -4,8 +4,10 @@
 # a legitimately signed but revoked peer, and an intruder sending forged
 # messages all connect; nothing they send may be accepted, and every reject
 # must be counted in `kvc status`. Then a peer stops cleanly (exit 0) and
-# restarts, and is welcomed back.
+# restarts on its port, and is welcomed back. In a network namespace of its
+# own (netns.sh), where b's fixed port cannot be taken while b is down.
 set -euo pipefail
+. "$(dirname "$0")/netns.sh"
 KVC=$1 KVC_PEER=$2 INTRUDER=$3
 . "$(dirname "$0")/lib.sh"
 
@@ -27,6 +29,7 @@ start_peer a "$T/a.yaml"
 A_EP=$(jqs "$T/a.yaml" status .advertise)
 A_KEY=$(jqs "$T/a.yaml" status .public_key)
 write_config "$T/b.yaml" p1 site-b eu-north "$T/b" "$T/b.id" "$T/ca/federation.pub" "$A_EP" "$A_KEY"
+sed -i "s#listen: tcp://127.0.0.1:0#listen: tcp://127.0.0.1:$KVC_FIXED_PORT#" "$T/b.yaml"
 start_peer b "$T/b.yaml"
 B_EP=$(jqs "$T/b.yaml" status .advertise)
 B_KEY=$(jqs "$T/b.yaml" status .public_key)
@@ -93,7 +96,7 @@ wait "$PID_b" || status=$?
 poll 20 "a sees b down" expect_jq "$T/a.yaml" peers \
     '[.[] | select(.member == "site-b/p1") | .up] == [false]'
 # back on the same port, as a real gateway restarts; it knows c only from its store
-sed -i "s#listen: tcp://127.0.0.1:0#listen: $B_EP#" "$T/b.yaml"
+[ "$B_EP" = "tcp://127.0.0.1:$KVC_FIXED_PORT" ] || fail "b advertises $B_EP"
 start_peer b "$T/b.yaml"
 poll 20 "b reconnected to both" expect_jq "$T/b.yaml" status '.peers_connected == 2'
 poll 20 "a sees b up again" expect_jq "$T/a.yaml" peers \

@@ -2,8 +2,11 @@
 # Five peers in three sites on loopback. kill -9 one: every other peer must
 # mark it dead (polling with a deadline). Restart it on the same endpoint: it
 # must be alive again everywhere, at a higher incarnation than before. Then a
-# clean stop (SIGTERM) must show up as "left", not "dead".
+# clean stop (SIGTERM) must show up as "left", not "dead". In a network
+# namespace of its own (netns.sh), where b2's fixed port cannot be taken
+# while b2 is down.
 set -euo pipefail
+. "$(dirname "$0")/netns.sh"
 KVC=$1 KVC_PEER=$2
 . "$(dirname "$0")/lib.sh"
 
@@ -29,6 +32,9 @@ SEED_KEY=$(jqs "$T/a1.yaml" status .public_key)
 for p in a2:site-a b1:site-b b2:site-b c1:site-c; do
     n=${p%%:*} s=${p##*:}
     cfg "$n" "$s" "$SEED_EP" "$SEED_KEY"
+    if [ "$n" = b2 ]; then # the one that restarts on its port
+        sed -i "s#^  listen: tcp://127.0.0.1:0#  listen: tcp://127.0.0.1:$KVC_FIXED_PORT#" "$T/b2.yaml"
+    fi
     start_peer "$n" "$T/$n.yaml"
 done
 
@@ -58,7 +64,7 @@ expect_jq "$T/a1.yaml" status '.members_by_state.dead == 1 and .members_by_state
     fail "status member counts: $("$KVC" --config "$T/a1.yaml" status --json)"
 
 # restart on the same endpoint, as a gateway would
-sed -i "s#^  listen: tcp://127.0.0.1:0#  listen: $B2_EP#" "$T/b2.yaml"
+[ "$B2_EP" = "tcp://127.0.0.1:$KVC_FIXED_PORT" ] || fail "b2 advertises $B2_EP"
 start_peer b2 "$T/b2.yaml"
 for n in a1 a2 b1 c1; do
     poll 30 "$n sees site-b/b2 alive again" state_of "$T/$n.yaml" site-b/b2 alive
