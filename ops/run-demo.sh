@@ -41,7 +41,7 @@ PIDS=()
 /usr/bin/python3 tests/interop/model_server.py --grpc-port 0 --rest-port 0 \
     --port-file "$ROOT/model-server.json" >"$ROOT/model-server.log" 2>&1 &
 PIDS+=($!)
-deadline=$((SECONDS + 30))
+deadline=$((SECONDS + 60)) # numpy and four models: slow on a busy Raspberry Pi class machine
 until [ -s "$ROOT/model-server.json" ]; do
     if [ $SECONDS -ge $deadline ] || ! kill -0 "${PIDS[0]}" 2>/dev/null; then
         echo "run-demo: the model server did not start; see $ROOT/model-server.log" >&2

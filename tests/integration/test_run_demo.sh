@@ -27,8 +27,12 @@ in_ns() { ip netns exec "$NS" "$@"; }
 cd "$SRC"
 KVC_DEMO_DIR="$T/demo" ip netns exec "$NS" ./ops/run-demo.sh "$BUILD" >"$T/demo.out" 2>"$T/demo.err" &
 DEMO_PID=$!
-up() { grep -q "kvc federation is running" "$T/demo.out"; }
-poll 90 "the demo says it is running" up
+up_or_gone() { # the demo is up, or it has exited (then fail below, with its reason)
+    grep -q "kvc federation is running" "$T/demo.out" || ! kill -0 "$DEMO_PID" 2>/dev/null
+}
+poll 120 "the demo says it is running" up_or_gone
+grep -q "kvc federation is running" "$T/demo.out" ||
+    fail "the demo exited before it was up: $(cat "$T/demo.err")"
 for s in lisbon oslo nairobi; do
     grep -q "^$s  bert :predict  -> {\"predictions\"" "$T/demo.out" ||
         fail "$s's sample request: $(grep "^$s " "$T/demo.out")"
