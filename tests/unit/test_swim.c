@@ -336,11 +336,17 @@ static void test_suspect_dead_reap(void **state)
     kvc_swim_stats_t st;
     kvc_swim_stats(h->core, &st);
     assert_int_equal(st.suspicions, 1);
-    /* x may be probed again before t=8000: every failed period had one
-     * indirect round, and one more period may be under way */
-    assert_true(st.probe_failures >= 1);
-    assert_true(st.indirect_probes == st.probe_failures ||
-                st.indirect_probes == st.probe_failures + 1);
+    /* Seed 42 and the simulated clock fix the schedule: x's next period
+     * starts at t0 + 3000, sends its indirect round at +200 and is still
+     * open at t=8000. So one period has failed and two indirect rounds
+     * went out. */
+    assert_int_equal(s_first_sent(h, "site0/x", KVC__SWIM__MESSAGE__BODY_PING, t0 + 201, NULL),
+                     t0 + 3000);
+    assert_true(t0 + 3000 + 1000 > 8000);
+    assert_int_equal(s_first_sent(h, NULL, KVC__SWIM__MESSAGE__BODY_PING_REQ, t0 + 201, NULL),
+                     t0 + 3200);
+    assert_int_equal(st.probe_failures, 1);
+    assert_int_equal(st.indirect_probes, 2);
     assert_int_equal(st.refutations, 0);
     /* 6 live members, K=3: a lone accuser waits max = 4 * (2 * 1000) ms. */
     s_run_until(h, ts + 8000 - 1);
@@ -543,7 +549,8 @@ static void test_message_size_bound(void **state)
         assert_true(h->log[i].len <= 1400);
     }
     assert_int_equal(covered, 406);
-    assert_true(chunks >= 10);
+    /* The digest's encoding fixes how many 1400-byte chunks 406 entries take. */
+    assert_int_equal(chunks, 12);
     s_run_until(h, h->now + 5000);
     s_harness_free(h);
 }
@@ -729,17 +736,30 @@ static void test_alloc_failures(void **state)
         assert_null(s);
     }
     assert_true(ok_at > 0); /* some allocation was made to fail, and recovered */
-    /* Ticks and receives under failing allocations: no crash, no leak (ASan),
-     * each call fails cleanly or succeeds, and the member table survives. */
+    /* Ticks under failing allocations: no crash, no leak (ASan), and the
+     * member table survives. A tick never fails: what it cannot build is
+     * not sent, as if the network had lost it, so it returns 0 every time
+     * (it used to be allowed KVC_ENOMEM, which it never returns). That the
+     * failures were really injected is checked with one allocation right
+     * after the tick: it fails when the tick made at least i allocations,
+     * so the armed failure was at or before the tick's last one. */
     h_t *h = s_harness();
-    for (long i = 0; i < 60; i++) {
+    int reached = 0;
+    for (long k = 0; k < 60; k++) {
+        long i = 1 + k % 3; /* a tick makes only a few allocations */
         kvc_alloc_fail_after(i);
         int rc = kvc_swim_tick(h->core, h->now, &h->out);
+        void *probe = kvc_malloc(1);
         kvc_alloc_fail_after(-1);
-        assert_true(rc == 0 || rc == KVC_ENOMEM);
+        reached += probe == NULL;
+        kvc_free(probe);
+        assert_int_equal(rc, 0);
         h->now += 137;
         s_process(h);
     }
+    /* Not pinned: how many ticks allocate that much follows the core's
+     * allocation pattern, not its behaviour. None would make the loop void. */
+    assert_true(reached > 0);
     assert_int_equal(kvc_swim_member_count(h->core), 6);
     /* Once allocations succeed again the core probes every member again. */
     uint64_t t0 = h->now;
@@ -815,7 +835,9 @@ static void test_info_freshness(void **state)
                 u->info->public_key.data[0] == 0x11)
                 spread++;
         }
-    assert_true(spread > 0);
+    /* Sent exactly its retransmit limit: retransmit_mult (2) times
+     * ceil(log10(live members + 1)) (1), within the second of gossip. */
+    assert_int_equal(spread, 2);
     /* A restart: a higher incarnation replaces the info, from anyone. */
     s_update_info(h, "site0/c", "site0/n", 3, 0x22, "tcp://10.0.0.10:1");
     assert_int_equal(s_key_of(h, "site0/n", ep, sizeof ep), 0x22);
