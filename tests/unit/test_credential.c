@@ -566,7 +566,7 @@ static void test_ca_files(void **state)
     assert_memory_equal(pk, ca.public_key, 32);
 
     char *text = s_slurp(pub);
-    char hex[65], want[200];
+    char hex[65], want[512];
     kvc_key_hex(ca.public_key, hex);
     snprintf(want, sizeof want, "kvc-federation-public-v1\npublic: %s\n", hex);
     assert_string_equal(text, want);
@@ -625,7 +625,7 @@ static void test_ca_key_file_errors(void **state)
 
     snprintf(want, sizeof want, "%s/nope", tmp);
     assert_int_equal(kvc_ca_load_public(want, loaded.public_key, &err), KVC_ENOENT);
-    char msg[400];
+    char msg[512];
     snprintf(msg, sizeof msg, "%s: cannot open: No such file or directory", want);
     assert_string_equal(err.msg, msg);
     free(text);
