@@ -13,6 +13,7 @@
  */
 #include "config.h"
 #include "preprocess.h"
+#include "tensor.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1007,6 +1008,45 @@ static int s_v_tensor_name(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return ok ? 0 : s_bad_value(ctx, "must match [A-Za-z0-9._/:-]+");
 }
 
+/* One item of proxy.backends[].inputs: "NAME:DTYPE", split at the last
+ * ':' (TensorFlow names such as "x:0" hold one). */
+static int s_item_input(s_ctx_t *ctx, void *obj)
+{
+    kvc_backend_t *b = obj;
+    int rc = s_check_count(ctx, b->n_inputs, KVC_MAX_INPUTS);
+    char item[sizeof b->inputs[0].name + sizeof b->inputs[0].dtype + 1];
+    if (rc || (rc = s_take_string(ctx, item, sizeof item)))
+        return rc;
+    char *colon = strrchr(item, ':');
+    if (!colon || colon == item)
+        return s_bad_value(ctx, "must be NAME:DTYPE, e.g. input_ids:int64");
+    *colon = '\0';
+    const char *dtype = colon + 1;
+    size_t n = strlen(item);
+    if (n >= sizeof b->inputs[0].name ||
+        strspn(item, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/:-") != n)
+        return s_bad_value(ctx, "has a name that must match [A-Za-z0-9._/:-]{1,127}");
+    if (kvc_dtype_parse(dtype) == KVC_DT_INVALID)
+        return s_bad_value(ctx, "has an unknown dtype (float32, float64, float16, int8, int16, "
+                                "int32, int64, uint8, uint16, uint32, uint64, bool, string)");
+    for (size_t i = 0; i < b->n_inputs; i++)
+        if (!strcmp(b->inputs[i].name, item))
+            return s_bad_value(ctx, "names an input listed twice");
+    kvc_backend_input_t *in = &b->inputs[b->n_inputs++];
+    snprintf(in->name, sizeof in->name, "%s", item);
+    snprintf(in->dtype, sizeof in->dtype, "%s", dtype);
+    return 0;
+}
+
+/* proxy.backends[].inputs: a list of "NAME:DTYPE". */
+static int s_v_inputs(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    (void)f;
+    kvc_backend_t *b = obj;
+    b->n_inputs = 0;
+    return s_parse_sequence(ctx, s_item_input, obj);
+}
+
 static const s_field_t s_backend_fields[] = {
     {"model", s_v_model, offsetof(kvc_backend_t, model), sizeof(((kvc_backend_t *)0)->model),
      "model", 0, 0},
@@ -1017,6 +1057,7 @@ static const s_field_t s_backend_fields[] = {
      sizeof(((kvc_backend_t *)0)->preprocess), NULL, 0, 0},
     {"image_input", s_v_tensor_name, offsetof(kvc_backend_t, image_input),
      sizeof(((kvc_backend_t *)0)->image_input), NULL, 0, 0},
+    {"inputs", s_v_inputs, 0, 0, NULL, 0, 0},
 };
 
 /* One item of proxy.backends. */

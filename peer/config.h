@@ -52,6 +52,16 @@ typedef struct {
     uint32_t max_message_bytes;
 } kvc_timing_t;
 
+/* Inputs a config may declare for one model server. */
+#define KVC_MAX_INPUTS 16
+
+/* One declared input: a tensor name and its dtype ("float32", "FP32" or
+ * "DT_FLOAT": proxy/tensor.h kvc_dtype_parse). */
+typedef struct {
+    char name[KVC_NAME_MAX * 2];
+    char dtype[16];
+} kvc_backend_input_t;
+
 /* A model server this peer's proxy talks to (issue 4 fills the rest). */
 typedef struct {
     char model[KVC_NAME_MAX * 2];
@@ -60,6 +70,10 @@ typedef struct {
     char metrics_url[KVC_ENDPOINT_MAX]; /* Prometheus endpoint, optional */
     char preprocess[256];             /* image spec (proxy/preprocess.h), "" = no images */
     char image_input[KVC_NAME_MAX * 2]; /* input tensor images go to, "" = the only one */
+    /* Inputs to serve when the model server gives no metadata (none: such
+     * a server's TF Serving REST requests are refused, never guessed at). */
+    kvc_backend_input_t inputs[KVC_MAX_INPUTS];
+    size_t n_inputs;
 } kvc_backend_t;
 
 typedef struct {

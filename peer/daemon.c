@@ -1478,17 +1478,29 @@ static int s_http_inline(void *arg, const kvc_http_req_t *req)
     return self->proxy ? kvc_proxy_inline_ok(self->proxy, req) : 1;
 }
 
+/* The proxy's log lines. */
+static void s_proxy_log(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    kvc_log(level ? KVC_LOG_WARN : KVC_LOG_INFO, "proxy: %s", msg);
+}
+
 /* Starts the proxy and its HTTP front on http.listen. */
 static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
 {
     if (!self->cfg.http_listen[0])
         return KVC_OK;
     kvc_proxy_backend_t backends[KVC_MAX_BACKENDS];
+    kvc_proxy_input_t inputs[KVC_MAX_BACKENDS][KVC_MAX_INPUTS];
     for (size_t i = 0; i < self->cfg.n_backends; i++) {
         const kvc_backend_t *b = &self->cfg.backends[i];
+        for (size_t j = 0; j < b->n_inputs; j++)
+            inputs[i][j] = (kvc_proxy_input_t){b->inputs[j].name, kvc_dtype_parse(b->inputs[j].dtype)};
         backends[i] = (kvc_proxy_backend_t){.model = b->model, .grpc = b->grpc, .api = b->api,
                                             .preprocess = b->preprocess,
-                                            .image_input = b->image_input};
+                                            .image_input = b->image_input,
+                                            .inputs = inputs[i],
+                                            .n_inputs = b->n_inputs};
     }
     if (self->cfg.n_backends) {
         kvc_proxy_opts_t po = {.backends = backends, .n_backends = self->cfg.n_backends,
@@ -1499,7 +1511,8 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
                                                    ? self->cfg.proxy_grpc_ca_file
                                                    : NULL,
                                .observe = kvc_peer_metrics_observe,
-                               .observe_arg = self->metrics};
+                               .observe_arg = self->metrics,
+                               .log = s_proxy_log};
         self->proxy = kvc_proxy_new(&po, err);
         if (!self->proxy) {
             kvc_err_prefix(err, "proxy: ");

@@ -46,6 +46,8 @@
 #define S_SIG_WAIT_SLACK_MS 2000u
 /* /v2/health/ready asks each backend with this deadline. */
 #define S_READY_TIMEOUT_MS 1000u
+/* Most inputs a config may declare for one backend. */
+#define S_DECLARED_MAX 64
 /* Longest base URL kept for a backend. */
 #define S_URL_MAX 512
 
@@ -72,6 +74,9 @@ struct kvc_forward {
     pthread_cond_t sig_done; /* on CLOCK_MONOTONIC */
     s_sigfetch_t *fetches;   /* one per backend */
     kvc_signature_cache_t *sigs;
+    kvc_proxy_log_fn log;
+    void *log_arg;
+    atomic_int *said_no_metadata; /* one per backend: the log said so */
 };
 
 int kvc_proxy_http_status(int grpc_code)
@@ -126,6 +131,33 @@ static void s_backend_free(kvc_fwd_backend_t *b)
     kvc_free(b->model);
     kvc_free(b->url);
     kvc_free(b->image_input);
+    kvc_signature_set_destroy(&b->declared);
+}
+
+/* With declared inputs and images: the input images go to must be one of
+ * them, of the dtype the preprocessing writes. */
+static int s_check_image_input(const kvc_fwd_backend_t *b, const kvc_json_tensor_spec_t *specs,
+                               size_t n, size_t i, kvc_err_t *err)
+{
+    kvc_dtype_t want = b->spec.dtype == KVC_PP_UINT8 ? KVC_DT_UINT8 : KVC_DT_FLOAT;
+    if (!b->image_input[0] && n != 1)
+        return kvc_err_set(err, KVC_EINVAL,
+                           "proxy.backends[%zu]: %zu inputs are declared, so image_input must "
+                           "name the one images go to",
+                           i, n);
+    for (size_t j = 0; j < n; j++) {
+        if (b->image_input[0] && strcmp(specs[j].name, b->image_input) != 0)
+            continue;
+        if (specs[j].dtype != want)
+            return kvc_err_set(err, KVC_EINVAL,
+                               "proxy.backends[%zu]: images become %s, but input %s is declared %s",
+                               i, kvc_dtype_plain_name(want), specs[j].name,
+                               kvc_dtype_plain_name(specs[j].dtype));
+        return KVC_OK;
+    }
+    return kvc_err_set(err, KVC_EINVAL,
+                       "proxy.backends[%zu].image_input: %s is not among the declared inputs", i,
+                       b->image_input);
 }
 
 /* Copies and checks backend i of opts into b. */
@@ -156,6 +188,22 @@ static int s_backend_init(kvc_fwd_backend_t *b, const kvc_proxy_backend_t *o, si
     b->image_input = kvc_strdup(o->image_input ? o->image_input : "");
     if (!b->model || !b->url || !b->image_input)
         return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+    if (o->n_inputs) {
+        kvc_json_tensor_spec_t specs[S_DECLARED_MAX];
+        if (o->n_inputs > S_DECLARED_MAX)
+            return kvc_err_set(err, KVC_ERANGE,
+                               "proxy.backends[%zu].inputs: %zu inputs (at most %d)", i,
+                               o->n_inputs, S_DECLARED_MAX);
+        for (size_t j = 0; j < o->n_inputs; j++)
+            specs[j] = (kvc_json_tensor_spec_t){o->inputs[j].name, o->inputs[j].dtype};
+        b->declared = kvc_signature_set_declared(specs, o->n_inputs, err);
+        if (!b->declared) {
+            kvc_err_prefix(err, "proxy.backends[%zu].inputs: ", i);
+            return err ? err->code : KVC_EINVAL;
+        }
+        if (b->has_spec)
+            return s_check_image_input(b, specs, o->n_inputs, i, err);
+    }
     return KVC_OK;
 }
 
@@ -191,6 +239,8 @@ kvc_forward_t *kvc_forward_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
         return NULL;
     }
     self->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 30000;
+    self->log = opts->log;
+    self->log_arg = opts->log_arg;
     self->max_message = opts->max_message ? opts->max_message : KVC_GRPC_DEFAULT_MAX_MESSAGE;
     self->limits = opts->limits;
     if (!self->limits.max_elements)
@@ -215,7 +265,8 @@ kvc_forward_t *kvc_forward_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
                 goto fail;
             }
     }
-    if (s_sig_sync_init(self) != 0) {
+    self->said_no_metadata = kvc_calloc(self->n ? self->n : 1, sizeof *self->said_no_metadata);
+    if (!self->said_no_metadata || s_sig_sync_init(self) != 0) {
         kvc_err_set(err, KVC_ENOMEM, "proxy: cannot set up the signature fetches");
         goto fail;
     }
@@ -247,6 +298,7 @@ void kvc_forward_destroy(kvc_forward_t **self_p)
         pthread_mutex_destroy(&self->sig_lock);
     }
     kvc_free(self->fetches);
+    kvc_free(self->said_no_metadata);
     for (size_t i = 0; i < self->n; i++)
         s_backend_free(&self->backends[i]);
     kvc_free(self->backends);
@@ -538,7 +590,8 @@ static int s_transient(int grpc_code)
  * *definitive = 0 with the failure left in c (503 with the reason for a
  * transient failure, else the server's own status and message).
  */
-static kvc_signature_set_t *s_fetch_signatures(kvc_fwd_call_t *c, int *definitive)
+static kvc_signature_set_t *s_fetch_signatures(kvc_fwd_call_t *c, int *definitive, char *why,
+                                               size_t why_size)
 {
     uint32_t t = c->fw->timeout_ms < S_SIG_TIMEOUT_MS ? c->fw->timeout_ms : S_SIG_TIMEOUT_MS;
     kvc_err_t err = {0};
@@ -560,15 +613,22 @@ static kvc_signature_set_t *s_fetch_signatures(kvc_fwd_call_t *c, int *definitiv
     }
     int code = c->grpc_status;
     *definitive = !fresh && (code == KVC_GRPC_OK || code == KVC_GRPC_UNIMPLEMENTED);
+    if (*definitive) {
+        if (code == KVC_GRPC_OK)
+            snprintf(why, why_size, "its metadata has no usable signature: %s",
+                     err.msg[0] ? err.msg : "no inputs");
+        else
+            snprintf(why, why_size, "UNIMPLEMENTED: %.*s", KVC_GRPC_MSG_MAX, c->error);
+    }
     if (fresh || *definitive) {
         /* The metadata call is not the request: forget its status and failure. */
         c->grpc_status = grpc_status;
         s_clear(c);
     } else if (s_transient(code)) {
-        char why[sizeof c->error];
-        memcpy(why, c->error, sizeof why);
+        char cause[sizeof c->error];
+        memcpy(cause, c->error, sizeof cause);
         s_fail(c, 503, "cannot fetch the signatures of model %s from its model server (%s): %.*s",
-               c->be->model, kvc_grpc_status_name(code), KVC_GRPC_MSG_MAX, why);
+               c->be->model, kvc_grpc_status_name(code), KVC_GRPC_MSG_MAX, cause);
     }
     return fresh;
 }
@@ -583,6 +643,52 @@ static void s_fetch_record(kvc_fwd_call_t *c, s_sigfetch_t *f, int failed)
     f->grpc_status = c->grpc_status;
     snprintf(f->error, sizeof f->error, "%s", failed ? c->error : "");
     pthread_cond_broadcast(&c->fw->sig_done);
+}
+
+/* The server gives no metadata: the declared inputs stand in, if any. */
+static void s_no_metadata(kvc_fwd_call_t *c, const kvc_signature_set_t **out)
+{
+    c->no_metadata = 1;
+    c->declared = c->be->declared != NULL;
+    *out = c->be->declared;
+}
+
+/* Says, once per backend until it changes, that its server gives no
+ * metadata and what is served instead. */
+static void s_say_no_metadata(kvc_fwd_call_t *c, const char *why)
+{
+    kvc_forward_t *fw = c->fw;
+    if (atomic_exchange(&fw->said_no_metadata[c->be_index], 1) || !fw->log)
+        return;
+    const kvc_json_tensor_spec_t *specs = NULL;
+    size_t n = 0;
+    char msg[KVC_FWD_ERROR_MAX + 512];
+    size_t len = (size_t)snprintf(msg, sizeof msg, "model %s: its model server gives no metadata (%s); ",
+                                  c->be->model, why);
+    if (kvc_signature_set_inputs(c->be->declared, NULL, &specs, &n) != 0 || n == 0) {
+        snprintf(msg + len, sizeof msg - len,
+                 "the config declares no inputs (proxy.backends[].inputs), so its TF Serving "
+                 "REST requests are refused rather than guessed at");
+    } else {
+        len += (size_t)snprintf(msg + len, sizeof msg - len,
+                                "serving only the %zu inputs the config declares:", n);
+        for (size_t i = 0; i < n && len < sizeof msg; i++)
+            len += (size_t)snprintf(msg + len, sizeof msg - len, " %s:%s", specs[i].name,
+                                    kvc_dtype_plain_name(specs[i].dtype));
+    }
+    fw->log(fw->log_arg, 1, msg);
+}
+
+/* Says that a server said to give no metadata gives it now. */
+static void s_say_metadata(kvc_fwd_call_t *c)
+{
+    kvc_forward_t *fw = c->fw;
+    if (!atomic_exchange(&fw->said_no_metadata[c->be_index], 0) || !fw->log)
+        return;
+    char msg[256];
+    snprintf(msg, sizeof msg, "model %s: its model server gives metadata now; serving its inputs",
+             c->be->model);
+    fw->log(fw->log_arg, 0, msg);
 }
 
 int kvc_forward_signatures_settled(kvc_forward_t *self, size_t i)
@@ -603,6 +709,8 @@ int kvc_forward_signatures(kvc_fwd_call_t *c, const kvc_signature_set_t **out)
             kvc_signature_cache_get(p->sigs, c->be_index, s_now_ms(), &fetch);
         if (set || !fetch) {
             *out = set;
+            if (!set)
+                s_no_metadata(c, out);
             return KVC_OK;
         }
         pthread_mutex_lock(&p->sig_lock);
@@ -642,20 +750,27 @@ int kvc_forward_signatures(kvc_fwd_call_t *c, const kvc_signature_set_t **out)
         f->busy = 1;
         pthread_mutex_unlock(&p->sig_lock);
         int definitive = 0;
+        char why[KVC_FWD_ERROR_MAX];
+        why[0] = '\0';
         /* Cached and shared with the requests waiting for it: one client
          * hanging up (the caller's cancel flag) must not end the fetch. */
         const atomic_int *flag = kvc_grpc_cancel_flag_set(NULL);
-        kvc_signature_set_t *fresh = s_fetch_signatures(c, &definitive);
+        kvc_signature_set_t *fresh = s_fetch_signatures(c, &definitive, why, sizeof why);
         kvc_grpc_cancel_flag_set(flag);
-        if (fresh)
+        if (fresh) {
             *out = kvc_signature_cache_put(p->sigs, c->be_index, &fresh);
-        else if (definitive)
+            s_say_metadata(c);
+        } else if (definitive) {
             kvc_signature_cache_fail(p->sigs, c->be_index, s_now_ms());
+            s_say_no_metadata(c, why);
+        }
         if (shared) {
             pthread_mutex_lock(&p->sig_lock);
             s_fetch_record(c, f, !*out && !definitive);
             pthread_mutex_unlock(&p->sig_lock);
         }
+        if (!*out && definitive)
+            s_no_metadata(c, out);
         return *out || definitive ? KVC_OK : KVC_EUNAVAIL;
     }
     s_fail(c, 503, "the signatures of model %s could not be settled", c->be->model);
@@ -851,18 +966,45 @@ int kvc_forward_infer(kvc_fwd_call_t *c, kvc_tensor_list_t *inputs, const char *
 
 /* ---- Health ------------------------------------------------------------------ */
 
-/* Asks one backend whether it can serve, with a short deadline. */
-static int s_backend_ready(kvc_fwd_call_t *c, const kvc_fwd_backend_t *be)
+/* Writes why a TF Serving model has no version AVAILABLE, naming the
+ * states of the first few versions. */
+static void s_unavailable_reason(const Tensorflow__Serving__GetModelStatusResponse *r,
+                                 const char *model, char *out, size_t size)
+{
+    size_t len = (size_t)snprintf(out, size, "no version of model %s is AVAILABLE", model);
+    if (r->n_model_version_status == 0) {
+        snprintf(out + len, size - len, " (the server reports none)");
+        return;
+    }
+    for (size_t i = 0; i < r->n_model_version_status && i < 4 && len < size; i++) {
+        const Tensorflow__Serving__ModelVersionStatus *v = r->model_version_status[i];
+        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(
+            &tensorflow__serving__model_version_status__state__descriptor, v->state);
+        len += (size_t)snprintf(out + len, size - len, "%sversion %lld: %s", i ? ", " : " (",
+                                (long long)v->version, ev ? ev->name : "UNKNOWN");
+    }
+    if (len < size)
+        snprintf(out + len, size - len, "%s)", r->n_model_version_status > 4 ? ", ..." : "");
+}
+
+/* Asks one backend whether it can serve, with a short deadline; says why
+ * not in out. */
+static void s_backend_ready(kvc_fwd_call_t *c, const kvc_fwd_backend_t *be, kvc_fwd_ready_t *out)
 {
     kvc_grpc_result_t res;
-    int ok = 0;
+    out->ready = 0;
+    out->reason[0] = '\0';
+    s_clear(c);
     if (be->api == KVC_FWD_KSERVE) {
         Inference__ServerReadyRequest r = INFERENCE__SERVER_READY_REQUEST__INIT;
         if (s_call(c, be->url, S_PATH_V2_SREADY, &r.base, S_READY_TIMEOUT_MS, &res) == 0) {
             int rc = 0;
             Inference__ServerReadyResponse *m = (Inference__ServerReadyResponse *)s_decode(
                 c, &inference__server_ready_response__descriptor, &res, "ServerReadyResponse", &rc);
-            ok = m && m->ready;
+            out->ready = m && m->ready;
+            if (m && !m->ready)
+                snprintf(out->reason, sizeof out->reason,
+                         "the model server answers ServerReady with ready=false");
             if (m)
                 inference__server_ready_response__free_unpacked(m, kvc_pb_allocator());
         }
@@ -870,25 +1012,37 @@ static int s_backend_ready(kvc_fwd_call_t *c, const kvc_fwd_backend_t *be)
     } else {
         Tensorflow__Serving__GetModelStatusResponse *r = NULL;
         if (s_tfs_status(c, be->url, be->model, 1, S_READY_TIMEOUT_MS, &r) == 0) {
-            ok = kvc_forward_any_available(r);
+            out->ready = kvc_forward_any_available(r);
+            if (!out->ready)
+                s_unavailable_reason(r, be->model, out->reason, sizeof out->reason);
             tensorflow__serving__get_model_status_response__free_unpacked(r, kvc_pb_allocator());
         }
     }
-    return ok;
+    if (!out->ready && !out->reason[0]) {
+        /* The call failed: its status and message. */
+        int code = c->grpc_status;
+        snprintf(out->reason, sizeof out->reason, "%s%s%.*s",
+                 code > 0 ? kvc_grpc_status_name(code) : "",
+                 code > 0 && c->error[0] ? ": " : "", KVC_GRPC_MSG_MAX,
+                 c->error[0] ? c->error : (code > 0 ? "" : "no answer"));
+    }
 }
 
-int kvc_forward_ready(kvc_fwd_call_t *c)
+int kvc_forward_ready(kvc_fwd_call_t *c, kvc_fwd_ready_t *out)
 {
     int all = 1;
     kvc_forward_t *fw = c->fw;
-    for (size_t i = 0; all && i < fw->n; i++) {
+    for (size_t i = 0; i < fw->n; i++) {
         const kvc_fwd_backend_t *be = &fw->backends[i];
-        int seen = 0;
-        for (size_t j = 0; be->api == KVC_FWD_KSERVE && j < i; j++)
-            seen |=
-                fw->backends[j].api == KVC_FWD_KSERVE && strcmp(fw->backends[j].url, be->url) == 0;
-        if (!seen)
-            all = s_backend_ready(c, be);
+        size_t same = i;
+        for (size_t j = 0; be->api == KVC_FWD_KSERVE && j < i && same == i; j++)
+            if (fw->backends[j].api == KVC_FWD_KSERVE && strcmp(fw->backends[j].url, be->url) == 0)
+                same = j;
+        if (same != i)
+            out[i] = out[same]; /* one KServe server answers for all its models */
+        else
+            s_backend_ready(c, be, &out[i]);
+        all = all && out[i].ready;
     }
     s_clear(c);
     return all;

@@ -39,6 +39,9 @@ typedef struct {
     int has_spec;
     kvc_preprocess_t spec;
     char *image_input; /* "" = the signature's only input */
+    /* The inputs the config declares, as a one-signature set; NULL when
+     * none. Used only while the model server gives no metadata. */
+    kvc_signature_set_t *declared;
 } kvc_fwd_backend_t;
 
 typedef struct kvc_forward kvc_forward_t;
@@ -65,6 +68,10 @@ typedef struct {
     size_t request_bytes;
     size_t response_bytes;
     char version[KVC_VERSION_MAX + 1]; /* the version the backend answered with, "" if none */
+    /* Set by kvc_forward_signatures: the server gives no metadata, and
+     * (declared) the set handed out is the config's declared inputs. */
+    int no_metadata;
+    int declared;
 } kvc_fwd_call_t;
 
 /* Checks and copies the backends of opts and starts the gRPC client. NULL
@@ -97,8 +104,10 @@ int kvc_forward_find(kvc_fwd_call_t *call);
 int kvc_forward_signatures_settled(kvc_forward_t *self, size_t i);
 
 /*
- * The model's input signatures. On 0, *out is the set, or NULL when the
- * server has none to give. A fetch that failed for a reason that may pass
+ * The model's input signatures. On 0, *out is the set; when the server
+ * has none to give (call->no_metadata), the config's declared inputs
+ * (call->declared) or NULL when it declares none. That a server gives no
+ * metadata is logged once (and again if it starts to). A fetch that failed for a reason that may pass
  * is answered 503 with the reason and never remembered. At most one fetch
  * per backend is in flight; requests arriving meanwhile wait for it and
  * share its outcome (a fiber never waits: it fetches for itself).
@@ -138,8 +147,15 @@ int kvc_forward_kserve_version(kvc_fwd_call_t *call, char *buf, size_t size);
 /* Tells whether a status reply has a version AVAILABLE. */
 int kvc_forward_any_available(const Tensorflow__Serving__GetModelStatusResponse *r);
 
+/* One backend's answer to /v2/health/ready. */
+typedef struct {
+    int ready;
+    char reason[KVC_FWD_ERROR_MAX]; /* why not, "" when ready */
+} kvc_fwd_ready_t;
+
 /* /v2/health/ready: asks every backend (each KServe server once) whether
- * it can serve, with a short deadline. 1 when all can. */
-int kvc_forward_ready(kvc_fwd_call_t *call);
+ * it can serve, with a short deadline, and fills out[i] for backend i
+ * (kvc_forward_size entries). 1 when all can. */
+int kvc_forward_ready(kvc_fwd_call_t *call, kvc_fwd_ready_t *out);
 
 #endif

@@ -674,10 +674,47 @@ typedef struct {
     size_t n, cap;
 } s_values_t;
 
+/* Writes the specs' names as "'a', 'b'" into names (cut with ", ..."). */
+static void s_spec_names(const kvc_json_tensor_opts_t *opts, char *names, size_t size)
+{
+    size_t n = 0;
+    names[0] = '\0';
+    for (size_t i = 0; i < opts->n_specs && n < size; i++) {
+        const char *nm = opts->specs[i].name ? opts->specs[i].name : "";
+        if (n + strlen(nm) + 8 >= size) {
+            snprintf(names + n, size - n, ", ...");
+            break;
+        }
+        n += (size_t)snprintf(names + n, size - n, "%s'%s'", i ? ", " : "", nm);
+    }
+}
+
+/* Strict opts: refuses an input the specs do not name with a dtype. */
+static int s_strict_check(s_parser_t *P, const char *where, const char *name,
+                          const kvc_json_tensor_opts_t *opts)
+{
+    for (size_t i = 0; i < opts->n_specs; i++)
+        if (opts->specs[i].name && strcmp(opts->specs[i].name, name) == 0 &&
+            kvc_dtype_valid(opts->specs[i].dtype))
+            return KVC_OK;
+    if (opts->n_specs == 0)
+        return kvc_err_set(P->c.err, KVC_EPARSE,
+                           "%s: this model declares no inputs, so none can be sent", where);
+    char names[160];
+    s_spec_names(opts, names, sizeof names);
+    if (!name[0])
+        return kvc_err_set(P->c.err, KVC_EPARSE,
+                           "%s: an unnamed input, but the model's %zu inputs (%s) must each be "
+                           "sent by name",
+                           where, opts->n_specs, names);
+    return kvc_err_set(P->c.err, KVC_EPARSE, "%s: '%.128s' is not an input of this model (%s)",
+                       where, name, names);
+}
+
 /* Finds or (when allowed) adds the value slot for name. A slot pointer is
  * good until the next call adds one. */
-static int s_slot(s_parser_t *P, s_values_t *vs, const char *name, int may_add,
-                  const kvc_json_tensor_opts_t *opts, s_value_t **out)
+static int s_slot(s_parser_t *P, s_values_t *vs, const char *where, const char *name,
+                  int may_add, const kvc_json_tensor_opts_t *opts, s_value_t **out)
 {
     for (size_t i = 0; i < vs->n; i++) {
         if (strcmp(vs->v[i].name, name) == 0) {
@@ -687,6 +724,11 @@ static int s_slot(s_parser_t *P, s_values_t *vs, const char *name, int may_add,
     }
     if (!may_add)
         return KVC_ENOENT;
+    if (opts->strict) {
+        int rc = s_strict_check(P, where, name, opts);
+        if (rc)
+            return rc;
+    }
     if (vs->n >= S_MAX_INPUTS)
         return kvc_err_set(P->c.err, KVC_EPARSE, "%s: more than %d named inputs", P->prefix,
                            S_MAX_INPUTS);
@@ -725,7 +767,7 @@ static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts
         return kvc_err_set(c->err, KVC_EPARSE, "instances: empty list");
     if (first != '{' || s_is_b64_object(&look)) {
         s_value_t *V;
-        int rc = s_slot(P, vs, s_unnamed(opts), 1, opts, &V);
+        int rc = s_slot(P, vs, "instances", s_unnamed(opts), 1, opts, &V);
         if (rc)
             return rc;
         if (opts->n_specs > 1 && !P->amb) {
@@ -761,7 +803,7 @@ static int s_instances(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts
             if ((rc = kvc_json_cursor_expect(c, ':')))
                 return rc;
             s_value_t *V;
-            rc = s_slot(P, vs, name, inst == 0, opts, &V);
+            rc = s_slot(P, vs, "instances[0]", name, inst == 0, opts, &V);
             if (rc == KVC_ENOENT)
                 return kvc_err_set(c->err, KVC_EPARSE,
                                    "instances[%llu]: input '%s' is not in instances[0]",
@@ -824,7 +866,7 @@ static int s_inputs(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t 
     P->dim_base = 0;
     if (ch != '{' || s_is_b64_object(c)) {
         s_value_t *V;
-        int rc = s_slot(P, vs, s_unnamed(opts), 1, opts, &V);
+        int rc = s_slot(P, vs, "inputs", s_unnamed(opts), 1, opts, &V);
         if (rc)
             return rc;
         if (opts->n_specs > 1 && !P->amb) {
@@ -849,7 +891,7 @@ static int s_inputs(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t 
             return rc;
         s_value_t *V;
         size_t before = vs->n;
-        if ((rc = s_slot(P, vs, name, 1, opts, &V)))
+        if ((rc = s_slot(P, vs, "inputs", name, 1, opts, &V)))
             return rc;
         if (vs->n == before)
             return kvc_err_set(c->err, KVC_EPARSE, "inputs: duplicate input '%s'", name);
@@ -878,16 +920,7 @@ static int s_inputs(s_parser_t *P, s_values_t *vs, const kvc_json_tensor_opts_t 
 static int s_ambiguous_fail(s_parser_t *P, const kvc_json_tensor_opts_t *opts)
 {
     char names[160];
-    size_t n = 0;
-    names[0] = '\0';
-    for (size_t i = 0; i < opts->n_specs && n < sizeof names; i++) {
-        const char *nm = opts->specs[i].name ? opts->specs[i].name : "";
-        if (n + strlen(nm) + 8 >= sizeof names) {
-            snprintf(names + n, sizeof names - n, ", ...");
-            break;
-        }
-        n += (size_t)snprintf(names + n, sizeof names - n, "%s'%s'", i ? ", " : "", nm);
-    }
+    s_spec_names(opts, names, sizeof names);
     P->c.p = P->c.base + P->amb_at;
     if (P->amb == 1)
         return kvc_json_cursor_fail(&P->c, KVC_EPARSE,

@@ -53,6 +53,11 @@ typedef struct {
      * caller parses again with the named one's. */
     const kvc_json_tensor_spec_t *specs;
     size_t n_specs;
+    /* Nonzero: the specs are every input there is (a config declared them
+     * for a model server without metadata), so no dtype is ever inferred:
+     * an input the specs do not name (or an unnamed one, unless there is
+     * exactly one spec) is refused (KVC_EPARSE, naming the inputs). */
+    int strict;
 } kvc_json_tensor_opts_t;
 
 /* A parsed predict request. Clear it with kvc_json_tensor_request_clear. */

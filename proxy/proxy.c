@@ -378,6 +378,13 @@ static int s_image_inputs(s_ctx_t *c, kvc_tensor_list_t **inputs)
         const kvc_json_tensor_spec_t *specs = NULL;
         size_t n = 0;
         const kvc_signature_set_t *set = s_signatures(c);
+        if (!set && c->call.no_metadata) {
+            kvc_http_error(c->resp, 503,
+                           "model %s: its model server gives no metadata, so the input images "
+                           "go to must be configured (proxy.backends[].image_input)",
+                           be->model);
+            return KVC_EUNAVAIL;
+        }
         if (kvc_signature_set_inputs(set, NULL, &specs, &n) != 0 || n != 1) {
             kvc_http_error(c->resp, 400,
                            "model %s: no image_input configured and its signature does not "
@@ -462,14 +469,26 @@ static void s_tfs_predict(s_ctx_t *c)
         const kvc_signature_set_t *set = NULL;
         if (s_fwd(c, kvc_forward_signatures(&c->call, &set)) != 0)
             return;
-        kvc_json_tensor_opts_t o = {.limits = *kvc_forward_limits(c->p->fw)};
+        if (!set) {
+            /* TF Serving's REST JSON carries no dtypes: without the model's
+             * metadata or a declaration, any dtype would be a guess. */
+            kvc_http_error(c->resp, 503,
+                           "model %s: its model server gives no metadata and the proxy's "
+                           "config declares no inputs for it (proxy.backends[].inputs), so the "
+                           "input dtypes are unknown",
+                           c->call.be->model);
+            return;
+        }
+        kvc_json_tensor_opts_t o = {.limits = *kvc_forward_limits(c->p->fw),
+                                    .strict = c->call.declared};
         kvc_signature_set_inputs(set, NULL, &o.specs, &o.n_specs);
         kvc_err_t err = {0};
         int rc = kvc_json_tensor_parse_request((const char *)c->req->body, c->req->body_len, &o,
                                                &jr, &err);
         if (rc == 0 && jr.signature_name && jr.signature_name[0]) {
             /* Another signature than the default: parse again with its dtypes. */
-            kvc_json_tensor_opts_t o2 = {.limits = *kvc_forward_limits(c->p->fw)};
+            kvc_json_tensor_opts_t o2 = {.limits = *kvc_forward_limits(c->p->fw),
+                                         .strict = c->call.declared};
             if (kvc_signature_set_inputs(set, jr.signature_name, &o2.specs, &o2.n_specs) == 0 &&
                 o2.specs != o.specs) {
                 kvc_json_tensor_request_clear(&jr);
@@ -522,6 +541,44 @@ static void s_tfs_predict(s_ctx_t *c)
         kvc_tensor_list_destroy(&inputs);
 }
 
+/*
+ * A KServe v2 request names each input's datatype, so none is guessed; but
+ * when the model server gives no metadata and the config declares the
+ * inputs, only those are served, with their dtypes. Answers and returns
+ * nonzero when an input is not one of them.
+ */
+static int s_v2_declared_check(s_ctx_t *c, const kvc_tensor_list_t *inputs)
+{
+    const kvc_signature_set_t *set = NULL;
+    if (!c->call.be->declared)
+        return KVC_OK;
+    if (s_fwd(c, kvc_forward_signatures(&c->call, &set)) != 0)
+        return KVC_EUNAVAIL;
+    if (!c->call.declared)
+        return KVC_OK; /* the server's metadata rules; it checks the inputs itself */
+    const kvc_json_tensor_spec_t *specs = NULL;
+    size_t n = 0;
+    kvc_signature_set_inputs(set, NULL, &specs, &n);
+    for (size_t i = 0; i < kvc_tensor_list_size(inputs); i++) {
+        const kvc_tensor_t *t = kvc_tensor_list_at(inputs, i);
+        size_t j = 0;
+        while (j < n && strcmp(specs[j].name, kvc_tensor_name(t)) != 0)
+            j++;
+        if (j == n) {
+            kvc_http_error(c->resp, 400, "inputs[%zu]: '%.128s' is not an input of model %s", i,
+                           kvc_tensor_name(t), c->call.be->model);
+            return KVC_EINVAL;
+        }
+        if (specs[j].dtype != kvc_tensor_dtype(t)) {
+            kvc_http_error(c->resp, 400, "inputs[%zu]: '%s' has datatype %s, but model %s takes %s",
+                           i, specs[j].name, kvc_dtype_kserve_name(kvc_tensor_dtype(t)),
+                           c->call.be->model, kvc_dtype_kserve_name(specs[j].dtype));
+            return KVC_EINVAL;
+        }
+    }
+    return KVC_OK;
+}
+
 /* POST /v2/models/NAME[/versions/V]/infer (KServe v2). */
 static void s_v2_infer(s_ctx_t *c)
 {
@@ -554,6 +611,10 @@ static void s_v2_infer(s_ctx_t *c)
             return;
         }
         inputs = kr.inputs;
+        if (s_v2_declared_check(c, inputs) != 0) {
+            kvc_kserve_json_request_clear(&kr);
+            return;
+        }
         if (kr.n_outputs) {
             filter = kvc_calloc(kr.n_outputs, sizeof *filter);
             if (!filter) {
@@ -698,13 +759,35 @@ static void s_v2_model_ready(s_ctx_t *c)
     c->resp->status = ready ? 200 : 400;
 }
 
-/* GET /v2/health/ready: every backend answers (KServe servers once each). */
+/* GET /v2/health/ready: every backend answers (KServe servers once each).
+ * {"ready": B, "models": [{"model": M, "ready": B[, "reason": R]}...]},
+ * so a probe's log says which model server is not ready and why. */
 static void s_v2_ready(s_ctx_t *c)
 {
-    int all = kvc_forward_ready(&c->call);
-    kvc_buf_reset(&c->resp->body);
-    const char *body = all ? "{\"ready\": true}" : "{\"ready\": false}";
-    if (kvc_buf_append(&c->resp->body, body, strlen(body)) != 0) {
+    size_t n = kvc_forward_size(c->p->fw);
+    kvc_fwd_ready_t *each = kvc_calloc(n ? n : 1, sizeof *each);
+    if (!each) {
+        kvc_http_error(c->resp, 500, "out of memory");
+        return;
+    }
+    int all = kvc_forward_ready(&c->call, each);
+    kvc_buf_t *b = &c->resp->body;
+    kvc_buf_reset(b);
+    int rc = kvc_buf_printf(b, "{\"ready\": %s, \"models\": [", all ? "true" : "false");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *model = kvc_forward_backend(c->p->fw, i)->model;
+        rc = kvc_buf_printf(b, "%s{\"model\": ", i ? ", " : "");
+        rc = rc ? rc : kvc_json_append_str(b, model, strlen(model));
+        rc = rc ? rc : kvc_buf_printf(b, ", \"ready\": %s", each[i].ready ? "true" : "false");
+        if (rc == 0 && !each[i].ready) {
+            rc = kvc_buf_printf(b, ", \"reason\": ");
+            rc = rc ? rc : kvc_json_append_str(b, each[i].reason, strlen(each[i].reason));
+        }
+        rc = rc ? rc : kvc_buf_printf(b, "}");
+    }
+    rc = rc ? rc : kvc_buf_printf(b, "]}");
+    kvc_free(each);
+    if (rc != 0) {
         s_write_error(c, KVC_ERANGE, NULL);
         return;
     }

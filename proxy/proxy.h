@@ -18,6 +18,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* An input a config declares for a model server that gives no metadata. */
+typedef struct {
+    const char *name;
+    kvc_dtype_t dtype;
+} kvc_proxy_input_t;
+
 /* One model server this proxy sends a model's requests to. Strings are
  * copied by kvc_proxy_new. */
 typedef struct {
@@ -26,7 +32,17 @@ typedef struct {
     const char *api;         /* "tfserving" or "kserve" */
     const char *preprocess;  /* image spec (proxy/preprocess.h), "" = no images */
     const char *image_input; /* input tensor for images; "" = the only input */
+    /* Used only when the model server gives no metadata: then these are
+     * every input there is (TF Serving REST parses them as these dtypes and
+     * refuses any other; KServe v2 inputs must be named here with these
+     * datatypes). None declared: such a server's TF Serving REST requests
+     * are refused with 503, as no dtype is ever guessed. */
+    const kvc_proxy_input_t *inputs;
+    size_t n_inputs;
 } kvc_proxy_backend_t;
+
+/* A line for the peer's log (level: 0 info, 1 warning). */
+typedef void (*kvc_proxy_log_fn)(void *arg, int level, const char *msg);
 
 /* What one request did, for metrics (issue 5) and logs. */
 typedef struct {
@@ -55,6 +71,8 @@ typedef struct {
                                      system store. Copied by kvc_proxy_new. */
     kvc_proxy_observe_fn observe; /* may be NULL; called once per request */
     void *observe_arg;
+    kvc_proxy_log_fn log;         /* may be NULL; events worth one line, each said once */
+    void *log_arg;
 } kvc_proxy_opts_t;
 
 typedef struct kvc_proxy kvc_proxy_t;

@@ -168,6 +168,35 @@ kvc_signature_set_t *kvc_signature_set_from_kserve(const Inference__ModelMetadat
     return self;
 }
 
+kvc_signature_set_t *kvc_signature_set_declared(const kvc_json_tensor_spec_t *specs, size_t n,
+                                               kvc_err_t *err)
+{
+    if (n > S_MAX_INPUTS) {
+        kvc_err_set(err, KVC_ERANGE, "%zu inputs declared (at most %d)", n, S_MAX_INPUTS);
+        return NULL;
+    }
+    kvc_signature_set_t *self = s_set_new(1, err);
+    if (!self)
+        return NULL;
+    s_sig_t *sig = &self->sigs[self->n++];
+    if (s_sig_init(sig, KVC_SIGNATURE_DEFAULT, n, err) != 0) {
+        kvc_signature_set_destroy(&self);
+        return NULL;
+    }
+    for (size_t j = 0; j < n; j++) {
+        if (!specs[j].name || !specs[j].name[0] || !kvc_dtype_valid(specs[j].dtype)) {
+            kvc_err_set(err, KVC_EINVAL, "declared input %zu has no name or no valid dtype", j);
+            kvc_signature_set_destroy(&self);
+            return NULL;
+        }
+        if (s_sig_add(sig, specs[j].name, specs[j].dtype, err) != 0) {
+            kvc_signature_set_destroy(&self);
+            return NULL;
+        }
+    }
+    return self;
+}
+
 /* Finds a signature by exact name. */
 static const s_sig_t *s_find(const kvc_signature_set_t *self, const char *name)
 {

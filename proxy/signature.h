@@ -40,6 +40,12 @@ kvc_signature_set_from_tfs(const Tensorflow__Serving__GetModelMetadataResponse *
 kvc_signature_set_t *kvc_signature_set_from_kserve(const Inference__ModelMetadataResponse *r,
                                                    kvc_err_t *err);
 
+/* Builds a one-signature set (named "serving_default") from inputs a
+ * config declares for a model server that gives no metadata: n specs,
+ * each with a name and a valid dtype (names copied). NULL with err set. */
+kvc_signature_set_t *kvc_signature_set_declared(const kvc_json_tensor_spec_t *specs, size_t n,
+                                               kvc_err_t *err);
+
 /* Frees the set; NULL-safe, nulls *self_p. */
 void kvc_signature_set_destroy(kvc_signature_set_t **self_p);
 

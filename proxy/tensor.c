@@ -37,14 +37,21 @@ static const struct {
     size_t size;
     const char *kserve;
     const char *tf;
+    const char *plain; /* numpy's name, as configs write it */
 } s_dtypes[] = {
-    {KVC_DT_FLOAT, 4, "FP32", "DT_FLOAT"},     {KVC_DT_DOUBLE, 8, "FP64", "DT_DOUBLE"},
-    {KVC_DT_INT32, 4, "INT32", "DT_INT32"},    {KVC_DT_UINT8, 1, "UINT8", "DT_UINT8"},
-    {KVC_DT_INT16, 2, "INT16", "DT_INT16"},    {KVC_DT_INT8, 1, "INT8", "DT_INT8"},
-    {KVC_DT_STRING, 0, "BYTES", "DT_STRING"},  {KVC_DT_INT64, 8, "INT64", "DT_INT64"},
-    {KVC_DT_BOOL, 1, "BOOL", "DT_BOOL"},       {KVC_DT_UINT16, 2, "UINT16", "DT_UINT16"},
-    {KVC_DT_HALF, 2, "FP16", "DT_HALF"},       {KVC_DT_UINT32, 4, "UINT32", "DT_UINT32"},
-    {KVC_DT_UINT64, 8, "UINT64", "DT_UINT64"},
+    {KVC_DT_FLOAT, 4, "FP32", "DT_FLOAT", "float32"},
+    {KVC_DT_DOUBLE, 8, "FP64", "DT_DOUBLE", "float64"},
+    {KVC_DT_INT32, 4, "INT32", "DT_INT32", "int32"},
+    {KVC_DT_UINT8, 1, "UINT8", "DT_UINT8", "uint8"},
+    {KVC_DT_INT16, 2, "INT16", "DT_INT16", "int16"},
+    {KVC_DT_INT8, 1, "INT8", "DT_INT8", "int8"},
+    {KVC_DT_STRING, 0, "BYTES", "DT_STRING", "string"},
+    {KVC_DT_INT64, 8, "INT64", "DT_INT64", "int64"},
+    {KVC_DT_BOOL, 1, "BOOL", "DT_BOOL", "bool"},
+    {KVC_DT_UINT16, 2, "UINT16", "DT_UINT16", "uint16"},
+    {KVC_DT_HALF, 2, "FP16", "DT_HALF", "float16"},
+    {KVC_DT_UINT32, 4, "UINT32", "DT_UINT32", "uint32"},
+    {KVC_DT_UINT64, 8, "UINT64", "DT_UINT64", "uint64"},
 };
 #define S_NDTYPES (sizeof s_dtypes / sizeof s_dtypes[0])
 
@@ -78,6 +85,21 @@ const char *kvc_dtype_name(kvc_dtype_t dtype)
 {
     int r = s_dtype_row(dtype);
     return r < 0 ? "DT_INVALID" : s_dtypes[r].tf;
+}
+
+const char *kvc_dtype_plain_name(kvc_dtype_t dtype)
+{
+    int r = s_dtype_row(dtype);
+    return r < 0 ? "invalid" : s_dtypes[r].plain;
+}
+
+kvc_dtype_t kvc_dtype_parse(const char *name)
+{
+    for (size_t i = 0; name && i < S_NDTYPES; i++)
+        if (strcmp(s_dtypes[i].plain, name) == 0 || strcmp(s_dtypes[i].kserve, name) == 0 ||
+            strcmp(s_dtypes[i].tf, name) == 0)
+            return s_dtypes[i].dtype;
+    return KVC_DT_INVALID;
 }
 
 kvc_dtype_t kvc_dtype_from_kserve(const char *name, size_t len)

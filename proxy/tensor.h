@@ -52,6 +52,12 @@ const char *kvc_dtype_kserve_name(kvc_dtype_t dtype);
 kvc_dtype_t kvc_dtype_from_kserve(const char *name, size_t len);
 /* TensorFlow-style name ("DT_FLOAT") for messages; static string. */
 const char *kvc_dtype_name(kvc_dtype_t dtype);
+/* numpy's name ("float32", "int64", "string", ...), as a config writes it;
+ * static string, "invalid" for an invalid dtype. */
+const char *kvc_dtype_plain_name(kvc_dtype_t dtype);
+/* Parses a dtype written any of the three ways: "float32", "FP32" or
+ * "DT_FLOAT" (exact case); KVC_DT_INVALID if none. */
+kvc_dtype_t kvc_dtype_parse(const char *name);
 
 /*
  * Multiplies out a shape with overflow checks. Returns 0 and the product in

@@ -155,7 +155,7 @@ static int s_token_ids(double secs, const kvc_tensor_limits_t *lim)
         }
         kvc_buf_append(&js, "]]}", 3);
         kvc_json_tensor_spec_t spec = {"ids", KVC_DT_INT32};
-        kvc_json_tensor_opts_t opts = {*lim, &spec, 1};
+        kvc_json_tensor_opts_t opts = {*lim, &spec, 1, 0};
         kvc_json_tensor_request_t req;
         kvc_err_t err;
         if (kvc_json_tensor_parse_request(js.data, js.len, &opts, &req, &err)) {
@@ -242,7 +242,7 @@ int main(int argc, char **argv)
         const char *req_json = json.data + 1;
         size_t req_len = json.len - 1;
         kvc_json_tensor_spec_t spec = {"x", KVC_DT_FLOAT};
-        kvc_json_tensor_opts_t opts = {lim, &spec, 1};
+        kvc_json_tensor_opts_t opts = {lim, &spec, 1, 0};
         kvc_json_tensor_request_t req;
         if (kvc_json_tensor_parse_request(req_json, req_len, &opts, &req, &err)) {
             fprintf(stderr, "parse: %s\n", err.msg);
@@ -262,7 +262,7 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "%s JSON->tensor", cs->name);
         s_row(label, req_len, ours, base);
         /* Same with the dtype inferred (no signature). */
-        kvc_json_tensor_opts_t bare = {lim, NULL, 0};
+        kvc_json_tensor_opts_t bare = {lim, NULL, 0, 0};
         S_TIME(secs, ours, {
             kvc_json_tensor_parse_request(req_json, req_len, &bare, &req, &err);
             kvc_json_tensor_request_clear(&req);

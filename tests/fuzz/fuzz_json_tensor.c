@@ -71,8 +71,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     kvc_json_tensor_spec_t spec = {"", KVC_DT_FLOAT};
-    kvc_json_tensor_opts_t opts = {{1 << 16, 1 << 20}, NULL, 0};
-    uint8_t pick = data[0];
+    /* The first byte's top bit asks for strict (declared) specs. */
+    kvc_json_tensor_opts_t opts = {{1 << 16, 1 << 20}, NULL, 0, (data[0] & 0x80) != 0};
+    uint8_t pick = data[0] & 0x7f;
     if (pick < sizeof s_dtypes / sizeof s_dtypes[0]) {
         spec.dtype = s_dtypes[pick];
         opts.specs = &spec;
@@ -105,7 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         specs[i].name = kvc_tensor_name(t);
         specs[i].dtype = kvc_tensor_dtype(t);
     }
-    kvc_json_tensor_opts_t again = {opts.limits, specs, n};
+    /* Strict: the first parse's inputs are all there are, so each must
+     * be found by name with its dtype. */
+    kvc_json_tensor_opts_t again = {opts.limits, specs, n, 1};
     kvc_json_tensor_request_t req2;
     if (kvc_json_tensor_parse_request(body, len, &again, &req2, &err))
         abort();

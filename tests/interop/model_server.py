@@ -62,6 +62,10 @@ All arithmetic is float64 in the order written, then cast to float32
              logits[0,1] = max(ids) - min(ids)
   hollow     bert's signature, but its TF Serving Predict answers OK with no
              outputs at all, as a broken model server might
+  opaque     bert taking int32 only, from a server that gives no metadata for
+             it: GetModelMetadata and ModelMetadata answer UNIMPLEMENTED, as
+             servers without a metadata API do; a client that guesses int64
+             for integers is refused (INVALID_ARGUMENT)
 
   echo       one input per dtype, any shape, any non-empty subset per request;
              each comes back unchanged as an output named NAME_out, except
@@ -277,7 +281,11 @@ MODELS = {
                   _from_u8(run_yolov5)),
     # bert's signature, but a broken server's Predict: OK with no outputs.
     "hollow": ("input_ids", (1, 500), ("int32", "int64"), "logits", (1, 2), run_bert),
+    # bert without metadata, int32 only.
+    "opaque": ("input_ids", (1, 500), ("int32",), "logits", (1, 2), run_bert),
 }
+# Models whose metadata calls answer UNIMPLEMENTED.
+NO_METADATA = ("opaque",)
 VERSION = 1
 SIGNATURE = "serving_default"
 
@@ -701,6 +709,8 @@ class Server:
         try:
             name, version = self.spec_fields(request.model_spec)
             check_model(name, version)
+            if name in NO_METADATA:
+                raise ModelError("UNIMPLEMENTED", "GetModelMetadata is not implemented")
             if list(request.metadata_field) != ["signature_def"]:
                 raise ModelError("INVALID_ARGUMENT",
                                  "Metadata field %s is not supported"
@@ -792,6 +802,8 @@ class Server:
     def kv2_metadata(self, request, context):
         try:
             check_model(request.name, request.version)
+            if request.name in NO_METADATA:
+                raise ModelError("UNIMPLEMENTED", "ModelMetadata is not implemented")
         except ModelError as e:
             self._abort(context, e)
         if request.name == ECHO:

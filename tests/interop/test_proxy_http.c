@@ -138,15 +138,41 @@ static s_server_t g_fast, g_slow;
 /* The dead backend's port: held bound, never listened on, for the whole
  * group (kvc_it_hold_port), so it refuses and nobody else can take it. */
 static int g_dead_fd = -1;
-static s_front_t g_tfs, g_kv, g_bad, g_hang;
+static int g_dead_port;
+static s_front_t g_tfs, g_kv, g_bad, g_hang, g_op, g_opk;
 static s_observed_t g_obs = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Log lines one proxy said. */
+typedef struct {
+    pthread_mutex_t lock;
+    int count;
+    char last[1024];
+} s_logged_t;
+
+static s_logged_t g_op_log = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static s_logged_t g_opk_log = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void s_log(void *arg, int level, const char *msg)
+{
+    s_logged_t *lg = arg;
+    (void)level;
+    pthread_mutex_lock(&lg->lock);
+    lg->count++;
+    snprintf(lg->last, sizeof lg->last, "%s", msg);
+    pthread_mutex_unlock(&lg->lock);
+}
 static s_observed_t g_hang_obs = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static int s_front_start(s_front_t *f, const kvc_proxy_backend_t *b, size_t n, uint32_t timeout_ms,
-                         size_t max_body, s_observed_t *ob)
+static int s_front_start_log(s_front_t *f, const kvc_proxy_backend_t *b, size_t n,
+                             uint32_t timeout_ms, size_t max_body, s_observed_t *ob,
+                             s_logged_t *lg)
 {
     kvc_err_t err = {0};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = n, .timeout_ms = timeout_ms};
+    if (lg) {
+        o.log = s_log;
+        o.log_arg = lg;
+    }
     if (ob) {
         o.observe = s_observe;
         o.observe_arg = ob;
@@ -171,6 +197,12 @@ static int s_front_start(s_front_t *f, const kvc_proxy_backend_t *b, size_t n, u
     return 0;
 }
 
+static int s_front_start(s_front_t *f, const kvc_proxy_backend_t *b, size_t n, uint32_t timeout_ms,
+                         size_t max_body, s_observed_t *ob)
+{
+    return s_front_start_log(f, b, n, timeout_ms, max_body, ob, NULL);
+}
+
 static void s_front_stop(s_front_t *f)
 {
     kvc_http_server_destroy(&f->http);
@@ -184,6 +216,7 @@ static int s_setup(void **state)
         return -1;
     int dead_port = 0;
     g_dead_fd = kvc_it_hold_port(&dead_port, 0);
+    g_dead_port = dead_port;
     if (g_dead_fd < 0)
         return -1;
     char fast[64], slow[64], dead[64];
@@ -191,29 +224,38 @@ static int s_setup(void **state)
     snprintf(slow, sizeof slow, "http://127.0.0.1:%d", g_slow.grpc_port);
     snprintf(dead, sizeof dead, "127.0.0.1:%d", dead_port);
     kvc_proxy_backend_t tfs[] = {
-        {"mobilenet", fast, "tfserving", "224x224 rgb nhwc float32", ""},
-        {"inception", fast, "tfserving", "", ""},
-        {"yolov5", fast, "tfserving", "", ""},
-        {"bert", fast, "tfserving", "", ""},
-        {"mobilenet_u8", fast, "tfserving", "224x224 rgb nhwc uint8", ""},
-        {"hollow", fast, "tfserving", "", ""},
+        {"mobilenet", fast, "tfserving", "224x224 rgb nhwc float32", "", NULL, 0},
+        {"inception", fast, "tfserving", "", "", NULL, 0},
+        {"yolov5", fast, "tfserving", "", "", NULL, 0},
+        {"bert", fast, "tfserving", "", "", NULL, 0},
+        {"mobilenet_u8", fast, "tfserving", "224x224 rgb nhwc uint8", "", NULL, 0},
+        {"hollow", fast, "tfserving", "", "", NULL, 0},
     };
     kvc_proxy_backend_t kv[] = {
-        {"mobilenet", fast, "kserve", "", ""},
-        {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images"},
-        {"yolov5", fast, "kserve", "", ""},
-        {"bert", fast, "kserve", "", ""},
-        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images"},
+        {"mobilenet", fast, "kserve", "", "", NULL, 0},
+        {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images", NULL, 0},
+        {"yolov5", fast, "kserve", "", "", NULL, 0},
+        {"bert", fast, "kserve", "", "", NULL, 0},
+        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images", NULL, 0},
     };
     kvc_proxy_backend_t bad[] = {
-        {"mobilenet", slow, "tfserving", "", ""},
-        {"bert", dead, "kserve", "", ""},
+        {"mobilenet", slow, "tfserving", "", "", NULL, 0},
+        {"bert", dead, "kserve", "", "", NULL, 0},
+        {"ghost", fast, "tfserving", "", "", NULL, 0},
     };
+    /* A model server without metadata: the config declares its input
+     * (g_op), or declares nothing (g_opk). */
+    static const kvc_proxy_input_t ids32[] = {{"input_ids", KVC_DT_INT32}};
+    kvc_proxy_backend_t op[] = {{"opaque", fast, "tfserving", "", "", ids32, 1}};
+    kvc_proxy_backend_t opk[] = {{"opaque", fast, "kserve", "", "", NULL, 0}};
+    if (s_front_start_log(&g_op, op, 1, 30000, (size_t)1 << 20, NULL, &g_op_log) != 0 ||
+        s_front_start_log(&g_opk, opk, 1, 30000, (size_t)1 << 20, NULL, &g_opk_log) != 0)
+        return -1;
     /* The slow server with time to spare: only a client hanging up ends a call. */
-    kvc_proxy_backend_t hang[] = {{"bert", slow, "tfserving", "", ""}};
+    kvc_proxy_backend_t hang[] = {{"bert", slow, "tfserving", "", "", NULL, 0}};
     if (s_front_start(&g_tfs, tfs, 6, 30000, (size_t)64 << 20, &g_obs) != 0 ||
         s_front_start(&g_kv, kv, 5, 30000, (size_t)64 << 20, NULL) != 0 ||
-        s_front_start(&g_bad, bad, 2, 700, (size_t)1 << 20, NULL) != 0 ||
+        s_front_start(&g_bad, bad, 3, 700, (size_t)1 << 20, NULL) != 0 ||
         s_front_start(&g_hang, hang, 1, 30000, (size_t)1 << 20, &g_hang_obs) != 0)
         return -1;
     return 0;
@@ -225,6 +267,8 @@ static int s_teardown(void **state)
     s_front_stop(&g_kv);
     s_front_stop(&g_bad);
     s_front_stop(&g_hang);
+    s_front_stop(&g_op);
+    s_front_stop(&g_opk);
     s_server_stop(&g_fast);
     s_server_stop(&g_slow);
     if (g_dead_fd >= 0)
@@ -420,9 +464,23 @@ static void test_health_and_server(void **state)
     s_expect(
         &g_tfs, "GET", "/v2", 200,
         "{\"name\": \"kvc\", \"version\": \"0.1.0\", \"extensions\": [\"binary_tensor_data\"]}");
-    s_expect(&g_tfs, "GET", "/v2/health/ready", 200, "{\"ready\": true}");
-    s_expect(&g_kv, "GET", "/v2/health/ready", 200, "{\"ready\": true}");
-    s_expect(&g_bad, "GET", "/v2/health/ready", 503, "{\"ready\": false}");
+    s_expect(&g_tfs, "GET", "/v2/health/ready", 200,
+             "{\"ready\": true, \"models\": [{\"model\": \"mobilenet\", \"ready\": true}, "
+             "{\"model\": \"inception\", \"ready\": true}, {\"model\": \"yolov5\", \"ready\": "
+             "true}, {\"model\": \"bert\", \"ready\": true}, {\"model\": \"mobilenet_u8\", "
+             "\"ready\": true}, {\"model\": \"hollow\", \"ready\": true}]}");
+    s_expect(&g_opk, "GET", "/v2/health/ready", 200,
+             "{\"ready\": true, \"models\": [{\"model\": \"opaque\", \"ready\": true}]}");
+    /* Not ready: each model server that is not says why. */
+    char bad[768];
+    snprintf(bad, sizeof bad,
+             "{\"ready\": false, \"models\": [{\"model\": \"mobilenet\", \"ready\": true}, "
+             "{\"model\": \"bert\", \"ready\": false, \"reason\": \"UNAVAILABLE: backend "
+             "unavailable: connect to 127.0.0.1 port %d: Connection refused\"}, {\"model\": "
+             "\"ghost\", \"ready\": false, \"reason\": \"NOT_FOUND: Servable not found for "
+             "request: Latest(ghost)\"}]}",
+             g_dead_port);
+    s_expect(&g_bad, "GET", "/v2/health/ready", 503, bad);
     s_expect(&g_tfs, "GET", "/metrics", 404, "{\"error\": \"metrics are not enabled\"}");
     s_expect(&g_tfs, "GET", "/federate", 404, "{\"error\": \"metrics are not enabled\"}");
 }
@@ -1118,6 +1176,63 @@ static void s_expect_post(const s_front_t *f, const char *path, const char *acce
     s_reply_free(&r);
 }
 
+/* A model server that gives no metadata: with the input declared in the
+ * config, TF Serving REST is parsed as its dtype (int32; the server refuses
+ * the int64 a guess would make) and nothing else is served; with none
+ * declared, REST predicts are refused rather than guessed at, while KServe
+ * v2 (which names each datatype) still works. Each proxy says it once. */
+static void test_backend_without_metadata(void **state)
+{
+    float want[2];
+    char *row = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    for (int i = 0; i < 3; i++)
+        s_expect_logits(&g_op, "/v1/models/opaque:predict", row, "{\"predictions\": [[",
+                        "\"predictions\"", want);
+    s_expect_post(&g_op, "/v1/models/opaque:predict", NULL, "{\"inputs\": {\"mask\": [1]}}", 400,
+                  "{\"error\": \"inputs: 'mask' is not an input of this model ('input_ids')\"}");
+    char *v64 = s_bert_body("{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [1, 500], "
+                            "\"datatype\": \"INT64\", \"data\": [",
+                            "]}]}", 500, want);
+    s_expect_post(&g_op, "/v2/models/opaque/infer", NULL, v64, 400,
+                  "{\"error\": \"inputs[0]: 'input_ids' has datatype INT64, but model opaque "
+                  "takes INT32\"}");
+    char *v32 = s_bert_body("{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [1, 500], "
+                            "\"datatype\": \"INT32\", \"data\": [",
+                            "]}]}", 500, want);
+    s_expect_logits(&g_op, "/v2/models/opaque/infer", v32, "{\"model_name\":\"opaque\"",
+                    "\"data\"", want);
+    s_expect_post(&g_op, "/v2/models/opaque/infer", NULL,
+                  "{\"inputs\": [{\"name\": \"ids\", \"shape\": [1], \"datatype\": \"INT32\", "
+                  "\"data\": [1]}]}",
+                  400, "{\"error\": \"inputs[0]: 'ids' is not an input of model opaque\"}");
+    pthread_mutex_lock(&g_op_log.lock);
+    assert_int_equal(g_op_log.count, 1);
+    assert_string_equal(g_op_log.last,
+                        "model opaque: its model server gives no metadata (UNIMPLEMENTED: "
+                        "GetModelMetadata is not implemented); serving only the 1 inputs the "
+                        "config declares: input_ids:int32");
+    pthread_mutex_unlock(&g_op_log.lock);
+
+    const char *refused = "{\"error\": \"model opaque: its model server gives no metadata and "
+                          "the proxy's config declares no inputs for it "
+                          "(proxy.backends[].inputs), so the input dtypes are unknown\"}";
+    for (int i = 0; i < 2; i++)
+        s_expect_post(&g_opk, "/v1/models/opaque:predict", NULL, row, 503, refused);
+    s_expect_logits(&g_opk, "/v2/models/opaque/infer", v32, "{\"model_name\":\"opaque\"",
+                    "\"data\"", want);
+    pthread_mutex_lock(&g_opk_log.lock);
+    assert_int_equal(g_opk_log.count, 1);
+    assert_string_equal(g_opk_log.last,
+                        "model opaque: its model server gives no metadata (UNIMPLEMENTED: "
+                        "ModelMetadata is not implemented); the config declares no inputs "
+                        "(proxy.backends[].inputs), so its TF Serving REST requests are refused "
+                        "rather than guessed at");
+    pthread_mutex_unlock(&g_opk_log.lock);
+    free(row);
+    free(v64);
+    free(v32);
+}
+
 /* A predict while the backend is down is 503 saying why; once the backend
  * is back on the same port, the very next predicts fetch the signature
  * again and succeed: nothing is remembered from the outage, and no dtype
@@ -1135,8 +1250,8 @@ static void test_signatures_after_backend_outage(void **state)
     assert_int_equal(srv.grpc_port, port);
     char grpc[64];
     snprintf(grpc, sizeof grpc, "127.0.0.1:%d", port);
-    kvc_proxy_backend_t b[] = {{"echo", grpc, "tfserving", "", ""},
-                               {"bert", grpc, "kserve", "", ""}};
+    kvc_proxy_backend_t b[] = {{"echo", grpc, "tfserving", "", "", NULL, 0},
+                               {"bert", grpc, "kserve", "", "", NULL, 0}};
     s_front_t f = {0};
     assert_int_equal(s_front_start(&f, b, 2, 30000, (size_t)1 << 20, NULL), 0);
     s_server_stop(&srv);
@@ -1175,8 +1290,8 @@ static void test_versions_and_labels(void **state)
     assert_int_equal(s_server_start_on(&srv, 0), 0);
     char grpc[64];
     snprintf(grpc, sizeof grpc, "127.0.0.1:%d", srv.grpc_port);
-    kvc_proxy_backend_t tb[] = {{"bert", grpc, "tfserving", "", ""}};
-    kvc_proxy_backend_t kb[] = {{"bert", grpc, "kserve", "", ""}};
+    kvc_proxy_backend_t tb[] = {{"bert", grpc, "tfserving", "", "", NULL, 0}};
+    kvc_proxy_backend_t kb[] = {{"bert", grpc, "kserve", "", "", NULL, 0}};
     s_front_t tf = {0}, kf = {0};
     assert_int_equal(s_front_start(&tf, tb, 1, 30000, (size_t)1 << 20, NULL), 0);
     assert_int_equal(s_front_start(&kf, kb, 1, 30000, (size_t)1 << 20, NULL), 0);
@@ -1517,6 +1632,7 @@ int main(void)
         cmocka_unit_test(test_health_and_server),
         cmocka_unit_test(test_model_status),
         cmocka_unit_test(test_model_metadata),
+        cmocka_unit_test(test_backend_without_metadata),
         cmocka_unit_test(test_predict_bert_both_formats),
         cmocka_unit_test(test_predict_image_models_json),
         cmocka_unit_test(test_predict_yolov5),

@@ -943,9 +943,57 @@ static void test_proxy_image_keys(void **state)
              "c.yaml:4:15: proxy.timeout_ms: \"0\" is out of range (10..600000)");
 }
 
+/* proxy.backends[].inputs: NAME:DTYPE, split at the last ':'. */
+static void test_proxy_inputs(void **state)
+{
+    (void)state;
+    static kvc_config_t cfg;
+    kvc_err_t err;
+    assert_int_equal(s_parse(BASE "proxy:\n  backends:\n"
+                                  "    - {model: m, grpc: 'h:1', inputs: ['input_ids:int32', "
+                                  "'x:0:FP32', 'mask:DT_BOOL']}\n",
+                             &cfg, &err),
+                     0);
+    assert_int_equal(cfg.backends[0].n_inputs, 3);
+    assert_string_equal(cfg.backends[0].inputs[0].name, "input_ids");
+    assert_string_equal(cfg.backends[0].inputs[0].dtype, "int32");
+    assert_string_equal(cfg.backends[0].inputs[1].name, "x:0");
+    assert_string_equal(cfg.backends[0].inputs[1].dtype, "FP32");
+    assert_string_equal(cfg.backends[0].inputs[2].dtype, "DT_BOOL");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', inputs: [ids]}\n",
+             KVC_EINVAL,
+             "c.yaml:5:40: proxy.backends[0].inputs[0]: \"ids\" must be NAME:DTYPE, e.g. "
+             "input_ids:int64");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', inputs: ['ids:float']}\n",
+             KVC_EINVAL,
+             "c.yaml:5:40: proxy.backends[0].inputs[0]: \"ids:float\" has an unknown dtype (float32, "
+             "float64, float16, int8, int16, int32, int64, uint8, uint16, uint32, uint64, bool, "
+             "string)");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', inputs: ['a b:int8']}\n",
+             KVC_EINVAL,
+             "c.yaml:5:40: proxy.backends[0].inputs[0]: \"a b:int8\" has a name that must match "
+             "[A-Za-z0-9._/:-]{1,127}");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', inputs: [':int8']}\n",
+             KVC_EINVAL,
+             "c.yaml:5:40: proxy.backends[0].inputs[0]: \":int8\" must be NAME:DTYPE, e.g. "
+             "input_ids:int64");
+    s_expect(BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', inputs: [a:int8, a:int16]}\n",
+             KVC_EINVAL,
+             "c.yaml:5:48: proxy.backends[0].inputs[1]: \"a:int16\" names an input listed twice");
+    char text[4096];
+    int n = snprintf(text, sizeof text, BASE "proxy:\n  backends:\n    - {model: m, grpc: 'h:1', "
+                                             "inputs: [");
+    for (int i = 0; i <= KVC_MAX_INPUTS; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n, "%si%d:int8", i ? ", " : "", i);
+    snprintf(text + n, sizeof text - (size_t)n, "]}\n");
+    assert_int_equal(s_parse(text, &cfg, &err), KVC_ERANGE);
+    assert_non_null(strstr(err.msg, "too many entries (at most 16)"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_proxy_inputs),
         cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors),

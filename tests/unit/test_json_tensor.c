@@ -18,7 +18,7 @@
 #include "json_tensor.h"
 #include "tensor.h"
 
-static const kvc_json_tensor_opts_t s_open = {{1000000, 64 << 20}, NULL, 0};
+static const kvc_json_tensor_opts_t s_open = {{1000000, 64 << 20}, NULL, 0, 0};
 
 /* Parses s with opts, asserting success. */
 static void s_parse_ok(const char *s, const kvc_json_tensor_opts_t *opts,
@@ -101,7 +101,7 @@ static void test_inference_int_bool_string_promotion(void **state)
 static void test_row_plain_with_signature(void **state)
 {
     kvc_json_tensor_spec_t spec = {"x", KVC_DT_INT32};
-    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, &spec, 1};
+    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, &spec, 1, 0};
     kvc_json_tensor_request_t req;
     s_parse_ok(
         "{\"signature_name\": \"serving_default\", \"instances\": [[1, 2], [3, 4], [5, -6]]}",
@@ -148,7 +148,7 @@ static void test_row_named_objects(void **state)
 static void test_nan_infinity(void **state)
 {
     kvc_json_tensor_spec_t spec = {"", KVC_DT_DOUBLE};
-    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, &spec, 1};
+    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, &spec, 1, 0};
     kvc_json_tensor_request_t req;
     s_parse_ok("{\"inputs\": [NaN, Infinity, -Infinity, 1e308, 2.2250738585072011e-308]}", &opts,
                &req);
@@ -165,7 +165,7 @@ static void test_nan_infinity(void **state)
 static void test_errors_say_where_and_what(void **state)
 {
     kvc_json_tensor_spec_t fspec = {"images", KVC_DT_FLOAT};
-    kvc_json_tensor_opts_t fopts = {{1000, 1 << 20}, &fspec, 1};
+    kvc_json_tensor_opts_t fopts = {{1000, 1 << 20}, &fspec, 1, 0};
     s_parse_err("{\"instances\": [[1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2]]}", &s_open, KVC_EPARSE,
                 "instances[3]: expected 3 elements in dimension 1, got 2");
     s_parse_err("{\"inputs\": {\"images\": [[1, 2], [3, -]]}}", &fopts, KVC_EPARSE,
@@ -204,7 +204,7 @@ static void test_errors_say_where_and_what(void **state)
     s_parse_err("{\"inputs\": [[[[[[[[[1]]]]]]]]]}", &s_open, KVC_EPARSE,
                 "inputs[0][0][0][0][0][0][0][0]: more than 8 dimensions");
     kvc_json_tensor_spec_t i8 = {"", KVC_DT_INT8};
-    kvc_json_tensor_opts_t i8opts = {{1000, 1 << 20}, &i8, 1};
+    kvc_json_tensor_opts_t i8opts = {{1000, 1 << 20}, &i8, 1, 0};
     s_parse_err("{\"inputs\": [127, 128]}", &i8opts, KVC_EPARSE,
                 "inputs[1]: number out of range for DT_INT8");
     s_parse_err("{\"inputs\": [1, 1.5]}", &i8opts, KVC_EPARSE,
@@ -216,7 +216,7 @@ static void test_errors_say_where_and_what(void **state)
 static void test_int_list_edges(void **state)
 {
     kvc_json_tensor_spec_t i32 = {"", KVC_DT_INT32}, i64 = {"", KVC_DT_INT64};
-    kvc_json_tensor_opts_t o32 = {{1000, 1 << 20}, &i32, 1}, o64 = {{1000, 1 << 20}, &i64, 1};
+    kvc_json_tensor_opts_t o32 = {{1000, 1 << 20}, &i32, 1, 0}, o64 = {{1000, 1 << 20}, &i64, 1, 0};
     kvc_json_tensor_request_t req;
     s_parse_ok("{\"inputs\": [2147483647, -2147483648, 0, -0, 7]}", &o32, &req);
     const int32_t *v32 = kvc_tensor_data(kvc_tensor_list_at(req.inputs, 0));
@@ -311,7 +311,7 @@ static void test_names_must_be_utf8(void **state)
 static void test_unnamed_with_several_inputs(void **state)
 {
     kvc_json_tensor_spec_t specs[2] = {{"a", KVC_DT_FLOAT}, {"b", KVC_DT_INT64}};
-    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, specs, 2};
+    kvc_json_tensor_opts_t opts = {{1000, 1 << 20}, specs, 2, 0};
     const char *columnar = "offset 11: inputs: the signature has 2 inputs ('a', 'b'), so "
                            "'inputs' must be an object keyed by input name";
     s_parse_err("{\"inputs\": 1.5}", &opts, KVC_EPARSE, columnar);
@@ -331,7 +331,7 @@ static void test_unnamed_with_several_inputs(void **state)
         many[i].name = names[i];
         many[i].dtype = KVC_DT_FLOAT;
     }
-    kvc_json_tensor_opts_t mopts = {{1000, 1 << 20}, many, 20};
+    kvc_json_tensor_opts_t mopts = {{1000, 1 << 20}, many, 20, 0};
     s_parse_err(
         "{\"inputs\": [1]}", &mopts, KVC_EPARSE,
         "offset 11: inputs: the signature has 20 inputs ('input_00', 'input_01', "
@@ -352,20 +352,63 @@ static void test_unnamed_with_several_inputs(void **state)
 
 /* A decimal past the dtype's range is refused, as TF Serving refuses lossy
  * conversions; the bare NaN/Infinity tokens are still accepted. */
+/* Strict specs (a config's declared inputs): every input takes its
+ * declared dtype, and anything else is refused, never inferred. */
+static void test_strict_declared_inputs(void **state)
+{
+    (void)state;
+    kvc_json_tensor_spec_t one = {"ids", KVC_DT_INT32};
+    kvc_json_tensor_opts_t o1 = {{1000, 1 << 20}, &one, 1, 1};
+    kvc_json_tensor_request_t r = {0};
+    s_parse_ok("{\"instances\": [[1, 2, 3]]}", &o1, &r);
+    assert_int_equal(kvc_tensor_list_size(r.inputs), 1);
+    const kvc_tensor_t *t = kvc_tensor_list_at(r.inputs, 0);
+    assert_string_equal(kvc_tensor_name(t), "ids");
+    assert_int_equal(kvc_tensor_dtype(t), KVC_DT_INT32);
+    kvc_json_tensor_request_clear(&r);
+    s_parse_ok("{\"inputs\": {\"ids\": [7]}}", &o1, &r);
+    assert_int_equal(kvc_tensor_dtype(kvc_tensor_list_at(r.inputs, 0)), KVC_DT_INT32);
+    kvc_json_tensor_request_clear(&r);
+    s_parse_err("{\"inputs\": {\"x\": [1.5]}}", &o1, KVC_EPARSE,
+                "inputs: 'x' is not an input of this model ('ids')");
+    s_parse_err("{\"instances\": [{\"ids\": 1, \"mask\": 1}]}", &o1, KVC_EPARSE,
+                "instances[0]: 'mask' is not an input of this model ('ids')");
+    /* Not strict, the same unknown input has its dtype inferred. */
+    kvc_json_tensor_opts_t loose = o1;
+    loose.strict = 0;
+    s_parse_ok("{\"inputs\": {\"x\": [1.5]}}", &loose, &r);
+    assert_int_equal(kvc_tensor_dtype(kvc_tensor_list_at(r.inputs, 0)), KVC_DT_FLOAT);
+    kvc_json_tensor_request_clear(&r);
+    /* Two declared inputs: an unnamed value has no input to go to. */
+    kvc_json_tensor_spec_t two[2] = {{"a", KVC_DT_FLOAT}, {"b", KVC_DT_INT64}};
+    kvc_json_tensor_opts_t o2 = {{1000, 1 << 20}, two, 2, 1};
+    s_parse_err("{\"inputs\": [1.5]}", &o2, KVC_EPARSE,
+                "inputs: an unnamed input, but the model's 2 inputs ('a', 'b') must each be "
+                "sent by name");
+    s_parse_ok("{\"inputs\": {\"a\": [1], \"b\": [2]}}", &o2, &r);
+    assert_int_equal(kvc_tensor_dtype(kvc_tensor_list_at(r.inputs, 0)), KVC_DT_FLOAT);
+    assert_int_equal(kvc_tensor_dtype(kvc_tensor_list_at(r.inputs, 1)), KVC_DT_INT64);
+    kvc_json_tensor_request_clear(&r);
+    /* Nothing declared: nothing can be sent. */
+    kvc_json_tensor_opts_t none = {{1000, 1 << 20}, NULL, 0, 1};
+    s_parse_err("{\"instances\": [1]}", &none, KVC_EPARSE,
+                "instances: this model declares no inputs, so none can be sent");
+}
+
 static void test_float_out_of_range(void **state)
 {
     kvc_json_tensor_spec_t dspec = {"x", KVC_DT_DOUBLE};
-    kvc_json_tensor_opts_t dopts = {{1000, 1 << 20}, &dspec, 1};
+    kvc_json_tensor_opts_t dopts = {{1000, 1 << 20}, &dspec, 1, 0};
     s_parse_err("{\"inputs\": {\"x\": [[1, 2], [3, 1e400]]}}", &dopts, KVC_EPARSE,
                 "inputs.x[1][1]: number out of range for DT_DOUBLE");
     s_parse_err("{\"instances\": [{\"x\": -2e308}]}", &dopts, KVC_EPARSE,
                 "instances[0].x: number out of range for DT_DOUBLE");
     kvc_json_tensor_spec_t fspec = {"x", KVC_DT_FLOAT};
-    kvc_json_tensor_opts_t fopts = {{1000, 1 << 20}, &fspec, 1};
+    kvc_json_tensor_opts_t fopts = {{1000, 1 << 20}, &fspec, 1, 0};
     s_parse_err("{\"inputs\": [1, 1e39]}", &fopts, KVC_EPARSE,
                 "inputs[1]: number out of range for DT_FLOAT");
     kvc_json_tensor_spec_t hspec = {"x", KVC_DT_HALF};
-    kvc_json_tensor_opts_t hopts = {{1000, 1 << 20}, &hspec, 1};
+    kvc_json_tensor_opts_t hopts = {{1000, 1 << 20}, &hspec, 1, 0};
     s_parse_err("{\"inputs\": [-1e5]}", &hopts, KVC_EPARSE,
                 "inputs[0]: number out of range for DT_HALF");
     /* Inferred float32 (no signature): the same rule. */
@@ -388,10 +431,10 @@ static void test_float_out_of_range(void **state)
 
 static void test_limits(void **state)
 {
-    kvc_json_tensor_opts_t small = {{4, 1 << 20}, NULL, 0};
+    kvc_json_tensor_opts_t small = {{4, 1 << 20}, NULL, 0, 0};
     s_parse_err("{\"inputs\": [1.0, 2, 3, 4, 5]}", &small, KVC_ERANGE,
                 "inputs[4]: tensor larger than the request limits");
-    kvc_json_tensor_opts_t bytes = {{1000, 16}, NULL, 0};
+    kvc_json_tensor_opts_t bytes = {{1000, 16}, NULL, 0, 0};
     s_parse_err("{\"inputs\": {\"a\": [1.0, 2, 3], \"b\": [1.0, 2]}}", &bytes, KVC_ERANGE,
                 "request too large (limits: 1000 elements, 16 bytes)");
     kvc_json_tensor_request_t req;
@@ -513,7 +556,7 @@ static void test_round_trip_random_floats(void **state)
     char *in = b.data + 1;
     memcpy(in, "{\"inputs\"", 9);
     kvc_json_tensor_spec_t spec = {"y", KVC_DT_FLOAT};
-    kvc_json_tensor_opts_t opts = {lim, &spec, 1};
+    kvc_json_tensor_opts_t opts = {lim, &spec, 1, 0};
     kvc_json_tensor_request_t req;
     s_parse_ok(in, &opts, &req);
     assert_true(kvc_tensor_equal(kvc_tensor_list_at(req.inputs, 0), kvc_tensor_list_at(outs, 0)));
@@ -536,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_names_must_be_utf8),
         cmocka_unit_test(test_unnamed_with_several_inputs),
         cmocka_unit_test(test_float_out_of_range),
+        cmocka_unit_test(test_strict_declared_inputs),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_alloc_failures_never_leak),
         cmocka_unit_test(test_write_responses),

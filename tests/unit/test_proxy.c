@@ -393,8 +393,8 @@ static void test_options(void **state)
 {
     kvc_err_t err = {0};
     /* Options are only checked here: nothing dials these addresses. */
-    kvc_proxy_backend_t b[2] = {{"m", "127.0.0.1:1", "tfserving", "", ""},
-                                {"m", "127.0.0.1:2", "kserve", "", ""}};
+    kvc_proxy_backend_t b[2] = {{"m", "127.0.0.1:1", "tfserving", "", "", NULL, 0},
+                                {"m", "127.0.0.1:2", "kserve", "", "", NULL, 0}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 2};
     assert_null(kvc_proxy_new(&o, &err));
     assert_string_equal(err.msg, "proxy.backends[1].model: \"m\" is listed twice");
@@ -411,6 +411,33 @@ static void test_options(void **state)
     assert_null(kvc_proxy_new(&o, &err));
     assert_string_equal(err.msg, "proxy.backends[0].grpc: must be HOST:PORT");
     b[0].grpc = "127.0.0.1:1";
+    /* Declared inputs and images: images must go to a declared input of
+     * the dtype the preprocessing writes. */
+    const kvc_proxy_input_t two[] = {{"images", KVC_DT_FLOAT}, {"mask", KVC_DT_UINT8}};
+    b[1].preprocess = "224x224 rgb nhwc float32";
+    b[1].inputs = two;
+    b[1].n_inputs = 2;
+    assert_null(kvc_proxy_new(&o, &err));
+    assert_string_equal(err.msg, "proxy.backends[1]: 2 inputs are declared, so image_input must "
+                                 "name the one images go to");
+    b[1].image_input = "pixels";
+    assert_null(kvc_proxy_new(&o, &err));
+    assert_string_equal(err.msg,
+                        "proxy.backends[1].image_input: pixels is not among the declared inputs");
+    b[1].image_input = "mask";
+    assert_null(kvc_proxy_new(&o, &err));
+    assert_string_equal(err.msg,
+                        "proxy.backends[1]: images become float32, but input mask is declared uint8");
+    const kvc_proxy_input_t unnamed[] = {{"", KVC_DT_FLOAT}};
+    b[1].inputs = unnamed;
+    b[1].n_inputs = 1;
+    b[1].image_input = "";
+    assert_null(kvc_proxy_new(&o, &err));
+    assert_string_equal(err.msg, "proxy.backends[1].inputs: declared input 0 has no name or no "
+                                 "valid dtype");
+    b[1].image_input = "images";
+    b[1].inputs = two;
+    b[1].n_inputs = 2;
     kvc_proxy_t *p = kvc_proxy_new(&o, &err);
     assert_non_null(p);
     kvc_proxy_destroy(&p);
@@ -530,7 +557,7 @@ static int s_down_teardown(void **state)
 static void test_handler_without_backend(void **state)
 {
     s_down_t *d = *state;
-    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", ""}};
+    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", "", NULL, 0}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 1, .observe = s_observe};
     kvc_err_t err = {0};
     kvc_proxy_t *p = kvc_proxy_new(&o, &err);
@@ -709,7 +736,7 @@ static void test_image_content_type(void **state)
 static void test_handler_versions_and_types(void **state)
 {
     s_down_t *d = *state;
-    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", ""}};
+    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", "", NULL, 0}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 1};
     kvc_err_t err = {0};
     kvc_proxy_t *p = kvc_proxy_new(&o, &err);

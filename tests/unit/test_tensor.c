@@ -136,6 +136,30 @@ static void test_list_owns_tensors(void **state)
     assert_null(l);
 }
 
+/* Every dtype parses from each of its three names and prints back; a
+ * wrong case, a near miss or NULL is no dtype. */
+static void test_dtype_names(void **state)
+{
+    (void)state;
+    const kvc_dtype_t all[] = {KVC_DT_FLOAT, KVC_DT_DOUBLE, KVC_DT_INT32,  KVC_DT_UINT8,
+                               KVC_DT_INT16, KVC_DT_INT8,   KVC_DT_STRING, KVC_DT_INT64,
+                               KVC_DT_BOOL,  KVC_DT_UINT16, KVC_DT_HALF,   KVC_DT_UINT32,
+                               KVC_DT_UINT64};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        assert_int_equal(kvc_dtype_parse(kvc_dtype_plain_name(all[i])), all[i]);
+        assert_int_equal(kvc_dtype_parse(kvc_dtype_kserve_name(all[i])), all[i]);
+        assert_int_equal(kvc_dtype_parse(kvc_dtype_name(all[i])), all[i]);
+    }
+    assert_string_equal(kvc_dtype_plain_name(KVC_DT_FLOAT), "float32");
+    assert_string_equal(kvc_dtype_plain_name(KVC_DT_STRING), "string");
+    assert_string_equal(kvc_dtype_plain_name(KVC_DT_INVALID), "invalid");
+    assert_int_equal(kvc_dtype_parse("fp32"), KVC_DT_INVALID);
+    assert_int_equal(kvc_dtype_parse("Float32"), KVC_DT_INVALID);
+    assert_int_equal(kvc_dtype_parse("float"), KVC_DT_INVALID);
+    assert_int_equal(kvc_dtype_parse(""), KVC_DT_INVALID);
+    assert_int_equal(kvc_dtype_parse(NULL), KVC_DT_INVALID);
+}
+
 static void test_alloc_failure(void **state)
 {
     kvc_tensor_limits_t lim = {100, 1000};
@@ -159,6 +183,7 @@ int main(void)
         cmocka_unit_test(test_shape_count),       cmocka_unit_test(test_numeric_growth_and_limits),
         cmocka_unit_test(test_strings),           cmocka_unit_test(test_convert_and_equal),
         cmocka_unit_test(test_list_owns_tensors), cmocka_unit_test(test_alloc_failure),
+        cmocka_unit_test(test_dtype_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
