@@ -788,6 +788,31 @@ static void s_take_raw(kvc_grpc_result_t *res, uint8_t **raw, size_t *raw_len)
     res->len = 0;
 }
 
+/* Decodes an inference reply into the server's own API's tensors. */
+typedef int (*s_reply_fn)(const uint8_t *data, size_t len, const kvc_tensor_limits_t *lim,
+                          kvc_tensor_list_t **outputs, char *version, size_t version_size,
+                          kvc_err_t *err);
+
+/* Hands an OK inference reply over: its bytes as they came when the
+ * client wants protobuf, else its outputs decoded by decode. */
+static int s_reply(kvc_fwd_call_t *c, kvc_grpc_result_t *res, s_reply_fn decode,
+                   kvc_tensor_list_t **outputs, uint8_t **raw, size_t *raw_len)
+{
+    if (c->pb_type) {
+        s_take_raw(res, raw, raw_len);
+        if (*raw)
+            return KVC_OK;
+        s_fail(c, 500, "out of memory");
+        return KVC_ENOMEM;
+    }
+    kvc_err_t err = {0, ""};
+    int rc = decode(res->data, res->len, &c->fw->limits, outputs, c->version, sizeof c->version,
+                    &err);
+    if (rc)
+        s_fail(c, rc == KVC_ENOMEM ? 500 : 502, "%s", err.msg);
+    return rc;
+}
+
 /* Runs Predict on a TF Serving backend. */
 static int s_infer_tfs(kvc_fwd_call_t *c, kvc_tensor_list_t *inputs, const char *signature,
                        char **filter, size_t n_filter, kvc_tensor_list_t **outputs, uint8_t **raw,
@@ -829,20 +854,8 @@ static int s_infer_tfs(kvc_fwd_call_t *c, kvc_tensor_list_t *inputs, const char 
     r.n_output_filter = n_filter;
     r.output_filter = filter;
     rc = s_call(c, c->be->url, S_PATH_PREDICT, &r.base, c->fw->timeout_ms, &res);
-    if (rc)
-        goto done;
-    if (c->pb_type) {
-        s_take_raw(&res, raw, raw_len);
-        rc = *raw ? KVC_OK : KVC_ENOMEM;
-        if (rc)
-            s_fail(c, 500, "out of memory");
-        goto done;
-    }
-    kvc_err_t err = {0, ""};
-    rc = kvc_infer_reply_tfs(res.data, res.len, &c->fw->limits, outputs, c->version,
-                             sizeof c->version, &err);
-    if (rc)
-        s_fail(c, rc == KVC_ENOMEM ? 500 : 502, "%s", err.msg);
+    if (rc == 0)
+        rc = s_reply(c, &res, kvc_infer_reply_tfs, outputs, raw, raw_len);
 done:
     kvc_grpc_result_free(&res);
     for (size_t i = 0; i < n_views; i++)
@@ -906,20 +919,8 @@ static int s_infer_kserve(kvc_fwd_call_t *c, kvc_tensor_list_t *inputs, const ch
     r.n_outputs = n_filter;
     r.outputs = outp;
     rc = s_call(c, c->be->url, S_PATH_INFER, &r.base, c->fw->timeout_ms, &res);
-    if (rc)
-        goto done;
-    if (c->pb_type) {
-        s_take_raw(&res, raw, raw_len);
-        rc = *raw ? KVC_OK : KVC_ENOMEM;
-        if (rc)
-            s_fail(c, 500, "out of memory");
-        goto done;
-    }
-    kvc_err_t err = {0, ""};
-    rc = kvc_infer_reply_kserve(res.data, res.len, &c->fw->limits, outputs, c->version,
-                                sizeof c->version, &err);
-    if (rc)
-        s_fail(c, rc == KVC_ENOMEM ? 500 : 502, "%s", err.msg);
+    if (rc == 0)
+        rc = s_reply(c, &res, kvc_infer_reply_kserve, outputs, raw, raw_len);
 done:
     kvc_grpc_result_free(&res);
     for (size_t i = 0; i < n_views; i++)

@@ -140,6 +140,18 @@ done:
     return self;
 }
 
+/* A set of one signature, "serving_default", with room for n inputs.
+ * NULL with err set. */
+static kvc_signature_set_t *s_set_default(size_t n, kvc_err_t *err)
+{
+    kvc_signature_set_t *self = s_set_new(1, err);
+    if (!self)
+        return NULL;
+    if (s_sig_init(&self->sigs[self->n++], KVC_SIGNATURE_DEFAULT, n, err) != 0)
+        kvc_signature_set_destroy(&self);
+    return self;
+}
+
 kvc_signature_set_t *kvc_signature_set_from_kserve(const Inference__ModelMetadataResponse *r,
                                                    kvc_err_t *err)
 {
@@ -148,14 +160,10 @@ kvc_signature_set_t *kvc_signature_set_from_kserve(const Inference__ModelMetadat
         kvc_err_set(err, KVC_ERANGE, "model has %zu inputs (at most %d)", n_in, S_MAX_INPUTS);
         return NULL;
     }
-    kvc_signature_set_t *self = s_set_new(1, err);
+    kvc_signature_set_t *self = s_set_default(n_in, err);
     if (!self)
         return NULL;
-    s_sig_t *sig = &self->sigs[self->n++];
-    if (s_sig_init(sig, KVC_SIGNATURE_DEFAULT, n_in, err) != 0) {
-        kvc_signature_set_destroy(&self);
-        return NULL;
-    }
+    s_sig_t *sig = &self->sigs[0];
     for (size_t j = 0; j < n_in; j++) {
         const Inference__ModelMetadataResponse__TensorMetadata *t = r->inputs[j];
         const char *dts = t && t->datatype ? t->datatype : "";
@@ -175,14 +183,10 @@ kvc_signature_set_t *kvc_signature_set_declared(const kvc_json_tensor_spec_t *sp
         kvc_err_set(err, KVC_ERANGE, "%zu inputs declared (at most %d)", n, S_MAX_INPUTS);
         return NULL;
     }
-    kvc_signature_set_t *self = s_set_new(1, err);
+    kvc_signature_set_t *self = s_set_default(n, err);
     if (!self)
         return NULL;
-    s_sig_t *sig = &self->sigs[self->n++];
-    if (s_sig_init(sig, KVC_SIGNATURE_DEFAULT, n, err) != 0) {
-        kvc_signature_set_destroy(&self);
-        return NULL;
-    }
+    s_sig_t *sig = &self->sigs[0];
     for (size_t j = 0; j < n; j++) {
         if (!specs[j].name || !specs[j].name[0] || !kvc_dtype_valid(specs[j].dtype)) {
             kvc_err_set(err, KVC_EINVAL, "declared input %zu has no name or no valid dtype", j);
