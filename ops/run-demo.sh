@@ -5,6 +5,8 @@
 # A peer that dies (kill -9 included) is restarted, with its log kept;
 # KVC_DEMO_PORT moves every port, KVC_DEMO_DIR the working folder.
 set -euo pipefail
+# a step that fails says which, instead of the demo ending without a word
+trap 'echo "run-demo: line $LINENO failed (exit $?)" >&2' ERR
 BUILD=${1:-build/release}
 KVC="$BUILD/kvc"
 PEER="$BUILD/kvc-peer"
@@ -146,9 +148,11 @@ for i in 0 1 2; do
     out=$(curl -s "127.0.0.1:$port/v1/models/bert:predict" --data-binary @"$ROOT/bert.json")
     echo "$s  bert :predict  -> $out"
 done
+# the whole answer, then its start: `curl | head -c` would let head close
+# the pipe under curl, and pipefail would end the demo on curl's SIGPIPE
 out=$(curl -s "127.0.0.1:$((BASE_PORT + 100))/v1/models/mobilenet:predict" \
-    -H 'Content-Type: image/png' --data-binary @"$ROOT/cat.png" | head -c 120)
-echo "lisbon  mobilenet :predict (PNG body) -> $out..."
+    -H 'Content-Type: image/png' --data-binary @"$ROOT/cat.png")
+echo "lisbon  mobilenet :predict (PNG body) -> ${out:0:120}..."
 
 cat <<MSG
 

@@ -32,7 +32,7 @@ up_or_gone() { # the demo is up, or it has exited (then fail below, with its rea
 }
 poll 120 "the demo says it is running" up_or_gone
 grep -q "kvc federation is running" "$T/demo.out" ||
-    fail "the demo exited before it was up: $(cat "$T/demo.err")"
+    fail "the demo exited before it was up: $(cat "$T/demo.err"); its last output: $(tail -n 5 "$T/demo.out")"
 for s in lisbon oslo nairobi; do
     grep -q "^$s  bert :predict  -> {\"predictions\"" "$T/demo.out" ||
         fail "$s's sample request: $(grep "^$s " "$T/demo.out")"
