@@ -93,7 +93,8 @@ struct kvc_daemon {
     kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
     kvc_peer_metrics_t *metrics;     /* /metrics, /federate, summaries */
-    uint64_t summary_sent_ms;
+    uint64_t summary_built_ms;       /* our summary, rebuilt every interval */
+    uint64_t summary_sent_ms;        /* ... and gossiped on news or heartbeat */
     uint64_t metrics_next_ms;        /* the metrics core's deadline */
     uint64_t links_next_ms;          /* hello retries and pings */
     int stop;                        /* set by the "leave" command */
@@ -745,15 +746,22 @@ static int s_metrics_tick(void *core, uint64_t now, kvc_outbox_t *out)
     kvc_peer_metrics_publish(self->metrics, self->swim, up);
     self->metrics_next_ms = now + METRICS_PUBLISH_MS;
     size_t members = kvc_swim_member_count(self->swim);
-    if (self->summary_sent_ms &&
-        kvc_elapsed(now, self->summary_sent_ms) < kvc_summary_interval_ms(members))
+    if (self->summary_built_ms &&
+        kvc_elapsed(now, self->summary_built_ms) < kvc_summary_interval_ms(members))
         return 0;
     s_metrics_backends(self);
-    self->summary_sent_ms = now;
+    self->summary_built_ms = now;
+    int heartbeat = !self->summary_sent_ms ||
+                    kvc_elapsed(now, self->summary_sent_ms) >= kvc_summary_heartbeat_ms(members);
     uint8_t buf[1024];
     size_t len = 0;
-    if (kvc_peer_metrics_summary(self->metrics, now, buf, sizeof buf, &len) == 0)
+    int gossip = 0;
+    if (kvc_peer_metrics_summary(self->metrics, now, heartbeat, buf, sizeof buf, &len, &gossip) ==
+            0 &&
+        gossip) {
         kvc_swim_set_meta(self->swim, KVC_SUMMARY_META_KEY, buf, len, now);
+        self->summary_sent_ms = now;
+    }
     kvc_peer_metrics_expire(self->metrics, now, kvc_summary_stale_ms(members),
                             kvc_summary_remove_ms(members));
     return 0;

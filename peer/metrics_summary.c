@@ -159,6 +159,38 @@ static int s_amount_ok(double v, int nan_ok)
     return isfinite(v) && v >= 0;
 }
 
+/* Equal, with NaN (unknown) equal to NaN. */
+static int s_same(double a, double b)
+{
+    return (isnan(a) && isnan(b)) || a == b;
+}
+
+int kvc_summary_news(const kvc_summary_t *last, const kvc_summary_t *now)
+{
+    if (last->peers_up != now->peers_up || last->members_alive != now->members_alive ||
+        last->members_suspect != now->members_suspect || last->members_dead != now->members_dead ||
+        last->members_left != now->members_left || last->proxy_requests != now->proxy_requests ||
+        last->proxy_errors != now->proxy_errors || last->n_models != now->n_models ||
+        last->n_backends != now->n_backends)
+        return 1;
+    for (size_t i = 0; i < now->n_models; i++) {
+        const kvc_summary_model_t *a = &last->models[i], *b = &now->models[i];
+        if (strcmp(a->model, b->model) != 0 || a->requests != b->requests ||
+            a->errors != b->errors || !s_same(a->p50_seconds, b->p50_seconds) ||
+            !s_same(a->p99_seconds, b->p99_seconds))
+            return 1;
+    }
+    for (size_t i = 0; i < now->n_backends; i++) {
+        const kvc_summary_backend_t *a = &last->backends[i], *b = &now->backends[i];
+        if (strcmp(a->model, b->model) != 0 || a->requests != b->requests ||
+            !s_same(a->latency_seconds, b->latency_seconds))
+            return 1;
+    }
+    uint64_t d = now->rss_bytes > last->rss_bytes ? now->rss_bytes - last->rss_bytes
+                                                  : last->rss_bytes - now->rss_bytes;
+    return d > last->rss_bytes / 100 * KVC_SUMMARY_RSS_NEWS_PCT;
+}
+
 int kvc_summary_decode(const uint8_t *data, size_t len, kvc_summary_t *out)
 {
     if (!out)

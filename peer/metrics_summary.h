@@ -95,6 +95,16 @@ int kvc_summary_encode(const kvc_summary_t *s, size_t budget, uint8_t *out, size
                        size_t *out_len, size_t *dropped);
 
 /*
+ * Does now say something last did not? Every figure counts except the
+ * version, the timestamp and the process's CPU seconds (they move every
+ * time); RSS counts when it moved by more than KVC_SUMMARY_RSS_NEWS_PCT
+ * percent. A peer re-gossips its summary when there is news, and otherwise
+ * only at its heartbeat, so an idle federation carries almost no summaries.
+ */
+#define KVC_SUMMARY_RSS_NEWS_PCT 10
+int kvc_summary_news(const kvc_summary_t *last, const kvc_summary_t *now);
+
+/*
  * Decodes hostile bytes into *out. Errors: KVC_ERANGE (longer than
  * KVC_SUMMARY_WIRE_MAX, too many entries, a name too long), KVC_EPARSE (not a
  * summary, unknown schema, names not UTF-8 or duplicated, negative or

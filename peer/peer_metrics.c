@@ -43,6 +43,8 @@ struct kvc_peer_metrics {
     uint64_t start_ms;
     uint64_t seq;
     uint64_t stale_ms; /* freshness window, from the last expire (under lock) */
+    kvc_summary_t gossiped; /* the last summary worth gossiping (loop thread) */
+    int have_gossiped;
 
     kvc_metric_t *rejects, *gossip_msgs, *gossip_bytes, *members, *peers_up;
     kvc_metric_t *requests, *errors, *latency, *req_bytes, *resp_bytes, *backend_errors;
@@ -170,7 +172,7 @@ kvc_peer_metrics_t *kvc_peer_metrics_new(const char *site, const char *name, con
     snprintf(self->id, sizeof self->id, "%s/%s", site, name);
     kvc_strlcpy(self->region, region, sizeof self->region);
     self->start_ms = start_ms;
-    self->stale_ms = KVC_SUMMARY_STALE_MS;
+    self->stale_ms = kvc_summary_stale_ms(1);
     self->reg = kvc_metrics_new(NULL);
     self->set = kvc_summary_set_new(MAX_PEERS);
     self->peers = kvc_calloc(MAX_PEERS, sizeof *self->peers);
@@ -346,8 +348,8 @@ static void s_remember(kvc_peer_metrics_t *self, const char *id, const char *sit
     p->down = 0;
 }
 
-int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t *out, size_t cap,
-                             size_t *len)
+int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, int force, uint8_t *out,
+                             size_t cap, size_t *len, int *gossip)
 {
     kvc_summary_t s;
     memset(&s, 0, sizeof s);
@@ -386,6 +388,11 @@ int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t 
     int rc = kvc_summary_encode(&s, KVC_SUMMARY_GOSSIP_BUDGET, out, cap, len, NULL);
     if (rc)
         return rc;
+    *gossip = force || !self->have_gossiped || kvc_summary_news(&self->gossiped, &s);
+    if (*gossip) {
+        self->gossiped = s;
+        self->have_gossiped = 1;
+    }
     kvc_summary_t stored;
     if (kvc_summary_decode(out, *len, &stored) == 0) {
         kvc_summary_set_put(self->set, self->id, self->site, self->region, out, *len,

@@ -22,9 +22,9 @@
 
 #define KVC_SUMMARY_META_KEY "m"
 #define KVC_SUMMARY_GOSSIP_BUDGET 440 /* fits SWIM's per-member metadata */
-#define KVC_SUMMARY_INTERVAL_MS 2000  /* how often a peer gossips its summary, up to ... */
+#define KVC_SUMMARY_INTERVAL_MS 2000  /* how often a peer may gossip its summary, up to ... */
 #define KVC_SUMMARY_FLAT_MEMBERS 10   /* ... this many members; then N x 200 ms */
-#define KVC_SUMMARY_STALE_MS 15000    /* unheard this long: kvc_peer_up 0 (at most 10 members) */
+#define KVC_SUMMARY_HEARTBEAT 4       /* intervals between summaries with no news */
 #define KVC_SUMMARY_REMOVE_MS 120000  /* unheard this long: series removed */
 
 /*
@@ -33,8 +33,14 @@
  * all of them: with a fixed 2 s interval a peer of 100 received ~60 KB/s
  * of summaries alone (tests/bench/bench_idle.sh). Past
  * KVC_SUMMARY_FLAT_MEMBERS the interval grows with N, so each peer's share
- * stays what it is at 10 members; staleness grows with it (7.5 intervals).
- * A member membership declares dead or left is down at once either way.
+ * stays what it is at 10 members. And a summary is sent only when it has
+ * news (kvc_summary_news: requests, errors, latency, membership counts,
+ * backends, a large RSS change), else once per heartbeat (4 intervals): an
+ * idle peer of 100 carried ~13 KB/s of summaries when it re-sent its CPU
+ * seconds every interval. Staleness is two heartbeats and half an interval
+ * (17 s up to 10 members, 170 s at 100): a summary counts as lost only when
+ * two heartbeats in a row are. A member membership declares dead or left is
+ * down at once either way.
  */
 static inline uint64_t kvc_summary_interval_ms(size_t members)
 {
@@ -42,10 +48,13 @@ static inline uint64_t kvc_summary_interval_ms(size_t members)
                ? KVC_SUMMARY_INTERVAL_MS
                : (uint64_t)members * (KVC_SUMMARY_INTERVAL_MS / KVC_SUMMARY_FLAT_MEMBERS);
 }
+static inline uint64_t kvc_summary_heartbeat_ms(size_t members)
+{
+    return kvc_summary_interval_ms(members) * KVC_SUMMARY_HEARTBEAT;
+}
 static inline uint64_t kvc_summary_stale_ms(size_t members)
 {
-    return kvc_summary_interval_ms(members) * (KVC_SUMMARY_STALE_MS / KVC_SUMMARY_INTERVAL_MS) +
-           kvc_summary_interval_ms(members) / 2;
+    return 2 * kvc_summary_heartbeat_ms(members) + kvc_summary_interval_ms(members) / 2;
 }
 static inline uint64_t kvc_summary_remove_ms(size_t members)
 {
@@ -75,9 +84,12 @@ void kvc_peer_metrics_gossip(kvc_peer_metrics_t *self, int out, size_t len);
 void kvc_peer_metrics_publish(kvc_peer_metrics_t *self, const kvc_swim_t *swim, uint32_t peers_up);
 
 /* Builds this peer's summary (encoded, at most cap bytes, within the gossip
- * budget), stores it in the summary set and returns it for gossip. */
-int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, uint8_t *out, size_t cap,
-                             size_t *len);
+ * budget) and stores it in the summary set (this peer's own figures are
+ * always current). *gossip is set to 1 when it is worth gossiping: force
+ * (the heartbeat is due), or news since the last one returned with
+ * *gossip = 1 (kvc_summary_news); else 0. */
+int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, int force, uint8_t *out,
+                             size_t cap, size_t *len, int *gossip);
 
 /* Sets the backend (model server) figures the next summaries carry: n
  * entries (at most KVC_SUMMARY_MAX_BACKENDS are kept), copied. */

@@ -291,6 +291,49 @@ static void test_federate_text(void **state)
     kvc_summary_set_destroy(&set);
 }
 
+/* News: what moves every time (version, timestamp, CPU) is none; any
+ * other figure is, and RSS only past its threshold. */
+static void test_news(void **state)
+{
+    (void)state;
+    kvc_summary_t a = s_make(7, 2), b = a;
+    b.version = 8;
+    b.timestamp_ms += 2000;
+    b.cpu_seconds += 0.25;
+    b.rss_bytes += (1 << 20) / 100 * KVC_SUMMARY_RSS_NEWS_PCT; /* exactly the threshold */
+    assert_int_equal(kvc_summary_news(&a, &b), 0);
+    b.rss_bytes += 1;
+    assert_int_equal(kvc_summary_news(&a, &b), 1);
+    b.rss_bytes = a.rss_bytes - (1 << 20) / 100 * KVC_SUMMARY_RSS_NEWS_PCT - 1;
+    assert_int_equal(kvc_summary_news(&a, &b), 1);
+#define NEWS_IF(field_change)                                                                   \
+    do {                                                                                        \
+        kvc_summary_t c = a;                                                                    \
+        field_change;                                                                           \
+        assert_int_equal(kvc_summary_news(&a, &c), 1);                                          \
+    } while (0)
+    NEWS_IF(c.peers_up--);
+    NEWS_IF(c.members_alive++);
+    NEWS_IF(c.members_suspect = 0);
+    NEWS_IF(c.members_dead = 1);
+    NEWS_IF(c.members_left = 1);
+    NEWS_IF(c.proxy_requests++);
+    NEWS_IF(c.proxy_errors++);
+    NEWS_IF(c.n_models = 1);
+    NEWS_IF(c.n_backends = 1);
+    NEWS_IF(c.models[1].requests++);
+    NEWS_IF(c.models[0].errors++);
+    NEWS_IF(c.models[1].model[0] = 'x');
+    NEWS_IF(c.models[0].p50_seconds = NAN);
+    NEWS_IF(c.models[0].p99_seconds = 0.5); /* was NaN */
+    NEWS_IF(c.backends[1].requests++);
+    NEWS_IF(c.backends[1].latency_seconds += 0.001);
+    NEWS_IF(c.backends[0].model[0] = 'x');
+#undef NEWS_IF
+    kvc_summary_t same = a; /* NaN p99 on both sides is no news */
+    assert_int_equal(kvc_summary_news(&a, &same), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_newer_version_wins),
         cmocka_unit_test(test_staleness_and_site_up),
         cmocka_unit_test(test_federate_text),
+        cmocka_unit_test(test_news),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
