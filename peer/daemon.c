@@ -59,7 +59,6 @@ typedef struct {
     char key_hex[65];
     char endpoint[KVC_ENDPOINT_MAX];
     zsock_t *dealer;          /* our sending side, NULL until we know where */
-    zsock_t *monitor;         /* PAIR receiving the DEALER's socket events */
     kvc_link_clock_t t;       /* handshaked, verified, acked; monotonic times */
     int is_seed;
     kvc_cred_t cred;          /* their credential (valid when verified) */
@@ -114,7 +113,6 @@ struct kvc_daemon {
     uint64_t started_mono_ms;
     uint64_t boot_count;
     uint64_t seq;
-    uint64_t monitor_serial;
     uint64_t rejects[KVC_REJECT__COUNT];
     uint64_t msgs_in, msgs_out, send_dropped;
 };
@@ -146,11 +144,13 @@ static int s_revoked(const kvc_daemon_t *self, const uint8_t key[32])
 
 /* --- sending ----------------------------------------------------------- */
 
-/* Encodes env and sends it on link's DEALER without blocking. */
+/* Encodes env and sends it on link's DEALER without blocking. The DEALER
+ * is ZMQ_IMMEDIATE: a refusal means no handshaked connection (or a full
+ * queue), and the link goes back to trying its Hello (link_rules.h). */
 static int s_send(kvc_daemon_t *self, kvc_link_t *link, Kvc__Fed__Envelope *env)
 {
-    /* Only a Hello may open a connection: anything sent before the
-     * handshake event (which sends our Hello) would arrive unauthenticated. */
+    /* Only a Hello goes out before the link is handshaked: the peer must
+     * see our credential before anything else. */
     if (!link->dealer || (env->body_case != KVC__FED__ENVELOPE__BODY_HELLO && !link->t.handshaked)) {
         self->send_dropped++;
         return KVC_ESTATE;
@@ -165,6 +165,7 @@ static int s_send(kvc_daemon_t *self, kvc_link_t *link, Kvc__Fed__Envelope *env)
     void *raw = zsock_resolve(link->dealer);
     if (zmq_send(raw, buf, len, ZMQ_DONTWAIT) < 0) {
         self->send_dropped++;
+        kvc_link_refused(&link->t, s_now_ms());
         rc = KVC_EAGAIN;
     } else {
         self->msgs_out++;
@@ -174,7 +175,7 @@ static int s_send(kvc_daemon_t *self, kvc_link_t *link, Kvc__Fed__Envelope *env)
 }
 
 /* Sends our Hello (credential, advertised endpoint, start time). */
-static void s_send_hello(kvc_daemon_t *self, kvc_link_t *link)
+static int s_send_hello(kvc_daemon_t *self, kvc_link_t *link)
 {
     Kvc__Fed__Hello hello = KVC__FED__HELLO__INIT;
     hello.credential = self->own_cred;
@@ -184,8 +185,9 @@ static void s_send_hello(kvc_daemon_t *self, kvc_link_t *link)
     Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
     env.body_case = KVC__FED__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
-    s_send(self, link, &env);
+    int rc = s_send(self, link, &env);
     link->t.hello_sent_ms = s_now_ms();
+    return rc;
 }
 
 /* Acknowledges the Hello a link sent. */
@@ -222,14 +224,14 @@ static void s_link_destroy(void **item)
     kvc_link_t *link = *item;
     if (!link)
         return;
-    zsock_destroy(&link->monitor);
     zsock_destroy(&link->dealer);
     sodium_memzero(&link->cred, sizeof link->cred);
     kvc_free(link);
     *item = NULL;
 }
 
-/* Opens the CURVE DEALER (and its event monitor) from link to endpoint. */
+/* Opens the CURVE DEALER from link to endpoint; our Hello is tried until
+ * the handshake lets it through. */
 static int s_link_connect(kvc_daemon_t *self, kvc_link_t *link, const char *endpoint)
 {
     if (kvc_strlcpy(link->endpoint, endpoint, sizeof link->endpoint))
@@ -246,39 +248,23 @@ static int s_link_connect(kvc_daemon_t *self, kvc_link_t *link, const char *endp
     zsock_set_curve_serverkey_bin(dealer, link->key);
     zsock_set_curve_publickey_bin(dealer, self->id.cred.curve_public);
     zsock_set_curve_secretkey_bin(dealer, self->id.curve_secret);
-    char mon_ep[64];
-    snprintf(mon_ep, sizeof mon_ep, "inproc://kvc-monitor-%llu",
-             (unsigned long long)++self->monitor_serial);
-    if (zmq_socket_monitor(zsock_resolve(dealer), mon_ep,
-                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
-        zsock_destroy(&dealer);
-        return KVC_EIO;
-    }
-    zsock_t *monitor = zsock_new_pair(mon_ep); /* '>' default: connect */
-    if (!monitor) {
-        zsock_destroy(&dealer);
-        return KVC_EIO;
-    }
     if (zsock_connect(dealer, "%s", endpoint) != 0) {
-        zsock_destroy(&monitor);
         zsock_destroy(&dealer);
         return KVC_EINVAL;
     }
     link->dealer = dealer;
-    link->monitor = monitor; /* polled by the loop */
+    kvc_link_connecting(&link->t, s_now_ms());
+    if (self->links_next_ms > link->t.try_at_ms)
+        self->links_next_ms = link->t.try_at_ms;
     return KVC_OK;
 }
 
-/* Closes link's DEALER and monitor (e.g. before moving to a new endpoint). */
+/* Closes link's DEALER (e.g. before moving to a new endpoint). */
 static void s_link_disconnect(kvc_daemon_t *self, kvc_link_t *link)
 {
-    zsock_destroy(&link->monitor);
+    (void)self;
     zsock_destroy(&link->dealer);
-    link->t.handshaked = 0;
-    link->t.acked = 0;
+    kvc_link_closed(&link->t);
 }
 
 /* Finds the link of a key, or NULL. */
@@ -623,35 +609,16 @@ done:
     return 0;
 }
 
-/* Handles the socket events of one DEALER: (re)connection means a Hello. */
-static int s_on_monitor(kvc_daemon_t *self, kvc_link_t *link, zsock_t *reader)
+/* Tries our Hello on a link not known to be handshaked: taken means the
+ * handshake has completed (the DEALER is ZMQ_IMMEDIATE), and a verified
+ * peer gets our ack again too; refused, the next try waits longer. */
+static void s_try_hello(kvc_daemon_t *self, kvc_link_t *link)
 {
-    zmsg_t *msg = zmsg_recv(reader);
-    if (!msg)
-        return 0;
-    zframe_t *ev = zmsg_first(msg);
-    if (!ev || zframe_size(ev) < 6) {
-        zmsg_destroy(&msg);
-        return 0;
-    }
-    uint16_t event;
-    memcpy(&event, zframe_data(ev), 2);
-    if (link) {
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-            link->t.handshaked = 1;
-            link->t.acked = 0;
-            s_send_hello(self, link);
-            if (link->t.verified)
-                s_send_hello_ack(self, link);
-        } else if (event == ZMQ_EVENT_DISCONNECTED) {
-            link->t.handshaked = 0;
-            link->t.acked = 0;
-        } else {
-            kvc_debug("handshake with %s failed (event %u)", link->endpoint, event);
-        }
-    }
-    zmsg_destroy(&msg);
-    return 0;
+    if (s_send_hello(self, link) != 0)
+        return; /* s_send backed the tries off */
+    kvc_link_handshaked(&link->t);
+    if (link->t.verified)
+        s_send_hello_ack(self, link);
 }
 
 /*
@@ -861,18 +828,24 @@ static const kvc_core_ops_t s_next_core = {
 };
 #endif
 
-/* Hello retries and pings, every KVC_LINK_TICK_MS (link_rules.h). */
+/* Hello tries and retries and pings: every KVC_LINK_TICK_MS, sooner while
+ * a link is trying its Hello (link_rules.h). */
 static void s_links_tick(kvc_daemon_t *self, uint64_t now)
 {
     if (now < self->links_next_ms)
         return;
-    self->links_next_ms = now + KVC_LINK_TICK_MS;
+    uint64_t next = now + KVC_LINK_TICK_MS;
     for (kvc_link_t *link = zhashx_first(self->links); link; link = zhashx_next(self->links)) {
-        if (kvc_link_hello_due(&link->t, now))
+        if (kvc_link_try_due(&link->t, now))
+            s_try_hello(self, link);
+        else if (kvc_link_hello_due(&link->t, now))
             s_send_hello(self, link);
         if (kvc_link_ping_due(&link->t, now))
             s_send_ping(self, link);
+        if (!link->t.handshaked && link->t.try_wait_ms && link->t.try_at_ms < next)
+            next = link->t.try_at_ms;
     }
+    self->links_next_ms = next;
 }
 
 /* --- control API -------------------------------------------------------- */
@@ -1697,51 +1670,9 @@ fail:
     return NULL;
 }
 
-/* The poll set: the three fixed sockets and every link's monitor. */
-typedef struct {
-    zmq_pollitem_t *items;
-    kvc_link_t **links; /* links[i] owns items[i]'s monitor (i >= 3) */
-    zsock_t **socks;
-    size_t n, cap;
-} s_pollset_t;
-
-static int s_pollset_fill(kvc_daemon_t *self, s_pollset_t *ps)
-{
-    size_t need = 3 + zhashx_size(self->links);
-    if (need > ps->cap) {
-        zmq_pollitem_t *it = kvc_realloc(ps->items, need * sizeof *it);
-        if (it)
-            ps->items = it;
-        kvc_link_t **ls = kvc_realloc(ps->links, need * sizeof *ls);
-        if (ls)
-            ps->links = ls;
-        zsock_t **ss = kvc_realloc(ps->socks, need * sizeof *ss);
-        if (ss)
-            ps->socks = ss;
-        if (!it || !ls || !ss)
-            return KVC_ENOMEM;
-        ps->cap = need;
-    }
-    zsock_t *fixed[3] = {self->zap, self->router, self->control};
-    ps->n = 0;
-    for (int i = 0; i < 3; i++) {
-        ps->items[ps->n] = (zmq_pollitem_t){zsock_resolve(fixed[i]), 0, ZMQ_POLLIN, 0};
-        ps->links[ps->n] = NULL;
-        ps->socks[ps->n++] = fixed[i];
-    }
-    for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links)) {
-        if (!l->monitor)
-            continue;
-        ps->items[ps->n] = (zmq_pollitem_t){zsock_resolve(l->monitor), 0, ZMQ_POLLIN, 0};
-        ps->links[ps->n] = l;
-        ps->socks[ps->n++] = l->monitor;
-    }
-    return KVC_OK;
-}
-
 /* Runs due timers, then sleeps until a socket is readable or the earliest
  * deadline of any core (or the link timer) comes; at most max_ms. */
-static void s_loop_once(kvc_daemon_t *self, s_pollset_t *ps, uint64_t max_ms)
+static void s_loop_once(kvc_daemon_t *self, uint64_t max_ms)
 {
     uint64_t now = s_now_ms();
     s_cores_tick(self, now);
@@ -1752,43 +1683,34 @@ static void s_loop_once(kvc_daemon_t *self, s_pollset_t *ps, uint64_t max_ms)
     uint64_t wait = kvc_elapsed(deadline, now);
     if (wait > max_ms)
         wait = max_ms;
-    if (s_pollset_fill(self, ps) != 0) {
-        wait = 10; /* out of memory: try again soon */
-        ps->n = 0;
-    }
-    if (ps->n == 0) {
-        zmq_poll(NULL, 0, (long)wait);
-        return;
-    }
-    int rc = zmq_poll(ps->items, (int)ps->n, (long)wait);
+    /* three sockets, whatever the number of members */
+    zmq_pollitem_t items[3] = {
+        {zsock_resolve(self->zap), 0, ZMQ_POLLIN, 0},
+        {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0},
+        {zsock_resolve(self->control), 0, ZMQ_POLLIN, 0},
+    };
+    int rc = zmq_poll(items, 3, (long)wait);
     if (rc <= 0)
         return; /* timeout, or EINTR: the caller checks for a signal */
-    for (size_t i = 0; i < ps->n; i++) {
-        if (!(ps->items[i].revents & ZMQ_POLLIN))
-            continue;
-        if (i == 0) {
-            s_on_zap(self, ps->socks[i]);
-        } else if (i == 1) {
-            /* drain a burst, bounded so control and timers are not starved */
-            for (int k = 0; k < 64 && (zsock_events(self->router) & ZMQ_POLLIN); k++)
-                s_on_router(self, self->router);
-        } else if (i == 2) {
-            s_on_control(self, ps->socks[i]);
-        } else if (ps->links[i]->monitor == ps->socks[i]) { /* not replaced meanwhile */
-            s_on_monitor(self, ps->links[i], ps->socks[i]);
-        }
-    }
+    if (items[0].revents & ZMQ_POLLIN)
+        s_on_zap(self, self->zap);
+    /* drain a burst, bounded so control and timers are not starved */
+    if (items[1].revents & ZMQ_POLLIN)
+        for (int k = 0; k < 64 && (zsock_events(self->router) & ZMQ_POLLIN); k++)
+            s_on_router(self, self->router);
+    if (items[2].revents & ZMQ_POLLIN)
+        s_on_control(self, self->control);
 }
 
 /* Tells the federation we are leaving and keeps answering for a moment so
  * the news spreads before the sockets close. */
-static void s_leave(kvc_daemon_t *self, s_pollset_t *ps)
+static void s_leave(kvc_daemon_t *self)
 {
     uint64_t start = s_now_ms();
     kvc_swim_leave(self->swim, start, &self->out);
     s_flush(self);
     while (kvc_elapsed(s_now_ms(), start) < LEAVE_DRAIN_MS)
-        s_loop_once(self, ps, LEAVE_DRAIN_MS - kvc_elapsed(s_now_ms(), start));
+        s_loop_once(self, LEAVE_DRAIN_MS - kvc_elapsed(s_now_ms(), start));
     /* let queued messages reach the wire before the DEALERs close */
     for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links))
         if (l->dealer)
@@ -1797,14 +1719,10 @@ static void s_leave(kvc_daemon_t *self, s_pollset_t *ps)
 
 int kvc_daemon_run(kvc_daemon_t *self)
 {
-    s_pollset_t ps = {0};
     while (!zsys_interrupted && !self->stop)
-        s_loop_once(self, &ps, MAX_SLEEP_MS);
+        s_loop_once(self, MAX_SLEEP_MS);
     kvc_info("kvc-peer %s leaving", self->self_id);
-    s_leave(self, &ps);
-    kvc_free(ps.items);
-    kvc_free(ps.links);
-    kvc_free(ps.socks);
+    s_leave(self);
     kvc_info("kvc-peer %s stopped", self->self_id);
     return 0;
 }

@@ -165,12 +165,54 @@ static void test_link_rules(void **state)
     assert_false(kvc_link_ping_due(&l, now + KVC_LINK_PING_MS));
 }
 
+/* The Hello tries that stand in for a socket monitor: due at growing
+ * intervals after a connect until one is taken, again after a refusal. */
+static void test_link_tries(void **state)
+{
+    (void)state;
+    kvc_link_clock_t l = {0};
+    uint64_t now = 50000;
+    assert_false(kvc_link_try_due(&l, now)); /* no socket: nothing to try */
+    kvc_link_refused(&l, now);               /* and a refusal changes nothing */
+    assert_int_equal(l.try_wait_ms, 0);
+    kvc_link_connecting(&l, now);
+    assert_false(kvc_link_try_due(&l, now + KVC_LINK_TRY_FIRST_MS - 1));
+    assert_true(kvc_link_try_due(&l, now + KVC_LINK_TRY_FIRST_MS));
+    /* refused tries double the wait up to the cap */
+    uint64_t t = now + KVC_LINK_TRY_FIRST_MS;
+    uint32_t want = KVC_LINK_TRY_FIRST_MS;
+    for (int i = 0; i < 12; i++) {
+        kvc_link_refused(&l, t);
+        want = want * 2 > KVC_LINK_TRY_MAX_MS ? KVC_LINK_TRY_MAX_MS : want * 2;
+        assert_int_equal(l.try_wait_ms, want);
+        assert_false(kvc_link_try_due(&l, t + want - 1));
+        assert_true(kvc_link_try_due(&l, t + want));
+        t += want;
+    }
+    assert_int_equal(l.try_wait_ms, KVC_LINK_TRY_MAX_MS);
+    /* taken: handshaked, no more tries, the Hello is owed its ack */
+    kvc_link_handshaked(&l);
+    assert_true(l.handshaked);
+    assert_false(kvc_link_try_due(&l, t + 10 * KVC_LINK_TRY_MAX_MS));
+    /* a later refusal: the connection is gone, tries restart from the first */
+    l.acked = 1;
+    kvc_link_refused(&l, t);
+    assert_false(l.handshaked);
+    assert_false(l.acked);
+    assert_int_equal(l.try_wait_ms, KVC_LINK_TRY_FIRST_MS);
+    assert_true(kvc_link_try_due(&l, t + KVC_LINK_TRY_FIRST_MS));
+    /* closed: nothing more to try */
+    kvc_link_closed(&l);
+    assert_false(kvc_link_try_due(&l, t + 10 * KVC_LINK_TRY_MAX_MS));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dispatch),
         cmocka_unit_test(test_reply_memory),
         cmocka_unit_test(test_link_rules),
+        cmocka_unit_test(test_link_tries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
