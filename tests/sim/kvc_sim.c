@@ -30,6 +30,8 @@
 #include "rng.h"
 #include "swim.h"
 
+#include "sim_election.h"
+
 #define US 1000ULL
 #define SEC 1000000ULL
 #define MAX_PARTS 8
@@ -507,7 +509,8 @@ static void s_usage(FILE *f)
                "               [--slow-ms MS] [--update-every MS] [--warmup SECONDS]\n"
                "               [--settle SECONDS] [--wan-rtt MIN-MAX] [--seed N] [--json]\n"
                "  partition: A and B are comma-separated site names (site0,site1) or `rest`;\n"
-               "  T1-T2 in seconds, e.g. 'site0,site1|rest@30s-90s'; several joined with ';'.\n");
+               "  T1-T2 in seconds, e.g. 'site0,site1|rest@30s-90s'; several joined with ';'.\n"
+               "       kvc-sim --scenario election [--help]: coordinator failover and safety.\n");
 }
 
 /* Fills options from argv. */
@@ -931,6 +934,9 @@ static void s_cleanup(sim_t *s)
 
 int main(int argc, char **argv)
 {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--scenario") == 0)
+            return kvc_sim_election_main(argc, argv); /* the only scenario so far */
     sim_t s;
     memset(&s, 0, sizeof(s));
     if (s_options(&s, argc, argv) != 0)

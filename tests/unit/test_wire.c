@@ -213,14 +213,17 @@ static void test_every_truncation_is_safe(void **state)
     kvc_free(buf);
 }
 
-/* A core's body goes out and comes back by kind: a kind the proto has
- * (membership, 20) as its field, a kind it lacks (98: a newer peer's) as an
+/* A core's body goes out and comes back by kind: kinds the proto has
+ * (membership, 20; election, 40) as their fields, a kind it lacks (98: a newer peer's) as an
  * unknown field that decodes, is found by kvc_wire_body and is not a
  * reject. */
 static void test_core_bodies_by_kind(void **state)
 {
-    const uint32_t kinds[] = {20, 98};
-    for (size_t k = 0; k < 2; k++) {
+    const uint32_t kinds[] = {20, 40, 98};
+    const Kvc__Fed__Envelope__BodyCase cases[] = {KVC__FED__ENVELOPE__BODY_MEMBERSHIP,
+                                                  KVC__FED__ENVELOPE__BODY_ELECTION,
+                                                  KVC__FED__ENVELOPE__BODY__NOT_SET};
+    for (size_t k = 0; k < 3; k++) {
         Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
         kvc_wire_spare_t spare = {0};
         env.sender = "site-a/p1";
@@ -238,8 +241,7 @@ static void test_core_bodies_by_kind(void **state)
         assert_int_equal(kind, kinds[k]);
         assert_int_equal(dlen, 3);
         assert_memory_equal(data, "abc", 3);
-        assert_int_equal(got->body_case,
-                         k == 0 ? KVC__FED__ENVELOPE__BODY_MEMBERSHIP : KVC__FED__ENVELOPE__BODY__NOT_SET);
+        assert_int_equal(got->body_case, cases[k]);
         kvc_wire_free(&got);
         kvc_free(buf);
         kvc_wire_spare_free(&spare);
