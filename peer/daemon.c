@@ -215,6 +215,18 @@ static void s_send_ping(kvc_daemon_t *self, kvc_link_t *link)
     s_send(self, link, &env);
 }
 
+/* Tries our Hello on a link not known to be handshaked: taken means the
+ * handshake has completed (the DEALER is ZMQ_IMMEDIATE), and a verified
+ * peer gets our ack again too; refused, the next try waits longer. */
+static void s_try_hello(kvc_daemon_t *self, kvc_link_t *link)
+{
+    if (s_send_hello(self, link) != 0)
+        return; /* s_send backed the tries off */
+    kvc_link_handshaked(&link->t);
+    if (link->t.verified)
+        s_send_hello_ack(self, link);
+}
+
 /* --- links --------------------------------------------------------------- */
 
 
@@ -498,6 +510,8 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
         s_send_hello_ack(self, link);
         if (!link->t.acked || old_start != hello->started_ms)
             s_send_hello(self, link);
+    } else if (link->dealer) {
+        s_try_hello(self, link); /* they reached us: our way may work too */
     }
     /* The credential proves this key is member's: correct what gossip told us. */
     if (kvc_swim_vouch(self->swim, member, key, link->endpoint, now) == 1)
@@ -607,18 +621,6 @@ done:
     kvc_wire_free(&env);
     zmsg_destroy(&msg);
     return 0;
-}
-
-/* Tries our Hello on a link not known to be handshaked: taken means the
- * handshake has completed (the DEALER is ZMQ_IMMEDIATE), and a verified
- * peer gets our ack again too; refused, the next try waits longer. */
-static void s_try_hello(kvc_daemon_t *self, kvc_link_t *link)
-{
-    if (s_send_hello(self, link) != 0)
-        return; /* s_send backed the tries off */
-    kvc_link_handshaked(&link->t);
-    if (link->t.verified)
-        s_send_hello_ack(self, link);
 }
 
 /*
