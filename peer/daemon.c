@@ -164,7 +164,8 @@ static int s_send(kvc_daemon_t *self, kvc_link_t *link, Kvc__Fed__Envelope *env)
         return rc;
     void *raw = zsock_resolve(link->dealer);
     if (zmq_send(raw, buf, len, ZMQ_DONTWAIT) < 0) {
-        self->send_dropped++;
+        if (link->t.handshaked) /* else a Hello try (link_rules.h), not a loss */
+            self->send_dropped++;
         kvc_link_refused(&link->t, s_now_ms());
         rc = KVC_EAGAIN;
     } else {
