@@ -109,7 +109,7 @@ done
     fail "kvc_links_up is not 2 on every peer: $(pq 'kvc_links_up')"
 
 # a site that stops goes to kvc_site_up 0 (its peer leaves, so at once; a silent one
-# would after the staleness window, 17 s)
+# would after the staleness window, 61 s)
 kill -TERM "$PID_c"
 wait "$PID_c" || true
 site_c_down() { grep -q '^kvc_site_up{site="site-c",region="af-east"} 0$' <(curl -sf "http://$HTTP_a/federate"); }
