@@ -218,6 +218,17 @@ int kvc_strlcpy(char *dst, const char *src, size_t dst_size)
     return KVC_ERANGE;
 }
 
+int kvc_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 int kvc_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     if (!s || !*s)

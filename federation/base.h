@@ -102,4 +102,7 @@ int kvc_strlcpy(char *dst, const char *src, size_t dst_size);
 /* Parses a whole base-10 integer in [min, max]; no trailing bytes allowed. */
 int kvc_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
+/* Value of one hex digit (0-9, a-f, A-F), or -1. */
+int kvc_hex_digit(int c);
+
 #endif

@@ -1429,18 +1429,6 @@ int kvc_config_valid_name(const char *s)
     return n > 0 && s[0] != '-' && s[n - 1] != '-';
 }
 
-/* Decodes one hex digit, or -1. */
-static int s_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Parses exactly 64 hex characters into key; KVC_EINVAL otherwise. */
 int kvc_config_parse_key(const char *hex, uint8_t key[32])
 {
@@ -1448,8 +1436,8 @@ int kvc_config_parse_key(const char *hex, uint8_t key[32])
     if (!hex)
         return KVC_EINVAL;
     for (size_t i = 0; i < 32; i++) {
-        int hi = s_hex(hex[2 * i]);
-        int lo = hi < 0 ? -1 : s_hex(hex[2 * i + 1]);
+        int hi = kvc_hex_digit(hex[2 * i]);
+        int lo = hi < 0 ? -1 : kvc_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return KVC_EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);

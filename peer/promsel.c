@@ -167,18 +167,6 @@ static void s_describe_string(const s_parser_t *p, char *out, size_t size)
     }
 }
 
-/* Value of a hex digit, or -1. */
-static int s_hex(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Appends the UTF-8 encoding of cp to out (at least 4 free bytes). */
 static size_t s_put_utf8(char *out, uint32_t cp)
 {
@@ -273,7 +261,7 @@ static int s_parse_string(s_parser_t *p, char **out, size_t *out_len)
             size_t nd = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             uint32_t v = 0;
             for (size_t i = 0; i < nd; i++) {
-                int h = p->pos < p->len ? s_hex((unsigned char)p->s[p->pos]) : -1;
+                int h = p->pos < p->len ? kvc_hex_digit((unsigned char)p->s[p->pos]) : -1;
                 if (h < 0) {
                     if (p->pos >= p->len) {
                         rc = s_fail(p, start, "unterminated quoted string");

@@ -268,25 +268,14 @@ void kvc_grpc_headers_feed(kvc_grpc_headers_t *h, const char *line, size_t n)
     kvc_grpc_headers_field(h, line, name_len, colon + 1, n - name_len - 1);
 }
 
-/* Value of one hex digit, or -1. */
-static int s_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes, keeping malformed escapes literally. */
 size_t kvc_grpc_percent_decode(const char *in, size_t n, char *out, size_t cap)
 {
     size_t o = 0;
     for (size_t i = 0; i < n && o + 1 < cap; i++) {
-        if (in[i] == '%' && i + 2 < n && s_hex(in[i + 1]) >= 0 && s_hex(in[i + 2]) >= 0) {
-            out[o++] = (char)(s_hex(in[i + 1]) * 16 + s_hex(in[i + 2]));
+        if (in[i] == '%' && i + 2 < n && kvc_hex_digit(in[i + 1]) >= 0 &&
+            kvc_hex_digit(in[i + 2]) >= 0) {
+            out[o++] = (char)(kvc_hex_digit(in[i + 1]) * 16 + kvc_hex_digit(in[i + 2]));
             i += 2;
         } else {
             out[o++] = in[i];

@@ -60,16 +60,10 @@ static int s_hex4(const char *p, uint32_t *out)
 {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        char h = p[i];
-        v <<= 4;
-        if (h >= '0' && h <= '9')
-            v |= (uint32_t)(h - '0');
-        else if (h >= 'a' && h <= 'f')
-            v |= (uint32_t)(h - 'a' + 10);
-        else if (h >= 'A' && h <= 'F')
-            v |= (uint32_t)(h - 'A' + 10);
-        else
+        int d = kvc_hex_digit((unsigned char)p[i]);
+        if (d < 0)
             return -1;
+        v = v << 4 | (uint32_t)d;
     }
     *out = v;
     return 0;

@@ -85,6 +85,21 @@ static void test_strlcpy(void **state)
     assert_string_equal(dst, "abc");
 }
 
+static void test_hex_digit(void **state)
+{
+    (void)state;
+    const char *digits = "0123456789abcdef", *upper = "ABCDEF";
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(kvc_hex_digit(digits[i]), i);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(kvc_hex_digit(upper[i]), 10 + i);
+    const char *bad = "gG/:@`% \0";
+    for (const char *p = bad; *p; p++)
+        assert_int_equal(kvc_hex_digit(*p), -1);
+    assert_int_equal(kvc_hex_digit(0), -1);
+    assert_int_equal(kvc_hex_digit(0xe9), -1); /* a Latin-1 byte, as unsigned char */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -93,6 +108,7 @@ int main(void)
         cmocka_unit_test(test_alloc_failure_is_reported),
         cmocka_unit_test(test_err_prefix),
         cmocka_unit_test(test_parse_i64),
+        cmocka_unit_test(test_hex_digit),
         cmocka_unit_test(test_strlcpy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
