@@ -273,9 +273,8 @@ static int s_link_connect(kvc_daemon_t *self, kvc_link_t *link, const char *endp
 }
 
 /* Closes link's DEALER (e.g. before moving to a new endpoint). */
-static void s_link_disconnect(kvc_daemon_t *self, kvc_link_t *link)
+static void s_link_disconnect(kvc_link_t *link)
 {
-    (void)self;
     zsock_destroy(&link->dealer);
     kvc_link_closed(&link->t);
 }
@@ -499,7 +498,7 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
         } else {
             if (link->dealer)
                 kvc_info("peer %s moved to %s", member, hello->advertise);
-            s_link_disconnect(self, link);
+            s_link_disconnect(link);
             if (s_link_connect(self, link, hello->advertise) != 0)
                 kvc_warn("cannot connect to %s at %s", member, hello->advertise);
             else if (kvc_store_put(self->store, "peers", key, 32, hello->advertise,
