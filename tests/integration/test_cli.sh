@@ -108,8 +108,11 @@ ep=$(jqs "$T/p1.yaml" status .advertise)
 "$KVC" --config "$T/p1.yaml" status | grep -qF "  - $seed" || fail "kvc status does not print the seed to paste"
 write_config "$T/p2.yaml" p2 a eu "$T/p2" "$T/p2.id2" "$T/ca2/federation.pub" "$ep" "$key"
 sed -i 's#^  listen: tcp://127.0.0.1:0#  listen: tcp://127.0.0.1:0\n  timing:\n    probe_interval_ms: 200\n    probe_timeout_ms: 150\n    suspicion_mult: 1#' "$T/p2.yaml"
-# kvc monitor, started before p2 joins, sees it join
-"$KVC" --config "$T/p1.yaml" --json monitor --count 1 >"$T/monitor1" &
+# kvc monitor, started before p2 joins, sees it join. --since 0: p1 is fresh
+# and alone, so it holds no event yet, and from 0 the monitor cannot miss the
+# join however late its first call lands (without --since it streams from
+# its first reply, which a fast join can beat).
+"$KVC" --config "$T/p1.yaml" --json monitor --since 0 --count 1 >"$T/monitor1" &
 MON=$!
 KVC_PIDS="$KVC_PIDS $MON"
 start_peer p2 "$T/p2.yaml"
