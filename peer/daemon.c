@@ -747,14 +747,17 @@ static void s_metrics_event(void *core, uint64_t now, const kvc_member_event_t *
     kvc_daemon_t *self = core;
     switch (ev->type) {
     case KVC_MEMBER_EV_JOINED:
-    case KVC_MEMBER_EV_META:
     case KVC_MEMBER_EV_ALIVE:
+        kvc_peer_metrics_member_down(self->metrics, ev->id, 0);
+        s_summary_heard(self, ev->id);
+        break;
+    case KVC_MEMBER_EV_META: /* also arrives for a member already gone */
         s_summary_heard(self, ev->id);
         break;
     case KVC_MEMBER_EV_DEAD:
     case KVC_MEMBER_EV_LEFT:
     case KVC_MEMBER_EV_REAPED:
-        kvc_peer_metrics_member_down(self->metrics, ev->id);
+        kvc_peer_metrics_member_down(self->metrics, ev->id, 1);
         break;
     default:
         break;

@@ -394,8 +394,7 @@ int kvc_summary_set_put(kvc_summary_set_t *set, const char *peer, const char *si
     kvc_strlcpy(e->region, region, sizeof e->region);
     e->s = s;
     e->seen_ms = now_ms;
-    e->stale = 0;
-    e->down = 0;
+    e->stale = e->down; /* only membership brings a down peer back */
     s_resort(set, (size_t)idx);
 out:
     pthread_mutex_unlock(&set->mutex);
@@ -443,7 +442,7 @@ int kvc_summary_set_expire(kvc_summary_set_t *set, int64_t now_ms, int64_t stale
     return removed;
 }
 
-int kvc_summary_set_mark_down(kvc_summary_set_t *set, const char *peer)
+int kvc_summary_set_mark_down(kvc_summary_set_t *set, const char *peer, int down)
 {
     if (!set || !peer)
         return KVC_EINVAL;
@@ -451,8 +450,9 @@ int kvc_summary_set_mark_down(kvc_summary_set_t *set, const char *peer)
     pthread_mutex_lock(&set->mutex);
     for (size_t i = 0; i < set->n; i++)
         if (strcmp(set->e[i]->peer, peer) == 0) {
-            set->e[i]->down = 1;
-            set->e[i]->stale = 1;
+            set->e[i]->down = down != 0;
+            if (down)
+                set->e[i]->stale = 1;
             rc = KVC_OK;
         }
     pthread_mutex_unlock(&set->mutex);

@@ -140,9 +140,12 @@ int kvc_summary_set_put(kvc_summary_set_t *set, const char *peer, const char *si
 int kvc_summary_set_expire(kvc_summary_set_t *set, int64_t now_ms, int64_t stale_ms,
                            int64_t remove_ms, size_t *sites_down);
 
-/* Membership declared peer dead or gone: it is stale from now until a new
- * summary of it is put. KVC_ENOENT if absent. */
-int kvc_summary_set_mark_down(kvc_summary_set_t *set, const char *peer);
+/* down 1: membership declared peer dead or gone, so it is stale from now
+ * on, whatever summaries of it still arrive (gossip and push-pull carry a
+ * departed member's metadata for a while). down 0: membership has it alive
+ * again; its next put, or the expiry clock, decides freshness. KVC_ENOENT
+ * if absent. */
+int kvc_summary_set_mark_down(kvc_summary_set_t *set, const char *peer, int down);
 
 /* 1 if site has a fresh peer, 0 if all its peers are stale, KVC_ENOENT. */
 int kvc_summary_set_site_up(kvc_summary_set_t *set, const char *site);

@@ -344,8 +344,7 @@ static void s_remember(kvc_peer_metrics_t *self, const char *id, const char *sit
         p->has_prev = 1;
     }
     p->cur = *s;
-    p->heard_ms = now_ms;
-    p->down = 0;
+    p->heard_ms = now_ms; /* p->down stays: only membership clears it */
 }
 
 int kvc_peer_metrics_summary(kvc_peer_metrics_t *self, uint64_t now_ms, int force, uint8_t *out,
@@ -449,13 +448,13 @@ size_t kvc_peer_metrics_expire(kvc_peer_metrics_t *self, uint64_t now_ms, uint64
     return down;
 }
 
-void kvc_peer_metrics_member_down(kvc_peer_metrics_t *self, const char *id)
+void kvc_peer_metrics_member_down(kvc_peer_metrics_t *self, const char *id, int down)
 {
-    kvc_summary_set_mark_down(self->set, id);
+    kvc_summary_set_mark_down(self->set, id, down);
     pthread_mutex_lock(&self->lock);
     for (size_t i = 0; i < self->n_peers; i++)
         if (strcmp(self->peers[i].id, id) == 0)
-            self->peers[i].down = 1;
+            self->peers[i].down = down != 0;
     pthread_mutex_unlock(&self->lock);
 }
 

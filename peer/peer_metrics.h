@@ -107,10 +107,11 @@ int kvc_peer_metrics_heard(kvc_peer_metrics_t *self, const char *id, const char 
 size_t kvc_peer_metrics_expire(kvc_peer_metrics_t *self, uint64_t now_ms, uint64_t stale_ms,
                                uint64_t remove_ms);
 
-/* Membership declared member id dead or gone: its summary counts as stale
- * (kvc_peer_up 0, `kvc metrics` not fresh) until a new one is heard, so
+/* down 1: membership declared member id dead or gone: its summary counts
+ * as stale (kvc_peer_up 0, `kvc metrics` not fresh) until membership has it
+ * alive again (down 0), however many of its summaries still arrive, so
  * metrics and /federate agree with membership at once. */
-void kvc_peer_metrics_member_down(kvc_peer_metrics_t *self, const char *id);
+void kvc_peer_metrics_member_down(kvc_peer_metrics_t *self, const char *id, int down);
 
 /* --- any thread -------------------------------------------------------- */
 

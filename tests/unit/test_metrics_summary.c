@@ -236,6 +236,36 @@ static void test_staleness_and_site_up(void **state)
     kvc_summary_set_destroy(&set);
 }
 
+/* A member membership has gone stays down whatever summaries of it still
+ * arrive (a push-pull carries a departed member's newer metadata after its
+ * leave); only membership's "alive again" lets a summary count. */
+static void test_down_until_membership(void **state)
+{
+    kvc_summary_set_t *set = kvc_summary_set_new(0);
+    assert_int_equal(s_put(set, "c1", "c", 1, 0, 0), KVC_OK);
+    assert_int_equal(kvc_summary_set_site_up(set, "c"), 1);
+    assert_int_equal(kvc_summary_set_mark_down(set, "c1", 1), KVC_OK);
+    assert_int_equal(kvc_summary_set_mark_down(set, "zz", 1), KVC_ENOENT);
+    assert_int_equal(kvc_summary_set_site_up(set, "c"), 0);
+    /* a newer summary, heard after the leave */
+    assert_int_equal(s_put(set, "c1", "c", 2, 0, 100), KVC_OK);
+    assert_int_equal(kvc_summary_set_site_up(set, "c"), 0);
+    size_t down = 0;
+    assert_int_equal(kvc_summary_set_expire(set, 200, 5000, 20000, &down), 0);
+    assert_int_equal(down, 1);
+    assert_int_equal(kvc_summary_set_site_up(set, "c"), 0);
+    kvc_summary_t got;
+    assert_int_equal(kvc_summary_set_get(set, "c1", &got), KVC_OK);
+    assert_int_equal(got.version, 2); /* kept, just not counted */
+    /* back: membership says alive, then its summary counts again */
+    assert_int_equal(kvc_summary_set_mark_down(set, "c1", 0), KVC_OK);
+    assert_int_equal(s_put(set, "c1", "c", 3, 0, 300), KVC_OK);
+    assert_int_equal(kvc_summary_set_site_up(set, "c"), 1);
+    assert_int_equal(kvc_summary_set_expire(set, 400, 5000, 20000, &down), 0);
+    assert_int_equal(down, 0);
+    kvc_summary_set_destroy(&set);
+}
+
 static void test_federate_text(void **state)
 {
     kvc_summary_set_t *set = kvc_summary_set_new(0);
@@ -342,6 +372,7 @@ int main(void)
         cmocka_unit_test(test_hostile_decode),
         cmocka_unit_test(test_newer_version_wins),
         cmocka_unit_test(test_staleness_and_site_up),
+        cmocka_unit_test(test_down_until_membership),
         cmocka_unit_test(test_federate_text),
         cmocka_unit_test(test_news),
     };
