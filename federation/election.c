@@ -697,6 +697,62 @@ void kvc_election_stats(const kvc_election_t *e, kvc_election_stats_t *out)
         *out = e->stats;
 }
 
+/* --- the gossiped view --------------------------------------------------- */
+
+void kvc_election_view(const kvc_election_t *e, kvc_election_view_t *v)
+{
+    memset(v, 0, sizeof *v);
+    v->term = e->term;
+    v->state = e->state;
+    v->voter = e->self_voter;
+    const char *leader = kvc_election_leader(e);
+    if (leader)
+        kvc_strlcpy(v->leader, leader, sizeof v->leader);
+}
+
+int kvc_election_view_encode(const kvc_election_view_t *v, uint8_t *out, size_t cap, size_t *len)
+{
+    if (!v || !out || !len || (v->leader[0] && !s_id_valid(v->leader)) ||
+        (unsigned)v->state > KVC_ELECTION_LEADER)
+        return KVC_EINVAL;
+    Kvc__Election__View m = KVC__ELECTION__VIEW__INIT;
+    m.version = WIRE_VERSION;
+    m.term = v->term;
+    m.leader = (char *)v->leader;
+    m.state = (uint32_t)v->state;
+    m.voter = v->voter != 0;
+    size_t n = kvc__election__view__get_packed_size(&m);
+    if (n > cap || n > KVC_ELECTION_VIEW_MAX)
+        return KVC_ERANGE;
+    *len = kvc__election__view__pack(&m, out);
+    return KVC_OK;
+}
+
+int kvc_election_view_decode(const uint8_t *data, size_t len, kvc_election_view_t *v)
+{
+    if (!v || (!data && len))
+        return KVC_EINVAL;
+    if (len > KVC_ELECTION_VIEW_MAX)
+        return KVC_ERANGE;
+    kvc_pb_alloc_t alloc;
+    Kvc__Election__View *m = kvc__election__view__unpack(kvc_pb_alloc_init(&alloc), len, data);
+    if (!m) {
+        int rc = kvc_pb_alloc_error(&alloc);
+        return rc == KVC_ENOMEM ? rc : KVC_EPARSE;
+    }
+    int ok = m->version == WIRE_VERSION && m->state <= KVC_ELECTION_LEADER &&
+             strlen(m->leader) <= KVC_MEMBER_ID_MAX && (!m->leader[0] || s_id_valid(m->leader));
+    if (ok) {
+        memset(v, 0, sizeof *v);
+        v->term = m->term;
+        kvc_strlcpy(v->leader, m->leader, sizeof v->leader);
+        v->state = (kvc_election_state_t)m->state;
+        v->voter = m->voter;
+    }
+    kvc__election__view__free_unpacked(m, kvc_pb_allocator());
+    return ok ? KVC_OK : KVC_EPARSE;
+}
+
 /* --- the core.h interface ------------------------------------------------ */
 
 static int s_core_receive(void *core, uint64_t now_ms, const char *from, const uint8_t *msg,

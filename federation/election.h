@@ -172,6 +172,26 @@ typedef struct {
 /* Copies the counters into *out. */
 void kvc_election_stats(const kvc_election_t *e, kvc_election_stats_t *out);
 
+/* What a peer gossips about its election (membership metadata). */
+#define KVC_ELECTION_VIEW_META_KEY "el"
+#define KVC_ELECTION_VIEW_MAX 256 /* encoded bytes, never decode more */
+typedef struct {
+    uint64_t term;
+    char leader[KVC_MEMBER_ID_MAX + 1]; /* "" unknown */
+    kvc_election_state_t state;
+    int voter;
+} kvc_election_view_t;
+
+/* Fills *v from the core (voter: whether we are in the voter set). */
+void kvc_election_view(const kvc_election_t *e, kvc_election_view_t *v);
+/* Encodes *v into out[0..cap); *len gets the size. KVC_ERANGE if it does
+ * not fit, KVC_EINVAL for a leader that is not a member id. */
+int kvc_election_view_encode(const kvc_election_view_t *v, uint8_t *out, size_t cap, size_t *len);
+/* Decodes and checks a view from hostile bytes: KVC_EPARSE (malformed, an
+ * unknown version, a state out of range, a leader that is not "site/name"),
+ * KVC_ERANGE (over KVC_ELECTION_VIEW_MAX); *v untouched on error. */
+int kvc_election_view_decode(const uint8_t *data, size_t len, kvc_election_view_t *v);
+
 /* The election core on the core.h interface (state: a kvc_election_t). */
 extern const kvc_core_ops_t kvc_election_core_ops;
 

@@ -32,7 +32,7 @@ declare -a KEYS PEER_PID
 for i in 0 1 2; do
     s=${SITES[$i]}
     mkdir -p "$ROOT/$s"
-    "$KVC" cert issue --ca "$ROOT/ca" --site "$s" --name gw-1 --roles gateway \
+    "$KVC" cert issue --ca "$ROOT/ca" --site "$s" --name gw-1 --roles gateway,voter \
         --out "$ROOT/$s/identity" >/dev/null
     KEYS[$i]=$(sed -n 's/^public: *//p' "$ROOT/$s/identity")
 done

@@ -1293,8 +1293,9 @@ void kvc_config_defaults(kvc_config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     kvc_strlcpy(cfg->region, "default", sizeof cfg->region);
-    kvc_strlcpy(cfg->roles[0], KVC_DEFAULT_ROLES, sizeof cfg->roles[0]);
-    cfg->n_roles = 1;
+    kvc_strlcpy(cfg->roles[0], "gateway", sizeof cfg->roles[0]); /* KVC_DEFAULT_ROLES */
+    kvc_strlcpy(cfg->roles[1], "voter", sizeof cfg->roles[1]);
+    cfg->n_roles = 2;
     kvc_strlcpy(cfg->data_dir, "/var/lib/kvc", sizeof cfg->data_dir);
     kvc_strlcpy(cfg->credential, "/var/lib/kvc/identity", sizeof cfg->credential);
     kvc_strlcpy(cfg->trust, "/var/lib/kvc/federation.pub", sizeof cfg->trust);

@@ -17,7 +17,9 @@
 #define KVC_PATH_MAX 1024
 #define KVC_ENDPOINT_MAX 256
 #define KVC_MAX_ROLES 8
-#define KVC_DEFAULT_ROLES "gateway" /* a peer config without peer.roles; kvc cert issue without --roles */
+/* A peer config without peer.roles, and kvc cert issue without --roles: a
+ * gateway that votes in its site's coordinator election. */
+#define KVC_DEFAULT_ROLES "gateway,voter"
 #define KVC_MAX_SEEDS 64
 #define KVC_MAX_REVOKED 256
 #define KVC_MAX_BACKENDS 16

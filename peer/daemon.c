@@ -19,6 +19,7 @@
 #include "backend_scrape.h"
 #include "clock.h"
 #include "control.h"
+#include "coordinator.h"
 #include "core.h"
 #include "credential.h"
 #include "ctl_table.h"
@@ -88,6 +89,7 @@ struct kvc_daemon {
     zhashx_t *links;                 /* key_hex -> kvc_link_t* */
     zhashx_t *by_member;             /* member id -> verified kvc_link_t* (borrowed) */
     kvc_swim_t *swim;                /* the membership core */
+    kvc_coord_t *coord;              /* the site coordinator election */
     kvc_core_set_t cores;            /* channel -> core; every core's timers */
     kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
@@ -392,13 +394,29 @@ static void s_keep_event(kvc_daemon_t *self, const kvc_member_event_t *ev)
     self->events[i].ev = *ev;
 }
 
+/* Gossips our view of the election when it changed (term, state, leader). */
+static void s_publish_election(kvc_daemon_t *self)
+{
+    uint8_t view[KVC_ELECTION_VIEW_MAX];
+    size_t len = 0;
+    if (kvc_coord_view_changed(self->coord, view, sizeof view, &len) == 1 &&
+        kvc_swim_set_meta(self->swim, KVC_ELECTION_VIEW_META_KEY, view, len, s_now_ms()) != 0)
+        kvc_warn("election: cannot publish our view in membership metadata");
+}
+
 /* Hands the cores' member events to every core, sends every message they
  * wrote, and logs and keeps the events. Called after every core call. */
 static void s_flush(kvc_daemon_t *self)
 {
     kvc_outbox_t *out = &self->out;
     kvc_core_set_deliver(&self->cores, s_now_ms(), out);
+    /* the term and vote are on disk before any message that depends on them */
+    int election_ok = kvc_coord_persist(self->coord) == 0;
     for (size_t i = 0; i < out->n_msgs; i++) {
+        if (!election_ok && out->msgs[i].channel == KVC_ELECTION_CHANNEL) {
+            self->send_dropped++;
+            continue;
+        }
         kvc_link_t *link = s_link_for_member(self, out->msgs[i].to);
         if (link && link->t.verified)
             s_send_core(self, link, out->msgs[i].channel, kvc_outbox_data(out, i),
@@ -415,6 +433,7 @@ static void s_flush(kvc_daemon_t *self)
     out->refused = 0;
     kvc_outbox_reset(out);
     kvc_core_set_flushed(&self->cores);
+    s_publish_election(self);
 }
 
 /* Runs every core whose deadline has come. */
@@ -427,6 +446,15 @@ static void s_cores_tick(kvc_daemon_t *self, uint64_t now)
 }
 
 /* --- receiving --------------------------------------------------------- */
+
+/* Does a verified credential hold role? */
+static int s_has_role(const kvc_cred_t *cred, const char *role)
+{
+    for (size_t i = 0; i < cred->n_roles; i++)
+        if (strcmp(cred->roles[i], role) == 0)
+            return 1;
+    return 0;
+}
 
 /* Maps a credential verification error to a reject reason. */
 static kvc_reject_t s_cred_reject(int rc)
@@ -487,6 +515,8 @@ static void s_on_hello(kvc_daemon_t *self, const uint8_t key[32], const char *ke
     kvc_strlcpy(link->member_id, member, sizeof link->member_id);
     kvc_strlcpy(link->region, hello->region, sizeof link->region);
     zhashx_update(self->by_member, member, link);
+    if (kvc_coord_credential(self->coord, member, s_has_role(&cred, KVC_COORD_VOTER_ROLE), now) != 0)
+        kvc_warn("election: cannot record %s in the voter set", member);
     if (!was_verified)
         kvc_info("peer %s linked (key %.16s…, %s)", member, key_hex, hello->advertise);
     else if (old_start != hello->started_ms)
@@ -945,6 +975,8 @@ static void s_metrics_row(void *arg, const char *site, const char *peer, const c
     r->p99_s = p99;
 }
 
+static int s_fill_coordinators(kvc_daemon_t *self, kvc_ctl_ctx_t *ctx);
+
 static int s_cmd_status(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     kvc_daemon_t *self = arg;
@@ -973,8 +1005,102 @@ static int s_cmd_status(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *
     }
     st->members_by_state = by_statep;
     st->n_members_by_state = 4;
+    Kvc__Ctl__Election *el = kvc_ctl_alloc(ctx, 1, sizeof *el);
+    if (!el)
+        return KVC_ENOMEM;
+    kvc__ctl__election__init(el);
+    const kvc_election_t *e = kvc_coord_election(self->coord);
+    kvc_election_view_t v;
+    kvc_election_view(e, &v);
+    kvc_election_stats_t es;
+    kvc_election_stats(e, &es);
+    uint64_t now = s_now_ms();
+    el->voter = v.voter;
+    el->state = (char *)kvc_election_state_name(v.state);
+    el->term = v.term;
+    el->coordinator = kvc_ctl_strdup(ctx, v.leader);
+    el->voters = (uint32_t)kvc_coord_voters(self->coord);
+    el->can_act = kvc_election_can_act(e, now);
+    el->lease_ms_left = el->can_act ? kvc_election_lease_end(e) - now : 0;
+    el->elections = es.elections;
+    el->won = es.won;
+    el->step_downs = es.step_downs;
+    st->election = el;
     ctx->rep.status = st;
-    return 0;
+    return s_fill_coordinators(self, ctx);
+}
+
+/* The election view member id gossiped (ours from the core); 0 if none. */
+static int s_member_view(kvc_daemon_t *self, const kvc_swim_member_t *m, kvc_election_view_t *v)
+{
+    if (m->is_self) {
+        kvc_election_view(kvc_coord_election(self->coord), v);
+        return 1;
+    }
+    const uint8_t *val;
+    size_t len;
+    return kvc_swim_member_meta(self->swim, m->id, KVC_ELECTION_VIEW_META_KEY, &val, &len) == 0 &&
+           kvc_election_view_decode(val, len, v) == 0;
+}
+
+/* Every site's coordinator from the members' gossiped views: at the highest
+ * term an alive member of the site reports, the member claiming leadership,
+ * else the leader the site's followers name (if it is alive); none while a
+ * new term has no leader yet. */
+static int s_fill_coordinators(kvc_daemon_t *self, kvc_ctl_ctx_t *ctx)
+{
+    size_t n = kvc_swim_member_count(self->swim), ns = 0;
+    Kvc__Ctl__SiteCoordinator *sc = kvc_ctl_alloc(ctx, n ? n : 1, sizeof *sc);
+    Kvc__Ctl__SiteCoordinator **scp = kvc_ctl_alloc(ctx, n ? n : 1, sizeof *scp);
+    /* per site: the term of its best claim, and whether it was a leader's own */
+    uint64_t *claim_term = kvc_ctl_alloc(ctx, n ? n : 1, sizeof *claim_term);
+    int *own = kvc_ctl_alloc(ctx, n ? n : 1, sizeof *own);
+    if (!sc || !scp || !claim_term || !own)
+        return KVC_ENOMEM;
+    for (int pass = 0; pass < 2; pass++) /* 0: leaders' own claims, 1: followers' word */
+        for (size_t i = 0; i < n; i++) {
+            kvc_swim_member_t m;
+            kvc_election_view_t v;
+            if (kvc_swim_member_at(self->swim, i, &m) != 0 || m.state != KVC_SWIM_ALIVE ||
+                !s_member_view(self, &m, &v))
+                continue;
+            size_t k = 0;
+            while (k < ns && strcmp(sc[k].site, m.site) != 0)
+                k++;
+            if (k == ns) {
+                kvc__ctl__site_coordinator__init(&sc[k]);
+                sc[k].site = kvc_ctl_strdup(ctx, m.site);
+                sc[k].coordinator = "";
+                claim_term[k] = 0;
+                own[k] = 0;
+                scp[k] = &sc[k];
+                ns++;
+            }
+            if (pass == 0) {
+                if (v.term > sc[k].term)
+                    sc[k].term = v.term;
+                if (v.voter)
+                    sc[k].voters_alive++;
+                if (v.state == KVC_ELECTION_LEADER && v.term >= claim_term[k]) {
+                    sc[k].coordinator = kvc_ctl_strdup(ctx, m.id);
+                    claim_term[k] = v.term;
+                    own[k] = 1;
+                }
+            } else if (!own[k] && v.leader[0] && v.term >= claim_term[k]) {
+                kvc_swim_member_t l;
+                if (kvc_swim_member_get(self->swim, v.leader, &l) == 0 &&
+                    l.state == KVC_SWIM_ALIVE) {
+                    sc[k].coordinator = kvc_ctl_strdup(ctx, v.leader);
+                    claim_term[k] = v.term;
+                }
+            }
+        }
+    for (size_t k = 0; k < ns; k++)
+        if (claim_term[k] < sc[k].term || !sc[k].coordinator)
+            sc[k].coordinator = ""; /* a newer term has no leader yet */
+    ctx->rep.coordinators = scp;
+    ctx->rep.n_coordinators = ns;
+    return KVC_OK;
 }
 
 static int s_cmd_members(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
@@ -1002,6 +1128,13 @@ static int s_cmd_members(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t 
         cm->incarnation = m.incarnation;
         cm->is_self = m.is_self;
         cm->last_change_ms_ago = kvc_elapsed(now, m.last_change_ms);
+        kvc_election_view_t v;
+        cm->election_state = "";
+        if (s_member_view(self, &m, &v)) {
+            cm->voter = v.voter;
+            cm->election_state = (char *)kvc_election_state_name(v.state);
+            cm->term = v.term;
+        }
         double rtt = -1;
         /* no round trip to a member that is not there */
         int there = m.state == KVC_SWIM_ALIVE || m.state == KVC_SWIM_SUSPECT;
@@ -1013,7 +1146,7 @@ static int s_cmd_members(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t 
     ctx->rep.members = memberp;
     ctx->rep.n_members = k;
     ctx->rep.local_health = kvc_swim_local_health(self->swim);
-    return 0;
+    return s_fill_coordinators(self, ctx);
 }
 
 static int s_cmd_metrics(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
@@ -1403,11 +1536,21 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
     kvc_outbox_init(&self->out, 0);
     if (!self->swim)
         return kvc_err_set(err, KVC_ENOMEM, "cannot create the membership core");
+    kvc_election_config_t ec;
+    kvc_election_config_profile(&ec, self->cfg.profile == KVC_PROFILE_WAN ? "wan" : "lan");
+    randombytes_buf(&seed, sizeof seed);
+    self->coord = kvc_coord_new(self->store, &ec, self->self_id,
+                                s_has_role(&self->id.cred, KVC_COORD_VOTER_ROLE), seed, s_now_ms(),
+                                err);
+    if (!self->coord)
+        return KVC_EINVAL;
     /* The table: every protocol is one row (channel = envelope body kind). */
     kvc_core_set_init(&self->cores);
     int rc = kvc_core_set_add(&self->cores, &kvc_swim_core_ops, self->swim);
     if (rc == 0)
         rc = kvc_core_set_add(&self->cores, &s_metrics_core, self);
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, &kvc_coord_core_ops, self->coord);
 #ifdef KVC_NEXT_KIND
     if (rc == 0 && !(self->next = kvc_calloc(1, sizeof *self->next)))
         rc = KVC_ENOMEM;
@@ -1743,6 +1886,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     kvc_peer_metrics_destroy(&self->metrics);
     zhashx_destroy(&self->by_member);
     zhashx_destroy(&self->links);
+    kvc_coord_destroy(&self->coord);
     kvc_swim_destroy(&self->swim);
     kvc_outbox_free(&self->out);
 #ifdef KVC_NEXT_KIND

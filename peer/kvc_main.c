@@ -162,6 +162,31 @@ static void s_json_num(double v, const char *fmt)
 
 /* ---- kvc status ---------------------------------------------------------- */
 
+/* ,"coordinators":[{site, coordinator, term, voters_alive}...] */
+static void s_json_coordinators(const Kvc__Ctl__Reply *rep)
+{
+    printf(",\"coordinators\":[");
+    for (size_t i = 0; i < rep->n_coordinators; i++) {
+        const Kvc__Ctl__SiteCoordinator *c = rep->coordinators[i];
+        printf("%s{\"site\":", i ? "," : "");
+        kvc_json_str(stdout, c->site);
+        kvc_json_field(stdout, "coordinator", c->coordinator);
+        printf(",\"term\":%llu,\"voters_alive\":%u}", (unsigned long long)c->term,
+               c->voters_alive);
+    }
+    putchar(']');
+}
+
+/* The coordinator entry of site in rep, or NULL. */
+static const Kvc__Ctl__SiteCoordinator *s_site_coordinator(const Kvc__Ctl__Reply *rep,
+                                                            const char *site)
+{
+    for (size_t i = 0; i < rep->n_coordinators; i++)
+        if (strcmp(rep->coordinators[i]->site, site) == 0)
+            return rep->coordinators[i];
+    return NULL;
+}
+
 static int s_cmd_status(const kvc_cli_opts_t *o)
 {
     Kvc__Ctl__Reply *rep = NULL;
@@ -204,9 +229,23 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
             printf(":%u", st->members_by_state[i]->value);
         }
         printf("},\"membership_dropped\":%llu", (unsigned long long)st->membership_dropped);
-        printf(",\"msgs_in\":%llu,\"msgs_out\":%llu,\"send_dropped\":%llu}\n",
+        printf(",\"msgs_in\":%llu,\"msgs_out\":%llu,\"send_dropped\":%llu",
                (unsigned long long)st->msgs_in, (unsigned long long)st->msgs_out,
                (unsigned long long)st->send_dropped);
+        const Kvc__Ctl__Election *el = st->election;
+        if (el) {
+            printf(",\"election\":{\"voter\":%s", el->voter ? "true" : "false");
+            kvc_json_field(stdout, "state", el->state);
+            printf(",\"term\":%llu", (unsigned long long)el->term);
+            kvc_json_field(stdout, "coordinator", el->coordinator);
+            printf(",\"voters\":%u,\"can_act\":%s,\"lease_ms_left\":%llu,\"elections\":%llu,"
+                   "\"won\":%llu,\"step_downs\":%llu}",
+                   el->voters, el->can_act ? "true" : "false",
+                   (unsigned long long)el->lease_ms_left, (unsigned long long)el->elections,
+                   (unsigned long long)el->won, (unsigned long long)el->step_downs);
+        }
+        s_json_coordinators(rep);
+        puts("}");
     } else {
         char up[32];
         printf("%-16s %s/%s\n", "member", st->site, st->name);
@@ -240,6 +279,25 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
         printf("%-16s %llu in, %llu out, %llu dropped\n", "messages",
                (unsigned long long)st->msgs_in, (unsigned long long)st->msgs_out,
                (unsigned long long)st->send_dropped);
+        const Kvc__Ctl__Election *el = st->election;
+        if (el) {
+            printf("%-16s %s, term %llu", "election", el->voter ? el->state : "not a voter",
+                   (unsigned long long)el->term);
+            if (el->can_act)
+                printf(", coordinator (lease %llu ms left)", (unsigned long long)el->lease_ms_left);
+            else if (el->coordinator[0])
+                printf(", coordinator %s", el->coordinator);
+            else
+                printf(", no coordinator known");
+            printf(", %u voter%s\n", el->voters, el->voters == 1 ? "" : "s");
+        }
+        for (size_t i = 0; i < rep->n_coordinators; i++) {
+            const Kvc__Ctl__SiteCoordinator *c = rep->coordinators[i];
+            char what[160];
+            snprintf(what, sizeof what, "%s: %s (term %llu)", c->site,
+                     c->coordinator[0] ? c->coordinator : "none", (unsigned long long)c->term);
+            printf("%-16s %s\n", i ? "" : "coordinators", what);
+        }
         printf("\nTo join another peer to this one, add to its federation.seeds:\n  - %s\n",
                st->seed);
     }
@@ -355,7 +413,10 @@ static int s_cmd_members(const kvc_cli_opts_t *o)
             }
             putchar(']');
             kvc_json_field(stdout, "endpoint", m->endpoint);
-            printf(",\"self\":%s}", m->is_self ? "true" : "false");
+            printf(",\"self\":%s,\"voter\":%s", m->is_self ? "true" : "false",
+                   m->voter ? "true" : "false");
+            kvc_json_field(stdout, "election_state", m->election_state);
+            printf(",\"term\":%llu}", (unsigned long long)m->term);
         } else {
             char rtt[24], ago[32], id[80];
             if (m->rtt_ms < 0)
@@ -429,8 +490,8 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     if (o->json)
         putchar('[');
     else
-        printf("%-20s %-12s %6s %7s %6s %6s %9s\n", "SITE", "REGION", "ALIVE", "SUSPECT", "DEAD",
-               "LEFT", "RTT");
+        printf("%-20s %-12s %6s %7s %6s %6s %9s  %-28s %5s\n", "SITE", "REGION", "ALIVE",
+               "SUSPECT", "DEAD", "LEFT", "RTT", "COORDINATOR", "TERM");
     for (size_t k = 0; k < ns; k++) {
         unsigned cnt[4] = {0};
         const char *region = "";
@@ -448,6 +509,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
             if (m->rtt_ms >= 0 && strcmp(m->state, "alive") == 0 && (rtt < 0 || m->rtt_ms < rtt))
                 rtt = m->rtt_ms;
         }
+        const Kvc__Ctl__SiteCoordinator *sc = s_site_coordinator(rep, sites[k]);
         if (o->json) {
             printf("%s{\"site\":", k ? "," : "");
             kvc_json_str(stdout, sites[k]);
@@ -455,15 +517,21 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
             printf(",\"alive\":%u,\"suspect\":%u,\"dead\":%u,\"left\":%u,\"rtt_ms\":", cnt[0],
                    cnt[1], cnt[2], cnt[3]);
             s_json_num(rtt, "%.3f");
-            putchar('}');
+            kvc_json_field(stdout, "coordinator", sc ? sc->coordinator : "");
+            printf(",\"term\":%llu,\"voters_alive\":%u}", sc ? (unsigned long long)sc->term : 0ull,
+                   sc ? sc->voters_alive : 0);
         } else {
             char r[24];
             if (rtt < 0)
                 snprintf(r, sizeof r, "-");
             else
                 snprintf(r, sizeof r, "%.1fms", rtt);
-            printf("%-20s %-12s %6u %7u %6u %6u %9s\n", sites[k], region, cnt[0], cnt[1], cnt[2],
-                   cnt[3], r);
+            char term[24] = "-";
+            if (sc && sc->term)
+                snprintf(term, sizeof term, "%llu", (unsigned long long)sc->term);
+            printf("%-20s %-12s %6u %7u %6u %6u %9s  %-28s %5s\n", sites[k], region, cnt[0],
+                   cnt[1], cnt[2], cnt[3], r, sc && sc->coordinator[0] ? sc->coordinator : "-",
+                   term);
         }
     }
     if (o->json)

@@ -59,9 +59,9 @@ static int s_dev_prepare(kvc_config_t *cfg, const char *dir, kvc_err_t *err)
     if (rc)
         return rc;
     if (stat(cfg->credential, &sb) != 0) {
-        const char *roles[] = {"gateway"};
+        const char *roles[] = {"gateway", "voter"};
         kvc_identity_t id;
-        rc = kvc_cred_issue(&ca, cfg->site, cfg->name, roles, 1, (int64_t)time(NULL), 365, &id,
+        rc = kvc_cred_issue(&ca, cfg->site, cfg->name, roles, 2, (int64_t)time(NULL), 365, &id,
                             err);
         if (rc == 0)
             rc = kvc_identity_save(&id, cfg->credential, err);

@@ -1,12 +1,14 @@
 /*
  * libFuzzer target for the election decoder: feeds arbitrary bytes as
  * messages from voters into a core that leads a three-voter site (so every
- * handler, leader or follower, is reachable), then runs its timers. Any
+ * handler, leader or follower, is reachable), then runs its timers; and
+ * decodes the whole input as a gossiped view (round trip checked). Any
  * crash, leak, UB or oversized output is a bug.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "election.h"
 
@@ -32,6 +34,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < out.n_msgs; i++)
         if (out.msgs[i].len > KVC_ELECTION_WIRE_MAX || out.msgs[i].channel != KVC_ELECTION_CHANNEL)
             abort();
+    /* The whole input as a gossiped view: a decoded one re-encodes to an
+     * equal view. */
+    kvc_election_view_t v, w;
+    if (kvc_election_view_decode(data, size, &v) == 0) {
+        uint8_t buf[KVC_ELECTION_VIEW_MAX];
+        size_t n;
+        if (kvc_election_view_encode(&v, buf, sizeof buf, &n) != 0 ||
+            kvc_election_view_decode(buf, n, &w) != 0 || w.term != v.term ||
+            w.state != v.state || w.voter != v.voter || strcmp(w.leader, v.leader) != 0)
+            abort();
+    }
     kvc_outbox_free(&out);
     kvc_election_destroy(&e);
     return 0;

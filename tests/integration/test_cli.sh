@@ -92,8 +92,8 @@ grep -q "credential is for a/p1 but peer.site/name is a/p2" "$T/err" || fail "me
     fail "kvc --json ca init is not JSON"
 for n in p1 p2; do
     "$KVC" --json cert issue --ca "$T/ca2" --site a --name "$n" --out "$T/$n.id2" >"$T/issue.json"
-    jq -e '.roles == ["gateway"]' "$T/issue.json" >/dev/null ||
-        fail "cert issue without --roles: $(cat "$T/issue.json"), not the config default [gateway]"
+    jq -e '.roles == ["gateway","voter"]' "$T/issue.json" >/dev/null ||
+        fail "cert issue without --roles: $(cat "$T/issue.json"), not the config default [gateway,voter]"
     mkdir -p "$T/$n"
 done
 "$KVC" --json cert show "$T/p1.id2" | jq -e '.member == "a/p1"' >/dev/null ||

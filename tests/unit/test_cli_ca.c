@@ -536,16 +536,17 @@ static void test_json_and_default_roles(void **state)
     assert_int_equal(r.rc, 0);
     kvc_identity_t id;
     assert_int_equal(kvc_identity_load(e->id, &id, &err), KVC_OK);
-    assert_int_equal(id.cred.n_roles, 1);
-    assert_string_equal(id.cred.roles[0], KVC_DEFAULT_ROLES);
+    assert_int_equal(id.cred.n_roles, 2);
+    assert_string_equal(id.cred.roles[0], "gateway");
+    assert_string_equal(id.cred.roles[1], "voter");
     char to[32];
     kvc_key_hex(id.cred.curve_public, hex);
     kvc_cred_time_str(id.cred.not_after, to, sizeof to);
     kvc_identity_wipe(&id);
     snprintf(want, sizeof want,
-             "{\"member\":\"edge-1/gw-a\",\"public_key\":\"%s\",\"roles\":[\"%s\"],"
-             "\"not_after\":\"%s\",\"identity\":\"%s\"}\n",
-             hex, KVC_DEFAULT_ROLES, to, e->id);
+             "{\"member\":\"edge-1/gw-a\",\"public_key\":\"%s\",\"roles\":[\"gateway\","
+             "\"voter\"],\"not_after\":\"%s\",\"identity\":\"%s\"}\n",
+             hex, to, e->id);
     assert_string_equal(r.out, want);
 
     /* an empty --roles is refused, not taken as "no roles" */

@@ -166,8 +166,9 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->name, "a");
     assert_string_equal(cfg->site, "b");
     assert_string_equal(cfg->region, "default");
-    assert_int_equal(cfg->n_roles, 1);
+    assert_int_equal(cfg->n_roles, 2);
     assert_string_equal(cfg->roles[0], "gateway");
+    assert_string_equal(cfg->roles[1], "voter");
     assert_string_equal(cfg->data_dir, "/var/lib/kvc");
     assert_string_equal(cfg->credential, "/var/lib/kvc/identity");
     assert_string_equal(cfg->trust, "/var/lib/kvc/federation.pub");

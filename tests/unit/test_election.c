@@ -262,6 +262,58 @@ static void test_config(void **state)
     assert_null(kvc_election_new(&c, "site-a/p0", 0, "Bad/Id", 1, 0));
 }
 
+/* The gossiped view: what the core says about itself, round-tripped, and
+ * hostile bytes refused without touching the output. */
+static void test_view(void **state)
+{
+    kvc_election_config_t c;
+    kvc_election_config_profile(&c, "lan");
+    kvc_election_t *e = kvc_election_new(&c, "site-a/solo", 4, NULL, 7, 5000);
+    assert_non_null(e);
+    kvc_election_view_t v, w;
+    kvc_election_view(e, &v);
+    assert_int_equal(v.term, 4);
+    assert_int_equal(v.state, KVC_ELECTION_FOLLOWER);
+    assert_false(v.voter);
+    assert_string_equal(v.leader, "");
+    const char *ids[] = {"site-a/solo"};
+    assert_int_equal(kvc_election_set_voters(e, ids, 1, 5000), 0);
+    kvc_outbox_t out;
+    kvc_outbox_init(&out, 0);
+    assert_int_equal(kvc_election_tick(e, 5000, &out), 0);
+    kvc_election_view(e, &v);
+    assert_int_equal(v.term, 5);
+    assert_int_equal(v.state, KVC_ELECTION_LEADER);
+    assert_true(v.voter);
+    assert_string_equal(v.leader, "site-a/solo");
+    uint8_t buf[KVC_ELECTION_VIEW_MAX];
+    size_t n = 0;
+    assert_int_equal(kvc_election_view_encode(&v, buf, sizeof buf, &n), 0);
+    assert_true(n > 0 && n < 64);
+    memset(&w, 0x5a, sizeof w);
+    assert_int_equal(kvc_election_view_decode(buf, n, &w), 0);
+    assert_int_equal(w.term, 5);
+    assert_int_equal(w.state, KVC_ELECTION_LEADER);
+    assert_true(w.voter);
+    assert_string_equal(w.leader, "site-a/solo");
+    assert_int_equal(kvc_election_view_encode(&v, buf, 3, &n), KVC_ERANGE);
+    /* hostile: garbage, too long, a leader that is no member id, a state out of range */
+    kvc_election_view_t keep = w;
+    static const uint8_t junk[] = {0xff, 0xff, 0xff};
+    assert_int_equal(kvc_election_view_decode(junk, sizeof junk, &w), KVC_EPARSE);
+    uint8_t big[KVC_ELECTION_VIEW_MAX + 1] = {0};
+    assert_int_equal(kvc_election_view_decode(big, sizeof big, &w), KVC_ERANGE);
+    static const uint8_t bad_leader[] = {0x08, 0x01, 0x1a, 0x03, 'A', '/', 'b'};
+    assert_int_equal(kvc_election_view_decode(bad_leader, sizeof bad_leader, &w), KVC_EPARSE);
+    static const uint8_t bad_state[] = {0x08, 0x01, 0x20, 0x09};
+    assert_int_equal(kvc_election_view_decode(bad_state, sizeof bad_state, &w), KVC_EPARSE);
+    static const uint8_t bad_version[] = {0x08, 0x02};
+    assert_int_equal(kvc_election_view_decode(bad_version, sizeof bad_version, &w), KVC_EPARSE);
+    assert_memory_equal(&w, &keep, sizeof w);
+    kvc_outbox_free(&out);
+    kvc_election_destroy(&e);
+}
+
 static void test_one_voter_elects_itself(void **state)
 {
     kvc_election_config_t c;
@@ -787,6 +839,7 @@ int main(void)
         cmocka_unit_test(test_safety_random),
         cmocka_unit_test(test_hostile_bytes),
         cmocka_unit_test(test_core_ops),
+        cmocka_unit_test(test_view),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
