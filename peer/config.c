@@ -1154,6 +1154,54 @@ static const s_field_t s_proxy_fields[] = {
      3u * 1024 * 1024 * 1024},
 };
 
+/* kubernetes.kind: kubeadm or k3s. */
+static int s_v_kube_kind(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    static const char *const names[] = {"kubeadm", "k3s"};
+    int i = 0;
+    int rc = s_take_choice(ctx, names, 2, "kubeadm, k3s", &i);
+    if (!rc)
+        kvc_strlcpy(s_target(f, obj), names[i], f->size);
+    return rc;
+}
+
+/* kubernetes.api_server: host:port, as the joining node reaches it. */
+static int s_v_api_server(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc || !dst[0])
+        return rc;
+    int wildcard = 0;
+    const char *why = s_check_hostport(dst, 0, &wildcard, NULL, 0);
+    if (!why && wildcard)
+        why = "is a wildcard address; give the address nodes reach";
+    return why ? s_bad_value(ctx, why) : 0;
+}
+
+/* kubernetes.groups: comma-separated group names, no spaces. */
+static int s_v_groups(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc)
+        return rc;
+    for (const char *p = dst; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr(":-.,", *p)))
+            return s_bad_value(ctx, "must be group names [a-z0-9:.-] separated by commas");
+    return 0;
+}
+
+static const s_field_t s_kube_fields[] = {
+    {"kubeconfig", s_v_path, S_CFG(kube_kubeconfig), NULL, 0, 0},
+    {"kind", s_v_kube_kind, S_CFG(kube_kind), NULL, 0, 0},
+    {"api_server", s_v_api_server, S_CFG(kube_api_server), NULL, 0, 0},
+    {"groups", s_v_groups, S_CFG(kube_groups), NULL, 0, 0},
+    {"token_ttl_s", s_v_u32_strict, S_CFG(kube_token_ttl_s), NULL, 10, 59},
+    {"join_window_s", s_v_u32_strict, S_CFG(join_window_s), NULL, 5, 3600},
+    {"progress_timeout_s", s_v_u32_strict, S_CFG(join_progress_timeout_s), NULL, 5, 300},
+};
+
 static const s_field_t s_log_fields[] = {
     {"level", s_v_log_level, 0, 0, NULL, 0, 0},
 };
@@ -1192,6 +1240,12 @@ static int s_v_proxy(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return s_parse_mapping(ctx, s_proxy_fields, S_N(s_proxy_fields), obj);
 }
 
+/* kubernetes: */
+static int s_v_kube(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    return s_parse_mapping(ctx, s_kube_fields, S_N(s_kube_fields), obj);
+}
+
 /* log: */
 static int s_v_log(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
@@ -1204,6 +1258,7 @@ static const s_field_t s_root_fields[] = {
     {"control", s_v_control_section, 0, 0, NULL, 0, 0},
     {"http", s_v_http, 0, 0, NULL, 0, 0},
     {"proxy", s_v_proxy, 0, 0, NULL, 0, 0},
+    {"kubernetes", s_v_kube, 0, 0, NULL, 0, 0},
     {"log", s_v_log, 0, 0, NULL, 0, 0},
 };
 
@@ -1304,6 +1359,10 @@ void kvc_config_defaults(kvc_config_t *cfg)
     kvc_strlcpy(cfg->http_listen, "127.0.0.1:8500", sizeof cfg->http_listen);
     cfg->http_max_body = KVC_CONFIG_DEFAULT_MAX_BODY;
     cfg->proxy_timeout_ms = 30000;
+    kvc_strlcpy(cfg->kube_kind, "kubeadm", sizeof cfg->kube_kind);
+    cfg->kube_token_ttl_s = 50;
+    cfg->join_window_s = 120;
+    cfg->join_progress_timeout_s = 20;
     cfg->proxy_max_message = KVC_CONFIG_DEFAULT_MAX_MESSAGE;
     cfg->proxy_image_memory = KVC_CONFIG_DEFAULT_IMAGE_MEMORY;
     cfg->log_level = KVC_LOG_INFO;

@@ -114,6 +114,15 @@ typedef struct {
     uint64_t proxy_max_message;              /* largest gRPC message either way, bytes */
     uint64_t proxy_image_memory;             /* bytes all image decodes may hold at once */
 
+    /* kubernetes.* (the join-token broker; used while this peer coordinates) */
+    char kube_kubeconfig[KVC_PATH_MAX];     /* "" = this peer mints no tokens */
+    char kube_kind[16];                     /* "kubeadm" or "k3s" */
+    char kube_api_server[KVC_ENDPOINT_MAX]; /* host:port nodes join; "" = the kubeconfig's */
+    char kube_groups[256];                  /* auth-extra-groups; "" = the kind's default */
+    uint32_t kube_token_ttl_s;              /* expiration of a new token, < 60 */
+    uint32_t join_window_s;                 /* a join request's clock may be this far off */
+    uint32_t join_progress_timeout_s;       /* silence after which a token is deleted */
+
     /* log.* */
     kvc_log_level_t log_level;
 } kvc_config_t;

@@ -207,6 +207,46 @@ static void test_defaults(void **state)
     free(cfg);
 }
 
+/* kubernetes.*: the broker's settings, their defaults and their errors. */
+static void test_kubernetes(void **state)
+{
+    kvc_config_t *cfg = malloc(sizeof *cfg);
+    kvc_err_t err;
+    assert_non_null(cfg);
+    assert_int_equal(s_parse(BASE, cfg, &err), KVC_OK);
+    assert_string_equal(cfg->kube_kubeconfig, "");
+    assert_string_equal(cfg->kube_kind, "kubeadm");
+    assert_int_equal(cfg->kube_token_ttl_s, 50);
+    assert_int_equal(cfg->join_window_s, 120);
+    assert_int_equal(cfg->join_progress_timeout_s, 20);
+    assert_int_equal(s_parse(BASE "kubernetes:\n  kubeconfig: /etc/kvc/admin.conf\n  kind: k3s\n"
+                                  "  api_server: 10.0.0.1:6443\n  groups: system:bootstrappers:x\n"
+                                  "  token_ttl_s: 30\n  join_window_s: 60\n"
+                                  "  progress_timeout_s: 15\n",
+                             cfg, &err),
+                     KVC_OK);
+    assert_string_equal(cfg->kube_kubeconfig, "/etc/kvc/admin.conf");
+    assert_string_equal(cfg->kube_kind, "k3s");
+    assert_string_equal(cfg->kube_api_server, "10.0.0.1:6443");
+    assert_string_equal(cfg->kube_groups, "system:bootstrappers:x");
+    assert_int_equal(cfg->kube_token_ttl_s, 30);
+    assert_int_equal(cfg->join_window_s, 60);
+    assert_int_equal(cfg->join_progress_timeout_s, 15);
+    free(cfg);
+    s_expect(BASE "kubernetes: {kind: rke}\n", KVC_EINVAL,
+             "c.yaml:3:20: kubernetes.kind: \"rke\" must be one of kubeadm, k3s");
+    s_expect(BASE "kubernetes: {token_ttl_s: 60}\n", KVC_ERANGE,
+             "c.yaml:3:27: kubernetes.token_ttl_s: \"60\" is out of range (10..59)");
+    s_expect(BASE "kubernetes: {api_server: '0.0.0.0:6443'}\n", KVC_EINVAL,
+             "c.yaml:3:26: kubernetes.api_server: \"0.0.0.0:6443\" is a wildcard address; give the "
+             "address nodes reach");
+    s_expect(BASE "kubernetes: {groups: 'a b'}\n", KVC_EINVAL,
+             "c.yaml:3:22: kubernetes.groups: \"a b\" must be group names [a-z0-9:.-] separated by "
+             "commas");
+    s_expect(BASE "kubernetes: {kubeconfig: relative}\n", KVC_EINVAL,
+             "c.yaml:3:26: kubernetes.kubeconfig: \"relative\" must be an absolute path");
+}
+
 /* Every class of error, with its exact message. */
 static void test_errors(void **state)
 {
@@ -998,6 +1038,7 @@ int main(void)
         cmocka_unit_test(test_full_file),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_kubernetes),
         cmocka_unit_test(test_endpoint_errors),
         cmocka_unit_test(test_timing),
         cmocka_unit_test(test_byte_sizes),
