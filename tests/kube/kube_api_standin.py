@@ -352,8 +352,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 code, ans = self.route(method, body)
         except ApiError as e:
             code, ans = e.answer
-        except BrokenPipeError:
+        except (BrokenPipeError, ConnectionResetError):
             return
+        except Exception as e:  # a bug here must still answer like an API server
+            sys.stderr.write("standin: internal error: %r\n" % e)
+            code, ans = status(500, "InternalError", "internal error: %s" % type(e).__name__)
         self.send_json(code, ans)
 
     def do_GET(self):
@@ -447,7 +450,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     raise ApiError(415, "UnsupportedMediaType",
                                    "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/apply-patch+yaml")
                 patch = self.decode(body)
-                new = merge_patch(obj, patch)
+                new = merge_patch(copy.deepcopy(obj), patch)
                 return 200, self.write(plural, key, new, q.get("fieldManager", "unknown"), "Update", obj)
             if method == "PUT":
                 new = self.decode(body)
@@ -537,7 +540,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             new = applied
             code = 201
         else:
-            new = merge_patch(obj, applied)
+            new = merge_patch(copy.deepcopy(obj), applied)
             prev = st.applied.get(owned_key, {})
             for k in prev.get("data", set()) - sets["data"]:
                 (new.get("data") or {}).pop(k, None)
