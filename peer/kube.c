@@ -61,8 +61,7 @@ static int s_dup_blob(const void *src, size_t n, void **out)
     return KVC_OK;
 }
 
-kvc_kube_t *kvc_kube_new(const kvc_kubeconfig_t *cfg, const kvc_kube_opts_t *opts,
-                         kvc_err_t *err)
+kvc_kube_t *kvc_kube_new(const kvc_kubeconfig_t *cfg, const kvc_kube_opts_t *opts, kvc_err_t *err)
 {
     pthread_once(&s_global_once, s_global_init);
     if (!s_global_ok) {
@@ -251,10 +250,10 @@ static CURLcode s_setup(kvc_kube_t *self, const s_req_t *rq, const char *url,
 {
     CURL *c = self->curl;
     CURLcode cc = CURLE_OK;
-#define S_SET(opt, val)                                                                        \
-    do {                                                                                       \
-        if (cc == CURLE_OK)                                                                    \
-            cc = curl_easy_setopt(c, opt, val);                                                \
+#define S_SET(opt, val)                                                                            \
+    do {                                                                                           \
+        if (cc == CURLE_OK)                                                                        \
+            cc = curl_easy_setopt(c, opt, val);                                                    \
     } while (0)
     curl_easy_reset(c);
     S_SET(CURLOPT_URL, url);
@@ -362,9 +361,9 @@ static int s_request(kvc_kube_t *self, const s_req_t *rq, kvc_buf_t *resp, kvc_e
                 }
                 kvc_strlcpy(self->last_reason, st.reason, sizeof self->last_reason);
                 rc = s_map_status(http, st.reason, &retry);
-                kvc_err_set(err, rc, "kube: %s %.*s: %ld %s%s%s", rq->method, plen, rq->path,
-                            http, st.reason[0] ? st.reason : s_http_word(http),
-                            st.message[0] ? ": " : "", st.message);
+                kvc_err_set(err, rc, "kube: %s %.*s: %ld %s%s%s", rq->method, plen, rq->path, http,
+                            st.reason[0] ? st.reason : s_http_word(http), st.message[0] ? ": " : "",
+                            st.message);
             }
         }
         if (rc == KVC_OK || !retry || attempt >= attempts)
@@ -537,8 +536,7 @@ int kvc_kube_bootstrap_token_create(kvc_kube_t *self, const kvc_kube_token_opts_
     return KVC_OK;
 }
 
-int kvc_kube_bootstrap_token_extend(kvc_kube_t *self, const char *id, int ttl_s,
-                                    kvc_err_t *err)
+int kvc_kube_bootstrap_token_extend(kvc_kube_t *self, const char *id, int ttl_s, kvc_err_t *err)
 {
     if (!s_id_ok(id))
         return kvc_err_set(err, KVC_EINVAL, "kube: token id must match [a-z0-9]{6}");
@@ -597,7 +595,7 @@ int kvc_kube_bootstrap_token_list(kvc_kube_t *self, const char *selector, kvc_ku
     int rc = s_request(self, &rq, &resp, err);
     if (rc == KVC_OK) {
         rc = kvc_kube_list_names(resp.data ? resp.data : "", resp.len, fn, arg);
-        if (rc < 0 && rc == KVC_EPARSE)
+        if (rc == KVC_EPARSE)
             kvc_err_set(err, rc, "kube: GET " S_SECRETS_PATH ": not a Secret list");
     }
     kvc_buf_free(&resp);
@@ -645,7 +643,8 @@ int kvc_kube_cluster_info_has_jws(kvc_kube_t *self, const char *id, char **jws_p
     kvc_buf_free(&resp);
     if (rc < 0)
         return kvc_err_set(err, rc, "kube: GET " S_CLUSTER_INFO_PATH ": %s",
-                           rc == KVC_ENOMEM ? "out of memory" : "not a ConfigMap with a kubeconfig");
+                           rc == KVC_ENOMEM ? "out of memory"
+                                            : "not a ConfigMap with a kubeconfig");
     if (rc == 1) {
         if (jws_p)
             *jws_p = jws;

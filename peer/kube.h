@@ -21,9 +21,9 @@
 #include <stdint.h>
 
 /* Bounds on what we read. */
-#define KVC_KUBECONFIG_MAX (1024 * 1024) /* whole kubeconfig file */
-#define KVC_KUBE_BLOB_MAX (64 * 1024)    /* one decoded cert, key, CA or token */
-#define KVC_KUBE_SERVER_MAX 512          /* server URL */
+#define KVC_KUBECONFIG_MAX (1024 * 1024)        /* whole kubeconfig file */
+#define KVC_KUBE_BLOB_MAX (64 * 1024)           /* one decoded cert, key, CA or token */
+#define KVC_KUBE_SERVER_MAX 512                 /* server URL */
 #define KVC_KUBE_RESPONSE_MAX (4 * 1024 * 1024) /* one API response body */
 
 /* Kubernetes answered 409 Conflict (not AlreadyExists): retry on a fresh read. */
@@ -83,8 +83,7 @@ typedef struct kvc_kube kvc_kube_t;
  * Makes a client for cfg, which it copies (the caller may free cfg at
  * once). opts may be NULL for the defaults. NULL on failure, err set.
  */
-kvc_kube_t *kvc_kube_new(const kvc_kubeconfig_t *cfg, const kvc_kube_opts_t *opts,
-                         kvc_err_t *err);
+kvc_kube_t *kvc_kube_new(const kvc_kubeconfig_t *cfg, const kvc_kube_opts_t *opts, kvc_err_t *err);
 
 /* Frees the client (wiping its key material) and nulls *self_p; NULL is fine. */
 void kvc_kube_destroy(kvc_kube_t **self_p);
@@ -145,8 +144,7 @@ int kvc_kube_bootstrap_token_create(kvc_kube_t *self, const kvc_kube_token_opts_
 void kvc_kube_token_destroy(kvc_kube_token_t **tok_p);
 
 /* Moves the token's expiration to ttl_s (1..59) seconds from now (merge patch). */
-int kvc_kube_bootstrap_token_extend(kvc_kube_t *self, const char *id, int ttl_s,
-                                    kvc_err_t *err);
+int kvc_kube_bootstrap_token_extend(kvc_kube_t *self, const char *id, int ttl_s, kvc_err_t *err);
 
 /* Deletes the token's Secret; one already gone counts as deleted. */
 int kvc_kube_bootstrap_token_delete(kvc_kube_t *self, const char *id, kvc_err_t *err);
@@ -180,8 +178,8 @@ int kvc_kube_wait_jws(kvc_kube_t *self, const char *id, int64_t deadline_ms, kvc
  * with key "<id>.<secret>" over "<b64url header>.<b64url payload>".
  * 0 if it verifies, KVC_EPARSE for a malformed JWS, KVC_ECRYPTO for a wrong one.
  */
-int kvc_kube_jws_verify(const char *jws, const char *payload, size_t payload_len,
-                        const char *id, const char *secret);
+int kvc_kube_jws_verify(const char *jws, const char *payload, size_t payload_len, const char *id,
+                        const char *secret);
 
 /* 1 if Node name exists, 0 if not, or a negative code. */
 int kvc_kube_node_exists(kvc_kube_t *self, const char *name, kvc_err_t *err);
@@ -202,8 +200,8 @@ int kvc_kube_ca_pin(const unsigned char *pem, size_t len, char out[KVC_KUBE_PIN_
 #define KVC_KUBE_K3S_TOKEN_LEN (3 + 64 + 2 + 6 + 1 + 16 + 1)
 
 /* k3s's join token: K10<hex SHA-256 of the CA PEM bytes>::<id>.<secret>. */
-int kvc_kube_k3s_token(const unsigned char *ca_pem, size_t len, const char *id,
-                       const char *secret, char out[KVC_KUBE_K3S_TOKEN_LEN]);
+int kvc_kube_k3s_token(const unsigned char *ca_pem, size_t len, const char *id, const char *secret,
+                       char out[KVC_KUBE_K3S_TOKEN_LEN]);
 
 /* --- response decoding (exposed for the fuzzers) ------------------------ */
 

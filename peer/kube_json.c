@@ -140,8 +140,7 @@ int kvc_kube_status_parse(const char *body, size_t len, kvc_kube_status_t *st)
     int state = 0, rc, is_status = 0;
     char key[S_KEY_MAX];
     while ((rc = kvc_json_cursor_member(&c, &state, key, sizeof key)) == 1) {
-        if (strcmp(key, "kind") == 0 || strcmp(key, "reason") == 0 ||
-            strcmp(key, "message") == 0) {
+        if (strcmp(key, "kind") == 0 || strcmp(key, "reason") == 0 || strcmp(key, "message") == 0) {
             char *s = NULL;
             size_t n = 0;
             if (s_read_alloc(&c, &s, &n) != 1) {

@@ -164,8 +164,8 @@ static int s_token_part(const char *s, size_t n)
     return 1;
 }
 
-int kvc_kube_k3s_token(const unsigned char *ca_pem, size_t len, const char *id,
-                       const char *secret, char out[KVC_KUBE_K3S_TOKEN_LEN])
+int kvc_kube_k3s_token(const unsigned char *ca_pem, size_t len, const char *id, const char *secret,
+                       char out[KVC_KUBE_K3S_TOKEN_LEN])
 {
     if (!ca_pem || len == 0 || !s_token_part(id, 6) || !s_token_part(secret, 16))
         return KVC_EINVAL;
@@ -177,8 +177,8 @@ int kvc_kube_k3s_token(const unsigned char *ca_pem, size_t len, const char *id,
     return KVC_OK;
 }
 
-int kvc_kube_jws_verify(const char *jws, const char *payload, size_t payload_len,
-                        const char *id, const char *secret)
+int kvc_kube_jws_verify(const char *jws, const char *payload, size_t payload_len, const char *id,
+                        const char *secret)
 {
     if (!jws || !s_token_part(id, 6) || !s_token_part(secret, 16))
         return KVC_EINVAL;

@@ -111,18 +111,17 @@ static int s_find_named(yaml_document_t *doc, yaml_node_t *root, const char *lis
     if (seq->type != YAML_SEQUENCE_NODE)
         return kvc_err_set(err, KVC_EPARSE, "kubeconfig: %s: must be a list", list);
     size_t i = 0;
-    for (yaml_node_item_t *it = seq->data.sequence.items.start;
-         it < seq->data.sequence.items.top; it++, i++) {
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++, i++) {
         yaml_node_t *item = yaml_document_get_node(doc, *it);
         if (!item || item->type != YAML_MAPPING_NODE)
-            return kvc_err_set(err, KVC_EPARSE, "kubeconfig: %s[%zu]: must be a mapping", list,
-                               i);
+            return kvc_err_set(err, KVC_EPARSE, "kubeconfig: %s[%zu]: must be a mapping", list, i);
         if (!s_scalar_is(s_get(doc, item, "name"), want))
             continue;
         yaml_node_t *m = s_get(doc, item, inner);
         if (!m || m->type != YAML_MAPPING_NODE)
-            return kvc_err_set(err, KVC_EPARSE, "kubeconfig: %s[%zu].%s: must be a mapping",
-                               list, i, inner);
+            return kvc_err_set(err, KVC_EPARSE, "kubeconfig: %s[%zu].%s: must be a mapping", list,
+                               i, inner);
         *out = m;
         *index = i;
         return KVC_OK;
@@ -181,8 +180,7 @@ static int s_blob(yaml_document_t *doc, yaml_node_t *m, const char *name, const 
     size_t n;
     const char *v = s_scalar(f, &n);
     if (!v || n == 0 || n >= 1024 || !s_printable(v, n))
-        return kvc_err_set(err, KVC_EPARSE, "kubeconfig: %s.%s: must be a file name", where,
-                           name);
+        return kvc_err_set(err, KVC_EPARSE, "kubeconfig: %s.%s: must be a file name", where, name);
     if (!dir)
         return kvc_err_set(err, KVC_EPERM, "kubeconfig: %s.%s: file references not allowed here",
                            where, name);
@@ -217,8 +215,7 @@ void kvc_kubeconfig_free(kvc_kubeconfig_t *cfg)
 }
 
 /* Reads the parts of the loaded document into cfg. */
-static int s_read_doc(yaml_document_t *doc, const char *dir, kvc_kubeconfig_t *cfg,
-                      kvc_err_t *err)
+static int s_read_doc(yaml_document_t *doc, const char *dir, kvc_kubeconfig_t *cfg, kvc_err_t *err)
 {
     yaml_node_t *root = yaml_document_get_root_node(doc);
     if (!root || root->type != YAML_MAPPING_NODE)
@@ -274,8 +271,7 @@ static int s_read_doc(yaml_document_t *doc, const char *dir, kvc_kubeconfig_t *c
         return rc;
 
     snprintf(where, sizeof where, "users[%zu].user", usi);
-    if ((rc = s_blob(doc, us, "client-certificate", where, dir, &cfg->cert, &cfg->cert_len,
-                     err)) ||
+    if ((rc = s_blob(doc, us, "client-certificate", where, dir, &cfg->cert, &cfg->cert_len, err)) ||
         (rc = s_blob(doc, us, "client-key", where, dir, &cfg->key, &cfg->key_len, err)))
         return rc;
     yaml_node_t *tok = s_get(doc, us, "token");
@@ -284,8 +280,8 @@ static int s_read_doc(yaml_document_t *doc, const char *dir, kvc_kubeconfig_t *c
         if (!v || n == 0)
             return kvc_err_set(err, KVC_EPARSE, "kubeconfig: %s.token: must be a string", where);
         if (n > KVC_KUBE_BLOB_MAX)
-            return kvc_err_set(err, KVC_ERANGE, "kubeconfig: %s.token: longer than %d bytes",
-                               where, KVC_KUBE_BLOB_MAX);
+            return kvc_err_set(err, KVC_ERANGE, "kubeconfig: %s.token: longer than %d bytes", where,
+                               KVC_KUBE_BLOB_MAX);
         /* It goes into an HTTP header: no CR, LF or other control bytes. */
         for (size_t i = 0; i < n; i++)
             if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
@@ -299,12 +295,25 @@ static int s_read_doc(yaml_document_t *doc, const char *dir, kvc_kubeconfig_t *c
     }
     if (!cfg->cert != !cfg->key)
         return kvc_err_set(err, KVC_EINVAL,
-                           "kubeconfig: %s: client-certificate and client-key go together",
-                           where);
+                           "kubeconfig: %s: client-certificate and client-key go together", where);
     if (!cfg->cert && !cfg->token)
         return kvc_err_set(err, KVC_ENOENT,
                            "kubeconfig: %s: neither a client certificate nor a token", where);
     return KVC_OK;
+}
+
+/* Wipes libyaml's copies of the text (scalars and the parser's buffers):
+ * they hold the key and token too, and libyaml frees without wiping. */
+static void s_wipe_yaml(yaml_document_t *doc, yaml_parser_t *parser)
+{
+    for (yaml_node_t *n = doc ? doc->nodes.start : NULL; n && n < doc->nodes.top; n++)
+        if (n->type == YAML_SCALAR_NODE && n->data.scalar.value)
+            sodium_memzero(n->data.scalar.value, n->data.scalar.length);
+    if (parser->buffer.start)
+        sodium_memzero(parser->buffer.start, (size_t)(parser->buffer.end - parser->buffer.start));
+    if (parser->raw_buffer.start)
+        sodium_memzero(parser->raw_buffer.start,
+                       (size_t)(parser->raw_buffer.end - parser->raw_buffer.start));
 }
 
 int kvc_kubeconfig_parse(const char *text, size_t len, const char *dir, kvc_kubeconfig_t *cfg,
@@ -312,8 +321,7 @@ int kvc_kubeconfig_parse(const char *text, size_t len, const char *dir, kvc_kube
 {
     memset(cfg, 0, sizeof *cfg);
     if (len > KVC_KUBECONFIG_MAX)
-        return kvc_err_set(err, KVC_ERANGE, "kubeconfig: longer than %d bytes",
-                           KVC_KUBECONFIG_MAX);
+        return kvc_err_set(err, KVC_ERANGE, "kubeconfig: longer than %d bytes", KVC_KUBECONFIG_MAX);
     yaml_parser_t parser;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&parser))
@@ -324,10 +332,12 @@ int kvc_kubeconfig_parse(const char *text, size_t len, const char *dir, kvc_kube
                              (unsigned long)parser.problem_mark.line + 1,
                              (unsigned long)parser.problem_mark.column + 1,
                              parser.problem ? parser.problem : "YAML error");
+        s_wipe_yaml(NULL, &parser);
         yaml_parser_delete(&parser);
         return rc;
     }
     int rc = s_read_doc(&doc, dir, cfg, err);
+    s_wipe_yaml(&doc, &parser);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     if (rc)

@@ -29,7 +29,9 @@ static int s_fail(const kvc_err_t *err, int rc)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: kube_tool KUBECONFIG create|create-secret|wait-jws|delete|node-exists ...\n");
+        fprintf(
+            stderr,
+            "usage: kube_tool KUBECONFIG create|create-secret|wait-jws|delete|node-exists ...\n");
         return 2;
     }
     kvc_err_t err = {0};

@@ -152,8 +152,8 @@ static int64_t s_rfc3339(const char *s)
 {
     struct tm tm = {0};
     char z = 0, extra = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%c%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &z, &extra) != 7 ||
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%c%c", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &z, &extra) != 7 ||
         z != 'Z' || strlen(s) != 20)
         return -1;
     tm.tm_year -= 1900;
@@ -240,8 +240,8 @@ static void test_kubeconfig_forms(void **state)
     assert_null(k);
 }
 
-#define KC_HEAD                                                                                \
-    "apiVersion: v1\nkind: Config\ncurrent-context: c\n"                                       \
+#define KC_HEAD                                                                                    \
+    "apiVersion: v1\nkind: Config\ncurrent-context: c\n"                                           \
     "contexts:\n- name: c\n  context: {cluster: k, user: u}\n"
 #define KC_CLUSTER "clusters:\n- name: k\n  cluster: {server: 'https://127.0.0.1:1'}\n"
 
@@ -388,11 +388,13 @@ static void test_token_create(void **state)
     assert_int_equal(kvc_kube_bootstrap_token_delete(g.kube, t2->id, &err), 0);
     kvc_kube_token_destroy(&t2);
     assert_null(t2);
-    kvc_kube_token_opts_t bad[] = {{.ttl_s = 60}, {.ttl_s = -1}, {.groups = "system:masters"},
-                                   {.site = "Edge_A"}, {.node = "x\"y"}};
+    kvc_kube_token_opts_t bad[] = {{.ttl_s = 60},
+                                   {.ttl_s = -1},
+                                   {.groups = "system:masters"},
+                                   {.site = "Edge_A"},
+                                   {.node = "x\"y"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(kvc_kube_bootstrap_token_create(g.kube, &bad[i], &t2, &err),
-                         KVC_EINVAL);
+        assert_int_equal(kvc_kube_bootstrap_token_create(g.kube, &bad[i], &t2, &err), KVC_EINVAL);
         assert_null(t2);
     }
 
@@ -560,9 +562,8 @@ static void test_token_list_orphans(void **state)
     assert_string_equal(names.data, want);
     /* Nothing matches: no calls. */
     kvc_buf_reset(&names);
-    assert_int_equal(kvc_kube_bootstrap_token_list(g.kube, "kvc.io/site=nowhere", s_collect,
-                                                   &names, &err),
-                     0);
+    assert_int_equal(
+        kvc_kube_bootstrap_token_list(g.kube, "kvc.io/site=nowhere", s_collect, &names, &err), 0);
     assert_int_equal(names.len, 0);
     kvc_buf_free(&names);
     kvc_kube_bootstrap_token_delete(g.kube, a->id, &err);
