@@ -338,7 +338,7 @@ static int s_request(kvc_kube_t *self, const s_req_t *rq, kvc_buf_t *resp, kvc_e
         CURLcode cc = s_setup(self, rq, url, hdrs, &sink, errbuf);
         if (cc == CURLE_OK)
             cc = curl_easy_perform(self->curl);
-        if (sink.overflow) {
+        if (sink.overflow || cc == CURLE_FILESIZE_EXCEEDED) {
             rc = kvc_err_set(err, KVC_ERANGE, "kube: %s %.*s: response longer than %d bytes",
                              rq->method, plen, rq->path, KVC_KUBE_RESPONSE_MAX);
         } else if (cc != CURLE_OK) {

@@ -33,6 +33,9 @@ stringData and metadata.labels that the same field manager applied before
 and omits now are removed, as field ownership would. Conflicts between
 managers are not modelled (so force changes nothing).
 
+Test-only hooks live under /kvc-standin/ (fault injection, request
+counts); nothing there is Kubernetes API.
+
 It binds 127.0.0.1 port 0, prints the port on stdout, and exits when stdin
 closes or on SIGTERM. Python standard library only.
 """
@@ -183,6 +186,8 @@ class Store:
         self.args = args
         self.applied = {}  # (plural, ns, name, manager) -> {field path: set(keys)}
         self.sign_timer = None
+        self.faults = []  # test-only: injected answers (see Handler.test_hooks)
+        self.requests = {}  # "METHOD /path" -> count, for tests to see retries
         self.port = 0
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self._put("namespaces", None, {
@@ -348,8 +353,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = self.read_body()
             if not self.connection.getpeercert():
                 code, ans = status(401, "Unauthorized", "Unauthorized")
+            elif self.path.startswith("/kvc-standin/"):
+                code, ans = self.test_hooks(method, body)
             else:
-                code, ans = self.route(method, body)
+                path = urllib.parse.urlsplit(self.path).path
+                with self.store.lock:
+                    k = method + " " + path
+                    self.store.requests[k] = self.store.requests.get(k, 0) + 1
+                    fault = next((f for f in self.store.faults if f["method"] == method
+                                  and path.startswith(f["path"]) and f["count"] > 0), None)
+                    if fault:
+                        fault["count"] -= 1
+                if fault:
+                    if fault.get("delay_ms"):
+                        time.sleep(fault["delay_ms"] / 1000.0)  # the fault is a slow server
+                    if fault.get("oversize"):
+                        try:
+                            self.send_json(200, {"kind": "Status", "padding": "x" * (5 << 20)})
+                        except OSError:
+                            pass  # the client stops reading, as it should
+                        return
+                    code, ans = status(fault["code"], fault.get("reason", ""), "injected by the test")
+                else:
+                    code, ans = self.route(method, body)
         except ApiError as e:
             code, ans = e.answer
         except (BrokenPipeError, ConnectionResetError):
@@ -373,6 +399,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_DELETE(self):
         self.handle_any("DELETE")
+
+    # --- test-only hooks (not Kubernetes API) ------------------------------------
+
+    def test_hooks(self, method, body):
+        """POST /kvc-standin/faults {method, path (prefix), code, reason, count,
+        delay_ms, oversize}: the next count matching requests get that answer
+        instead. DELETE /kvc-standin/faults clears them. GET
+        /kvc-standin/requests: how many requests each "METHOD /path" got."""
+        st = self.store
+        with st.lock:
+            if self.path == "/kvc-standin/faults" and method == "POST":
+                f = self.decode(body)
+                f.setdefault("count", 1)
+                f.setdefault("code", 503)
+                st.faults.append(f)
+                return 201, {"faults": st.faults}
+            if self.path == "/kvc-standin/faults" and method == "DELETE":
+                st.faults = []
+                return 200, {"faults": []}
+            if self.path == "/kvc-standin/requests" and method == "GET":
+                return 200, dict(st.requests)
+        raise ApiError(404, "NotFound", "no such test hook")
 
     # --- routing -----------------------------------------------------------------
 

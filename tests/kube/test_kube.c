@@ -27,6 +27,7 @@
 
 #include "base.h"
 #include "clock.h"
+#include "json_cursor.h"
 #include "kube.h"
 #include "kube_standin_proc.h"
 #include "model_server_proc.h"
@@ -695,6 +696,163 @@ static void test_status_parse(void **state)
     assert_int_equal(kvc_kube_status_parse("{", 1, &st), KVC_EPARSE);
 }
 
+/* How many requests the stand-in got for "METHOD /path". */
+static uint64_t s_count(const char *what)
+{
+    kvc_buf_t b;
+    kvc_buf_init(&b, 1 << 20);
+    assert_int_equal(s_raw("GET", "/kvc-standin/requests", NULL, NULL, &b), 200);
+    kvc_json_cursor_t c;
+    kvc_json_cursor_init(&c, b.data, b.len, NULL);
+    int st = 0;
+    char key[256];
+    uint64_t n = 0;
+    while (kvc_json_cursor_member(&c, &st, key, sizeof key) == 1) {
+        if (strcmp(key, what) == 0)
+            assert_int_equal(kvc_json_cursor_read_u64(&c, &n), 0);
+        else
+            assert_int_equal(kvc_json_cursor_skip(&c), 0);
+    }
+    kvc_buf_free(&b);
+    return n;
+}
+
+/* Makes the stand-in answer the next count requests to METHOD path* with code. */
+static void s_fault(const char *method, const char *path, int code, const char *reason, int count,
+                    int delay_ms, int oversize)
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"method\":\"%s\",\"path\":\"%s\",\"code\":%d,\"reason\":\"%s\",\"count\":%d,"
+             "\"delay_ms\":%d,\"oversize\":%s}",
+             method, path, code, reason, count, delay_ms, oversize ? "true" : "false");
+    kvc_buf_t b;
+    kvc_buf_init(&b, 1 << 20);
+    assert_int_equal(s_raw("POST", "/kvc-standin/faults", "application/json", body, &b), 201);
+    kvc_buf_free(&b);
+}
+
+static void s_faults_clear(void)
+{
+    kvc_buf_t b;
+    kvc_buf_init(&b, 1 << 20);
+    assert_int_equal(s_raw("DELETE", "/kvc-standin/faults", NULL, NULL, &b), 200);
+    kvc_buf_free(&b);
+}
+
+/* Idempotent calls retry through 503s; a create does not; each API error
+ * maps to its code; oversized and slow answers are bounded. */
+static void test_retry_and_errors(void **state)
+{
+    kvc_kube_opts_t o = {.max_attempts = 4, .backoff_ms = 10, .timeout_ms = 3000};
+    kvc_err_t err = {0};
+    kvc_kube_t *k = kvc_kube_new(&g.cfg, &o, &err);
+    assert_non_null(k);
+
+    /* Two 503s, then the real answer (404: no such node) on the third try. */
+    s_fault("GET", "/api/v1/nodes/retry-node", 503, "ServiceUnavailable", 2, 0, 0);
+    uint64_t before = s_count("GET /api/v1/nodes/retry-node");
+    assert_int_equal(kvc_kube_node_exists(k, "retry-node", &err), 0);
+    assert_int_equal(s_count("GET /api/v1/nodes/retry-node") - before, 3);
+    /* Four 503s: gives up after max_attempts with a retryable code. */
+    s_fault("GET", "/api/v1/nodes/retry-node", 503, "ServiceUnavailable", 4, 0, 0);
+    before = s_count("GET /api/v1/nodes/retry-node");
+    assert_int_equal(kvc_kube_node_exists(k, "retry-node", &err), KVC_EUNAVAIL);
+    assert_int_equal(s_count("GET /api/v1/nodes/retry-node") - before, 4);
+    assert_non_null(strstr(err.msg, "503 ServiceUnavailable"));
+
+    /* A create that got a 503 may have been applied: exactly one POST. */
+    const char *post = "POST /api/v1/namespaces/kube-system/secrets";
+    s_fault("POST", "/api/v1/namespaces/kube-system/secrets", 503, "ServiceUnavailable", 1, 0, 0);
+    before = s_count(post);
+    kvc_kube_token_t *tok = NULL;
+    assert_int_equal(kvc_kube_bootstrap_token_create(k, NULL, &tok, &err), KVC_EUNAVAIL);
+    assert_null(tok);
+    assert_int_equal(s_count(post) - before, 1);
+
+    /* The Status reasons the broker must tell apart. */
+    static const struct {
+        int http;
+        const char *reason;
+        int code;
+    } map[] = {{409, "Conflict", KVC_KUBE_ECONFLICT}, {403, "Forbidden", KVC_EPERM},
+               {410, "Gone", KVC_KUBE_EGONE},         {401, "Unauthorized", KVC_ECRYPTO},
+               {422, "Invalid", KVC_EINVAL},          {404, "NotFound", KVC_ENOENT}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        s_fault("PATCH", "/api/v1/namespaces/kube-system/secrets/", map[i].http, map[i].reason, 1,
+                0, 0);
+        before = s_count("PATCH /api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef");
+        assert_int_equal(kvc_kube_bootstrap_token_extend(k, "abcdef", 30, &err), map[i].code);
+        assert_int_equal(kvc_kube_last_http_status(k), map[i].http);
+        assert_string_equal(kvc_kube_last_reason(k), map[i].reason);
+        char want[64];
+        snprintf(want, sizeof want, "%d %s: injected by the test", map[i].http, map[i].reason);
+        assert_non_null(strstr(err.msg, want));
+        /* None of these is worth a retry. */
+        assert_int_equal(
+            s_count("PATCH /api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef") - before,
+            1);
+    }
+
+    /* A body past KVC_KUBE_RESPONSE_MAX is cut off, not buffered. */
+    s_fault("GET", "/api/v1/namespaces/kube-public/configmaps/cluster-info", 200, "", 1, 0, 1);
+    assert_int_equal(kvc_kube_cluster_info_has_jws(k, "abcdef", NULL, NULL, &err), KVC_ERANGE);
+    assert_non_null(strstr(err.msg, "response longer than"));
+    kvc_kube_destroy(&k);
+
+    /* A server slower than the timeout: KVC_ETIMEDOUT, said so. */
+    kvc_kube_opts_t slow = {.max_attempts = 1, .timeout_ms = 300};
+    k = kvc_kube_new(&g.cfg, &slow, &err);
+    assert_non_null(k);
+    s_fault("GET", "/api/v1/nodes/slow-node", 200, "", 1, 1500, 0);
+    assert_int_equal(kvc_kube_node_exists(k, "slow-node", &err), KVC_ETIMEDOUT);
+    assert_non_null(strstr(err.msg, "timed out"));
+    kvc_kube_destroy(&k);
+    s_faults_clear();
+}
+
+/* Every allocation failure inside the kubeconfig reader and the response
+ * decoders is an error, never a crash or a leak (ASan checks the leaks). */
+static void test_alloc_failures(void **state)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/kubeconfig", g.dir);
+    int ok = 0;
+    for (long n = 0; n < 200 && !ok; n++) {
+        kvc_kubeconfig_t cfg;
+        kvc_err_t err = {0};
+        kvc_alloc_fail_after(n);
+        int rc = kvc_kubeconfig_load(path, &cfg, &err);
+        kvc_alloc_fail_after(-1);
+        if (rc == 0) {
+            ok = 1;
+            assert_int_equal(cfg.key_len, g.cfg.key_len);
+            kvc_kubeconfig_free(&cfg);
+        } else {
+            assert_int_equal(rc, KVC_ENOMEM);
+        }
+    }
+    assert_true(ok);
+    const char *list =
+        "{\"items\":[{\"metadata\":{\"name\":\"a\"}},{\"metadata\":{\"name\":\"b\"}}]}";
+    ok = 0;
+    for (long n = 0; n < 50 && !ok; n++) {
+        kvc_buf_t names;
+        kvc_buf_init(&names, 4096);
+        kvc_alloc_fail_after(n);
+        int rc = kvc_kube_list_names(list, strlen(list), s_collect, &names);
+        kvc_alloc_fail_after(-1);
+        if (rc == 0) {
+            ok = 1;
+            assert_string_equal(names.data, ",a,b,");
+        } else {
+            assert_int_equal(rc, KVC_ENOMEM);
+        }
+        kvc_buf_free(&names);
+    }
+    assert_true(ok);
+}
+
 /* --- pins ----------------------------------------------------------------- */
 
 /* Our SPKI pin equals openssl's, for the RSA CA and the EC client cert. */
@@ -751,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_token_swept),        cmocka_unit_test(test_node_exists),
         cmocka_unit_test(test_unreachable),        cmocka_unit_test(test_unauthorized),
         cmocka_unit_test(test_status_parse),       cmocka_unit_test(test_ca_pin),
+        cmocka_unit_test(test_retry_and_errors),   cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
