@@ -14,6 +14,7 @@ libcurl4-openssl-dev libnghttp2-dev libmicrohttpd-dev libturbojpeg0-dev libpng-d
 python3 python3-grpcio python3-grpc-tools python3-numpy python3-protobuf python3-flask
 libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 iproute2 curl jq procps wrk openssl
+kubernetes-client
 prometheus
 "
 

@@ -1,0 +1,728 @@
+#!/usr/bin/python3
+"""kube_api_standin.py - a STAND-IN for a Kubernetes API server (a test double).
+
+It is not Kubernetes. It implements only what kvc's client and the tests'
+kubectl calls use, with the semantics the Kubernetes API documents:
+
+  * TLS with the test's CA; a client certificate signed by that CA is
+    required, a request without one gets a 401 Unauthorized Status.
+  * core/v1 Secrets, ConfigMaps, Nodes and Namespaces: create (POST),
+    get, list (labelSelector equality/existence, fieldSelector on
+    metadata.name/namespace), JSON merge patch, server-side apply
+    (application/apply-patch+yaml with fieldManager and force; the body
+    is JSON, which is YAML, as kubectl sends it), delete. Objects carry
+    uid, resourceVersion (one increasing counter), creationTimestamp,
+    namespace and managedFields. Errors are Status objects with the API's
+    reasons (AlreadyExists, NotFound, Conflict, Invalid, BadRequest,
+    MethodNotAllowed, Unauthorized, UnsupportedMediaType).
+  * Secrets' stringData is folded into base64 data on every write.
+  * What two kube-controller-manager controllers do for bootstrap tokens:
+    the tokencleaner (a sweep every --sweep-ms deletes
+    bootstrap.kubernetes.io/token Secrets whose expiration has passed) and
+    the bootstrapsigner (--jws-delay-ms after a token changes, cluster-info
+    in kube-public gets jws-kubeconfig-<id>, a detached-payload HS256 JWS
+    keyed "<id>.<secret>" over its kubeconfig value, for every valid token
+    that allows signing, and loses the keys of tokens that went).
+  * Discovery for kubectl: /version, /api, /api/v1, /apis; a Table when
+    kubectl asks for one. /openapi/* answers 404 (kubectl then skips
+    OpenAPI-based validation; see the test for what it tolerates).
+
+Server-side apply is simplified: the applied object is merged over the
+live one (maps merged, other values replaced), and the keys of data,
+stringData and metadata.labels that the same field manager applied before
+and omits now are removed, as field ownership would. Conflicts between
+managers are not modelled (so force changes nothing).
+
+Test-only hooks live under /kvc-standin/ (fault injection, request
+counts); nothing there is Kubernetes API.
+
+It binds 127.0.0.1 port 0, prints the port on stdout, and exits when stdin
+closes or on SIGTERM. Python standard library only.
+"""
+import argparse
+import base64
+import copy
+import datetime
+import hashlib
+import hmac
+import http.server
+import json
+import re
+import signal
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+
+BOOTSTRAP_TYPE = "bootstrap.kubernetes.io/token"
+TOKEN_NAME = re.compile(r"^bootstrap-token-([a-z0-9]{6})$")
+TOKEN_ID = re.compile(r"^[a-z0-9]{6}$")
+TOKEN_SECRET = re.compile(r"^[a-z0-9]{16}$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_BODY = 3 * 1024 * 1024
+
+# kind, plural, namespaced, verbs, short names
+RESOURCES = {
+    "secrets": ("Secret", True, []),
+    "configmaps": ("ConfigMap", True, ["cm"]),
+    "nodes": ("Node", False, ["no"]),
+    "namespaces": ("Namespace", False, ["ns"]),
+}
+VERBS = ["create", "delete", "get", "list", "patch", "update"]
+
+
+def openapi_v1():
+    """Just enough OpenAPI v3 for kubectl: each resource's PATCH operation,
+    tagged with its group-version-kind and taking the fieldValidation query
+    parameter, which tells kubectl to leave validation to the server."""
+    paths = {}
+    for plural, (kind, namespaced, _) in RESOURCES.items():
+        base = "/api/v1/namespaces/{namespace}/" + plural if namespaced else "/api/v1/" + plural
+        paths[base + "/{name}"] = {"patch": {
+            "operationId": "patchCoreV1" + kind,
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": kind},
+            "parameters": [{"name": p, "in": "query", "schema": {"type": "string"}}
+                           for p in ("dryRun", "fieldManager", "fieldValidation", "force")],
+            "responses": {"200": {"description": "OK"}}}}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes (kvc stand-in)", "version": "v1.30.0"},
+            "paths": paths, "components": {"schemas": {}}}
+
+
+OPENAPI_V1 = openapi_v1()
+OPENAPI_HASH = hashlib.sha256(json.dumps(OPENAPI_V1, sort_keys=True).encode()).hexdigest()[:32].upper()
+
+
+def now_rfc3339():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(s):
+    try:
+        return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def status(code, reason, message, name=None, kind=None):
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure" if code >= 400 else "Success",
+            "message": message, "reason": reason, "code": code}
+    if name is not None:
+        body["details"] = {"name": name, "kind": kind}
+    return code, body
+
+
+class ApiError(Exception):
+    def __init__(self, code, reason, message, name=None, kind=None):
+        super().__init__(message)
+        self.answer = status(code, reason, message, name, kind)
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(target, dict):
+        target = {}
+    out = dict(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def parse_selector(text):
+    """Label selector: k=v, k==v, k!=v, k, !k (comma = and)."""
+    reqs = []
+    if not text:
+        return reqs
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise ApiError(400, "BadRequest", "unable to parse requirement: empty")
+        m = re.match(r"^([A-Za-z0-9./_-]+)\s*(==|!=|=)\s*([A-Za-z0-9._-]*)$", part)
+        if m:
+            reqs.append((m.group(1), m.group(2), m.group(3)))
+        elif re.match(r"^![A-Za-z0-9./_-]+$", part):
+            reqs.append((part[1:], "!", None))
+        elif re.match(r"^[A-Za-z0-9./_-]+$", part):
+            reqs.append((part, "exists", None))
+        else:
+            raise ApiError(400, "BadRequest",
+                           "unable to parse requirement: %r (only equality selectors)" % part)
+    return reqs
+
+
+def selector_matches(reqs, labels):
+    for k, op, v in reqs:
+        if op in ("=", "==") and labels.get(k) != v:
+            return False
+        if op == "!=" and labels.get(k) == v:
+            return False
+        if op == "exists" and k not in labels:
+            return False
+        if op == "!" and k in labels:
+            return False
+    return True
+
+
+class Store:
+    """All objects, one lock, one resourceVersion counter."""
+
+    def __init__(self, args):
+        self.lock = threading.RLock()
+        self.objs = {}  # (plural, ns, name) -> object
+        self.rv = 0
+        self.args = args
+        self.applied = {}  # (plural, ns, name, manager) -> {field path: set(keys)}
+        self.sign_timer = None
+        self.faults = []  # test-only: injected answers (see Handler.test_hooks)
+        self.requests = {}  # "METHOD /path" -> count, for tests to see retries
+        self.port = 0
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self._put("namespaces", None, {
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}, "kube-apiserver")
+
+    def next_rv(self):
+        self.rv += 1
+        return str(self.rv)
+
+    def _put(self, plural, ns, obj, manager, operation="Update"):
+        meta = obj.setdefault("metadata", {})
+        key = (plural, ns, meta["name"])
+        old = self.objs.get(key)
+        if old is None:
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = now_rfc3339()
+        else:
+            meta["uid"] = old["metadata"]["uid"]
+            meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+        if ns is not None:
+            meta["namespace"] = ns
+        else:
+            meta.pop("namespace", None)
+        meta["resourceVersion"] = self.next_rv()
+        mf = [e for e in (old or {}).get("metadata", {}).get("managedFields", [])
+              if not (e.get("manager") == manager and e.get("operation") == operation)]
+        mf.append({"manager": manager, "operation": operation, "apiVersion": "v1",
+                   "time": now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": {}})
+        meta["managedFields"] = mf
+        self.objs[key] = obj
+        return obj
+
+    # --- the bootstrapsigner ------------------------------------------------
+
+    def schedule_sign(self):
+        """Re-sign cluster-info a little later, like the controller's queue."""
+        with self.lock:
+            if self.sign_timer is not None:
+                self.sign_timer.cancel()
+            self.sign_timer = threading.Timer(self.args.jws_delay_ms / 1000.0, self.sign)
+            self.sign_timer.daemon = True
+            self.sign_timer.start()
+
+    def valid_tokens(self):
+        now = time.time()
+        out = {}
+        for (plural, ns, name), o in self.objs.items():
+            if plural != "secrets" or ns != "kube-system" or o.get("type") != BOOTSTRAP_TYPE:
+                continue
+            m = TOKEN_NAME.match(name)
+            d = {}
+            for k, v in (o.get("data") or {}).items():
+                try:
+                    d[k] = base64.b64decode(v, validate=True).decode()
+                except (ValueError, UnicodeDecodeError):
+                    d[k] = None
+            if not m or d.get("token-id") != m.group(1) or not TOKEN_SECRET.match(d.get("token-secret") or ""):
+                continue
+            if d.get("usage-bootstrap-signing") != "true":
+                continue
+            exp = d.get("expiration")
+            if exp is not None:
+                t = parse_rfc3339(exp)
+                if t is None or t <= now:
+                    continue
+            out[m.group(1)] = d["token-secret"]
+        return out
+
+    def sign(self):
+        with self.lock:
+            key = ("configmaps", "kube-public", "cluster-info")
+            cm = self.objs.get(key)
+            if cm is None:
+                return
+            data = dict(cm.get("data") or {})
+            payload = data.get("kubeconfig", "").encode()
+            want = {}
+            for tid, secret in self.valid_tokens().items():
+                header = b64url(json.dumps({"alg": "HS256", "kid": tid}, separators=(",", ":")).encode())
+                signing_input = (header + "." + b64url(payload)).encode()
+                sig = hmac.new(("%s.%s" % (tid, secret)).encode(), signing_input, hashlib.sha256).digest()
+                want["jws-kubeconfig-" + tid] = header + ".." + b64url(sig)
+            new = {k: v for k, v in data.items() if not k.startswith("jws-kubeconfig-")}
+            new.update(want)
+            if new != data:
+                cm = copy.deepcopy(cm)
+                cm["data"] = new
+                self._put("configmaps", "kube-public", cm, "kube-controller-manager")
+
+    # --- the tokencleaner ------------------------------------------------------
+
+    def sweep(self):
+        now = time.time()
+        gone = False
+        with self.lock:
+            for key, o in list(self.objs.items()):
+                if key[0] != "secrets" or o.get("type") != BOOTSTRAP_TYPE:
+                    continue
+                exp = (o.get("data") or {}).get("expiration")
+                if exp is None:
+                    continue
+                try:
+                    t = parse_rfc3339(base64.b64decode(exp).decode())
+                except (ValueError, UnicodeDecodeError):
+                    t = None
+                if t is not None and t <= now:
+                    del self.objs[key]
+                    gone = True
+        if gone:
+            self.schedule_sign()
+
+
+def fold_string_data(obj):
+    """Secrets: stringData is write-only and lands in data as base64."""
+    sd = obj.pop("stringData", None)
+    if sd is not None:
+        if not isinstance(sd, dict):
+            raise ApiError(422, "Invalid", "Secret: stringData: must be a map of strings")
+        data = dict(obj.get("data") or {})
+        for k, v in sd.items():
+            if not isinstance(v, str):
+                raise ApiError(422, "Invalid", "Secret: stringData[%s]: must be a string" % k)
+            data[k] = base64.b64encode(v.encode()).decode()
+        obj["data"] = data
+    for k, v in (obj.get("data") or {}).items():
+        if not isinstance(v, str):
+            raise ApiError(422, "Invalid", "Secret: data[%s]: must be a base64 string" % k)
+        try:
+            base64.b64decode(v, validate=True)
+        except ValueError:
+            raise ApiError(422, "Invalid", "Secret: data[%s]: illegal base64 data" % k)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-api-standin"
+
+    def log_message(self, fmt, *a):  # quiet unless asked
+        if self.server.args.verbose:
+            sys.stderr.write("standin: " + (fmt % a) + "\n")
+
+    @property
+    def store(self):
+        return self.server.store
+
+    def send_json(self, code, body, ctype="application/json"):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n > MAX_BODY:
+            raise ApiError(413, "RequestEntityTooLarge", "request body too large")
+        return self.rfile.read(n) if n else b""
+
+    def handle_any(self, method):
+        try:
+            body = self.read_body()
+            if not self.connection.getpeercert():
+                code, ans = status(401, "Unauthorized", "Unauthorized")
+            elif self.path.startswith("/kvc-standin/"):
+                code, ans = self.test_hooks(method, body)
+            else:
+                path = urllib.parse.urlsplit(self.path).path
+                with self.store.lock:
+                    k = method + " " + path
+                    self.store.requests[k] = self.store.requests.get(k, 0) + 1
+                    fault = next((f for f in self.store.faults if f["method"] == method
+                                  and path.startswith(f["path"]) and f["count"] > 0), None)
+                    if fault:
+                        fault["count"] -= 1
+                if fault:
+                    if fault.get("delay_ms"):
+                        time.sleep(fault["delay_ms"] / 1000.0)  # the fault is a slow server
+                    if fault.get("oversize"):
+                        try:
+                            self.send_json(200, {"kind": "Status", "padding": "x" * (5 << 20)})
+                        except OSError:
+                            pass  # the client stops reading, as it should
+                        return
+                    code, ans = status(fault["code"], fault.get("reason", ""), "injected by the test")
+                else:
+                    code, ans = self.route(method, body)
+        except ApiError as e:
+            code, ans = e.answer
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        except Exception as e:  # a bug here must still answer like an API server
+            sys.stderr.write("standin: internal error: %r\n" % e)
+            code, ans = status(500, "InternalError", "internal error: %s" % type(e).__name__)
+        self.send_json(code, ans)
+
+    def do_GET(self):
+        self.handle_any("GET")
+
+    def do_POST(self):
+        self.handle_any("POST")
+
+    def do_PUT(self):
+        self.handle_any("PUT")
+
+    def do_PATCH(self):
+        self.handle_any("PATCH")
+
+    def do_DELETE(self):
+        self.handle_any("DELETE")
+
+    # --- test-only hooks (not Kubernetes API) ------------------------------------
+
+    def test_hooks(self, method, body):
+        """POST /kvc-standin/faults {method, path (prefix), code, reason, count,
+        delay_ms, oversize}: the next count matching requests get that answer
+        instead. DELETE /kvc-standin/faults clears them. GET
+        /kvc-standin/requests: how many requests each "METHOD /path" got."""
+        st = self.store
+        with st.lock:
+            if self.path == "/kvc-standin/faults" and method == "POST":
+                f = self.decode(body)
+                f.setdefault("count", 1)
+                f.setdefault("code", 503)
+                st.faults.append(f)
+                return 201, {"faults": st.faults}
+            if self.path == "/kvc-standin/faults" and method == "DELETE":
+                st.faults = []
+                return 200, {"faults": []}
+            if self.path == "/kvc-standin/requests" and method == "GET":
+                return 200, dict(st.requests)
+        raise ApiError(404, "NotFound", "no such test hook")
+
+    # --- routing -----------------------------------------------------------------
+
+    def route(self, method, body):
+        url = urllib.parse.urlsplit(self.path)
+        q = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        parts = [p for p in url.path.split("/") if p]
+        if method == "GET" and parts == ["version"]:
+            return 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-kvc-standin",
+                         "gitCommit": "0" * 40, "gitTreeState": "clean",
+                         "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22",
+                         "compiler": "gc", "platform": "linux/amd64"}
+        if method == "GET" and parts == ["api"]:
+            return 200, {"kind": "APIVersions", "versions": ["v1"],
+                         "serverAddressByClientCIDRs": [
+                             {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:%d" % self.store.port}]}
+        if method == "GET" and parts == ["apis"]:
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+        if method == "GET" and parts == ["api", "v1"]:
+            resources = []
+            for p, (k, nsd, sn) in RESOURCES.items():
+                r = {"name": p, "singularName": k.lower(), "namespaced": nsd, "kind": k, "verbs": VERBS}
+                if sn:
+                    r["shortNames"] = sn
+                resources.append(r)
+            return 200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}
+        if method == "GET" and parts == ["openapi", "v3"]:
+            return 200, {"paths": {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=" + OPENAPI_HASH}}}
+        if method == "GET" and parts == ["openapi", "v3", "api", "v1"]:
+            return 200, OPENAPI_V1
+        if len(parts) >= 3 and parts[:2] == ["api", "v1"]:
+            rest = parts[2:]
+            if rest[0] == "namespaces" and len(rest) >= 3:
+                ns, plural, name = rest[1], rest[2], rest[3] if len(rest) > 3 else None
+                if len(rest) > 4 or plural not in RESOURCES or not RESOURCES[plural][1]:
+                    raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            else:
+                ns, plural, name = None, rest[0], rest[1] if len(rest) > 1 else None
+                if len(rest) > 2 or plural not in RESOURCES:
+                    raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            return self.resource(method, plural, ns, name, q, body)
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    def resource(self, method, plural, ns, name, q, body):
+        kind, namespaced, _ = RESOURCES[plural]
+        if "watch" in q and q["watch"] in ("true", "1"):
+            raise ApiError(405, "MethodNotAllowed", "watch is not supported by this stand-in")
+        st = self.store
+        with st.lock:
+            if ns is not None and ("namespaces", None, ns) not in st.objs:
+                raise ApiError(404, "NotFound", 'namespaces "%s" not found' % ns, ns, "namespaces")
+            if name is None and method == "GET":
+                return 200, self.list(plural, ns, q)
+            if name is None and method == "POST":
+                return self.create(plural, ns, q, body)
+            if name is None:
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            key = (plural, ns if namespaced else None, name)
+            obj = st.objs.get(key)
+            if method == "PATCH" and (self.headers.get("Content-Type") or "").startswith("application/apply-patch"):
+                return self.apply(plural, key, obj, q, body)
+            if obj is None:
+                raise ApiError(404, "NotFound", '%s "%s" not found' % (plural, name), name, plural)
+            if method == "GET":
+                return 200, self.maybe_table(plural, [obj], single=True)
+            if method == "DELETE":
+                del st.objs[key]
+                if plural == "secrets" and obj.get("type") == BOOTSTRAP_TYPE:
+                    st.schedule_sign()
+                return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                             "details": {"name": name, "kind": plural, "uid": obj["metadata"]["uid"]}}
+            if method == "PATCH":
+                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                if ctype != "application/merge-patch+json":
+                    raise ApiError(415, "UnsupportedMediaType",
+                                   "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/apply-patch+yaml")
+                patch = self.decode(body)
+                new = merge_patch(copy.deepcopy(obj), patch)
+                return 200, self.write(plural, key, new, q.get("fieldManager", "unknown"), "Update", obj)
+            if method == "PUT":
+                new = self.decode(body)
+                rv = new.get("metadata", {}).get("resourceVersion")
+                if rv and rv != obj["metadata"]["resourceVersion"]:
+                    raise ApiError(409, "Conflict",
+                                   'Operation cannot be fulfilled on %s "%s": the object has been modified; please apply your changes to the latest version and try again' % (plural, name),
+                                   name, plural)
+                return 200, self.write(plural, key, new, q.get("fieldManager", "unknown"), "Update", obj)
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    @staticmethod
+    def decode(body):
+        try:
+            obj = json.loads(body or b"null")
+        except ValueError as e:
+            raise ApiError(400, "BadRequest", "the request body is not JSON: %s" % e)
+        if not isinstance(obj, dict):
+            raise ApiError(400, "BadRequest", "the request body must be a JSON object")
+        return obj
+
+    def check_object(self, plural, ns, obj, name=None):
+        kind = RESOURCES[plural][0]
+        if obj.get("kind", kind) != kind or obj.get("apiVersion", "v1") != "v1":
+            raise ApiError(400, "BadRequest", "the body is a %s/%s, not a v1 %s" % (
+                obj.get("apiVersion"), obj.get("kind"), kind))
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            raise ApiError(422, "Invalid", "%s: metadata: Required value" % kind)
+        n = meta.get("name")
+        if not isinstance(n, str) or not n or len(n) > 253 or not DNS_SUBDOMAIN.match(n):
+            raise ApiError(422, "Invalid", '%s "%s" is invalid: metadata.name: Invalid value' % (kind, n), n, plural)
+        if name is not None and n != name:
+            raise ApiError(400, "BadRequest", "the name of the object (%s) does not match the name on the URL (%s)" % (n, name))
+        bns = meta.get("namespace")
+        if ns is not None and bns not in (None, ns):
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+        labels = meta.get("labels") or {}
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise ApiError(422, "Invalid", "%s: metadata.labels: must be a map of strings" % kind)
+        obj["apiVersion"], obj["kind"] = "v1", kind
+        if plural == "secrets":
+            fold_string_data(obj)
+            obj.setdefault("type", "Opaque")
+        for gen in ("uid", "resourceVersion", "creationTimestamp"):
+            meta.pop(gen, None)
+
+    def write(self, plural, key, new, manager, operation, old):
+        self.check_object(plural, key[1], new, key[2])
+        if old is not None and plural == "secrets" and new.get("type") != old.get("type"):
+            raise ApiError(422, "Invalid", 'Secret "%s" is invalid: type: Invalid value: field is immutable' % key[2], key[2], plural)
+        obj = self.store._put(plural, key[1], new, manager, operation)
+        if plural == "secrets" and obj.get("type") == BOOTSTRAP_TYPE:
+            self.store.schedule_sign()
+        return obj
+
+    def create(self, plural, ns, q, body):
+        obj = self.decode(body)
+        self.check_object(plural, ns, obj)
+        name = obj["metadata"]["name"]
+        key = (plural, ns, name)
+        if key in self.store.objs:
+            raise ApiError(409, "AlreadyExists", '%s "%s" already exists' % (plural, name), name, plural)
+        if plural == "nodes":
+            obj.setdefault("status", {}).setdefault("conditions", [
+                {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                 "message": "kubelet is posting ready status", "lastHeartbeatTime": now_rfc3339()}])
+        return 201, self.write(plural, key, obj, q.get("fieldManager", "unknown"), "Update", None)
+
+    def apply(self, plural, key, obj, q, body):
+        manager = q.get("fieldManager")
+        if not manager:
+            raise ApiError(422, "Invalid", "PATCH with apply-patch requires a fieldManager")
+        applied = self.decode(body)
+        if key[2] != (applied.get("metadata") or {}).get("name"):
+            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        if plural == "secrets" and isinstance(applied.get("stringData"), dict):
+            applied.setdefault("data", {})
+            applied["data"] = dict(applied["data"] or {})
+            for k, v in applied.pop("stringData").items():
+                applied["data"][k] = base64.b64encode(str(v).encode()).decode()
+        st = self.store
+        owned_key = key + (manager,)
+        sets = {"data": set((applied.get("data") or {}).keys()),
+                "labels": set(((applied.get("metadata") or {}).get("labels") or {}).keys())}
+        if obj is None:
+            new = applied
+            code = 201
+        else:
+            new = merge_patch(copy.deepcopy(obj), applied)
+            prev = st.applied.get(owned_key, {})
+            for k in prev.get("data", set()) - sets["data"]:
+                (new.get("data") or {}).pop(k, None)
+            for k in prev.get("labels", set()) - sets["labels"]:
+                (new.get("metadata", {}).get("labels") or {}).pop(k, None)
+            code = 200
+        out = self.write(plural, key, new, manager, "Apply", obj)
+        st.applied[owned_key] = sets
+        return code, out
+
+    def filtered(self, plural, ns, q):
+        reqs = parse_selector(q.get("labelSelector", ""))
+        fields = parse_selector(q.get("fieldSelector", ""))
+        out = []
+        for (p, ons, name), o in sorted(self.store.objs.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
+            if p != plural or (ns is not None and ons != ns):
+                continue
+            if not selector_matches(reqs, o["metadata"].get("labels") or {}):
+                continue
+            fvals = {"metadata.name": name, "metadata.namespace": ons or ""}
+            if plural == "secrets":
+                fvals["type"] = o.get("type", "")
+            if not selector_matches(fields, fvals):
+                continue
+            out.append(o)
+        return out
+
+    def list(self, plural, ns, q):
+        return self.maybe_table(plural, self.filtered(plural, ns, q))
+
+    def wants_table(self):
+        accept = self.headers.get("Accept") or ""
+        return "as=Table" in accept
+
+    def maybe_table(self, plural, items, single=False):
+        kind = RESOURCES[plural][0]
+        if not self.wants_table():
+            if single:
+                return items[0]
+            return {"kind": kind + "List", "apiVersion": "v1",
+                    "metadata": {"resourceVersion": str(self.store.rv)}, "items": items}
+        cols = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
+        if plural == "secrets":
+            cols += [{"name": "Type", "type": "string", "format": "", "description": "Type", "priority": 0},
+                     {"name": "Data", "type": "string", "format": "", "description": "Data", "priority": 0}]
+        elif plural == "configmaps":
+            cols += [{"name": "Data", "type": "string", "format": "", "description": "Data", "priority": 0}]
+        elif plural == "nodes":
+            cols += [{"name": "Status", "type": "string", "format": "", "description": "Status", "priority": 0}]
+        cols += [{"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}]
+        rows = []
+        for o in items:
+            age = "%ds" % max(0, int(time.time() - (parse_rfc3339(o["metadata"]["creationTimestamp"]) or 0)))
+            cells = [o["metadata"]["name"]]
+            if plural == "secrets":
+                cells += [o.get("type", "Opaque"), len(o.get("data") or {})]
+            elif plural == "configmaps":
+                cells += [len(o.get("data") or {})]
+            elif plural == "nodes":
+                ready = [c for c in (o.get("status") or {}).get("conditions", []) if c.get("type") == "Ready"]
+                cells += ["Ready" if ready and ready[0].get("status") == "True" else "NotReady"]
+            cells.append(age)
+            meta = {k: v for k, v in o["metadata"].items() if k != "managedFields"}
+            rows.append({"cells": cells, "object": {"kind": "PartialObjectMetadata",
+                                                   "apiVersion": "meta.k8s.io/v1", "metadata": meta}})
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"resourceVersion": str(self.store.rv)},
+                "columnDefinitions": cols, "rows": rows}
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cert", required=True, help="server certificate PEM")
+    ap.add_argument("--key", required=True, help="server key PEM")
+    ap.add_argument("--ca", required=True, help="CA that signs client certificates (and is published in cluster-info)")
+    ap.add_argument("--jws-delay-ms", type=int, default=200, help="bootstrapsigner delay")
+    ap.add_argument("--sweep-ms", type=int, default=200, help="tokencleaner period")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(args.cert, args.key)
+    ctx.load_verify_locations(args.ca)
+    ctx.verify_mode = ssl.CERT_OPTIONAL  # no certificate: a 401 Status, as the API server
+    ctx.set_alpn_protocols(["http/1.1"])
+
+    store = Store(args)
+    srv = Server(("127.0.0.1", 0), Handler)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    srv.store = store
+    srv.args = args
+    store.port = srv.server_address[1]
+
+    with open(args.ca, "rb") as f:
+        ca_pem = f.read()
+    kubeconfig = ("apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n"
+                  "    certificate-authority-data: %s\n    server: https://127.0.0.1:%d\n"
+                  "contexts: null\ncurrent-context: \"\"\npreferences: {}\nusers: null\n"
+                  % (base64.b64encode(ca_pem).decode(), store.port))
+    with store.lock:
+        store._put("configmaps", "kube-public", {"apiVersion": "v1", "kind": "ConfigMap",
+                                                  "metadata": {"name": "cluster-info"},
+                                                  "data": {"kubeconfig": kubeconfig}}, "kubeadm")
+
+    stop = threading.Event()
+
+    def sweeper():
+        while not stop.wait(args.sweep_ms / 1000.0):
+            store.sweep()
+
+    def stdin_watch():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        stop.set()
+
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    threading.Thread(target=sweeper, daemon=True).start()
+    threading.Thread(target=stdin_watch, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    print(store.port, flush=True)
+    while not stop.wait(0.5):
+        pass
+    srv.shutdown()
+    srv.server_close()
+
+
+if __name__ == "__main__":
+    main()
