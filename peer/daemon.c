@@ -17,6 +17,7 @@
 #include "daemon.h"
 
 #include "backend_scrape.h"
+#include "broker.h"
 #include "clock.h"
 #include "control.h"
 #include "coordinator.h"
@@ -27,6 +28,7 @@
 #include "link_rules.h"
 #include "log.h"
 #include "metrics_summary.h"
+#include "nodes_ctl.h"
 #include "peer_metrics.h"
 #include "proxy.h"
 #include "store.h"
@@ -90,6 +92,7 @@ struct kvc_daemon {
     zhashx_t *by_member;             /* member id -> verified kvc_link_t* (borrowed) */
     kvc_swim_t *swim;                /* the membership core */
     kvc_coord_t *coord;              /* the site coordinator election */
+    kvc_broker_t *broker;            /* the join-token broker */
     kvc_core_set_t cores;            /* channel -> core; every core's timers */
     kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
@@ -434,6 +437,7 @@ static void s_flush(kvc_daemon_t *self)
     kvc_outbox_reset(out);
     kvc_core_set_flushed(&self->cores);
     s_publish_election(self);
+    kvc_broker_election_changed(self->broker, s_now_ms());
 }
 
 /* Runs every core whose deadline has come. */
@@ -569,7 +573,6 @@ static int s_on_router(kvc_daemon_t *self, zsock_t *reader)
     }
     zframe_t *routing = zmsg_first(msg);
     zframe_t *body = zmsg_next(msg);
-    (void)routing;
     const char *user = zframe_meta(body, "User-Id");
     uint8_t key[32];
     if (!user || strlen(user) != 64 || kvc_config_parse_key(user, key) != 0) {
@@ -593,6 +596,18 @@ static int s_on_router(kvc_daemon_t *self, zsock_t *reader)
     self->msgs_in++;
     if (env->body_case == KVC__FED__ENVELOPE__BODY_HELLO) {
         s_on_hello(self, key, key_hex, env);
+        goto done;
+    }
+    if (env->body_case == KVC__FED__ENVELOPE__BODY_NODE_JOIN) {
+        /* a node, not a member: the CURVE key it connected with is who it is */
+        if (zframe_size(routing) > KVC_BROKER_ROUTING_MAX) {
+            s_reject(self, KVC_REJECT_MALFORMED, key_hex);
+            goto done;
+        }
+        kvc_broker_node_message(self->broker, s_now_ms(), (int64_t)kvc_clock_wall_ms(), key,
+                                zframe_data(routing), zframe_size(routing), env->node_join.data,
+                                env->node_join.len, &self->out);
+        s_flush(self);
         goto done;
     }
     kvc_link_t *link = s_link_find(self, key_hex);
@@ -1382,6 +1397,34 @@ static int s_cmd_force_leave(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ct
     }
 }
 
+/* The site's nodes, enrollment codes and token audit (nodes_ctl.c). */
+static int s_cmd_nodes(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    return kvc_nodes_ctl_list(((kvc_daemon_t *)arg)->store, req, ctx);
+}
+
+static int s_cmd_node_decide(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    return kvc_nodes_ctl_decide(self->store, self->self_id, req, ctx);
+}
+
+static int s_cmd_enroll_create(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    return kvc_nodes_ctl_enroll_create(self->store, self->cfg.site, self->self_id, req, ctx);
+}
+
+static int s_cmd_enroll_list(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    return kvc_nodes_ctl_enroll_list(((kvc_daemon_t *)arg)->store, req, ctx);
+}
+
+static int s_cmd_tokens(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    return kvc_nodes_ctl_tokens(((kvc_daemon_t *)arg)->store, req, ctx);
+}
+
 /* The command table: a command is one row. */
 static const kvc_ctl_cmd_t s_commands[] = {
     {"status", s_cmd_status, {NULL}, "this peer: identity, links, membership counts"},
@@ -1393,6 +1436,11 @@ static const kvc_ctl_cmd_t s_commands[] = {
     {"info", s_cmd_info, {NULL}, "counters and settings, by section"},
     {"leave", s_cmd_leave, {NULL}, "leave the federation gracefully and stop"},
     {"force-leave", s_cmd_force_leave, {"name", NULL}, "mark a failed member as left"},
+    {"nodes", s_cmd_nodes, {NULL}, "the site's node records"},
+    {"node-decide", s_cmd_node_decide, {"id", "to", NULL}, "approve, reject or revoke a node"},
+    {"enroll-create", s_cmd_enroll_create, {"ttl_s", "uses", NULL}, "a one-time enrollment code"},
+    {"enroll-list", s_cmd_enroll_list, {NULL}, "enrollment codes still valid"},
+    {"tokens", s_cmd_tokens, {NULL}, "the join-token audit log"},
 };
 
 /* Answers one control request. */
@@ -1496,6 +1544,32 @@ static int s_bind_router(kvc_daemon_t *self, kvc_err_t *err)
     return KVC_OK;
 }
 
+/* The broker's reply to a node behind our ROUTER. */
+static void s_to_node(void *arg, const uint8_t *routing, size_t rlen, const uint8_t *msg,
+                      size_t len)
+{
+    kvc_daemon_t *self = arg;
+    Kvc__Fed__Envelope env = KVC__FED__ENVELOPE__INIT;
+    env.sender = self->self_id;
+    env.seq = ++self->seq;
+    env.body_case = KVC__FED__ENVELOPE__BODY_NODE_JOIN;
+    env.node_join.data = (uint8_t *)msg;
+    env.node_join.len = len;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (kvc_wire_encode(&env, &buf, &n) != 0)
+        return;
+    zmsg_t *m = zmsg_new();
+    if (m && zmsg_addmem(m, routing, rlen) == 0 && zmsg_addmem(m, buf, n) == 0 &&
+        zmsg_send(&m, self->router) == 0)
+        self->msgs_out++;
+    else
+        self->send_dropped++;
+    zmsg_destroy(&m);
+    sodium_memzero(buf, n); /* it may hold a sealed token: no plaintext, but no copies either */
+    kvc_free(buf);
+}
+
 /* Builds the membership core from the profile and the timing overrides. */
 static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
 {
@@ -1544,6 +1618,10 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
                                 err);
     if (!self->coord)
         return KVC_EINVAL;
+    self->broker = kvc_broker_new(&self->cfg, self->self_id, self->store,
+                                  kvc_coord_election(self->coord), s_to_node, self, err);
+    if (!self->broker)
+        return KVC_EINVAL;
     /* The table: every protocol is one row (channel = envelope body kind). */
     kvc_core_set_init(&self->cores);
     int rc = kvc_core_set_add(&self->cores, &kvc_swim_core_ops, self->swim);
@@ -1551,6 +1629,8 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
         rc = kvc_core_set_add(&self->cores, &s_metrics_core, self);
     if (rc == 0)
         rc = kvc_core_set_add(&self->cores, &kvc_coord_core_ops, self->coord);
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, &kvc_broker_core_ops, self->broker);
 #ifdef KVC_NEXT_KIND
     if (rc == 0 && !(self->next = kvc_calloc(1, sizeof *self->next)))
         rc = KVC_ENOMEM;
@@ -1831,13 +1911,14 @@ static void s_loop_once(kvc_daemon_t *self, uint64_t max_ms)
     uint64_t wait = kvc_elapsed(deadline, now);
     if (wait > max_ms)
         wait = max_ms;
-    /* three sockets, whatever the number of members */
-    zmq_pollitem_t items[3] = {
+    /* three sockets, whatever the number of members, and the broker's worker */
+    zmq_pollitem_t items[4] = {
         {zsock_resolve(self->zap), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->control), 0, ZMQ_POLLIN, 0},
+        {NULL, kvc_broker_fd(self->broker), ZMQ_POLLIN, 0},
     };
-    int rc = zmq_poll(items, 3, (long)wait);
+    int rc = zmq_poll(items, 4, (long)wait);
     if (rc <= 0)
         return; /* timeout, or EINTR: the caller checks for a signal */
     if (items[0].revents & ZMQ_POLLIN)
@@ -1848,6 +1929,10 @@ static void s_loop_once(kvc_daemon_t *self, uint64_t max_ms)
             s_on_router(self, self->router);
     if (items[2].revents & ZMQ_POLLIN)
         s_on_control(self, self->control);
+    if (items[3].revents & ZMQ_POLLIN) { /* the worker finished a job */
+        kvc_broker_core_ops.tick(self->broker, s_now_ms(), &self->out);
+        s_flush(self);
+    }
 }
 
 /* Tells the federation we are leaving and keeps answering for a moment so
@@ -1886,6 +1971,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     kvc_peer_metrics_destroy(&self->metrics);
     zhashx_destroy(&self->by_member);
     zhashx_destroy(&self->links);
+    kvc_broker_destroy(&self->broker);
     kvc_coord_destroy(&self->coord);
     kvc_swim_destroy(&self->swim);
     kvc_outbox_free(&self->out);
