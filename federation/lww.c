@@ -27,8 +27,8 @@
 
 #define WIRE_VERSION 1
 #define HLC_MAX (UINT64_C(1) << 62) /* no valid stamp reaches this */
-#define AE_MSGS_MAX 8              /* Entries messages per anti-entropy step */
-#define FIXED_OVERHEAD 2048        /* digest part of a BucketHeaders, tags */
+#define AE_MSGS_MAX 8               /* Entries messages per anti-entropy step */
+#define FIXED_OVERHEAD 2048         /* digest part of a BucketHeaders, tags */
 
 typedef struct entry {
     struct entry *next; /* hash chain */
@@ -50,9 +50,9 @@ typedef struct entry {
 typedef struct {
     char id[KVC_MEMBER_ID_MAX + 1];
     int alive;
-    uint64_t push_next;                 /* first push_seq it is owed */
-    uint64_t synced[KVC_LWW_BUCKETS];   /* our seq when its bucket equalled ours */
-    uint64_t horizon[KVC_LWW_BUCKETS];  /* its advertised GC horizons */
+    uint64_t push_next;                /* first push_seq it is owed */
+    uint64_t synced[KVC_LWW_BUCKETS];  /* our seq when its bucket equalled ours */
+    uint64_t horizon[KVC_LWW_BUCKETS]; /* its advertised GC horizons */
 } peer_t;
 
 typedef struct {
@@ -111,10 +111,8 @@ int kvc_lww_config_check(const kvc_lww_config_t *c, kvc_err_t *err)
         return kvc_err_set(err, KVC_EINVAL, "lww.max_entries: must be 1..1000000");
     if (c->value_max > KVC_LWW_VALUE_MAX)
         return kvc_err_set(err, KVC_EINVAL, "lww.value_max: must be <= %u", KVC_LWW_VALUE_MAX);
-    if (c->msg_max > KVC_LWW_WIRE_MAX || c->msg_max < c->value_max + 1024u ||
-        c->msg_max < 4096)
-        return kvc_err_set(err, KVC_EINVAL,
-                           "lww.msg_max: must be 4096..%u and >= value_max + 1024",
+    if (c->msg_max > KVC_LWW_WIRE_MAX || c->msg_max < c->value_max + 1024u || c->msg_max < 4096)
+        return kvc_err_set(err, KVC_EINVAL, "lww.msg_max: must be 4096..%u and >= value_max + 1024",
                            KVC_LWW_WIRE_MAX);
     if (c->ae_interval_ms < 4 || c->ae_interval_ms > 3600000)
         return kvc_err_set(err, KVC_EINVAL, "lww.ae_interval_ms: must be 4..3600000");
@@ -468,8 +466,8 @@ static void s_push_all(kvc_lww_t *m, uint64_t now_ms, kvc_outbox_t *out)
         size_t first = 0;
         while (first < n && pend[first]->push_seq < p->push_next)
             first++;
-        size_t sent = s_send_entries(m, out, p->id, wp + first, cost + first, n - first, 1,
-                                     SIZE_MAX);
+        size_t sent =
+            s_send_entries(m, out, p->id, wp + first, cost + first, n - first, 1, SIZE_MAX);
         if (first + sent == n) {
             p->push_next = m->push_seq + 1;
         } else {
@@ -602,8 +600,8 @@ static int s_write(kvc_lww_t *m, uint64_t now_ms, const uint8_t *key, size_t kle
     return KVC_OK;
 }
 
-int kvc_lww_put(kvc_lww_t *m, uint64_t now_ms, const uint8_t *key, size_t klen,
-                const uint8_t *val, size_t vlen, kvc_outbox_t *out)
+int kvc_lww_put(kvc_lww_t *m, uint64_t now_ms, const uint8_t *key, size_t klen, const uint8_t *val,
+                size_t vlen, kvc_outbox_t *out)
 {
     return s_write(m, now_ms, key, klen, val, vlen, 0, out);
 }
@@ -1335,8 +1333,7 @@ int kvc_lww_load(kvc_lww_t *m, const uint8_t *rec, size_t len)
     if (!r)
         return kvc_pb_alloc_error(&alloc);
     int rc = KVC_EPARSE;
-    if (r->kind_case == KVC__LWW__RECORD__KIND_HORIZON &&
-        r->horizon->n_hlc == KVC_LWW_BUCKETS) {
+    if (r->kind_case == KVC__LWW__RECORD__KIND_HORIZON && r->horizon->n_hlc == KVC_LWW_BUCKETS) {
         rc = KVC_OK;
         for (unsigned b = 0; b < KVC_LWW_BUCKETS; b++)
             if (r->horizon->hlc[b] >= HLC_MAX)

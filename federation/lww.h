@@ -150,8 +150,8 @@ typedef struct {
  * out. KVC_EINVAL for a NULL map/outbox or empty key, KVC_ERANGE for a key
  * over KVC_LWW_KEY_MAX, a value over value_max or a full map (a new key
  * when max_entries are held), KVC_ENOMEM; on error nothing changed. */
-int kvc_lww_put(kvc_lww_t *m, uint64_t now_ms, const uint8_t *key, size_t klen,
-                const uint8_t *val, size_t vlen, kvc_outbox_t *out);
+int kvc_lww_put(kvc_lww_t *m, uint64_t now_ms, const uint8_t *key, size_t klen, const uint8_t *val,
+                size_t vlen, kvc_outbox_t *out);
 /* Deletes key (a tombstone stamped like a put), also when we hold nothing
  * for it (a write elsewhere may not have reached us yet). Errors as put. */
 int kvc_lww_del(kvc_lww_t *m, uint64_t now_ms, const uint8_t *key, size_t klen, kvc_outbox_t *out);
@@ -201,20 +201,20 @@ int kvc_lww_each_dirty(const kvc_lww_t *m,
 void kvc_lww_persisted(kvc_lww_t *m);
 
 typedef struct {
-    uint64_t pushes;        /* Push messages sent */
-    uint64_t digests;       /* Digest messages sent (anti-entropy rounds) */
-    uint64_t msgs_sent;     /* every message sent */
-    uint64_t bytes_sent;    /* their bytes */
-    uint64_t entries_sent;  /* entries in Push and Entries messages */
-    uint64_t entries_recv;  /* entries received */
+    uint64_t pushes;          /* Push messages sent */
+    uint64_t digests;         /* Digest messages sent (anti-entropy rounds) */
+    uint64_t msgs_sent;       /* every message sent */
+    uint64_t bytes_sent;      /* their bytes */
+    uint64_t entries_sent;    /* entries in Push and Entries messages */
+    uint64_t entries_recv;    /* entries received */
     uint64_t entries_applied; /* received entries that changed the map */
-    uint64_t conflicts;     /* two versions of a key compared: one kept */
+    uint64_t conflicts;       /* two versions of a key compared: one kept */
     uint64_t tombs_collected;
-    uint64_t dropped;       /* malformed, oversized or from outside scope */
-    uint64_t refused_full;  /* remote entries refused: map full */
-    uint64_t stale;         /* remote entries refused at a GC horizon */
-    uint64_t push_retries;  /* pushes the outbox refused, retried later */
-    uint64_t tombstones;    /* tombstones held now */
+    uint64_t dropped;      /* malformed, oversized or from outside scope */
+    uint64_t refused_full; /* remote entries refused: map full */
+    uint64_t stale;        /* remote entries refused at a GC horizon */
+    uint64_t push_retries; /* pushes the outbox refused, retried later */
+    uint64_t tombstones;   /* tombstones held now */
 } kvc_lww_stats_t;
 
 /* Copies the counters into *out. */

@@ -444,8 +444,8 @@ int kvc_sim_lww_main(int argc, char **argv)
                 wrong += !live && e.tomb &&
                          (e.hlc != s.truth[k].hlc || strcmp(e.writer, s.truth[k].writer) != 0);
             } else {
-                wrong += !live || e.hlc != s.truth[k].hlc ||
-                         strcmp(e.writer, s.truth[k].writer) != 0;
+                wrong +=
+                    !live || e.hlc != s.truth[k].hlc || strcmp(e.writer, s.truth[k].writer) != 0;
             }
         }
     }
@@ -468,13 +468,14 @@ int kvc_sim_lww_main(int argc, char **argv)
     int ok = identical && resurrected == 0 && wrong == 0 && s.npend == 0 && heal_ms != UINT64_MAX;
     if (s.json)
         printf("{\"scenario\":\"lww\",\"peers\":%d,\"cut\":%d,\"keys\":%d,\"seed\":%" PRIu64
-               ",\"loss\":%g,\"writes\":%zu,\"unconverged_writes\":%zu,\"converge_ms\":{\"p50\":%" PRIu64
-               ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64 "},\"converge_ms_unpartitioned\":{\"p50\":%" PRIu64
-               ",\"p99\":%" PRIu64 "},\"heal_ms\":%" PRId64
-               ",\"bytes\":%" PRIu64 ",\"bytes_after_heal\":%" PRIu64 ",\"msgs\":%" PRIu64
-               ",\"pushes\":%" PRIu64 ",\"digests\":%" PRIu64 ",\"tombs_collected\":%" PRIu64
-               ",\"stale_refused\":%" PRIu64 ",\"identical\":%s,\"resurrections\":%" PRIu64
-               ",\"wrong_versions\":%" PRIu64 ",\"invariants_ok\":%s}\n",
+               ",\"loss\":%g,\"writes\":%zu,\"unconverged_writes\":%zu,\"converge_ms\":{\"p50\":"
+               "%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64
+               "},\"converge_ms_unpartitioned\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64
+               "},\"heal_ms\":%" PRId64 ",\"bytes\":%" PRIu64 ",\"bytes_after_heal\":%" PRIu64
+               ",\"msgs\":%" PRIu64 ",\"pushes\":%" PRIu64 ",\"digests\":%" PRIu64
+               ",\"tombs_collected\":%" PRIu64 ",\"stale_refused\":%" PRIu64
+               ",\"identical\":%s,\"resurrections\":%" PRIu64 ",\"wrong_versions\":%" PRIu64
+               ",\"invariants_ok\":%s}\n",
                s.n, cut_n, s.keys, s.seed, s.loss, s.nconv + s.npend, s.npend, p50, p99, mx, i50,
                i99, heal_ms == UINT64_MAX ? (int64_t)-1 : (int64_t)heal_ms, s.bytes,
                s.bytes_after_heal, s.msgs, pushes, digests, collected, stale,
@@ -484,8 +485,8 @@ int kvc_sim_lww_main(int argc, char **argv)
                " max %" PRIu64 ", heal_ms %" PRId64 ", %" PRIu64 " bytes (%" PRIu64
                " after heal), identical %s, resurrections %" PRIu64 ", wrong %" PRIu64 "\n",
                s.n, cut_n, s.nconv + s.npend, p50, p99, mx,
-               heal_ms == UINT64_MAX ? (int64_t)-1 : (int64_t)heal_ms, s.bytes,
-               s.bytes_after_heal, identical ? "yes" : "no", resurrected, wrong);
+               heal_ms == UINT64_MAX ? (int64_t)-1 : (int64_t)heal_ms, s.bytes, s.bytes_after_heal,
+               identical ? "yes" : "no", resurrected, wrong);
     for (int i = 0; i < s.n; i++)
         kvc_lww_destroy(&s.m[i]);
     for (size_t k = 0; k < s.nq; k++)

@@ -514,9 +514,8 @@ static void test_dirty_list(void **state)
     kvc_outbox_t out2;
     kvc_outbox_init(&out2, 0);
     for (size_t i = 0; i < out.n_msgs; i++)
-        assert_int_equal(kvc_lww_receive(b, 1001, "s/a", kvc_outbox_data(&out, i), out.msgs[i].len,
-                                         &out2),
-                         0);
+        assert_int_equal(
+            kvc_lww_receive(b, 1001, "s/a", kvc_outbox_data(&out, i), out.msgs[i].len, &out2), 0);
     n[0] = n[1] = 0;
     kvc_lww_each_dirty(b, s_count_rec, n);
     assert_int_equal(n[0], 2);
@@ -556,8 +555,9 @@ static void test_bounds(void **state)
     s_put(&w, 0, "a", "1");
     s_put(&w, 0, "b", "2");
     s_put(&w, 0, "c", "3");
-    assert_int_equal(kvc_lww_put(m, w.now, (const uint8_t *)"d", 1, (const uint8_t *)"4", 1, &w.out),
-                     KVC_ERANGE);
+    assert_int_equal(
+        kvc_lww_put(m, w.now, (const uint8_t *)"d", 1, (const uint8_t *)"4", 1, &w.out),
+        KVC_ERANGE);
     assert_int_equal(kvc_lww_del(m, w.now, (const uint8_t *)"d", 1, &w.out), KVC_ERANGE);
     assert_false(kvc_lww_needs_persist(m));
     assert_int_equal(w.out.n_msgs, 0);
@@ -719,9 +719,8 @@ static void test_push_retried_after_refusal(void **state)
     kvc_outbox_init(&out, 0);
     kvc_lww_tick(a, 1000, &out); /* schedules its first round far away */
     kvc_outbox_reset(&out);
-    assert_int_equal(kvc_lww_put(a, 1000, (const uint8_t *)"k", 1, (const uint8_t *)"value-v", 7,
-                                 &tiny),
-                     0);
+    assert_int_equal(
+        kvc_lww_put(a, 1000, (const uint8_t *)"k", 1, (const uint8_t *)"value-v", 7, &tiny), 0);
     assert_int_equal(tiny.n_msgs, 0);
     assert_true(tiny.refused > 0);
     kvc_lww_stats_t st;
@@ -733,9 +732,8 @@ static void test_push_retried_after_refusal(void **state)
     assert_int_equal(out.n_msgs, 1);
     kvc_outbox_t out2;
     kvc_outbox_init(&out2, 0);
-    assert_int_equal(kvc_lww_receive(b, d + 1, "s/a", kvc_outbox_data(&out, 0), out.msgs[0].len,
-                                     &out2),
-                     0);
+    assert_int_equal(
+        kvc_lww_receive(b, d + 1, "s/a", kvc_outbox_data(&out, 0), out.msgs[0].len, &out2), 0);
     char buf[64];
     assert_string_equal(s_val(b, "k", buf, sizeof buf), "value-v");
     kvc_outbox_free(&tiny), kvc_outbox_free(&out), kvc_outbox_free(&out2);
@@ -921,8 +919,8 @@ static void test_five_replicas_converge(void **state)
     print_message("five replicas: identical %llu ms after the last write (%llu after the heal), "
                   "%llu msgs, %llu bytes in %llu simulated ms\n",
                   (unsigned long long)(w.now - quiet), (unsigned long long)(w.now - t0 - 12000),
-                  (unsigned long long)w.msgs,
-                  (unsigned long long)w.bytes, (unsigned long long)(w.now - t0));
+                  (unsigned long long)w.msgs, (unsigned long long)w.bytes,
+                  (unsigned long long)(w.now - t0));
     s_net_free(&w);
 }
 
@@ -1009,8 +1007,8 @@ static void test_alloc_failures(void **state)
         s_net_init(&w, 2, &cfg, 12);
         s_put(&w, 0, "a", "1");
         kvc_alloc_fail_after(fail);
-        int rc = kvc_lww_put(w.m[0], w.now, (const uint8_t *)"b", 1, (const uint8_t *)"2", 1,
-                             &w.out);
+        int rc =
+            kvc_lww_put(w.m[0], w.now, (const uint8_t *)"b", 1, (const uint8_t *)"2", 1, &w.out);
         kvc_alloc_fail_after(-1);
         assert_true(rc == 0 || rc == KVC_ENOMEM);
         s_flush(&w, 0);
