@@ -167,6 +167,7 @@ static uint64_t s_version_hash(uint64_t khash, uint64_t hlc, const char *writer,
     return kvc_rng_mix(h ^ kvc_rng_mix(hlc ^ ((uint64_t)(tomb != 0) << 63)));
 }
 
+/* The digest bucket of a key hash: its low 6 bits. */
 static unsigned s_bucket_of(uint64_t khash)
 {
     return (unsigned)(khash & (KVC_LWW_BUCKETS - 1));
@@ -196,6 +197,7 @@ static uint64_t s_clock_next(kvc_lww_t *m, uint64_t now_ms)
     return c;
 }
 
+/* The entry of key, or NULL. */
 static entry_t *s_find(const kvc_lww_t *m, const uint8_t *key, size_t klen, uint64_t khash)
 {
     for (entry_t *e = m->slots[khash & (m->n_slots - 1)]; e; e = e->next)
@@ -204,6 +206,7 @@ static entry_t *s_find(const kvc_lww_t *m, const uint8_t *key, size_t klen, uint
     return NULL;
 }
 
+/* The caller's view of e (pointers into it). */
 static void s_fill_view(const entry_t *e, kvc_lww_entry_t *v)
 {
     v->key = e->key;
@@ -322,6 +325,7 @@ static int s_collect(kvc_lww_t *m, entry_t *e)
     return KVC_OK;
 }
 
+/* The peer in scope with that id (and its index), or NULL. */
 static peer_t *s_peer(kvc_lww_t *m, const char *id, int *idx)
 {
     for (size_t i = 0; i < m->n_peers; i++)
@@ -413,6 +417,7 @@ static size_t s_send_entries(kvc_lww_t *m, kvc_outbox_t *out, const char *to,
     return i;
 }
 
+/* qsort order of pending pushes: oldest local write first. */
 static int s_push_cmp(const void *a, const void *b)
 {
     const entry_t *x = *(entry_t *const *)a, *y = *(entry_t *const *)b;
@@ -655,11 +660,13 @@ uint64_t kvc_lww_hlc(const kvc_lww_t *m)
 
 /* --- validation of decoded input ----------------------------------------- */
 
+/* 1..KVC_LWW_KEY_MAX bytes. */
 static int s_valid_key(const ProtobufCBinaryData *k)
 {
     return k->len >= 1 && k->len <= KVC_LWW_KEY_MAX && k->data;
 }
 
+/* A stamp below HLC_MAX and a member id (or "" for a horizon tombstone). */
 static int s_valid_version(uint64_t hlc, const char *writer, int tomb)
 {
     if (hlc == 0 || hlc >= HLC_MAX || !writer)
@@ -667,6 +674,7 @@ static int s_valid_version(uint64_t hlc, const char *writer, int tomb)
     return s_id_valid(writer) || (tomb && writer[0] == '\0');
 }
 
+/* A whole entry within the bounds; a tombstone carries no value. */
 static int s_valid_entry(const kvc_lww_t *m, const Kvc__Lww__Entry *e)
 {
     if (!e || !s_valid_key(&e->key) || !s_valid_version(e->hlc, e->writer, e->tomb))
@@ -676,6 +684,7 @@ static int s_valid_entry(const kvc_lww_t *m, const Kvc__Lww__Entry *e)
     return 1;
 }
 
+/* Exactly 64 bucket hashes and 64 horizons, each a possible stamp. */
 static int s_valid_sums(size_t nb, const uint64_t *b, size_t nh, const uint64_t *h)
 {
     (void)b;
@@ -687,6 +696,8 @@ static int s_valid_sums(size_t nb, const uint64_t *b, size_t nh, const uint64_t 
     return 1;
 }
 
+/* Checks everything the handlers read beyond the generated bounds, so a
+ * message is refused whole before any of it applies. */
 static int s_valid(const kvc_lww_t *m, const Kvc__Lww__Message *msg)
 {
     if (msg->version != WIRE_VERSION)
@@ -855,6 +866,7 @@ static entry_t **s_bucket_entries(const kvc_lww_t *m, unsigned b, size_t *n)
     return v;
 }
 
+/* Bytes a header adds to a BucketHeaders, generously. */
 static size_t s_header_cost(const entry_t *e)
 {
     return (size_t)e->klen + strlen(e->writer) + 24;
