@@ -800,6 +800,64 @@ static void test_gc_needs_age_and_every_ack(void **state)
     s_net_free(&w);
 }
 
+/* A dead peer stays in scope and keeps blocking GC; once set_peers
+ * removes it, the tombstone goes. */
+static void test_gc_dead_peer_blocks_until_removed(void **state)
+{
+    (void)state;
+    kvc_lww_config_t cfg;
+    s_cfg_small(&cfg);
+    net_t w;
+    s_net_init(&w, 3, &cfg, 14);
+    s_put(&w, 0, "k", "v");
+    s_run(&w, 50);
+    w.up[2] = 0; /* p2 crashed: the others hear it is dead */
+    kvc_member_event_t ev = {.type = KVC_MEMBER_EV_DEAD};
+    snprintf(ev.id, sizeof ev.id, "%s", w.ids[2]);
+    for (int i = 0; i < 2; i++)
+        kvc_lww_member_event(w.m[i], w.now, &ev, &w.out);
+    s_del(&w, 0, "k");
+    s_run(&w, cfg.tomb_min_age_ms * 2);
+    kvc_lww_stats_t st;
+    kvc_lww_stats(w.m[0], &st);
+    assert_int_equal(st.tombstones, 1);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(kvc_lww_set_peers(w.m[i], w.idp, 2, w.now), 0);
+    s_run(&w, 2000);
+    for (int i = 0; i < 2; i++) {
+        kvc_lww_stats(w.m[i], &st);
+        assert_int_equal(st.tombstones, 0);
+        assert_int_equal(st.tombs_collected, 1);
+    }
+    s_net_free(&w);
+}
+
+/* More writes in one millisecond than the 16-bit counter holds: stamps
+ * stay strictly increasing (the counter carries into the physical part). */
+static void test_hlc_counter_carries(void **state)
+{
+    (void)state;
+    kvc_lww_config_t cfg;
+    s_cfg_small(&cfg);
+    kvc_lww_t *m = kvc_lww_new(&cfg, "s/a", 50, 1);
+    kvc_outbox_t out;
+    kvc_outbox_init(&out, 0);
+    uint64_t last = 0;
+    for (int i = 0; i < 70000; i++) {
+        assert_int_equal(
+            kvc_lww_put(m, 5000, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, &out), 0);
+        kvc_lww_entry_t e;
+        assert_int_equal(kvc_lww_get(m, (const uint8_t *)"k", 1, &e), 0);
+        assert_true(e.hlc > last);
+        last = e.hlc;
+        kvc_lww_persisted(m);
+    }
+    assert_true(last >> 16 > 5000); /* carried */
+    assert_int_equal(kvc_lww_count(m), 1);
+    kvc_outbox_free(&out);
+    kvc_lww_destroy(&m);
+}
+
 /* A peer removed from scope, away while the others collected the
  * tombstone, comes back holding the old value: the horizon refuses it, it
  * is told to delete, and the key stays deleted everywhere. The same after
@@ -1023,6 +1081,28 @@ static void test_member_events(void **state)
     kvc_core_set_init(&set);
     assert_int_equal(kvc_core_set_add(&set, ops, a), 0);
     assert_ptr_equal(kvc_core_set_find(&set, 41)->core, a);
+    /* a second instance on the registry channel registers beside it and
+     * gets the messages of its channel only */
+    kvc_lww_t *reg = kvc_lww_new(&cfg, "s/a", KVC_LWW_CHANNEL_REGISTRY, 2);
+    kvc_lww_set_peers(reg, ids, 2, 0);
+    assert_int_equal(kvc_core_set_add(&set, kvc_lww_core_ops_of(reg), reg), 0);
+    assert_int_equal(kvc_core_set_add(&set, kvc_lww_core_ops_of(reg), reg), KVC_EEXIST);
+    kvc_lww_t *b = kvc_lww_new(&cfg, "s/b", KVC_LWW_CHANNEL_REGISTRY, 3);
+    kvc_lww_set_peers(b, ids, 2, 0);
+    kvc_outbox_t bo;
+    kvc_outbox_init(&bo, 0);
+    kvc_lww_put(b, 3000, (const uint8_t *)"model", 5, (const uint8_t *)"m", 1, &bo);
+    assert_int_equal(bo.n_msgs, 1);
+    kvc_outbox_reset(&out);
+    assert_int_equal(kvc_core_set_receive(&set, bo.msgs[0].channel, 3001, "s/b",
+                                          kvc_outbox_data(&bo, 0), bo.msgs[0].len, &out),
+                     0);
+    assert_int_equal(kvc_lww_count(reg), 1);
+    assert_int_equal(kvc_lww_count(a), 1); /* only its own "k" */
+    assert_int_equal(kvc_lww_get(a, (const uint8_t *)"model", 5, NULL), KVC_ENOENT);
+    kvc_outbox_free(&bo);
+    kvc_lww_destroy(&b);
+    kvc_lww_destroy(&reg);
     kvc_outbox_free(&out);
     kvc_lww_destroy(&a);
 }
@@ -1086,6 +1166,8 @@ int main(void)
         cmocka_unit_test(test_hostile_bytes),
         cmocka_unit_test(test_push_retried_after_refusal),
         cmocka_unit_test(test_gc_needs_age_and_every_ack),
+        cmocka_unit_test(test_gc_dead_peer_blocks_until_removed),
+        cmocka_unit_test(test_hlc_counter_carries),
         cmocka_unit_test(test_rejoin_after_gc_no_resurrection),
         cmocka_unit_test(test_five_replicas_converge),
         cmocka_unit_test(test_fresh_peer_catches_up),
