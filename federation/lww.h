@@ -90,7 +90,7 @@
 #define KVC_LWW_KEY_MAX 255
 #define KVC_LWW_VALUE_MAX (256u << 10) /* the largest cfg.value_max */
 #define KVC_LWW_WIRE_MAX (1u << 20)    /* the largest cfg.msg_max */
-#define KVC_LWW_PEERS_MAX 256
+#define KVC_LWW_PEERS_MAX 1024         /* the registry's scope is every member */
 #define KVC_LWW_BUCKETS 64
 
 typedef struct {
