@@ -890,7 +890,9 @@ static void s_on_digest(kvc_lww_t *m, peer_t *p, const Kvc__Lww__Digest *d, kvc_
         size_t n = 0;
         entry_t **v = s_bucket_entries(m, b, &n);
         if (!v) {
-            next = b;
+            /* out of memory: carry on later, never at the same start (no
+             * ping-pong of digests while memory stays short) */
+            next = b > d->start ? b : KVC_LWW_BUCKETS;
             break;
         }
         size_t need = 0;
@@ -922,7 +924,8 @@ static void s_on_digest(kvc_lww_t *m, peer_t *p, const Kvc__Lww__Digest *d, kvc_
             Kvc__Lww__Header *nhs = kvc_realloc(hs, nc * sizeof *hs);
             if (!nhs) {
                 kvc_free(v);
-                next = b, partial = 0;
+                next = b > d->start ? b : KVC_LWW_BUCKETS;
+                partial = 0;
                 break;
             }
             hs = nhs;
