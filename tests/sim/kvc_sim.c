@@ -31,6 +31,7 @@
 #include "swim.h"
 
 #include "sim_election.h"
+#include "sim_lww.h"
 
 #define US 1000ULL
 #define SEC 1000000ULL
@@ -510,7 +511,8 @@ static void s_usage(FILE *f)
                "               [--settle SECONDS] [--wan-rtt MIN-MAX] [--seed N] [--json]\n"
                "  partition: A and B are comma-separated site names (site0,site1) or `rest`;\n"
                "  T1-T2 in seconds, e.g. 'site0,site1|rest@30s-90s'; several joined with ';'.\n"
-               "       kvc-sim --scenario election [--help]: coordinator failover and safety.\n");
+               "       kvc-sim --scenario election [--help]: coordinator failover and safety.\n"
+               "       kvc-sim --scenario lww [--help]: replicated map convergence after a partition.\n");
 }
 
 /* Fills options from argv. */
@@ -936,7 +938,8 @@ int main(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], "--scenario") == 0)
-            return kvc_sim_election_main(argc, argv); /* the only scenario so far */
+            return strcmp(argv[i + 1], "lww") == 0 ? kvc_sim_lww_main(argc, argv)
+                                                   : kvc_sim_election_main(argc, argv);
     sim_t s;
     memset(&s, 0, sizeof(s));
     if (s_options(&s, argc, argv) != 0)
