@@ -27,11 +27,12 @@ kubectl calls use, with the semantics the Kubernetes API documents:
     kubectl asks for one. /openapi/* answers 404 (kubectl then skips
     OpenAPI-based validation; see the test for what it tolerates).
 
-Server-side apply is simplified: the applied object is merged over the
-live one (maps merged, other values replaced), and the keys of data,
-stringData and metadata.labels that the same field manager applied before
-and omits now are removed, as field ownership would. Conflicts between
-managers are not modelled (so force changes nothing).
+Server-side apply is simplified: ownership is tracked only for a Secret's
+type, data keys and labels (set by Update writes and by applies); the
+applied object is merged over the live one (maps merged, other values
+replaced); changing a field another manager owns is a 409 Conflict with
+FieldManagerConflict causes unless force=true; and a field the same
+manager applied before and omits now is removed.
 
 Test-only hooks live under /kvc-standin/ (fault injection, request
 counts); nothing there is Kubernetes API.
@@ -121,9 +122,23 @@ def status(code, reason, message, name=None, kind=None):
 
 
 class ApiError(Exception):
-    def __init__(self, code, reason, message, name=None, kind=None):
+    def __init__(self, code, reason, message, name=None, kind=None, causes=None):
         super().__init__(message)
         self.answer = status(code, reason, message, name, kind)
+        if causes:
+            self.answer[1].setdefault("details", {})["causes"] = causes
+
+
+def fields_of(obj):
+    """The fields whose ownership the stand-in tracks: type, data keys, labels."""
+    out = {}
+    if "type" in obj:
+        out[".type"] = obj["type"]
+    for k, v in (obj.get("data") or {}).items():
+        out[".data." + k] = v
+    for k, v in ((obj.get("metadata") or {}).get("labels") or {}).items():
+        out[".metadata.labels." + k] = v
+    return out
 
 
 def merge_patch(target, patch):
@@ -184,7 +199,7 @@ class Store:
         self.objs = {}  # (plural, ns, name) -> object
         self.rv = 0
         self.args = args
-        self.applied = {}  # (plural, ns, name, manager) -> {field path: set(keys)}
+        self.owners = {}  # (plural, ns, name) -> {field path: manager}
         self.sign_timer = None
         self.faults = []  # test-only: injected answers (see Handler.test_hooks)
         self.requests = {}  # "METHOD /path" -> count, for tests to see retries
@@ -296,6 +311,7 @@ class Store:
                     t = None
                 if t is not None and t <= now:
                     del self.objs[key]
+                    self.owners.pop(key, None)
                     gone = True
         if gone:
             self.schedule_sign()
@@ -488,6 +504,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return 200, self.maybe_table(plural, [obj], single=True)
             if method == "DELETE":
                 del st.objs[key]
+                st.owners.pop(key, None)
                 if plural == "secrets" and obj.get("type") == BOOTSTRAP_TYPE:
                     st.schedule_sign()
                 return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -550,7 +567,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.check_object(plural, key[1], new, key[2])
         if old is not None and plural == "secrets" and new.get("type") != old.get("type"):
             raise ApiError(422, "Invalid", 'Secret "%s" is invalid: type: Invalid value: field is immutable' % key[2], key[2], plural)
+        before = fields_of(old or {})
         obj = self.store._put(plural, key[1], new, manager, operation)
+        owners = self.store.owners.setdefault(key, {})
+        after = fields_of(obj)
+        for f in set(before) - set(after):
+            owners.pop(f, None)
+        if operation == "Update":  # an apply sets its own owners
+            for f, v in after.items():
+                if before.get(f) != v or f not in owners:
+                    owners[f] = manager
         if plural == "secrets" and obj.get("type") == BOOTSTRAP_TYPE:
             self.store.schedule_sign()
         return obj
@@ -581,22 +607,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
             for k, v in applied.pop("stringData").items():
                 applied["data"][k] = base64.b64encode(str(v).encode()).decode()
         st = self.store
-        owned_key = key + (manager,)
-        sets = {"data": set((applied.get("data") or {}).keys()),
-                "labels": set(((applied.get("metadata") or {}).get("labels") or {}).keys())}
+        owners = st.owners.get(key, {})
+        want = fields_of(applied)
+        live = fields_of(obj or {})
+        # A field another manager owns and this apply would change is a
+        # conflict, unless the apply is forced (then ownership moves).
+        conflicts = sorted(f for f, v in want.items()
+                           if f in live and live[f] != v and owners.get(f) not in (None, manager))
+        if conflicts and q.get("force") != "true":
+            who = sorted(set(owners[f] for f in conflicts))
+            raise ApiError(409, "Conflict", "Apply failed with %d conflict%s: %s" % (
+                len(conflicts), "" if len(conflicts) == 1 else "s",
+                "; ".join('conflict with "%s": %s' % (owners[f], f) for f in conflicts)),
+                key[2], plural,
+                [{"type": "FieldManagerConflict", "message": 'conflict with "%s"' % owners[f],
+                  "field": f} for f in conflicts])
         if obj is None:
             new = applied
             code = 201
         else:
             new = merge_patch(copy.deepcopy(obj), applied)
-            prev = st.applied.get(owned_key, {})
-            for k in prev.get("data", set()) - sets["data"]:
-                (new.get("data") or {}).pop(k, None)
-            for k in prev.get("labels", set()) - sets["labels"]:
-                (new.get("metadata", {}).get("labels") or {}).pop(k, None)
+            # What this manager applied before and leaves out now goes.
+            for f in [f for f, m in owners.items() if m == manager and f not in want]:
+                if f.startswith(".data."):
+                    (new.get("data") or {}).pop(f[len(".data."):], None)
+                elif f.startswith(".metadata.labels."):
+                    (new.get("metadata", {}).get("labels") or {}).pop(f[len(".metadata.labels."):], None)
             code = 200
         out = self.write(plural, key, new, manager, "Apply", obj)
-        st.applied[owned_key] = sets
+        owners = st.owners.setdefault(key, {})
+        for f in want:
+            owners[f] = manager
         return code, out
 
     def filtered(self, plural, ns, q):

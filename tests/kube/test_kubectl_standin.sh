@@ -161,6 +161,20 @@ k get secret kvc-applied -n kube-system -o json | jq -e '
     "secret/kvc-applied" ] || fail "applied Secret by label"
 ok "kubectl apply --server-side creates, updates and prunes its own fields"
 
+# Another field manager changing a field kubectl owns conflicts, unless forced.
+sed -e 's/yolov8/bert/' "$t/applied.yaml" >"$t/other.yaml"
+out=$(k apply --server-side --field-manager=other -f "$t/other.yaml" 2>&1) &&
+    fail "an apply over another manager's field did not conflict: $out"
+echo "$out" | grep -q 'conflict with "kubectl"' || fail "conflict said: $out"
+echo "$out" | grep -q '.data.model' || fail "conflict did not name the field: $out"
+k get secret kvc-applied -n kube-system -o json | jq -e '(.data.model | @base64d) == "yolov8"' \
+    >/dev/null || fail "a conflicting apply changed the object"
+out=$(k apply --server-side --field-manager=other --force-conflicts -f "$t/other.yaml" 2>&1) ||
+    fail "forced apply: $out"
+k get secret kvc-applied -n kube-system -o json | jq -e '(.data.model | @base64d) == "bert"' \
+    >/dev/null || fail "the forced apply did not take"
+ok "server-side apply conflicts between field managers, and --force-conflicts"
+
 # --- authentication ----------------------------------------------------------------
 sed -e '/client-certificate-data/d' -e 's/client-key-data: .*/token: not-a-real-token/' \
     "$KUBECONFIG" >"$t/kubeconfig-token"
