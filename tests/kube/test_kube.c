@@ -542,7 +542,7 @@ static void test_token_list_orphans(void **state)
     assert_int_equal(kvc_kube_bootstrap_token_create(g.kube, &oc, &c, &err), 0);
     kvc_buf_t names;
     kvc_buf_init(&names, 4096);
-    assert_int_equal(kvc_kube_bootstrap_token_list(
+    assert_int_equal(kvc_kube_bootstrap_token_list_orphans(
                          g.kube, "app.kubernetes.io/managed-by=kvc,kvc.io/site=orphan-site",
                          s_collect, &names, &err),
                      0);
@@ -556,15 +556,16 @@ static void test_token_list_orphans(void **state)
     assert_int_equal(strlen(names.data), 1 + 2 * (strlen(a->name) + 1));
     /* One term only. */
     kvc_buf_reset(&names);
-    assert_int_equal(kvc_kube_bootstrap_token_list(g.kube, "kvc.io/site=orphan-site,kvc.io/term=4",
-                                                   s_collect, &names, &err),
+    assert_int_equal(kvc_kube_bootstrap_token_list_orphans(
+                         g.kube, "kvc.io/site=orphan-site,kvc.io/term=4", s_collect, &names, &err),
                      0);
     snprintf(want, sizeof want, ",%s,", b->name);
     assert_string_equal(names.data, want);
     /* Nothing matches: no calls. */
     kvc_buf_reset(&names);
-    assert_int_equal(
-        kvc_kube_bootstrap_token_list(g.kube, "kvc.io/site=nowhere", s_collect, &names, &err), 0);
+    assert_int_equal(kvc_kube_bootstrap_token_list_orphans(g.kube, "kvc.io/site=nowhere", s_collect,
+                                                           &names, &err),
+                     0);
     assert_int_equal(names.len, 0);
     kvc_buf_free(&names);
     kvc_kube_bootstrap_token_delete(g.kube, a->id, &err);
