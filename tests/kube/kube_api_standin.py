@@ -48,6 +48,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
 import re
 import signal
 import ssl
@@ -747,10 +748,12 @@ def main():
             store.sweep()
 
     def stdin_watch():
+        # os.read, not sys.stdin: a buffered reader blocked here would
+        # hold its lock when the interpreter shuts down after a SIGTERM.
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(0, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         stop.set()
 
@@ -763,6 +766,8 @@ def main():
         pass
     srv.shutdown()
     srv.server_close()
+    sys.stdout.flush()
+    os._exit(0)  # daemon threads (stdin, timers) need no goodbye
 
 
 if __name__ == "__main__":

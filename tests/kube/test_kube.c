@@ -68,6 +68,7 @@ static void s_sh_line(char *out, size_t size, const char *cmd)
 
 /* --- raw requests, independent of the client under test ------------------ */
 
+/* libcurl write callback of the raw requests. */
 static size_t s_raw_write(char *d, size_t s, size_t n, void *arg)
 {
     return kvc_buf_append(arg, d, s * n) == 0 ? s * n : 0;
@@ -172,6 +173,7 @@ static long s_get_secret(const char *name, kvc_buf_t *b)
 
 /* --- setup ------------------------------------------------------------------ */
 
+/* Makes the PKI, starts the stand-in, loads the kubeconfig, makes the client. */
 static int s_setup(void **state)
 {
     memset(&g, 0, sizeof g);
@@ -198,14 +200,18 @@ static int s_setup(void **state)
     return g.kube ? 0 : -1;
 }
 
+/* Frees the client, stops the stand-in and removes the folder with its keys. */
 static int s_teardown(void **state)
 {
     kvc_kube_destroy(&g.kube);
     kvc_kubeconfig_free(&g.cfg);
-    kvc_standin_stop(&g.standin);
+    /* The stand-in must go when its stdin closes, cleanly. */
+    int rc = kvc_standin_stop(&g.standin);
+    if (rc != 0)
+        fprintf(stderr, "teardown: the stand-in did not exit 0 when its stdin closed\n");
     if (g.dir[0] && strncmp(g.dir, "/tmp/kvc-kube-", 14) == 0)
         s_sh("rm -rf %s", g.dir);
-    return 0;
+    return rc;
 }
 
 /* --- kubeconfig ----------------------------------------------------------- */
@@ -410,6 +416,7 @@ typedef struct {
     int next, calls;
 } s_ids_t;
 
+/* kvc_kube_id_fn over an s_ids_t. */
 static int s_next_id(char id[6], void *arg)
 {
     s_ids_t *s = arg;
@@ -618,6 +625,7 @@ static void test_token_swept(void **state)
 
 /* --- nodes, errors ----------------------------------------------------------- */
 
+/* A node is there once registered, and only then; bad names never reach a URL. */
 static void test_node_exists(void **state)
 {
     kvc_err_t err = {0};
@@ -734,6 +742,7 @@ static void s_fault(const char *method, const char *path, int code, const char *
     kvc_buf_free(&b);
 }
 
+/* Drops the faults not yet used. */
 static void s_faults_clear(void)
 {
     kvc_buf_t b;
