@@ -6,6 +6,10 @@ kubectl calls use, with the semantics the Kubernetes API documents:
 
   * TLS with the test's CA; a client certificate signed by that CA is
     required, a request without one gets a 401 Unauthorized Status.
+    With --enable-bootstrap-token-auth (kube-apiserver's flag), a live
+    bootstrap token is also accepted as a bearer token, for the group
+    system:bootstrappers, which may read only discovery and cluster-info
+    (403 Forbidden otherwise, worded as RBAC words it).
   * core/v1 Secrets, ConfigMaps, Nodes and Namespaces: create (POST),
     get, list (labelSelector equality/existence, fieldSelector on
     metadata.name/namespace), JSON merge patch, server-side apply
@@ -368,8 +372,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def handle_any(self, method):
         try:
             body = self.read_body()
-            if not self.connection.getpeercert():
+            user = self.authenticate()
+            denied = self.authorize(method, user) if user else None
+            if user is None:
                 code, ans = status(401, "Unauthorized", "Unauthorized")
+            elif denied:
+                code, ans = denied
             elif self.path.startswith("/kvc-standin/"):
                 code, ans = self.test_hooks(method, body)
             else:
@@ -416,6 +424,67 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_DELETE(self):
         self.handle_any("DELETE")
+
+    # --- authentication and authorization ----------------------------------------
+
+    def authenticate(self):
+        """(user, groups), or None: a client certificate signed by the CA is
+        an administrator; with --enable-bootstrap-token-auth, a bearer
+        bootstrap token "<id>.<secret>" whose Secret is live and allows
+        authentication is system:bootstrap:<id> in system:bootstrappers plus
+        its auth-extra-groups, as kube-apiserver's bootstrap authenticator."""
+        if self.connection.getpeercert():
+            return ("kvc-test-admin", ["system:masters"])
+        auth = self.headers.get("Authorization") or ""
+        if not (self.server.args.enable_bootstrap_token_auth and auth.startswith("Bearer ")):
+            return None
+        m = re.match(r"^([a-z0-9]{6})\.([a-z0-9]{16})$", auth[7:].strip())
+        if not m:
+            return None
+        with self.store.lock:
+            o = self.store.objs.get(("secrets", "kube-system", "bootstrap-token-" + m.group(1)))
+            if not o or o.get("type") != BOOTSTRAP_TYPE:
+                return None
+            d = {}
+            for k, v in (o.get("data") or {}).items():
+                try:
+                    d[k] = base64.b64decode(v).decode()
+                except (ValueError, UnicodeDecodeError):
+                    return None
+        if d.get("token-id") != m.group(1) or not hmac.compare_digest(d.get("token-secret", ""), m.group(2)):
+            return None
+        if d.get("usage-bootstrap-authentication") != "true":
+            return None
+        if "expiration" in d:
+            t = parse_rfc3339(d["expiration"])
+            if t is None or t <= time.time():
+                return None
+        extra = [g for g in d.get("auth-extra-groups", "").split(",") if g]
+        return ("system:bootstrap:" + m.group(1), ["system:bootstrappers"] + extra)
+
+    def authorize(self, method, user):
+        """None if allowed, else a 403 answer. Administrators may do anything;
+        bootstrappers only discovery and reading cluster-info, as kubeadm's
+        RBAC rules allow (their CSR rights are out of scope here)."""
+        name, groups = user
+        if "system:masters" in groups:
+            return None
+        path = urllib.parse.urlsplit(self.path).path
+        parts = [p for p in path.split("/") if p]
+        if method == "GET" and (parts in (["version"], ["api"], ["api", "v1"], ["apis"])
+                                or parts[:1] == ["openapi"]
+                                or parts == ["api", "v1", "namespaces", "kube-public", "configmaps", "cluster-info"]):
+            return None
+        rest = parts[2:] if parts[:2] == ["api", "v1"] else []
+        ns = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            ns, rest = rest[1], rest[2:]
+        resource = rest[0] if rest else path
+        verb = {"GET": "get" if len(rest) > 1 else "list", "POST": "create", "PATCH": "patch",
+                "PUT": "update", "DELETE": "delete"}.get(method, method.lower())
+        where = ' in the namespace "%s"' % ns if ns else " at the cluster scope"
+        return status(403, "Forbidden", '%s is forbidden: User "%s" cannot %s resource "%s" in API group ""%s'
+                      % (resource, name, verb, resource, where), rest[1] if len(rest) > 1 else None, resource)
 
     # --- test-only hooks (not Kubernetes API) ------------------------------------
 
@@ -713,6 +782,8 @@ def main():
     ap.add_argument("--ca", required=True, help="CA that signs client certificates (and is published in cluster-info)")
     ap.add_argument("--jws-delay-ms", type=int, default=200, help="bootstrapsigner delay")
     ap.add_argument("--sweep-ms", type=int, default=200, help="tokencleaner period")
+    ap.add_argument("--enable-bootstrap-token-auth", action="store_true",
+                    help="accept live bootstrap tokens as bearer tokens (kube-apiserver's flag)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
 

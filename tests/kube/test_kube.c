@@ -183,8 +183,9 @@ static int s_setup(void **state)
         return -1;
     if (s_sh(KVC_KUBE_DIR "/kube_pki.sh pki %s", g.dir) != 0)
         return -1;
+    static const char *const extra[] = {"--enable-bootstrap-token-auth", NULL};
     if (kvc_standin_start(&g.standin, KVC_KUBE_DIR "/kube_api_standin.py", KVC_PYTHON, g.dir,
-                          NULL) != 0)
+                          extra) != 0)
         return -1;
     snprintf(g.base, sizeof g.base, "https://127.0.0.1:%d", g.standin.port);
     if (s_sh(KVC_KUBE_DIR "/kube_pki.sh kubeconfig %s %d", g.dir, g.standin.port) != 0)
@@ -690,6 +691,56 @@ static void test_unauthorized(void **state)
     kvc_kube_destroy(&k);
 }
 
+/* Makes a client that authenticates with a bearer token only. */
+static kvc_kube_t *s_token_client(const char *bearer)
+{
+    kvc_kubeconfig_t cfg = g.cfg;
+    cfg.cert = cfg.key = NULL;
+    cfg.cert_len = cfg.key_len = 0;
+    cfg.token = (char *)bearer;
+    cfg.token_len = strlen(bearer);
+    kvc_err_t err = {0};
+    kvc_kube_t *k = kvc_kube_new(&cfg, NULL, &err);
+    assert_non_null(k);
+    return k;
+}
+
+/* The token we mint authenticates a joining node as a bootstrapper, which
+ * may read cluster-info and nothing else (403), until it is deleted (401). */
+static void test_bootstrap_token_auth(void **state)
+{
+    kvc_err_t err = {0};
+    kvc_kube_token_t *tok = NULL;
+    assert_int_equal(kvc_kube_bootstrap_token_create(g.kube, NULL, &tok, &err), 0);
+    char bearer[32], wrong[32];
+    snprintf(bearer, sizeof bearer, "%s.%s", tok->id, tok->secret);
+    snprintf(wrong, sizeof wrong, "%s.%s", tok->id, "0000000000000000");
+    kvc_kube_t *node = s_token_client(bearer);
+    assert_int_equal(kvc_kube_wait_jws(node, tok->id, (int64_t)kvc_clock_mono_ms() + 10000, &err),
+                     0);
+    assert_int_equal(kvc_kube_node_exists(node, "edge-node-7", &err), KVC_EPERM);
+    assert_int_equal(kvc_kube_last_http_status(node), 403);
+    assert_string_equal(kvc_kube_last_reason(node), "Forbidden");
+    char want[128];
+    snprintf(want, sizeof want, "User \"system:bootstrap:%s\" cannot get resource \"nodes\"",
+             tok->id);
+    assert_non_null(strstr(err.msg, want));
+    assert_int_equal(
+        kvc_kube_bootstrap_token_list_orphans(node, "kvc.io/site=x", s_collect, NULL, &err),
+        KVC_EPERM);
+    assert_int_equal(kvc_kube_bootstrap_token_delete(node, tok->id, &err), KVC_EPERM);
+
+    kvc_kube_t *bad = s_token_client(wrong);
+    assert_int_equal(kvc_kube_cluster_info_has_jws(bad, tok->id, NULL, NULL, &err), KVC_ECRYPTO);
+    kvc_kube_destroy(&bad);
+
+    assert_int_equal(kvc_kube_bootstrap_token_delete(g.kube, tok->id, &err), 0);
+    assert_int_equal(kvc_kube_cluster_info_has_jws(node, tok->id, NULL, NULL, &err), KVC_ECRYPTO);
+    assert_int_equal(kvc_kube_last_http_status(node), 401);
+    kvc_kube_destroy(&node);
+    kvc_kube_token_destroy(&tok);
+}
+
 /* Status bodies decode to the reason the client maps. */
 static void test_status_parse(void **state)
 {
@@ -913,14 +964,15 @@ static void test_ca_pin(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kubeconfig_forms),   cmocka_unit_test(test_kubeconfig_errors),
-        cmocka_unit_test(test_token_create),       cmocka_unit_test(test_token_collision),
-        cmocka_unit_test(test_token_extend),       cmocka_unit_test(test_token_jws),
-        cmocka_unit_test(test_token_list_orphans), cmocka_unit_test(test_token_delete),
-        cmocka_unit_test(test_token_swept),        cmocka_unit_test(test_node_exists),
-        cmocka_unit_test(test_unreachable),        cmocka_unit_test(test_unauthorized),
-        cmocka_unit_test(test_status_parse),       cmocka_unit_test(test_ca_pin),
-        cmocka_unit_test(test_retry_and_errors),   cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_kubeconfig_forms),     cmocka_unit_test(test_kubeconfig_errors),
+        cmocka_unit_test(test_token_create),         cmocka_unit_test(test_token_collision),
+        cmocka_unit_test(test_token_extend),         cmocka_unit_test(test_token_jws),
+        cmocka_unit_test(test_token_list_orphans),   cmocka_unit_test(test_token_delete),
+        cmocka_unit_test(test_token_swept),          cmocka_unit_test(test_node_exists),
+        cmocka_unit_test(test_unreachable),          cmocka_unit_test(test_unauthorized),
+        cmocka_unit_test(test_status_parse),         cmocka_unit_test(test_ca_pin),
+        cmocka_unit_test(test_retry_and_errors),     cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_bootstrap_token_auth),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
