@@ -9,7 +9,8 @@
  *
  * Idempotent calls (GET, DELETE, the expiration PATCH) retry on transport
  * failures and 429/5xx with bounded exponential backoff; a create (POST)
- * never retries blindly, because the server may have applied it.
+ * never retries blindly, because the server may have applied it: only a
+ * connection that was never made is tried again.
  */
 #include "kube.h"
 #include "clock.h"
@@ -367,7 +368,7 @@ static int s_request(kvc_kube_t *self, const s_req_t *rq, kvc_buf_t *resp, kvc_e
     }
     hdrs = h;
 
-    int attempts = rq->idempotent ? self->opts.max_attempts : 1;
+    int attempts = self->opts.max_attempts;
     long delay = self->opts.backoff_ms;
     int rc = KVC_EIO;
     for (int attempt = 1;; attempt++) {
@@ -410,6 +411,10 @@ static int s_request(kvc_kube_t *self, const s_req_t *rq, kvc_buf_t *resp, kvc_e
                             st.message);
             }
         }
+        /* A call that is not idempotent is tried again only when the
+         * connection was never made: then the server cannot have seen it. */
+        if (!rq->idempotent && cc != CURLE_COULDNT_CONNECT && cc != CURLE_COULDNT_RESOLVE_HOST)
+            retry = 0;
         if (rc == KVC_OK || !retry || attempt >= attempts)
             break;
         /* Backoff between attempts of an idempotent call, bounded by

@@ -134,7 +134,8 @@ typedef struct {
  * expiring ttl seconds from now, labelled app.kubernetes.io/managed-by=kvc
  * plus the site, term and node of opts. An AlreadyExists answer means the
  * random id was taken: a new id is drawn, up to 5 times. A failed create is
- * not retried otherwise (it may have been applied). On success *tok_p is the
+ * not retried otherwise (it may have been applied), except when no
+ * connection could be made at all. On success *tok_p is the
  * caller's (kvc_kube_token_destroy). KVC_EINVAL for bad opts, KVC_EEXIST
  * after 5 collisions, else the API error (see kvc_kube_request).
  */
