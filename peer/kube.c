@@ -424,6 +424,8 @@ static int s_request(kvc_kube_t *self, const s_req_t *rq, kvc_buf_t *resp, kvc_e
         delay = delay * 2 > self->opts.backoff_max_ms ? self->opts.backoff_max_ms : delay * 2;
     }
     curl_slist_free_all(hdrs);
+    if (rc == KVC_OK && err)
+        memset(err, 0, sizeof *err); /* no message left from a failed attempt */
     /* Nothing of the call stays in the handle: no body pointer, no header list. */
     curl_easy_reset(self->curl);
     return rc;

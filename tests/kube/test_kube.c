@@ -819,6 +819,12 @@ static void test_retry_and_errors(void **state)
     uint64_t before = s_count("GET /api/v1/nodes/retry-node");
     assert_int_equal(kvc_kube_node_exists(k, "retry-node", &err), 0);
     assert_int_equal(s_count("GET /api/v1/nodes/retry-node") - before, 3);
+    /* A 200 after a 503: success, and the 503 left no message behind. */
+    s_fault("GET", "/api/v1/namespaces/kube-public/configmaps/cluster-info", 503,
+            "ServiceUnavailable", 1, 0, 0);
+    assert_int_equal(kvc_kube_cluster_info_has_jws(k, "abcdef", NULL, NULL, &err), 0);
+    assert_int_equal(err.code, 0);
+    assert_string_equal(err.msg, "");
     /* Four 503s: gives up after max_attempts with a retryable code. */
     s_fault("GET", "/api/v1/nodes/retry-node", 503, "ServiceUnavailable", 4, 0, 0);
     before = s_count("GET /api/v1/nodes/retry-node");
