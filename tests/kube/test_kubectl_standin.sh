@@ -82,9 +82,9 @@ jq -e --arg id "$id" --arg s "$secret" --argjson now "$now" '
     (.data["usage-bootstrap-signing"] | @base64d) == "true" and
     (.data["auth-extra-groups"] | @base64d) == "system:bootstrappers:kubeadm:default-node-token" and
     ((.data.expiration | @base64d | fromdateiso8601) - $now) as $left |
-        $left > 0 and $left < 60 and $left >= 45' "$t/tok.json" >/dev/null ||
+        $left < 60 and $left >= 30' "$t/tok.json" >/dev/null ||
     fail "the token Secret as kubectl sees it: $(jq -c 'del(.data["token-secret"])' "$t/tok.json")"
-ok "kubectl get secret $name -o json: type, usages, groups, labels, expiry < 60 s"
+ok "kubectl get secret $name -o json: type, usages, groups, labels, expiry < 60 s (test_kube checks the exact 50 s)"
 
 out=$(k get secrets -n kube-system 2>&1) || fail "get secrets: $out"
 echo "$out" | grep -Eq "^$name +bootstrap.kubernetes.io/token +[0-9]+ " || fail "table: $out"
