@@ -9,7 +9,8 @@
  *
  * Idempotent calls (GET, DELETE, the expiration PATCH) retry on transport
  * failures and 429/5xx with bounded exponential backoff; a create (POST)
- * never retries blindly, because the server may have applied it.
+ * never retries blindly, because the server may have applied it: only a
+ * connection that was never made is tried again.
  */
 #include "kube.h"
 #include "clock.h"
@@ -143,11 +144,53 @@ typedef struct {
     int overflow;
 } s_sink_t;
 
+/*
+ * Appends to a response buffer like kvc_buf_append, but grows it by copying
+ * and wiping instead of realloc: a response may carry a token secret (a
+ * created Secret is echoed back, a list holds every token's data), and a
+ * realloc would leave copies of it in freed memory.
+ */
+static int s_resp_append(kvc_buf_t *b, const char *data, size_t n)
+{
+    if (n > b->max || b->len > b->max - n)
+        return KVC_ERANGE;
+    size_t need = b->len + n + 1;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        if (cap > b->max + 1)
+            cap = b->max + 1;
+        char *p = kvc_malloc(cap);
+        if (!p)
+            return KVC_ENOMEM;
+        if (b->data) {
+            memcpy(p, b->data, b->len);
+            sodium_memzero(b->data, b->cap);
+            kvc_free(b->data);
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return KVC_OK;
+}
+
+/* Wipes and frees a response buffer. */
+static void s_resp_free(kvc_buf_t *b)
+{
+    if (b->data)
+        sodium_memzero(b->data, b->cap);
+    kvc_buf_free(b);
+}
+
 /* libcurl write callback: appends to the bounded buffer or stops the transfer. */
 static size_t s_write(char *data, size_t size, size_t n, void *arg)
 {
     s_sink_t *sink = arg;
-    if (kvc_buf_append(sink->buf, data, size * n) != 0) {
+    if (s_resp_append(sink->buf, data, size * n) != 0) {
         sink->overflow = 1;
         return 0;
     }
@@ -325,12 +368,14 @@ static int s_request(kvc_kube_t *self, const s_req_t *rq, kvc_buf_t *resp, kvc_e
     }
     hdrs = h;
 
-    int attempts = rq->idempotent ? self->opts.max_attempts : 1;
+    int attempts = self->opts.max_attempts;
     long delay = self->opts.backoff_ms;
     int rc = KVC_EIO;
     for (int attempt = 1;; attempt++) {
         char errbuf[CURL_ERROR_SIZE] = "";
         s_sink_t sink = {resp, 0};
+        if (resp->data)
+            sodium_memzero(resp->data, resp->cap);
         kvc_buf_reset(resp);
         self->last_status = 0;
         self->last_reason[0] = '\0';
@@ -366,6 +411,10 @@ static int s_request(kvc_kube_t *self, const s_req_t *rq, kvc_buf_t *resp, kvc_e
                             st.message);
             }
         }
+        /* A call that is not idempotent is tried again only when the
+         * connection was never made: then the server cannot have seen it. */
+        if (!rq->idempotent && cc != CURLE_COULDNT_CONNECT && cc != CURLE_COULDNT_RESOLVE_HOST)
+            retry = 0;
         if (rc == KVC_OK || !retry || attempt >= attempts)
             break;
         /* Backoff between attempts of an idempotent call, bounded by
@@ -375,6 +424,8 @@ static int s_request(kvc_kube_t *self, const s_req_t *rq, kvc_buf_t *resp, kvc_e
         delay = delay * 2 > self->opts.backoff_max_ms ? self->opts.backoff_max_ms : delay * 2;
     }
     curl_slist_free_all(hdrs);
+    if (rc == KVC_OK && err)
+        memset(err, 0, sizeof *err); /* no message left from a failed attempt */
     /* Nothing of the call stays in the handle: no body pointer, no header list. */
     curl_easy_reset(self->curl);
     return rc;
@@ -525,7 +576,7 @@ int kvc_kube_bootstrap_token_create(kvc_kube_t *self, const kvc_kube_token_opts_
         /* The random id is taken (by a live token or a leftover): draw again. */
     }
     sodium_memzero(body, sizeof body);
-    kvc_buf_free(&resp);
+    s_resp_free(&resp);
     if (rc == KVC_EEXIST)
         kvc_err_prefix(err, "kube: %d token ids in a row were taken: ", S_CREATE_TRIES);
     if (rc != KVC_OK) {
@@ -554,7 +605,7 @@ int kvc_kube_bootstrap_token_extend(kvc_kube_t *self, const char *id, int ttl_s,
     /* Setting an absolute time is idempotent: a retry writes the same bytes. */
     s_req_t rq = {"PATCH", path, "application/merge-patch+json", body, (size_t)n, 1};
     int rc = s_request(self, &rq, &resp, err);
-    kvc_buf_free(&resp);
+    s_resp_free(&resp);
     return rc;
 }
 
@@ -568,7 +619,7 @@ int kvc_kube_bootstrap_token_delete(kvc_kube_t *self, const char *id, kvc_err_t 
     kvc_buf_init(&resp, KVC_KUBE_RESPONSE_MAX);
     s_req_t rq = {"DELETE", path, NULL, NULL, 0, 1};
     int rc = s_request(self, &rq, &resp, err);
-    kvc_buf_free(&resp);
+    s_resp_free(&resp);
     if (rc == KVC_ENOENT) {
         /* Gone already (swept, or an earlier attempt of ours went through). */
         if (err)
@@ -578,8 +629,8 @@ int kvc_kube_bootstrap_token_delete(kvc_kube_t *self, const char *id, kvc_err_t 
     return rc;
 }
 
-int kvc_kube_bootstrap_token_list(kvc_kube_t *self, const char *selector, kvc_kube_name_fn fn,
-                                  void *arg, kvc_err_t *err)
+int kvc_kube_bootstrap_token_list_orphans(kvc_kube_t *self, const char *selector,
+                                          kvc_kube_name_fn fn, void *arg, kvc_err_t *err)
 {
     if (!selector || strlen(selector) > 1024)
         return kvc_err_set(err, KVC_EINVAL, "kube: label selector missing or too long");
@@ -598,7 +649,7 @@ int kvc_kube_bootstrap_token_list(kvc_kube_t *self, const char *selector, kvc_ku
         if (rc == KVC_EPARSE)
             kvc_err_set(err, rc, "kube: GET " S_SECRETS_PATH ": not a Secret list");
     }
-    kvc_buf_free(&resp);
+    s_resp_free(&resp);
     return rc;
 }
 
@@ -616,13 +667,13 @@ int kvc_kube_cluster_info_has_jws(kvc_kube_t *self, const char *id, char **jws_p
     s_req_t rq = {"GET", S_CLUSTER_INFO_PATH, NULL, NULL, 0, 1};
     int rc = s_request(self, &rq, &resp, err);
     if (rc == KVC_ENOENT) {
-        kvc_buf_free(&resp);
+        s_resp_free(&resp);
         if (err)
             memset(err, 0, sizeof *err);
         return 0; /* no cluster-info yet: no signature either */
     }
     if (rc != KVC_OK) {
-        kvc_buf_free(&resp);
+        s_resp_free(&resp);
         return rc;
     }
     char key[40];
@@ -640,7 +691,7 @@ int kvc_kube_cluster_info_has_jws(kvc_kube_t *self, const char *id, char **jws_p
             rc = r2 < 0 ? r2 : KVC_EPARSE;
         }
     }
-    kvc_buf_free(&resp);
+    s_resp_free(&resp);
     if (rc < 0)
         return kvc_err_set(err, rc, "kube: GET " S_CLUSTER_INFO_PATH ": %s",
                            rc == KVC_ENOMEM ? "out of memory"
@@ -688,7 +739,7 @@ int kvc_kube_node_exists(kvc_kube_t *self, const char *name, kvc_err_t *err)
     kvc_buf_init(&resp, KVC_KUBE_RESPONSE_MAX);
     s_req_t rq = {"GET", path, NULL, NULL, 0, 1};
     int rc = s_request(self, &rq, &resp, err);
-    kvc_buf_free(&resp);
+    s_resp_free(&resp);
     if (rc == KVC_ENOENT) {
         if (err)
             memset(err, 0, sizeof *err);

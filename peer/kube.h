@@ -82,6 +82,7 @@ typedef struct kvc_kube kvc_kube_t;
 /*
  * Makes a client for cfg, which it copies (the caller may free cfg at
  * once). opts may be NULL for the defaults. NULL on failure, err set.
+ * A client holds one libcurl handle: one thread uses it at a time.
  */
 kvc_kube_t *kvc_kube_new(const kvc_kubeconfig_t *cfg, const kvc_kube_opts_t *opts, kvc_err_t *err);
 
@@ -133,7 +134,8 @@ typedef struct {
  * expiring ttl seconds from now, labelled app.kubernetes.io/managed-by=kvc
  * plus the site, term and node of opts. An AlreadyExists answer means the
  * random id was taken: a new id is drawn, up to 5 times. A failed create is
- * not retried otherwise (it may have been applied). On success *tok_p is the
+ * not retried otherwise (it may have been applied), except when no
+ * connection could be made at all. On success *tok_p is the
  * caller's (kvc_kube_token_destroy). KVC_EINVAL for bad opts, KVC_EEXIST
  * after 5 collisions, else the API error (see kvc_kube_request).
  */
@@ -156,8 +158,8 @@ int kvc_kube_bootstrap_token_delete(kvc_kube_t *self, const char *id, kvc_err_t 
  * returned. For a new coordinator to delete what an old one left behind.
  */
 typedef int (*kvc_kube_name_fn)(const char *name, void *arg);
-int kvc_kube_bootstrap_token_list(kvc_kube_t *self, const char *selector, kvc_kube_name_fn fn,
-                                  void *arg, kvc_err_t *err);
+int kvc_kube_bootstrap_token_list_orphans(kvc_kube_t *self, const char *selector,
+                                          kvc_kube_name_fn fn, void *arg, kvc_err_t *err);
 
 /*
  * Reads ConfigMap kube-public/cluster-info: 1 if it holds
@@ -223,7 +225,7 @@ int kvc_kube_status_parse(const char *body, size_t len, kvc_kube_status_t *st);
 int kvc_kube_json_string(const char *body, size_t len, const char *const *path, size_t depth,
                          char **out, size_t *out_len);
 
-/* Calls fn with items[].metadata.name of a list body; as kvc_kube_bootstrap_token_list. */
+/* Calls fn with items[].metadata.name of a list body; as kvc_kube_bootstrap_token_list_orphans. */
 int kvc_kube_list_names(const char *body, size_t len, kvc_kube_name_fn fn, void *arg);
 
 #endif

@@ -6,6 +6,10 @@ kubectl calls use, with the semantics the Kubernetes API documents:
 
   * TLS with the test's CA; a client certificate signed by that CA is
     required, a request without one gets a 401 Unauthorized Status.
+    With --enable-bootstrap-token-auth (kube-apiserver's flag), a live
+    bootstrap token is also accepted as a bearer token, for the group
+    system:bootstrappers, which may read only discovery and cluster-info
+    (403 Forbidden otherwise, worded as RBAC words it).
   * core/v1 Secrets, ConfigMaps, Nodes and Namespaces: create (POST),
     get, list (labelSelector equality/existence, fieldSelector on
     metadata.name/namespace), JSON merge patch, server-side apply
@@ -27,11 +31,12 @@ kubectl calls use, with the semantics the Kubernetes API documents:
     kubectl asks for one. /openapi/* answers 404 (kubectl then skips
     OpenAPI-based validation; see the test for what it tolerates).
 
-Server-side apply is simplified: the applied object is merged over the
-live one (maps merged, other values replaced), and the keys of data,
-stringData and metadata.labels that the same field manager applied before
-and omits now are removed, as field ownership would. Conflicts between
-managers are not modelled (so force changes nothing).
+Server-side apply is simplified: ownership is tracked only for a Secret's
+type, data keys and labels (set by Update writes and by applies); the
+applied object is merged over the live one (maps merged, other values
+replaced); changing a field another manager owns is a 409 Conflict with
+FieldManagerConflict causes unless force=true; and a field the same
+manager applied before and omits now is removed.
 
 Test-only hooks live under /kvc-standin/ (fault injection, request
 counts); nothing there is Kubernetes API.
@@ -47,6 +52,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
 import re
 import signal
 import ssl
@@ -121,9 +127,23 @@ def status(code, reason, message, name=None, kind=None):
 
 
 class ApiError(Exception):
-    def __init__(self, code, reason, message, name=None, kind=None):
+    def __init__(self, code, reason, message, name=None, kind=None, causes=None):
         super().__init__(message)
         self.answer = status(code, reason, message, name, kind)
+        if causes:
+            self.answer[1].setdefault("details", {})["causes"] = causes
+
+
+def fields_of(obj):
+    """The fields whose ownership the stand-in tracks: type, data keys, labels."""
+    out = {}
+    if "type" in obj:
+        out[".type"] = obj["type"]
+    for k, v in (obj.get("data") or {}).items():
+        out[".data." + k] = v
+    for k, v in ((obj.get("metadata") or {}).get("labels") or {}).items():
+        out[".metadata.labels." + k] = v
+    return out
 
 
 def merge_patch(target, patch):
@@ -184,7 +204,7 @@ class Store:
         self.objs = {}  # (plural, ns, name) -> object
         self.rv = 0
         self.args = args
-        self.applied = {}  # (plural, ns, name, manager) -> {field path: set(keys)}
+        self.owners = {}  # (plural, ns, name) -> {field path: manager}
         self.sign_timer = None
         self.faults = []  # test-only: injected answers (see Handler.test_hooks)
         self.requests = {}  # "METHOD /path" -> count, for tests to see retries
@@ -296,6 +316,7 @@ class Store:
                     t = None
                 if t is not None and t <= now:
                     del self.objs[key]
+                    self.owners.pop(key, None)
                     gone = True
         if gone:
             self.schedule_sign()
@@ -351,8 +372,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def handle_any(self, method):
         try:
             body = self.read_body()
-            if not self.connection.getpeercert():
+            user = self.authenticate()
+            denied = self.authorize(method, user) if user else None
+            if user is None:
                 code, ans = status(401, "Unauthorized", "Unauthorized")
+            elif denied:
+                code, ans = denied
             elif self.path.startswith("/kvc-standin/"):
                 code, ans = self.test_hooks(method, body)
             else:
@@ -399,6 +424,67 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_DELETE(self):
         self.handle_any("DELETE")
+
+    # --- authentication and authorization ----------------------------------------
+
+    def authenticate(self):
+        """(user, groups), or None: a client certificate signed by the CA is
+        an administrator; with --enable-bootstrap-token-auth, a bearer
+        bootstrap token "<id>.<secret>" whose Secret is live and allows
+        authentication is system:bootstrap:<id> in system:bootstrappers plus
+        its auth-extra-groups, as kube-apiserver's bootstrap authenticator."""
+        if self.connection.getpeercert():
+            return ("kvc-test-admin", ["system:masters"])
+        auth = self.headers.get("Authorization") or ""
+        if not (self.server.args.enable_bootstrap_token_auth and auth.startswith("Bearer ")):
+            return None
+        m = re.match(r"^([a-z0-9]{6})\.([a-z0-9]{16})$", auth[7:].strip())
+        if not m:
+            return None
+        with self.store.lock:
+            o = self.store.objs.get(("secrets", "kube-system", "bootstrap-token-" + m.group(1)))
+            if not o or o.get("type") != BOOTSTRAP_TYPE:
+                return None
+            d = {}
+            for k, v in (o.get("data") or {}).items():
+                try:
+                    d[k] = base64.b64decode(v).decode()
+                except (ValueError, UnicodeDecodeError):
+                    return None
+        if d.get("token-id") != m.group(1) or not hmac.compare_digest(d.get("token-secret", ""), m.group(2)):
+            return None
+        if d.get("usage-bootstrap-authentication") != "true":
+            return None
+        if "expiration" in d:
+            t = parse_rfc3339(d["expiration"])
+            if t is None or t <= time.time():
+                return None
+        extra = [g for g in d.get("auth-extra-groups", "").split(",") if g]
+        return ("system:bootstrap:" + m.group(1), ["system:bootstrappers"] + extra)
+
+    def authorize(self, method, user):
+        """None if allowed, else a 403 answer. Administrators may do anything;
+        bootstrappers only discovery and reading cluster-info, as kubeadm's
+        RBAC rules allow (their CSR rights are out of scope here)."""
+        name, groups = user
+        if "system:masters" in groups:
+            return None
+        path = urllib.parse.urlsplit(self.path).path
+        parts = [p for p in path.split("/") if p]
+        if method == "GET" and (parts in (["version"], ["api"], ["api", "v1"], ["apis"])
+                                or parts[:1] == ["openapi"]
+                                or parts == ["api", "v1", "namespaces", "kube-public", "configmaps", "cluster-info"]):
+            return None
+        rest = parts[2:] if parts[:2] == ["api", "v1"] else []
+        ns = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            ns, rest = rest[1], rest[2:]
+        resource = rest[0] if rest else path
+        verb = {"GET": "get" if len(rest) > 1 else "list", "POST": "create", "PATCH": "patch",
+                "PUT": "update", "DELETE": "delete"}.get(method, method.lower())
+        where = ' in the namespace "%s"' % ns if ns else " at the cluster scope"
+        return status(403, "Forbidden", '%s is forbidden: User "%s" cannot %s resource "%s" in API group ""%s'
+                      % (resource, name, verb, resource, where), rest[1] if len(rest) > 1 else None, resource)
 
     # --- test-only hooks (not Kubernetes API) ------------------------------------
 
@@ -488,6 +574,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return 200, self.maybe_table(plural, [obj], single=True)
             if method == "DELETE":
                 del st.objs[key]
+                st.owners.pop(key, None)
                 if plural == "secrets" and obj.get("type") == BOOTSTRAP_TYPE:
                     st.schedule_sign()
                 return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -550,7 +637,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.check_object(plural, key[1], new, key[2])
         if old is not None and plural == "secrets" and new.get("type") != old.get("type"):
             raise ApiError(422, "Invalid", 'Secret "%s" is invalid: type: Invalid value: field is immutable' % key[2], key[2], plural)
+        before = fields_of(old or {})
         obj = self.store._put(plural, key[1], new, manager, operation)
+        owners = self.store.owners.setdefault(key, {})
+        after = fields_of(obj)
+        for f in set(before) - set(after):
+            owners.pop(f, None)
+        if operation == "Update":  # an apply sets its own owners
+            for f, v in after.items():
+                if before.get(f) != v or f not in owners:
+                    owners[f] = manager
         if plural == "secrets" and obj.get("type") == BOOTSTRAP_TYPE:
             self.store.schedule_sign()
         return obj
@@ -581,22 +677,37 @@ class Handler(http.server.BaseHTTPRequestHandler):
             for k, v in applied.pop("stringData").items():
                 applied["data"][k] = base64.b64encode(str(v).encode()).decode()
         st = self.store
-        owned_key = key + (manager,)
-        sets = {"data": set((applied.get("data") or {}).keys()),
-                "labels": set(((applied.get("metadata") or {}).get("labels") or {}).keys())}
+        owners = st.owners.get(key, {})
+        want = fields_of(applied)
+        live = fields_of(obj or {})
+        # A field another manager owns and this apply would change is a
+        # conflict, unless the apply is forced (then ownership moves).
+        conflicts = sorted(f for f, v in want.items()
+                           if f in live and live[f] != v and owners.get(f) not in (None, manager))
+        if conflicts and q.get("force") != "true":
+            who = sorted(set(owners[f] for f in conflicts))
+            raise ApiError(409, "Conflict", "Apply failed with %d conflict%s: %s" % (
+                len(conflicts), "" if len(conflicts) == 1 else "s",
+                "; ".join('conflict with "%s": %s' % (owners[f], f) for f in conflicts)),
+                key[2], plural,
+                [{"type": "FieldManagerConflict", "message": 'conflict with "%s"' % owners[f],
+                  "field": f} for f in conflicts])
         if obj is None:
             new = applied
             code = 201
         else:
             new = merge_patch(copy.deepcopy(obj), applied)
-            prev = st.applied.get(owned_key, {})
-            for k in prev.get("data", set()) - sets["data"]:
-                (new.get("data") or {}).pop(k, None)
-            for k in prev.get("labels", set()) - sets["labels"]:
-                (new.get("metadata", {}).get("labels") or {}).pop(k, None)
+            # What this manager applied before and leaves out now goes.
+            for f in [f for f, m in owners.items() if m == manager and f not in want]:
+                if f.startswith(".data."):
+                    (new.get("data") or {}).pop(f[len(".data."):], None)
+                elif f.startswith(".metadata.labels."):
+                    (new.get("metadata", {}).get("labels") or {}).pop(f[len(".metadata.labels."):], None)
             code = 200
         out = self.write(plural, key, new, manager, "Apply", obj)
-        st.applied[owned_key] = sets
+        owners = st.owners.setdefault(key, {})
+        for f in want:
+            owners[f] = manager
         return code, out
 
     def filtered(self, plural, ns, q):
@@ -671,6 +782,8 @@ def main():
     ap.add_argument("--ca", required=True, help="CA that signs client certificates (and is published in cluster-info)")
     ap.add_argument("--jws-delay-ms", type=int, default=200, help="bootstrapsigner delay")
     ap.add_argument("--sweep-ms", type=int, default=200, help="tokencleaner period")
+    ap.add_argument("--enable-bootstrap-token-auth", action="store_true",
+                    help="accept live bootstrap tokens as bearer tokens (kube-apiserver's flag)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
 
@@ -706,10 +819,12 @@ def main():
             store.sweep()
 
     def stdin_watch():
+        # os.read, not sys.stdin: a buffered reader blocked here would
+        # hold its lock when the interpreter shuts down after a SIGTERM.
         try:
-            while sys.stdin.buffer.read(4096):
+            while os.read(0, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         stop.set()
 
@@ -722,6 +837,8 @@ def main():
         pass
     srv.shutdown()
     srv.server_close()
+    sys.stdout.flush()
+    os._exit(0)  # daemon threads (stdin, timers) need no goodbye
 
 
 if __name__ == "__main__":

@@ -96,18 +96,21 @@ static inline int kvc_standin_start(kvc_standin_t *s, const char *script, const 
     return s->port ? 0 : -1;
 }
 
-/* Stops the stand-in (stdin closed, then SIGTERM, then SIGKILL to its pid). */
-static inline void kvc_standin_stop(kvc_standin_t *s)
+/*
+ * Stops the stand-in: closes its stdin (which alone must stop it), then
+ * after 5 s sends SIGTERM, then SIGKILL, to its pid. Returns 0 if it exited
+ * with status 0 on the stdin close alone, -1 otherwise.
+ */
+static inline int kvc_standin_stop(kvc_standin_t *s)
 {
     if (s->in_fd >= 0)
         close(s->in_fd);
     s->in_fd = -1;
     if (s->pid <= 0)
-        return;
+        return -1;
     long long deadline = kvc_standin_now_ms() + 5000;
-    int sig_sent = 0;
+    int sig_sent = 0, st = 0;
     for (;;) {
-        int st;
         if (waitpid(s->pid, &st, WNOHANG) == s->pid)
             break;
         if (kvc_standin_now_ms() > deadline) {
@@ -119,6 +122,7 @@ static inline void kvc_standin_stop(kvc_standin_t *s)
         nanosleep(&ts, NULL); /* polling the child's exit, bounded */
     }
     s->pid = 0;
+    return !sig_sent && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 #endif

@@ -68,6 +68,7 @@ static void s_sh_line(char *out, size_t size, const char *cmd)
 
 /* --- raw requests, independent of the client under test ------------------ */
 
+/* libcurl write callback of the raw requests. */
 static size_t s_raw_write(char *d, size_t s, size_t n, void *arg)
 {
     return kvc_buf_append(arg, d, s * n) == 0 ? s * n : 0;
@@ -172,6 +173,7 @@ static long s_get_secret(const char *name, kvc_buf_t *b)
 
 /* --- setup ------------------------------------------------------------------ */
 
+/* Makes the PKI, starts the stand-in, loads the kubeconfig, makes the client. */
 static int s_setup(void **state)
 {
     memset(&g, 0, sizeof g);
@@ -181,8 +183,9 @@ static int s_setup(void **state)
         return -1;
     if (s_sh(KVC_KUBE_DIR "/kube_pki.sh pki %s", g.dir) != 0)
         return -1;
+    static const char *const extra[] = {"--enable-bootstrap-token-auth", NULL};
     if (kvc_standin_start(&g.standin, KVC_KUBE_DIR "/kube_api_standin.py", KVC_PYTHON, g.dir,
-                          NULL) != 0)
+                          extra) != 0)
         return -1;
     snprintf(g.base, sizeof g.base, "https://127.0.0.1:%d", g.standin.port);
     if (s_sh(KVC_KUBE_DIR "/kube_pki.sh kubeconfig %s %d", g.dir, g.standin.port) != 0)
@@ -198,14 +201,18 @@ static int s_setup(void **state)
     return g.kube ? 0 : -1;
 }
 
+/* Frees the client, stops the stand-in and removes the folder with its keys. */
 static int s_teardown(void **state)
 {
     kvc_kube_destroy(&g.kube);
     kvc_kubeconfig_free(&g.cfg);
-    kvc_standin_stop(&g.standin);
+    /* The stand-in must go when its stdin closes, cleanly. */
+    int rc = kvc_standin_stop(&g.standin);
+    if (rc != 0)
+        fprintf(stderr, "teardown: the stand-in did not exit 0 when its stdin closed\n");
     if (g.dir[0] && strncmp(g.dir, "/tmp/kvc-kube-", 14) == 0)
         s_sh("rm -rf %s", g.dir);
-    return 0;
+    return rc;
 }
 
 /* --- kubeconfig ----------------------------------------------------------- */
@@ -410,6 +417,7 @@ typedef struct {
     int next, calls;
 } s_ids_t;
 
+/* kvc_kube_id_fn over an s_ids_t. */
 static int s_next_id(char id[6], void *arg)
 {
     s_ids_t *s = arg;
@@ -461,13 +469,14 @@ static void test_token_extend(void **state)
     assert_int_equal(kvc_kube_bootstrap_token_create(g.kube, &o, &tok, &err), 0);
     kvc_buf_t b;
     kvc_buf_init(&b, 1 << 20);
+    int64_t before = kvc_clock_wall_s();
     assert_int_equal(kvc_kube_bootstrap_token_extend(g.kube, tok->id, 45, &err), 0);
-    int64_t now = kvc_clock_wall_s();
+    int64_t after = kvc_clock_wall_s();
     assert_int_equal(s_get_secret(tok->name, &b), 200);
     char *s = s_secret_data(&b, "expiration");
     int64_t exp = s_rfc3339(s);
     kvc_free(s);
-    assert_true(exp >= now + 44 && exp <= now + 45);
+    assert_true(exp >= before + 45 && exp <= after + 45);
     /* The rest of the token is untouched by the merge patch. */
     s = s_secret_data(&b, "token-secret");
     assert_string_equal(s, tok->secret);
@@ -542,7 +551,7 @@ static void test_token_list_orphans(void **state)
     assert_int_equal(kvc_kube_bootstrap_token_create(g.kube, &oc, &c, &err), 0);
     kvc_buf_t names;
     kvc_buf_init(&names, 4096);
-    assert_int_equal(kvc_kube_bootstrap_token_list(
+    assert_int_equal(kvc_kube_bootstrap_token_list_orphans(
                          g.kube, "app.kubernetes.io/managed-by=kvc,kvc.io/site=orphan-site",
                          s_collect, &names, &err),
                      0);
@@ -556,15 +565,16 @@ static void test_token_list_orphans(void **state)
     assert_int_equal(strlen(names.data), 1 + 2 * (strlen(a->name) + 1));
     /* One term only. */
     kvc_buf_reset(&names);
-    assert_int_equal(kvc_kube_bootstrap_token_list(g.kube, "kvc.io/site=orphan-site,kvc.io/term=4",
-                                                   s_collect, &names, &err),
+    assert_int_equal(kvc_kube_bootstrap_token_list_orphans(
+                         g.kube, "kvc.io/site=orphan-site,kvc.io/term=4", s_collect, &names, &err),
                      0);
     snprintf(want, sizeof want, ",%s,", b->name);
     assert_string_equal(names.data, want);
     /* Nothing matches: no calls. */
     kvc_buf_reset(&names);
-    assert_int_equal(
-        kvc_kube_bootstrap_token_list(g.kube, "kvc.io/site=nowhere", s_collect, &names, &err), 0);
+    assert_int_equal(kvc_kube_bootstrap_token_list_orphans(g.kube, "kvc.io/site=nowhere", s_collect,
+                                                           &names, &err),
+                     0);
     assert_int_equal(names.len, 0);
     kvc_buf_free(&names);
     kvc_kube_bootstrap_token_delete(g.kube, a->id, &err);
@@ -617,6 +627,7 @@ static void test_token_swept(void **state)
 
 /* --- nodes, errors ----------------------------------------------------------- */
 
+/* A node is there once registered, and only then; bad names never reach a URL. */
 static void test_node_exists(void **state)
 {
     kvc_err_t err = {0};
@@ -651,11 +662,15 @@ static void test_unreachable(void **state)
     long long spent = kvc_standin_now_ms() - t0;
     assert_non_null(strstr(err.msg, "GET /api/v1/nodes/n: API server unreachable (retryable)"));
     assert_true(spent >= 40 + 80); /* two backoffs: it did retry */
-    /* A create is not retried: no backoff. */
+    /* A create whose connection was refused was never seen by the server:
+     * it is retried too (one that reached it is not: test_retry_and_errors
+     * counts that). */
     kvc_kube_token_t *tok = NULL;
     t0 = kvc_standin_now_ms();
     assert_int_equal(kvc_kube_bootstrap_token_create(k, NULL, &tok, &err), KVC_EUNAVAIL);
-    assert_true(kvc_standin_now_ms() - t0 < 40);
+    assert_true(kvc_standin_now_ms() - t0 >= 40 + 80);
+    assert_non_null(
+        strstr(err.msg, "POST /api/v1/namespaces/kube-system/secrets: API server unreachable"));
     assert_null(tok);
     kvc_kube_destroy(&k);
     close(fd);
@@ -678,6 +693,56 @@ static void test_unauthorized(void **state)
     assert_string_equal(kvc_kube_last_reason(k), "Unauthorized");
     assert_non_null(strstr(err.msg, "401 Unauthorized"));
     kvc_kube_destroy(&k);
+}
+
+/* Makes a client that authenticates with a bearer token only. */
+static kvc_kube_t *s_token_client(const char *bearer)
+{
+    kvc_kubeconfig_t cfg = g.cfg;
+    cfg.cert = cfg.key = NULL;
+    cfg.cert_len = cfg.key_len = 0;
+    cfg.token = (char *)bearer;
+    cfg.token_len = strlen(bearer);
+    kvc_err_t err = {0};
+    kvc_kube_t *k = kvc_kube_new(&cfg, NULL, &err);
+    assert_non_null(k);
+    return k;
+}
+
+/* The token we mint authenticates a joining node as a bootstrapper, which
+ * may read cluster-info and nothing else (403), until it is deleted (401). */
+static void test_bootstrap_token_auth(void **state)
+{
+    kvc_err_t err = {0};
+    kvc_kube_token_t *tok = NULL;
+    assert_int_equal(kvc_kube_bootstrap_token_create(g.kube, NULL, &tok, &err), 0);
+    char bearer[32], wrong[32];
+    snprintf(bearer, sizeof bearer, "%s.%s", tok->id, tok->secret);
+    snprintf(wrong, sizeof wrong, "%s.%s", tok->id, "0000000000000000");
+    kvc_kube_t *node = s_token_client(bearer);
+    assert_int_equal(kvc_kube_wait_jws(node, tok->id, (int64_t)kvc_clock_mono_ms() + 10000, &err),
+                     0);
+    assert_int_equal(kvc_kube_node_exists(node, "edge-node-7", &err), KVC_EPERM);
+    assert_int_equal(kvc_kube_last_http_status(node), 403);
+    assert_string_equal(kvc_kube_last_reason(node), "Forbidden");
+    char want[128];
+    snprintf(want, sizeof want, "User \"system:bootstrap:%s\" cannot get resource \"nodes\"",
+             tok->id);
+    assert_non_null(strstr(err.msg, want));
+    assert_int_equal(
+        kvc_kube_bootstrap_token_list_orphans(node, "kvc.io/site=x", s_collect, NULL, &err),
+        KVC_EPERM);
+    assert_int_equal(kvc_kube_bootstrap_token_delete(node, tok->id, &err), KVC_EPERM);
+
+    kvc_kube_t *bad = s_token_client(wrong);
+    assert_int_equal(kvc_kube_cluster_info_has_jws(bad, tok->id, NULL, NULL, &err), KVC_ECRYPTO);
+    kvc_kube_destroy(&bad);
+
+    assert_int_equal(kvc_kube_bootstrap_token_delete(g.kube, tok->id, &err), 0);
+    assert_int_equal(kvc_kube_cluster_info_has_jws(node, tok->id, NULL, NULL, &err), KVC_ECRYPTO);
+    assert_int_equal(kvc_kube_last_http_status(node), 401);
+    kvc_kube_destroy(&node);
+    kvc_kube_token_destroy(&tok);
 }
 
 /* Status bodies decode to the reason the client maps. */
@@ -732,6 +797,7 @@ static void s_fault(const char *method, const char *path, int code, const char *
     kvc_buf_free(&b);
 }
 
+/* Drops the faults not yet used. */
 static void s_faults_clear(void)
 {
     kvc_buf_t b;
@@ -754,6 +820,12 @@ static void test_retry_and_errors(void **state)
     uint64_t before = s_count("GET /api/v1/nodes/retry-node");
     assert_int_equal(kvc_kube_node_exists(k, "retry-node", &err), 0);
     assert_int_equal(s_count("GET /api/v1/nodes/retry-node") - before, 3);
+    /* A 200 after a 503: success, and the 503 left no message behind. */
+    s_fault("GET", "/api/v1/namespaces/kube-public/configmaps/cluster-info", 503,
+            "ServiceUnavailable", 1, 0, 0);
+    assert_int_equal(kvc_kube_cluster_info_has_jws(k, "abcdef", NULL, NULL, &err), 0);
+    assert_int_equal(err.code, 0);
+    assert_string_equal(err.msg, "");
     /* Four 503s: gives up after max_attempts with a retryable code. */
     s_fault("GET", "/api/v1/nodes/retry-node", 503, "ServiceUnavailable", 4, 0, 0);
     before = s_count("GET /api/v1/nodes/retry-node");
@@ -902,14 +974,15 @@ static void test_ca_pin(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kubeconfig_forms),   cmocka_unit_test(test_kubeconfig_errors),
-        cmocka_unit_test(test_token_create),       cmocka_unit_test(test_token_collision),
-        cmocka_unit_test(test_token_extend),       cmocka_unit_test(test_token_jws),
-        cmocka_unit_test(test_token_list_orphans), cmocka_unit_test(test_token_delete),
-        cmocka_unit_test(test_token_swept),        cmocka_unit_test(test_node_exists),
-        cmocka_unit_test(test_unreachable),        cmocka_unit_test(test_unauthorized),
-        cmocka_unit_test(test_status_parse),       cmocka_unit_test(test_ca_pin),
-        cmocka_unit_test(test_retry_and_errors),   cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_kubeconfig_forms),     cmocka_unit_test(test_kubeconfig_errors),
+        cmocka_unit_test(test_token_create),         cmocka_unit_test(test_token_collision),
+        cmocka_unit_test(test_token_extend),         cmocka_unit_test(test_token_jws),
+        cmocka_unit_test(test_token_list_orphans),   cmocka_unit_test(test_token_delete),
+        cmocka_unit_test(test_token_swept),          cmocka_unit_test(test_node_exists),
+        cmocka_unit_test(test_unreachable),          cmocka_unit_test(test_unauthorized),
+        cmocka_unit_test(test_status_parse),         cmocka_unit_test(test_ca_pin),
+        cmocka_unit_test(test_retry_and_errors),     cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_bootstrap_token_auth),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
