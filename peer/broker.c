@@ -373,7 +373,7 @@ static void s_run_job(kvc_broker_t *b, s_result_t *res)
         snprintf(sel, sizeof sel, "app.kubernetes.io/managed-by=kvc%s%s",
                  s_label_ok(b->site) ? ",kvc.io/site=" : "", s_label_ok(b->site) ? b->site : "");
         s_sweep_t s = {b, j->term, 0, 0};
-        res->rc = kvc_kube_bootstrap_token_list(b->kube, sel, s_sweep_one, &s, &err);
+        res->rc = kvc_kube_bootstrap_token_list_orphans(b->kube, sel, s_sweep_one, &s, &err);
         res->n_deleted = s.deleted;
         break;
     }
@@ -545,6 +545,8 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
                                : rc == KVC_ERANGE ? "has no uses left"
                                                   : "is not valid for this site";
             snprintf(buf, sizeof buf, "the enrollment code %s", what);
+            n.updated_unix = wall_ms / 1000; /* still pending, for an operator to decide */
+            (void)kvc_nodes_put(b->store, &n);
             s_audit(b, key, r->node, NULL, "refused", buf, kvc_election_term(b->e));
             s_refuse(b, addr, nonce, nlen, buf, 0, out);
             return;

@@ -1362,7 +1362,7 @@ void kvc_config_defaults(kvc_config_t *cfg)
     kvc_strlcpy(cfg->kube_kind, "kubeadm", sizeof cfg->kube_kind);
     cfg->kube_token_ttl_s = 50;
     cfg->join_window_s = 120;
-    cfg->join_progress_timeout_s = 20;
+    cfg->join_progress_timeout_s = 45; /* a --print join has about the token's life */
     cfg->proxy_max_message = KVC_CONFIG_DEFAULT_MAX_MESSAGE;
     cfg->proxy_image_memory = KVC_CONFIG_DEFAULT_IMAGE_MEMORY;
     cfg->log_level = KVC_LOG_INFO;

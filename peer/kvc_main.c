@@ -13,6 +13,7 @@
  * Commands are rows of s_commands[]: a new command is a function and a row.
  */
 #include "cli_ca.h"
+#include "cli_join.h"
 #include "pb_alloc.h"
 #include "cli_out.h"
 #include "config.h"
@@ -752,6 +753,243 @@ static int s_cmd_rtt(const kvc_cli_opts_t *o)
     return 0;
 }
 
+/* ---- kvc nodes, enroll, tokens ------------------------------------------ */
+
+/* "2026-12-07T12:00:00Z", or "-" for 0. */
+static const char *s_when(int64_t unix_s, char *buf, size_t size)
+{
+    if (!unix_s)
+        return "-";
+    return kvc_cred_time_str(unix_s, buf, size);
+}
+
+static void s_json_when(const char *key, int64_t unix_s)
+{
+    char t[40];
+    printf(",\"%s\":", key);
+    if (unix_s)
+        kvc_json_str(stdout, kvc_cred_time_str(unix_s, t, sizeof t));
+    else
+        printf("null");
+}
+
+static void s_print_nodes(const kvc_cli_opts_t *o, const Kvc__Ctl__Reply *rep, int one)
+{
+    if (o->json && !one)
+        putchar('[');
+    else if (!o->json)
+        printf("%-12s %-20s %-9s %-6s %-20s %-28s %s\n", "ID", "NAME", "STATE", "ARCH",
+               "ADDRESSES", "UPDATED BY", "JOINED");
+    for (size_t i = 0; i < rep->n_nodes; i++) {
+        const Kvc__Join__NodeRecord *n = rep->nodes[i];
+        char hex[65] = "", t[40], addrs[80] = "";
+        if (n->key.len == 32)
+            kvc_key_hex(n->key.data, hex);
+        for (size_t k = 0; k < n->n_addresses; k++) {
+            size_t used = strlen(addrs);
+            snprintf(addrs + used, sizeof addrs - used, "%s%s", k ? "," : "", n->addresses[k]);
+        }
+        if (o->json) {
+            printf("%s{\"id\":", i ? "," : "");
+            kvc_json_str(stdout, hex);
+            kvc_json_field(stdout, "name", n->name);
+            kvc_json_field(stdout, "site", n->site);
+            kvc_json_field(stdout, "state", n->state);
+            kvc_json_field(stdout, "arch", n->arch);
+            kvc_json_str_array(stdout, "addresses", n->addresses, n->n_addresses);
+            s_json_when("first_seen", n->first_seen_unix);
+            s_json_when("updated", n->updated_unix);
+            kvc_json_field(stdout, "updated_by", n->updated_by);
+            s_json_when("joined", n->joined_unix);
+            putchar('}');
+        } else {
+            printf("%-12.12s %-20s %-9s %-6s %-20s %-28s %s\n", hex, n->name, n->state,
+                   n->arch[0] ? n->arch : "-", addrs[0] ? addrs : "-",
+                   n->updated_by[0] ? n->updated_by : "-", s_when(n->joined_unix, t, sizeof t));
+        }
+    }
+    if (o->json)
+        puts(one ? "" : "]");
+}
+
+static int s_cmd_nodes(const kvc_cli_opts_t *o)
+{
+    const char *verb = o->n_pos ? o->pos[0] : "list";
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc, one = 0;
+    if (strcmp(verb, "list") == 0 || strcmp(verb, "pending") == 0) {
+        if (o->n_pos > 1)
+            return s_fail(S_USAGE, "nodes %s takes no ID (see 'kvc nodes --help')", verb);
+        const char *args[2] = {"state", strcmp(verb, "pending") == 0 ? "pending" : ""};
+        rc = s_call_args(o, "nodes", args, 1, &rep);
+    } else if (strcmp(verb, "approve") == 0 || strcmp(verb, "reject") == 0 ||
+               strcmp(verb, "revoke") == 0) {
+        if (o->n_pos != 2)
+            return s_fail(S_USAGE, "nodes %s needs a node ID or name (see 'kvc nodes pending')",
+                          verb);
+        const char *args[4] = {"id", o->pos[1], "to", verb};
+        rc = s_call_args(o, "node-decide", args, 2, &rep);
+        one = 1;
+    } else {
+        return s_fail(S_USAGE,
+                      "nodes: '%.40s' is not pending, list, approve, reject or revoke", verb);
+    }
+    if (rc)
+        return rc;
+    if (one && !o->json && rep->n_nodes == 1) {
+        char hex[65] = "";
+        if (rep->nodes[0]->key.len == 32)
+            kvc_key_hex(rep->nodes[0]->key.data, hex);
+        printf("node %.12s (%s) is %s\n", hex, rep->nodes[0]->name, rep->nodes[0]->state);
+    } else if (one && o->json && rep->n_nodes == 1) {
+        Kvc__Ctl__Reply only = *rep;
+        s_print_nodes(o, &only, 1);
+    } else {
+        s_print_nodes(o, rep, 0);
+    }
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
+    return 0;
+}
+
+/* "90", "90s", "10m", "2h", "7d" -> seconds; -1 if malformed. */
+static long long s_duration_s(const char *s)
+{
+    if (!s || !*s || strlen(s) > 12)
+        return -1;
+    long long v = 0;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++)
+        v = v * 10 + (*p - '0');
+    if (p == s)
+        return -1;
+    long long mult = 1;
+    if (*p == 's')
+        p++;
+    else if (*p == 'm')
+        mult = 60, p++;
+    else if (*p == 'h')
+        mult = 3600, p++;
+    else if (*p == 'd')
+        mult = 86400, p++;
+    return *p ? -1 : v * mult;
+}
+
+static int s_cmd_enroll(const kvc_cli_opts_t *o)
+{
+    const char *verb = o->pos[0];
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc;
+    if (strcmp(verb, "create") == 0) {
+        long long ttl = s_duration_s(o->opt[0] ? o->opt[0] : "10m");
+        if (ttl < 1 || ttl > 7 * 86400)
+            return s_fail(S_USAGE, "--ttl: '%.20s' is not a duration of 1s to 7d (e.g. 10m)",
+                          o->opt[0]);
+        const char *uses = o->opt[1] ? o->opt[1] : "1";
+        char ttl_s[24];
+        snprintf(ttl_s, sizeof ttl_s, "%lld", ttl);
+        const char *args[6] = {"ttl_s", ttl_s, "uses", uses, "site", o->site ? o->site : ""};
+        rc = s_call_args(o, "enroll-create", args, 3, &rep);
+    } else if (strcmp(verb, "list") == 0) {
+        rc = s_call(o, "enroll-list", &rep);
+    } else {
+        return s_fail(S_USAGE, "enroll: '%.40s' is not create or list", verb);
+    }
+    if (rc)
+        return rc;
+    if (strcmp(verb, "create") == 0 && rep->n_codes == 1) {
+        const Kvc__Join__EnrollCode *c = rep->codes[0];
+        char t[40];
+        if (o->json) {
+            printf("{\"code\":");
+            kvc_json_str(stdout, rep->secret);
+            kvc_json_field(stdout, "id", c->id);
+            kvc_json_field(stdout, "site", c->site);
+            s_json_when("expires", c->expires_unix);
+            printf(",\"uses\":%u}\n", c->uses_left);
+        } else {
+            printf("%s\n", rep->secret);
+            fprintf(stderr,
+                    "enrollment code %s for site %s, %u use%s, expires %s; shown only now.\n"
+                    "On the node: kvc join --site %s ... --enroll CODE\n",
+                    c->id, c->site, c->uses_left, c->uses_left == 1 ? "" : "s",
+                    kvc_cred_time_str(c->expires_unix, t, sizeof t), c->site);
+        }
+    } else {
+        if (o->json)
+            putchar('[');
+        else
+            printf("%-16s %-16s %5s %-21s %s\n", "ID", "SITE", "USES", "EXPIRES", "CREATED BY");
+        for (size_t i = 0; i < rep->n_codes; i++) {
+            const Kvc__Join__EnrollCode *c = rep->codes[i];
+            char t[40];
+            if (o->json) {
+                printf("%s{\"id\":", i ? "," : "");
+                kvc_json_str(stdout, c->id);
+                kvc_json_field(stdout, "site", c->site);
+                printf(",\"uses\":%u", c->uses_left);
+                s_json_when("expires", c->expires_unix);
+                kvc_json_field(stdout, "created_by", c->created_by);
+                putchar('}');
+            } else {
+                printf("%-16s %-16s %5u %-21s %s\n", c->id, c->site, c->uses_left,
+                       kvc_cred_time_str(c->expires_unix, t, sizeof t), c->created_by);
+            }
+        }
+        if (o->json)
+            puts("]");
+    }
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
+    return 0;
+}
+
+static int s_cmd_tokens(const kvc_cli_opts_t *o)
+{
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call(o, "tokens", &rep);
+    if (rc)
+        return rc;
+    if (o->json)
+        putchar('[');
+    else
+        printf("%-24s %-12s %-20s %-7s %-15s %5s %s\n", "TIME", "NODE ID", "NODE", "TOKEN",
+               "OUTCOME", "TERM", "DETAIL");
+    for (size_t i = 0; i < rep->n_audit; i++) {
+        const Kvc__Join__TokenAudit *a = rep->audit[i];
+        char hex[65] = "", t[40];
+        int any = 0;
+        for (size_t k = 0; k < a->node_key.len; k++)
+            any |= a->node_key.data[k];
+        if (a->node_key.len == 32 && any)
+            kvc_key_hex(a->node_key.data, hex);
+        time_t sec = (time_t)(a->at_unix_ms / 1000);
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        snprintf(t, sizeof t, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(a->at_unix_ms % 1000));
+        if (o->json) {
+            printf("%s{\"at\":", i ? "," : "");
+            kvc_json_str(stdout, t);
+            kvc_json_field(stdout, "node_id", hex);
+            kvc_json_field(stdout, "node", a->node);
+            kvc_json_field(stdout, "token_id", a->token_id);
+            kvc_json_field(stdout, "outcome", a->outcome);
+            kvc_json_field(stdout, "detail", a->detail);
+            printf(",\"term\":%llu", (unsigned long long)a->term);
+            kvc_json_field(stdout, "coordinator", a->coordinator);
+            putchar('}');
+        } else {
+            printf("%-24s %-12.12s %-20s %-7s %-15s %5llu %s\n", t, hex[0] ? hex : "-",
+                   a->node[0] ? a->node : "-", a->token_id[0] ? a->token_id : "-", a->outcome,
+                   (unsigned long long)a->term, a->detail);
+        }
+    }
+    if (o->json)
+        puts("]");
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
+    return 0;
+}
+
 /* ---- kvc info ------------------------------------------------------------ */
 
 static int s_cmd_info(const kvc_cli_opts_t *o)
@@ -925,6 +1163,24 @@ static const s_cmd_t s_commands[] = {
      "Marks the member NAME (\"site/name\"), which must be suspect or dead, as\n"
      "left: every peer stops probing it and it is reaped like a member that\n"
      "left. A member that is alive is refused: stop it, or run kvc leave on it."},
+    {"nodes", s_cmd_nodes, 0, 0, 2, {{0}}, "nodes [pending|list|approve ID|reject ID|revoke ID]",
+     "the machines that asked to join this site",
+     "Node records of this peer's site. A node that asks to join with a key\n"
+     "(kvc keygen) no one approved is listed as pending; approve it (or reject\n"
+     "it) by its ID (8 or more hex digits of its key) or its name. An approved\n"
+     "node may be revoked: its later joins are refused. list shows all."},
+    {"enroll", s_cmd_enroll, 1, 1, 1, {{"--ttl", 1}, {"--uses", 1}},
+     "enroll create [--site S] [--ttl 10m] [--uses N] | enroll list",
+     "one-time codes nodes present instead of waiting for approval",
+     "create prints a new enrollment code for this peer's site (--site must be\n"
+     "it), valid --ttl (1s..7d, default 10m) for --uses joins (default 1). The\n"
+     "code is shown once and only its hash is stored. A node passes it with\n"
+     "kvc join --enroll CODE and is approved by it. list shows the codes still\n"
+     "valid by ID, never the codes."},
+    {"tokens", s_cmd_tokens, 0, 0, 0, {{0}}, "tokens", "the join-token audit log",
+     "Every bootstrap token this site's coordinators minted, extended and\n"
+     "deleted, and every refused join: time, node, token id (the public half),\n"
+     "outcome, term. Never the token's secret."},
     {"version", s_cmd_version, 0, 0, 0, {{0}}, "version", "the version of this kvc",
      "Prints the version of this kvc (also kvc --version)."},
     {"help", s_cmd_help, 0, 0, 1, {{0}}, "help [COMMAND]", "this help, or a command's",
@@ -952,6 +1208,8 @@ static void s_usage(FILE *f)
           "  cert issue --ca DIR --site S --name N ...    issue a peer credential\n"
           "  cert show FILE [--trust PUB]                 show (and verify) a credential\n"
           "  keygen --out FILE                            make a node keypair\n"
+          "\nOn a new node:\n"
+          "  join --site S --peer EP --peer-key K --key F  get a join token (kvc join --help)\n"
           "\nOptions:\n"
           "  --config FILE          find the peer's control endpoint in its config file\n"
           "  --control ENDPOINT     the peer's control endpoint (or set KVC_CONTROL)\n"
@@ -994,6 +1252,8 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (!cmd && (strcmp(a, "ca") == 0 || strcmp(a, "cert") == 0 || strcmp(a, "keygen") == 0))
             return s_run_offline(a, argc - i, argv + i, o.json); /* they parse their own */
+        if (!cmd && strcmp(a, "join") == 0) /* on a new node: no local peer */
+            return kvc_cli_join(argc - i, argv + i);
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help = 1;
         } else if (strcmp(a, "--version") == 0) {

@@ -218,7 +218,7 @@ static void test_kubernetes(void **state)
     assert_string_equal(cfg->kube_kind, "kubeadm");
     assert_int_equal(cfg->kube_token_ttl_s, 50);
     assert_int_equal(cfg->join_window_s, 120);
-    assert_int_equal(cfg->join_progress_timeout_s, 20);
+    assert_int_equal(cfg->join_progress_timeout_s, 45);
     assert_int_equal(s_parse(BASE "kubernetes:\n  kubeconfig: /etc/kvc/admin.conf\n  kind: k3s\n"
                                   "  api_server: 10.0.0.1:6443\n  groups: system:bootstrappers:x\n"
                                   "  token_ttl_s: 30\n  join_window_s: 60\n"
