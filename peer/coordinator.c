@@ -22,15 +22,18 @@ struct kvc_coord {
     char self[KVC_MEMBER_ID_MAX + 1];
     char site[KVC_MEMBER_ID_MAX + 1];
     int self_voter;
+    int held; /* no campaign until the site's voters are known */
     char voters[KVC_ELECTION_VOTERS_MAX][KVC_MEMBER_ID_MAX + 1];
     size_t n_voters;
     int have_view;
     kvc_election_view_t view; /* the last one published */
 };
 
-/* Hands the current voter set to the core. */
+/* Hands the current voter set to the core (none while held). */
 static int s_apply_voters(kvc_coord_t *c, uint64_t now_ms)
 {
+    if (c->held)
+        return kvc_election_set_voters(c->e, NULL, 0, now_ms);
     const char *ids[KVC_ELECTION_VOTERS_MAX];
     for (size_t i = 0; i < c->n_voters; i++)
         ids[i] = c->voters[i];
@@ -156,6 +159,30 @@ void kvc_coord_destroy(kvc_coord_t **self_p)
     kvc_election_destroy(&(*self_p)->e);
     kvc_free(*self_p);
     *self_p = NULL;
+}
+
+int kvc_coord_hold(kvc_coord_t *c, uint64_t now_ms)
+{
+    if (!c || c->n_voters > (size_t)c->self_voter)
+        return 0; /* it knows other voters: it cannot win alone */
+    c->held = 1;
+    s_apply_voters(c, now_ms);
+    return 1;
+}
+
+int kvc_coord_held(const kvc_coord_t *c)
+{
+    return c && c->held;
+}
+
+void kvc_coord_release(kvc_coord_t *c, uint64_t now_ms)
+{
+    if (!c || !c->held)
+        return;
+    c->held = 0;
+    kvc_info("election: %zu voter(s) of site %s known; elections may start", c->n_voters,
+             c->site);
+    s_apply_voters(c, now_ms);
 }
 
 kvc_election_t *kvc_coord_election(kvc_coord_t *c)

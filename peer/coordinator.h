@@ -43,6 +43,17 @@ kvc_coord_t *kvc_coord_new(kvc_store_t *store, const kvc_election_config_t *cfg,
 /* Frees it and nulls *self_p; NULL-safe. */
 void kvc_coord_destroy(kvc_coord_t **self_p);
 
+/* Bootstrap. A new peer that is told of seeds and knows no other voter yet
+ * would be a one-voter site and elect itself at once, beside the site's
+ * real coordinator. kvc_coord_hold keeps it out of elections (an empty
+ * voter set: it neither campaigns nor votes) until kvc_coord_release, which
+ * the caller calls once it has verified the credentials of the site's
+ * members it hears of. Returns 1 if held, 0 when the stored voter set
+ * already names others (a restart: safe at once). */
+int kvc_coord_hold(kvc_coord_t *c, uint64_t now_ms);
+int kvc_coord_held(const kvc_coord_t *c);
+void kvc_coord_release(kvc_coord_t *c, uint64_t now_ms);
+
 /* The core, for the registration table and for reading its state
  * (borrowed, valid until destroy). */
 kvc_election_t *kvc_coord_election(kvc_coord_t *c);

@@ -55,6 +55,7 @@
 #define METRICS_PUBLISH_MS 1000 /* /metrics snapshot of the membership core */
 #define MAX_SLEEP_MS 60000      /* the loop wakes at least this often */
 #define EVENTS_KEPT 256         /* member events held for `kvc monitor` */
+#define ELECTION_HOLD_MAX_MS 30000 /* a new peer waits this long at most for its site's voters */
 
 /* One peer we have (or had) a link with, keyed by its CURVE public key. */
 typedef struct {
@@ -101,6 +102,7 @@ struct kvc_daemon {
     uint64_t summary_sent_ms;        /* ... and gossiped on news or heartbeat */
     uint64_t metrics_next_ms;        /* the metrics core's deadline */
     uint64_t links_next_ms;          /* hello retries and pings */
+    uint64_t hold_until_ms;          /* a held election starts by then anyway */
     int stop;                        /* set by the "leave" command */
     struct {
         uint64_t seq, at_ms;
@@ -880,8 +882,42 @@ static const kvc_core_ops_t s_next_core = {
 
 /* Hello tries and retries and pings: every KVC_LINK_TICK_MS, sooner while
  * a link is trying its Hello (link_rules.h). */
+/* A new peer's election is held until it verified the credential of every
+ * member of its site that membership has alive (so it knows the voters it
+ * would otherwise not count), or ELECTION_HOLD_MAX_MS passed. */
+static void s_election_release_check(kvc_daemon_t *self, uint64_t now)
+{
+    if (!kvc_coord_held(self->coord))
+        return;
+    int linked = 0, all = 1;
+    for (kvc_link_t *l = zhashx_first(self->links); l; l = zhashx_next(self->links))
+        linked |= l->t.verified;
+    size_t n = kvc_swim_member_count(self->swim);
+    for (size_t i = 0; i < n && all; i++) {
+        kvc_swim_member_t m;
+        if (kvc_swim_member_at(self->swim, i, &m) != 0 || m.is_self ||
+            strcmp(m.site, self->cfg.site) != 0 ||
+            (m.state != KVC_SWIM_ALIVE && m.state != KVC_SWIM_SUSPECT))
+            continue;
+        kvc_link_t *l = zhashx_lookup(self->by_member, m.id);
+        all = l && l->t.verified;
+    }
+    if (linked && n > 1 && all) {
+        kvc_coord_release(self->coord, now);
+    } else if (now >= self->hold_until_ms) {
+        kvc_warn("election: the site's peers did not all answer within %d s; electing with "
+                 "the voters known",
+                 ELECTION_HOLD_MAX_MS / 1000);
+        kvc_coord_release(self->coord, now);
+    } else {
+        return;
+    }
+    s_flush(self);
+}
+
 static void s_links_tick(kvc_daemon_t *self, uint64_t now)
 {
+    s_election_release_check(self, now);
     if (now < self->links_next_ms)
         return;
     uint64_t next = now + KVC_LINK_TICK_MS;
@@ -1618,6 +1654,11 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
                                 err);
     if (!self->coord)
         return KVC_EINVAL;
+    int seeds = 0;
+    for (size_t i = 0; i < self->cfg.n_seeds; i++)
+        seeds |= sodium_memcmp(self->cfg.seeds[i].public_key, self->id.cred.curve_public, 32) != 0;
+    if (seeds && kvc_coord_hold(self->coord, s_now_ms()))
+        self->hold_until_ms = s_now_ms() + ELECTION_HOLD_MAX_MS;
     self->broker = kvc_broker_new(&self->cfg, self->self_id, self->store,
                                   kvc_coord_election(self->coord), s_to_node, self, err);
     if (!self->broker)

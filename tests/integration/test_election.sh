@@ -119,4 +119,11 @@ wait "$(eval echo "\$PID_$OTHER")" 2>/dev/null || true
 shrunk() { expect_jq "$T/$NEW.yaml" status '.election.voters == 2'; }
 poll 20 "the coordinator counts 2 voters after $OTHER left" shrunk
 expect_jq "$T/$NEW.yaml" status .election.can_act || fail "coordinator lost its lease with 2 of 2 voters up"
+# one coordinator per term over the whole run, bootstrap included: a peer
+# that starts with seeds holds its election until it knows the site's voters
+dup=$(cat "$T"/e?.log | sed -n 's/.*this peer is the coordinator of site site-a (term \([0-9]*\),.*/\1/p' |
+    sort | uniq -d)
+[ -z "$dup" ] || fail "two coordinators of site-a in term(s) $dup"
+grep -q "voter(s) of site site-a known; elections may start" "$T/e2.log" ||
+    fail "e2 (started with a seed) did not hold its election until it knew the voters"
 echo "test_election: ok (terms $TERM1 -> $TERM2, coordinator $LEADER -> site-a/$NEW)"
