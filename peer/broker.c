@@ -87,7 +87,7 @@ typedef struct {
 struct kvc_broker {
     char self[KVC_MEMBER_ID_MAX + 1];
     char site[64];
-    kvc_store_t *store;
+    kvc_kv_t kv; /* the site map */
     const kvc_election_t *e;
     kvc_broker_to_node_fn to_node;
     void *arg;
@@ -156,7 +156,7 @@ static void s_audit(kvc_broker_t *b, const uint8_t key[32], const char *node, co
     kvc_strlcpy(a.detail, detail ? detail : "", sizeof a.detail);
     a.term = term;
     kvc_strlcpy(a.coordinator, b->self, sizeof a.coordinator);
-    if (kvc_audit_append(b->store, &a, 0) != 0)
+    if (kvc_audit_append(&b->kv, &a, 0) != 0)
         kvc_warn("join: cannot write the token audit log");
 }
 
@@ -505,7 +505,7 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
         return;
     }
     kvc_node_t n;
-    int rc = kvc_nodes_get(b->store, key, &n);
+    int rc = kvc_nodes_get(&b->kv, key, &n);
     if (rc == KVC_ENOENT) {
         memset(&n, 0, sizeof n);
         memcpy(n.key, key, 32);
@@ -534,7 +534,7 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
     }
     if (n.state == KVC_NODE_PENDING && r->enroll_code[0]) {
         kvc_enroll_t en;
-        rc = kvc_enroll_use(b->store, r->enroll_code, b->site, wall_ms / 1000, &en);
+        rc = kvc_enroll_use(&b->kv, r->enroll_code, b->site, wall_ms / 1000, &en);
         if (rc == 0) {
             n.state = KVC_NODE_APPROVED;
             n.updated_unix = wall_ms / 1000;
@@ -546,7 +546,7 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
                                                   : "is not valid for this site";
             snprintf(buf, sizeof buf, "the enrollment code %s", what);
             n.updated_unix = wall_ms / 1000; /* still pending, for an operator to decide */
-            (void)kvc_nodes_put(b->store, &n);
+            (void)kvc_nodes_put(&b->kv, &n);
             s_audit(b, key, r->node, NULL, "refused", buf, kvc_election_term(b->e));
             s_refuse(b, addr, nonce, nlen, buf, 0, out);
             return;
@@ -554,7 +554,7 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
     }
     if (n.state == KVC_NODE_PENDING) {
         n.updated_unix = wall_ms / 1000;
-        if (kvc_nodes_put(b->store, &n) != 0) {
+        if (kvc_nodes_put(&b->kv, &n) != 0) {
             s_refuse(b, addr, nonce, nlen, "the coordinator cannot store the request", 1, out);
             return;
         }
@@ -570,7 +570,7 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
         s_refuse(b, addr, nonce, nlen, buf, 0, out);
         return;
     }
-    if (kvc_nodes_put(b->store, &n) != 0) {
+    if (kvc_nodes_put(&b->kv, &n) != 0) {
         s_refuse(b, addr, nonce, nlen, "the coordinator cannot store the node record", 1, out);
         return;
     }
@@ -764,9 +764,9 @@ static void s_on_result(kvc_broker_t *b, uint64_t now_ms, s_result_t *res, kvc_o
             kvc_info("join: node %s (%s) is registered; deleting token %s", id, j->node,
                      j->token_id);
             kvc_node_t n;
-            if (kvc_nodes_get(b->store, j->key, &n) == 0) {
+            if (kvc_nodes_get(&b->kv, j->key, &n) == 0) {
                 n.joined_unix = kvc_clock_wall_s();
-                (void)kvc_nodes_put(b->store, &n);
+                (void)kvc_nodes_put(&b->kv, &n);
             }
             b->stats.joined++;
             s_close(b, j, "joined");
@@ -1062,7 +1062,7 @@ void kvc_broker_election_changed(kvc_broker_t *b, uint64_t now_ms)
 
 /* --- life ---------------------------------------------------------------- */
 
-kvc_broker_t *kvc_broker_new(const kvc_config_t *cfg, const char *self_id, kvc_store_t *store,
+kvc_broker_t *kvc_broker_new(const kvc_config_t *cfg, const char *self_id, const kvc_kv_t *kv,
                              const kvc_election_t *election, kvc_broker_to_node_fn to_node,
                              void *arg, kvc_err_t *err)
 {
@@ -1074,7 +1074,7 @@ kvc_broker_t *kvc_broker_new(const kvc_config_t *cfg, const char *self_id, kvc_s
     b->efd = -1;
     kvc_strlcpy(b->self, self_id, sizeof b->self);
     kvc_strlcpy(b->site, cfg->site, sizeof b->site);
-    b->store = store;
+    b->kv = *kv;
     b->e = election;
     b->to_node = to_node;
     b->arg = arg;

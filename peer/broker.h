@@ -41,7 +41,7 @@
 #include "config.h"
 #include "core.h"
 #include "election.h"
-#include "store.h"
+#include "kv.h"
 
 #define KVC_BROKER_CHANNEL 42      /* kvc.fed.Envelope.join */
 #define KVC_BROKER_NODE_KIND 43    /* kvc.fed.Envelope.node_join */
@@ -57,10 +57,10 @@ typedef void (*kvc_broker_to_node_fn)(void *arg, const uint8_t *routing, size_t 
                                       const uint8_t *msg, size_t len);
 
 /* Creates the broker of member self_id. cfg's kubernetes.* settings are
- * read now (the kubeconfig too, if set: an unreadable one is an error);
- * store and election are borrowed and outlive the broker. Starts the worker
+ * read now (the kubeconfig too, if set: an unreadable one is an error); kv
+ * (the site map, copied) and election are borrowed and outlive the broker. Starts the worker
  * thread. NULL with err set on failure. */
-kvc_broker_t *kvc_broker_new(const kvc_config_t *cfg, const char *self_id, kvc_store_t *store,
+kvc_broker_t *kvc_broker_new(const kvc_config_t *cfg, const char *self_id, const kvc_kv_t *kv,
                              const kvc_election_t *election, kvc_broker_to_node_fn to_node,
                              void *arg, kvc_err_t *err);
 /* Stops the worker (an API call in flight finishes first), wipes and frees. */

@@ -31,6 +31,7 @@
 #include "nodes_ctl.h"
 #include "peer_metrics.h"
 #include "proxy.h"
+#include "sitemap.h"
 #include "store.h"
 #include "swim.h"
 #include "wire.h"
@@ -94,6 +95,8 @@ struct kvc_daemon {
     kvc_swim_t *swim;                /* the membership core */
     kvc_coord_t *coord;              /* the site coordinator election */
     kvc_broker_t *broker;            /* the join-token broker */
+    kvc_sitemap_t *sitemap;          /* node records, codes, audit: replicated to the site */
+    kvc_kv_t site_kv;                /* ... as a kv */
     kvc_core_set_t cores;            /* channel -> core; every core's timers */
     kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
@@ -1436,29 +1439,29 @@ static int s_cmd_force_leave(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ct
 /* The site's nodes, enrollment codes and token audit (nodes_ctl.c). */
 static int s_cmd_nodes(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
-    return kvc_nodes_ctl_list(((kvc_daemon_t *)arg)->store, req, ctx);
+    return kvc_nodes_ctl_list(&((kvc_daemon_t *)arg)->site_kv, req, ctx);
 }
 
 static int s_cmd_node_decide(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     kvc_daemon_t *self = arg;
-    return kvc_nodes_ctl_decide(self->store, self->self_id, req, ctx);
+    return kvc_nodes_ctl_decide(&self->site_kv, self->self_id, req, ctx);
 }
 
 static int s_cmd_enroll_create(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     kvc_daemon_t *self = arg;
-    return kvc_nodes_ctl_enroll_create(self->store, self->cfg.site, self->self_id, req, ctx);
+    return kvc_nodes_ctl_enroll_create(&self->site_kv, self->cfg.site, self->self_id, req, ctx);
 }
 
 static int s_cmd_enroll_list(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
-    return kvc_nodes_ctl_enroll_list(((kvc_daemon_t *)arg)->store, req, ctx);
+    return kvc_nodes_ctl_enroll_list(&((kvc_daemon_t *)arg)->site_kv, req, ctx);
 }
 
 static int s_cmd_tokens(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
-    return kvc_nodes_ctl_tokens(((kvc_daemon_t *)arg)->store, req, ctx);
+    return kvc_nodes_ctl_tokens(&((kvc_daemon_t *)arg)->site_kv, req, ctx);
 }
 
 /* The command table: a command is one row. */
@@ -1500,6 +1503,7 @@ static int s_on_control(kvc_daemon_t *self, zsock_t *reader)
         kvc_ctl_fail(&ctx, KVC_EPARSE, "malformed control request");
     else
         kvc_ctl_dispatch(s_commands, sizeof s_commands / sizeof s_commands[0], self, req, &ctx);
+    s_flush(self); /* what a command wrote (a site map write is on disk already) goes out */
     size_t len = kvc__ctl__reply__get_packed_size(&ctx.rep);
     zframe_t *out = zframe_new(NULL, len);
     if (out) {
@@ -1659,7 +1663,11 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
         seeds |= sodium_memcmp(self->cfg.seeds[i].public_key, self->id.cred.curve_public, 32) != 0;
     if (seeds && kvc_coord_hold(self->coord, s_now_ms()))
         self->hold_until_ms = s_now_ms() + ELECTION_HOLD_MAX_MS;
-    self->broker = kvc_broker_new(&self->cfg, self->self_id, self->store,
+    self->sitemap = kvc_sitemap_new(self->store, self->self_id, &self->out, err);
+    if (!self->sitemap)
+        return KVC_EINVAL;
+    self->site_kv = kvc_sitemap_kv(self->sitemap);
+    self->broker = kvc_broker_new(&self->cfg, self->self_id, &self->site_kv,
                                   kvc_coord_election(self->coord), s_to_node, self, err);
     if (!self->broker)
         return KVC_EINVAL;
@@ -1672,6 +1680,8 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
         rc = kvc_core_set_add(&self->cores, &kvc_coord_core_ops, self->coord);
     if (rc == 0)
         rc = kvc_core_set_add(&self->cores, &kvc_broker_core_ops, self->broker);
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, &kvc_sitemap_core_ops, self->sitemap);
 #ifdef KVC_NEXT_KIND
     if (rc == 0 && !(self->next = kvc_calloc(1, sizeof *self->next)))
         rc = KVC_ENOMEM;
@@ -2013,6 +2023,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     zhashx_destroy(&self->by_member);
     zhashx_destroy(&self->links);
     kvc_broker_destroy(&self->broker);
+    kvc_sitemap_destroy(&self->sitemap);
     kvc_coord_destroy(&self->coord);
     kvc_swim_destroy(&self->swim);
     kvc_outbox_free(&self->out);

@@ -2,10 +2,10 @@
  * nodes.c - node records, enrollment codes and the token audit log in LMDB.
  * See nodes.h.
  *
- * Store layout: db "nodes": key = node key (32 bytes) -> kvc.join.NodeRecord;
- * db "enroll": key = BLAKE2b-256 of the code -> kvc.join.EnrollCode;
- * db "audit": key = sequence (8 bytes, big endian, so key order is time
- * order) -> kvc.join.TokenAudit; db "audit_seq": the next sequence.
+ * Layout in the kv (kv.h): namespace 'n': key = node key (32 bytes) ->
+ * kvc.join.NodeRecord; 'e': key = BLAKE2b-256 of the code ->
+ * kvc.join.EnrollCode; 'a': key = time (8 bytes, big endian ms) and 8
+ * random bytes (coordinators never collide) -> kvc.join.TokenAudit.
  */
 #include "pb_alloc.h"
 #include "nodes.h"
@@ -13,13 +13,15 @@
 #include "credential.h"
 #include "join.pb-c.h"
 
+#include <stdlib.h>
+
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
-#define DB_NODES "nodes"
-#define DB_ENROLL "enroll"
-#define DB_AUDIT "audit"
+#define NS_NODES 'n'
+#define NS_ENROLL 'e'
+#define NS_AUDIT 'a'
 #define ENROLL_PREFIX "kvce-"
 #define ENROLL_RECORD_MAX 512
 #define AUDIT_RECORD_MAX 1024
@@ -135,24 +137,24 @@ int kvc_node_decode(const uint8_t *data, size_t len, kvc_node_t *out)
     return ok ? KVC_OK : KVC_EPARSE;
 }
 
-int kvc_nodes_get(kvc_store_t *store, const uint8_t key[32], kvc_node_t *out)
+int kvc_nodes_get(const kvc_kv_t *kv, const uint8_t key[32], kvc_node_t *out)
 {
     uint8_t buf[KVC_NODE_RECORD_MAX];
     size_t len = 0;
-    int rc = kvc_store_get(store, DB_NODES, key, 32, buf, sizeof buf, &len);
+    int rc = kv->get(kv->self, NS_NODES, key, 32, buf, sizeof buf, &len);
     if (rc)
         return rc;
     return kvc_node_decode(buf, len, out);
 }
 
-int kvc_nodes_put(kvc_store_t *store, const kvc_node_t *n)
+int kvc_nodes_put(const kvc_kv_t *kv, const kvc_node_t *n)
 {
     uint8_t buf[KVC_NODE_RECORD_MAX];
     size_t len = 0;
     int rc = kvc_node_encode(n, buf, sizeof buf, &len);
     if (rc)
         return rc;
-    return kvc_store_put(store, DB_NODES, n->key, 32, buf, len);
+    return kv->put(kv->self, NS_NODES, n->key, 32, buf, len);
 }
 
 typedef struct {
@@ -169,10 +171,10 @@ static int s_each_node(const void *key, size_t klen, const void *val, size_t vle
     return e->fn(&n, e->arg);
 }
 
-int kvc_nodes_each(kvc_store_t *store, kvc_nodes_each_fn fn, void *arg)
+int kvc_nodes_each(const kvc_kv_t *kv, kvc_nodes_each_fn fn, void *arg)
 {
     s_each_t e = {fn, arg};
-    return kvc_store_foreach(store, DB_NODES, s_each_node, &e);
+    return kv->each(kv->self, NS_NODES, s_each_node, &e);
 }
 
 typedef struct {
@@ -193,7 +195,7 @@ static int s_find_one(const kvc_node_t *n, void *arg)
     return 0;
 }
 
-int kvc_nodes_find(kvc_store_t *store, const char *id, kvc_node_t *out, kvc_err_t *err)
+int kvc_nodes_find(const kvc_kv_t *kv, const char *id, kvc_node_t *out, kvc_err_t *err)
 {
     if (!id || !id[0] || strlen(id) > 64)
         return kvc_err_set(err, KVC_EINVAL, "a node ID is 8 to 64 hex digits or a node name");
@@ -202,10 +204,10 @@ int kvc_nodes_find(kvc_store_t *store, const char *id, kvc_node_t *out, kvc_err_
     for (size_t i = 0; hex && i < n; i++)
         hex = (id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f');
     s_find_t f = {.id = id, .by_prefix = hex};
-    int rc = kvc_nodes_each(store, s_find_one, &f);
+    int rc = kvc_nodes_each(kv, s_find_one, &f);
     if (rc == 0 && f.n == 0 && hex) { /* a name that looks like hex */
         f.by_prefix = 0;
-        rc = kvc_nodes_each(store, s_find_one, &f);
+        rc = kvc_nodes_each(kv, s_find_one, &f);
     }
     if (rc)
         return kvc_err_set(err, rc, "cannot read the node records: %s", kvc_strerror(rc));
@@ -217,11 +219,11 @@ int kvc_nodes_find(kvc_store_t *store, const char *id, kvc_node_t *out, kvc_err_
     return KVC_OK;
 }
 
-int kvc_nodes_decide(kvc_store_t *store, const char *id, kvc_node_state_t to, const char *by,
+int kvc_nodes_decide(const kvc_kv_t *kv, const char *id, kvc_node_state_t to, const char *by,
                      int64_t now_unix, kvc_node_t *out, kvc_err_t *err)
 {
     kvc_node_t n;
-    int rc = kvc_nodes_find(store, id, &n, err);
+    int rc = kvc_nodes_find(kv, id, &n, err);
     if (rc)
         return rc;
     char hex[65];
@@ -236,7 +238,7 @@ int kvc_nodes_decide(kvc_store_t *store, const char *id, kvc_node_state_t to, co
     n.state = to;
     n.updated_unix = now_unix;
     kvc_strlcpy(n.updated_by, by ? by : "", sizeof n.updated_by);
-    if ((rc = kvc_nodes_put(store, &n)) != 0)
+    if ((rc = kvc_nodes_put(kv, &n)) != 0)
         return kvc_err_set(err, rc, "cannot store the decision: %s", kvc_strerror(rc));
     if (out)
         *out = n;
@@ -290,7 +292,7 @@ static int s_enroll_decode(const uint8_t *data, size_t len, kvc_enroll_t *out)
     return ok ? KVC_OK : KVC_EPARSE;
 }
 
-int kvc_enroll_create(kvc_store_t *store, const char *site, int64_t ttl_s, uint32_t uses,
+int kvc_enroll_create(const kvc_kv_t *kv, const char *site, int64_t ttl_s, uint32_t uses,
                       const char *by, int64_t now_unix, char code[KVC_ENROLL_CODE_LEN + 1],
                       kvc_enroll_t *out, kvc_err_t *err)
 {
@@ -321,7 +323,7 @@ int kvc_enroll_create(kvc_store_t *store, const char *site, int64_t ttl_s, uint3
     size_t len = 0;
     int rc = s_enroll_encode(&e, buf, sizeof buf, &len);
     if (rc == 0)
-        rc = kvc_store_put(store, DB_ENROLL, h, 32, buf, len);
+        rc = kv->put(kv->self, NS_ENROLL, h, 32, buf, len);
     if (rc) {
         sodium_memzero(code, KVC_ENROLL_CODE_LEN + 1);
         return kvc_err_set(err, rc, "enroll: cannot store the code: %s", kvc_strerror(rc));
@@ -331,7 +333,7 @@ int kvc_enroll_create(kvc_store_t *store, const char *site, int64_t ttl_s, uint3
     return KVC_OK;
 }
 
-int kvc_enroll_use(kvc_store_t *store, const char *code, const char *site, int64_t now_unix,
+int kvc_enroll_use(const kvc_kv_t *kv, const char *code, const char *site, int64_t now_unix,
                    kvc_enroll_t *out)
 {
     if (!code || strlen(code) != KVC_ENROLL_CODE_LEN ||
@@ -340,7 +342,7 @@ int kvc_enroll_use(kvc_store_t *store, const char *code, const char *site, int64
     uint8_t h[32], buf[ENROLL_RECORD_MAX];
     size_t len = 0;
     s_code_hash(code, h);
-    int rc = kvc_store_get(store, DB_ENROLL, h, 32, buf, sizeof buf, &len);
+    int rc = kv->get(kv->self, NS_ENROLL, h, 32, buf, sizeof buf, &len);
     if (rc)
         return rc == KVC_ERANGE ? KVC_EPARSE : rc;
     kvc_enroll_t e;
@@ -349,16 +351,16 @@ int kvc_enroll_use(kvc_store_t *store, const char *code, const char *site, int64
     if (strcmp(e.site, site) != 0)
         return KVC_ENOENT;
     if (now_unix >= e.expires_unix) {
-        (void)kvc_store_del(store, DB_ENROLL, h, 32);
+        (void)kv->del(kv->self, NS_ENROLL, h, 32);
         return KVC_EEXPIRED;
     }
     if (e.uses_left == 0)
         return KVC_ERANGE;
     e.uses_left--;
     if (e.uses_left == 0)
-        rc = kvc_store_del(store, DB_ENROLL, h, 32);
+        rc = kv->del(kv->self, NS_ENROLL, h, 32);
     else if ((rc = s_enroll_encode(&e, buf, sizeof buf, &len)) == 0)
-        rc = kvc_store_put(store, DB_ENROLL, h, 32, buf, len);
+        rc = kv->put(kv->self, NS_ENROLL, h, 32, buf, len);
     if (rc)
         return rc;
     if (out)
@@ -380,22 +382,43 @@ static int s_each_enroll(const void *key, size_t klen, const void *val, size_t v
     return e->fn(&r, e->arg);
 }
 
-int kvc_enroll_each(kvc_store_t *store, kvc_enroll_each_fn fn, void *arg)
+int kvc_enroll_each(const kvc_kv_t *kv, kvc_enroll_each_fn fn, void *arg)
 {
     s_enroll_each_t e = {fn, arg};
-    return kvc_store_foreach(store, DB_ENROLL, s_each_enroll, &e);
+    return kv->each(kv->self, NS_ENROLL, s_each_enroll, &e);
 }
 
 /* --- the token audit log ------------------------------------------------- */
 
-int kvc_audit_append(kvc_store_t *store, const kvc_audit_t *a, uint64_t keep)
+typedef struct {
+    uint8_t key[16];
+} s_akey_t;
+
+typedef struct {
+    s_akey_t *keys;
+    size_t n, cap;
+    kvc_audit_t *all;
+    int fail;
+} s_audit_walk_t;
+
+static int s_akey_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(s_akey_t));
+}
+
+static int s_collect_key(const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+{
+    s_audit_walk_t *w = arg;
+    if (klen != 16 || w->n >= w->cap)
+        return 0;
+    memcpy(w->keys[w->n++].key, key, 16);
+    return 0;
+}
+
+int kvc_audit_append(const kvc_kv_t *kv, const kvc_audit_t *a, uint64_t keep)
 {
     if (!keep)
         keep = KVC_AUDIT_MAX;
-    uint64_t seq;
-    int rc = kvc_store_incr(store, "audit_seq", "next", 1, &seq);
-    if (rc)
-        return rc;
     Kvc__Join__TokenAudit r = KVC__JOIN__TOKEN_AUDIT__INIT;
     r.at_unix_ms = a->at_unix_ms;
     r.node_key.data = (uint8_t *)a->node_key;
@@ -406,56 +429,82 @@ int kvc_audit_append(kvc_store_t *store, const kvc_audit_t *a, uint64_t keep)
     r.detail = (char *)a->detail;
     r.term = a->term;
     r.coordinator = (char *)a->coordinator;
-    uint8_t buf[AUDIT_RECORD_MAX], key[8];
+    uint8_t buf[AUDIT_RECORD_MAX], key[16];
     size_t need = kvc__join__token_audit__get_packed_size(&r);
     if (need > sizeof buf)
         return KVC_ERANGE;
     size_t len = kvc__join__token_audit__pack(&r, buf);
+    uint64_t ms = a->at_unix_ms > 0 ? (uint64_t)a->at_unix_ms : 0;
     for (int i = 0; i < 8; i++)
-        key[i] = (uint8_t)(seq >> (56 - 8 * i));
-    if ((rc = kvc_store_put(store, DB_AUDIT, key, 8, buf, len)) != 0)
+        key[i] = (uint8_t)(ms >> (56 - 8 * i));
+    randombytes_buf(key + 8, 8);
+    int rc = kv->put(kv->self, NS_AUDIT, key, 16, buf, len);
+    if (rc)
         return rc;
-    if (seq > keep) { /* keep the newest `keep` */
-        uint64_t old = seq - keep;
-        for (int i = 0; i < 8; i++)
-            key[i] = (uint8_t)(old >> (56 - 8 * i));
-        (void)kvc_store_del(store, DB_AUDIT, key, 8);
+    /* keep the newest `keep`: drop the oldest keys beyond */
+    s_audit_walk_t w = {0};
+    w.cap = (size_t)keep + 64;
+    w.keys = kvc_calloc(w.cap, sizeof *w.keys);
+    if (!w.keys)
+        return KVC_OK; /* written; pruned next time */
+    if (kv->each(kv->self, NS_AUDIT, s_collect_key, &w) == 0 && w.n > keep) {
+        qsort(w.keys, w.n, sizeof *w.keys, s_akey_cmp);
+        for (size_t i = 0; i < w.n - keep; i++)
+            (void)kv->del(kv->self, NS_AUDIT, w.keys[i].key, 16);
     }
+    kvc_free(w.keys);
     return KVC_OK;
 }
 
 typedef struct {
-    kvc_audit_each_fn fn;
-    void *arg;
-} s_audit_each_t;
+    kvc_audit_t *all;
+    size_t n, cap;
+} s_audit_all_t;
 
-static int s_each_audit(const void *key, size_t klen, const void *val, size_t vlen, void *arg)
+static int s_collect_audit(const void *key, size_t klen, const void *val, size_t vlen, void *arg)
 {
-    s_audit_each_t *e = arg;
-    if (klen != 8 || vlen > AUDIT_RECORD_MAX)
+    s_audit_all_t *l = arg;
+    if (klen != 16 || vlen > AUDIT_RECORD_MAX || l->n >= l->cap)
         return 0;
     kvc_pb_alloc_t alloc;
     Kvc__Join__TokenAudit *r =
         kvc__join__token_audit__unpack(kvc_pb_alloc_init(&alloc), vlen, val);
     if (!r)
         return 0;
-    kvc_audit_t a;
-    memset(&a, 0, sizeof a);
-    a.at_unix_ms = r->at_unix_ms;
+    kvc_audit_t *a = &l->all[l->n++];
+    memset(a, 0, sizeof *a);
+    a->at_unix_ms = r->at_unix_ms;
     if (r->node_key.len == 32)
-        memcpy(a.node_key, r->node_key.data, 32);
-    kvc_strlcpy(a.node, r->node, sizeof a.node);
-    kvc_strlcpy(a.token_id, r->token_id, sizeof a.token_id);
-    kvc_strlcpy(a.outcome, r->outcome, sizeof a.outcome);
-    kvc_strlcpy(a.detail, r->detail, sizeof a.detail);
-    a.term = r->term;
-    kvc_strlcpy(a.coordinator, r->coordinator, sizeof a.coordinator);
+        memcpy(a->node_key, r->node_key.data, 32);
+    kvc_strlcpy(a->node, r->node, sizeof a->node);
+    kvc_strlcpy(a->token_id, r->token_id, sizeof a->token_id);
+    kvc_strlcpy(a->outcome, r->outcome, sizeof a->outcome);
+    kvc_strlcpy(a->detail, r->detail, sizeof a->detail);
+    a->term = r->term;
+    kvc_strlcpy(a->coordinator, r->coordinator, sizeof a->coordinator);
     kvc__join__token_audit__free_unpacked(r, kvc_pb_allocator());
-    return e->fn(&a, e->arg);
+    return 0;
 }
 
-int kvc_audit_each(kvc_store_t *store, kvc_audit_each_fn fn, void *arg)
+static int s_audit_cmp(const void *a, const void *b)
 {
-    s_audit_each_t e = {fn, arg};
-    return kvc_store_foreach(store, DB_AUDIT, s_each_audit, &e);
+    int64_t x = ((const kvc_audit_t *)a)->at_unix_ms, y = ((const kvc_audit_t *)b)->at_unix_ms;
+    return x < y ? -1 : x > y;
+}
+
+int kvc_audit_each(const kvc_kv_t *kv, kvc_audit_each_fn fn, void *arg)
+{
+    s_audit_all_t l = {0};
+    l.cap = KVC_AUDIT_MAX + 64;
+    l.all = kvc_calloc(l.cap, sizeof *l.all);
+    if (!l.all)
+        return KVC_ENOMEM;
+    int rc = kv->each(kv->self, NS_AUDIT, s_collect_audit, &l);
+    if (rc == 0) {
+        qsort(l.all, l.n, sizeof *l.all, s_audit_cmp); /* stable enough: ms apart */
+        for (size_t i = 0; i < l.n && rc == 0; i++)
+            rc = fn(&l.all[i], arg);
+    }
+    kvc_free(l.all);
+    return rc;
 }

@@ -1,8 +1,9 @@
 /*
  * nodes.h - what a site knows about the machines that join it: node records
  * (pending, approved, rejected, revoked), one-time enrollment codes, and the
- * token audit log. All of it lives in LMDB (peer/store.h); every change is
- * committed before the call returns, so nothing acknowledged is lost.
+ * token audit log. All of it is kept through a kv (kv.h): in kvc-peer the
+ * site map, replicated to every peer of the site and in LMDB before a call
+ * returns, so nothing acknowledged is lost.
  *
  * A node is known by its public key (`kvc keygen`, 32 bytes). Its ID for
  * operators is the key in hex; any unique prefix of 8 or more hex digits,
@@ -19,7 +20,7 @@
 #include <stdint.h>
 
 #include "base.h"
-#include "store.h"
+#include "kv.h"
 
 #define KVC_NODE_NAME_MAX 63
 #define KVC_NODE_ADDRS_MAX 8
@@ -80,41 +81,41 @@ int kvc_node_encode(const kvc_node_t *n, uint8_t *out, size_t cap, size_t *len);
 int kvc_node_decode(const uint8_t *data, size_t len, kvc_node_t *out);
 
 /* The record of key; KVC_ENOENT if none. */
-int kvc_nodes_get(kvc_store_t *store, const uint8_t key[32], kvc_node_t *out);
+int kvc_nodes_get(const kvc_kv_t *kv, const uint8_t key[32], kvc_node_t *out);
 /* Writes (creates or replaces) n's record. */
-int kvc_nodes_put(kvc_store_t *store, const kvc_node_t *n);
+int kvc_nodes_put(const kvc_kv_t *kv, const kvc_node_t *n);
 /* Finds a node by hex prefix (>= 8 digits) or name. KVC_ENOENT with err
  * "no node ...", KVC_EEXIST with err when the prefix names several. */
-int kvc_nodes_find(kvc_store_t *store, const char *id, kvc_node_t *out, kvc_err_t *err);
+int kvc_nodes_find(const kvc_kv_t *kv, const char *id, kvc_node_t *out, kvc_err_t *err);
 /* Calls fn for every record (in key order); a non-zero return stops. */
 typedef int (*kvc_nodes_each_fn)(const kvc_node_t *n, void *arg);
-int kvc_nodes_each(kvc_store_t *store, kvc_nodes_each_fn fn, void *arg);
+int kvc_nodes_each(const kvc_kv_t *kv, kvc_nodes_each_fn fn, void *arg);
 /* An operator's decision on node id: approve (from pending, rejected or
  * revoked), reject (from pending), revoke (from approved). KVC_EINVAL with
  * err for a transition that makes no sense ("node X is already approved"). */
-int kvc_nodes_decide(kvc_store_t *store, const char *id, kvc_node_state_t to, const char *by,
+int kvc_nodes_decide(const kvc_kv_t *kv, const char *id, kvc_node_state_t to, const char *by,
                      int64_t now_unix, kvc_node_t *out, kvc_err_t *err);
 
 /* Creates a code for site valid ttl_s seconds (1..KVC_ENROLL_TTL_MAX_S)
  * for uses uses (1..KVC_ENROLL_USES_MAX). code gets the secret
  * (KVC_ENROLL_CODE_LEN + 1 bytes), shown once. */
-int kvc_enroll_create(kvc_store_t *store, const char *site, int64_t ttl_s, uint32_t uses,
+int kvc_enroll_create(const kvc_kv_t *kv, const char *site, int64_t ttl_s, uint32_t uses,
                       const char *by, int64_t now_unix, char code[KVC_ENROLL_CODE_LEN + 1],
                       kvc_enroll_t *out, kvc_err_t *err);
 /* Spends one use of code for site: KVC_OK (out filled), KVC_ENOENT (no such
  * code, or another site's), KVC_EEXPIRED, KVC_ERANGE (no uses left). A code
  * with no uses left is deleted. */
-int kvc_enroll_use(kvc_store_t *store, const char *code, const char *site, int64_t now_unix,
+int kvc_enroll_use(const kvc_kv_t *kv, const char *code, const char *site, int64_t now_unix,
                    kvc_enroll_t *out);
 /* Calls fn for every code still stored. */
 typedef int (*kvc_enroll_each_fn)(const kvc_enroll_t *e, void *arg);
-int kvc_enroll_each(kvc_store_t *store, kvc_enroll_each_fn fn, void *arg);
+int kvc_enroll_each(const kvc_kv_t *kv, kvc_enroll_each_fn fn, void *arg);
 
 /* Appends an entry to the audit log, dropping the oldest past keep entries
  * (0: KVC_AUDIT_MAX). */
-int kvc_audit_append(kvc_store_t *store, const kvc_audit_t *a, uint64_t keep);
+int kvc_audit_append(const kvc_kv_t *kv, const kvc_audit_t *a, uint64_t keep);
 /* Calls fn for every entry, oldest first. */
 typedef int (*kvc_audit_each_fn)(const kvc_audit_t *a, void *arg);
-int kvc_audit_each(kvc_store_t *store, kvc_audit_each_fn fn, void *arg);
+int kvc_audit_each(const kvc_kv_t *kv, kvc_audit_each_fn fn, void *arg);
 
 #endif

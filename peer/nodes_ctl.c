@@ -71,7 +71,7 @@ static int s_collect(const kvc_node_t *n, void *arg)
     return 0;
 }
 
-int kvc_nodes_ctl_list(kvc_store_t *store, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+int kvc_nodes_ctl_list(const kvc_kv_t *kv, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     const char *state = kvc_ctl_arg(req, "state");
     s_list_t l = {ctx, -1, NULL, 0, 0};
@@ -84,12 +84,12 @@ int kvc_nodes_ctl_list(kvc_store_t *store, const Kvc__Ctl__Request *req, kvc_ctl
             return kvc_ctl_fail(ctx, KVC_EINVAL,
                                 "state must be pending, approved, rejected or revoked");
     }
-    int rc = kvc_nodes_each(store, s_count, &l);
+    int rc = kvc_nodes_each(kv, s_count, &l);
     if (l.cap > LIST_MAX)
         l.cap = LIST_MAX;
     if (rc == 0 && l.cap) {
         l.out = kvc_ctl_alloc(ctx, l.cap, sizeof *l.out);
-        rc = l.out ? kvc_nodes_each(store, s_collect, &l) : KVC_ENOMEM;
+        rc = l.out ? kvc_nodes_each(kv, s_collect, &l) : KVC_ENOMEM;
     }
     if (rc)
         return kvc_ctl_fail(ctx, rc, "cannot read the node records: %s", kvc_strerror(rc));
@@ -98,7 +98,7 @@ int kvc_nodes_ctl_list(kvc_store_t *store, const Kvc__Ctl__Request *req, kvc_ctl
     return 0;
 }
 
-int kvc_nodes_ctl_decide(kvc_store_t *store, const char *by, const Kvc__Ctl__Request *req,
+int kvc_nodes_ctl_decide(const kvc_kv_t *kv, const char *by, const Kvc__Ctl__Request *req,
                          kvc_ctl_ctx_t *ctx)
 {
     const char *id = kvc_ctl_arg(req, "id"), *to = kvc_ctl_arg(req, "to");
@@ -113,7 +113,7 @@ int kvc_nodes_ctl_decide(kvc_store_t *store, const char *by, const Kvc__Ctl__Req
         return kvc_ctl_fail(ctx, KVC_EINVAL, "to must be approve, reject or revoke");
     kvc_node_t n;
     kvc_err_t err = {0};
-    int rc = kvc_nodes_decide(store, id, st, by, kvc_clock_wall_s(), &n, &err);
+    int rc = kvc_nodes_decide(kv, id, st, by, kvc_clock_wall_s(), &n, &err);
     if (rc)
         return kvc_ctl_fail(ctx, rc, "%s", err.msg);
     char hex[65];
@@ -155,7 +155,7 @@ static long long s_num(const char *s, long long lo, long long hi)
     return v < lo || v > hi ? -1 : v;
 }
 
-int kvc_nodes_ctl_enroll_create(kvc_store_t *store, const char *site, const char *by,
+int kvc_nodes_ctl_enroll_create(const kvc_kv_t *kv, const char *site, const char *by,
                                 const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     const char *want = kvc_ctl_arg(req, "site");
@@ -172,7 +172,7 @@ int kvc_nodes_ctl_enroll_create(kvc_store_t *store, const char *site, const char
     char code[KVC_ENROLL_CODE_LEN + 1];
     kvc_enroll_t e;
     kvc_err_t err = {0};
-    int rc = kvc_enroll_create(store, site, ttl, (uint32_t)uses, by, kvc_clock_wall_s(), code, &e,
+    int rc = kvc_enroll_create(kv, site, ttl, (uint32_t)uses, by, kvc_clock_wall_s(), code, &e,
                                &err);
     if (rc)
         return kvc_ctl_fail(ctx, rc, "%s", err.msg);
@@ -218,11 +218,11 @@ static int s_code_one(const kvc_enroll_t *e, void *arg)
     return c->n >= LIST_MAX;
 }
 
-int kvc_nodes_ctl_enroll_list(kvc_store_t *store, const Kvc__Ctl__Request *req,
+int kvc_nodes_ctl_enroll_list(const kvc_kv_t *kv, const Kvc__Ctl__Request *req,
                               kvc_ctl_ctx_t *ctx)
 {
     s_codes_t c = {ctx, NULL, 0, 0};
-    int rc = kvc_enroll_each(store, s_code_one, &c);
+    int rc = kvc_enroll_each(kv, s_code_one, &c);
     if (rc < 0)
         return kvc_ctl_fail(ctx, rc, "cannot read the enrollment codes: %s", kvc_strerror(rc));
     ctx->rep.codes = c.out;
@@ -268,10 +268,10 @@ static int s_audit_one(const kvc_audit_t *a, void *arg)
     return 0;
 }
 
-int kvc_nodes_ctl_tokens(kvc_store_t *store, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+int kvc_nodes_ctl_tokens(const kvc_kv_t *kv, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     s_audit_list_t l = {ctx, NULL, 0, 0};
-    int rc = kvc_audit_each(store, s_audit_one, &l);
+    int rc = kvc_audit_each(kv, s_audit_one, &l);
     if (rc)
         return kvc_ctl_fail(ctx, rc, "cannot read the token audit log: %s", kvc_strerror(rc));
     ctx->rep.audit = l.out;

@@ -12,18 +12,18 @@
 #include <sodium.h>
 
 /* "nodes" [state]: every record (or those in state), in key order. */
-int kvc_nodes_ctl_list(kvc_store_t *store, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx);
+int kvc_nodes_ctl_list(const kvc_kv_t *kv, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx);
 /* "node-decide" id, to (approve, reject, revoke), decided by member `by`. */
-int kvc_nodes_ctl_decide(kvc_store_t *store, const char *by, const Kvc__Ctl__Request *req,
+int kvc_nodes_ctl_decide(const kvc_kv_t *kv, const char *by, const Kvc__Ctl__Request *req,
                          kvc_ctl_ctx_t *ctx);
 /* "enroll-create" [site] ttl_s uses: a code for our site; the reply's
  * secret holds it (once). */
-int kvc_nodes_ctl_enroll_create(kvc_store_t *store, const char *site, const char *by,
+int kvc_nodes_ctl_enroll_create(const kvc_kv_t *kv, const char *site, const char *by,
                                 const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx);
 /* "enroll-list": the codes still valid (ids, never the codes). */
-int kvc_nodes_ctl_enroll_list(kvc_store_t *store, const Kvc__Ctl__Request *req,
+int kvc_nodes_ctl_enroll_list(const kvc_kv_t *kv, const Kvc__Ctl__Request *req,
                               kvc_ctl_ctx_t *ctx);
 /* "tokens": the audit log, oldest first. */
-int kvc_nodes_ctl_tokens(kvc_store_t *store, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx);
+int kvc_nodes_ctl_tokens(const kvc_kv_t *kv, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx);
 
 #endif

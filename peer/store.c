@@ -196,3 +196,47 @@ int kvc_store_foreach(kvc_store_t *self, const char *db, kvc_store_each_fn fn, v
     mdb_txn_abort(txn);
     return out;
 }
+
+struct kvc_store_batch {
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    int rc;
+};
+
+int kvc_store_batch_put(kvc_store_batch_t *b, const void *key, size_t klen, const void *val,
+                        size_t vlen)
+{
+    if (b->rc)
+        return b->rc;
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    b->rc = s_code(mdb_put(b->txn, b->dbi, &k, &v, 0));
+    return b->rc;
+}
+
+int kvc_store_batch_del(kvc_store_batch_t *b, const void *key, size_t klen)
+{
+    if (b->rc)
+        return b->rc;
+    MDB_val k = {klen, (void *)key};
+    int rc = mdb_del(b->txn, b->dbi, &k, NULL);
+    if (rc == MDB_NOTFOUND)
+        return KVC_OK;
+    b->rc = s_code(rc);
+    return b->rc;
+}
+
+int kvc_store_update(kvc_store_t *self, const char *db, kvc_store_batch_fn fn, void *arg)
+{
+    struct kvc_store_batch b = {0};
+    int rc = s_begin(self, db, 1, &b.txn, &b.dbi);
+    if (rc)
+        return s_code(rc);
+    rc = fn(&b, arg);
+    if (rc == 0)
+        rc = b.rc;
+    if (rc) {
+        mdb_txn_abort(b.txn);
+        return rc;
+    }
+    return s_code(mdb_txn_commit(b.txn));
+}

@@ -46,4 +46,15 @@ typedef int (*kvc_store_each_fn)(const void *key, size_t klen, const void *val, 
                                  void *arg);
 int kvc_store_foreach(kvc_store_t *self, const char *db, kvc_store_each_fn fn, void *arg);
 
+/* Several writes to db in one transaction, committed (and synced) once:
+ * fn calls kvc_store_batch_put/del on b; a non-zero return from fn, or a
+ * failed write, aborts everything and is returned. */
+typedef struct kvc_store_batch kvc_store_batch_t;
+typedef int (*kvc_store_batch_fn)(kvc_store_batch_t *b, void *arg);
+int kvc_store_update(kvc_store_t *self, const char *db, kvc_store_batch_fn fn, void *arg);
+int kvc_store_batch_put(kvc_store_batch_t *b, const void *key, size_t klen, const void *val,
+                        size_t vlen);
+/* Deleting an absent key is not an error here. */
+int kvc_store_batch_del(kvc_store_batch_t *b, const void *key, size_t klen);
+
 #endif

@@ -226,6 +226,7 @@ int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out, k
     case KVC__FED__ENVELOPE__BODY_PONG:
     case KVC__FED__ENVELOPE__BODY_MEMBERSHIP:
     case KVC__FED__ENVELOPE__BODY_ELECTION:
+    case KVC__FED__ENVELOPE__BODY_NODES:
     case KVC__FED__ENVELOPE__BODY_JOIN:
     case KVC__FED__ENVELOPE__BODY_NODE_JOIN:
         break;

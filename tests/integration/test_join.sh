@@ -5,7 +5,9 @@
 # the coordinator wrote, and a fake kubeadm (fake_kubeadm.py) that does
 # kubeadm's token discovery (cluster-info JWS, CA pin) and registers the Node.
 #
-# Checks: an unknown key waits for approval; a replayed or stale request, a
+# Approvals, codes and the audit are made and read on a peer that is not
+# the coordinator: the site map replicates them. Checks: an unknown key
+# waits for approval; a replayed or stale request, a
 # rejected key, an expired or used-up enrollment code are refused with a
 # reason; an approved node joins with --exec through a peer that is not the
 # coordinator and its token Secret is gone afterwards; every token's
@@ -83,12 +85,13 @@ join "$T/pi-1.key" pi-1 --print >"$T/out" 2>"$T/err" || rc=$?
 grep -q "is not approved yet: run 'kvc nodes approve [0-9a-f]\{12\}' on a peer of site site-a" "$T/err" ||
     fail "unapproved: $(cat "$T/err")"
 [ ! -s "$T/out" ] || fail "an unapproved node got output: $(cat "$T/out")"
-expect_jq "$T/$C.yaml" nodes '[.[] | select(.name == "pi-1") | .state, .arch, .addresses[0]] == ["pending","arm64","10.0.0.7"]' ||
-    fail "pi-1 is not pending: $("$KVC" --config "$T/$C.yaml" nodes --json)"
-ID=$(jqs "$T/$C.yaml" nodes '.[] | select(.name == "pi-1") | .id')
-"$KVC" --config "$T/$C.yaml" nodes approve "${ID:0:12}" | grep -q "is approved" || fail "approve"
+# the coordinator wrote the pending record; the relay has it (the site map)
+pending() { expect_jq "$T/$RELAY.yaml" nodes '[.[] | select(.name == "pi-1") | .state, .arch, .addresses[0]] == ["pending","arm64","10.0.0.7"]'; }
+poll 10 "pi-1 is pending on $RELAY, not only on the coordinator" pending
+ID=$(jqs "$T/$RELAY.yaml" nodes '.[] | select(.name == "pi-1") | .id')
+"$KVC" --config "$T/$RELAY.yaml" nodes approve "${ID:0:12}" | grep -q "is approved" || fail "approve"
 rc=0
-"$KVC" --config "$T/$C.yaml" nodes approve "${ID:0:12}" 2>"$T/err" || rc=$?
+"$KVC" --config "$T/$RELAY.yaml" nodes approve "${ID:0:12}" 2>"$T/err" || rc=$?
 [ "$rc" = 1 ] && grep -q "is approved; it cannot be approved" "$T/err" || fail "approving twice: $(cat "$T/err")"
 
 # --- replayed and stale requests over a real CurveZMQ session -------------------
@@ -101,8 +104,8 @@ grep -q "^refused: the request's timestamp is -600 s off this site's clock" "$T/
     fail "a stale request was not refused: $(cat "$T/stale")"
 # the replay's first request was granted and never continued: its token goes
 poll 20 "the token of the abandoned request is deleted" none_left
-expect_jq "$T/$C.yaml" tokens '[.[] | select(.node == "pi-1") | .outcome] | index("stalled") != null' ||
-    fail "no 'stalled' in the audit: $("$KVC" --config "$T/$C.yaml" tokens --json)"
+stalled() { expect_jq "$T/$RELAY.yaml" tokens '[.[] | select(.node == "pi-1") | .outcome] | index("stalled") != null'; }
+poll 10 "the audit (on $RELAY) records the stalled token" stalled
 
 # --- an approved node joins with --exec, through the relay ----------------------
 export FAKE_KUBEADM_SEEN=$T/seen-1
@@ -115,13 +118,13 @@ poll 10 "token $TID is deleted after the join" none_left
 rc=0
 k get secret -n kube-system "bootstrap-token-$TID" >/dev/null 2>&1 || rc=$?
 [ "$rc" != 0 ] || fail "bootstrap-token-$TID still exists"
-expect_jq "$T/$C.yaml" tokens "[.[] | select(.token_id == \"$TID\") | .outcome] == [\"minted\",\"joined\"]" ||
-    fail "audit of $TID: $("$KVC" --config "$T/$C.yaml" tokens --json)"
-expect_jq "$T/$C.yaml" nodes '[.[] | select(.name == "pi-1") | .joined != null] == [true]' ||
-    fail "pi-1's record has no join time"
+audited() { expect_jq "$T/$RELAY.yaml" tokens "[.[] | select(.token_id == \"$TID\") | .outcome] == [\"minted\",\"joined\"]"; }
+poll 10 "the audit of $TID is minted, joined" audited
+joined() { expect_jq "$T/$RELAY.yaml" nodes '[.[] | select(.name == "pi-1") | .joined != null] == [true]'; }
+poll 10 "pi-1's record has its join time" joined
 
 # --- enrollment codes -------------------------------------------------------------
-"$KVC" --config "$T/$C.yaml" --json enroll create --ttl 10m --uses 1 >"$T/code.json"
+"$KVC" --config "$T/$RELAY.yaml" --json enroll create --ttl 10m --uses 1 >"$T/code.json"
 CODE=$(jq -r .code "$T/code.json")
 "$KVC" keygen --out "$T/pi-2.key" >/dev/null
 join "$T/pi-2.key" pi-2 --enroll "$CODE" --print >"$T/out" 2>"$T/err" || fail "enrolled join: $(cat "$T/err")"
@@ -140,14 +143,14 @@ jq -e '.type == "bootstrap.kubernetes.io/token" and (.data["usage-bootstrap-sign
        and (.data["auth-extra-groups"] | @base64d) == "system:bootstrappers:kubeadm:default-node-token"
        and .metadata.labels["kvc.io/site"] == "site-a" and .metadata.labels["kvc.io/node"] == "pi-2"' \
     "$T/secret.json" >/dev/null || fail "the token Secret: $(jq -c . "$T/secret.json")"
-expect_jq "$T/$C.yaml" nodes '[.[] | select(.name == "pi-2") | .state, (.updated_by | startswith("enroll:"))] == ["approved",true]' ||
-    fail "pi-2 not approved by its code"
+enrolled() { expect_jq "$T/$RELAY.yaml" nodes '[.[] | select(.name == "pi-2") | .state, (.updated_by | startswith("enroll:"))] == ["approved",true]'; }
+poll 10 "pi-2 approved by its code" enrolled
 "$KVC" keygen --out "$T/pi-5.key" >/dev/null
 rc=0
 join "$T/pi-5.key" pi-5 --enroll "$CODE" --print >"$T/out" 2>"$T/err" || rc=$?
 [ "$rc" = 1 ] && grep -q "refused: the enrollment code is not valid for this site" "$T/err" ||
     fail "a used-up code: rc $rc $(cat "$T/err")"
-"$KVC" --config "$T/$C.yaml" --json enroll create --ttl 1s >"$T/code2.json"
+"$KVC" --config "$T/$RELAY.yaml" --json enroll create --ttl 1s >"$T/code2.json"
 EXPIRES=$(date -d "$(jq -r .expires "$T/code2.json")" +%s)
 past() { [ "$(date +%s)" -gt "$EXPIRES" ]; }
 poll 5 "the 1 s code has expired" past
@@ -157,8 +160,10 @@ join "$T/pi-5.key" pi-5 --enroll "$(jq -r .code "$T/code2.json")" --print >"$T/o
     fail "an expired code: rc $rc $(cat "$T/err")"
 
 # --- a rejected key; a join that fails deletes its token --------------------------
-ID5=$(jqs "$T/$C.yaml" nodes '.[] | select(.name == "pi-5") | .id')
-"$KVC" --config "$T/$C.yaml" nodes reject "$ID5" >/dev/null
+has5() { [ -n "$(jqs "$T/$RELAY.yaml" nodes '.[] | select(.name == "pi-5") | .id')" ]; }
+poll 10 "pi-5 is known on $RELAY" has5
+ID5=$(jqs "$T/$RELAY.yaml" nodes '.[] | select(.name == "pi-5") | .id')
+"$KVC" --config "$T/$RELAY.yaml" nodes reject "$ID5" >/dev/null
 rc=0
 join "$T/pi-5.key" pi-5 --print >"$T/out" 2>"$T/err" || rc=$?
 [ "$rc" = 1 ] && grep -q "refused: node [0-9a-f]* is rejected on site site-a" "$T/err" ||
@@ -166,7 +171,8 @@ join "$T/pi-5.key" pi-5 --print >"$T/out" 2>"$T/err" || rc=$?
 poll 20 "pi-2's printed token goes (no progress)" none_left
 "$KVC" keygen --out "$T/pi-3.key" >/dev/null
 join "$T/pi-3.key" pi-3 --print >/dev/null 2>&1 || true
-"$KVC" --config "$T/$C.yaml" nodes approve pi-3 >/dev/null
+has3() { "$KVC" --config "$T/$RELAY.yaml" nodes approve pi-3; }
+poll 10 "pi-3 can be approved on $RELAY" has3
 export FAKE_KUBEADM_SEEN=$T/seen-3
 rc=0
 FAKE_KUBEADM_FAIL=1 join "$T/pi-3.key" pi-3 --exec >"$T/out" 2>"$T/err" || rc=$?
@@ -174,13 +180,14 @@ FAKE_KUBEADM_FAIL=1 join "$T/pi-3.key" pi-3 --exec >"$T/out" 2>"$T/err" || rc=$?
     fail "a failing kubeadm: rc $rc $(cat "$T/err")"
 poll 10 "the failed join's token is deleted" none_left
 T3=$(cut -d. -f1 "$T/seen-3")
-expect_jq "$T/$C.yaml" tokens "[.[] | select(.token_id == \"$T3\") | .outcome] == [\"minted\",\"failed\"]" ||
-    fail "audit of the failed join: $("$KVC" --config "$T/$C.yaml" tokens --json)"
+failed3() { expect_jq "$T/$RELAY.yaml" tokens "[.[] | select(.token_id == \"$T3\") | .outcome] == [\"minted\",\"failed\"]"; }
+poll 10 "the audit of the failed join is minted, failed" failed3
 
 # --- kill -9 of the coordinator mid-join ------------------------------------------
 "$KVC" keygen --out "$T/pi-4.key" >/dev/null
 join "$T/pi-4.key" pi-4 --print >/dev/null 2>&1 || true
-"$KVC" --config "$T/$C.yaml" nodes approve pi-4 >/dev/null
+has4() { "$KVC" --config "$T/$RELAY.yaml" nodes approve pi-4; }
+poll 10 "pi-4 can be approved on $RELAY" has4
 export FAKE_KUBEADM_SEEN=$T/seen-4 FAKE_KUBEADM_GATE=$T/gate-4
 join "$T/pi-4.key" pi-4 --exec >"$T/out4" 2>"$T/err4" &
 JPID=$!
@@ -202,8 +209,8 @@ touch "$T/gate-4"
 rc=0
 wait "$JPID" || rc=$?
 [ "$rc" != 0 ] || fail "the join whose coordinator died claims success: $(cat "$T/err4")"
-expect_jq "$T/$N.yaml" tokens '[.[] | .outcome] | index("orphan-deleted") != null' ||
-    fail "no orphan-deleted in the new coordinator's audit: $("$KVC" --config "$T/$N.yaml" tokens --json)"
+orphaned() { expect_jq "$T/$N.yaml" tokens '[.[] | .outcome] | index("orphan-deleted") != null'; }
+poll 10 "the new coordinator's audit records the orphan it deleted" orphaned
 
 # --- no token secret in any log ---------------------------------------------------
 for f in "$T/seen-1" "$T/seen-3" "$T/seen-4"; do

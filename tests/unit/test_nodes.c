@@ -18,6 +18,7 @@
 typedef struct {
     char dir[64];
     kvc_store_t *st;
+    kvc_kv_t kv;
 } s_env_t;
 
 static int s_setup(void **state)
@@ -28,6 +29,7 @@ static int s_setup(void **state)
     assert_int_equal(kvc_crypto_init(), 0);
     e->st = kvc_store_open(e->dir, 1 << 20, NULL);
     assert_non_null(e->st);
+    e->kv = kvc_kv_store(e->st);
     *state = e;
     return 0;
 }
@@ -93,44 +95,44 @@ static void test_find_and_decide(void **state)
 {
     s_env_t *e = *state;
     kvc_node_t a = s_node(0x10, "pi-a"), b = s_node(0x11, "pi-b"), got;
-    assert_int_equal(kvc_nodes_put(e->st, &a), KVC_OK);
-    assert_int_equal(kvc_nodes_put(e->st, &b), KVC_OK);
+    assert_int_equal(kvc_nodes_put(&e->kv, &a), KVC_OK);
+    assert_int_equal(kvc_nodes_put(&e->kv, &b), KVC_OK);
     kvc_err_t err = {0};
     char hex[65];
     kvc_key_hex(a.key, hex);
     hex[12] = '\0';
-    assert_int_equal(kvc_nodes_find(e->st, hex, &got, &err), KVC_OK);
+    assert_int_equal(kvc_nodes_find(&e->kv, hex, &got, &err), KVC_OK);
     assert_string_equal(got.name, "pi-a");
-    assert_int_equal(kvc_nodes_find(e->st, "pi-b", &got, &err), KVC_OK);
+    assert_int_equal(kvc_nodes_find(&e->kv, "pi-b", &got, &err), KVC_OK);
     assert_memory_equal(got.key, b.key, 32);
-    assert_int_equal(kvc_nodes_find(e->st, "pi-z", &got, &err), KVC_ENOENT);
+    assert_int_equal(kvc_nodes_find(&e->kv, "pi-z", &got, &err), KVC_ENOENT);
     assert_non_null(strstr(err.msg, "no node pi-z"));
     /* a too-short prefix is a name, not a prefix */
-    assert_int_equal(kvc_nodes_find(e->st, "1011", &got, &err), KVC_ENOENT);
+    assert_int_equal(kvc_nodes_find(&e->kv, "1011", &got, &err), KVC_ENOENT);
 
-    assert_int_equal(kvc_nodes_decide(e->st, "pi-a", KVC_NODE_REVOKED, "x", 2000, NULL, &err),
+    assert_int_equal(kvc_nodes_decide(&e->kv, "pi-a", KVC_NODE_REVOKED, "x", 2000, NULL, &err),
                      KVC_ESTATE);
     assert_non_null(strstr(err.msg, "is pending; it cannot be revoked"));
-    assert_int_equal(kvc_nodes_decide(e->st, "pi-a", KVC_NODE_APPROVED, "site-a/gw-1", 2000,
+    assert_int_equal(kvc_nodes_decide(&e->kv, "pi-a", KVC_NODE_APPROVED, "site-a/gw-1", 2000,
                                       &got, &err),
                      KVC_OK);
     assert_int_equal(got.state, KVC_NODE_APPROVED);
-    assert_int_equal(kvc_nodes_get(e->st, a.key, &got), KVC_OK);
+    assert_int_equal(kvc_nodes_get(&e->kv, a.key, &got), KVC_OK);
     assert_int_equal(got.state, KVC_NODE_APPROVED);
     assert_string_equal(got.updated_by, "site-a/gw-1");
     assert_int_equal(got.updated_unix, 2000);
-    assert_int_equal(kvc_nodes_decide(e->st, "pi-a", KVC_NODE_APPROVED, "x", 2001, NULL, &err),
+    assert_int_equal(kvc_nodes_decide(&e->kv, "pi-a", KVC_NODE_APPROVED, "x", 2001, NULL, &err),
                      KVC_ESTATE);
-    assert_int_equal(kvc_nodes_decide(e->st, "pi-a", KVC_NODE_REJECTED, "x", 2001, NULL, &err),
+    assert_int_equal(kvc_nodes_decide(&e->kv, "pi-a", KVC_NODE_REJECTED, "x", 2001, NULL, &err),
                      KVC_ESTATE);
-    assert_int_equal(kvc_nodes_decide(e->st, "pi-a", KVC_NODE_REVOKED, "x", 2002, NULL, &err),
+    assert_int_equal(kvc_nodes_decide(&e->kv, "pi-a", KVC_NODE_REVOKED, "x", 2002, NULL, &err),
                      KVC_OK);
-    assert_int_equal(kvc_nodes_decide(e->st, "pi-b", KVC_NODE_REJECTED, "x", 2002, NULL, &err),
+    assert_int_equal(kvc_nodes_decide(&e->kv, "pi-b", KVC_NODE_REJECTED, "x", 2002, NULL, &err),
                      KVC_OK);
-    assert_int_equal(kvc_nodes_get(e->st, b.key, &got), KVC_OK);
+    assert_int_equal(kvc_nodes_get(&e->kv, b.key, &got), KVC_OK);
     assert_int_equal(got.state, KVC_NODE_REJECTED);
     /* a rejected or revoked node may be approved after all */
-    assert_int_equal(kvc_nodes_decide(e->st, "pi-b", KVC_NODE_APPROVED, "x", 2003, NULL, &err),
+    assert_int_equal(kvc_nodes_decide(&e->kv, "pi-b", KVC_NODE_APPROVED, "x", 2003, NULL, &err),
                      KVC_OK);
 }
 
@@ -140,37 +142,37 @@ static void test_enroll(void **state)
     char code[KVC_ENROLL_CODE_LEN + 1], code2[KVC_ENROLL_CODE_LEN + 1];
     kvc_enroll_t en, used;
     kvc_err_t err = {0};
-    assert_int_equal(kvc_enroll_create(e->st, "site-a", 600, 2, "site-a/gw-1", 1000, code, &en,
+    assert_int_equal(kvc_enroll_create(&e->kv, "site-a", 600, 2, "site-a/gw-1", 1000, code, &en,
                                        &err),
                      KVC_OK);
     assert_int_equal(strlen(code), KVC_ENROLL_CODE_LEN);
     assert_int_equal(strncmp(code, "kvce-", 5), 0);
     assert_int_equal(en.expires_unix, 1600);
     assert_int_equal(strlen(en.id), 16);
-    assert_int_equal(kvc_enroll_create(e->st, "site-a", 60, 1, "x", 1000, code2, NULL, &err),
+    assert_int_equal(kvc_enroll_create(&e->kv, "site-a", 60, 1, "x", 1000, code2, NULL, &err),
                      KVC_OK);
     assert_string_not_equal(code, code2);
     /* bounds */
-    assert_int_equal(kvc_enroll_create(e->st, "site-a", 0, 1, "x", 1000, code2, NULL, &err),
+    assert_int_equal(kvc_enroll_create(&e->kv, "site-a", 0, 1, "x", 1000, code2, NULL, &err),
                      KVC_ERANGE);
-    assert_int_equal(kvc_enroll_create(e->st, "site-a", 60, 0, "x", 1000, code2, NULL, &err),
+    assert_int_equal(kvc_enroll_create(&e->kv, "site-a", 60, 0, "x", 1000, code2, NULL, &err),
                      KVC_ERANGE);
     /* another site's code, a wrong code, then two uses and no third */
-    assert_int_equal(kvc_enroll_use(e->st, code, "site-b", 1001, &used), KVC_ENOENT);
+    assert_int_equal(kvc_enroll_use(&e->kv, code, "site-b", 1001, &used), KVC_ENOENT);
     char wrong[KVC_ENROLL_CODE_LEN + 1];
     memcpy(wrong, code, sizeof wrong);
     wrong[10] = wrong[10] == 'a' ? 'b' : 'a';
-    assert_int_equal(kvc_enroll_use(e->st, wrong, "site-a", 1001, &used), KVC_ENOENT);
-    assert_int_equal(kvc_enroll_use(e->st, "short", "site-a", 1001, &used), KVC_ENOENT);
-    assert_int_equal(kvc_enroll_use(e->st, code, "site-a", 1001, &used), KVC_OK);
+    assert_int_equal(kvc_enroll_use(&e->kv, wrong, "site-a", 1001, &used), KVC_ENOENT);
+    assert_int_equal(kvc_enroll_use(&e->kv, "short", "site-a", 1001, &used), KVC_ENOENT);
+    assert_int_equal(kvc_enroll_use(&e->kv, code, "site-a", 1001, &used), KVC_OK);
     assert_int_equal(used.uses_left, 1);
     assert_string_equal(used.id, en.id);
-    assert_int_equal(kvc_enroll_use(e->st, code, "site-a", 1002, &used), KVC_OK);
+    assert_int_equal(kvc_enroll_use(&e->kv, code, "site-a", 1002, &used), KVC_OK);
     assert_int_equal(used.uses_left, 0);
-    assert_int_equal(kvc_enroll_use(e->st, code, "site-a", 1003, &used), KVC_ENOENT);
+    assert_int_equal(kvc_enroll_use(&e->kv, code, "site-a", 1003, &used), KVC_ENOENT);
     /* expiry: code2 ran out at 1060 */
-    assert_int_equal(kvc_enroll_use(e->st, code2, "site-a", 1060, &used), KVC_EEXPIRED);
-    assert_int_equal(kvc_enroll_use(e->st, code2, "site-a", 1061, &used), KVC_ENOENT);
+    assert_int_equal(kvc_enroll_use(&e->kv, code2, "site-a", 1060, &used), KVC_EEXPIRED);
+    assert_int_equal(kvc_enroll_use(&e->kv, code2, "site-a", 1061, &used), KVC_ENOENT);
 }
 
 /* The store never holds an enrollment code, only its hash. */
@@ -185,10 +187,10 @@ static void test_enroll_secret_not_stored(void **state)
     s_env_t *e = *state;
     char code[KVC_ENROLL_CODE_LEN + 1];
     kvc_err_t err = {0};
-    assert_int_equal(kvc_enroll_create(e->st, "site-a", 600, 1, "x", 1000, code, NULL, &err),
+    assert_int_equal(kvc_enroll_create(&e->kv, "site-a", 600, 1, "x", 1000, code, NULL, &err),
                      KVC_OK);
     int n = 0;
-    assert_int_equal(kvc_enroll_each(e->st, s_count_enroll, &n), 0);
+    assert_int_equal(kvc_enroll_each(&e->kv, s_count_enroll, &n), 0);
     assert_int_equal(n, 1);
     kvc_store_destroy(&e->st);
     char path[128];
@@ -202,6 +204,7 @@ static void test_enroll_secret_not_stored(void **state)
     assert_null(memmem(data, len, code + 5, KVC_ENROLL_CODE_LEN - 5));
     e->st = kvc_store_open(e->dir, 1 << 20, NULL);
     assert_non_null(e->st);
+    e->kv = kvc_kv_store(e->st);
 }
 
 typedef struct {
@@ -230,10 +233,10 @@ static void test_audit(void **state)
     snprintf(a.token_id, sizeof a.token_id, "abc123");
     for (int i = 0; i < 25; i++) {
         a.at_unix_ms = 1000 + i;
-        assert_int_equal(kvc_audit_append(e->st, &a, 20), KVC_OK);
+        assert_int_equal(kvc_audit_append(&e->kv, &a, 20), KVC_OK);
     }
     s_audit_walk_t w = {0, 0, 1};
-    assert_int_equal(kvc_audit_each(e->st, s_walk, &w), 0);
+    assert_int_equal(kvc_audit_each(&e->kv, s_walk, &w), 0);
     assert_int_equal(w.n, 20);
     assert_true(w.ordered);
     assert_int_equal(w.last, 1000 + 24);
