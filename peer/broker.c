@@ -484,6 +484,8 @@ static int s_can_act(kvc_broker_t *b, uint64_t now_ms)
     return kvc_election_can_act(b->e, now_ms);
 }
 
+static void s_close(kvc_broker_t *b, s_join_t *j, const char *why);
+
 static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, const uint8_t key[32],
                          const s_addr_t *addr, const Kvc__Join__Request *r, kvc_outbox_t *out)
 {
@@ -495,6 +497,12 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
     size_t nlen = r->nonce.len <= KVC_BROKER_NONCE_LEN ? r->nonce.len : 0;
     if (why[0]) {
         s_refuse(b, addr, nonce, nlen, why, 0, out);
+        return;
+    }
+    if (strcmp(r->kind, b->kind) != 0) {
+        snprintf(buf, sizeof buf, "site %s joins nodes with %s, not %s: use --kind %s", b->site,
+                 b->kind, r->kind, b->kind);
+        s_refuse(b, addr, nonce, nlen, buf, 0, out);
         return;
     }
     if (s_replayed(b, nonce, wall_ms)) {
@@ -581,9 +589,15 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
         s_refuse(b, addr, nonce, nlen, buf, 0, out);
         return;
     }
-    if (s_join_find(b, key)) {
-        s_refuse(b, addr, nonce, nlen, "a join of this node is already in progress", 1, out);
+    s_join_t *old = s_join_find(b, key);
+    if (old && (old->minting || old->pending)) {
+        s_refuse(b, addr, nonce, nlen, "a join of this node is already in progress; retry", 1,
+                 out);
         return;
+    }
+    if (old) { /* a new attempt supersedes the last: its token goes */
+        s_close(b, old, "superseded");
+        memset(old->key, 0, sizeof old->key); /* the slot stays until the delete is done */
     }
     s_join_t *j = NULL;
     for (size_t i = 0; i < JOINS_MAX && !j; i++)
@@ -785,8 +799,10 @@ static void s_on_result(kvc_broker_t *b, uint64_t now_ms, s_result_t *res, kvc_o
                      res->err);
             s_audit(b, job->key, job->node, job->token_id, "delete-failed", res->err, job->term);
         }
-        if (j && strcmp(j->token_id, job->token_id) == 0)
-            memset(j, 0, sizeof *j);
+        for (size_t i = 0; i < JOINS_MAX; i++)
+            if (b->joins[i].used && b->joins[i].closing &&
+                strcmp(b->joins[i].token_id, job->token_id) == 0)
+                memset(&b->joins[i], 0, sizeof b->joins[i]);
         if (strcmp(job->why, "failed") == 0)
             b->stats.failed++;
         break;

@@ -62,7 +62,8 @@ static const char s_help[] =
     "  --exec         run it (kubeadm join / k3s agent from PATH) and report\n"
     "                 progress until the node is registered\n"
     "Exit: 0 joined (or command printed), 1 refused or failed, 2 usage,\n"
-    "3 not approved yet.\n";
+    "3 refused for now (not approved yet, no coordinator, the API unreachable):\n"
+    "retry, or pass --wait.\n";
 
 static int s_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int s_fail(int code, const char *fmt, ...)

@@ -28,7 +28,8 @@ mkfifo "$T/standin.in"
 "$PY" "$KUBE/kube_api_standin.py" --cert "$T/pki/server.pem" --key "$T/pki/server.key" \
     --ca "$T/pki/ca.pem" --jws-delay-ms 100 --sweep-ms 200 --enable-bootstrap-token-auth \
     <"$T/standin.in" >"$T/standin.port" 2>"$T/standin.log" &
-KVC_PIDS="$KVC_PIDS $!"
+STANDIN=$!
+KVC_PIDS="$KVC_PIDS $STANDIN"
 exec 3>"$T/standin.in" # closing it (at exit) stops the stand-in
 poll 20 "the stand-in reports its port" test -s "$T/standin.port"
 "$KUBE/kube_pki.sh" kubeconfig "$T/pki" "$(head -n1 "$T/standin.port")"
@@ -212,7 +213,48 @@ wait "$JPID" || rc=$?
 orphaned() { expect_jq "$T/$N.yaml" tokens '[.[] | .outcome] | index("orphan-deleted") != null'; }
 poll 10 "the new coordinator's audit records the orphan it deleted" orphaned
 
+# --- a k3s site: the K10 token form --------------------------------------------
+"$KVC" cert issue --ca "$T/ca" --site site-b --name k1 --out "$T/k1.id" >/dev/null
+mkdir -p "$T/k1"
+write_config "$T/k1.yaml" k1 site-b eu "$T/k1" "$T/k1.id" "$T/ca/federation.pub"
+printf 'kubernetes:\n  kubeconfig: %s\n  kind: k3s\n  progress_timeout_s: 5\n' "$KUBECONFIG" >>"$T/k1.yaml"
+start_peer k1 "$T/k1.yaml"
+acting() { expect_jq "$T/k1.yaml" status .election.can_act; }
+poll 10 "k1 coordinates site-b alone" acting
+KEP=$(jqs "$T/k1.yaml" status .advertise)
+KPK=$(jqs "$T/k1.yaml" status .public_key)
+kjoin() { "$KVC" join --site site-b --peer "$KEP" --peer-key "$KPK" --key "$T/pi-k.key" --name pi-k "$@"; }
+"$KVC" keygen --out "$T/pi-k.key" >/dev/null
+kjoin --kind k3s --print >/dev/null 2>&1 || true
+"$KVC" --config "$T/k1.yaml" nodes approve pi-k >/dev/null
+rc=0
+kjoin --print >"$T/out" 2>"$T/err" || rc=$?
+[ "$rc" = 1 ] && grep -q "refused: site site-b joins nodes with k3s, not kubeadm: use --kind k3s" "$T/err" ||
+    fail "a kubeadm request to a k3s site: rc $rc $(cat "$T/err")"
+kjoin --kind k3s --print >"$T/out" 2>"$T/err" || fail "k3s join: $(cat "$T/err")"
+CAHASH=$(sha256sum "$T/pki/ca.pem" | cut -d' ' -f1)
+grep -q "^k3s agent --server https://127.0.0.1:[0-9]* --token K10$CAHASH::[a-z0-9]\{6\}\.[a-z0-9]\{16\} --node-name pi-k$" "$T/out" ||
+    fail "k3s command (CA hash $CAHASH): $(cat "$T/out")"
+KTOK=$(sed 's/.*::\([a-z0-9]*\)\..*/\1/' "$T/out")
+k get secret -n kube-system "bootstrap-token-$KTOK" -o json |
+    jq -e '(.data["auth-extra-groups"] | @base64d) == "system:bootstrappers:k3s:default-node-token"
+           and .metadata.labels["kvc.io/site"] == "site-b"' >/dev/null ||
+    fail "the k3s token's groups or labels"
+KSECRET=$(sed 's/.*::[a-z0-9]*\.\([a-z0-9]*\) .*/\1/' "$T/out")
+
+# --- the API unreachable: a clear, retryable refusal ------------------------------
+kill -TERM "$STANDIN" # (its stdin is held open by the peers too)
+wait "$STANDIN" 2>/dev/null || true
+gone() { ! k get --raw /version; }
+poll 10 "the API stand-in is down" gone
+rc=0
+kjoin --kind k3s --print >"$T/out" 2>"$T/err" || rc=$?
+[ "$rc" = 3 ] && grep -q "refused: the coordinator could not mint a token: " "$T/err" ||
+    fail "the API down: rc $rc $(cat "$T/err")"
+[ ! -s "$T/out" ] || fail "a command was printed without a token"
+
 # --- no token secret in any log ---------------------------------------------------
+! grep -qF "$KSECRET" "$T"/k1.log || fail "the k3s token's secret is in a log"
 for f in "$T/seen-1" "$T/seen-3" "$T/seen-4"; do
     s=$(cut -d. -f2 "$f")
     [ "${#s}" = 16 ] || fail "bad token in $f"
