@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs every Debian 12 package that kvc's build, tests and demo need.
 # Idempotent: when everything is present it prints nothing and exits 0.
-# --bench: also what `make bench` needs beyond the tests (serf).
+# --bench: also what `make bench` needs beyond the tests (serf, etcd).
 # Needs root (or sudo) only when something is missing.
 set -eu
 
@@ -18,9 +18,10 @@ kubernetes-client
 prometheus
 "
 
-# make bench also measures real Serf agents side by side (bench_vs_serf.sh)
+# make bench also measures real Serf agents and a real etcd cluster side by
+# side (bench_vs_serf.sh, bench_failover_vs_etcd.sh)
 if [ "${1:-}" = --bench ]; then
-    PKGS="$PKGS serf"
+    PKGS="$PKGS serf etcd-server etcd-client"
 fi
 
 missing=""

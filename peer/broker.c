@@ -22,6 +22,7 @@
 #include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -57,6 +58,7 @@ typedef struct {
     char node[KVC_NODE_NAME_MAX + 1];
     char token_id[8];
     char why[24]; /* delete: the audit outcome */
+    uint64_t queued_ms; /* when it was handed to the worker */
 } s_job_t;
 
 typedef struct {
@@ -65,6 +67,7 @@ typedef struct {
     char err[200];
     int64_t expires_unix;
     int exists;        /* check: the Node is there */
+    uint64_t api_ms;   /* time spent in Kubernetes API calls */
     size_t n_deleted;  /* sweep */
     uint8_t sealed[SEALED_MAX];
     size_t sealed_len;
@@ -82,7 +85,10 @@ typedef struct {
     int closing;  /* a delete is queued */
     int pending;  /* a job for it is in flight */
     uint64_t term;
+    uint64_t asked_ms; /* when the request arrived (monotonic) */
 } s_join_t;
+
+#define TIMED_MAX 128 /* grants whose timing is kept */
 
 struct kvc_broker {
     char self[KVC_MEMBER_ID_MAX + 1];
@@ -114,6 +120,10 @@ struct kvc_broker {
     } relays[RELAYS_MAX];
     uint64_t relay_seq;
     s_join_t joins[JOINS_MAX];
+    struct {
+        uint32_t grant_ms, api_ms;
+    } timed[TIMED_MAX];
+    size_t n_timed, timed_next;
     int leading;       /* we were coordinator at the last election change */
     uint64_t led_term;
     kvc_broker_stats_t stats;
@@ -237,7 +247,9 @@ static int s_push_job(kvc_broker_t *b, const s_job_t *j)
     pthread_mutex_lock(&b->mu);
     int ok = b->job_n < JOBS_MAX;
     if (ok) {
-        b->jobs[(b->job_head + b->job_n++) % JOBS_MAX] = *j;
+        s_job_t *slot = &b->jobs[(b->job_head + b->job_n++) % JOBS_MAX];
+        *slot = *j;
+        slot->queued_ms = kvc_clock_mono_ms();
         pthread_cond_signal(&b->cv);
     }
     pthread_mutex_unlock(&b->mu);
@@ -326,6 +338,7 @@ static void s_run_job(kvc_broker_t *b, s_result_t *res)
     }
     switch (j->type) {
     case JOB_MINT: {
+        uint64_t t0 = j->queued_ms; /* waiting for earlier API calls counts as API time */
         kvc_kube_token_opts_t o = {
             .ttl_s = b->ttl_s,
             .groups = b->groups[0] ? b->groups : NULL,
@@ -342,6 +355,7 @@ static void s_run_job(kvc_broker_t *b, s_result_t *res)
         if (strcmp(b->kind, "kubeadm") == 0)
             res->rc = kvc_kube_wait_jws(b->kube, tok->id,
                                         (int64_t)kvc_clock_mono_ms() + JWS_WAIT_MS, &err);
+        res->api_ms = kvc_clock_mono_ms() - t0;
         if (res->rc == 0 && !s_fenced_ok(b, j->term)) {
             res->rc = KVC_ESTATE;
             snprintf(err.msg, sizeof err.msg, "this peer stopped being the coordinator");
@@ -540,11 +554,13 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
         s_refuse(b, addr, nonce, nlen, buf, 0, out);
         return;
     }
+    int enrolled = 0;
     if (n.state == KVC_NODE_PENDING && r->enroll_code[0]) {
         kvc_enroll_t en;
         rc = kvc_enroll_use(&b->kv, r->enroll_code, b->site, wall_ms / 1000, &en);
         if (rc == 0) {
             n.state = KVC_NODE_APPROVED;
+            enrolled = 1;
             n.updated_unix = wall_ms / 1000;
             snprintf(n.updated_by, sizeof n.updated_by, "enroll:%s", en.id);
             kvc_info("join: node %s (%s) enrolled with code %s", id, r->node, en.id);
@@ -578,7 +594,7 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
         s_refuse(b, addr, nonce, nlen, buf, 0, out);
         return;
     }
-    if (kvc_nodes_put(&b->kv, &n) != 0) {
+    if (enrolled && kvc_nodes_put(&b->kv, &n) != 0) { /* unchanged records are not rewritten */
         s_refuse(b, addr, nonce, nlen, "the coordinator cannot store the node record", 1, out);
         return;
     }
@@ -626,20 +642,31 @@ static void s_on_request(kvc_broker_t *b, uint64_t now_ms, int64_t wall_ms, cons
     memcpy(j->nonce, nonce, KVC_BROKER_NONCE_LEN);
     kvc_strlcpy(j->node, r->node, sizeof j->node);
     j->last_progress_ms = j->last_check_ms = now_ms;
+    j->asked_ms = now_ms;
     j->term = job.term;
+}
+
+/* A job of type about join j, answered to addr (NULL: nobody waits). */
+static s_job_t s_join_job(const s_join_t *j, s_job_type_t type, const s_addr_t *addr)
+{
+    s_job_t job;
+    memset(&job, 0, sizeof job);
+    job.type = type;
+    job.term = j->term;
+    if (addr)
+        job.addr = *addr;
+    memcpy(job.key, j->key, 32);
+    memcpy(job.nonce, j->nonce, KVC_BROKER_NONCE_LEN);
+    kvc_strlcpy(job.node, j->node, sizeof job.node);
+    kvc_strlcpy(job.token_id, j->token_id, sizeof job.token_id);
+    return job;
 }
 
 static void s_close(kvc_broker_t *b, s_join_t *j, const char *why)
 {
     if (j->closing || j->minting)
         return;
-    s_job_t job;
-    memset(&job, 0, sizeof job);
-    job.type = JOB_DELETE;
-    job.term = j->term;
-    memcpy(job.key, j->key, 32);
-    kvc_strlcpy(job.node, j->node, sizeof job.node);
-    kvc_strlcpy(job.token_id, j->token_id, sizeof job.token_id);
+    s_job_t job = s_join_job(j, JOB_DELETE, NULL);
     kvc_strlcpy(job.why, why, sizeof job.why);
     if (s_push_job(b, &job) == 0)
         j->closing = j->pending = 1;
@@ -665,15 +692,7 @@ static void s_on_progress(kvc_broker_t *b, uint64_t now_ms, const uint8_t key[32
         return;
     }
     if (strcmp(p->phase, "registered") == 0 && !j->pending) {
-        s_job_t job;
-        memset(&job, 0, sizeof job);
-        job.type = JOB_CHECK;
-        job.term = j->term;
-        job.addr = *addr;
-        memcpy(job.key, j->key, 32);
-        memcpy(job.nonce, j->nonce, KVC_BROKER_NONCE_LEN);
-        kvc_strlcpy(job.node, j->node, sizeof job.node);
-        kvc_strlcpy(job.token_id, j->token_id, sizeof job.token_id);
+        s_job_t job = s_join_job(j, JOB_CHECK, addr);
         if (s_push_job(b, &job) == 0) {
             j->pending = 1;
             j->last_check_ms = now_ms;
@@ -683,15 +702,7 @@ static void s_on_progress(kvc_broker_t *b, uint64_t now_ms, const uint8_t key[32
     /* still going: keep the token alive in short steps */
     int64_t wall = kvc_clock_wall_s();
     if (!j->pending && !j->closing && j->expires_unix - wall < b->ttl_s / 2) {
-        s_job_t job;
-        memset(&job, 0, sizeof job);
-        job.type = JOB_EXTEND;
-        job.term = j->term;
-        job.addr = *addr;
-        memcpy(job.key, j->key, 32);
-        memcpy(job.nonce, j->nonce, KVC_BROKER_NONCE_LEN);
-        kvc_strlcpy(job.node, j->node, sizeof job.node);
-        kvc_strlcpy(job.token_id, j->token_id, sizeof job.token_id);
+        s_job_t job = s_join_job(j, JOB_EXTEND, addr);
         if (s_push_job(b, &job) == 0) {
             j->pending = 1;
             return;
@@ -736,11 +747,16 @@ static void s_on_result(kvc_broker_t *b, uint64_t now_ms, s_result_t *res, kvc_o
         j->expires_unix = res->expires_unix;
         j->last_progress_ms = now_ms;
         b->stats.minted++;
+        {
+            size_t t = b->n_timed < TIMED_MAX ? b->n_timed++ : b->timed_next;
+            b->timed_next = (t + 1) % TIMED_MAX;
+            b->timed[t].grant_ms = (uint32_t)(now_ms - j->asked_ms);
+            b->timed[t].api_ms = (uint32_t)res->api_ms;
+        }
         b->stats.granted++;
         kvc_info("join: token %s minted for node %s (%s), term %llu, expires in %lld s",
                  j->token_id, id, j->node, (unsigned long long)job->term,
                  (long long)(res->expires_unix - kvc_clock_wall_s()));
-        s_audit(b, job->key, job->node, j->token_id, "minted", "", job->term);
         {
             Kvc__Join__Granted g = KVC__JOIN__GRANTED__INIT;
             g.sealed.data = res->sealed;
@@ -756,6 +772,8 @@ static void s_on_result(kvc_broker_t *b, uint64_t now_ms, s_result_t *res, kvc_o
             r.granted = &g;
             s_reply(b, &job->addr, &r, job->term, out);
         }
+        /* after the answer: the audit's synced write is not the node's wait */
+        s_audit(b, job->key, job->node, j->token_id, "minted", "", job->term);
         break;
     case JOB_EXTEND:
         if (!j)
@@ -1014,14 +1032,7 @@ static int s_core_tick(void *core, uint64_t now_ms, kvc_outbox_t *out)
                      j->token_id);
             s_close(b, j, "stalled");
         } else if (!j->pending && now_ms - j->last_check_ms >= CHECK_EVERY_MS) {
-            s_job_t job;
-            memset(&job, 0, sizeof job);
-            job.type = JOB_CHECK;
-            job.term = j->term;
-            memcpy(job.key, j->key, 32);
-            memcpy(job.nonce, j->nonce, KVC_BROKER_NONCE_LEN);
-            kvc_strlcpy(job.node, j->node, sizeof job.node);
-            kvc_strlcpy(job.token_id, j->token_id, sizeof job.token_id);
+            s_job_t job = s_join_job(j, JOB_CHECK, NULL);
             if (s_push_job(b, &job) == 0)
                 j->pending = 1;
             j->last_check_ms = now_ms;
@@ -1184,10 +1195,30 @@ int kvc_broker_fd(const kvc_broker_t *b)
     return b ? b->efd : -1;
 }
 
+static int s_u32_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 void kvc_broker_stats(const kvc_broker_t *b, kvc_broker_stats_t *out)
 {
     *out = b->stats;
     out->active = 0;
     for (size_t i = 0; i < JOINS_MAX; i++)
         out->active += b->joins[i].used;
+    uint32_t grant[TIMED_MAX], own[TIMED_MAX];
+    for (size_t i = 0; i < b->n_timed; i++) {
+        grant[i] = b->timed[i].grant_ms;
+        own[i] = grant[i] > b->timed[i].api_ms ? grant[i] - b->timed[i].api_ms : 0;
+    }
+    out->timed = b->n_timed;
+    if (b->n_timed) {
+        qsort(grant, b->n_timed, sizeof grant[0], s_u32_cmp);
+        qsort(own, b->n_timed, sizeof own[0], s_u32_cmp);
+        out->grant_ms_p50 = grant[b->n_timed / 2];
+        out->grant_ms_p99 = grant[(b->n_timed * 99) / 100];
+        out->own_ms_p50 = own[b->n_timed / 2];
+        out->own_ms_p99 = own[(b->n_timed * 99) / 100];
+    }
 }

@@ -85,6 +85,11 @@ typedef struct {
     uint64_t requests, granted, refused, forwarded, relayed, replays, stale_replies;
     uint64_t minted, extended, deleted, joined, failed, orphans_deleted, fenced;
     size_t active; /* tokens alive now */
+    /* over the last (up to 128) grants: request to grant at the coordinator,
+     * and that minus the time the worker spent on Kubernetes API calls for
+     * it, waiting behind earlier calls included (the broker's own time) */
+    size_t timed;
+    uint32_t grant_ms_p50, grant_ms_p99, own_ms_p50, own_ms_p99;
 } kvc_broker_stats_t;
 void kvc_broker_stats(const kvc_broker_t *b, kvc_broker_stats_t *out);
 

@@ -335,11 +335,34 @@ static void s_send_core(kvc_daemon_t *self, kvc_link_t *link, uint32_t channel,
 /* Finds or opens the link to a member the core wants to talk to. A member
  * learned by gossip is dialled at its advertised endpoint with its gossiped
  * key; its Hello must still prove the key holds that member's credential. */
+/* A verified link whose connection is down while membership has another
+ * endpoint for its member (it restarted on a new port, and neither side's
+ * Hello reached the other): try that endpoint. The CURVE server key is the
+ * member's, so a wrong endpoint can only fail, never impersonate. */
+static void s_link_follow_gossip(kvc_daemon_t *self, kvc_link_t *link, const char *id)
+{
+    kvc_swim_member_t m;
+    if (link->t.handshaked || kvc_swim_member_get(self->swim, id, &m) != 0 || !m.has_info ||
+        !m.public_key || sodium_memcmp(m.public_key, link->key, 32) != 0 ||
+        strcmp(m.endpoint, link->endpoint) == 0 ||
+        (strncmp(m.endpoint, "tcp://", 6) != 0 && strncmp(m.endpoint, "ipc://", 6) != 0))
+        return;
+    char endpoint[KVC_ENDPOINT_MAX];
+    kvc_strlcpy(endpoint, m.endpoint, sizeof endpoint);
+    kvc_info("peer %s: not reachable at %s; trying %s from membership", id,
+             link->endpoint[0] ? link->endpoint : "-", endpoint);
+    s_link_disconnect(link);
+    if (s_link_connect(self, link, endpoint) != 0)
+        kvc_warn("cannot connect to %s at %s", id, endpoint);
+}
+
 static kvc_link_t *s_link_for_member(kvc_daemon_t *self, const char *id)
 {
     kvc_link_t *link = zhashx_lookup(self->by_member, id);
-    if (link)
+    if (link) {
+        s_link_follow_gossip(self, link, id);
         return link; /* verified as id */
+    }
     kvc_swim_member_t m;
     if (kvc_swim_member_get(self->swim, id, &m) != 0 || !m.has_info || !m.public_key ||
         m.is_self || (strncmp(m.endpoint, "tcp://", 6) != 0 && strncmp(m.endpoint, "ipc://", 6) != 0))
@@ -1334,7 +1357,7 @@ static void s_info(kvc_ctl_ctx_t *ctx, Kvc__Ctl__InfoEntry **ents, const char *s
                    const char *key, const char *fmt, ...)
 {
     Kvc__Ctl__InfoEntry *e = kvc_ctl_alloc(ctx, 1, sizeof *e);
-    if (!e || ctx->rep.n_info >= 64)
+    if (!e || ctx->rep.n_info >= 96)
         return;
     char val[256];
     va_list ap;
@@ -1351,7 +1374,7 @@ static void s_info(kvc_ctl_ctx_t *ctx, Kvc__Ctl__InfoEntry **ents, const char *s
 static int s_cmd_info(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     kvc_daemon_t *self = arg;
-    Kvc__Ctl__InfoEntry **ents = kvc_ctl_alloc(ctx, 64, sizeof *ents);
+    Kvc__Ctl__InfoEntry **ents = kvc_ctl_alloc(ctx, 96, sizeof *ents);
     if (!ents)
         return KVC_ENOMEM;
     ctx->rep.info = ents;
@@ -1403,6 +1426,23 @@ static int s_cmd_info(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ct
     for (size_t i = 0; i < self->cores.n; i++)
         s_info(ctx, ents, "cores", self->cores.cores[i].ops->name, "channel %u",
                self->cores.cores[i].ops->channel);
+    kvc_broker_stats_t bs;
+    kvc_broker_stats(self->broker, &bs);
+    s_info(ctx, ents, "join", "requests", "%llu", (unsigned long long)bs.requests);
+    s_info(ctx, ents, "join", "granted", "%llu", (unsigned long long)bs.granted);
+    s_info(ctx, ents, "join", "refused", "%llu", (unsigned long long)bs.refused);
+    s_info(ctx, ents, "join", "replays", "%llu", (unsigned long long)bs.replays);
+    s_info(ctx, ents, "join", "forwarded", "%llu", (unsigned long long)bs.forwarded);
+    s_info(ctx, ents, "join", "relayed", "%llu", (unsigned long long)bs.relayed);
+    s_info(ctx, ents, "join", "stale_replies", "%llu", (unsigned long long)bs.stale_replies);
+    s_info(ctx, ents, "join", "tokens_active", "%zu", bs.active);
+    s_info(ctx, ents, "join", "tokens_deleted", "%llu", (unsigned long long)bs.deleted);
+    s_info(ctx, ents, "join", "orphans_deleted", "%llu", (unsigned long long)bs.orphans_deleted);
+    s_info(ctx, ents, "join", "fenced", "%llu", (unsigned long long)bs.fenced);
+    s_info(ctx, ents, "join", "grant_ms_p50", "%u", bs.grant_ms_p50);
+    s_info(ctx, ents, "join", "grant_ms_p99", "%u", bs.grant_ms_p99);
+    s_info(ctx, ents, "join", "grant_ms_p50_without_api", "%u", bs.own_ms_p50);
+    s_info(ctx, ents, "join", "grant_ms_p99_without_api", "%u", bs.own_ms_p99);
 #ifdef KVC_NEXT_KIND
     s_info(ctx, ents, "next", "sent", "%llu", (unsigned long long)self->next->sent);
     s_info(ctx, ents, "next", "received", "%llu", (unsigned long long)self->next->received);
