@@ -14,9 +14,15 @@ libcurl4-openssl-dev libnghttp2-dev libmicrohttpd-dev libturbojpeg0-dev libpng-d
 python3 python3-grpcio python3-grpc-tools python3-numpy python3-protobuf python3-flask
 libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 iproute2 curl jq procps wrk openssl
-kubernetes-client
 prometheus
 "
+
+# The tests' real kubectl: Debian's kubernetes-client, unless a kubectl is
+# already installed (another package may own /usr/bin/kubectl; installing
+# kubernetes-client over it fails).
+if ! command -v kubectl >/dev/null 2>&1; then
+    PKGS="$PKGS kubernetes-client"
+fi
 
 # make bench also measures real Serf agents and a real etcd cluster side by
 # side (bench_vs_serf.sh, bench_failover_vs_etcd.sh)

@@ -20,7 +20,8 @@
 #   bench_failover_vs_etcd.sh BUILD_DIR   (BUILD_DIR holds kvc and kvc-peer)
 #
 # Runs in a network namespace of its own (unshare --net), where the fixed
-# etcd ports cannot be taken by anything else.
+# etcd and kvc ports cannot be taken by anything else; kvc peers listen on
+# fixed ports as gateways do, so a restarted one is found where it was.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -euo pipefail
 BUILD=$(cd "${1:?build dir}" && pwd)
@@ -128,12 +129,14 @@ kvc_start() { # NAME
     poll 20 "$KVC" --config "$T/$1.yaml" status
 }
 seed=""
+port=17000
 for n in k1 k2 k3; do
+    port=$((port + 1)) # fixed, as gateways run (a restart comes back where it was)
     "$KVC" cert issue --ca "$T/ca" --site site-a --name "$n" --out "$T/$n.id" >/dev/null
     mkdir -p "$T/$n"
     {
         printf 'peer: {name: %s, site: site-a, data_dir: %s, credential: %s}\n' "$n" "$T/$n" "$T/$n.id"
-        printf 'federation:\n  trust: %s\n  listen: "tcp://127.0.0.1:0"\n' "$T/ca/federation.pub"
+        printf 'federation:\n  trust: %s\n  listen: "tcp://127.0.0.1:%s"\n' "$T/ca/federation.pub" "$port"
         [ -z "$seed" ] || printf '  seeds:\n%s\n' "$seed"
         printf 'control: {endpoint: "ipc://%s/control.sock"}\nhttp: {listen: ""}\n' "$T/$n"
         printf 'kubernetes: {kubeconfig: %s, kind: k3s, progress_timeout_s: 5}\n' "$T/pki/kubeconfig"
@@ -170,6 +173,7 @@ for r in $(seq "$ROUNDS"); do
     t0=$(now_ms)
     until "$KVC" join --site site-a --peer "$EP" --peer-key "$PK" --key "$T/node.key" --name bench-node \
         --kind k3s --print --timeout 300 >/dev/null 2>&1; do
+        [ $(($(now_ms) - t0)) -lt 60000 ] || { echo "bench: no coordinator 60 s after the kill" >&2; diag >&2; exit 1; }
         sleep 0.01
     done
     echo $(($(now_ms) - t0)) >>"$T/kvc.ms"
