@@ -50,7 +50,7 @@ cfg() { # NAME [SEED_EP SEED_KEY]
     local n=$1
     shift
     write_config "$T/$n.yaml" "$n" site-a eu "$T/$n" "$T/$n.id" "$T/ca/federation.pub" "$@"
-    printf 'kubernetes:\n  kubeconfig: %s\n  progress_timeout_s: 5\n' "$KUBECONFIG" >>"$T/$n.yaml"
+    printf 'kubernetes:\n  kubeconfig: %s\n  progress_timeout_s: 5\n  token_ttl_s: 10\n' "$KUBECONFIG" >>"$T/$n.yaml"
 }
 cfg j1
 start_peer j1 "$T/j1.yaml"
@@ -195,6 +195,14 @@ JPID=$!
 one_left() { [ "$(tokens_left)" = 1 ] && [ -s "$T/seen-4" ]; }
 poll 20 "pi-4's token exists while kubeadm waits" one_left
 T4=$(cut -d. -f1 "$T/seen-4")
+# while kubeadm runs and reports progress, the 10 s token is extended in short steps
+EXP1=$(date -d "$(k get secret -n kube-system "bootstrap-token-$T4" -o json | jq -r '.data.expiration | @base64d')" +%s)
+extended() { expect_jq "$T/$RELAY.yaml" tokens "[.[] | select(.token_id == \"$T4\") | .outcome] | index(\"extended\") != null"; }
+poll 20 "token $T4 is extended while the join reports progress" extended
+EXP2=$(date -d "$(k get secret -n kube-system "bootstrap-token-$T4" -o json | jq -r '.data.expiration | @base64d')" +%s)
+LEFT=$((EXP2 - $(date +%s)))
+[ "$EXP2" -gt "$EXP1" ] && [ "$LEFT" -gt 0 ] && [ "$LEFT" -lt 60 ] ||
+    fail "extension: expiration $EXP1 -> $EXP2, $LEFT s left"
 kill -9 "$(eval echo "\$PID_$C")"
 wait "$(eval echo "\$PID_$C")" 2>/dev/null || true
 new_coordinator() {
