@@ -8,6 +8,12 @@
 
 #define EVENTS_MAX 65536 /* per flush; membership emits at most a few per member */
 
+int kvc_member_in_site(const char *id, const char *site)
+{
+    size_t n = strlen(site);
+    return strncmp(id, site, n) == 0 && id[n] == '/' && id[n + 1] != '\0';
+}
+
 const char *kvc_member_event_name(kvc_member_event_type_t type)
 {
     static const char *names[] = {"joined", "alive", "suspect", "dead", "left", "meta", "reaped"};

@@ -48,6 +48,9 @@ typedef struct {
     uint64_t meta_version;
 } kvc_member_event_t;
 
+/* 1 if member id "site/name" is of site (a non-empty name after it). */
+int kvc_member_in_site(const char *id, const char *site);
+
 /* Returns a static name for an event type ("joined", ...). */
 const char *kvc_member_event_name(kvc_member_event_type_t type);
 

@@ -945,10 +945,9 @@ static int s_core_receive(void *core, uint64_t now_ms, const char *from, const u
         rc = KVC_EPARSE;
     } else if (m->body_case == KVC__JOIN__PEER_MESSAGE__BODY_FORWARD) {
         const Kvc__Join__Forward *f = m->forward;
-        size_t sl = strlen(b->site);
         /* only a peer of our own site relays for it */
-        if (!f->message || f->node_key.len != 32 || strncmp(from, b->site, sl) != 0 ||
-            from[sl] != '/' || f->message->version != WIRE_VERSION ||
+        if (!f->message || f->node_key.len != 32 || !kvc_member_in_site(from, b->site) ||
+            f->message->version != WIRE_VERSION ||
             strlen(from) > KVC_MEMBER_ID_MAX) {
             rc = KVC_EPARSE;
         } else {

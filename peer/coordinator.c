@@ -62,8 +62,7 @@ static int s_add(kvc_coord_t *c, const char *id)
 /* A voter id of our own site? */
 static int s_ours(const kvc_coord_t *c, const char *id)
 {
-    size_t n = strlen(c->site);
-    return strncmp(id, c->site, n) == 0 && id[n] == '/' && id[n + 1];
+    return kvc_member_in_site(id, c->site);
 }
 
 typedef struct {

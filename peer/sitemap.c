@@ -219,8 +219,7 @@ static uint64_t s_deadline(const void *core)
 /* Our own site's peers, not ourselves. */
 static int s_in_site(const kvc_sitemap_t *sm, const char *id)
 {
-    size_t n = strlen(sm->site);
-    return strncmp(id, sm->site, n) == 0 && id[n] == '/' && strcmp(id, sm->self) != 0;
+    return kvc_member_in_site(id, sm->site) && strcmp(id, sm->self) != 0;
 }
 
 static void s_apply_scope(kvc_sitemap_t *sm, uint64_t wall)
