@@ -5,11 +5,14 @@
 #include "pb_alloc.h"
 #include "control.h"
 
+#include "config.h"
+
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -85,6 +88,14 @@ static int s_tcp_reachable(const char *endpoint, int timeout_ms, kvc_err_t *err)
 int kvc_control_call(const char *endpoint, const char *command, const char *const *args,
                      size_t n_args, int timeout_ms, Kvc__Ctl__Reply **out, kvc_err_t *err)
 {
+    return kvc_control_call_payload(endpoint, command, args, n_args, NULL, 0, timeout_ms, out,
+                                    err);
+}
+
+int kvc_control_call_payload(const char *endpoint, const char *command, const char *const *args,
+                             size_t n_args, const uint8_t *payload, size_t payload_len,
+                             int timeout_ms, Kvc__Ctl__Reply **out, kvc_err_t *err)
+{
     *out = NULL;
     if (strncmp(endpoint, "ipc://", 6) == 0) {
         struct stat sb;
@@ -119,6 +130,8 @@ int kvc_control_call(const char *endpoint, const char *command, const char *cons
     }
     req.args = entp;
     req.n_args = n_args;
+    req.payload.data = (uint8_t *)payload;
+    req.payload.len = payload ? payload_len : 0;
     size_t len = kvc__ctl__request__get_packed_size(&req);
     zframe_t *frame = zframe_new(NULL, len);
     int rc = KVC_ENOMEM;
@@ -164,4 +177,34 @@ int kvc_control_ping(const char *endpoint, int timeout_ms)
     if (rep)
         kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return rc;
+}
+
+int kvc_control_endpoint(const char *config, const char *control, char *out, size_t size,
+                         kvc_err_t *err)
+{
+    if (control && control[0])
+        return kvc_strlcpy(out, control, size)
+                   ? kvc_err_set(err, KVC_EINVAL, "%.200s: endpoint too long", control)
+                   : KVC_OK;
+    if (config && config[0]) {
+        kvc_config_t *cfg = kvc_malloc(sizeof *cfg);
+        if (!cfg)
+            return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        kvc_config_defaults(cfg);
+        int rc = kvc_config_load(cfg, config, err);
+        if (rc == 0) {
+            kvc_config_finish(cfg);
+            kvc_strlcpy(out, cfg->control_endpoint, size);
+        }
+        kvc_free(cfg);
+        return rc;
+    }
+    const char *env = getenv("KVC_CONTROL");
+    if (env && *env)
+        return kvc_strlcpy(out, env, size)
+                   ? kvc_err_set(err, KVC_EINVAL, "KVC_CONTROL: endpoint too long")
+                   : KVC_OK;
+    return kvc_err_set(err, KVC_EINVAL,
+                       "no peer to talk to: use --config FILE, --control ENDPOINT or set "
+                       "KVC_CONTROL");
 }

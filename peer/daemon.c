@@ -31,7 +31,8 @@
 #include "nodes_ctl.h"
 #include "peer_metrics.h"
 #include "proxy.h"
-#include "sitemap.h"
+#include "models_ctl.h"
+#include "repmap.h"
 #include "store.h"
 #include "swim.h"
 #include "wire.h"
@@ -95,8 +96,11 @@ struct kvc_daemon {
     kvc_swim_t *swim;                /* the membership core */
     kvc_coord_t *coord;              /* the site coordinator election */
     kvc_broker_t *broker;            /* the join-token broker */
-    kvc_sitemap_t *sitemap;          /* node records, codes, audit: replicated to the site */
+    kvc_repmap_t *sitemap;           /* node records, codes, audit: replicated to the site */
     kvc_kv_t site_kv;                /* ... as a kv */
+    kvc_repmap_t *registry;          /* the model registry: replicated to every member */
+    kvc_kv_t registry_kv;            /* ... as a kv */
+    char region_buf[KVC_NAME_MAX];   /* s_region_of's answer */
     kvc_core_set_t cores;            /* channel -> core; every core's timers */
     kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
@@ -1476,6 +1480,82 @@ static int s_cmd_force_leave(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ct
     }
 }
 
+/* --- the model registry's commands (models_ctl.c) ------------------------ */
+
+/* The region of a site's members ("" when membership knows none). */
+static const char *s_region_of(void *arg, const char *site)
+{
+    kvc_daemon_t *self = arg;
+    if (strcmp(site, self->cfg.site) == 0)
+        return self->cfg.region;
+    for (size_t i = 0, n = kvc_swim_member_count(self->swim); i < n; i++) {
+        kvc_swim_member_t m;
+        if (kvc_swim_member_at(self->swim, i, &m) == 0 && strcmp(m.site, site) == 0 &&
+            m.region[0]) {
+            kvc_strlcpy(self->region_buf, m.region, sizeof self->region_buf);
+            return self->region_buf;
+        }
+    }
+    return "";
+}
+
+/* Every site with a member that has not left, ours first. */
+static size_t s_sites(void *arg, char (*out)[64], size_t cap)
+{
+    kvc_daemon_t *self = arg;
+    size_t k = 0;
+    if (cap)
+        kvc_strlcpy(out[k++], self->cfg.site, sizeof out[0]);
+    for (size_t i = 0, n = kvc_swim_member_count(self->swim); i < n && k < cap; i++) {
+        kvc_swim_member_t m;
+        if (kvc_swim_member_at(self->swim, i, &m) != 0 || m.state == KVC_SWIM_LEFT)
+            continue;
+        size_t j = 0;
+        while (j < k && strcmp(out[j], m.site) != 0)
+            j++;
+        if (j == k)
+            kvc_strlcpy(out[k++], m.site, sizeof out[0]);
+    }
+    return k;
+}
+
+static kvc_models_ctl_t s_models_ctl(kvc_daemon_t *self)
+{
+    return (kvc_models_ctl_t){.kv = &self->registry_kv, .self_id = self->self_id,
+                              .site = self->cfg.site, .region_of = s_region_of,
+                              .sites = s_sites, .arg = self};
+}
+
+static int s_cmd_models_publish(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_models_ctl_t mc = s_models_ctl(arg);
+    return kvc_models_ctl_publish(&mc, req, ctx);
+}
+
+static int s_cmd_models_list(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_models_ctl_t mc = s_models_ctl(arg);
+    return kvc_models_ctl_list(&mc, req, ctx);
+}
+
+static int s_cmd_models_show(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_models_ctl_t mc = s_models_ctl(arg);
+    return kvc_models_ctl_show(&mc, req, ctx);
+}
+
+static int s_cmd_models_retire(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_models_ctl_t mc = s_models_ctl(arg);
+    return kvc_models_ctl_retire(&mc, req, ctx);
+}
+
+static int s_cmd_models_status(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_models_ctl_t mc = s_models_ctl(arg);
+    return kvc_models_ctl_status(&mc, req, ctx);
+}
+
 /* The site's nodes, enrollment codes and token audit (nodes_ctl.c). */
 static int s_cmd_nodes(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
@@ -1520,6 +1600,11 @@ static const kvc_ctl_cmd_t s_commands[] = {
     {"enroll-create", s_cmd_enroll_create, {"ttl_s", "uses", NULL}, "a one-time enrollment code"},
     {"enroll-list", s_cmd_enroll_list, {NULL}, "enrollment codes still valid"},
     {"tokens", s_cmd_tokens, {NULL}, "the join-token audit log"},
+    {"models-publish", s_cmd_models_publish, {NULL}, "publish a model version"},
+    {"models-list", s_cmd_models_list, {NULL}, "the registry's model versions"},
+    {"models-show", s_cmd_models_show, {"name", NULL}, "one model version"},
+    {"models-retire", s_cmd_models_retire, {"name", "version", NULL}, "retire a model version"},
+    {"models-status", s_cmd_models_status, {"name", NULL}, "a model's state at every site"},
 };
 
 /* Answers one control request. */
@@ -1703,10 +1788,16 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
         seeds |= sodium_memcmp(self->cfg.seeds[i].public_key, self->id.cred.curve_public, 32) != 0;
     if (seeds && kvc_coord_hold(self->coord, s_now_ms()))
         self->hold_until_ms = s_now_ms() + ELECTION_HOLD_MAX_MS;
-    self->sitemap = kvc_sitemap_new(self->store, self->self_id, &self->out, err);
+    self->sitemap =
+        kvc_repmap_new(self->store, self->self_id, &self->out, &kvc_repmap_site_opts, err);
     if (!self->sitemap)
         return KVC_EINVAL;
-    self->site_kv = kvc_sitemap_kv(self->sitemap);
+    self->site_kv = kvc_repmap_kv(self->sitemap);
+    self->registry =
+        kvc_repmap_new(self->store, self->self_id, &self->out, &kvc_repmap_registry_opts, err);
+    if (!self->registry)
+        return KVC_EINVAL;
+    self->registry_kv = kvc_repmap_kv(self->registry);
     self->broker = kvc_broker_new(&self->cfg, self->self_id, &self->site_kv,
                                   kvc_coord_election(self->coord), s_to_node, self, err);
     if (!self->broker)
@@ -1721,7 +1812,9 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
     if (rc == 0)
         rc = kvc_core_set_add(&self->cores, &kvc_broker_core_ops, self->broker);
     if (rc == 0)
-        rc = kvc_core_set_add(&self->cores, &kvc_sitemap_core_ops, self->sitemap);
+        rc = kvc_core_set_add(&self->cores, kvc_repmap_core_ops(self->sitemap), self->sitemap);
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, kvc_repmap_core_ops(self->registry), self->registry);
 #ifdef KVC_NEXT_KIND
     if (rc == 0 && !(self->next = kvc_calloc(1, sizeof *self->next)))
         rc = KVC_ENOMEM;
@@ -2063,7 +2156,8 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     zhashx_destroy(&self->by_member);
     zhashx_destroy(&self->links);
     kvc_broker_destroy(&self->broker);
-    kvc_sitemap_destroy(&self->sitemap);
+    kvc_repmap_destroy(&self->sitemap);
+    kvc_repmap_destroy(&self->registry);
     kvc_coord_destroy(&self->coord);
     kvc_swim_destroy(&self->swim);
     kvc_outbox_free(&self->out);

@@ -2,7 +2,7 @@
  * kv.h - the small key/value interface the site's records (nodes.h) are
  * kept through: namespaced byte keys to byte values. Two implementations:
  * kvc_kv_store, this peer's LMDB alone (one database per namespace), and
- * the site map (sitemap.h), replicated to every peer of the site. Every put
+ * the site map (repmap.h), replicated to every peer of the site. Every put
  * and del returns only once the change is durable here.
  */
 #ifndef KVC_KV_H

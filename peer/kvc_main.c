@@ -14,6 +14,7 @@
  */
 #include "cli_ca.h"
 #include "cli_join.h"
+#include "cli_models.h"
 #include "pb_alloc.h"
 #include "cli_out.h"
 #include "config.h"
@@ -82,25 +83,9 @@ static int s_fail(int code, const char *fmt, ...)
 /* Resolves the control endpoint from the options, the environment or a config. */
 static int s_endpoint(const kvc_cli_opts_t *o, char *out, size_t size)
 {
-    if (o->control)
-        return kvc_strlcpy(out, o->control, size)
-                   ? s_fail(S_USAGE, "%.200s: endpoint too long", o->control)
-                   : 0;
-    if (o->config) {
-        kvc_config_t cfg;
-        kvc_err_t err = {0};
-        kvc_config_defaults(&cfg);
-        if (kvc_config_load(&cfg, o->config, &err) != 0)
-            return s_fail(S_USAGE, "%s", err.msg);
-        kvc_config_finish(&cfg);
-        kvc_strlcpy(out, cfg.control_endpoint, size);
-        return 0;
-    }
-    const char *env = getenv("KVC_CONTROL");
-    if (env && *env)
-        return kvc_strlcpy(out, env, size) ? s_fail(S_USAGE, "KVC_CONTROL: endpoint too long") : 0;
-    return s_fail(S_USAGE,
-                  "no peer to talk to: use --config FILE, --control ENDPOINT or set KVC_CONTROL");
+    kvc_err_t err = {0};
+    return kvc_control_endpoint(o->config, o->control, out, size, &err) ? s_fail(S_USAGE, "%s", err.msg)
+                                                                         : 0;
 }
 
 /* Calls the peer with n_args key/value pairs; prints the failure line itself. */
@@ -1208,6 +1193,8 @@ static void s_usage(FILE *f)
           "  cert issue --ca DIR --site S --name N ...    issue a peer credential\n"
           "  cert show FILE [--trust PUB]                 show (and verify) a credential\n"
           "  keygen --out FILE                            make a node keypair\n"
+          "\nThe model registry (kvc models --help):\n"
+          "  models publish|list|show|retire|status       publish models, see where they run\n"
           "\nOn a new node:\n"
           "  join --site S --peer EP --peer-key K --key F  get a join token (kvc join --help)\n"
           "\nOptions:\n"
@@ -1254,6 +1241,8 @@ int main(int argc, char **argv)
             return s_run_offline(a, argc - i, argv + i, o.json); /* they parse their own */
         if (!cmd && strcmp(a, "join") == 0) /* on a new node: no local peer */
             return kvc_cli_join(argc - i, argv + i);
+        if (!cmd && strcmp(a, "models") == 0) /* repeated options: parses its own */
+            return kvc_cli_models(argc - i, argv + i, o.config, o.control, o.json, o.timeout_ms);
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help = 1;
         } else if (strcmp(a, "--version") == 0) {

@@ -106,9 +106,14 @@ int kvc_model_tensor_parse(const char *spec, kvc_model_tensor_t *out, kvc_err_t 
  * "site:SITE" or a bare SITE, or "region:REGION". */
 int kvc_model_placed(const kvc_model_t *m, const char *site, const char *region);
 
-/* Registry keys. "m" NAME "\0" be64(VERSION); "s" SITE "\0" NAME "\0"
- * be64(VERSION). Return the length written (cap >= 1 + 64 + 1 + 64 + 1 + 8
- * always suffices) or 0 on a bad name. */
+/* Registry keys, within the registry kv's namespaces (kv.h): models in
+ * KVC_MODEL_NS ('m'), NAME "\0" be64(VERSION); site status in
+ * KVC_MODEL_STATUS_NS ('s'), SITE "\0" NAME "\0" be64(VERSION). Return the
+ * length written, or 0 on a bad name or a small buffer (KVC_MODEL_KEY_MAX
+ * always suffices). */
+#define KVC_MODEL_NS 'm'
+#define KVC_MODEL_STATUS_NS 's'
+#define KVC_MODEL_KEY_MAX (64 + 1 + 64 + 1 + 8)
 size_t kvc_model_key(const char *name, uint64_t version, uint8_t *out, size_t cap);
 size_t kvc_model_status_key(const char *site, const char *name, uint64_t version, uint8_t *out,
                             size_t cap);
@@ -132,5 +137,7 @@ int kvc_model_status_decode(const uint8_t *buf, size_t len, kvc_model_status_t *
  * image_input, storage, sha256, placement, labels, image, replicas.
  * Unknown keys are errors. Not checked: call kvc_model_check. */
 int kvc_model_load_yaml(const char *path, kvc_model_t *m, kvc_err_t *err);
+/* The same from text[0..len) (at most 64 KiB). */
+int kvc_model_load_yaml_text(const char *text, size_t len, kvc_model_t *m, kvc_err_t *err);
 
 #endif

@@ -1,15 +1,15 @@
 /*
- * sitemap.c - the site map: a kvc_kv_t replicated to every peer of the
- * site through the LWW map core (federation/lww.h) on channel
- * KVC_LWW_CHANNEL_NODES, kept in LMDB. See sitemap.h.
+ * repmap.c - a kvc_kv_t replicated through the LWW map core
+ * (federation/lww.h) to the peers in its scope (the site's, or every
+ * member), kept in LMDB. See repmap.h.
  *
  * The LWW core runs on wall-clock time (its hybrid logical clock); this
  * wrapper gives it wall-clock ms and turns its deadlines into the monotonic
  * time every other core uses. Every change, local or remote, is in LMDB
- * (one synced transaction, db "sitemap") before the call returns, so before
+ * (one synced transaction, in its db) before the call returns, so before
  * the daemon flushes what the core said and before a write is acknowledged.
  */
-#include "sitemap.h"
+#include "repmap.h"
 
 #include "clock.h"
 #include "log.h"
@@ -17,11 +17,13 @@
 #include <sodium.h>
 #include <string.h>
 
-#define DB_SITEMAP "sitemap"
 
-struct kvc_sitemap {
+struct kvc_repmap {
     kvc_lww_t *m;
-    kvc_core_ops_t ops; /* the LWW core's, wrapped */
+    kvc_core_ops_t ops;  /* the LWW core's, wrapped */
+    kvc_core_ops_t wrap; /* ours, on the LWW core's channel */
+    kvc_repmap_opts_t o;
+    char name[32], db[32];
     kvc_store_t *store;
     kvc_outbox_t *out; /* the daemon's, for local writes */
     char self[KVC_MEMBER_ID_MAX + 1];
@@ -48,14 +50,14 @@ static int s_write_dirty(kvc_store_batch_t *b, void *arg)
 
 /* Writes what changed; KVC_EIO if the store refused (nothing is forgotten:
  * the records stay dirty for the next call). */
-static int s_persist(kvc_sitemap_t *sm)
+static int s_persist(kvc_repmap_t *sm)
 {
     if (!kvc_lww_needs_persist(sm->m))
         return KVC_OK;
-    int rc = kvc_store_update(sm->store, DB_SITEMAP, s_write_dirty, sm->m);
+    int rc = kvc_store_update(sm->store, sm->db, s_write_dirty, sm->m);
     if (rc) {
         sm->persist_failures++;
-        kvc_error("site map: cannot write the store: %s; its messages are dropped",
+        kvc_error("%s: cannot write the store: %s; its messages are dropped", sm->name,
                   kvc_strerror(rc));
         return KVC_EIO;
     }
@@ -64,7 +66,7 @@ static int s_persist(kvc_sitemap_t *sm)
 }
 
 /* What a core call appended to out is sent only if it is on disk. */
-static void s_after(kvc_sitemap_t *sm, kvc_outbox_t *out, size_t n_msgs, size_t n_bytes)
+static void s_after(kvc_repmap_t *sm, kvc_outbox_t *out, size_t n_msgs, size_t n_bytes)
 {
     if (s_persist(sm) != 0 && out->n_msgs >= n_msgs) {
         out->n_msgs = n_msgs;
@@ -76,7 +78,7 @@ static int s_load_one(const void *key, size_t klen, const void *val, size_t vlen
 {
     int rc = kvc_lww_load(arg, val, vlen);
     if (rc == KVC_EPARSE) {
-        kvc_warn("site map: skipped a damaged record in the store");
+        kvc_warn("replicated map: skipped a damaged record in the store");
         return 0;
     }
     return rc;
@@ -96,7 +98,7 @@ static int s_key(char ns, const void *key, size_t klen, uint8_t *out)
 static int s_get(void *self, char ns, const void *key, size_t klen, void *buf, size_t cap,
                  size_t *vlen)
 {
-    kvc_sitemap_t *sm = self;
+    kvc_repmap_t *sm = self;
     uint8_t k[KVC_LWW_KEY_MAX];
     int rc = s_key(ns, key, klen, k);
     if (rc)
@@ -114,7 +116,7 @@ static int s_get(void *self, char ns, const void *key, size_t klen, void *buf, s
 
 static int s_put(void *self, char ns, const void *key, size_t klen, const void *val, size_t vlen)
 {
-    kvc_sitemap_t *sm = self;
+    kvc_repmap_t *sm = self;
     uint8_t k[KVC_LWW_KEY_MAX];
     int rc = s_key(ns, key, klen, k);
     if (rc)
@@ -133,7 +135,7 @@ static int s_put(void *self, char ns, const void *key, size_t klen, const void *
 
 static int s_del(void *self, char ns, const void *key, size_t klen)
 {
-    kvc_sitemap_t *sm = self;
+    kvc_repmap_t *sm = self;
     uint8_t k[KVC_LWW_KEY_MAX];
     int rc = s_key(ns, key, klen, k);
     if (rc)
@@ -169,12 +171,12 @@ static int s_each_one(void *arg, const kvc_lww_entry_t *e)
 
 static int s_each(void *self, char ns, kvc_kv_each_fn fn, void *arg)
 {
-    kvc_sitemap_t *sm = self;
+    kvc_repmap_t *sm = self;
     s_each_t w = {ns, fn, arg};
     return kvc_lww_each(sm->m, 0, s_each_one, &w);
 }
 
-kvc_kv_t kvc_sitemap_kv(kvc_sitemap_t *sm)
+kvc_kv_t kvc_repmap_kv(kvc_repmap_t *sm)
 {
     kvc_kv_t kv = {s_get, s_put, s_del, s_each, sm};
     return kv;
@@ -194,7 +196,7 @@ static uint64_t s_to_mono(uint64_t wall_deadline)
 static int s_receive(void *core, uint64_t now_ms, const char *from, const uint8_t *msg,
                      size_t len, kvc_outbox_t *out)
 {
-    kvc_sitemap_t *sm = core;
+    kvc_repmap_t *sm = core;
     size_t n0 = out->n_msgs, b0 = out->n_bytes;
     int rc = sm->ops.receive(sm->m, kvc_clock_wall_ms(), from, msg, len, out);
     s_after(sm, out, n0, b0);
@@ -203,7 +205,7 @@ static int s_receive(void *core, uint64_t now_ms, const char *from, const uint8_
 
 static int s_tick(void *core, uint64_t now_ms, kvc_outbox_t *out)
 {
-    kvc_sitemap_t *sm = core;
+    kvc_repmap_t *sm = core;
     size_t n0 = out->n_msgs, b0 = out->n_bytes;
     int rc = sm->ops.tick(sm->m, kvc_clock_wall_ms(), out);
     s_after(sm, out, n0, b0);
@@ -212,31 +214,32 @@ static int s_tick(void *core, uint64_t now_ms, kvc_outbox_t *out)
 
 static uint64_t s_deadline(const void *core)
 {
-    const kvc_sitemap_t *sm = core;
+    const kvc_repmap_t *sm = core;
     return s_to_mono(sm->ops.next_deadline(sm->m));
 }
 
-/* Our own site's peers, not ourselves. */
-static int s_in_site(const kvc_sitemap_t *sm, const char *id)
+/* The peers in scope: our site's, or every member; not ourselves. */
+static int s_in_scope(const kvc_repmap_t *sm, const char *id)
 {
-    return kvc_member_in_site(id, sm->site) && strcmp(id, sm->self) != 0;
+    return (sm->o.federation_wide || kvc_member_in_site(id, sm->site)) &&
+           strcmp(id, sm->self) != 0;
 }
 
-static void s_apply_scope(kvc_sitemap_t *sm, uint64_t wall)
+static void s_apply_scope(kvc_repmap_t *sm, uint64_t wall)
 {
     const char *ids[KVC_LWW_PEERS_MAX];
     for (size_t i = 0; i < sm->n_scope; i++)
         ids[i] = sm->scope[i];
     if (kvc_lww_set_peers(sm->m, ids, sm->n_scope, wall) != 0)
-        kvc_warn("site map: cannot set its %zu peers", sm->n_scope);
+        kvc_warn("%s: cannot set its %zu peers", sm->name, sm->n_scope);
 }
 
 static void s_event(void *core, uint64_t now_ms, const kvc_member_event_t *ev, kvc_outbox_t *out)
 {
-    kvc_sitemap_t *sm = core;
+    kvc_repmap_t *sm = core;
     uint64_t wall = kvc_clock_wall_ms();
     size_t n0 = out->n_msgs, b0 = out->n_bytes;
-    if (s_in_site(sm, ev->id)) {
+    if (s_in_scope(sm, ev->id)) {
         size_t i = 0;
         while (i < sm->n_scope && strcmp(sm->scope[i], ev->id) != 0)
             i++;
@@ -254,26 +257,49 @@ static void s_event(void *core, uint64_t now_ms, const kvc_member_event_t *ev, k
     s_after(sm, out, n0, b0);
 }
 
-const kvc_core_ops_t kvc_sitemap_core_ops = {
-    .name = "site map",
-    .channel = KVC_LWW_CHANNEL_NODES,
+static const kvc_core_ops_t s_wrap_template = {
     .receive = s_receive,
     .tick = s_tick,
     .next_deadline = s_deadline,
     .member_event = s_event,
 };
 
+const kvc_core_ops_t *kvc_repmap_core_ops(const kvc_repmap_t *rm)
+{
+    return &rm->wrap;
+}
+
+const kvc_repmap_opts_t kvc_repmap_site_opts = {
+    .name = "site map", .db = "sitemap", .channel = KVC_LWW_CHANNEL_NODES};
+
+/* Model records are at most KVC_MODEL_RECORD_MAX (8 KiB), the LWW default
+ * value bound; 100000 entries hold 50000 versions and their statuses. */
+const kvc_repmap_opts_t kvc_repmap_registry_opts = {.name = "registry",
+                                                    .db = "registry",
+                                                    .channel = KVC_LWW_CHANNEL_REGISTRY,
+                                                    .federation_wide = 1,
+                                                    .max_entries = 100000};
+
 /* --- life ---------------------------------------------------------------- */
 
-kvc_sitemap_t *kvc_sitemap_new(kvc_store_t *store, const char *self_id, kvc_outbox_t *out,
-                               kvc_err_t *err)
+kvc_repmap_t *kvc_repmap_new(kvc_store_t *store, const char *self_id, kvc_outbox_t *out,
+                             const kvc_repmap_opts_t *opts, kvc_err_t *err)
 {
-    kvc_sitemap_t *sm = kvc_calloc(1, sizeof *sm);
-    if (!sm || !(sm->scope = kvc_calloc(KVC_LWW_PEERS_MAX, sizeof *sm->scope))) {
-        kvc_free(sm);
-        kvc_err_set(err, KVC_ENOMEM, "site map: out of memory");
+    if (!opts || !opts->name || !opts->db || !opts->channel) {
+        kvc_err_set(err, KVC_EINVAL, "replicated map: bad options");
         return NULL;
     }
+    kvc_repmap_t *sm = kvc_calloc(1, sizeof *sm);
+    if (!sm || !(sm->scope = kvc_calloc(KVC_LWW_PEERS_MAX, sizeof *sm->scope))) {
+        kvc_free(sm);
+        kvc_err_set(err, KVC_ENOMEM, "%s: out of memory", opts->name);
+        return NULL;
+    }
+    sm->o = *opts;
+    kvc_strlcpy(sm->name, opts->name, sizeof sm->name);
+    kvc_strlcpy(sm->db, opts->db, sizeof sm->db);
+    sm->o.name = sm->name;
+    sm->o.db = sm->db;
     sm->store = store;
     sm->out = out;
     kvc_strlcpy(sm->self, self_id, sizeof sm->self);
@@ -283,25 +309,36 @@ kvc_sitemap_t *kvc_sitemap_new(kvc_store_t *store, const char *self_id, kvc_outb
         *slash = '\0';
     kvc_lww_config_t cfg;
     kvc_lww_config_default(&cfg);
+    if (opts->max_entries)
+        cfg.max_entries = opts->max_entries;
+    if (opts->value_max)
+        cfg.value_max = opts->value_max;
+    if (kvc_lww_config_check(&cfg, err) != 0) {
+        kvc_repmap_destroy(&sm);
+        return NULL;
+    }
     uint64_t seed;
     randombytes_buf(&seed, sizeof seed);
-    sm->m = kvc_lww_new(&cfg, self_id, KVC_LWW_CHANNEL_NODES, seed);
+    sm->m = kvc_lww_new(&cfg, self_id, opts->channel, seed);
     if (!sm->m) {
-        kvc_sitemap_destroy(&sm);
-        kvc_err_set(err, KVC_ENOMEM, "site map: cannot create its core");
+        kvc_repmap_destroy(&sm);
+        kvc_err_set(err, KVC_ENOMEM, "%s: cannot create its core", opts->name);
         return NULL;
     }
     sm->ops = *kvc_lww_core_ops_of(sm->m);
-    int rc = kvc_store_foreach(store, DB_SITEMAP, s_load_one, sm->m);
+    sm->wrap = s_wrap_template;
+    sm->wrap.name = sm->name;
+    sm->wrap.channel = opts->channel;
+    int rc = kvc_store_foreach(store, sm->db, s_load_one, sm->m);
     if (rc) {
-        kvc_sitemap_destroy(&sm);
-        kvc_err_set(err, rc, "site map: cannot load it from the store: %s", kvc_strerror(rc));
+        kvc_repmap_destroy(&sm);
+        kvc_err_set(err, rc, "%s: cannot load it from the store: %s", opts->name, kvc_strerror(rc));
         return NULL;
     }
     return sm;
 }
 
-void kvc_sitemap_destroy(kvc_sitemap_t **self_p)
+void kvc_repmap_destroy(kvc_repmap_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
@@ -311,7 +348,17 @@ void kvc_sitemap_destroy(kvc_sitemap_t **self_p)
     *self_p = NULL;
 }
 
-void kvc_sitemap_stats(const kvc_sitemap_t *sm, kvc_lww_stats_t *out)
+void kvc_repmap_stats(const kvc_repmap_t *sm, kvc_lww_stats_t *out)
 {
     kvc_lww_stats(sm->m, out);
+}
+
+uint64_t kvc_repmap_persist_failures(const kvc_repmap_t *rm)
+{
+    return rm->persist_failures;
+}
+
+size_t kvc_repmap_scope_size(const kvc_repmap_t *rm)
+{
+    return rm->n_scope;
 }
