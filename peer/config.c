@@ -1202,6 +1202,41 @@ static const s_field_t s_kube_fields[] = {
     {"progress_timeout_s", s_v_u32_strict, S_CFG(join_progress_timeout_s), NULL, 5, 300},
 };
 
+/* registry.grpc: host:port with {model} where the model's name goes. */
+static int s_v_registry_grpc(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc)
+        return rc;
+    for (const char *p = dst; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == '/' || *p == '"' || *p == '\\')
+            return s_bad_value(ctx, "must be HOST:PORT, {model} for the model's name");
+    return strchr(dst, ':') ? 0 : s_bad_value(ctx, "must be HOST:PORT");
+}
+
+/* registry.*_image: a container image reference. */
+static int s_v_image(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc)
+        return rc;
+    for (const char *p = dst; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '"' || *p == '\\')
+            return s_bad_value(ctx, "must be a container image reference");
+    return 0;
+}
+
+static const s_field_t s_registry_fields[] = {
+    {"store_max_bytes", s_v_size, S_CFG(store_max_bytes), NULL, 1024u * 1024, 4095u * 1024 * 1024},
+    {"namespace", s_v_name, S_CFG(registry_namespace), NULL, 0, 0},
+    {"grpc", s_v_registry_grpc, S_CFG(registry_grpc), NULL, 0, 0},
+    {"reconcile_interval_s", s_v_u32_strict, S_CFG(registry_reconcile_s), NULL, 1, 3600},
+    {"tfserving_image", s_v_image, S_CFG(registry_tfserving_image), NULL, 0, 0},
+    {"kserve_image", s_v_image, S_CFG(registry_kserve_image), NULL, 0, 0},
+};
+
 static const s_field_t s_log_fields[] = {
     {"level", s_v_log_level, 0, 0, NULL, 0, 0},
 };
@@ -1246,6 +1281,12 @@ static int s_v_kube(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return s_parse_mapping(ctx, s_kube_fields, S_N(s_kube_fields), obj);
 }
 
+/* registry: */
+static int s_v_registry(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    return s_parse_mapping(ctx, s_registry_fields, S_N(s_registry_fields), obj);
+}
+
 /* log: */
 static int s_v_log(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
@@ -1259,6 +1300,7 @@ static const s_field_t s_root_fields[] = {
     {"http", s_v_http, 0, 0, NULL, 0, 0},
     {"proxy", s_v_proxy, 0, 0, NULL, 0, 0},
     {"kubernetes", s_v_kube, 0, 0, NULL, 0, 0},
+    {"registry", s_v_registry, 0, 0, NULL, 0, 0},
     {"log", s_v_log, 0, 0, NULL, 0, 0},
 };
 
@@ -1365,6 +1407,10 @@ void kvc_config_defaults(kvc_config_t *cfg)
     cfg->join_progress_timeout_s = 45; /* a --print join has about the token's life */
     cfg->proxy_max_message = KVC_CONFIG_DEFAULT_MAX_MESSAGE;
     cfg->proxy_image_memory = KVC_CONFIG_DEFAULT_IMAGE_MEMORY;
+    cfg->store_max_bytes = (uint64_t)256 << 20;
+    kvc_strlcpy(cfg->registry_namespace, "kvc-models", sizeof cfg->registry_namespace);
+    kvc_strlcpy(cfg->registry_grpc, "kvc-{model}.kvc-models.svc:8500", sizeof cfg->registry_grpc);
+    cfg->registry_reconcile_s = 30;
     cfg->log_level = KVC_LOG_INFO;
 }
 

@@ -123,6 +123,14 @@ typedef struct {
     uint32_t join_window_s;                 /* a join request's clock may be this far off */
     uint32_t join_progress_timeout_s;       /* silence after which a token is deleted */
 
+    /* registry.* (the model registry; the coordinator reconciles it) */
+    uint64_t store_max_bytes;               /* the LMDB map: writes beyond are refused */
+    char registry_namespace[64];            /* Kubernetes namespace of the model servers */
+    char registry_grpc[KVC_ENDPOINT_MAX];   /* model server address, {model} replaced */
+    uint32_t registry_reconcile_s;          /* a full reconciliation at least this often */
+    char registry_tfserving_image[256];     /* "" = the reconciler's default */
+    char registry_kserve_image[256];
+
     /* log.* */
     kvc_log_level_t log_level;
 } kvc_config_t;

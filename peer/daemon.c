@@ -1556,6 +1556,20 @@ static int s_cmd_models_status(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_
     return kvc_models_ctl_status(&mc, req, ctx);
 }
 
+/* "backup" path: a hot copy of the store (registry, site map, election). */
+static int s_cmd_backup(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    kvc_err_t err = {0};
+    uint64_t t0 = s_now_ms();
+    int rc = kvc_store_backup(self->store, kvc_ctl_arg(req, "path"), &err);
+    if (rc)
+        return kvc_ctl_fail(ctx, rc, "%s", err.msg);
+    kvc_info("store copied to %s in %llu ms", kvc_ctl_arg(req, "path"),
+             (unsigned long long)(s_now_ms() - t0));
+    return KVC_OK;
+}
+
 /* The site's nodes, enrollment codes and token audit (nodes_ctl.c). */
 static int s_cmd_nodes(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
@@ -1605,6 +1619,7 @@ static const kvc_ctl_cmd_t s_commands[] = {
     {"models-show", s_cmd_models_show, {"name", NULL}, "one model version"},
     {"models-retire", s_cmd_models_retire, {"name", "version", NULL}, "retire a model version"},
     {"models-status", s_cmd_models_status, {"name", NULL}, "a model's state at every site"},
+    {"backup", s_cmd_backup, {"path", NULL}, "a hot copy of the store"},
 };
 
 /* Answers one control request. */
@@ -2018,7 +2033,7 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
     }
     char store_dir[KVC_PATH_MAX + 16];
     snprintf(store_dir, sizeof store_dir, "%s/store", self->cfg.data_dir);
-    self->store = kvc_store_open(store_dir, 0, err);
+    self->store = kvc_store_open(store_dir, (size_t)self->cfg.store_max_bytes, err);
     if (!self->store)
         goto fail;
     if (kvc_store_incr(self->store, "self", "boot_count", 1, &self->boot_count) != 0) {

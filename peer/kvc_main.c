@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef KVC_VERSION
 #error "KVC_VERSION comes from CMake (project VERSION)"
@@ -859,6 +860,35 @@ static long long s_duration_s(const char *s)
     return *p ? -1 : v * mult;
 }
 
+static int s_cmd_backup(const kvc_cli_opts_t *o)
+{
+    char path[4096];
+    const char *dir = o->pos[0];
+    if (dir[0] != '/') {
+        char cwd[3072];
+        if (!getcwd(cwd, sizeof cwd) ||
+            (size_t)snprintf(path, sizeof path, "%s/%s", cwd, dir) >= sizeof path)
+            return s_fail(S_FAIL, "backup: cannot make %.100s absolute", dir);
+    } else if (kvc_strlcpy(path, dir, sizeof path)) {
+        return s_fail(S_USAGE, "backup: path too long");
+    }
+    const char *args[2] = {"path", path};
+    Kvc__Ctl__Reply *rep = NULL;
+    int rc = s_call_args(o, "backup", args, 1, &rep);
+    if (rc)
+        return rc;
+    if (o->json) {
+        printf("{\"backup\":");
+        kvc_json_str(stdout, path);
+        puts("}");
+    } else {
+        printf("store copied to %s (start a peer with it as peer.data_dir's store to restore)\n",
+               path);
+    }
+    kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
+    return 0;
+}
+
 static int s_cmd_enroll(const kvc_cli_opts_t *o)
 {
     const char *verb = o->pos[0];
@@ -1166,6 +1196,12 @@ static const s_cmd_t s_commands[] = {
      "Every bootstrap token this site's coordinators minted, extended and\n"
      "deleted, and every refused join: time, node, token id (the public half),\n"
      "outcome, term. Never the token's secret."},
+    {"backup", s_cmd_backup, 0, 1, 1, {{0}}, "backup DIR", "a hot copy of the peer's store",
+     "Copies the peer's whole store (model registry, site map, election term,\n"
+     "known peers) into folder DIR on the peer's machine while it runs: one\n"
+     "consistent snapshot (LMDB's hot copy), compacted. DIR must not hold a\n"
+     "store already. To restore, stop the peer and put DIR/data.mdb in place\n"
+     "of the store's data.mdb (under peer.data_dir/store)."},
     {"version", s_cmd_version, 0, 0, 0, {{0}}, "version", "the version of this kvc",
      "Prints the version of this kvc (also kvc --version)."},
     {"help", s_cmd_help, 0, 0, 1, {{0}}, "help [COMMAND]", "this help, or a command's",

@@ -83,8 +83,8 @@ int kvc_registry_publish(const kvc_kv_t *kv, kvc_model_t *m, const char *by, uin
         return kvc_err_set(err, rc, "the entry does not fit in %d bytes", KVC_MODEL_RECORD_MAX);
     rc = kv->put(kv->self, KVC_MODEL_NS, key, klen, rec, rlen);
     if (rc == KVC_ERANGE)
-        return kvc_err_set(err, rc, "the registry is full: retire versions first (nothing was "
-                                    "stored)");
+        return kvc_err_set(err, rc, "the registry or its store is full (registry.store_max_bytes): "
+                                    "retire versions first; nothing was stored");
     if (rc)
         return kvc_err_set(err, rc, "the store refused the write: %s (nothing was stored)",
                            kvc_strerror(rc));

@@ -121,6 +121,10 @@ static int s_put(void *self, char ns, const void *key, size_t klen, const void *
     int rc = s_key(ns, key, klen, k);
     if (rc)
         return rc;
+    /* refused before the core holds it: a write the store cannot take
+     * must not stay in memory to be written later */
+    if (kvc_store_room(sm->store, klen + vlen + 128) != 0)
+        return KVC_ERANGE;
     size_t n0 = sm->out->n_msgs, b0 = sm->out->n_bytes;
     rc = kvc_lww_put(sm->m, kvc_clock_wall_ms(), k, klen + 1, val, vlen, sm->out);
     if (rc)

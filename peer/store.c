@@ -9,6 +9,8 @@
 #include <lmdb.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <stdio.h>
+#include <unistd.h>
 
 struct kvc_store {
     MDB_env *env;
@@ -239,4 +241,39 @@ int kvc_store_update(kvc_store_t *self, const char *db, kvc_store_batch_fn fn, v
         return rc;
     }
     return s_code(mdb_txn_commit(b.txn));
+}
+
+int kvc_store_room(kvc_store_t *self, size_t need)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    if (mdb_env_info(self->env, &info) != 0 || mdb_env_stat(self->env, &st) != 0)
+        return KVC_EIO;
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    /* copy-on-write: a commit writes new pages before it frees the old
+     * ones, so keep room for the tree's branches besides the value */
+    uint64_t want = (uint64_t)need * 2 + KVC_STORE_HEADROOM;
+    return used + want <= info.me_mapsize ? KVC_OK : KVC_ERANGE;
+}
+
+int kvc_store_backup(kvc_store_t *self, const char *dir, kvc_err_t *err)
+{
+    if (!dir || dir[0] != '/')
+        return kvc_err_set(err, KVC_EINVAL, "backup: an absolute folder path is needed");
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return kvc_err_set(err, KVC_EIO, "backup: %s: %s", dir, strerror(errno));
+    char file[4096];
+    struct stat sb;
+    if ((size_t)snprintf(file, sizeof file, "%s/data.mdb", dir) >= sizeof file)
+        return kvc_err_set(err, KVC_ERANGE, "backup: path too long");
+    if (stat(file, &sb) == 0)
+        return kvc_err_set(err, KVC_EEXIST, "backup: %s already holds a store; give a new folder",
+                           dir);
+    /* a consistent snapshot in one read transaction, free pages left out */
+    int rc = mdb_env_copy2(self->env, dir, MDB_CP_COMPACT);
+    if (rc != 0) {
+        unlink(file);
+        return kvc_err_set(err, s_code(rc), "backup: %s: %s", dir, mdb_strerror(rc));
+    }
+    return KVC_OK;
 }

@@ -22,6 +22,21 @@ kvc_store_t *kvc_store_open(const char *dir, size_t map_bytes, kvc_err_t *err);
 /* Closes the environment and nulls *self_p; NULL is fine. */
 void kvc_store_destroy(kvc_store_t **self_p);
 
+/* Bytes kept free for the records a store's own writes need (its
+ * bookkeeping, the election term) when kvc_store_room refuses others. */
+#define KVC_STORE_HEADROOM (256u * 1024)
+/* KVC_OK when a write of about need bytes fits: the pages used so far
+ * (LMDB's high-water mark, so freed pages it could reuse count as used;
+ * the answer errs on refusing) plus twice need plus KVC_STORE_HEADROOM
+ * are within the map size; KVC_ERANGE when not. */
+int kvc_store_room(kvc_store_t *self, size_t need);
+
+/* A hot copy of the whole store into folder dir (absolute; created 0700 if
+ * missing; refused if it already holds a data.mdb): one read transaction,
+ * so a consistent snapshot while the peer keeps writing, compacted. A peer
+ * started with that folder as its store directory has every record. */
+int kvc_store_backup(kvc_store_t *self, const char *dir, kvc_err_t *err);
+
 /* Stores key -> value in the named database (created on first use). */
 int kvc_store_put(kvc_store_t *self, const char *db, const void *key, size_t klen,
                   const void *val, size_t vlen);
