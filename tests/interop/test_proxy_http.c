@@ -224,35 +224,35 @@ static int s_setup(void **state)
     snprintf(slow, sizeof slow, "http://127.0.0.1:%d", g_slow.grpc_port);
     snprintf(dead, sizeof dead, "127.0.0.1:%d", dead_port);
     kvc_proxy_backend_t tfs[] = {
-        {"mobilenet", fast, "tfserving", "224x224 rgb nhwc float32", "", NULL, 0},
-        {"inception", fast, "tfserving", "", "", NULL, 0},
-        {"yolov5", fast, "tfserving", "", "", NULL, 0},
-        {"bert", fast, "tfserving", "", "", NULL, 0},
-        {"mobilenet_u8", fast, "tfserving", "224x224 rgb nhwc uint8", "", NULL, 0},
-        {"hollow", fast, "tfserving", "", "", NULL, 0},
+        {"mobilenet", fast, "tfserving", "224x224 rgb nhwc float32", "", NULL, 0, NULL, NULL, 0},
+        {"inception", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+        {"yolov5", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+        {"bert", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+        {"mobilenet_u8", fast, "tfserving", "224x224 rgb nhwc uint8", "", NULL, 0, NULL, NULL, 0},
+        {"hollow", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
     };
     kvc_proxy_backend_t kv[] = {
-        {"mobilenet", fast, "kserve", "", "", NULL, 0},
-        {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images", NULL, 0},
-        {"yolov5", fast, "kserve", "", "", NULL, 0},
-        {"bert", fast, "kserve", "", "", NULL, 0},
-        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images", NULL, 0},
+        {"mobilenet", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0},
+        {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images", NULL, 0, NULL, NULL, 0},
+        {"yolov5", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0},
+        {"bert", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0},
+        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images", NULL, 0, NULL, NULL, 0},
     };
     kvc_proxy_backend_t bad[] = {
-        {"mobilenet", slow, "tfserving", "", "", NULL, 0},
-        {"bert", dead, "kserve", "", "", NULL, 0},
-        {"ghost", fast, "tfserving", "", "", NULL, 0},
+        {"mobilenet", slow, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+        {"bert", dead, "kserve", "", "", NULL, 0, NULL, NULL, 0},
+        {"ghost", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
     };
     /* A model server without metadata: the config declares its input
      * (g_op), or declares nothing (g_opk). */
-    static const kvc_proxy_input_t ids32[] = {{"input_ids", KVC_DT_INT32}};
-    kvc_proxy_backend_t op[] = {{"opaque", fast, "tfserving", "", "", ids32, 1}};
-    kvc_proxy_backend_t opk[] = {{"opaque", fast, "kserve", "", "", NULL, 0}};
+    static const kvc_proxy_input_t ids32[] = {{"input_ids", KVC_DT_INT32, NULL, 0}};
+    kvc_proxy_backend_t op[] = {{"opaque", fast, "tfserving", "", "", ids32, 1, NULL, NULL, 0}};
+    kvc_proxy_backend_t opk[] = {{"opaque", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0}};
     if (s_front_start_log(&g_op, op, 1, 30000, (size_t)1 << 20, NULL, &g_op_log) != 0 ||
         s_front_start_log(&g_opk, opk, 1, 30000, (size_t)1 << 20, NULL, &g_opk_log) != 0)
         return -1;
     /* The slow server with time to spare: only a client hanging up ends a call. */
-    kvc_proxy_backend_t hang[] = {{"bert", slow, "tfserving", "", "", NULL, 0}};
+    kvc_proxy_backend_t hang[] = {{"bert", slow, "tfserving", "", "", NULL, 0, NULL, NULL, 0}};
     if (s_front_start(&g_tfs, tfs, 6, 30000, (size_t)64 << 20, &g_obs) != 0 ||
         s_front_start(&g_kv, kv, 5, 30000, (size_t)64 << 20, NULL) != 0 ||
         s_front_start(&g_bad, bad, 3, 700, (size_t)1 << 20, NULL) != 0 ||
@@ -1250,8 +1250,8 @@ static void test_signatures_after_backend_outage(void **state)
     assert_int_equal(srv.grpc_port, port);
     char grpc[64];
     snprintf(grpc, sizeof grpc, "127.0.0.1:%d", port);
-    kvc_proxy_backend_t b[] = {{"echo", grpc, "tfserving", "", "", NULL, 0},
-                               {"bert", grpc, "kserve", "", "", NULL, 0}};
+    kvc_proxy_backend_t b[] = {{"echo", grpc, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+                               {"bert", grpc, "kserve", "", "", NULL, 0, NULL, NULL, 0}};
     s_front_t f = {0};
     assert_int_equal(s_front_start(&f, b, 2, 30000, (size_t)1 << 20, NULL), 0);
     s_server_stop(&srv);
@@ -1290,8 +1290,8 @@ static void test_versions_and_labels(void **state)
     assert_int_equal(s_server_start_on(&srv, 0), 0);
     char grpc[64];
     snprintf(grpc, sizeof grpc, "127.0.0.1:%d", srv.grpc_port);
-    kvc_proxy_backend_t tb[] = {{"bert", grpc, "tfserving", "", "", NULL, 0}};
-    kvc_proxy_backend_t kb[] = {{"bert", grpc, "kserve", "", "", NULL, 0}};
+    kvc_proxy_backend_t tb[] = {{"bert", grpc, "tfserving", "", "", NULL, 0, NULL, NULL, 0}};
+    kvc_proxy_backend_t kb[] = {{"bert", grpc, "kserve", "", "", NULL, 0, NULL, NULL, 0}};
     s_front_t tf = {0}, kf = {0};
     assert_int_equal(s_front_start(&tf, tb, 1, 30000, (size_t)1 << 20, NULL), 0);
     assert_int_equal(s_front_start(&kf, kb, 1, 30000, (size_t)1 << 20, NULL), 0);
