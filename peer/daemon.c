@@ -1805,16 +1805,16 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
     }
     /* Always a proxy, even with no backends in the config: the models
      * placed on this site come at run time (kvc_proxy_set_models). */
-    kvc_proxy_opts_t po = {.backends = backends, .n_backends = self->cfg.n_backends,
-                           .timeout_ms = self->cfg.proxy_timeout_ms,
-                           .max_message = (size_t)self->cfg.proxy_max_message,
-                           .image_memory = self->cfg.proxy_image_memory,
-                           .grpc_ca_file = self->cfg.proxy_grpc_ca_file[0]
-                                               ? self->cfg.proxy_grpc_ca_file
-                                               : NULL,
-                           .observe = kvc_peer_metrics_observe,
-                           .observe_arg = self->metrics,
-                           .log = s_proxy_log};
+    kvc_proxy_opts_t po = {
+        .backends = backends,
+        .n_backends = self->cfg.n_backends,
+        .timeout_ms = self->cfg.proxy_timeout_ms,
+        .max_message = (size_t)self->cfg.proxy_max_message,
+        .image_memory = self->cfg.proxy_image_memory,
+        .grpc_ca_file = self->cfg.proxy_grpc_ca_file[0] ? self->cfg.proxy_grpc_ca_file : NULL,
+        .observe = kvc_peer_metrics_observe,
+        .observe_arg = self->metrics,
+        .log = s_proxy_log};
     self->proxy = kvc_proxy_new(&po, err);
     if (!self->proxy) {
         kvc_err_prefix(err, "proxy: ");

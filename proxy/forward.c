@@ -100,7 +100,7 @@ struct kvc_forward {
     void *where_arg;
     kvc_fwd_entry_t **config; /* the config's backends, in every table */
     size_t n_config;
-    int table_sync; /* table_lock and set_lock are initialised */
+    int table_sync;             /* table_lock and set_lock are initialised */
     pthread_mutex_t table_lock; /* guards table (the pointer), held briefly */
     pthread_mutex_t set_lock;   /* serialises kvc_forward_set */
     kvc_fwd_table_t *table;     /* current; one reference is the forwarder's */
@@ -184,15 +184,13 @@ static int s_check_image_input(const kvc_fwd_backend_t *b, const kvc_json_tensor
         if (b->image_input[0] && strcmp(specs[j].name, b->image_input) != 0)
             continue;
         if (specs[j].dtype != want)
-            return kvc_err_set(err, KVC_EINVAL,
-                               "%s[%zu]: images become %s, but input %s is declared %s", what,
-                               i, kvc_dtype_plain_name(want), specs[j].name,
-                               kvc_dtype_plain_name(specs[j].dtype));
+            return kvc_err_set(
+                err, KVC_EINVAL, "%s[%zu]: images become %s, but input %s is declared %s", what, i,
+                kvc_dtype_plain_name(want), specs[j].name, kvc_dtype_plain_name(specs[j].dtype));
         return KVC_OK;
     }
-    return kvc_err_set(err, KVC_EINVAL,
-                       "%s[%zu].image_input: %s is not among the declared inputs", what, i,
-                       b->image_input);
+    return kvc_err_set(err, KVC_EINVAL, "%s[%zu].image_input: %s is not among the declared inputs",
+                       what, i, b->image_input);
 }
 
 /* Copies and checks the declared inputs (names, dtypes, shapes) of o into
@@ -271,8 +269,9 @@ static int s_outputs_init(kvc_fwd_backend_t *b, const kvc_proxy_backend_t *o, co
                                i, j, S_NAME_MAX);
         for (size_t k = 0; k < j; k++)
             if (strcmp(b->outputs[k], name) == 0)
-                return kvc_err_set(err, KVC_EEXIST, "%s[%zu].outputs[%zu]: \"%s\" is declared twice",
-                                   what, i, j, name);
+                return kvc_err_set(err, KVC_EEXIST,
+                                   "%s[%zu].outputs[%zu]: \"%s\" is declared twice", what, i, j,
+                                   name);
         b->outputs[j] = kvc_strdup(name);
         if (!b->outputs[j])
             return kvc_err_set(err, KVC_ENOMEM, "out of memory");
@@ -332,8 +331,8 @@ static int s_backend_equal(const kvc_fwd_backend_t *a, const kvc_fwd_backend_t *
         return 0;
     for (size_t i = 0; i < a->n_inputs; i++) {
         const kvc_fwd_input_t *x = &a->inputs[i], *y = &b->inputs[i];
-        if (strcmp(x->name, y->name) != 0 || x->dtype != y->dtype ||
-            x->has_shape != y->has_shape || x->n_dims != y->n_dims ||
+        if (strcmp(x->name, y->name) != 0 || x->dtype != y->dtype || x->has_shape != y->has_shape ||
+            x->n_dims != y->n_dims ||
             (x->n_dims && memcmp(x->dims, y->dims, x->n_dims * sizeof x->dims[0]) != 0))
             return 0;
     }
@@ -1160,8 +1159,8 @@ int kvc_forward_check_shapes(kvc_fwd_call_t *c, const kvc_tensor_list_t *inputs)
             char got[KVC_FWD_DIMS_MAX * 22 + 4], want[KVC_FWD_DIMS_MAX * 22 + 4];
             s_shape_text(dims, n, got, sizeof got);
             s_shape_text(d->dims, d->n_dims, want, sizeof want);
-            s_fail(c, 400, "input %s has shape %s, but model %s takes %s (-1: any size)",
-                   d->name, got, be->model, want);
+            s_fail(c, 400, "input %s has shape %s, but model %s takes %s (-1: any size)", d->name,
+                   got, be->model, want);
             return KVC_EINVAL;
         }
     }

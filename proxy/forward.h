@@ -87,8 +87,8 @@ typedef struct {
     const kvc_route_t *route;
     const char *pb_type; /* non-NULL: the client wants the model server's protobuf as is */
     const kvc_fwd_backend_t *be;
-    kvc_fwd_table_t *table;  /* held from the first lookup until kvc_forward_end */
-    kvc_fwd_entry_t *entry;  /* be's entry in table */
+    kvc_fwd_table_t *table; /* held from the first lookup until kvc_forward_end */
+    kvc_fwd_entry_t *entry; /* be's entry in table */
     /* After a failed operation: the HTTP status and message to answer. */
     int status;
     char error[KVC_FWD_ERROR_MAX];

@@ -8,9 +8,10 @@
  * Requests run concurrently, in fibers on the HTTP loop or on threads of
  * their own (http_server.h); the proxy's own state is read-only after
  * kvc_proxy_new, but for the model table, which kvc_proxy_set_models
- * swaps whole and each request holds (forward.h) until it ends. Every failure becomes an HTTP status with {"error":
- * "..."}; nothing here may crash or leak on any body or any backend
- * answer, and nothing is allocated that a limit does not bound.
+ * swaps whole and each request holds (forward.h) until it ends. Every
+ * failure becomes an HTTP status with {"error": "..."}; nothing here may
+ * crash or leak on any body or any backend answer, and nothing is
+ * allocated that a limit does not bound.
  */
 #include "proxy.h"
 
@@ -157,7 +158,7 @@ static int s_infer(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signature,
     if (rc != 0)
         return rc;
     rc = kvc_forward_infer(&c->call, inputs, signature, id, filter, n_filter, outputs, &raw,
-                               &raw_len);
+                           &raw_len);
     if (s_fwd(c, rc) != 0)
         return rc;
     if (raw) {

@@ -183,8 +183,8 @@ kvc_signature_set_t *kvc_signature_set_declared(const kvc_json_tensor_spec_t *sp
 }
 
 kvc_signature_set_t *kvc_signature_set_declared_as(const char *name,
-                                                  const kvc_json_tensor_spec_t *specs, size_t n,
-                                                  kvc_err_t *err)
+                                                   const kvc_json_tensor_spec_t *specs, size_t n,
+                                                   kvc_err_t *err)
 {
     if (n > S_MAX_INPUTS) {
         kvc_err_set(err, KVC_ERANGE, "%zu inputs declared (at most %d)", n, S_MAX_INPUTS);

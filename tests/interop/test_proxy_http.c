@@ -188,8 +188,7 @@ static int s_front_start_opts(s_front_t *f, const kvc_proxy_opts_t *o, size_t ma
 }
 
 static int s_front_start_log(s_front_t *f, const kvc_proxy_backend_t *b, size_t n,
-                             uint32_t timeout_ms, size_t max_body, s_observed_t *ob,
-                             s_logged_t *lg)
+                             uint32_t timeout_ms, size_t max_body, s_observed_t *ob, s_logged_t *lg)
 {
     kvc_proxy_opts_t o = {.backends = b, .n_backends = n, .timeout_ms = timeout_ms};
     if (lg) {
@@ -242,7 +241,8 @@ static int s_setup(void **state)
         {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images", NULL, 0, NULL, NULL, 0},
         {"yolov5", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0},
         {"bert", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0},
-        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images", NULL, 0, NULL, NULL, 0},
+        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images", NULL, 0, NULL, NULL,
+         0},
     };
     kvc_proxy_backend_t bad[] = {
         {"mobilenet", slow, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
@@ -1280,18 +1280,15 @@ static void test_models_at_run_time(void **state)
     const kvc_proxy_input_t kin[] = {
         {.name = "input_ids", .dtype = KVC_DT_INT32, .shape = any_by_500, .n_dims = 2}};
     const char *outs[] = {"logits"};
-    kvc_proxy_backend_t m[] = {{.model = "opaque_sig",
-                                .grpc = grpc,
-                                .api = "tfserving",
-                                .inputs = tin,
-                                .n_inputs = 1,
-                                .outputs = outs,
-                                .n_outputs = 1},
-                               {.model = "opaque",
-                                .grpc = grpc,
-                                .api = "kserve",
-                                .inputs = kin,
-                                .n_inputs = 1}};
+    kvc_proxy_backend_t m[] = {
+        {.model = "opaque_sig",
+         .grpc = grpc,
+         .api = "tfserving",
+         .inputs = tin,
+         .n_inputs = 1,
+         .outputs = outs,
+         .n_outputs = 1},
+        {.model = "opaque", .grpc = grpc, .api = "kserve", .inputs = kin, .n_inputs = 1}};
     kvc_err_t err = {0};
     /* Without its signature the server refuses: the name matters. */
     assert_int_equal(kvc_proxy_set_models(f.proxy, m, 2, &err), 0);

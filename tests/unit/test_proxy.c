@@ -420,7 +420,8 @@ static void test_options(void **state)
     b[0].grpc = "127.0.0.1:1";
     /* Declared inputs and images: images must go to a declared input of
      * the dtype the preprocessing writes. */
-    const kvc_proxy_input_t two[] = {{"images", KVC_DT_FLOAT, NULL, 0}, {"mask", KVC_DT_UINT8, NULL, 0}};
+    const kvc_proxy_input_t two[] = {{"images", KVC_DT_FLOAT, NULL, 0},
+                                     {"mask", KVC_DT_UINT8, NULL, 0}};
     b[1].preprocess = "224x224 rgb nhwc float32";
     b[1].inputs = two;
     b[1].n_inputs = 2;
@@ -776,7 +777,6 @@ static void test_handler_versions_and_types(void **state)
     kvc_proxy_destroy(&p);
 }
 
-
 /* ---- The run-time model table (kvc_proxy_set_models) ---------------------- */
 
 /* Answers a request whose parse fails after the model is found: 400 from
@@ -852,8 +852,8 @@ static void test_set_models_validation(void **state)
     assert_string_equal(err.msg, "models[2].model: \"a\" is listed twice");
     m[2].model = "c";
     const int64_t bad_dims[] = {1, -2};
-    const kvc_proxy_input_t bad_shape[] = {{.name = "x", .dtype = KVC_DT_FLOAT,
-                                            .shape = bad_dims, .n_dims = 2}};
+    const kvc_proxy_input_t bad_shape[] = {
+        {.name = "x", .dtype = KVC_DT_FLOAT, .shape = bad_dims, .n_dims = 2}};
     m[2].inputs = bad_shape;
     m[2].n_inputs = 1;
     assert_int_equal(kvc_proxy_set_models(p, m, 3, &err), KVC_EINVAL);
@@ -902,7 +902,10 @@ static void test_set_models_config_wins(void **state)
      * serves m; n, only in the registry, is served with its spec. */
     kvc_proxy_backend_t m[] = {
         {.model = "m", .grpc = "127.0.0.1:2", .api = "kserve", .preprocess = "4x4 rgb nhwc uint8"},
-        {.model = "n", .grpc = "127.0.0.1:2", .api = "tfserving", .preprocess = "4x4 rgb nhwc uint8",
+        {.model = "n",
+         .grpc = "127.0.0.1:2",
+         .api = "tfserving",
+         .preprocess = "4x4 rgb nhwc uint8",
          .image_input = "images"}};
     assert_int_equal(kvc_proxy_set_models(p, m, 2, &err), 0);
     s_image_probe(p, "m", 400,
@@ -961,8 +964,9 @@ static void test_shape_mismatch(void **state)
     kvc_proxy_t *p = kvc_proxy_new(&o, &err);
     assert_non_null(p);
     const int64_t dims[] = {-1, 3};
-    const kvc_proxy_input_t in[] = {{.name = "x", .dtype = KVC_DT_FLOAT, .shape = dims, .n_dims = 2},
-                                    {.name = "k", .dtype = KVC_DT_INT32}};
+    const kvc_proxy_input_t in[] = {
+        {.name = "x", .dtype = KVC_DT_FLOAT, .shape = dims, .n_dims = 2},
+        {.name = "k", .dtype = KVC_DT_INT32}};
     kvc_proxy_backend_t m[] = {
         {.model = "s", .grpc = "127.0.0.1:1", .api = "kserve", .inputs = in, .n_inputs = 2}};
     assert_int_equal(kvc_proxy_set_models(p, m, 1, &err), 0);
