@@ -1903,29 +1903,30 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
     for (size_t i = 0; i < self->cfg.n_backends; i++) {
         const kvc_backend_t *b = &self->cfg.backends[i];
         for (size_t j = 0; j < b->n_inputs; j++)
-            inputs[i][j] = (kvc_proxy_input_t){b->inputs[j].name, kvc_dtype_parse(b->inputs[j].dtype)};
+            inputs[i][j] = (kvc_proxy_input_t){.name = b->inputs[j].name,
+                                               .dtype = kvc_dtype_parse(b->inputs[j].dtype)};
         backends[i] = (kvc_proxy_backend_t){.model = b->model, .grpc = b->grpc, .api = b->api,
                                             .preprocess = b->preprocess,
                                             .image_input = b->image_input,
                                             .inputs = inputs[i],
                                             .n_inputs = b->n_inputs};
     }
-    if (self->cfg.n_backends) {
-        kvc_proxy_opts_t po = {.backends = backends, .n_backends = self->cfg.n_backends,
-                               .timeout_ms = self->cfg.proxy_timeout_ms,
-                               .max_message = (size_t)self->cfg.proxy_max_message,
-                               .image_memory = self->cfg.proxy_image_memory,
-                               .grpc_ca_file = self->cfg.proxy_grpc_ca_file[0]
-                                                   ? self->cfg.proxy_grpc_ca_file
-                                                   : NULL,
-                               .observe = kvc_peer_metrics_observe,
-                               .observe_arg = self->metrics,
-                               .log = s_proxy_log};
-        self->proxy = kvc_proxy_new(&po, err);
-        if (!self->proxy) {
-            kvc_err_prefix(err, "proxy: ");
-            return KVC_EINVAL;
-        }
+    /* Always a proxy, even with no backends in the config: the models
+     * placed on this site come at run time (kvc_proxy_set_models). */
+    kvc_proxy_opts_t po = {
+        .backends = backends,
+        .n_backends = self->cfg.n_backends,
+        .timeout_ms = self->cfg.proxy_timeout_ms,
+        .max_message = (size_t)self->cfg.proxy_max_message,
+        .image_memory = self->cfg.proxy_image_memory,
+        .grpc_ca_file = self->cfg.proxy_grpc_ca_file[0] ? self->cfg.proxy_grpc_ca_file : NULL,
+        .observe = kvc_peer_metrics_observe,
+        .observe_arg = self->metrics,
+        .log = s_proxy_log};
+    self->proxy = kvc_proxy_new(&po, err);
+    if (!self->proxy) {
+        kvc_err_prefix(err, "proxy: ");
+        return KVC_EINVAL;
     }
     kvc_http_opts_t ho = {.max_body = self->cfg.http_max_body,
                           .inline_ok = s_http_inline,

@@ -51,6 +51,11 @@
 /* Longest base URL kept for a backend. */
 #define S_URL_MAX 512
 
+/* Most run-time models one kvc_forward_set may give. */
+#define S_MODELS_MAX 4096
+/* Longest signature or output name kept. */
+#define S_NAME_MAX 256
+
 /* One backend's signature fetches: at most one in flight; requests that
  * need the signatures meanwhile wait for its outcome. Guarded by the
  * forwarder's sig_lock. */
@@ -62,9 +67,26 @@ typedef struct {
     char error[KVC_FWD_ERROR_MAX]; /* its message */
 } s_sigfetch_t;
 
-struct kvc_forward {
-    kvc_fwd_backend_t *backends;
+/* One backend and what is learnt of it, shared by every table that lists
+ * it (a kvc_forward_set that leaves it unchanged keeps it); freed with
+ * the last table. be is immutable; the rest is locked or atomic. */
+struct kvc_fwd_entry {
+    atomic_size_t refs;
+    kvc_fwd_backend_t be;
+    kvc_signature_cache_t *sigs; /* one slot */
+    s_sigfetch_t fetch;          /* under the forwarder's sig_lock */
+    atomic_int said_no_metadata; /* the log said so */
+};
+
+/* An immutable snapshot of the backends: the config's, then the run-time
+ * models the config does not name. Freed when its last holder drops it. */
+struct kvc_fwd_table {
+    atomic_size_t refs;
     size_t n;
+    kvc_fwd_entry_t **e;
+};
+
+struct kvc_forward {
     uint32_t timeout_ms;
     size_t max_message;
     kvc_tensor_limits_t limits;
@@ -72,11 +94,16 @@ struct kvc_forward {
     int sig_sync; /* sig_lock and sig_done are initialised */
     pthread_mutex_t sig_lock;
     pthread_cond_t sig_done; /* on CLOCK_MONOTONIC */
-    s_sigfetch_t *fetches;   /* one per backend */
-    kvc_signature_cache_t *sigs;
     kvc_proxy_log_fn log;
     void *log_arg;
-    atomic_int *said_no_metadata; /* one per backend: the log said so */
+    kvc_proxy_where_fn where;
+    void *where_arg;
+    kvc_fwd_entry_t **config; /* the config's backends, in every table */
+    size_t n_config;
+    int table_sync;             /* table_lock and set_lock are initialised */
+    pthread_mutex_t table_lock; /* guards table (the pointer), held briefly */
+    pthread_mutex_t set_lock;   /* serialises kvc_forward_set */
+    kvc_fwd_table_t *table;     /* current; one reference is the forwarder's */
 };
 
 int kvc_proxy_http_status(int grpc_code)
@@ -130,52 +157,149 @@ static void s_backend_free(kvc_fwd_backend_t *b)
 {
     kvc_free(b->model);
     kvc_free(b->url);
+    kvc_free(b->preprocess);
     kvc_free(b->image_input);
+    kvc_free(b->signature);
+    for (size_t i = 0; b->inputs && i < b->n_inputs; i++)
+        kvc_free(b->inputs[i].name);
+    kvc_free(b->inputs);
+    for (size_t i = 0; b->outputs && i < b->n_outputs; i++)
+        kvc_free(b->outputs[i]);
+    kvc_free(b->outputs);
     kvc_signature_set_destroy(&b->declared);
 }
 
 /* With declared inputs and images: the input images go to must be one of
  * them, of the dtype the preprocessing writes. */
 static int s_check_image_input(const kvc_fwd_backend_t *b, const kvc_json_tensor_spec_t *specs,
-                               size_t n, size_t i, kvc_err_t *err)
+                               size_t n, const char *what, size_t i, kvc_err_t *err)
 {
     kvc_dtype_t want = b->spec.dtype == KVC_PP_UINT8 ? KVC_DT_UINT8 : KVC_DT_FLOAT;
     if (!b->image_input[0] && n != 1)
         return kvc_err_set(err, KVC_EINVAL,
-                           "proxy.backends[%zu]: %zu inputs are declared, so image_input must "
+                           "%s[%zu]: %zu inputs are declared, so image_input must "
                            "name the one images go to",
-                           i, n);
+                           what, i, n);
     for (size_t j = 0; j < n; j++) {
         if (b->image_input[0] && strcmp(specs[j].name, b->image_input) != 0)
             continue;
         if (specs[j].dtype != want)
-            return kvc_err_set(err, KVC_EINVAL,
-                               "proxy.backends[%zu]: images become %s, but input %s is declared %s",
-                               i, kvc_dtype_plain_name(want), specs[j].name,
-                               kvc_dtype_plain_name(specs[j].dtype));
+            return kvc_err_set(
+                err, KVC_EINVAL, "%s[%zu]: images become %s, but input %s is declared %s", what, i,
+                kvc_dtype_plain_name(want), specs[j].name, kvc_dtype_plain_name(specs[j].dtype));
         return KVC_OK;
     }
-    return kvc_err_set(err, KVC_EINVAL,
-                       "proxy.backends[%zu].image_input: %s is not among the declared inputs", i,
-                       b->image_input);
+    return kvc_err_set(err, KVC_EINVAL, "%s[%zu].image_input: %s is not among the declared inputs",
+                       what, i, b->image_input);
 }
 
-/* Copies and checks backend i of opts into b. */
-static int s_backend_init(kvc_fwd_backend_t *b, const kvc_proxy_backend_t *o, size_t i,
-                          kvc_err_t *err)
+/* Copies and checks the declared inputs (names, dtypes, shapes) of o into
+ * b, and b->declared from them. */
+static int s_inputs_init(kvc_fwd_backend_t *b, const kvc_proxy_backend_t *o, const char *what,
+                         size_t i, kvc_err_t *err)
+{
+    kvc_json_tensor_spec_t specs[S_DECLARED_MAX];
+    if (o->n_inputs > S_DECLARED_MAX)
+        return kvc_err_set(err, KVC_ERANGE, "%s[%zu].inputs: %zu inputs (at most %d)", what, i,
+                           o->n_inputs, S_DECLARED_MAX);
+    if (!o->inputs)
+        return kvc_err_set(err, KVC_EINVAL, "%s[%zu].inputs: %zu inputs but no array", what, i,
+                           o->n_inputs);
+    b->inputs = kvc_calloc(o->n_inputs, sizeof *b->inputs);
+    if (!b->inputs)
+        return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+    for (size_t j = 0; j < o->n_inputs; j++) {
+        const kvc_proxy_input_t *in = &o->inputs[j];
+        kvc_fwd_input_t *d = &b->inputs[j];
+        b->n_inputs++;
+        for (size_t k = 0; in->name && k < j; k++)
+            if (strcmp(b->inputs[k].name, in->name) == 0)
+                return kvc_err_set(err, KVC_EEXIST, "%s[%zu].inputs[%zu]: \"%s\" is declared twice",
+                                   what, i, j, in->name);
+        d->name = kvc_strdup(in->name ? in->name : "");
+        if (!d->name)
+            return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        d->dtype = in->dtype;
+        if (in->shape) {
+            if (in->n_dims > KVC_FWD_DIMS_MAX)
+                return kvc_err_set(err, KVC_ERANGE,
+                                   "%s[%zu].inputs[%zu].shape: %zu dimensions (at most %d)", what,
+                                   i, j, in->n_dims, KVC_FWD_DIMS_MAX);
+            for (size_t k = 0; k < in->n_dims; k++)
+                if (in->shape[k] < -1)
+                    return kvc_err_set(err, KVC_EINVAL,
+                                       "%s[%zu].inputs[%zu].shape[%zu]: %lld is not a size "
+                                       "(>= 0, or -1 for any)",
+                                       what, i, j, k, (long long)in->shape[k]);
+            d->has_shape = 1;
+            d->n_dims = in->n_dims;
+            if (in->n_dims)
+                memcpy(d->dims, in->shape, in->n_dims * sizeof d->dims[0]);
+        }
+        specs[j] = (kvc_json_tensor_spec_t){d->name, d->dtype};
+    }
+    const char *sig = b->api == KVC_FWD_TFS && b->signature[0] ? b->signature : NULL;
+    b->declared = kvc_signature_set_declared_as(sig, specs, o->n_inputs, err);
+    if (!b->declared) {
+        kvc_err_prefix(err, "%s[%zu].inputs: ", what, i);
+        return err ? err->code : KVC_EINVAL;
+    }
+    if (b->has_spec)
+        return s_check_image_input(b, specs, o->n_inputs, what, i, err);
+    return KVC_OK;
+}
+
+/* Copies and checks the declared output names of o into b. */
+static int s_outputs_init(kvc_fwd_backend_t *b, const kvc_proxy_backend_t *o, const char *what,
+                          size_t i, kvc_err_t *err)
+{
+    if (o->n_outputs > S_DECLARED_MAX)
+        return kvc_err_set(err, KVC_ERANGE, "%s[%zu].outputs: %zu outputs (at most %d)", what, i,
+                           o->n_outputs, S_DECLARED_MAX);
+    if (!o->outputs)
+        return kvc_err_set(err, KVC_EINVAL, "%s[%zu].outputs: %zu outputs but no array", what, i,
+                           o->n_outputs);
+    b->outputs = kvc_calloc(o->n_outputs, sizeof *b->outputs);
+    if (!b->outputs)
+        return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+    for (size_t j = 0; j < o->n_outputs; j++) {
+        const char *name = o->outputs[j];
+        if (!name || !name[0] || strlen(name) > S_NAME_MAX)
+            return kvc_err_set(err, KVC_EINVAL, "%s[%zu].outputs[%zu]: must be 1..%d bytes", what,
+                               i, j, S_NAME_MAX);
+        for (size_t k = 0; k < j; k++)
+            if (strcmp(b->outputs[k], name) == 0)
+                return kvc_err_set(err, KVC_EEXIST,
+                                   "%s[%zu].outputs[%zu]: \"%s\" is declared twice", what, i, j,
+                                   name);
+        b->outputs[j] = kvc_strdup(name);
+        if (!b->outputs[j])
+            return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        b->n_outputs++;
+    }
+    return KVC_OK;
+}
+
+/* Copies and checks backend i of a list (what: "proxy.backends" for the
+ * config's, "models" for kvc_forward_set's) into b. */
+static int s_backend_init(kvc_fwd_backend_t *b, const kvc_proxy_backend_t *o, const char *what,
+                          size_t i, kvc_err_t *err)
 {
     if (!o->model || !o->model[0] || strlen(o->model) > KVC_MODEL_NAME_MAX)
-        return kvc_err_set(err, KVC_EINVAL, "proxy.backends[%zu].model: must be 1..%d bytes", i,
+        return kvc_err_set(err, KVC_EINVAL, "%s[%zu].model: must be 1..%d bytes", what, i,
                            KVC_MODEL_NAME_MAX);
     if (!o->grpc || !o->grpc[0] || strlen(o->grpc) > S_URL_MAX - 8)
-        return kvc_err_set(err, KVC_EINVAL, "proxy.backends[%zu].grpc: must be HOST:PORT", i);
+        return kvc_err_set(err, KVC_EINVAL, "%s[%zu].grpc: must be HOST:PORT", what, i);
     if (!o->api || (strcmp(o->api, "tfserving") != 0 && strcmp(o->api, "kserve") != 0))
-        return kvc_err_set(err, KVC_EINVAL,
-                           "proxy.backends[%zu].api: must be \"tfserving\" or \"kserve\"", i);
+        return kvc_err_set(err, KVC_EINVAL, "%s[%zu].api: must be \"tfserving\" or \"kserve\"",
+                           what, i);
+    if (o->signature && strlen(o->signature) > S_NAME_MAX)
+        return kvc_err_set(err, KVC_EINVAL, "%s[%zu].signature: longer than %d bytes", what, i,
+                           S_NAME_MAX);
     b->api = strcmp(o->api, "kserve") == 0 ? KVC_FWD_KSERVE : KVC_FWD_TFS;
     if (o->preprocess && o->preprocess[0]) {
         if (kvc_preprocess_parse(o->preprocess, &b->spec, err) != 0) {
-            kvc_err_prefix(err, "proxy.backends[%zu].", i);
+            kvc_err_prefix(err, "%s[%zu].", what, i);
             return err ? err->code : KVC_EINVAL;
         }
         b->has_spec = 1;
@@ -185,35 +309,219 @@ static int s_backend_init(kvc_fwd_backend_t *b, const kvc_proxy_backend_t *o, si
     snprintf(url, sizeof url, "%s%s", has_scheme ? "" : "http://", o->grpc);
     b->model = kvc_strdup(o->model);
     b->url = kvc_strdup(url);
+    b->preprocess = kvc_strdup(o->preprocess ? o->preprocess : "");
     b->image_input = kvc_strdup(o->image_input ? o->image_input : "");
-    if (!b->model || !b->url || !b->image_input)
+    b->signature = kvc_strdup(o->signature ? o->signature : "");
+    if (!b->model || !b->url || !b->preprocess || !b->image_input || !b->signature)
         return kvc_err_set(err, KVC_ENOMEM, "out of memory");
-    if (o->n_inputs) {
-        kvc_json_tensor_spec_t specs[S_DECLARED_MAX];
-        if (o->n_inputs > S_DECLARED_MAX)
-            return kvc_err_set(err, KVC_ERANGE,
-                               "proxy.backends[%zu].inputs: %zu inputs (at most %d)", i,
-                               o->n_inputs, S_DECLARED_MAX);
-        for (size_t j = 0; j < o->n_inputs; j++)
-            specs[j] = (kvc_json_tensor_spec_t){o->inputs[j].name, o->inputs[j].dtype};
-        b->declared = kvc_signature_set_declared(specs, o->n_inputs, err);
-        if (!b->declared) {
-            kvc_err_prefix(err, "proxy.backends[%zu].inputs: ", i);
-            return err ? err->code : KVC_EINVAL;
-        }
-        if (b->has_spec)
-            return s_check_image_input(b, specs, o->n_inputs, i, err);
-    }
+    if (o->n_inputs && s_inputs_init(b, o, what, i, err) != 0)
+        return err ? err->code : KVC_EINVAL;
+    if (o->n_outputs && s_outputs_init(b, o, what, i, err) != 0)
+        return err ? err->code : KVC_EINVAL;
     return KVC_OK;
 }
 
-/* Sets up the signature fetches' lock, condition (on the monotonic clock,
- * so waits are deadlines) and per-backend state. */
+/* 1 when two checked backends are the same in every field. */
+static int s_backend_equal(const kvc_fwd_backend_t *a, const kvc_fwd_backend_t *b)
+{
+    if (strcmp(a->model, b->model) != 0 || strcmp(a->url, b->url) != 0 || a->api != b->api ||
+        strcmp(a->preprocess, b->preprocess) != 0 || strcmp(a->image_input, b->image_input) != 0 ||
+        strcmp(a->signature, b->signature) != 0 || a->n_inputs != b->n_inputs ||
+        a->n_outputs != b->n_outputs)
+        return 0;
+    for (size_t i = 0; i < a->n_inputs; i++) {
+        const kvc_fwd_input_t *x = &a->inputs[i], *y = &b->inputs[i];
+        if (strcmp(x->name, y->name) != 0 || x->dtype != y->dtype || x->has_shape != y->has_shape ||
+            x->n_dims != y->n_dims ||
+            (x->n_dims && memcmp(x->dims, y->dims, x->n_dims * sizeof x->dims[0]) != 0))
+            return 0;
+    }
+    for (size_t i = 0; i < a->n_outputs; i++)
+        if (strcmp(a->outputs[i], b->outputs[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* ---- Entries and tables ----------------------------------------------------- */
+
+/* Drops a reference to e; the last one frees it. */
+static void s_entry_drop(kvc_fwd_entry_t *e)
+{
+    if (!e || atomic_fetch_sub(&e->refs, 1) != 1)
+        return;
+    s_backend_free(&e->be);
+    kvc_signature_cache_destroy(&e->sigs);
+    kvc_free(e);
+}
+
+/* Checks and copies backend o into a new entry with one reference. NULL
+ * with err set. */
+static kvc_fwd_entry_t *s_entry_new(const kvc_proxy_backend_t *o, const char *what, size_t i,
+                                    int runtime, kvc_err_t *err)
+{
+    kvc_fwd_entry_t *e = kvc_calloc(1, sizeof *e);
+    if (!e) {
+        kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    atomic_init(&e->refs, 1);
+    atomic_init(&e->said_no_metadata, 0);
+    e->be.runtime = runtime;
+    if (s_backend_init(&e->be, o, what, i, err) != 0) {
+        s_entry_drop(e);
+        return NULL;
+    }
+    e->sigs = kvc_signature_cache_new(1, S_SIG_RETRY_MS);
+    if (!e->sigs) {
+        kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        s_entry_drop(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* Drops a reference to t; the last one frees it and drops its entries. */
+static void s_table_drop(kvc_fwd_table_t *t)
+{
+    if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        s_entry_drop(t->e[i]);
+    kvc_free(t->e);
+    kvc_free(t);
+}
+
+/* A new table with one reference and room for n entries (none yet). */
+static kvc_fwd_table_t *s_table_new(size_t n)
+{
+    kvc_fwd_table_t *t = kvc_calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->e = kvc_calloc(n ? n : 1, sizeof *t->e);
+    if (!t->e) {
+        kvc_free(t);
+        return NULL;
+    }
+    atomic_init(&t->refs, 1);
+    return t;
+}
+
+/* A reference to the current table (the caller drops it). */
+static kvc_fwd_table_t *s_table_get(kvc_forward_t *self)
+{
+    pthread_mutex_lock(&self->table_lock);
+    kvc_fwd_table_t *t = self->table;
+    atomic_fetch_add(&t->refs, 1);
+    pthread_mutex_unlock(&self->table_lock);
+    return t;
+}
+
+/* Makes t (whose reference the forwarder takes) the current table and
+ * drops the forwarder's reference to the old one. */
+static void s_table_put(kvc_forward_t *self, kvc_fwd_table_t *t)
+{
+    pthread_mutex_lock(&self->table_lock);
+    kvc_fwd_table_t *old = self->table;
+    self->table = t;
+    pthread_mutex_unlock(&self->table_lock);
+    s_table_drop(old);
+}
+
+/* The call's table, taken at its first use. */
+static kvc_fwd_table_t *s_hold(kvc_fwd_call_t *c)
+{
+    if (!c->table)
+        c->table = s_table_get(c->fw);
+    return c->table;
+}
+
+void kvc_forward_end(kvc_fwd_call_t *c)
+{
+    s_table_drop(c->table);
+    c->table = NULL;
+    c->entry = NULL;
+    c->be = NULL;
+}
+
+/* Finds model in t; NULL if absent. */
+static kvc_fwd_entry_t *s_table_find(const kvc_fwd_table_t *t, const char *model)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->e[i]->be.model, model) == 0)
+            return t->e[i];
+    return NULL;
+}
+
+/* 1 when a config backend is named model. */
+static int s_is_config(const kvc_forward_t *self, const char *model)
+{
+    for (size_t i = 0; i < self->n_config; i++)
+        if (strcmp(self->config[i]->be.model, model) == 0)
+            return 1;
+    return 0;
+}
+
+int kvc_forward_set(kvc_forward_t *self, const kvc_proxy_backend_t *models, size_t n,
+                    kvc_err_t *err)
+{
+    if (n && !models)
+        return kvc_err_set(err, KVC_EINVAL, "models: %zu models but no array", n);
+    if (n > S_MODELS_MAX)
+        return kvc_err_set(err, KVC_ERANGE, "models: %zu models (at most %d)", n, S_MODELS_MAX);
+    kvc_fwd_entry_t **fresh = kvc_calloc(n ? n : 1, sizeof *fresh);
+    if (!fresh)
+        return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+    int rc = KVC_OK;
+    pthread_mutex_lock(&self->set_lock);
+    kvc_fwd_table_t *cur = s_table_get(self), *t = NULL;
+    /* Check every entry before anything changes. */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        fresh[i] = s_entry_new(&models[i], "models", i, 1, err);
+        if (!fresh[i]) {
+            rc = err ? err->code : KVC_EINVAL;
+            break;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(fresh[j]->be.model, fresh[i]->be.model) == 0) {
+                rc = kvc_err_set(err, KVC_EEXIST, "models[%zu].model: \"%s\" is listed twice", i,
+                                 fresh[i]->be.model);
+                break;
+            }
+    }
+    if (rc == 0 && !(t = s_table_new(self->n_config + n)))
+        rc = kvc_err_set(err, KVC_ENOMEM, "out of memory");
+    if (rc == 0) {
+        for (size_t i = 0; i < self->n_config; i++) {
+            atomic_fetch_add(&self->config[i]->refs, 1);
+            t->e[t->n++] = self->config[i];
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (s_is_config(self, fresh[i]->be.model))
+                continue; /* the config's backend wins */
+            /* Unchanged: keep the entry and what it learnt. */
+            kvc_fwd_entry_t *old = s_table_find(cur, fresh[i]->be.model);
+            if (old && old->be.runtime && s_backend_equal(&old->be, &fresh[i]->be)) {
+                atomic_fetch_add(&old->refs, 1);
+                t->e[t->n++] = old;
+            } else {
+                t->e[t->n++] = fresh[i];
+                fresh[i] = NULL;
+            }
+        }
+        s_table_put(self, t);
+    }
+    s_table_drop(cur);
+    pthread_mutex_unlock(&self->set_lock);
+    for (size_t i = 0; i < n; i++)
+        s_entry_drop(fresh[i]);
+    kvc_free(fresh);
+    return rc;
+}
+
+/* Sets up the signature fetches' lock and condition (on the monotonic
+ * clock, so waits are deadlines). */
 static int s_sig_sync_init(kvc_forward_t *self)
 {
-    self->fetches = kvc_calloc(self->n ? self->n : 1, sizeof *self->fetches);
-    if (!self->fetches)
-        return KVC_ENOMEM;
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0)
         return KVC_ENOMEM;
@@ -247,36 +555,54 @@ kvc_forward_t *kvc_forward_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
         self->limits.max_elements = (uint64_t)256 << 20;
     if (!self->limits.max_bytes)
         self->limits.max_bytes = (uint64_t)1 << 30;
-    if (opts->n_backends) {
-        self->backends = kvc_calloc(opts->n_backends, sizeof *self->backends);
-        if (!self->backends) {
-            kvc_err_set(err, KVC_ENOMEM, "out of memory");
-            goto fail;
-        }
+    self->where = opts->where;
+    self->where_arg = opts->where_arg;
+    self->config = kvc_calloc(opts->n_backends ? opts->n_backends : 1, sizeof *self->config);
+    if (!self->config) {
+        kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        goto fail;
     }
     for (size_t i = 0; i < opts->n_backends; i++) {
-        self->n++;
-        if (s_backend_init(&self->backends[i], &opts->backends[i], i, err) != 0)
+        self->config[i] = s_entry_new(&opts->backends[i], "proxy.backends", i, 0, err);
+        if (!self->config[i])
             goto fail;
+        self->n_config++;
         for (size_t j = 0; j < i; j++)
-            if (strcmp(self->backends[j].model, self->backends[i].model) == 0) {
+            if (strcmp(self->config[j]->be.model, self->config[i]->be.model) == 0) {
                 kvc_err_set(err, KVC_EEXIST, "proxy.backends[%zu].model: \"%s\" is listed twice", i,
-                            self->backends[i].model);
+                            self->config[i]->be.model);
                 goto fail;
             }
     }
-    self->said_no_metadata = kvc_calloc(self->n ? self->n : 1, sizeof *self->said_no_metadata);
-    if (!self->said_no_metadata || s_sig_sync_init(self) != 0) {
+    if (s_sig_sync_init(self) != 0) {
         kvc_err_set(err, KVC_ENOMEM, "proxy: cannot set up the signature fetches");
         goto fail;
+    }
+    if (pthread_mutex_init(&self->table_lock, NULL) != 0) {
+        kvc_err_set(err, KVC_ENOMEM, "proxy: cannot set up the model table");
+        goto fail;
+    }
+    if (pthread_mutex_init(&self->set_lock, NULL) != 0) {
+        pthread_mutex_destroy(&self->table_lock);
+        kvc_err_set(err, KVC_ENOMEM, "proxy: cannot set up the model table");
+        goto fail;
+    }
+    self->table_sync = 1;
+    self->table = s_table_new(self->n_config);
+    if (!self->table) {
+        kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < self->n_config; i++) {
+        atomic_fetch_add(&self->config[i]->refs, 1);
+        self->table->e[self->table->n++] = self->config[i];
     }
     /* Every call the proxy makes (predict, infer, metadata, status) only
      * reads: one cut off with its connection may be made again. */
     kvc_grpc_opts_t gopts = {
         .max_message_size = self->max_message, .ca_file = opts->grpc_ca_file, .retry_lost = 1};
     self->grpc = kvc_grpc_client_new(&gopts);
-    self->sigs = kvc_signature_cache_new(self->n, S_SIG_RETRY_MS);
-    if (!self->grpc || !self->sigs) {
+    if (!self->grpc) {
         kvc_err_set(err, KVC_ENOMEM, "proxy: cannot start the gRPC client");
         goto fail;
     }
@@ -292,16 +618,18 @@ void kvc_forward_destroy(kvc_forward_t **self_p)
         return;
     kvc_forward_t *self = *self_p;
     kvc_grpc_client_destroy(&self->grpc);
-    kvc_signature_cache_destroy(&self->sigs);
+    s_table_drop(self->table);
+    for (size_t i = 0; i < self->n_config; i++)
+        s_entry_drop(self->config[i]);
+    kvc_free(self->config);
+    if (self->table_sync) {
+        pthread_mutex_destroy(&self->table_lock);
+        pthread_mutex_destroy(&self->set_lock);
+    }
     if (self->sig_sync) {
         pthread_cond_destroy(&self->sig_done);
         pthread_mutex_destroy(&self->sig_lock);
     }
-    kvc_free(self->fetches);
-    kvc_free(self->said_no_metadata);
-    for (size_t i = 0; i < self->n; i++)
-        s_backend_free(&self->backends[i]);
-    kvc_free(self->backends);
     kvc_free(self);
     *self_p = NULL;
 }
@@ -316,14 +644,14 @@ const kvc_tensor_limits_t *kvc_forward_limits(const kvc_forward_t *self)
     return &self->limits;
 }
 
-size_t kvc_forward_size(const kvc_forward_t *self)
+size_t kvc_forward_size(kvc_fwd_call_t *c)
 {
-    return self->n;
+    return s_hold(c)->n;
 }
 
-const kvc_fwd_backend_t *kvc_forward_backend(const kvc_forward_t *self, size_t i)
+const kvc_fwd_backend_t *kvc_forward_backend(kvc_fwd_call_t *c, size_t i)
 {
-    return &self->backends[i];
+    return &s_hold(c)->e[i]->be;
 }
 
 /* Leaves status and message for the caller to answer with; keeps the
@@ -346,18 +674,32 @@ static void s_clear(kvc_fwd_call_t *c)
     c->error[0] = '\0';
 }
 
+/* Leaves the 404 for a model this site does not serve, saying where it is
+ * served as the where callback tells. */
+static void s_not_here(kvc_fwd_call_t *c)
+{
+    kvc_forward_t *fw = c->fw;
+    char sites[KVC_FWD_ERROR_MAX / 2];
+    sites[0] = '\0';
+    size_t n = fw->where(fw->where_arg, c->route->model, sites, sizeof sites);
+    sites[sizeof sites - 1] = '\0';
+    if (n == 0)
+        s_fail(c, 404, "model \"%s\" is not in the registry", c->route->model);
+    else
+        s_fail(c, 404, "model \"%s\" is not served at this site; it is served at: %s",
+               c->route->model, sites);
+}
+
 int kvc_forward_find(kvc_fwd_call_t *c)
 {
     const kvc_route_t *r = c->route;
-    kvc_forward_t *fw = c->fw;
-    c->be = NULL;
-    for (size_t i = 0; i < fw->n && !c->be; i++)
-        if (strcmp(fw->backends[i].model, r->model) == 0) {
-            c->be = &fw->backends[i];
-            c->be_index = i;
-        }
+    kvc_fwd_entry_t *e = s_table_find(s_hold(c), r->model);
+    c->entry = e;
+    c->be = e ? &e->be : NULL;
     if (!c->be) {
-        if (r->version_name[0])
+        if (c->fw->where)
+            s_not_here(c);
+        else if (r->version_name[0])
             s_fail(c, 404, "Servable not found for request: Specific(%s, %s)", r->model,
                    r->version_name);
         else
@@ -658,7 +1000,7 @@ static void s_no_metadata(kvc_fwd_call_t *c, const kvc_signature_set_t **out)
 static void s_say_no_metadata(kvc_fwd_call_t *c, const char *why)
 {
     kvc_forward_t *fw = c->fw;
-    if (atomic_exchange(&fw->said_no_metadata[c->be_index], 1) || !fw->log)
+    if (atomic_exchange(&c->entry->said_no_metadata, 1) || !fw->log)
         return;
     const kvc_json_tensor_spec_t *specs = NULL;
     size_t n = 0;
@@ -683,7 +1025,7 @@ static void s_say_no_metadata(kvc_fwd_call_t *c, const char *why)
 static void s_say_metadata(kvc_fwd_call_t *c)
 {
     kvc_forward_t *fw = c->fw;
-    if (!atomic_exchange(&fw->said_no_metadata[c->be_index], 0) || !fw->log)
+    if (!atomic_exchange(&c->entry->said_no_metadata, 0) || !fw->log)
         return;
     char msg[256];
     snprintf(msg, sizeof msg, "model %s: its model server gives metadata now; serving its inputs",
@@ -691,22 +1033,27 @@ static void s_say_metadata(kvc_fwd_call_t *c)
     fw->log(fw->log_arg, 0, msg);
 }
 
-int kvc_forward_signatures_settled(kvc_forward_t *self, size_t i)
+int kvc_forward_signatures_settled(kvc_forward_t *self, const char *model)
 {
-    int fetch = 0;
-    return kvc_signature_cache_get(self->sigs, i, s_now_ms(), &fetch) != NULL || !fetch;
+    int fetch = 0, settled = 1;
+    kvc_fwd_table_t *t = s_table_get(self);
+    kvc_fwd_entry_t *e = s_table_find(t, model);
+    if (e)
+        settled = kvc_signature_cache_get(e->sigs, 0, s_now_ms(), &fetch) != NULL || !fetch;
+    s_table_drop(t);
+    return settled;
 }
 
 int kvc_forward_signatures(kvc_fwd_call_t *c, const kvc_signature_set_t **out)
 {
     kvc_forward_t *p = c->fw;
-    s_sigfetch_t *f = &p->fetches[c->be_index];
+    s_sigfetch_t *f = &c->entry->fetch;
     *out = NULL;
     s_clear(c);
     for (int round = 0; round < 4; round++) {
         int fetch = 0;
         const kvc_signature_set_t *set =
-            kvc_signature_cache_get(p->sigs, c->be_index, s_now_ms(), &fetch);
+            kvc_signature_cache_get(c->entry->sigs, 0, s_now_ms(), &fetch);
         if (set || !fetch) {
             *out = set;
             if (!set)
@@ -758,10 +1105,10 @@ int kvc_forward_signatures(kvc_fwd_call_t *c, const kvc_signature_set_t **out)
         kvc_signature_set_t *fresh = s_fetch_signatures(c, &definitive, why, sizeof why);
         kvc_grpc_cancel_flag_set(flag);
         if (fresh) {
-            *out = kvc_signature_cache_put(p->sigs, c->be_index, &fresh);
+            *out = kvc_signature_cache_put(c->entry->sigs, 0, &fresh);
             s_say_metadata(c);
         } else if (definitive) {
-            kvc_signature_cache_fail(p->sigs, c->be_index, s_now_ms());
+            kvc_signature_cache_fail(c->entry->sigs, 0, s_now_ms());
             s_say_no_metadata(c, why);
         }
         if (shared) {
@@ -778,6 +1125,47 @@ int kvc_forward_signatures(kvc_fwd_call_t *c, const kvc_signature_set_t **out)
 }
 
 /* ---- Inference -------------------------------------------------------------- */
+
+/* Writes a shape as "[1, -1, 3]" ("[]" for a scalar) into out. */
+static void s_shape_text(const int64_t *dims, size_t n, char *out, size_t size)
+{
+    size_t len = (size_t)snprintf(out, size, "[");
+    for (size_t i = 0; i < n && len < size; i++)
+        len += (size_t)snprintf(out + len, size - len, "%s%lld", i ? ", " : "", (long long)dims[i]);
+    if (len < size)
+        snprintf(out + len, size - len, "]");
+}
+
+int kvc_forward_check_shapes(kvc_fwd_call_t *c, const kvc_tensor_list_t *inputs)
+{
+    const kvc_fwd_backend_t *be = c->be;
+    for (size_t i = 0; be->n_inputs && i < kvc_tensor_list_size(inputs); i++) {
+        const kvc_tensor_t *t = kvc_tensor_list_at(inputs, i);
+        const char *name = kvc_tensor_name(t);
+        const kvc_fwd_input_t *d = NULL;
+        if (!name[0] && be->n_inputs == 1)
+            d = &be->inputs[0];
+        for (size_t j = 0; !d && j < be->n_inputs; j++)
+            if (strcmp(be->inputs[j].name, name) == 0)
+                d = &be->inputs[j];
+        if (!d || !d->has_shape)
+            continue;
+        size_t n = (size_t)kvc_tensor_ndim(t);
+        const int64_t *dims = kvc_tensor_shape(t);
+        int ok = n == d->n_dims;
+        for (size_t k = 0; ok && k < n; k++)
+            ok = d->dims[k] < 0 || d->dims[k] == dims[k];
+        if (!ok) {
+            char got[KVC_FWD_DIMS_MAX * 22 + 4], want[KVC_FWD_DIMS_MAX * 22 + 4];
+            s_shape_text(dims, n, got, sizeof got);
+            s_shape_text(d->dims, d->n_dims, want, sizeof want);
+            s_fail(c, 400, "input %s has shape %s, but model %s takes %s (-1: any size)", d->name,
+                   got, be->model, want);
+            return KVC_EINVAL;
+        }
+    }
+    return KVC_OK;
+}
 
 /* Hands the reply's bytes to the caller, as they came. */
 static void s_take_raw(kvc_grpc_result_t *res, uint8_t **raw, size_t *raw_len)
@@ -822,7 +1210,7 @@ static int s_infer_tfs(kvc_fwd_call_t *c, kvc_tensor_list_t *inputs, const char 
     Tensorflow__Serving__PredictRequest r = TENSORFLOW__SERVING__PREDICT_REQUEST__INIT;
     Tensorflow__Serving__ModelSpec spec;
     Google__Protobuf__Int64Value ver;
-    s_model_spec(c, &spec, &ver, signature);
+    s_model_spec(c, &spec, &ver, signature && signature[0] ? signature : c->be->signature);
     kvc_tfproto_view_t *views = kvc_calloc(n ? n : 1, sizeof *views);
     Tensorflow__Serving__PredictRequest__InputsEntry *entries =
         kvc_calloc(n ? n : 1, sizeof *entries);
@@ -1032,12 +1420,12 @@ static void s_backend_ready(kvc_fwd_call_t *c, const kvc_fwd_backend_t *be, kvc_
 int kvc_forward_ready(kvc_fwd_call_t *c, kvc_fwd_ready_t *out)
 {
     int all = 1;
-    kvc_forward_t *fw = c->fw;
-    for (size_t i = 0; i < fw->n; i++) {
-        const kvc_fwd_backend_t *be = &fw->backends[i];
+    kvc_fwd_table_t *t = s_hold(c);
+    for (size_t i = 0; i < t->n; i++) {
+        const kvc_fwd_backend_t *be = &t->e[i]->be;
         size_t same = i;
         for (size_t j = 0; be->api == KVC_FWD_KSERVE && j < i && same == i; j++)
-            if (fw->backends[j].api == KVC_FWD_KSERVE && strcmp(fw->backends[j].url, be->url) == 0)
+            if (t->e[j]->be.api == KVC_FWD_KSERVE && strcmp(t->e[j]->be.url, be->url) == 0)
                 same = j;
         if (same != i)
             out[i] = out[same]; /* one KServe server answers for all its models */

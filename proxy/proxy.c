@@ -7,9 +7,11 @@
  *
  * Requests run concurrently, in fibers on the HTTP loop or on threads of
  * their own (http_server.h); the proxy's own state is read-only after
- * kvc_proxy_new. Every failure becomes an HTTP status with {"error":
- * "..."}; nothing here may crash or leak on any body or any backend
- * answer, and nothing is allocated that a limit does not bound.
+ * kvc_proxy_new, but for the model table, which kvc_proxy_set_models
+ * swaps whole and each request holds (forward.h) until it ends. Every
+ * failure becomes an HTTP status with {"error": "..."}; nothing here may
+ * crash or leak on any body or any backend answer, and nothing is
+ * allocated that a limit does not bound.
  */
 #include "proxy.h"
 
@@ -80,6 +82,14 @@ fail:
     return NULL;
 }
 
+int kvc_proxy_set_models(kvc_proxy_t *p, const kvc_proxy_backend_t *models, size_t n,
+                         kvc_err_t *err)
+{
+    if (!p)
+        return kvc_err_set(err, KVC_EINVAL, "proxy: none");
+    return kvc_forward_set(p->fw, models, n, err);
+}
+
 void kvc_proxy_destroy(kvc_proxy_t **self_p)
 {
     if (!self_p || !*self_p)
@@ -99,6 +109,15 @@ static int s_fwd(s_ctx_t *c, int rc)
         kvc_http_error(c->resp, c->call.status ? c->call.status : 500, "%s",
                        c->call.error[0] ? c->call.error : kvc_strerror(rc));
     return rc;
+}
+
+/* The signature a request that names none is parsed with: the backend's
+ * default (TF Serving only; KServe models have one), or NULL for
+ * serving_default. */
+static const char *s_default_signature(const s_ctx_t *c)
+{
+    const kvc_fwd_backend_t *be = c->call.be;
+    return be->api == KVC_FWD_TFS && be->signature[0] ? be->signature : NULL;
 }
 
 /* The model's signatures for code that cannot answer a fetch failure
@@ -135,8 +154,11 @@ static int s_infer(s_ctx_t *c, kvc_tensor_list_t *inputs, const char *signature,
 {
     uint8_t *raw = NULL;
     size_t raw_len = 0;
-    int rc = kvc_forward_infer(&c->call, inputs, signature, id, filter, n_filter, outputs, &raw,
-                               &raw_len);
+    int rc = s_fwd(c, kvc_forward_check_shapes(&c->call, inputs));
+    if (rc != 0)
+        return rc;
+    rc = kvc_forward_infer(&c->call, inputs, signature, id, filter, n_filter, outputs, &raw,
+                           &raw_len);
     if (s_fwd(c, rc) != 0)
         return rc;
     if (raw) {
@@ -385,7 +407,7 @@ static int s_image_inputs(s_ctx_t *c, kvc_tensor_list_t **inputs)
                            be->model);
             return KVC_EUNAVAIL;
         }
-        if (kvc_signature_set_inputs(set, NULL, &specs, &n) != 0 || n != 1) {
+        if (kvc_signature_set_inputs(set, s_default_signature(c), &specs, &n) != 0 || n != 1) {
             kvc_http_error(c->resp, 400,
                            "model %s: no image_input configured and its signature does not "
                            "name exactly one input",
@@ -481,7 +503,7 @@ static void s_tfs_predict(s_ctx_t *c)
         }
         kvc_json_tensor_opts_t o = {.limits = *kvc_forward_limits(c->p->fw),
                                     .strict = c->call.declared};
-        kvc_signature_set_inputs(set, NULL, &o.specs, &o.n_specs);
+        kvc_signature_set_inputs(set, s_default_signature(c), &o.specs, &o.n_specs);
         kvc_err_t err = {0};
         int rc = kvc_json_tensor_parse_request((const char *)c->req->body, c->req->body_len, &o,
                                                &jr, &err);
@@ -611,7 +633,10 @@ static void s_v2_infer(s_ctx_t *c)
             return;
         }
         inputs = kr.inputs;
-        if (s_v2_declared_check(c, inputs) != 0) {
+        /* Declared shapes need no metadata: checked before any is fetched
+         * (and again, harmlessly, before the call). */
+        if (s_fwd(c, kvc_forward_check_shapes(&c->call, inputs)) != 0 ||
+            s_v2_declared_check(c, inputs) != 0) {
             kvc_kserve_json_request_clear(&kr);
             return;
         }
@@ -764,7 +789,7 @@ static void s_v2_model_ready(s_ctx_t *c)
  * so a probe's log says which model server is not ready and why. */
 static void s_v2_ready(s_ctx_t *c)
 {
-    size_t n = kvc_forward_size(c->p->fw);
+    size_t n = kvc_forward_size(&c->call);
     kvc_fwd_ready_t *each = kvc_calloc(n ? n : 1, sizeof *each);
     if (!each) {
         kvc_http_error(c->resp, 500, "out of memory");
@@ -775,7 +800,7 @@ static void s_v2_ready(s_ctx_t *c)
     kvc_buf_reset(b);
     int rc = kvc_buf_printf(b, "{\"ready\": %s, \"models\": [", all ? "true" : "false");
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        const char *model = kvc_forward_backend(c->p->fw, i)->model;
+        const char *model = kvc_forward_backend(&c->call, i)->model;
         rc = kvc_buf_printf(b, "%s{\"model\": ", i ? ", " : "");
         rc = rc ? rc : kvc_json_append_str(b, model, strlen(model));
         rc = rc ? rc : kvc_buf_printf(b, ", \"ready\": %s", each[i].ready ? "true" : "false");
@@ -906,10 +931,7 @@ int kvc_proxy_inline_ok(void *arg, const kvc_http_req_t *req)
         return 1; /* answered at once */
     if (route.kind != KVC_ROUTE_TFS_PREDICT && route.kind != KVC_ROUTE_V2_INFER)
         return 1;
-    for (size_t i = 0; i < kvc_forward_size(p->fw); i++)
-        if (strcmp(kvc_forward_backend(p->fw, i)->model, route.model) == 0)
-            return kvc_forward_signatures_settled(p->fw, i);
-    return 1; /* no such model: 404 at once */
+    return kvc_forward_signatures_settled(p->fw, route.model); /* no such model: 404 at once */
 }
 
 struct kvc_grpc_client *kvc_proxy_engine(kvc_proxy_t *self)
@@ -945,4 +967,5 @@ void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *res
         c.obs.seconds = s_now_s() - t0;
         c.p->observe(c.p->observe_arg, &c.obs);
     }
+    kvc_forward_end(&c.call); /* the table it used may go now */
 }

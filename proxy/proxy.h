@@ -18,14 +18,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* An input a config declares for a model server that gives no metadata. */
+/*
+ * An input a config (or the model registry) declares. Its name and dtype
+ * stand in for metadata the model server does not give. Its shape, when
+ * given (shape non-NULL; n_dims 0 then declares a scalar), is checked on
+ * every request: an input of another rank or size is refused with 400
+ * before the model server is asked. shape NULL (the zero default): any.
+ */
 typedef struct {
     const char *name;
     kvc_dtype_t dtype;
+    const int64_t *shape; /* n_dims sizes, -1 = any size; at most KVC_TENSOR_MAX_DIMS */
+    size_t n_dims;
 } kvc_proxy_input_t;
 
-/* One model server this proxy sends a model's requests to. Strings are
- * copied by kvc_proxy_new. */
+/* One model server this proxy sends a model's requests to. Strings and
+ * arrays are copied by kvc_proxy_new and kvc_proxy_set_models; every field
+ * after n_inputs may be left zero. */
 typedef struct {
     const char *model;       /* model name as clients use it */
     const char *grpc;        /* "host:port" (h2c) or "https://host:port" */
@@ -39,6 +48,18 @@ typedef struct {
      * are refused with 503, as no dtype is ever guessed. */
     const kvc_proxy_input_t *inputs;
     size_t n_inputs;
+    /* The default signature (NULL or "" = serving_default): TF Serving
+     * requests that name none are sent with it, and it is the signature
+     * whose inputs JSON is parsed with; the declared inputs are that
+     * signature's. Ignored for KServe models, which have one unnamed
+     * signature. */
+    const char *signature;
+    /* Output names the registry declares (may be none). Checked (non-empty,
+     * unique) and kept, but not used: the model server's answer names its
+     * outputs, and filtering to these by default would hide outputs a
+     * client may want; clients filter with output_filter / outputs. */
+    const char *const *outputs;
+    size_t n_outputs;
 } kvc_proxy_backend_t;
 
 /* A line for the peer's log (level: 0 info, 1 warning). */
@@ -60,8 +81,18 @@ typedef struct {
 
 typedef void (*kvc_proxy_observe_fn)(void *arg, const kvc_proxy_observation_t *obs);
 
+/*
+ * Where a model this site does not serve is served: writes a
+ * comma-separated list of site names (", " between them) into buf (cap
+ * bytes, NUL-terminated; a longer list may be cut) and returns how many
+ * sites serve model (0: the model is not in the registry). Called from any
+ * HTTP thread, and from fibers on the HTTP loop, so it must be thread-safe
+ * and quick (no network).
+ */
+typedef size_t (*kvc_proxy_where_fn)(void *arg, const char *model, char *buf, size_t cap);
+
 typedef struct {
-    const kvc_proxy_backend_t *backends;
+    const kvc_proxy_backend_t *backends; /* the config's; may be none */
     size_t n_backends;
     uint32_t timeout_ms;          /* per backend call; 0 -> 30000 */
     size_t max_message;           /* gRPC message bound; 0 -> 64 MiB */
@@ -73,13 +104,42 @@ typedef struct {
     void *observe_arg;
     kvc_proxy_log_fn log;         /* may be NULL; events worth one line, each said once */
     void *log_arg;
+    /* May be NULL: then a model the proxy does not have is TF Serving's
+     * 404 "Servable not found for request: ...". Else 404 with
+     * "model \"M\" is not served at this site; it is served at: A, B" or
+     * "model \"M\" is not in the registry". */
+    kvc_proxy_where_fn where;
+    void *where_arg;
 } kvc_proxy_opts_t;
 
 typedef struct kvc_proxy kvc_proxy_t;
 
 /* Creates the proxy (copies opts, parses preprocess specs, starts the gRPC
- * client). NULL with err set on a bad option. */
+ * client). It may have no backends yet (kvc_proxy_set_models gives it
+ * some later). NULL with err set on a bad option. */
 kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err);
+
+/*
+ * Replaces the run-time model table (the models placed on this site, from
+ * the model registry) with models[0..n) (copied; n may be 0). The config's
+ * backends (opts.backends) stay and win over a run-time model of the same
+ * name, which is then left out. Every entry is checked as kvc_proxy_new
+ * checks a backend, named "models[I]" in err: model, grpc, api
+ * ("tfserving" or "kserve"), preprocess spec, image_input, inputs and
+ * shapes, signature, outputs; two entries of one name are KVC_EEXIST. On
+ * any error nothing changes.
+ *
+ * The swap is atomic and thread-safe: a request uses the table that was
+ * current when it looked its model up until it ends, so in-flight requests
+ * finish with the models they started with, and a table is freed when the
+ * last request using it ends. An entry identical to one in the current
+ * table (every field equal) keeps its state: the model's signatures already
+ * fetched from its server; a changed entry fetches them again. gRPC
+ * connections are the client's, by address, and are kept whatever changes.
+ * Calls to this function are serialised; it never waits on a request.
+ */
+int kvc_proxy_set_models(kvc_proxy_t *p, const kvc_proxy_backend_t *models, size_t n,
+                         kvc_err_t *err);
 
 /* Stops the gRPC client and frees everything; nulls *self_p. */
 void kvc_proxy_destroy(kvc_proxy_t **self_p);

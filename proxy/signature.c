@@ -179,13 +179,25 @@ kvc_signature_set_t *kvc_signature_set_from_kserve(const Inference__ModelMetadat
 kvc_signature_set_t *kvc_signature_set_declared(const kvc_json_tensor_spec_t *specs, size_t n,
                                                kvc_err_t *err)
 {
+    return kvc_signature_set_declared_as(NULL, specs, n, err);
+}
+
+kvc_signature_set_t *kvc_signature_set_declared_as(const char *name,
+                                                   const kvc_json_tensor_spec_t *specs, size_t n,
+                                                   kvc_err_t *err)
+{
     if (n > S_MAX_INPUTS) {
         kvc_err_set(err, KVC_ERANGE, "%zu inputs declared (at most %d)", n, S_MAX_INPUTS);
         return NULL;
     }
-    kvc_signature_set_t *self = s_set_default(n, err);
+    kvc_signature_set_t *self = s_set_new(1, err);
     if (!self)
         return NULL;
+    if (s_sig_init(&self->sigs[self->n++], name && name[0] ? name : KVC_SIGNATURE_DEFAULT, n,
+                   err) != 0) {
+        kvc_signature_set_destroy(&self);
+        return NULL;
+    }
     s_sig_t *sig = &self->sigs[0];
     for (size_t j = 0; j < n; j++) {
         if (!specs[j].name || !specs[j].name[0] || !kvc_dtype_valid(specs[j].dtype)) {

@@ -46,6 +46,12 @@ kvc_signature_set_t *kvc_signature_set_from_kserve(const Inference__ModelMetadat
 kvc_signature_set_t *kvc_signature_set_declared(const kvc_json_tensor_spec_t *specs, size_t n,
                                                kvc_err_t *err);
 
+/* The same, with the signature named name (NULL or "" = "serving_default";
+ * copied). */
+kvc_signature_set_t *kvc_signature_set_declared_as(const char *name,
+                                                   const kvc_json_tensor_spec_t *specs, size_t n,
+                                                   kvc_err_t *err);
+
 /* Frees the set; NULL-safe, nulls *self_p. */
 void kvc_signature_set_destroy(kvc_signature_set_t **self_p);
 

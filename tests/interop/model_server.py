@@ -66,6 +66,10 @@ All arithmetic is float64 in the order written, then cast to float32
              it: GetModelMetadata and ModelMetadata answer UNIMPLEMENTED, as
              servers without a metadata API do; a client that guesses int64
              for integers is refused (INVALID_ARGUMENT)
+  opaque_sig opaque, but its one signature is named "classify": a TF Serving
+             Predict naming no signature (or "serving_default") is refused
+             with INVALID_ARGUMENT, as TF Serving refuses a signature the
+             model lacks, so a client must know the name without metadata
 
   echo       one input per dtype, any shape, any non-empty subset per request;
              each comes back unchanged as an output named NAME_out, except
@@ -83,7 +87,8 @@ All arithmetic is float64 in the order written, then cast to float32
              (bytes as they came) to raw inputs, typed contents otherwise (FP16
              only raw). echo is served over gRPC only, not over REST.
 
-Every model has the single version 1 and signature "serving_default".
+Every model has the single version 1 and signature "serving_default"
+(opaque_sig: "classify").
 Unknown model or version -> NOT_FOUND ("Servable not found for request:
 Specific(M, V)"; a version given as 0 is version 0, as in TF Serving, not
 the latest); wrong input name, shape or dtype -> INVALID_ARGUMENT. Version
@@ -283,9 +288,13 @@ MODELS = {
     "hollow": ("input_ids", (1, 500), ("int32", "int64"), "logits", (1, 2), run_bert),
     # bert without metadata, int32 only.
     "opaque": ("input_ids", (1, 500), ("int32",), "logits", (1, 2), run_bert),
+    # opaque, whose only signature is not "serving_default".
+    "opaque_sig": ("input_ids", (1, 500), ("int32",), "logits", (1, 2), run_bert),
 }
 # Models whose metadata calls answer UNIMPLEMENTED.
-NO_METADATA = ("opaque",)
+NO_METADATA = ("opaque", "opaque_sig")
+# Models whose one signature has another name than SIGNATURE.
+SIGNATURE_OF = {"opaque_sig": "classify"}
 VERSION = 1
 SIGNATURE = "serving_default"
 
@@ -500,14 +509,20 @@ class Server:
         t.tensor_content = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
         return t
 
-    def spec_fields(self, spec):
+    def spec_fields(self, spec, predict=False):
         version = spec.version.value if spec.HasField("version") else None
         if spec.WhichOneof("version_choice") == "version_label":
             version = VERSION_LABELS.get(spec.version_label)
             if version is None:
                 raise ModelError("INVALID_ARGUMENT", "Unrecognized servable version label: %s"
                                  % spec.version_label)
-        if spec.signature_name not in ("", SIGNATURE):
+        if spec.name in SIGNATURE_OF:
+            # TF Serving reads the signature for Predict only; "" means
+            # serving_default, which this model lacks.
+            if predict and spec.signature_name != SIGNATURE_OF[spec.name]:
+                raise ModelError("INVALID_ARGUMENT", "Serving signature key \"%s\" not found."
+                                 % (spec.signature_name or SIGNATURE))
+        elif spec.signature_name not in ("", SIGNATURE):
             raise ModelError("INVALID_ARGUMENT", "Serving signature name: \"%s\" not found in "
                              "signature def" % spec.signature_name)
         return spec.name, version
@@ -515,7 +530,7 @@ class Server:
     def fill_spec(self, out, name):
         out.name = name
         out.version.value = VERSION
-        out.signature_name = SIGNATURE
+        out.signature_name = SIGNATURE_OF.get(name, SIGNATURE)
 
     # ---- gRPC handlers ------------------------------------------------------
     def _abort(self, context, err):
@@ -551,7 +566,7 @@ class Server:
     def _predict(self, request, context):
         self.wait(context)
         try:
-            name, version = self.spec_fields(request.model_spec)
+            name, version = self.spec_fields(request.model_spec, predict=True)
             if check_model(name, version) is None:
                 return self.echo_predict(request)
             inputs = {k: self.tensor_to_np(k, v) for k, v in request.inputs.items()}

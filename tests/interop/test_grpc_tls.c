@@ -529,8 +529,8 @@ static void test_proxy_https_backend(void **state)
     (void)state;
     char grpc[64];
     snprintf(grpc, sizeof grpc, "https://127.0.0.1:%d", g_env.port);
-    kvc_proxy_backend_t b[] = {{"bert", grpc, "tfserving", "", "", NULL, 0},
-                               {"echo", grpc, "kserve", "", "", NULL, 0}};
+    kvc_proxy_backend_t b[] = {{"bert", grpc, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+                               {"echo", grpc, "kserve", "", "", NULL, 0, NULL, NULL, 0}};
     const char *cas[] = {g_env.ca, NULL};
     for (size_t i = 0; i < 2; i++) {
         kvc_err_t err = {0};

@@ -110,7 +110,7 @@ static void s_server_stop(s_server_t *s)
 static int s_front_start(s_front_t *f, const char *grpc, const char *api)
 {
     kvc_err_t err = {0};
-    kvc_proxy_backend_t b = {"echo", grpc, api, "", "", NULL, 0};
+    kvc_proxy_backend_t b = {"echo", grpc, api, "", "", NULL, 0, NULL, NULL, 0};
     kvc_proxy_opts_t o = {.backends = &b, .n_backends = 1, .timeout_ms = 30000};
     f->proxy = kvc_proxy_new(&o, &err);
     if (!f->proxy) {

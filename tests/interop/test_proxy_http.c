@@ -163,21 +163,11 @@ static void s_log(void *arg, int level, const char *msg)
 }
 static s_observed_t g_hang_obs = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static int s_front_start_log(s_front_t *f, const kvc_proxy_backend_t *b, size_t n,
-                             uint32_t timeout_ms, size_t max_body, s_observed_t *ob,
-                             s_logged_t *lg)
+/* Starts a proxy with options o behind an HTTP server on port 0. */
+static int s_front_start_opts(s_front_t *f, const kvc_proxy_opts_t *o, size_t max_body)
 {
     kvc_err_t err = {0};
-    kvc_proxy_opts_t o = {.backends = b, .n_backends = n, .timeout_ms = timeout_ms};
-    if (lg) {
-        o.log = s_log;
-        o.log_arg = lg;
-    }
-    if (ob) {
-        o.observe = s_observe;
-        o.observe_arg = ob;
-    }
-    f->proxy = kvc_proxy_new(&o, &err);
+    f->proxy = kvc_proxy_new(o, &err);
     if (!f->proxy) {
         fprintf(stderr, "proxy: %s\n", err.msg);
         return -1;
@@ -195,6 +185,21 @@ static int s_front_start_log(s_front_t *f, const kvc_proxy_backend_t *b, size_t 
     }
     f->port = kvc_http_server_port(f->http);
     return 0;
+}
+
+static int s_front_start_log(s_front_t *f, const kvc_proxy_backend_t *b, size_t n,
+                             uint32_t timeout_ms, size_t max_body, s_observed_t *ob, s_logged_t *lg)
+{
+    kvc_proxy_opts_t o = {.backends = b, .n_backends = n, .timeout_ms = timeout_ms};
+    if (lg) {
+        o.log = s_log;
+        o.log_arg = lg;
+    }
+    if (ob) {
+        o.observe = s_observe;
+        o.observe_arg = ob;
+    }
+    return s_front_start_opts(f, &o, max_body);
 }
 
 static int s_front_start(s_front_t *f, const kvc_proxy_backend_t *b, size_t n, uint32_t timeout_ms,
@@ -224,35 +229,36 @@ static int s_setup(void **state)
     snprintf(slow, sizeof slow, "http://127.0.0.1:%d", g_slow.grpc_port);
     snprintf(dead, sizeof dead, "127.0.0.1:%d", dead_port);
     kvc_proxy_backend_t tfs[] = {
-        {"mobilenet", fast, "tfserving", "224x224 rgb nhwc float32", "", NULL, 0},
-        {"inception", fast, "tfserving", "", "", NULL, 0},
-        {"yolov5", fast, "tfserving", "", "", NULL, 0},
-        {"bert", fast, "tfserving", "", "", NULL, 0},
-        {"mobilenet_u8", fast, "tfserving", "224x224 rgb nhwc uint8", "", NULL, 0},
-        {"hollow", fast, "tfserving", "", "", NULL, 0},
+        {"mobilenet", fast, "tfserving", "224x224 rgb nhwc float32", "", NULL, 0, NULL, NULL, 0},
+        {"inception", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+        {"yolov5", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+        {"bert", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+        {"mobilenet_u8", fast, "tfserving", "224x224 rgb nhwc uint8", "", NULL, 0, NULL, NULL, 0},
+        {"hollow", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
     };
     kvc_proxy_backend_t kv[] = {
-        {"mobilenet", fast, "kserve", "", "", NULL, 0},
-        {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images", NULL, 0},
-        {"yolov5", fast, "kserve", "", "", NULL, 0},
-        {"bert", fast, "kserve", "", "", NULL, 0},
-        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images", NULL, 0},
+        {"mobilenet", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0},
+        {"inception", fast, "kserve", "299x299 rgb nhwc float32", "images", NULL, 0, NULL, NULL, 0},
+        {"yolov5", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0},
+        {"bert", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0},
+        {"mobilenet_u8", fast, "kserve", "224x224 rgb nhwc uint8", "images", NULL, 0, NULL, NULL,
+         0},
     };
     kvc_proxy_backend_t bad[] = {
-        {"mobilenet", slow, "tfserving", "", "", NULL, 0},
-        {"bert", dead, "kserve", "", "", NULL, 0},
-        {"ghost", fast, "tfserving", "", "", NULL, 0},
+        {"mobilenet", slow, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+        {"bert", dead, "kserve", "", "", NULL, 0, NULL, NULL, 0},
+        {"ghost", fast, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
     };
     /* A model server without metadata: the config declares its input
      * (g_op), or declares nothing (g_opk). */
-    static const kvc_proxy_input_t ids32[] = {{"input_ids", KVC_DT_INT32}};
-    kvc_proxy_backend_t op[] = {{"opaque", fast, "tfserving", "", "", ids32, 1}};
-    kvc_proxy_backend_t opk[] = {{"opaque", fast, "kserve", "", "", NULL, 0}};
+    static const kvc_proxy_input_t ids32[] = {{"input_ids", KVC_DT_INT32, NULL, 0}};
+    kvc_proxy_backend_t op[] = {{"opaque", fast, "tfserving", "", "", ids32, 1, NULL, NULL, 0}};
+    kvc_proxy_backend_t opk[] = {{"opaque", fast, "kserve", "", "", NULL, 0, NULL, NULL, 0}};
     if (s_front_start_log(&g_op, op, 1, 30000, (size_t)1 << 20, NULL, &g_op_log) != 0 ||
         s_front_start_log(&g_opk, opk, 1, 30000, (size_t)1 << 20, NULL, &g_opk_log) != 0)
         return -1;
     /* The slow server with time to spare: only a client hanging up ends a call. */
-    kvc_proxy_backend_t hang[] = {{"bert", slow, "tfserving", "", "", NULL, 0}};
+    kvc_proxy_backend_t hang[] = {{"bert", slow, "tfserving", "", "", NULL, 0, NULL, NULL, 0}};
     if (s_front_start(&g_tfs, tfs, 6, 30000, (size_t)64 << 20, &g_obs) != 0 ||
         s_front_start(&g_kv, kv, 5, 30000, (size_t)64 << 20, NULL) != 0 ||
         s_front_start(&g_bad, bad, 3, 700, (size_t)1 << 20, NULL) != 0 ||
@@ -1233,6 +1239,92 @@ static void test_backend_without_metadata(void **state)
     free(v32);
 }
 
+/* Where the registry says models are: bert at site-b, nothing else. */
+static size_t s_where_registry(void *arg, const char *model, char *buf, size_t cap)
+{
+    (void)arg;
+    if (strcmp(model, "bert") != 0)
+        return 0;
+    snprintf(buf, cap, "site-b");
+    return 1;
+}
+
+/* A proxy that starts with no models and gets them at run time, as the
+ * model registry hands them over: servers without metadata are served with
+ * the signature and inputs the registry declares (opaque_sig's only
+ * signature is "classify": a Predict without it is refused by the server),
+ * declared shapes are checked before the server is asked, and a model that
+ * leaves is 404 saying where it is served. */
+static void test_models_at_run_time(void **state)
+{
+    (void)state;
+    s_front_t f = {0};
+    kvc_proxy_opts_t o = {.timeout_ms = 30000, .where = s_where_registry};
+    assert_int_equal(s_front_start_opts(&f, &o, (size_t)1 << 20), 0);
+    float want[2];
+    char *row = s_bert_body("{\"instances\": [[", "]]}", 500, want);
+    char *v32 = s_bert_body("{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [1, 500], "
+                            "\"datatype\": \"INT32\", \"data\": [",
+                            "]}]}", 500, want);
+    const char *absent = "{\"error\": \"model \\\"opaque_sig\\\" is not in the registry\"}";
+    s_expect_post(&f, "/v1/models/opaque_sig:predict", NULL, row, 404, absent);
+    s_expect_post(&f, "/v1/models/bert:predict", NULL, row, 404,
+                  "{\"error\": \"model \\\"bert\\\" is not served at this site; it is served "
+                  "at: site-b\"}");
+
+    char grpc[64];
+    snprintf(grpc, sizeof grpc, "127.0.0.1:%d", g_fast.grpc_port);
+    static const int64_t one_by_500[] = {1, 500}, any_by_500[] = {-1, 500};
+    const kvc_proxy_input_t tin[] = {
+        {.name = "input_ids", .dtype = KVC_DT_INT32, .shape = one_by_500, .n_dims = 2}};
+    const kvc_proxy_input_t kin[] = {
+        {.name = "input_ids", .dtype = KVC_DT_INT32, .shape = any_by_500, .n_dims = 2}};
+    const char *outs[] = {"logits"};
+    kvc_proxy_backend_t m[] = {
+        {.model = "opaque_sig",
+         .grpc = grpc,
+         .api = "tfserving",
+         .inputs = tin,
+         .n_inputs = 1,
+         .outputs = outs,
+         .n_outputs = 1},
+        {.model = "opaque", .grpc = grpc, .api = "kserve", .inputs = kin, .n_inputs = 1}};
+    kvc_err_t err = {0};
+    /* Without its signature the server refuses: the name matters. */
+    assert_int_equal(kvc_proxy_set_models(f.proxy, m, 2, &err), 0);
+    s_expect_post(&f, "/v1/models/opaque_sig:predict", NULL, row, 400,
+                  "{\"error\": \"Serving signature key \\\"serving_default\\\" not found.\"}");
+    m[0].signature = "classify";
+    assert_int_equal(kvc_proxy_set_models(f.proxy, m, 2, &err), 0);
+    for (int i = 0; i < 2; i++)
+        s_expect_logits(&f, "/v1/models/opaque_sig:predict", row, "{\"predictions\": [[",
+                        "\"predictions\"", want);
+    s_expect_logits(&f, "/v2/models/opaque/infer", v32, "{\"model_name\":\"opaque\"", "\"data\"",
+                    want);
+    /* Declared shapes: the proxy says what is wrong, naming both. */
+    s_expect_post(&f, "/v1/models/opaque_sig:predict", NULL, "{\"instances\": [[1, 2, 3]]}", 400,
+                  "{\"error\": \"input input_ids has shape [1, 3], but model opaque_sig takes "
+                  "[1, 500] (-1: any size)\"}");
+    s_expect_post(&f, "/v2/models/opaque/infer", NULL,
+                  "{\"inputs\": [{\"name\": \"input_ids\", \"shape\": [2], \"datatype\": "
+                  "\"INT32\", \"data\": [1, 2]}]}",
+                  400,
+                  "{\"error\": \"input input_ids has shape [2], but model opaque takes "
+                  "[-1, 500] (-1: any size)\"}");
+    /* A bad table changes nothing. */
+    m[1].api = "triton";
+    assert_int_equal(kvc_proxy_set_models(f.proxy, m, 2, &err), KVC_EINVAL);
+    assert_string_equal(err.msg, "models[1].api: must be \"tfserving\" or \"kserve\"");
+    s_expect_logits(&f, "/v2/models/opaque/infer", v32, "{\"model_name\":\"opaque\"", "\"data\"",
+                    want);
+    /* The models leave. */
+    assert_int_equal(kvc_proxy_set_models(f.proxy, NULL, 0, &err), 0);
+    s_expect_post(&f, "/v1/models/opaque_sig:predict", NULL, row, 404, absent);
+    s_front_stop(&f);
+    free(row);
+    free(v32);
+}
+
 /* A predict while the backend is down is 503 saying why; once the backend
  * is back on the same port, the very next predicts fetch the signature
  * again and succeed: nothing is remembered from the outage, and no dtype
@@ -1250,8 +1342,8 @@ static void test_signatures_after_backend_outage(void **state)
     assert_int_equal(srv.grpc_port, port);
     char grpc[64];
     snprintf(grpc, sizeof grpc, "127.0.0.1:%d", port);
-    kvc_proxy_backend_t b[] = {{"echo", grpc, "tfserving", "", "", NULL, 0},
-                               {"bert", grpc, "kserve", "", "", NULL, 0}};
+    kvc_proxy_backend_t b[] = {{"echo", grpc, "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+                               {"bert", grpc, "kserve", "", "", NULL, 0, NULL, NULL, 0}};
     s_front_t f = {0};
     assert_int_equal(s_front_start(&f, b, 2, 30000, (size_t)1 << 20, NULL), 0);
     s_server_stop(&srv);
@@ -1290,8 +1382,8 @@ static void test_versions_and_labels(void **state)
     assert_int_equal(s_server_start_on(&srv, 0), 0);
     char grpc[64];
     snprintf(grpc, sizeof grpc, "127.0.0.1:%d", srv.grpc_port);
-    kvc_proxy_backend_t tb[] = {{"bert", grpc, "tfserving", "", "", NULL, 0}};
-    kvc_proxy_backend_t kb[] = {{"bert", grpc, "kserve", "", "", NULL, 0}};
+    kvc_proxy_backend_t tb[] = {{"bert", grpc, "tfserving", "", "", NULL, 0, NULL, NULL, 0}};
+    kvc_proxy_backend_t kb[] = {{"bert", grpc, "kserve", "", "", NULL, 0, NULL, NULL, 0}};
     s_front_t tf = {0}, kf = {0};
     assert_int_equal(s_front_start(&tf, tb, 1, 30000, (size_t)1 << 20, NULL), 0);
     assert_int_equal(s_front_start(&kf, kb, 1, 30000, (size_t)1 << 20, NULL), 0);
@@ -1633,6 +1725,7 @@ int main(void)
         cmocka_unit_test(test_model_status),
         cmocka_unit_test(test_model_metadata),
         cmocka_unit_test(test_backend_without_metadata),
+        cmocka_unit_test(test_models_at_run_time),
         cmocka_unit_test(test_predict_bert_both_formats),
         cmocka_unit_test(test_predict_image_models_json),
         cmocka_unit_test(test_predict_yolov5),

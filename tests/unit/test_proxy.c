@@ -1,6 +1,9 @@
 /* Unit tests of the proxy's pure parts: TF Serving's gRPC -> HTTP mapping,
  * the signature set and cache, the status/metadata JSON answers, option
- * checks, and the handler's answers that need no backend. */
+ * checks, and the handler's answers that need no backend; the run-time
+ * model table (kvc_proxy_set_models): validation, config override, the
+ * where callback's 404, declared shapes, and swaps under requests in
+ * flight. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +15,11 @@
 #include <cmocka.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "proxy.h"
 #include "proxy_json.h"
@@ -393,8 +400,8 @@ static void test_options(void **state)
 {
     kvc_err_t err = {0};
     /* Options are only checked here: nothing dials these addresses. */
-    kvc_proxy_backend_t b[2] = {{"m", "127.0.0.1:1", "tfserving", "", "", NULL, 0},
-                                {"m", "127.0.0.1:2", "kserve", "", "", NULL, 0}};
+    kvc_proxy_backend_t b[2] = {{"m", "127.0.0.1:1", "tfserving", "", "", NULL, 0, NULL, NULL, 0},
+                                {"m", "127.0.0.1:2", "kserve", "", "", NULL, 0, NULL, NULL, 0}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 2};
     assert_null(kvc_proxy_new(&o, &err));
     assert_string_equal(err.msg, "proxy.backends[1].model: \"m\" is listed twice");
@@ -413,7 +420,8 @@ static void test_options(void **state)
     b[0].grpc = "127.0.0.1:1";
     /* Declared inputs and images: images must go to a declared input of
      * the dtype the preprocessing writes. */
-    const kvc_proxy_input_t two[] = {{"images", KVC_DT_FLOAT}, {"mask", KVC_DT_UINT8}};
+    const kvc_proxy_input_t two[] = {{"images", KVC_DT_FLOAT, NULL, 0},
+                                     {"mask", KVC_DT_UINT8, NULL, 0}};
     b[1].preprocess = "224x224 rgb nhwc float32";
     b[1].inputs = two;
     b[1].n_inputs = 2;
@@ -428,7 +436,7 @@ static void test_options(void **state)
     assert_null(kvc_proxy_new(&o, &err));
     assert_string_equal(err.msg,
                         "proxy.backends[1]: images become float32, but input mask is declared uint8");
-    const kvc_proxy_input_t unnamed[] = {{"", KVC_DT_FLOAT}};
+    const kvc_proxy_input_t unnamed[] = {{"", KVC_DT_FLOAT, NULL, 0}};
     b[1].inputs = unnamed;
     b[1].n_inputs = 1;
     b[1].image_input = "";
@@ -557,7 +565,7 @@ static int s_down_teardown(void **state)
 static void test_handler_without_backend(void **state)
 {
     s_down_t *d = *state;
-    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", "", NULL, 0}};
+    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", "", NULL, 0, NULL, NULL, 0}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 1, .observe = s_observe};
     kvc_err_t err = {0};
     kvc_proxy_t *p = kvc_proxy_new(&o, &err);
@@ -736,7 +744,7 @@ static void test_image_content_type(void **state)
 static void test_handler_versions_and_types(void **state)
 {
     s_down_t *d = *state;
-    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", "", NULL, 0}};
+    kvc_proxy_backend_t b[1] = {{"m", d->grpc, "tfserving", "", "", NULL, 0, NULL, NULL, 0}};
     kvc_proxy_opts_t o = {.backends = b, .n_backends = 1};
     kvc_err_t err = {0};
     kvc_proxy_t *p = kvc_proxy_new(&o, &err);
@@ -769,6 +777,384 @@ static void test_handler_versions_and_types(void **state)
     kvc_proxy_destroy(&p);
 }
 
+/* ---- The run-time model table (kvc_proxy_set_models) ---------------------- */
+
+/* Answers a request whose parse fails after the model is found: 400 from
+ * the codec when the proxy has the model, 404 when it does not. No
+ * backend is asked. */
+static void s_probe(kvc_proxy_t *p, const char *model, int status, const char *body)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v2/models/%s/infer", model);
+    kvc_http_req_t req = {
+        .method = "POST", .path = path, .body = (const uint8_t *)"{", .body_len = 1};
+    s_request(p, &req, status, body);
+}
+
+#define S_PARSE_400 "{\"error\": \"offset 1: unexpected end of input, expected a string\"}"
+
+/* An image for a model: which entry serves it shows in the answer. */
+static void s_image_probe(kvc_proxy_t *p, const char *model, int status, const char *body)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%s:predict", model);
+    kvc_http_req_t req = {.method = "POST",
+                          .path = path,
+                          .content_type = "image/png",
+                          .body = (const uint8_t *)"x",
+                          .body_len = 1};
+    s_request(p, &req, status, body);
+}
+
+/* The same, for an answer only partly known: its status, body in buf. */
+static int s_image_answer(kvc_proxy_t *p, const char *model, char *buf, size_t cap)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/models/%s:predict", model);
+    kvc_http_req_t req = {.method = "POST",
+                          .path = path,
+                          .content_type = "image/png",
+                          .body = (const uint8_t *)"x",
+                          .body_len = 1};
+    kvc_http_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    kvc_buf_init(&resp.body, 1 << 16);
+    kvc_proxy_handle(p, &req, &resp);
+    snprintf(buf, cap, "%s", resp.body.data ? resp.body.data : "");
+    kvc_buf_free(&resp.body);
+    return resp.status;
+}
+
+static void test_set_models_validation(void **state)
+{
+    (void)state;
+    kvc_err_t err = {0};
+    kvc_proxy_opts_t o = {0}; /* no backends: it gets its models later */
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    s_probe(p, "a", 404, "{\"error\": \"Servable not found for request: Latest(a)\"}");
+    kvc_proxy_backend_t m[3] = {{.model = "a", .grpc = "127.0.0.1:1", .api = "tfserving"},
+                                {.model = "b", .grpc = "127.0.0.1:1", .api = "kserve"}};
+    assert_int_equal(kvc_proxy_set_models(p, m, 2, &err), 0);
+    s_probe(p, "a", 400, S_PARSE_400);
+    s_probe(p, "b", 400, S_PARSE_400);
+    /* Each bad entry: an error naming it, and the table as it was. */
+    m[2] = (kvc_proxy_backend_t){.model = "c", .grpc = "127.0.0.1:1", .api = "triton"};
+    assert_int_equal(kvc_proxy_set_models(p, m, 3, &err), KVC_EINVAL);
+    assert_string_equal(err.msg, "models[2].api: must be \"tfserving\" or \"kserve\"");
+    m[2].api = "kserve";
+    m[2].preprocess = "224x224 purple";
+    assert_int_not_equal(kvc_proxy_set_models(p, m, 3, &err), 0);
+    assert_memory_equal(err.msg, "models[2].preprocess: ", 22);
+    m[2].preprocess = "";
+    m[2].model = "a";
+    assert_int_equal(kvc_proxy_set_models(p, m, 3, &err), KVC_EEXIST);
+    assert_string_equal(err.msg, "models[2].model: \"a\" is listed twice");
+    m[2].model = "c";
+    const int64_t bad_dims[] = {1, -2};
+    const kvc_proxy_input_t bad_shape[] = {
+        {.name = "x", .dtype = KVC_DT_FLOAT, .shape = bad_dims, .n_dims = 2}};
+    m[2].inputs = bad_shape;
+    m[2].n_inputs = 1;
+    assert_int_equal(kvc_proxy_set_models(p, m, 3, &err), KVC_EINVAL);
+    assert_string_equal(err.msg, "models[2].inputs[0].shape[1]: -2 is not a size (>= 0, or -1 "
+                                 "for any)");
+    const kvc_proxy_input_t twice[] = {{.name = "x", .dtype = KVC_DT_FLOAT},
+                                       {.name = "x", .dtype = KVC_DT_INT32}};
+    m[2].inputs = twice;
+    m[2].n_inputs = 2;
+    assert_int_equal(kvc_proxy_set_models(p, m, 3, &err), KVC_EEXIST);
+    assert_string_equal(err.msg, "models[2].inputs[1]: \"x\" is declared twice");
+    m[2].inputs = NULL;
+    m[2].n_inputs = 0;
+    const char *outs[] = {"y", ""};
+    m[2].outputs = outs;
+    m[2].n_outputs = 2;
+    assert_int_equal(kvc_proxy_set_models(p, m, 3, &err), KVC_EINVAL);
+    assert_string_equal(err.msg, "models[2].outputs[1]: must be 1..256 bytes");
+    m[2].n_outputs = 1;
+    m[1].grpc = "";
+    assert_int_equal(kvc_proxy_set_models(p, m, 3, &err), KVC_EINVAL);
+    assert_string_equal(err.msg, "models[1].grpc: must be HOST:PORT");
+    m[1].grpc = "127.0.0.1:1";
+    /* Nothing of those took: a and b are served, c is not. */
+    s_probe(p, "a", 400, S_PARSE_400);
+    s_probe(p, "b", 400, S_PARSE_400);
+    s_probe(p, "c", 404, "{\"error\": \"Servable not found for request: Latest(c)\"}");
+    /* A good table replaces the whole run-time table. */
+    assert_int_equal(kvc_proxy_set_models(p, &m[2], 1, &err), 0);
+    s_probe(p, "a", 404, "{\"error\": \"Servable not found for request: Latest(a)\"}");
+    s_probe(p, "c", 400, S_PARSE_400);
+    assert_int_equal(kvc_proxy_set_models(p, NULL, 0, &err), 0);
+    s_probe(p, "c", 404, "{\"error\": \"Servable not found for request: Latest(c)\"}");
+    kvc_proxy_destroy(&p);
+}
+
+static void test_set_models_config_wins(void **state)
+{
+    (void)state;
+    kvc_err_t err = {0};
+    kvc_proxy_backend_t cfg[] = {{.model = "m", .grpc = "127.0.0.1:1", .api = "tfserving"}};
+    kvc_proxy_opts_t o = {.backends = cfg, .n_backends = 1};
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    /* The registry's m has an image spec, the config's none: the config's
+     * serves m; n, only in the registry, is served with its spec. */
+    kvc_proxy_backend_t m[] = {
+        {.model = "m", .grpc = "127.0.0.1:2", .api = "kserve", .preprocess = "4x4 rgb nhwc uint8"},
+        {.model = "n",
+         .grpc = "127.0.0.1:2",
+         .api = "tfserving",
+         .preprocess = "4x4 rgb nhwc uint8",
+         .image_input = "images"}};
+    assert_int_equal(kvc_proxy_set_models(p, m, 2, &err), 0);
+    s_image_probe(p, "m", 400,
+                  "{\"error\": \"model m has no image preprocessing spec configured; send JSON "
+                  "tensors\"}");
+    char body[512];
+    assert_int_equal(s_image_answer(p, "n", body, sizeof body), 400);
+    assert_null(strstr(body, "preprocessing spec")); /* decoded, not refused for want of one */
+    /* Emptying the run-time table leaves the config's. */
+    assert_int_equal(kvc_proxy_set_models(p, NULL, 0, &err), 0);
+    s_probe(p, "m", 400, S_PARSE_400);
+    s_probe(p, "n", 404, "{\"error\": \"Servable not found for request: Latest(n)\"}");
+    kvc_proxy_destroy(&p);
+}
+
+/* A where callback: x is served at two sites (one with a quote in its
+ * name, to be escaped), anything else nowhere. */
+static atomic_int g_where_calls;
+static size_t s_where(void *arg, const char *model, char *buf, size_t cap)
+{
+    (void)arg;
+    atomic_fetch_add(&g_where_calls, 1);
+    if (strcmp(model, "x") != 0)
+        return 0;
+    snprintf(buf, cap, "east-1, we\"st");
+    return 2;
+}
+
+static void test_where(void **state)
+{
+    (void)state;
+    kvc_err_t err = {0};
+    kvc_proxy_opts_t o = {.where = s_where};
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    s_probe(p, "x", 404,
+            "{\"error\": \"model \\\"x\\\" is not served at this site; it is served at: east-1, "
+            "we\\\"st\"}");
+    s_probe(p, "y", 404, "{\"error\": \"model \\\"y\\\" is not in the registry\"}");
+    kvc_http_req_t req = {.method = "GET", .path = "/v1/models/y/versions/3"};
+    s_request(p, &req, 404, "{\"error\": \"model \\\"y\\\" is not in the registry\"}");
+    assert_int_equal(atomic_load(&g_where_calls), 3);
+    /* A model the proxy has never asks. */
+    kvc_proxy_backend_t m[] = {{.model = "x", .grpc = "127.0.0.1:1", .api = "kserve"}};
+    assert_int_equal(kvc_proxy_set_models(p, m, 1, &err), 0);
+    s_probe(p, "x", 400, S_PARSE_400);
+    assert_int_equal(atomic_load(&g_where_calls), 3);
+    kvc_proxy_destroy(&p);
+}
+
+static void test_shape_mismatch(void **state)
+{
+    (void)state;
+    kvc_err_t err = {0};
+    kvc_proxy_opts_t o = {0};
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    const int64_t dims[] = {-1, 3};
+    const kvc_proxy_input_t in[] = {
+        {.name = "x", .dtype = KVC_DT_FLOAT, .shape = dims, .n_dims = 2},
+        {.name = "k", .dtype = KVC_DT_INT32}};
+    kvc_proxy_backend_t m[] = {
+        {.model = "s", .grpc = "127.0.0.1:1", .api = "kserve", .inputs = in, .n_inputs = 2}};
+    assert_int_equal(kvc_proxy_set_models(p, m, 1, &err), 0);
+    const char *wrong[] = {
+        "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [2, 2], "
+        "\"data\": [1, 2, 3, 4]}]}",
+        "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [3], "
+        "\"data\": [1, 2, 3]}]}"};
+    const char *said[] = {
+        "{\"error\": \"input x has shape [2, 2], but model s takes [-1, 3] (-1: any size)\"}",
+        "{\"error\": \"input x has shape [3], but model s takes [-1, 3] (-1: any size)\"}"};
+    for (size_t i = 0; i < 2; i++) {
+        kvc_http_req_t req = {.method = "POST",
+                              .path = "/v2/models/s/infer",
+                              .body = (const uint8_t *)wrong[i],
+                              .body_len = strlen(wrong[i])};
+        s_request(p, &req, 400, said[i]);
+    }
+    kvc_proxy_destroy(&p);
+}
+
+/* ---- Swaps under requests in flight ----------------------------------------- */
+
+/* Monotonic milliseconds. */
+static long s_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct {
+    kvc_proxy_t *p;
+    const char *path;
+    const char *body;
+    int status;
+    char answer[512];
+} s_inflight_t;
+
+/* Runs one request on a thread of its own and keeps its answer. */
+static void *s_inflight_run(void *arg)
+{
+    s_inflight_t *f = arg;
+    kvc_http_req_t req = {.method = "POST",
+                          .path = f->path,
+                          .body = (const uint8_t *)f->body,
+                          .body_len = strlen(f->body)};
+    kvc_http_resp_t resp;
+    memset(&resp, 0, sizeof resp);
+    kvc_buf_init(&resp.body, 1 << 16);
+    kvc_proxy_handle(f->p, &req, &resp);
+    f->status = resp.status;
+    snprintf(f->answer, sizeof f->answer, "%s", resp.body.data ? resp.body.data : "");
+    kvc_buf_free(&resp.body);
+    return NULL;
+}
+
+/* A request in flight when its model leaves the table finishes with the
+ * table it started with (its backend's state stays alive: ASan would see
+ * a use after free); requests after the swap see the new table. The model
+ * server is a socket that listens and never answers: the request is in
+ * flight from the moment its connection is accepted. */
+static void test_set_models_in_flight(void **state)
+{
+    (void)state;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+    assert_int_equal(listen(lfd, 8), 0);
+    char grpc[32];
+    snprintf(grpc, sizeof grpc, "127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    kvc_err_t err = {0};
+    kvc_proxy_opts_t o = {.timeout_ms = 20000, .where = s_where};
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    kvc_proxy_backend_t m[] = {{.model = "m", .grpc = grpc, .api = "tfserving"}};
+    assert_int_equal(kvc_proxy_set_models(p, m, 1, &err), 0);
+    /* TF Serving JSON needs m's signatures: the fetch waits on the server. */
+    s_inflight_t f = {.p = p, .path = "/v1/models/m:predict", .body = "{\"instances\": [1]}"};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, s_inflight_run, &f), 0);
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    long deadline = s_ms() + 30000;
+    while (poll(&pfd, 1, 50) == 0 && s_ms() < deadline)
+        ; /* waits for the proxy's connection, with a deadline */
+    int cfd = accept(lfd, NULL, NULL);
+    assert_true(cfd >= 0);
+    /* m leaves while its request is in flight. */
+    assert_int_equal(kvc_proxy_set_models(p, NULL, 0, &err), 0);
+    s_probe(p, "m", 404, "{\"error\": \"model \\\"m\\\" is not in the registry\"}");
+    /* The server goes: the request ends, said about m, its model. */
+    close(cfd);
+    close(lfd);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (f.status != 503)
+        fprintf(stderr, "in flight: %d %s\n", f.status, f.answer);
+    assert_int_equal(f.status, 503);
+    assert_non_null(strstr(f.answer, "the signatures of model m"));
+    kvc_proxy_destroy(&p);
+}
+
+#define S_STRESS_THREADS 4
+#define S_STRESS_ROUNDS 300
+
+typedef struct {
+    kvc_proxy_t *p;
+    atomic_int *stop;
+    int bad; /* answers neither of the two tables could give */
+    int seen_a, seen_b;
+} s_stress_t;
+
+/* Asks for model a over and over: each answer must be one table's, a's
+ * (its image spec or none) or its absence, never anything half-built. */
+static void *s_stress_run(void *arg)
+{
+    s_stress_t *s = arg;
+    while (!atomic_load(s->stop)) {
+        kvc_http_req_t req = {.method = "POST",
+                              .path = "/v1/models/a:predict",
+                              .content_type = "image/png",
+                              .body = (const uint8_t *)"x",
+                              .body_len = 1};
+        kvc_http_resp_t resp;
+        memset(&resp, 0, sizeof resp);
+        kvc_buf_init(&resp.body, 1 << 16);
+        kvc_proxy_handle(s->p, &req, &resp);
+        const char *b = resp.body.data ? resp.body.data : "";
+        if (resp.status == 400 && strstr(b, "no image preprocessing spec"))
+            s->seen_a++;
+        else if (resp.status == 400) /* a with its spec: the image is decoded and refused */
+            s->seen_b++;
+        else if (resp.status != 404 || !strstr(b, "Latest(a)")) {
+            fprintf(stderr, "unexpected: %d %s\n", resp.status, b);
+            s->bad++;
+        }
+        kvc_buf_free(&resp.body);
+    }
+    return NULL;
+}
+
+/* Threads request while the table swaps between three versions of it. */
+static void test_set_models_swap_stress(void **state)
+{
+    (void)state;
+    kvc_err_t err = {0};
+    kvc_proxy_opts_t o = {0};
+    kvc_proxy_t *p = kvc_proxy_new(&o, &err);
+    assert_non_null(p);
+    atomic_int stop;
+    atomic_init(&stop, 0);
+    s_stress_t st[S_STRESS_THREADS];
+    pthread_t th[S_STRESS_THREADS];
+    for (size_t i = 0; i < S_STRESS_THREADS; i++) {
+        st[i] = (s_stress_t){.p = p, .stop = &stop};
+        assert_int_equal(pthread_create(&th[i], NULL, s_stress_run, &st[i]), 0);
+    }
+    kvc_proxy_backend_t plain[] = {{.model = "z", .grpc = "127.0.0.1:1", .api = "kserve"},
+                                   {.model = "a", .grpc = "127.0.0.1:1", .api = "tfserving"}};
+    kvc_proxy_backend_t spec[] = {{.model = "a",
+                                   .grpc = "127.0.0.1:1",
+                                   .api = "tfserving",
+                                   .preprocess = "4x4 rgb nhwc float32",
+                                   .image_input = "images"}};
+    for (int r = 0; r < S_STRESS_ROUNDS; r++) {
+        switch (r % 3) {
+        case 0:
+            assert_int_equal(kvc_proxy_set_models(p, plain, 2, &err), 0);
+            break;
+        case 1:
+            assert_int_equal(kvc_proxy_set_models(p, spec, 1, &err), 0);
+            break;
+        default:
+            assert_int_equal(kvc_proxy_set_models(p, NULL, 0, &err), 0);
+        }
+    }
+    atomic_store(&stop, 1);
+    int bad = 0;
+    for (size_t i = 0; i < S_STRESS_THREADS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        bad += st[i].bad;
+    }
+    assert_int_equal(bad, 0);
+    kvc_proxy_destroy(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -786,6 +1172,12 @@ int main(void)
         cmocka_unit_test(test_image_content_type),
         cmocka_unit_test_setup_teardown(test_handler_versions_and_types, s_down_setup,
                                         s_down_teardown),
+        cmocka_unit_test(test_set_models_validation),
+        cmocka_unit_test(test_set_models_config_wins),
+        cmocka_unit_test(test_where),
+        cmocka_unit_test(test_shape_mismatch),
+        cmocka_unit_test(test_set_models_in_flight),
+        cmocka_unit_test(test_set_models_swap_stress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
