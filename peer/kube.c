@@ -808,8 +808,8 @@ int kvc_kube_get(kvc_kube_t *self, const char *path, char **body_p, size_t *len_
     return rc == KVC_OK ? 1 : rc;
 }
 
-int kvc_kube_apply(kvc_kube_t *self, const char *path, const char *body, size_t len,
-                   char **resp_p, size_t *resp_len, kvc_err_t *err)
+int kvc_kube_apply(kvc_kube_t *self, const char *path, const char *body, size_t len, char **resp_p,
+                   size_t *resp_len, kvc_err_t *err)
 {
     if (resp_p)
         *resp_p = NULL;

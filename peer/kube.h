@@ -200,7 +200,7 @@ int kvc_kube_node_exists(kvc_kube_t *self, const char *name, kvc_err_t *err);
  * bytes of [A-Za-z0-9/._-] starting with '/' (KVC_EINVAL otherwise). Bodies
  * are borrowed for the call. Returned bodies are the caller's (kvc_free),
  * NUL-terminated, at most KVC_KUBE_RESPONSE_MAX bytes; hostile input for
- * the decoders below. Errors as kvc_kube_request: KVC_ENOENT for 404,
+ * the decoders below. Errors as for the token calls: KVC_ENOENT for 404,
  * KVC_EINVAL for 400/422 (err holds the API's message), KVC_EPERM,
  * KVC_KUBE_ECONFLICT, KVC_EUNAVAIL/KVC_ETIMEDOUT for transport failures.
  */
@@ -216,8 +216,8 @@ int kvc_kube_get(kvc_kube_t *self, const char *path, char **body_p, size_t *len_
  * that the object is kvc's before). Idempotent, so retried. resp_p may be
  * NULL; else it gets the object as the server now has it (with status).
  */
-int kvc_kube_apply(kvc_kube_t *self, const char *path, const char *body, size_t len,
-                   char **resp_p, size_t *resp_len, kvc_err_t *err);
+int kvc_kube_apply(kvc_kube_t *self, const char *path, const char *body, size_t len, char **resp_p,
+                   size_t *resp_len, kvc_err_t *err);
 
 /* POSTs a new object to a collection; KVC_EEXIST when the name is taken.
  * Not retried unless no connection was ever made. */

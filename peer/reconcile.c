@@ -63,8 +63,8 @@ static const char *const s_kind_names[KVC_RECONCILE_KINDS] = {
 static const char *const s_kind_words[KVC_RECONCILE_KINDS] = {
     "namespace", "persistentvolume", "persistentvolumeclaim", "configmap", "deployment", "service"};
 static const char *const s_plurals[KVC_RECONCILE_KINDS] = {
-    "namespaces", "persistentvolumes", "persistentvolumeclaims", "configmaps", "deployments",
-    "services"};
+    "namespaces", "persistentvolumes", "persistentvolumeclaims",
+    "configmaps", "deployments",       "services"};
 
 const char *kvc_reconcile_kind_name(kvc_reconcile_kind_t kind)
 {
@@ -237,8 +237,7 @@ static void s_collection_path(const kvc_reconcile_plan_t *p, kvc_reconcile_kind_
  * object), or finds the one already there (shared volumes). Its index, or
  * a negative code.
  */
-static long s_add(kvc_reconcile_plan_t *p, kvc_reconcile_kind_t kind, const char *name,
-                  s_json_t *j)
+static long s_add(kvc_reconcile_plan_t *p, kvc_reconcile_kind_t kind, const char *name, s_json_t *j)
 {
     long at = s_find(p, kind, name);
     if (at >= 0) {
@@ -612,8 +611,8 @@ static void s_check_entry(kvc_reconcile_plan_t *p, s_group_t *g, const kvc_model
         s_group_fail(g, "model %s version %llu: unknown framework %d", g->name,
                      (unsigned long long)m->version, (int)m->framework);
     if (image[0] && !s_image_ok(image))
-        s_group_fail(g, "model %s version %llu: image: not a container image reference",
-                     g->name, (unsigned long long)m->version);
+        s_group_fail(g, "model %s version %llu: image: not a container image reference", g->name,
+                     (unsigned long long)m->version);
     if (first) {
         g->fw = m->framework;
         kvc_strlcpy(g->image, image, sizeof g->image);
@@ -627,19 +626,24 @@ static void s_check_entry(kvc_reconcile_plan_t *p, s_group_t *g, const kvc_model
         else
             s_volume_name(p, storage, g->volume);
     } else if (m->framework != g->fw) {
-        s_group_fail(g, "model %s: versions disagree on the framework (%s and %s): one server "
-                        "serves every version", g->name, kvc_model_fw_name(g->fw),
-                     kvc_model_fw_name(m->framework));
+        s_group_fail(g,
+                     "model %s: versions disagree on the framework (%s and %s): one server "
+                     "serves every version",
+                     g->name, kvc_model_fw_name(g->fw), kvc_model_fw_name(m->framework));
     } else if (strcmp(storage, g->storage) != 0) {
-        s_group_fail(g, "model %s: version %llu has storage %s, others %s: every version of a "
-                        "name must be under one base path", g->name,
-                     (unsigned long long)m->version, storage, g->storage);
+        s_group_fail(g,
+                     "model %s: version %llu has storage %s, others %s: every version of a "
+                     "name must be under one base path",
+                     g->name, (unsigned long long)m->version, storage, g->storage);
     } else if (strcmp(image, g->image) != 0) {
-        s_group_fail(g, "model %s: versions disagree on the image: one server serves every "
-                        "version", g->name);
+        s_group_fail(g,
+                     "model %s: versions disagree on the image: one server serves every "
+                     "version",
+                     g->name);
     }
-    uint32_t r = m->replicas < 1 ? 1 : m->replicas > KVC_MODEL_REPLICAS_MAX ? KVC_MODEL_REPLICAS_MAX
-                                                                          : m->replicas;
+    uint32_t r = m->replicas < 1                        ? 1
+                 : m->replicas > KVC_MODEL_REPLICAS_MAX ? KVC_MODEL_REPLICAS_MAX
+                                                        : m->replicas;
     if (r > g->replicas)
         g->replicas = r;
 }
@@ -651,8 +655,8 @@ static int s_keep(kvc_reconcile_plan_t *p, s_group_t *g, const kvc_model_t *mode
         return KVC_OK; /* it cannot have named an object of ours */
     char name[80];
     snprintf(name, sizeof name, "kvc-%s", g->name);
-    static const kvc_reconcile_kind_t kinds[] = {KVC_RECONCILE_CONFIGMAP,
-                                                 KVC_RECONCILE_DEPLOYMENT, KVC_RECONCILE_SERVICE};
+    static const kvc_reconcile_kind_t kinds[] = {KVC_RECONCILE_CONFIGMAP, KVC_RECONCILE_DEPLOYMENT,
+                                                 KVC_RECONCILE_SERVICE};
     for (size_t k = 0; k < 3; k++) {
         long at = s_add(p, kinds[k], name, NULL);
         if (at < 0)
@@ -782,10 +786,10 @@ int kvc_reconcile_build(const kvc_reconcile_opts_t *o, const kvc_model_t *models
     return KVC_OK;
 fail:
     kvc_reconcile_plan_destroy(&p);
-    return kvc_err_set(err, rc, "reconcile: %s", rc == KVC_ENOMEM ? "out of memory"
-                                                 : rc == KVC_ERANGE
-                                                     ? "too many objects, or a body too long"
-                                                     : "cannot build the plan");
+    return kvc_err_set(err, rc, "reconcile: %s",
+                       rc == KVC_ENOMEM   ? "out of memory"
+                       : rc == KVC_ERANGE ? "too many objects, or a body too long"
+                                          : "cannot build the plan");
 }
 
 void kvc_reconcile_plan_destroy(kvc_reconcile_plan_t **plan_p)
@@ -876,8 +880,8 @@ static int s_is_ours(const kvc_reconcile_plan_t *p, const kvc_reconcile_obj_t *o
         for (; site[i] && i < sizeof clean - 1; i++)
             clean[i] = (site[i] >= 0x20 && site[i] < 0x7f) ? site[i] : '?';
         clean[i] = '\0';
-        snprintf(msg, size, "%s %s exists and is managed by kvc for site %s",
-                 s_kind_words[o->kind], o->name, clean);
+        snprintf(msg, size, "%s %s exists and is managed by kvc for site %s", s_kind_words[o->kind],
+                 o->name, clean);
         ours = 0;
     }
     kvc_free(site);

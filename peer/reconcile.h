@@ -40,7 +40,7 @@
 #define KVC_RECONCILE_KSERVE_IMAGE "nvcr.io/nvidia/tritonserver:24.01-py3"
 #define KVC_RECONCILE_POLL_DEFAULT 30
 #define KVC_RECONCILE_POLL_MAX 86400
-#define KVC_RECONCILE_NAME_MAX 59     /* "kvc-" + name must be a 63-byte DNS label */
+#define KVC_RECONCILE_NAME_MAX 59      /* "kvc-" + name must be a 63-byte DNS label */
 #define KVC_RECONCILE_OBJECTS_MAX 4096 /* objects of one plan, and names one prune deletes */
 #define KVC_RECONCILE_BODY_MAX (256 * 1024)
 
@@ -104,7 +104,8 @@ int kvc_reconcile_build(const kvc_reconcile_opts_t *o, const kvc_model_t *models
 void kvc_reconcile_plan_destroy(kvc_reconcile_plan_t **plan_p);
 
 /* The plan's objects, in apply order (namespace, PVs, PVCs, ConfigMaps,
- * Deployments, Services); i < kvc_reconcile_plan_count. */
+ * Deployments, Services), then the kept-only ones (body NULL) of models in
+ * error; i < kvc_reconcile_plan_count, else NULL. */
 size_t kvc_reconcile_plan_count(const kvc_reconcile_plan_t *plan);
 const kvc_reconcile_obj_t *kvc_reconcile_plan_object(const kvc_reconcile_plan_t *plan, size_t i);
 /* The object of that kind and name, or NULL. */
@@ -122,9 +123,9 @@ const char *kvc_reconcile_kind_name(kvc_reconcile_kind_t kind);
  * fails its models ("deployment kvc-x exists and is not managed by kvc");
  * else applies it (PATCH ?fieldManager=kvc&force=true, apply-patch+yaml).
  * Once one of a model's objects failed, its later ones (Deployment,
- * Service after the volume and config) are not applied. Then prunes: lists each kind with labelSelector
- * app.kubernetes.io/managed-by=kvc,kvc.io/site=SITE and deletes what the
- * plan neither applies nor keeps.
+ * Service after the volume and config) are not applied. Then prunes: lists each kind with
+ * labelSelector app.kubernetes.io/managed-by=kvc,kvc.io/site=SITE and deletes what the plan neither
+ * applies nor keeps.
  *
  * st[0..*n_st) gets one status per model version of the build's input, in
  * its order: site, model, version, applied (every object of its name

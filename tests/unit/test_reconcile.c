@@ -157,7 +157,8 @@ static void test_objects_and_order(void **state)
 static void test_nfs_volume(void **state)
 {
     (void)state;
-    kvc_model_t m = s_model("resnet", 1, KVC_FW_TFSERVING, "nfs://nfs1.lan/export/models/resnet", 1);
+    kvc_model_t m =
+        s_model("resnet", 1, KVC_FW_TFSERVING, "nfs://nfs1.lan/export/models/resnet", 1);
     kvc_reconcile_plan_t *p = s_build(&s_opts, &m, 1);
     const kvc_reconcile_obj_t *pv = kvc_reconcile_plan_object(p, 1);
     assert_int_equal(pv->kind, KVC_RECONCILE_PV);
@@ -187,8 +188,8 @@ static void test_nfs_volume(void **state)
     /* The Deployment mounts that claim read-only at the base path. */
     const kvc_reconcile_obj_t *d = s_obj(p, KVC_RECONCILE_DEPLOYMENT, "kvc-resnet");
     char want[160];
-    snprintf(want, sizeof want, "\"persistentVolumeClaim\":{\"claimName\":\"%s\",\"readOnly\":true}",
-             pv->name);
+    snprintf(want, sizeof want,
+             "\"persistentVolumeClaim\":{\"claimName\":\"%s\",\"readOnly\":true}", pv->name);
     assert_non_null(strstr(d->body, want));
     assert_non_null(
         strstr(d->body, "{\"name\":\"model\",\"mountPath\":\"/models/resnet\",\"readOnly\":true}"));
@@ -262,8 +263,8 @@ static void test_labels_and_server(void **state)
     kvc_model_t m = s_model("resnet", 1, KVC_FW_TFSERVING, "nfs://s/m/resnet", 2);
     kvc_reconcile_opts_t o = {"ml", "edge-a", NULL, NULL, 7};
     kvc_reconcile_plan_t *p = s_build(&o, &m, 1);
-    static const kvc_reconcile_kind_t kinds[] = {KVC_RECONCILE_CONFIGMAP,
-                                                 KVC_RECONCILE_DEPLOYMENT, KVC_RECONCILE_SERVICE};
+    static const kvc_reconcile_kind_t kinds[] = {KVC_RECONCILE_CONFIGMAP, KVC_RECONCILE_DEPLOYMENT,
+                                                 KVC_RECONCILE_SERVICE};
     for (size_t k = 0; k < 3; k++) {
         const kvc_reconcile_obj_t *x = s_obj(p, kinds[k], "kvc-resnet");
         s_expect(x, "metadata", "labels", "app.kubernetes.io/name", NULL, "resnet");
@@ -289,13 +290,15 @@ static void test_labels_and_server(void **state)
     assert_non_null(strstr(d->body, "\"prometheus.io/scrape\":\"true\""));
     assert_non_null(strstr(d->body, "\"prometheus.io/path\":\"/monitoring/prometheus/metrics\""));
     assert_non_null(strstr(d->body, "\"image\":\"tensorflow/serving:2.14.1\""));
-    assert_non_null(strstr(
-        d->body, "\"args\":[\"--port=8500\",\"--rest_api_port=8501\","
-                 "\"--model_config_file=/etc/kvc-model/models.config\","
-                 "\"--model_config_file_poll_wait_seconds=7\",\"--file_system_poll_wait_seconds=7\","
-                 "\"--monitoring_config_file=/etc/kvc-model/monitoring.config\"]"));
-    assert_non_null(strstr(d->body, "\"readinessProbe\":{\"httpGet\":{\"path\":\"/v1/models/resnet\","
-                                    "\"port\":8501}"));
+    assert_non_null(
+        strstr(d->body,
+               "\"args\":[\"--port=8500\",\"--rest_api_port=8501\","
+               "\"--model_config_file=/etc/kvc-model/models.config\","
+               "\"--model_config_file_poll_wait_seconds=7\",\"--file_system_poll_wait_seconds=7\","
+               "\"--monitoring_config_file=/etc/kvc-model/monitoring.config\"]"));
+    assert_non_null(strstr(d->body,
+                           "\"readinessProbe\":{\"httpGet\":{\"path\":\"/v1/models/resnet\","
+                           "\"port\":8501}"));
     assert_non_null(strstr(d->body, "\"configMap\":{\"name\":\"kvc-resnet\"}"));
     assert_null(strstr(d->body, "subPath")); /* a subPath mount is never refreshed */
     kvc_reconcile_plan_destroy(&p);
@@ -306,8 +309,9 @@ static void test_labels_and_server(void **state)
     p = s_build(&s_opts, &t, 1);
     d = s_obj(p, KVC_RECONCILE_DEPLOYMENT, "kvc-bert");
     assert_non_null(strstr(d->body, "\"image\":\"registry.lan/triton:24.01\""));
-    assert_non_null(strstr(d->body, "\"args\":[\"--model-repository=/models\","
-                                    "\"--model-control-mode=poll\",\"--repository-poll-secs=30\"]"));
+    assert_non_null(strstr(d->body,
+                           "\"args\":[\"--model-repository=/models\","
+                           "\"--model-control-mode=poll\",\"--repository-poll-secs=30\"]"));
     assert_non_null(strstr(d->body, "{\"name\":\"http\",\"containerPort\":8000,"));
     assert_non_null(strstr(d->body, "\"path\":\"/v2/health/ready\",\"port\":8000}"));
     assert_non_null(strstr(d->body, "\"mountPath\":\"/models/bert\",\"readOnly\":true"));
@@ -373,7 +377,8 @@ static void test_models_in_error_keep_their_objects(void **state)
     assert_null(kvc_reconcile_plan_error(p, "absent"));
 
     /* resnet is applied no more, but kept: its server, its config, and both exports. */
-    const kvc_reconcile_obj_t *d = kvc_reconcile_plan_find(p, KVC_RECONCILE_DEPLOYMENT, "kvc-resnet");
+    const kvc_reconcile_obj_t *d =
+        kvc_reconcile_plan_find(p, KVC_RECONCILE_DEPLOYMENT, "kvc-resnet");
     assert_non_null(d);
     assert_null(d->body);
     assert_non_null(kvc_reconcile_plan_find(p, KVC_RECONCILE_CONFIGMAP, "kvc-resnet"));
@@ -386,7 +391,7 @@ static void test_models_in_error_keep_their_objects(void **state)
         if (o->body)
             applied++;
     }
-    assert_int_equal(kept_pv, 3); /* resnet's two, mixed's one */
+    assert_int_equal(kept_pv, 3);     /* resnet's two, mixed's one */
     assert_int_equal(applied, 1 + 5); /* the namespace, and good's five */
     s_obj(p, KVC_RECONCILE_DEPLOYMENT, "kvc-good");
     kvc_reconcile_plan_destroy(&p);
