@@ -486,6 +486,48 @@ static void test_foreign_deployment_untouched(void **state)
     assert_null(strstr(out, "kvc"));
 }
 
+/* A foreign ConfigMap (POSTed by our client, without our label) stops its
+ * model before the server: no Deployment is made on someone else's config. */
+static void test_foreign_config_stops_the_server(void **state)
+{
+    static const char body[] = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
+                               "{\"name\":\"kvc-ssd\",\"labels\":{\"team\":\"vision\"}},"
+                               "\"data\":{\"models.config\":\"theirs\"}}";
+    const char *coll = "/api/v1/namespaces/" S_NS "/configmaps";
+    kvc_err_t err = {0};
+    assert_int_equal(kvc_kube_create(g.kube, coll, body, strlen(body), &err), KVC_OK);
+    assert_int_equal(kvc_kube_create(g.kube, coll, body, strlen(body), &err), KVC_EEXIST);
+    assert_int_equal(kvc_kube_create(g.kube, "/api/v1/../x", body, strlen(body), &err), KVC_EINVAL);
+
+    kvc_model_t m[4];
+    size_t n;
+    memcpy(m, s_base_models(&n), 2 * sizeof m[0]);
+    m[2] = s_model("yolo", 8, KVC_FW_TFSERVING, "nfs://nfs1.lan/export/yolo", 1);
+    m[3] = s_model("ssd", 1, KVC_FW_TFSERVING, "nfs://nfs1.lan/export/ssd", 1);
+    kvc_model_status_t st[4];
+    assert_int_equal(s_reconcile(m, 4, st, &err), KVC_EEXIST);
+    assert_non_null(strstr(err.msg, "2 of 4 models not applied"));
+    assert_string_equal(st[3].error, "configmap kvc-ssd exists and is not managed by kvc");
+    assert_int_equal(st[3].applied, 0);
+    char out[1024];
+    assert_int_not_equal(s_kubectl(out, sizeof out, "get deploy kvc-ssd -n " S_NS), 0);
+    assert_non_null(strstr(out, "NotFound"));
+    s_kubectl_is("theirs vision", "get cm kvc-ssd -n " S_NS " -o jsonpath='{.data.models\\.config} "
+                                  "{.metadata.labels.team}'");
+
+    char *got = NULL;
+    size_t len = 0;
+    assert_int_equal(
+        kvc_kube_get(g.kube, "/api/v1/namespaces/" S_NS "/configmaps/kvc-ssd", &got, &len, &err),
+        1);
+    assert_non_null(strstr(got, "\"theirs\""));
+    assert_int_equal(strlen(got), len);
+    kvc_free(got);
+    assert_int_equal(
+        kvc_kube_get(g.kube, "/api/v1/namespaces/" S_NS "/configmaps/nope", &got, NULL, &err), 0);
+    assert_null(got);
+}
+
 /* A retired model's objects go; the others' stay; the foreign one too. */
 static void test_prune(void **state)
 {
@@ -494,7 +536,7 @@ static void test_prune(void **state)
     int pvs_before = 0;
     for (const char *p = out; (p = strstr(p, "persistentvolume/")); p++)
         pvs_before++;
-    assert_int_equal(pvs_before, 3); /* resnet, bert, yolo */
+    assert_int_equal(pvs_before, 4); /* resnet, bert, yolo, ssd */
 
     kvc_model_t m[2];
     m[0] = s_model("resnet", 1, KVC_FW_TFSERVING, "nfs://nfs1.lan/export/resnet", 3);
@@ -522,6 +564,7 @@ static void test_prune(void **state)
     /* The foreign Deployment has none of our labels: never listed, never pruned. */
     s_kubectl_is("registry.lan/yolo:1", "get deploy kvc-yolo -n " S_NS
                                         " -o jsonpath='{.spec.template.spec.containers[0].image}'");
+    s_kubectl_is("theirs", "get cm kvc-ssd -n " S_NS " -o jsonpath='{.data.models\\.config}'");
     /* Nothing placed here any more: everything of ours goes, the namespace stays. */
     rc = s_reconcile(NULL, 0, st, &err);
     assert_int_equal(rc, KVC_OK);
@@ -568,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_new_version_changes_only_the_config),
         cmocka_unit_test(test_field_manager_conflict),
         cmocka_unit_test(test_foreign_deployment_untouched),
+        cmocka_unit_test(test_foreign_config_stops_the_server),
         cmocka_unit_test(test_prune),
         cmocka_unit_test(test_api_down),
     };

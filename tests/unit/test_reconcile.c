@@ -104,6 +104,7 @@ static int s_volume_name(const char *s)
     return 1;
 }
 
+/* One namespace and five objects per name, in apply order, each valid JSON. */
 static void test_objects_and_order(void **state)
 {
     (void)state;
@@ -154,6 +155,7 @@ static void test_objects_and_order(void **state)
     kvc_reconcile_plan_destroy(&p); /* NULL is fine */
 }
 
+/* The PV is read-only NFS at the URL's server and path, pre-bound to its claim. */
 static void test_nfs_volume(void **state)
 {
     (void)state;
@@ -213,6 +215,7 @@ static void test_nfs_volume(void **state)
     kvc_reconcile_plan_destroy(&p);
 }
 
+/* The ConfigMap lists exactly the registry's versions, sorted, once each. */
 static void test_configmap_versions(void **state)
 {
     (void)state;
@@ -257,6 +260,7 @@ static void test_configmap_versions(void **state)
     kvc_reconcile_plan_destroy(&p);
 }
 
+/* Labels on every object; the server's args, probe, ports and mounts. */
 static void test_labels_and_server(void **state)
 {
     (void)state;
@@ -319,6 +323,7 @@ static void test_labels_and_server(void **state)
     kvc_reconcile_plan_destroy(&p);
 }
 
+/* Plans that differ only in versions differ only in ConfigMaps. */
 static void test_versions_do_not_touch_the_pod(void **state)
 {
     (void)state;
@@ -350,6 +355,7 @@ static void test_versions_do_not_touch_the_pod(void **state)
     kvc_reconcile_plan_destroy(&pb);
 }
 
+/* A model in error is not applied, and keeps what it has from the prune. */
 static void test_models_in_error_keep_their_objects(void **state)
 {
     (void)state;
@@ -402,6 +408,7 @@ static void test_models_in_error_keep_their_objects(void **state)
     kvc_reconcile_plan_destroy(&p);
 }
 
+/* Options that could not name objects, or would inject JSON, are refused. */
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -432,6 +439,7 @@ static void test_bad_options(void **state)
     kvc_reconcile_plan_destroy(&p);
 }
 
+/* Every failed allocation gives KVC_ENOMEM and leaks nothing (ASan). */
 static void test_allocation_failures(void **state)
 {
     (void)state;
