@@ -305,7 +305,14 @@ static long s_add_namespace(kvc_reconcile_plan_t *p)
     return s_add(p, KVC_RECONCILE_NAMESPACE, p->ns, &j);
 }
 
-/* The read-only NFS PersistentVolume of g's storage, pre-bound to its claim. */
+/*
+ * The read-only NFS PersistentVolume of g's storage. Not pre-bound with
+ * spec.claimRef: claimRef is an atomic ObjectReference to server-side
+ * apply, so applying {namespace, name} every pass would wipe the uid the
+ * PV controller writes there and fight it. The claim names the volume
+ * (spec.volumeName) instead; storageClassName "" keeps dynamic
+ * provisioners away from both.
+ */
 static long s_add_pv(kvc_reconcile_plan_t *p, const s_group_t *g)
 {
     s_json_t j;
@@ -318,11 +325,7 @@ static long s_add_pv(kvc_reconcile_plan_t *p, const s_group_t *g)
     s_kv(&j, "kvc.io/storage-url", g->storage);
     s_raw(&j, "}},\"spec\":{\"capacity\":{\"storage\":\"" S_STORAGE_SIZE "\"},"
               "\"accessModes\":[\"ReadOnlyMany\"],\"persistentVolumeReclaimPolicy\":\"Retain\","
-              "\"storageClassName\":\"\",\"volumeMode\":\"Filesystem\",\"claimRef\":{");
-    s_kv(&j, "namespace", p->ns);
-    s_raw(&j, ",");
-    s_kv(&j, "name", g->volume);
-    s_raw(&j, "},\"nfs\":{");
+              "\"storageClassName\":\"\",\"volumeMode\":\"Filesystem\",\"nfs\":{");
     s_kv(&j, "server", g->parsed.server);
     s_raw(&j, ",");
     s_kv(&j, "path", g->parsed.path);
