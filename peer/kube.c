@@ -747,3 +747,146 @@ int kvc_kube_node_exists(kvc_kube_t *self, const char *name, kvc_err_t *err)
     }
     return rc == KVC_OK ? 1 : rc;
 }
+
+/* --- any object (the model reconciler) ---------------------------------------- */
+
+/* Tells whether path is an API path these calls take (see kube.h). */
+static int s_path_ok(const char *path)
+{
+    size_t n = path ? strlen(path) : 0;
+    if (n < 2 || n > KVC_KUBE_PATH_MAX || path[0] != '/' || strstr(path, "//") ||
+        strstr(path, "/../") || strstr(path, "/./"))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = path[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '/' || c == '.' || c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Hands the response body to the caller, or frees it when they want none. */
+static int s_give_body(kvc_buf_t *resp, char **body_p, size_t *len_p, kvc_err_t *err)
+{
+    if (!body_p) {
+        s_resp_free(resp);
+        return KVC_OK;
+    }
+    size_t n = 0;
+    char *p = kvc_buf_detach(resp, &n);
+    if (!p)
+        return kvc_err_set(err, KVC_ENOMEM, "kube: out of memory");
+    *body_p = p;
+    if (len_p)
+        *len_p = n;
+    return KVC_OK;
+}
+
+int kvc_kube_get(kvc_kube_t *self, const char *path, char **body_p, size_t *len_p, kvc_err_t *err)
+{
+    *body_p = NULL;
+    if (len_p)
+        *len_p = 0;
+    if (!s_path_ok(path))
+        return kvc_err_set(err, KVC_EINVAL, "kube: GET: not an API path");
+    kvc_buf_t resp;
+    kvc_buf_init(&resp, KVC_KUBE_RESPONSE_MAX);
+    s_req_t rq = {"GET", path, NULL, NULL, 0, 1};
+    int rc = s_request(self, &rq, &resp, err);
+    if (rc == KVC_ENOENT) {
+        s_resp_free(&resp);
+        if (err)
+            memset(err, 0, sizeof *err);
+        return 0;
+    }
+    if (rc != KVC_OK) {
+        s_resp_free(&resp);
+        return rc;
+    }
+    rc = s_give_body(&resp, body_p, len_p, err);
+    return rc == KVC_OK ? 1 : rc;
+}
+
+int kvc_kube_apply(kvc_kube_t *self, const char *path, const char *body, size_t len, char **resp_p,
+                   size_t *resp_len, kvc_err_t *err)
+{
+    if (resp_p)
+        *resp_p = NULL;
+    if (resp_len)
+        *resp_len = 0;
+    if (!s_path_ok(path) || !body)
+        return kvc_err_set(err, KVC_EINVAL, "kube: apply: not an API path, or no body");
+    char full[KVC_KUBE_PATH_MAX + 64];
+    snprintf(full, sizeof full, "%s?fieldManager=" KVC_KUBE_FIELD_MANAGER "&force=true", path);
+    kvc_buf_t resp;
+    kvc_buf_init(&resp, KVC_KUBE_RESPONSE_MAX);
+    /* An apply of the same object is idempotent: a retry sends the same intent. */
+    s_req_t rq = {"PATCH", full, "application/apply-patch+yaml", body, len, 1};
+    int rc = s_request(self, &rq, &resp, err);
+    if (rc != KVC_OK) {
+        s_resp_free(&resp);
+        return rc;
+    }
+    return s_give_body(&resp, resp_p, resp_len, err);
+}
+
+int kvc_kube_create(kvc_kube_t *self, const char *collection, const char *body, size_t len,
+                    kvc_err_t *err)
+{
+    if (!s_path_ok(collection) || !body)
+        return kvc_err_set(err, KVC_EINVAL, "kube: create: not an API path, or no body");
+    kvc_buf_t resp;
+    kvc_buf_init(&resp, KVC_KUBE_RESPONSE_MAX);
+    s_req_t rq = {"POST", collection, "application/json", body, len, 0};
+    int rc = s_request(self, &rq, &resp, err);
+    s_resp_free(&resp);
+    return rc;
+}
+
+int kvc_kube_delete(kvc_kube_t *self, const char *path, kvc_err_t *err)
+{
+    if (!s_path_ok(path))
+        return kvc_err_set(err, KVC_EINVAL, "kube: DELETE: not an API path");
+    kvc_buf_t resp;
+    kvc_buf_init(&resp, KVC_KUBE_RESPONSE_MAX);
+    s_req_t rq = {"DELETE", path, NULL, NULL, 0, 1};
+    int rc = s_request(self, &rq, &resp, err);
+    s_resp_free(&resp);
+    if (rc == KVC_ENOENT) {
+        if (err)
+            memset(err, 0, sizeof *err);
+        rc = KVC_OK; /* gone already: what we wanted */
+    }
+    return rc;
+}
+
+int kvc_kube_list(kvc_kube_t *self, const char *collection, const char *selector,
+                  kvc_kube_name_fn fn, void *arg, kvc_err_t *err)
+{
+    if (!s_path_ok(collection))
+        return kvc_err_set(err, KVC_EINVAL, "kube: list: not an API path");
+    if (selector && strlen(selector) > 1024)
+        return kvc_err_set(err, KVC_EINVAL, "kube: label selector too long");
+    char path[KVC_KUBE_PATH_MAX + 4096];
+    if (selector && selector[0]) {
+        char *q = curl_easy_escape(self->curl, selector, 0);
+        if (!q)
+            return kvc_err_set(err, KVC_ENOMEM, "kube: out of memory");
+        snprintf(path, sizeof path, "%s?labelSelector=%s", collection, q);
+        curl_free(q);
+    } else {
+        snprintf(path, sizeof path, "%s", collection);
+    }
+    kvc_buf_t resp;
+    kvc_buf_init(&resp, KVC_KUBE_RESPONSE_MAX);
+    s_req_t rq = {"GET", path, NULL, NULL, 0, 1};
+    int rc = s_request(self, &rq, &resp, err);
+    if (rc == KVC_OK) {
+        rc = kvc_kube_list_names(resp.data ? resp.data : "", resp.len, fn, arg);
+        if (rc == KVC_EPARSE)
+            kvc_err_set(err, rc, "kube: GET %s: not a list", collection);
+    }
+    s_resp_free(&resp);
+    return rc;
+}

@@ -186,6 +186,53 @@ int kvc_kube_jws_verify(const char *jws, const char *payload, size_t payload_len
 /* 1 if Node name exists, 0 if not, or a negative code. */
 int kvc_kube_node_exists(kvc_kube_t *self, const char *name, kvc_err_t *err);
 
+/* --- any object (the model reconciler) -------------------------------------- */
+
+/* The field manager of kvc's server-side applies. */
+#define KVC_KUBE_FIELD_MANAGER "kvc"
+/* Longest API path these calls take (from the server root, no query). */
+#define KVC_KUBE_PATH_MAX 1024
+
+/*
+ * The calls below take an API path from the server root without a query,
+ * e.g. "/apis/apps/v1/namespaces/kvc-models/deployments/kvc-resnet" for an
+ * object or ".../deployments" for a collection: at most KVC_KUBE_PATH_MAX
+ * bytes of [A-Za-z0-9/._-] starting with '/' (KVC_EINVAL otherwise). Bodies
+ * are borrowed for the call. Returned bodies are the caller's (kvc_free),
+ * NUL-terminated, at most KVC_KUBE_RESPONSE_MAX bytes; hostile input for
+ * the decoders below. Errors as for the token calls: KVC_ENOENT for 404,
+ * KVC_EINVAL for 400/422 (err holds the API's message), KVC_EPERM,
+ * KVC_KUBE_ECONFLICT, KVC_EUNAVAIL/KVC_ETIMEDOUT for transport failures.
+ */
+
+/* GETs an object: 1 and *body_p (*len_p bytes; len_p may be NULL) when it
+ * exists, 0 and *body_p NULL when the API answers 404, or a negative code. */
+int kvc_kube_get(kvc_kube_t *self, const char *path, char **body_p, size_t *len_p, kvc_err_t *err);
+
+/*
+ * Server-side apply of a JSON object (JSON is YAML): PATCH
+ * path?fieldManager=kvc&force=true, Content-Type application/apply-patch+yaml.
+ * Forced, so fields another manager holds move to kvc (the caller checks
+ * that the object is kvc's before). Idempotent, so retried. resp_p may be
+ * NULL; else it gets the object as the server now has it (with status).
+ */
+int kvc_kube_apply(kvc_kube_t *self, const char *path, const char *body, size_t len, char **resp_p,
+                   size_t *resp_len, kvc_err_t *err);
+
+/* POSTs a new object to a collection; KVC_EEXIST when the name is taken.
+ * Not retried unless no connection was ever made. */
+int kvc_kube_create(kvc_kube_t *self, const char *collection, const char *body, size_t len,
+                    kvc_err_t *err);
+
+/* DELETEs an object; one already gone (404) counts as deleted. */
+int kvc_kube_delete(kvc_kube_t *self, const char *path, kvc_err_t *err);
+
+/* Lists a collection with a label selector (NULL = all, at most 1024
+ * bytes) and calls fn with each items[].metadata.name, valid during the
+ * call; a non-zero return from fn stops the walk and is returned. */
+int kvc_kube_list(kvc_kube_t *self, const char *collection, const char *selector,
+                  kvc_kube_name_fn fn, void *arg, kvc_err_t *err);
+
 /* --- discovery pins ----------------------------------------------------- */
 
 /* "sha256:" + 64 hex + NUL */
@@ -224,6 +271,14 @@ int kvc_kube_status_parse(const char *body, size_t len, kvc_kube_status_t *st);
  */
 int kvc_kube_json_string(const char *body, size_t len, const char *const *path, size_t depth,
                          char **out, size_t *out_len);
+
+/*
+ * Reads the non-negative integer at a path of object keys (e.g. {"status",
+ * "readyReplicas"}) into *out. 1 found, 0 absent (or not a number),
+ * KVC_EPARSE for bad JSON or a number that is not an integer in 0..2^63-1.
+ */
+int kvc_kube_json_u64(const char *body, size_t len, const char *const *path, size_t depth,
+                      uint64_t *out);
 
 /* Calls fn with items[].metadata.name of a list body; as kvc_kube_bootstrap_token_list_orphans. */
 int kvc_kube_list_names(const char *body, size_t len, kvc_kube_name_fn fn, void *arg);

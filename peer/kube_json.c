@@ -1,7 +1,7 @@
 /*
  * kube_json.c - reads the few things the Kubernetes client needs from API
- * responses: a Status's code, reason and message, one string at a path of
- * keys, and the names in a list.
+ * responses: a Status's code, reason and message, one string or integer
+ * at a path of keys, and the names in a list.
  *
  * Bodies come from the network: the proxy's bounded JSON cursor walks
  * them, values we do not want are skipped with its depth limit, and every
@@ -11,6 +11,7 @@
 #include "json_cursor.h"
 #include "kube.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* Longest object key we compare; Kubernetes keys stop at 253. */
@@ -81,6 +82,25 @@ int kvc_kube_json_string(const char *body, size_t len, const char *const *path, 
     if (rc < 0)
         return rc == KVC_ENOMEM ? rc : KVC_EPARSE;
     return rc;
+}
+
+int kvc_kube_json_u64(const char *body, size_t len, const char *const *path, size_t depth,
+                      uint64_t *out)
+{
+    *out = 0;
+    kvc_json_cursor_t c;
+    kvc_json_cursor_init(&c, body, len, NULL);
+    int rc = s_locate(&c, path, depth);
+    if (rc != 1)
+        return rc < 0 ? KVC_EPARSE : 0;
+    int ch = kvc_json_cursor_peek(&c);
+    if (ch != '-' && (ch < '0' || ch > '9'))
+        return 0; /* a string, object, array, bool or null: not a count */
+    uint64_t v;
+    if (kvc_json_cursor_read_u64(&c, &v) < 0 || v > (uint64_t)INT64_MAX)
+        return KVC_EPARSE;
+    *out = v;
+    return 1;
 }
 
 int kvc_kube_list_names(const char *body, size_t len, kvc_kube_name_fn fn, void *arg)

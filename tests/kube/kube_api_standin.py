@@ -10,15 +10,29 @@ kubectl calls use, with the semantics the Kubernetes API documents:
     bootstrap token is also accepted as a bearer token, for the group
     system:bootstrappers, which may read only discovery and cluster-info
     (403 Forbidden otherwise, worded as RBAC words it).
-  * core/v1 Secrets, ConfigMaps, Nodes and Namespaces: create (POST),
-    get, list (labelSelector equality/existence, fieldSelector on
-    metadata.name/namespace), JSON merge patch, server-side apply
-    (application/apply-patch+yaml with fieldManager and force; the body
-    is JSON, which is YAML, as kubectl sends it), delete. Objects carry
-    uid, resourceVersion (one increasing counter), creationTimestamp,
-    namespace and managedFields. Errors are Status objects with the API's
-    reasons (AlreadyExists, NotFound, Conflict, Invalid, BadRequest,
-    MethodNotAllowed, Unauthorized, UnsupportedMediaType).
+  * core/v1 Secrets, ConfigMaps, Nodes, Namespaces, PersistentVolumes
+    (cluster-scoped), PersistentVolumeClaims and Services, and apps/v1
+    Deployments: create (POST), get, list (labelSelector equality/
+    existence, fieldSelector on metadata.name/namespace), JSON merge
+    patch, server-side apply (application/apply-patch+yaml with
+    fieldManager and force; the body is JSON, which is YAML, as kubectl
+    sends it), delete. Objects carry uid, resourceVersion (one increasing
+    counter), creationTimestamp, namespace and managedFields; Deployments
+    also metadata.generation (1 at creation, +1 on every change of spec).
+    Errors are Status objects with the API's reasons (AlreadyExists,
+    NotFound, Conflict, Invalid, BadRequest, MethodNotAllowed,
+    Unauthorized, UnsupportedMediaType).
+  * Validation and defaulting of the new kinds where a client can get it
+    wrong: a PV needs spec.capacity.storage, accessModes and an nfs source
+    (immutable); a PVC needs resources.requests.storage and accessModes,
+    and its spec is immutable except resources; a Service needs ports
+    (named when more than one), gets a ClusterIP that never changes;
+    a Deployment needs a selector (immutable) matching the template's
+    labels and containers with a name and an image; replicas default 1.
+    Writes never set status: only the simulated controllers below do.
+  * Delete has no finalizers: every object goes at once (a real PVC or PV
+    waits for its protection finalizer until nothing uses it; a real
+    Deployment's ReplicaSets and pods are garbage-collected after it).
   * Secrets' stringData is folded into base64 data on every write.
   * What two kube-controller-manager controllers do for bootstrap tokens:
     the tokencleaner (a sweep every --sweep-ms deletes
@@ -27,19 +41,35 @@ kubectl calls use, with the semantics the Kubernetes API documents:
     in kube-public gets jws-kubeconfig-<id>, a detached-payload HS256 JWS
     keyed "<id>.<secret>" over its kubeconfig value, for every valid token
     that allows signing, and loses the keys of tokens that went).
-  * Discovery for kubectl: /version, /api, /api/v1, /apis; a Table when
-    kubectl asks for one. /openapi/* answers 404 (kubectl then skips
+  * SIMULATED controllers (not what runs the objects, only what their
+    status would say): the deployment controller (see
+    Store.schedule_deploy: --deploy-ready-ms after a Deployment's spec
+    changes, status.observedGeneration, replicas, updatedReplicas,
+    readyReplicas and availableReplicas follow spec.replicas; zero counts
+    are omitted as the real one omits them) and the PV binder for claims
+    that name their volume (Store.bind_volumes: Bound/Pending/Released,
+    spec.claimRef). No pod, ReplicaSet, image or NFS mount exists.
+  * Discovery for kubectl: /version, /api, /api/v1, /apis, /apis/apps,
+    /apis/apps/v1 (legacy discovery; kubectl falls back to it from the
+    aggregated form); a Table when kubectl asks for one. /openapi/* answers 404 (kubectl then skips
     OpenAPI-based validation; see the test for what it tolerates).
 
-Server-side apply is simplified: ownership is tracked only for a Secret's
-type, data keys and labels (set by Update writes and by applies); the
-applied object is merged over the live one (maps merged, other values
-replaced); changing a field another manager owns is a 409 Conflict with
-FieldManagerConflict causes unless force=true; and a field the same
-manager applied before and omits now is removed.
+Server-side apply is simplified but kind-independent: each manager owns a
+set of leaf field paths (fields_of: every leaf of the object under its
+maps, lists taken whole as one leaf - real SSA merges lists keyed by
+name, such as containers and ports, element by element; of metadata only
+labels and annotations; never status). Update writes (POST, PUT, merge
+patch) give the fields they change to their manager; an apply owns the
+leaves of the object it sent. The applied object is merged over the live
+one (maps merged, other values replaced); changing a leaf another
+manager owns is a 409 Conflict with FieldManagerConflict causes (each
+naming the field as .spec.replicas) unless force=true, which moves the
+ownership; and a leaf the same manager applied before and omits now is
+removed (with the maps that removal leaves empty). Values the server
+sets (defaults, a ClusterIP, a claimRef) belong to no manager.
 
 Test-only hooks live under /kvc-standin/ (fault injection, request
-counts); nothing there is Kubernetes API.
+counts, a Deployment's ready count); nothing there is Kubernetes API.
 
 It binds 127.0.0.1 port 0, prints the port on stdout, and exits when stdin
 closes or on SIGTERM. Python standard library only.
@@ -69,27 +99,41 @@ TOKEN_SECRET = re.compile(r"^[a-z0-9]{16}$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_BODY = 3 * 1024 * 1024
 
-# kind, plural, namespaced, verbs, short names
+# plural -> (kind, namespaced, short names, group/version)
 RESOURCES = {
-    "secrets": ("Secret", True, []),
-    "configmaps": ("ConfigMap", True, ["cm"]),
-    "nodes": ("Node", False, ["no"]),
-    "namespaces": ("Namespace", False, ["ns"]),
+    "secrets": ("Secret", True, [], "v1"),
+    "configmaps": ("ConfigMap", True, ["cm"], "v1"),
+    "nodes": ("Node", False, ["no"], "v1"),
+    "namespaces": ("Namespace", False, ["ns"], "v1"),
+    "persistentvolumes": ("PersistentVolume", False, ["pv"], "v1"),
+    "persistentvolumeclaims": ("PersistentVolumeClaim", True, ["pvc"], "v1"),
+    "services": ("Service", True, ["svc"], "v1"),
+    "deployments": ("Deployment", True, ["deploy"], "apps/v1"),
 }
 VERBS = ["create", "delete", "get", "list", "patch", "update"]
+GROUP_VERSIONS = ["v1", "apps/v1"]
 
 
-def openapi_v1():
+def url_prefix(gv):
+    """/api/v1 for the core group, /apis/GROUP/VERSION for the others."""
+    return "/api/" + gv if "/" not in gv else "/apis/" + gv
+
+
+def openapi_doc(gv):
     """Just enough OpenAPI v3 for kubectl: each resource's PATCH operation,
     tagged with its group-version-kind and taking the fieldValidation query
     parameter, which tells kubectl to leave validation to the server."""
+    group, version = gv.split("/") if "/" in gv else ("", gv)
     paths = {}
-    for plural, (kind, namespaced, _) in RESOURCES.items():
-        base = "/api/v1/namespaces/{namespace}/" + plural if namespaced else "/api/v1/" + plural
+    for plural, (kind, namespaced, _, rgv) in RESOURCES.items():
+        if rgv != gv:
+            continue
+        pre = url_prefix(gv)
+        base = pre + "/namespaces/{namespace}/" + plural if namespaced else pre + "/" + plural
         paths[base + "/{name}"] = {"patch": {
-            "operationId": "patchCoreV1" + kind,
+            "operationId": "patch" + (group.capitalize() or "Core") + version.capitalize() + kind,
             "x-kubernetes-action": "patch",
-            "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": kind},
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": kind},
             "parameters": [{"name": p, "in": "query", "schema": {"type": "string"}}
                            for p in ("dryRun", "fieldManager", "fieldValidation", "force")],
             "responses": {"200": {"description": "OK"}}}}
@@ -97,8 +141,9 @@ def openapi_v1():
             "paths": paths, "components": {"schemas": {}}}
 
 
-OPENAPI_V1 = openapi_v1()
-OPENAPI_HASH = hashlib.sha256(json.dumps(OPENAPI_V1, sort_keys=True).encode()).hexdigest()[:32].upper()
+OPENAPI = {gv: openapi_doc(gv) for gv in GROUP_VERSIONS}
+OPENAPI_HASH = {gv: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:32].upper()
+                for gv, d in OPENAPI.items()}
 
 
 def now_rfc3339():
@@ -135,15 +180,49 @@ class ApiError(Exception):
 
 
 def fields_of(obj):
-    """The fields whose ownership the stand-in tracks: type, data keys, labels."""
+    """The fields whose ownership server-side apply tracks: every leaf of
+    the object as a path tuple -> value. Maps are walked; a list, a scalar
+    or an empty map is a leaf (lists are atomic here). Of metadata only
+    labels and annotations count; apiVersion, kind and status never do."""
     out = {}
-    if "type" in obj:
-        out[".type"] = obj["type"]
-    for k, v in (obj.get("data") or {}).items():
-        out[".data." + k] = v
-    for k, v in ((obj.get("metadata") or {}).get("labels") or {}).items():
-        out[".metadata.labels." + k] = v
+
+    def walk(prefix, v):
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(prefix + (k,), x)
+        else:
+            out[prefix] = v
+
+    for k, v in obj.items():
+        if k in ("apiVersion", "kind", "status"):
+            continue
+        if k == "metadata":
+            for mk in ("labels", "annotations"):
+                for lk, lv in ((v or {}).get(mk) or {}).items():
+                    out[("metadata", mk, lk)] = lv
+            continue
+        walk((k,), v)
     return out
+
+
+def fpath(f):
+    """A field path as the API's messages write it: .spec.replicas."""
+    return "." + ".".join(f)
+
+
+def remove_path(obj, f):
+    """Removes the leaf at path f, and the maps the removal left empty."""
+    chain = [obj]
+    for k in f[:-1]:
+        nxt = chain[-1].get(k) if isinstance(chain[-1], dict) else None
+        if not isinstance(nxt, dict):
+            return
+        chain.append(nxt)
+    chain[-1].pop(f[-1], None)
+    for i in range(len(chain) - 1, 0, -1):
+        if chain[i]:
+            break
+        chain[i - 1].pop(f[i - 1], None)
 
 
 def merge_patch(target, patch):
@@ -208,6 +287,9 @@ class Store:
         self.sign_timer = None
         self.faults = []  # test-only: injected answers (see Handler.test_hooks)
         self.requests = {}  # "METHOD /path" -> count, for tests to see retries
+        self.forced_ready = {}  # test-only: (ns, name) -> readyReplicas to report
+        self.deploy_timers = {}  # (ns, name) -> the simulated controller's pending sync
+        self.next_ip = 10  # ClusterIPs 10.96.0.10 on
         self.port = 0
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self._put("namespaces", None, {
@@ -235,7 +317,7 @@ class Store:
         meta["resourceVersion"] = self.next_rv()
         mf = [e for e in (old or {}).get("metadata", {}).get("managedFields", [])
               if not (e.get("manager") == manager and e.get("operation") == operation)]
-        mf.append({"manager": manager, "operation": operation, "apiVersion": "v1",
+        mf.append({"manager": manager, "operation": operation, "apiVersion": RESOURCES[plural][3],
                    "time": now_rfc3339(), "fieldsType": "FieldsV1", "fieldsV1": {}})
         meta["managedFields"] = mf
         self.objs[key] = obj
@@ -297,6 +379,112 @@ class Store:
                 cm = copy.deepcopy(cm)
                 cm["data"] = new
                 self._put("configmaps", "kube-public", cm, "kube-controller-manager")
+
+    # --- SIMULATED deployment controller -----------------------------------------
+
+    def schedule_deploy(self, ns, name):
+        """SIMULATED: what kube-controller-manager's deployment controller,
+        the ReplicaSet controller, the scheduler and the kubelets together
+        would do for a Deployment - make its pods and report them ready -
+        is here a timer: --deploy-ready-ms after a Deployment's spec
+        changes, its status says every replica is there and ready
+        (observedGeneration = generation, replicas = updatedReplicas =
+        readyReplicas = availableReplicas = spec.replicas). No pod, no
+        ReplicaSet, no image pull exists. The test hook
+        /kvc-standin/deployments can hold readyReplicas lower."""
+        with self.lock:
+            key = (ns, name)
+            t = self.deploy_timers.pop(key, None)
+            if t is not None:
+                t.cancel()
+            t = threading.Timer(self.args.deploy_ready_ms / 1000.0, self.sync_deploy, (ns, name))
+            t.daemon = True
+            self.deploy_timers[key] = t
+            t.start()
+
+    def sync_deploy(self, ns, name):
+        """Writes the simulated status of one Deployment (see schedule_deploy)."""
+        with self.lock:
+            self.deploy_timers.pop((ns, name), None)
+            key = ("deployments", ns, name)
+            obj = self.objs.get(key)
+            if obj is None:
+                return
+            spec = obj.get("spec") or {}
+            want = int(spec.get("replicas", 1))
+            ready = want
+            forced = self.forced_ready.get((ns, name))
+            if forced is not None:
+                ready = max(0, min(int(forced), want))
+            st = {"observedGeneration": obj["metadata"].get("generation", 1),
+                  "replicas": want, "updatedReplicas": want,
+                  "conditions": [{"type": "Available", "status": "True" if ready >= want else "False",
+                                  "reason": "MinimumReplicasAvailable" if ready >= want
+                                  else "MinimumReplicasUnavailable",
+                                  "lastUpdateTime": now_rfc3339()}]}
+            # As the real controller, a zero count is left out (omitempty).
+            if ready:
+                st["readyReplicas"] = ready
+                st["availableReplicas"] = ready
+            else:
+                st["unavailableReplicas"] = want
+            def norm(s):
+                s = copy.deepcopy(s)
+                for c in s.get("conditions", []):
+                    c.pop("lastUpdateTime", None)
+                return s
+            if norm(obj.get("status") or {}) == norm(st):
+                return
+            new = copy.deepcopy(obj)
+            new["status"] = st
+            self._put("deployments", ns, new, "kube-controller-manager")
+
+    # --- SIMULATED volume binding --------------------------------------------------
+
+    def bind_volumes(self):
+        """SIMULATED: what the PV controller in kube-controller-manager does
+        for claims that name their volume (spec.volumeName): a claim whose PV
+        exists and is free or already its own is Bound and the PV gets
+        spec.claimRef; a PV whose claim went is Released (Retain keeps it,
+        and its stale claimRef stops another claim from binding, as in
+        Kubernetes); a claim whose PV is missing or taken is Pending.
+        Dynamic provisioning and storage classes are not simulated."""
+        pvs = {k[2]: o for k, o in self.objs.items() if k[0] == "persistentvolumes"}
+        pvcs = {(k[1], k[2]): o for k, o in self.objs.items() if k[0] == "persistentvolumeclaims"}
+        for (ns, name), c in sorted(pvcs.items()):
+            vol = (c.get("spec") or {}).get("volumeName")
+            pv = pvs.get(vol) if vol else None
+            ref = (pv or {}).get("spec", {}).get("claimRef")
+            mine = ref is None or (ref.get("namespace") == ns and ref.get("name") == name
+                                   and ref.get("uid") in (None, c["metadata"]["uid"]))
+            phase = "Bound" if pv is not None and mine else "Pending"
+            if pv is not None and mine:
+                want_ref = {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns,
+                            "name": name, "uid": c["metadata"]["uid"]}
+                if ref != want_ref:
+                    pv = copy.deepcopy(pv)
+                    pv["spec"]["claimRef"] = want_ref
+                    pvs[vol] = self._put("persistentvolumes", None, pv, "kube-controller-manager")
+            st = {"phase": phase}
+            if phase == "Bound":
+                st["accessModes"] = pv["spec"].get("accessModes", [])
+                st["capacity"] = pv["spec"].get("capacity", {})
+            if c.get("status") != st:
+                c = copy.deepcopy(c)
+                c["status"] = st
+                self._put("persistentvolumeclaims", ns, c, "kube-controller-manager")
+        pvcs = {(k[1], k[2]): o for k, o in self.objs.items() if k[0] == "persistentvolumeclaims"}
+        for name, pv in sorted(pvs.items()):
+            ref = (pv.get("spec") or {}).get("claimRef")
+            if ref is None:
+                phase = "Available"
+            else:
+                c = pvcs.get((ref.get("namespace"), ref.get("name")))
+                phase = "Bound" if c is not None and c["metadata"]["uid"] == ref.get("uid") else "Released"
+            if (pv.get("status") or {}).get("phase") != phase:
+                pv = copy.deepcopy(pv)
+                pv["status"] = {"phase": phase}
+                self._put("persistentvolumes", None, pv, "kube-controller-manager")
 
     # --- the tokencleaner ------------------------------------------------------
 
@@ -471,7 +659,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None
         path = urllib.parse.urlsplit(self.path).path
         parts = [p for p in path.split("/") if p]
-        if method == "GET" and (parts in (["version"], ["api"], ["api", "v1"], ["apis"])
+        if method == "GET" and (parts in (["version"], ["api"], ["api", "v1"], ["apis"], ["apis", "apps"],
+                                          ["apis", "apps", "v1"])
                                 or parts[:1] == ["openapi"]
                                 or parts == ["api", "v1", "namespaces", "kube-public", "configmaps", "cluster-info"]):
             return None
@@ -492,7 +681,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """POST /kvc-standin/faults {method, path (prefix), code, reason, count,
         delay_ms, oversize}: the next count matching requests get that answer
         instead. DELETE /kvc-standin/faults clears them. GET
-        /kvc-standin/requests: how many requests each "METHOD /path" got."""
+        /kvc-standin/requests: how many requests each "METHOD /path" got.
+        POST /kvc-standin/deployments {namespace, name, readyReplicas}: the
+        simulated deployment controller reports at most that many ready
+        replicas for that Deployment from now on (null lifts the hold), and
+        writes its status at once."""
         st = self.store
         with st.lock:
             if self.path == "/kvc-standin/faults" and method == "POST":
@@ -506,6 +699,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return 200, {"faults": []}
             if self.path == "/kvc-standin/requests" and method == "GET":
                 return 200, dict(st.requests)
+            if self.path == "/kvc-standin/deployments" and method == "POST":
+                f = self.decode(body)
+                key = (f.get("namespace", "default"), f.get("name"))
+                if f.get("readyReplicas") is None:
+                    st.forced_ready.pop(key, None)
+                else:
+                    st.forced_ready[key] = int(f["readyReplicas"])
+                st.sync_deploy(*key)
+                return 200, {"forced": {"%s/%s" % k: v for k, v in st.forced_ready.items()}}
         raise ApiError(404, "NotFound", "no such test hook")
 
     # --- routing -----------------------------------------------------------------
@@ -524,21 +726,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
                          "serverAddressByClientCIDRs": [
                              {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:%d" % self.store.port}]}
         if method == "GET" and parts == ["apis"]:
-            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
-        if method == "GET" and parts == ["api", "v1"]:
-            resources = []
-            for p, (k, nsd, sn) in RESOURCES.items():
-                r = {"name": p, "singularName": k.lower(), "namespaced": nsd, "kind": k, "verbs": VERBS}
-                if sn:
-                    r["shortNames"] = sn
-                resources.append(r)
-            return 200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self.api_group("apps")]}
+        if method == "GET" and parts == ["apis", "apps"]:
+            g = self.api_group("apps")
+            g.update({"kind": "APIGroup", "apiVersion": "v1"})
+            return 200, g
+        for gv in GROUP_VERSIONS:
+            if method == "GET" and parts == url_prefix(gv).strip("/").split("/"):
+                resources = []
+                for p, (k, nsd, sn, rgv) in RESOURCES.items():
+                    if rgv != gv:
+                        continue
+                    r = {"name": p, "singularName": k.lower(), "namespaced": nsd, "kind": k, "verbs": VERBS}
+                    if sn:
+                        r["shortNames"] = sn
+                    resources.append(r)
+                return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                             "resources": resources}
         if method == "GET" and parts == ["openapi", "v3"]:
-            return 200, {"paths": {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=" + OPENAPI_HASH}}}
-        if method == "GET" and parts == ["openapi", "v3", "api", "v1"]:
-            return 200, OPENAPI_V1
-        if len(parts) >= 3 and parts[:2] == ["api", "v1"]:
-            rest = parts[2:]
+            return 200, {"paths": {url_prefix(gv).strip("/"): {
+                "serverRelativeURL": "/openapi/v3" + url_prefix(gv) + "?hash=" + OPENAPI_HASH[gv]}
+                for gv in GROUP_VERSIONS}}
+        for gv in GROUP_VERSIONS:
+            if method == "GET" and parts == ["openapi", "v3"] + url_prefix(gv).strip("/").split("/"):
+                return 200, OPENAPI[gv]
+        for gv in GROUP_VERSIONS:
+            pre = url_prefix(gv).strip("/").split("/")
+            if len(parts) <= len(pre) or parts[:len(pre)] != pre:
+                continue
+            rest = parts[len(pre):]
             if rest[0] == "namespaces" and len(rest) >= 3:
                 ns, plural, name = rest[1], rest[2], rest[3] if len(rest) > 3 else None
                 if len(rest) > 4 or plural not in RESOURCES or not RESOURCES[plural][1]:
@@ -547,11 +763,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 ns, plural, name = None, rest[0], rest[1] if len(rest) > 1 else None
                 if len(rest) > 2 or plural not in RESOURCES:
                     raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            if RESOURCES[plural][3] != gv:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return self.resource(method, plural, ns, name, q, body)
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
+    @staticmethod
+    def api_group(name):
+        v = {"groupVersion": name + "/v1", "version": "v1"}
+        return {"name": name, "versions": [v], "preferredVersion": v}
+
     def resource(self, method, plural, ns, name, q, body):
-        kind, namespaced, _ = RESOURCES[plural]
+        kind, namespaced, _, _ = RESOURCES[plural]
         if "watch" in q and q["watch"] in ("true", "1"):
             raise ApiError(405, "MethodNotAllowed", "watch is not supported by this stand-in")
         st = self.store
@@ -573,10 +796,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if method == "GET":
                 return 200, self.maybe_table(plural, [obj], single=True)
             if method == "DELETE":
+                # No finalizers: an object goes at once (a real PVC waits for
+                # kubernetes.io/pvc-protection until no pod uses it, a PV
+                # for kubernetes.io/pv-protection until it is unbound).
                 del st.objs[key]
                 st.owners.pop(key, None)
                 if plural == "secrets" and obj.get("type") == BOOTSTRAP_TYPE:
                     st.schedule_sign()
+                if plural == "deployments":
+                    t = st.deploy_timers.pop((ns, name), None)
+                    if t is not None:
+                        t.cancel()
+                if plural in ("persistentvolumes", "persistentvolumeclaims"):
+                    st.bind_volumes()
                 return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                              "details": {"name": name, "kind": plural, "uid": obj["metadata"]["uid"]}}
             if method == "PATCH":
@@ -608,10 +840,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return obj
 
     def check_object(self, plural, ns, obj, name=None):
-        kind = RESOURCES[plural][0]
-        if obj.get("kind", kind) != kind or obj.get("apiVersion", "v1") != "v1":
-            raise ApiError(400, "BadRequest", "the body is a %s/%s, not a v1 %s" % (
-                obj.get("apiVersion"), obj.get("kind"), kind))
+        kind, gv = RESOURCES[plural][0], RESOURCES[plural][3]
+        if obj.get("kind", kind) != kind or obj.get("apiVersion", gv) != gv:
+            raise ApiError(400, "BadRequest", "the body is a %s/%s, not a %s %s" % (
+                obj.get("apiVersion"), obj.get("kind"), gv, kind))
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             raise ApiError(422, "Invalid", "%s: metadata: Required value" % kind)
@@ -626,17 +858,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         labels = meta.get("labels") or {}
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise ApiError(422, "Invalid", "%s: metadata.labels: must be a map of strings" % kind)
-        obj["apiVersion"], obj["kind"] = "v1", kind
+        annotations = meta.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+            raise ApiError(422, "Invalid", "%s: metadata.annotations: must be a map of strings" % kind)
+        obj["apiVersion"], obj["kind"] = gv, kind
         if plural == "secrets":
             fold_string_data(obj)
             obj.setdefault("type", "Opaque")
-        for gen in ("uid", "resourceVersion", "creationTimestamp"):
+        for gen in ("uid", "resourceVersion", "creationTimestamp", "generation"):
             meta.pop(gen, None)
 
     def write(self, plural, key, new, manager, operation, old):
         self.check_object(plural, key[1], new, key[2])
         if old is not None and plural == "secrets" and new.get("type") != old.get("type"):
             raise ApiError(422, "Invalid", 'Secret "%s" is invalid: type: Invalid value: field is immutable' % key[2], key[2], plural)
+        self.validate(plural, key, new, old)
         before = fields_of(old or {})
         obj = self.store._put(plural, key[1], new, manager, operation)
         owners = self.store.owners.setdefault(key, {})
@@ -649,7 +885,96 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     owners[f] = manager
         if plural == "secrets" and obj.get("type") == BOOTSTRAP_TYPE:
             self.store.schedule_sign()
+        if plural == "deployments" and (old is None or
+                                        old["metadata"].get("generation") != obj["metadata"]["generation"]):
+            self.store.schedule_deploy(key[1], key[2])
+        if plural in ("persistentvolumes", "persistentvolumeclaims"):
+            self.store.bind_volumes()
+            obj = self.store.objs[key]
         return obj
+
+    def validate(self, plural, key, new, old):
+        """What the API's validation and defaulting do for the new kinds,
+        the parts a client can get wrong: required fields, immutable
+        fields, server-set fields. Writes through the API never set status
+        (the simulated controllers do), and keep the live one."""
+        name = key[2]
+        kind = RESOURCES[plural][0]
+        what = '%s%s "%s" is invalid: ' % (kind, ".apps" if plural == "deployments" else "", name)
+        if plural not in ("persistentvolumes", "persistentvolumeclaims", "services", "deployments"):
+            return
+        spec = new.get("spec")
+        if not isinstance(spec, dict):
+            raise ApiError(422, "Invalid", what + "spec: Required value", name, plural)
+        new["status"] = copy.deepcopy((old or {}).get("status") or {})
+        ospec = (old or {}).get("spec")
+        if plural == "persistentvolumes":
+            if not isinstance(spec.get("capacity"), dict) or "storage" not in spec["capacity"]:
+                raise ApiError(422, "Invalid", what + "spec.capacity: Required value", name, plural)
+            if not spec.get("accessModes"):
+                raise ApiError(422, "Invalid", what + "spec.accessModes: Required value", name, plural)
+            nfs = spec.get("nfs")
+            if not isinstance(nfs, dict) or not nfs.get("server") or not str(nfs.get("path", "")).startswith("/"):
+                raise ApiError(422, "Invalid", what + "spec.nfs: Required value: server and an absolute path (the only volume source simulated)", name, plural)
+            spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
+            spec.setdefault("volumeMode", "Filesystem")
+            if ospec is not None:
+                if ospec.get("nfs") != spec.get("nfs"):
+                    raise ApiError(422, "Invalid", what + "spec.persistentvolumesource: Forbidden: spec.persistentvolumesource is immutable after creation", name, plural)
+                if "claimRef" not in spec and "claimRef" in ospec:
+                    spec["claimRef"] = ospec["claimRef"]  # set by the binder, not by the writer
+        elif plural == "persistentvolumeclaims":
+            req = (spec.get("resources") or {}).get("requests") or {}
+            if "storage" not in req:
+                raise ApiError(422, "Invalid", what + "spec.resources[storage]: Required value", name, plural)
+            if not spec.get("accessModes"):
+                raise ApiError(422, "Invalid", what + "spec.accessModes: Required value", name, plural)
+            spec.setdefault("volumeMode", "Filesystem")
+            if ospec is not None:
+                strip = lambda x: {k: v for k, v in x.items() if k != "resources"}
+                if strip(ospec) != strip(spec):
+                    raise ApiError(422, "Invalid", what + "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims", name, plural)
+        elif plural == "services":
+            spec.setdefault("type", "ClusterIP")
+            ports = spec.get("ports")
+            if not isinstance(ports, list) or not ports:
+                raise ApiError(422, "Invalid", what + "spec.ports: Required value", name, plural)
+            for i, p in enumerate(ports):
+                if not isinstance(p, dict) or not isinstance(p.get("port"), int):
+                    raise ApiError(422, "Invalid", what + "spec.ports[%d].port: Required value" % i, name, plural)
+                if len(ports) > 1 and not p.get("name"):
+                    raise ApiError(422, "Invalid", what + "spec.ports[%d].name: Required value" % i, name, plural)
+                p.setdefault("protocol", "TCP")
+                p.setdefault("targetPort", p["port"])
+            oip = (ospec or {}).get("clusterIP")
+            if oip and spec.get("clusterIP") not in (None, oip):
+                raise ApiError(422, "Invalid", what + "spec.clusterIPs[0]: Invalid value: field is immutable", name, plural)
+            if oip:
+                spec["clusterIP"] = oip
+            elif not spec.get("clusterIP"):
+                st = self.store
+                spec["clusterIP"] = "10.96.%d.%d" % (st.next_ip // 250, st.next_ip % 250 + 1)
+                st.next_ip += 1
+            spec["clusterIPs"] = [spec["clusterIP"]]
+            new["status"] = new["status"] or {"loadBalancer": {}}
+        elif plural == "deployments":
+            sel = (spec.get("selector") or {}).get("matchLabels")
+            if not isinstance(sel, dict) or not sel:
+                raise ApiError(422, "Invalid", what + "spec.selector: Required value", name, plural)
+            tl = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+            if any(tl.get(k) != v for k, v in sel.items()):
+                raise ApiError(422, "Invalid", what + "spec.template.metadata.labels: Invalid value: %s: `selector` does not match template `labels`" % json.dumps(tl), name, plural)
+            cs = ((spec.get("template") or {}).get("spec") or {}).get("containers")
+            if not isinstance(cs, list) or not cs or not all(isinstance(c, dict) and c.get("name") and c.get("image") for c in cs):
+                raise ApiError(422, "Invalid", what + "spec.template.spec.containers: Required value: each with a name and an image", name, plural)
+            r = spec.setdefault("replicas", 1)
+            if not isinstance(r, int) or r < 0:
+                raise ApiError(422, "Invalid", what + "spec.replicas: Invalid value: must be a non-negative integer", name, plural)
+            if ospec is not None and ospec.get("selector") != spec.get("selector"):
+                raise ApiError(422, "Invalid", what + "spec.selector: Invalid value: field is immutable", name, plural)
+            # metadata.generation: 1 at creation, one more on every change of spec.
+            gen = (old or {}).get("metadata", {}).get("generation", 0)
+            new["metadata"]["generation"] = gen + 1 if ospec != spec else gen
 
     def create(self, plural, ns, q, body):
         obj = self.decode(body)
@@ -685,24 +1010,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         conflicts = sorted(f for f, v in want.items()
                            if f in live and live[f] != v and owners.get(f) not in (None, manager))
         if conflicts and q.get("force") != "true":
-            who = sorted(set(owners[f] for f in conflicts))
             raise ApiError(409, "Conflict", "Apply failed with %d conflict%s: %s" % (
                 len(conflicts), "" if len(conflicts) == 1 else "s",
-                "; ".join('conflict with "%s": %s' % (owners[f], f) for f in conflicts)),
+                "; ".join('conflict with "%s": %s' % (owners[f], fpath(f)) for f in conflicts)),
                 key[2], plural,
                 [{"type": "FieldManagerConflict", "message": 'conflict with "%s"' % owners[f],
-                  "field": f} for f in conflicts])
+                  "field": fpath(f)} for f in conflicts])
         if obj is None:
             new = applied
             code = 201
         else:
             new = merge_patch(copy.deepcopy(obj), applied)
-            # What this manager applied before and leaves out now goes.
+            # What this manager applied before and leaves out now goes,
+            # unless the leaf is now inside something it applies (a map
+            # that became a list or a scalar).
             for f in [f for f, m in owners.items() if m == manager and f not in want]:
-                if f.startswith(".data."):
-                    (new.get("data") or {}).pop(f[len(".data."):], None)
-                elif f.startswith(".metadata.labels."):
-                    (new.get("metadata", {}).get("labels") or {}).pop(f[len(".metadata.labels."):], None)
+                if not any(f[:i] in want for i in range(1, len(f))):
+                    remove_path(new, f)
             code = 200
         out = self.write(plural, key, new, manager, "Apply", obj)
         owners = st.owners.setdefault(key, {})
@@ -739,7 +1063,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not self.wants_table():
             if single:
                 return items[0]
-            return {"kind": kind + "List", "apiVersion": "v1",
+            return {"kind": kind + "List", "apiVersion": RESOURCES[plural][3],
                     "metadata": {"resourceVersion": str(self.store.rv)}, "items": items}
         cols = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
         if plural == "secrets":
@@ -749,6 +1073,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             cols += [{"name": "Data", "type": "string", "format": "", "description": "Data", "priority": 0}]
         elif plural == "nodes":
             cols += [{"name": "Status", "type": "string", "format": "", "description": "Status", "priority": 0}]
+        else:
+            cols += [{"name": n, "type": "string", "format": "", "description": n, "priority": 0}
+                     for n in TABLE_COLUMNS.get(plural, [])]
         cols += [{"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}]
         rows = []
         for o in items:
@@ -761,6 +1088,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif plural == "nodes":
                 ready = [c for c in (o.get("status") or {}).get("conditions", []) if c.get("type") == "Ready"]
                 cells += ["Ready" if ready and ready[0].get("status") == "True" else "NotReady"]
+            elif plural in TABLE_COLUMNS:
+                cells += table_cells(plural, o)
             cells.append(age)
             meta = {k: v for k, v in o["metadata"].items() if k != "managedFields"}
             rows.append({"cells": cells, "object": {"kind": "PartialObjectMetadata",
@@ -768,6 +1097,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
                 "metadata": {"resourceVersion": str(self.store.rv)},
                 "columnDefinitions": cols, "rows": rows}
+
+
+TABLE_COLUMNS = {
+    "deployments": ["Ready", "Up-to-date", "Available"],
+    "services": ["Type", "Cluster-IP", "External-IP", "Port(s)"],
+    "persistentvolumeclaims": ["Status", "Volume", "Capacity", "Access Modes", "StorageClass"],
+    "persistentvolumes": ["Capacity", "Access Modes", "Reclaim Policy", "Status", "Claim", "StorageClass"],
+}
+MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
+
+
+def table_cells(plural, o):
+    """The cells kubectl's table printer shows for the new kinds."""
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    modes = ",".join(MODES.get(m, m) for m in spec.get("accessModes", []))
+    if plural == "deployments":
+        return ["%d/%d" % (st.get("readyReplicas", 0), spec.get("replicas", 1)),
+                st.get("updatedReplicas", 0), st.get("availableReplicas", 0)]
+    if plural == "services":
+        return [spec.get("type", "ClusterIP"), spec.get("clusterIP", "None"), "<none>",
+                ",".join("%s/%s" % (p.get("port"), p.get("protocol", "TCP")) for p in spec.get("ports", []))]
+    if plural == "persistentvolumeclaims":
+        return [st.get("phase", "Pending"), spec.get("volumeName", ""),
+                (st.get("capacity") or {}).get("storage", ""), modes if st.get("phase") == "Bound" else "",
+                spec.get("storageClassName") or "<unset>"]
+    ref = spec.get("claimRef")
+    return [(spec.get("capacity") or {}).get("storage", ""), modes,
+            spec.get("persistentVolumeReclaimPolicy", "Retain"), st.get("phase", "Available"),
+            "%s/%s" % (ref.get("namespace"), ref.get("name")) if ref else "",
+            spec.get("storageClassName") or "<unset>"]
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -782,6 +1141,8 @@ def main():
     ap.add_argument("--ca", required=True, help="CA that signs client certificates (and is published in cluster-info)")
     ap.add_argument("--jws-delay-ms", type=int, default=200, help="bootstrapsigner delay")
     ap.add_argument("--sweep-ms", type=int, default=200, help="tokencleaner period")
+    ap.add_argument("--deploy-ready-ms", type=int, default=200,
+                    help="SIMULATED deployment controller: delay before a Deployment reports ready")
     ap.add_argument("--enable-bootstrap-token-auth", action="store_true",
                     help="accept live bootstrap tokens as bearer tokens (kube-apiserver's flag)")
     ap.add_argument("--verbose", action="store_true")
