@@ -33,6 +33,7 @@
 #include "proxy.h"
 #include "models_ctl.h"
 #include "repmap.h"
+#include "site_models.h"
 #include "store.h"
 #include "swim.h"
 #include "wire.h"
@@ -101,6 +102,8 @@ struct kvc_daemon {
     kvc_repmap_t *registry;          /* the model registry: replicated to every member */
     kvc_kv_t registry_kv;            /* ... as a kv */
     char region_buf[KVC_NAME_MAX];   /* s_region_of's answer */
+    uint64_t registry_gen;           /* the registry's generation last seen */
+    kvc_site_models_t *site_models;  /* what this site serves; its reconciliation */
     kvc_core_set_t cores;            /* channel -> core; every core's timers */
     kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
@@ -130,6 +133,8 @@ struct kvc_daemon {
     uint64_t rejects[KVC_REJECT__COUNT];
     uint64_t msgs_in, msgs_out, send_dropped;
 };
+
+static void s_serve_models(void *arg, const kvc_model_t *models, size_t n);
 
 /* Protocol time: monotonic milliseconds. */
 static uint64_t s_now_ms(void)
@@ -462,6 +467,9 @@ static void s_flush(kvc_daemon_t *self)
     for (size_t i = 0; i < out->n_events; i++) {
         s_log_event(&out->events[i]);
         s_keep_event(self, &out->events[i]);
+        kvc_member_event_type_t t = out->events[i].type;
+        if (t == KVC_MEMBER_EV_JOINED || t == KVC_MEMBER_EV_LEFT || t == KVC_MEMBER_EV_REAPED)
+            kvc_site_models_changed(self->site_models); /* the sites a model is served at */
     }
     if (out->refused)
         self->send_dropped += out->refused;
@@ -470,6 +478,11 @@ static void s_flush(kvc_daemon_t *self)
     kvc_core_set_flushed(&self->cores);
     s_publish_election(self);
     kvc_broker_election_changed(self->broker, s_now_ms());
+    uint64_t gen = kvc_repmap_generation(self->registry);
+    if (gen != self->registry_gen) {
+        self->registry_gen = gen;
+        kvc_site_models_changed(self->site_models);
+    }
 }
 
 /* Runs every core whose deadline has come. */
@@ -1355,13 +1368,15 @@ static int s_cmd_rtt(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx
 }
 
 /* Adds one "kvc info" line. */
+#define INFO_MAX 128 /* entries of "info" */
+
 static void s_info(kvc_ctl_ctx_t *ctx, Kvc__Ctl__InfoEntry **ents, const char *section,
                    const char *key, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 static void s_info(kvc_ctl_ctx_t *ctx, Kvc__Ctl__InfoEntry **ents, const char *section,
                    const char *key, const char *fmt, ...)
 {
     Kvc__Ctl__InfoEntry *e = kvc_ctl_alloc(ctx, 1, sizeof *e);
-    if (!e || ctx->rep.n_info >= 96)
+    if (!e || ctx->rep.n_info >= INFO_MAX)
         return;
     char val[256];
     va_list ap;
@@ -1378,7 +1393,7 @@ static void s_info(kvc_ctl_ctx_t *ctx, Kvc__Ctl__InfoEntry **ents, const char *s
 static int s_cmd_info(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
     kvc_daemon_t *self = arg;
-    Kvc__Ctl__InfoEntry **ents = kvc_ctl_alloc(ctx, 96, sizeof *ents);
+    Kvc__Ctl__InfoEntry **ents = kvc_ctl_alloc(ctx, INFO_MAX, sizeof *ents);
     if (!ents)
         return KVC_ENOMEM;
     ctx->rep.info = ents;
@@ -1447,6 +1462,21 @@ static int s_cmd_info(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ct
     s_info(ctx, ents, "join", "grant_ms_p99", "%u", bs.grant_ms_p99);
     s_info(ctx, ents, "join", "grant_ms_p50_without_api", "%u", bs.own_ms_p50);
     s_info(ctx, ents, "join", "grant_ms_p99_without_api", "%u", bs.own_ms_p99);
+    kvc_lww_stats_t rs;
+    kvc_repmap_stats(self->registry, &rs);
+    s_info(ctx, ents, "registry", "entries", "%zu", kvc_repmap_count(self->registry));
+    s_info(ctx, ents, "registry", "tombstones", "%llu", (unsigned long long)rs.tombstones);
+    s_info(ctx, ents, "registry", "peers_in_scope", "%zu", kvc_repmap_scope_size(self->registry));
+    s_info(ctx, ents, "registry", "pushes", "%llu", (unsigned long long)rs.pushes);
+    s_info(ctx, ents, "registry", "anti_entropy_rounds", "%llu", (unsigned long long)rs.digests);
+    s_info(ctx, ents, "registry", "entries_applied", "%llu", (unsigned long long)rs.entries_applied);
+    s_info(ctx, ents, "registry", "conflicts", "%llu", (unsigned long long)rs.conflicts);
+    s_info(ctx, ents, "registry", "refused_full", "%llu", (unsigned long long)rs.refused_full);
+    s_info(ctx, ents, "registry", "refused_stale", "%llu", (unsigned long long)rs.stale);
+    s_info(ctx, ents, "registry", "store_write_failures", "%llu",
+           (unsigned long long)kvc_repmap_persist_failures(self->registry));
+    s_info(ctx, ents, "registry", "store_max_bytes", "%llu",
+           (unsigned long long)self->cfg.store_max_bytes);
 #ifdef KVC_NEXT_KIND
     s_info(ctx, ents, "next", "sent", "%llu", (unsigned long long)self->next->sent);
     s_info(ctx, ents, "next", "received", "%llu", (unsigned long long)self->next->received);
@@ -1813,6 +1843,12 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
     if (!self->registry)
         return KVC_EINVAL;
     self->registry_kv = kvc_repmap_kv(self->registry);
+    static const kvc_site_models_env_t env = {.sites = s_sites, .region_of = s_region_of};
+    self->site_models = kvc_site_models_new(&self->cfg, self->self_id, &self->registry_kv,
+                                            kvc_coord_election(self->coord), s_serve_models, &env,
+                                            self, err);
+    if (!self->site_models)
+        return KVC_EINVAL;
     self->broker = kvc_broker_new(&self->cfg, self->self_id, &self->site_kv,
                                   kvc_coord_election(self->coord), s_to_node, self, err);
     if (!self->broker)
@@ -1830,6 +1866,8 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
         rc = kvc_core_set_add(&self->cores, kvc_repmap_core_ops(self->sitemap), self->sitemap);
     if (rc == 0)
         rc = kvc_core_set_add(&self->cores, kvc_repmap_core_ops(self->registry), self->registry);
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, &kvc_site_models_core_ops, self->site_models);
 #ifdef KVC_NEXT_KIND
     if (rc == 0 && !(self->next = kvc_calloc(1, sizeof *self->next)))
         rc = KVC_ENOMEM;
@@ -1893,6 +1931,69 @@ static void s_proxy_log(void *arg, int level, const char *msg)
     kvc_log(level ? KVC_LOG_WARN : KVC_LOG_INFO, "proxy: %s", msg);
 }
 
+/* registry.grpc with {model} replaced by name. */
+static void s_model_grpc(const char *tmpl, const char *name, char *out, size_t cap)
+{
+    const char *at = strstr(tmpl, "{model}");
+    if (!at)
+        snprintf(out, cap, "%s", tmpl);
+    else
+        snprintf(out, cap, "%.*s%s%s", (int)(at - tmpl), tmpl, name, at + 7);
+}
+
+/* The models placed on this site, for the proxy (site_models.c): one
+ * backend per name, described by its newest version (models come sorted by
+ * name, newest first). */
+static void s_serve_models(void *arg, const kvc_model_t *models, size_t n)
+{
+    kvc_daemon_t *self = arg;
+    if (!self->proxy)
+        return;
+    kvc_proxy_backend_t *b = kvc_calloc(n ? n : 1, sizeof *b);
+    kvc_proxy_input_t *in = kvc_calloc(n ? n * KVC_MODEL_TENSORS_MAX : 1, sizeof *in);
+    const char **outs = kvc_calloc(n ? n * KVC_MODEL_TENSORS_MAX : 1, sizeof *outs);
+    char (*grpc)[KVC_ENDPOINT_MAX] = kvc_calloc(n ? n : 1, sizeof *grpc);
+    size_t k = 0;
+    for (size_t i = 0; b && in && outs && grpc && i < n; i++) {
+        const kvc_model_t *m = &models[i];
+        if (k && strcmp(b[k - 1].model, m->name) == 0)
+            continue; /* an older version of the same model */
+        kvc_proxy_input_t *mi = in + k * KVC_MODEL_TENSORS_MAX;
+        const char **mo = outs + k * KVC_MODEL_TENSORS_MAX;
+        for (size_t j = 0; j < m->n_inputs; j++)
+            mi[j] = (kvc_proxy_input_t){.name = m->inputs[j].name, .dtype = m->inputs[j].dtype,
+                                        .shape = m->inputs[j].dims, .n_dims = m->inputs[j].n_dims};
+        for (size_t j = 0; j < m->n_outputs; j++)
+            mo[j] = m->outputs[j].name;
+        s_model_grpc(self->cfg.registry_grpc, m->name, grpc[k], sizeof grpc[k]);
+        b[k++] = (kvc_proxy_backend_t){
+            .model = m->name, .grpc = grpc[k - 1],
+            .api = m->framework == KVC_FW_KSERVE_V2 ? "kserve" : "tfserving",
+            .preprocess = m->preprocess, .image_input = m->image_input, .inputs = mi,
+            .n_inputs = m->n_inputs, .signature = m->signature, .outputs = mo,
+            .n_outputs = m->n_outputs};
+    }
+    kvc_err_t err = {0};
+    if (!b || !in || !outs || !grpc)
+        kvc_error("registry: out of memory for the proxy's models");
+    else if (kvc_proxy_set_models(self->proxy, b, k, &err) != 0)
+        kvc_warn("registry: the proxy refused the models placed here: %s", err.msg);
+    else
+        kvc_info("registry: serving %zu model%s placed on site %s", k, k == 1 ? "" : "s",
+                 self->cfg.site);
+    kvc_free(b);
+    kvc_free(in);
+    kvc_free(outs);
+    kvc_free(grpc);
+}
+
+/* For the proxy: where a model not placed here is served. */
+static size_t s_model_where(void *arg, const char *model, char *buf, size_t cap)
+{
+    kvc_daemon_t *self = arg;
+    return self->site_models ? kvc_site_models_where(self->site_models, model, buf, cap) : 0;
+}
+
 /* Starts the proxy and its HTTP front on http.listen. */
 static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
 {
@@ -1922,7 +2023,9 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
         .grpc_ca_file = self->cfg.proxy_grpc_ca_file[0] ? self->cfg.proxy_grpc_ca_file : NULL,
         .observe = kvc_peer_metrics_observe,
         .observe_arg = self->metrics,
-        .log = s_proxy_log};
+        .log = s_proxy_log,
+        .where = s_model_where,
+        .where_arg = self};
     self->proxy = kvc_proxy_new(&po, err);
     if (!self->proxy) {
         kvc_err_prefix(err, "proxy: ");
@@ -2111,14 +2214,16 @@ static void s_loop_once(kvc_daemon_t *self, uint64_t max_ms)
     uint64_t wait = kvc_elapsed(deadline, now);
     if (wait > max_ms)
         wait = max_ms;
-    /* three sockets, whatever the number of members, and the broker's worker */
-    zmq_pollitem_t items[4] = {
+    /* three sockets, whatever the number of members, and two workers */
+    int models_fd = kvc_site_models_fd(self->site_models);
+    zmq_pollitem_t items[5] = {
         {zsock_resolve(self->zap), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0},
         {zsock_resolve(self->control), 0, ZMQ_POLLIN, 0},
         {NULL, kvc_broker_fd(self->broker), ZMQ_POLLIN, 0},
+        {NULL, models_fd, ZMQ_POLLIN, 0},
     };
-    int rc = zmq_poll(items, 4, (long)wait);
+    int rc = zmq_poll(items, models_fd >= 0 ? 5 : 4, (long)wait);
     if (rc <= 0)
         return; /* timeout, or EINTR: the caller checks for a signal */
     if (items[0].revents & ZMQ_POLLIN)
@@ -2131,6 +2236,10 @@ static void s_loop_once(kvc_daemon_t *self, uint64_t max_ms)
         s_on_control(self, self->control);
     if (items[3].revents & ZMQ_POLLIN) { /* the worker finished a job */
         kvc_broker_core_ops.tick(self->broker, s_now_ms(), &self->out);
+        s_flush(self);
+    }
+    if (models_fd >= 0 && (items[4].revents & ZMQ_POLLIN)) { /* a reconciliation finished */
+        kvc_site_models_core_ops.tick(self->site_models, s_now_ms(), &self->out);
         s_flush(self);
     }
 }
@@ -2173,6 +2282,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     zhashx_destroy(&self->links);
     kvc_broker_destroy(&self->broker);
     kvc_repmap_destroy(&self->sitemap);
+    kvc_site_models_destroy(&self->site_models);
     kvc_repmap_destroy(&self->registry);
     kvc_coord_destroy(&self->coord);
     kvc_swim_destroy(&self->swim);

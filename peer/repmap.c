@@ -31,6 +31,7 @@ struct kvc_repmap {
     char (*scope)[KVC_MEMBER_ID_MAX + 1];
     size_t n_scope;
     uint64_t persist_failures;
+    uint64_t gen, seen_applied, seen_collected; /* kvc_repmap_generation */
 };
 
 /* --- persistence --------------------------------------------------------- */
@@ -65,9 +66,23 @@ static int s_persist(kvc_repmap_t *sm)
     return KVC_OK;
 }
 
+/* Counts a change the core made on its own (entries from peers, tombstones
+ * collected). */
+static void s_note_changes(kvc_repmap_t *sm)
+{
+    kvc_lww_stats_t st;
+    kvc_lww_stats(sm->m, &st);
+    if (st.entries_applied != sm->seen_applied || st.tombs_collected != sm->seen_collected) {
+        sm->seen_applied = st.entries_applied;
+        sm->seen_collected = st.tombs_collected;
+        sm->gen++;
+    }
+}
+
 /* What a core call appended to out is sent only if it is on disk. */
 static void s_after(kvc_repmap_t *sm, kvc_outbox_t *out, size_t n_msgs, size_t n_bytes)
 {
+    s_note_changes(sm);
     if (s_persist(sm) != 0 && out->n_msgs >= n_msgs) {
         out->n_msgs = n_msgs;
         out->n_bytes = n_bytes;
@@ -134,6 +149,7 @@ static int s_put(void *self, char ns, const void *key, size_t klen, const void *
         sm->out->n_bytes = b0;
         return KVC_EIO;
     }
+    sm->gen++;
     return KVC_OK;
 }
 
@@ -156,6 +172,7 @@ static int s_del(void *self, char ns, const void *key, size_t klen)
         sm->out->n_bytes = b0;
         return KVC_EIO;
     }
+    sm->gen++;
     return KVC_OK;
 }
 
@@ -365,4 +382,14 @@ uint64_t kvc_repmap_persist_failures(const kvc_repmap_t *rm)
 size_t kvc_repmap_scope_size(const kvc_repmap_t *rm)
 {
     return rm->n_scope;
+}
+
+size_t kvc_repmap_count(const kvc_repmap_t *rm)
+{
+    return kvc_lww_count(rm->m);
+}
+
+uint64_t kvc_repmap_generation(const kvc_repmap_t *rm)
+{
+    return rm->gen;
 }

@@ -56,6 +56,11 @@ const kvc_core_ops_t *kvc_repmap_core_ops(const kvc_repmap_t *rm);
 void kvc_repmap_stats(const kvc_repmap_t *rm, kvc_lww_stats_t *out);
 /* Writes the store refused (their messages were dropped). */
 uint64_t kvc_repmap_persist_failures(const kvc_repmap_t *rm);
+/* Grows with every change of the contents (a local write, an entry from a
+ * peer, a tombstone collected): compare it to see whether to look again. */
+uint64_t kvc_repmap_generation(const kvc_repmap_t *rm);
+/* Live entries held. */
+size_t kvc_repmap_count(const kvc_repmap_t *rm);
 /* The peers in its scope now. */
 size_t kvc_repmap_scope_size(const kvc_repmap_t *rm);
 
