@@ -1966,12 +1966,13 @@ static void s_serve_models(void *arg, const kvc_model_t *models, size_t n)
         for (size_t j = 0; j < m->n_outputs; j++)
             mo[j] = m->outputs[j].name;
         s_model_grpc(self->cfg.registry_grpc, m->name, grpc[k], sizeof grpc[k]);
-        b[k++] = (kvc_proxy_backend_t){
-            .model = m->name, .grpc = grpc[k - 1],
+        b[k] = (kvc_proxy_backend_t){
+            .model = m->name, .grpc = grpc[k],
             .api = m->framework == KVC_FW_KSERVE_V2 ? "kserve" : "tfserving",
             .preprocess = m->preprocess, .image_input = m->image_input, .inputs = mi,
             .n_inputs = m->n_inputs, .signature = m->signature, .outputs = mo,
             .n_outputs = m->n_outputs};
+        k++;
     }
     kvc_err_t err = {0};
     if (!b || !in || !outs || !grpc)
