@@ -99,6 +99,18 @@ jq -e '.spec.replicas == 2 and .metadata.labels["kvc.io/model"] == "opaque"
        and ([.spec.template.spec.volumes[] | select(.persistentVolumeClaim) | .persistentVolumeClaim.readOnly] == [true])
        and ([.spec.template.spec.containers[0].volumeMounts[] | select(.mountPath == "/models/opaque") | .readOnly] == [true])' \
     <<<"$dep" >/dev/null || fail "site-a's Deployment: $dep"
+# one read-back as an operator would do it
+all=$(ka get pv,pvc,deploy,svc -l app.kubernetes.io/managed-by=kvc -o json)
+jq -e '[.items[].kind] | sort == ["Deployment","PersistentVolume","PersistentVolumeClaim","Service"]' \
+    <<<"$all" >/dev/null || fail "kubectl get pv,pvc,deploy,svc: $(jq -c '[.items[].kind]' <<<"$all")"
+jq -e '.items[] | select(.kind == "Service") | [.spec.ports[] | .port] | (index(8500) != null and index(8501) != null)' \
+    <<<"$all" >/dev/null || fail "the Service lacks the gRPC and REST ports: $(jq -c '.items[] | select(.kind == "Service") | .spec.ports' <<<"$all")"
+jq -e '.items[] | select(.kind == "Deployment") | .spec.template.spec.containers[0] |
+       ([.ports[].containerPort] | index(8500) != null) and
+       (.args | any(test("--model_config_file=")) and any(test("--monitoring_config_file=")))' \
+    <<<"$all" >/dev/null || fail "the model server container: $(jq -c '.items[] | select(.kind == "Deployment") | .spec.template.spec.containers[0]' <<<"$all")"
+jq -e '[.items[] | .metadata.labels["kvc.io/site"]] | all(. == "site-a")' <<<"$all" >/dev/null ||
+    fail "an object without kvc.io/site=site-a"
 ka get configmap kvc-opaque -o jsonpath='{.data.models\.config}' | grep -q "versions: 1" ||
     fail "the ConfigMap does not list version 1: $(ka get configmap kvc-opaque -o yaml)"
 ! ka get deployment kvc-mobilenet >/dev/null 2>&1 || fail "mobilenet (placed on site-b) was applied at site-a"

@@ -1170,6 +1170,94 @@ static void test_alloc_failures(void **state)
     assert_true(enomem > 0); /* the failures did hit decoding and handling */
 }
 
+/* Skewed clocks: p1's wall clock is 10 s behind p0's. A write p1 makes
+ * after it received p0's write is stamped above it (its HLC was raised on
+ * receipt), so the causally later write wins at both, although its wall
+ * clock says earlier; a write p1 makes without having heard p0's (its
+ * clock behind, concurrent) loses to the higher stamp, deterministically. */
+static void test_skewed_clocks(void **state)
+{
+    (void)state;
+    kvc_lww_config_t cfg;
+    s_cfg_small(&cfg);
+    const char *ids[2] = {"s/p0", "s/p1"};
+    kvc_lww_t *m[2];
+    kvc_outbox_t out;
+    kvc_outbox_init(&out, 0);
+    uint64_t now[2] = {1700000010000ull, 1700000000000ull};
+    for (int i = 0; i < 2; i++) {
+        m[i] = kvc_lww_new(&cfg, ids[i], KVC_LWW_CHANNEL_REGISTRY, 7 + (uint64_t)i);
+        assert_non_null(m[i]);
+        assert_int_equal(kvc_lww_set_peers(m[i], ids, 2, now[i]), 0);
+    }
+    /* delivers everything in out from `from` to the other */
+    #define DELIVER(from)                                                                  \
+        do {                                                                               \
+            kvc_outbox_t copy;                                                             \
+            kvc_outbox_init(&copy, 0);                                                     \
+            for (size_t i_ = 0; i_ < out.n_msgs; i_++)                                     \
+                assert_int_equal(kvc_outbox_put(&copy, out.msgs[i_].to, out.msgs[i_].channel, \
+                                                kvc_outbox_data(&out, i_), out.msgs[i_].len), \
+                                 0);                                                       \
+            kvc_outbox_reset(&out);                                                        \
+            for (size_t i_ = 0; i_ < copy.n_msgs; i_++)                                    \
+                kvc_lww_receive(m[1 - (from)], now[1 - (from)], ids[from],                 \
+                                kvc_outbox_data(&copy, i_), copy.msgs[i_].len, &out);      \
+            kvc_outbox_free(&copy);                                                        \
+        } while (0)
+    assert_int_equal(kvc_lww_put(m[0], now[0], (const uint8_t *)"k", 1, (const uint8_t *)"a", 1,
+                                 &out),
+                     0);
+    DELIVER(0);
+    kvc_outbox_reset(&out); /* the answers p1 made while receiving are not needed */
+    kvc_lww_entry_t e0, e1;
+    assert_int_equal(kvc_lww_get(m[1], (const uint8_t *)"k", 1, &e1), 0);
+    assert_true(kvc_lww_hlc(m[1]) >= e1.hlc); /* p1's clock was raised */
+    assert_true(e1.hlc >> 16 > now[1]);        /* above its own wall clock */
+    now[1] += 5; /* still ~10 s behind */
+    assert_int_equal(kvc_lww_put(m[1], now[1], (const uint8_t *)"k", 1, (const uint8_t *)"b", 1,
+                                 &out),
+                     0);
+    DELIVER(1);
+    for (int i = 0; i < 2; i++) {
+        kvc_lww_entry_t e;
+        assert_int_equal(kvc_lww_get(m[i], (const uint8_t *)"k", 1, &e), 0);
+        assert_memory_equal(e.value, "b", 1);
+        assert_string_equal(e.writer, "s/p1");
+    }
+    /* concurrent: p1 writes "x" without hearing p0's newer "c" */
+    now[0] += 10;
+    assert_int_equal(kvc_lww_put(m[0], now[0], (const uint8_t *)"j", 1, (const uint8_t *)"c", 1,
+                                 &out),
+                     0);
+    kvc_outbox_t held;
+    kvc_outbox_init(&held, 0);
+    for (size_t i = 0; i < out.n_msgs; i++)
+        assert_int_equal(kvc_outbox_put(&held, out.msgs[i].to, out.msgs[i].channel,
+                                        kvc_outbox_data(&out, i), out.msgs[i].len),
+                         0);
+    kvc_outbox_reset(&out);
+    now[1] += 10;
+    assert_int_equal(kvc_lww_put(m[1], now[1], (const uint8_t *)"j", 1, (const uint8_t *)"x", 1,
+                                 &out),
+                     0);
+    DELIVER(1);
+    for (size_t i = 0; i < held.n_msgs; i++)
+        kvc_lww_receive(m[1], now[1], ids[0], kvc_outbox_data(&held, i), held.msgs[i].len, &out);
+    kvc_outbox_reset(&out);
+    assert_int_equal(kvc_lww_get(m[0], (const uint8_t *)"j", 1, &e0), 0);
+    assert_int_equal(kvc_lww_get(m[1], (const uint8_t *)"j", 1, &e1), 0);
+    /* both agree, on the write with the higher stamp: p0's, whose clock is ahead */
+    assert_int_equal(e0.hlc, e1.hlc);
+    assert_memory_equal(e0.value, "c", 1);
+    assert_memory_equal(e1.value, "c", 1);
+    #undef DELIVER
+    kvc_outbox_free(&held);
+    kvc_outbox_free(&out);
+    for (int i = 0; i < 2; i++)
+        kvc_lww_destroy(&m[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1191,6 +1279,7 @@ int main(void)
         cmocka_unit_test(test_fresh_peer_catches_up_partial_buckets),
         cmocka_unit_test(test_member_events),
         cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_skewed_clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
