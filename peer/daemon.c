@@ -2046,6 +2046,7 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
         *colon = '\0';
     snprintf(self->http_endpoint, sizeof self->http_endpoint, "%s:%u", host,
              kvc_http_server_port(self->http));
+    kvc_site_models_set_http(self->site_models, self->http_endpoint);
     return KVC_OK;
 }
 

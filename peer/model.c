@@ -5,6 +5,7 @@
  */
 #include "model.h"
 
+#include "json_cursor.h"
 #include "pb_alloc.h"
 #include "preprocess.h"
 #include "registry.pb-c.h"
@@ -932,4 +933,83 @@ int kvc_model_load_yaml(const char *path, kvc_model_t *m, kvc_err_t *err)
     }
     kvc_free(buf);
     return rc;
+}
+
+/* --- the version a model server reports ---------------------------------- */
+
+/* A version written as a JSON string ("2", TF Serving) or a number. */
+static int s_read_version(kvc_json_cursor_t *c, uint64_t *v)
+{
+    kvc_json_cursor_ws(c);
+    if (kvc_json_cursor_peek(c) != '"')
+        return kvc_json_cursor_read_u64(c, v);
+    char buf[24];
+    int rc = kvc_json_cursor_read_string(c, buf, sizeof buf, NULL);
+    if (rc)
+        return rc;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(buf, &end, 10);
+    if (!buf[0] || *end || errno || buf[0] == '-')
+        return kvc_json_cursor_fail(c, KVC_EPARSE, "a version is not a number");
+    *v = x;
+    return KVC_OK;
+}
+
+int kvc_model_served_version_parse(const char *body, size_t len, uint64_t *version,
+                                   kvc_err_t *err)
+{
+    kvc_json_cursor_t c;
+    kvc_json_cursor_init(&c, body, len, err);
+    uint64_t best = 0;
+    int st = 0, rc;
+    char key[32];
+    while ((rc = kvc_json_cursor_member(&c, &st, key, sizeof key)) == 1) {
+        int es = 0;
+        if (strcmp(key, "model_version_status") == 0) {
+            /* TF Serving: [{"version": "2", "state": "AVAILABLE", ...}] */
+            while ((rc = kvc_json_cursor_element(&c, &es)) == 1) {
+                int ms = 0, available = 0;
+                uint64_t v = 0;
+                char k2[16];
+                while ((rc = kvc_json_cursor_member(&c, &ms, k2, sizeof k2)) == 1) {
+                    if (strcmp(k2, "version") == 0) {
+                        rc = s_read_version(&c, &v);
+                    } else if (strcmp(k2, "state") == 0) {
+                        char state[32];
+                        rc = kvc_json_cursor_read_string(&c, state, sizeof state, NULL);
+                        available = rc == 0 && strcmp(state, "AVAILABLE") == 0;
+                    } else {
+                        rc = kvc_json_cursor_skip(&c);
+                    }
+                    if (rc)
+                        return rc;
+                }
+                if (rc < 0)
+                    return rc;
+                if (available && v > best)
+                    best = v;
+            }
+        } else if (strcmp(key, "versions") == 0) {
+            /* KServe v2 model metadata: ["1", "2"] */
+            while ((rc = kvc_json_cursor_element(&c, &es)) == 1) {
+                uint64_t v = 0;
+                if ((rc = s_read_version(&c, &v)) != 0)
+                    return rc;
+                if (v > best)
+                    best = v;
+            }
+        } else {
+            rc = kvc_json_cursor_skip(&c);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    if (rc < 0)
+        return rc;
+    kvc_json_cursor_ws(&c);
+    if (c.p != c.end)
+        return kvc_json_cursor_unexpected(&c, "the end of the answer");
+    *version = best;
+    return best ? KVC_OK : KVC_ENOENT;
 }

@@ -140,4 +140,12 @@ int kvc_model_load_yaml(const char *path, kvc_model_t *m, kvc_err_t *err);
 /* The same from text[0..len) (at most 64 KiB). */
 int kvc_model_load_yaml_text(const char *text, size_t len, kvc_model_t *m, kvc_err_t *err);
 
+/* The version a model server reports serving, from the proxy's answer to
+ * GET /v1/models/NAME (TF Serving: the highest AVAILABLE version of
+ * model_version_status) or GET /v2/models/NAME (KServe v2: the highest of
+ * "versions"). KVC_ENOENT when it reports none, KVC_EPARSE (err says
+ * where) for anything that is not such JSON. */
+int kvc_model_served_version_parse(const char *body, size_t len, uint64_t *version,
+                                   kvc_err_t *err);
+
 #endif

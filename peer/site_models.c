@@ -18,6 +18,7 @@
 #include "reconcile.h"
 #include "registry.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -81,6 +82,7 @@ struct kvc_site_models {
     kvc_kube_t *kube;
     char ns[64], tf_image[256], ks_image[256];
     unsigned poll_s;
+    char http[KVC_ENDPOINT_MAX + 8]; /* this peer's proxy, under mu; "" = none */
 };
 
 /* --- the worker ------------------------------------------------------------- */
@@ -96,6 +98,55 @@ static int s_kube_open(kvc_site_models_t *sm, kvc_err_t *err)
     sm->kube = kvc_kube_new(&kc, NULL, err);
     kvc_kubeconfig_free(&kc);
     return sm->kube ? KVC_OK : KVC_EINVAL;
+}
+
+#define VERSION_BODY_MAX (64 * 1024)
+#define VERSION_TIMEOUT_MS 2000
+
+typedef struct {
+    char *buf;
+    size_t len;
+} s_body_t;
+
+static size_t s_body_write(char *data, size_t size, size_t n, void *arg)
+{
+    s_body_t *b = arg;
+    size_t k = size * n;
+    if (b->len + k > VERSION_BODY_MAX)
+        return 0; /* too big: curl stops */
+    memcpy(b->buf + b->len, data, k);
+    b->len += k;
+    return k;
+}
+
+/* The version the model server reports, asked through this peer's own
+ * proxy (which reaches it at registry.grpc): "" when it does not answer. */
+static void s_served_version(const char *http, const kvc_model_t *m, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (!http[0])
+        return;
+    char url[KVC_ENDPOINT_MAX + 128];
+    snprintf(url, sizeof url, "http://%s/%s/models/%s", http,
+             m->framework == KVC_FW_KSERVE_V2 ? "v2" : "v1", m->name);
+    s_body_t b = {kvc_malloc(VERSION_BODY_MAX), 0};
+    CURL *h = b.buf ? curl_easy_init() : NULL;
+    if (h) {
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)VERSION_TIMEOUT_MS);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_body_write);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+        long code = 0;
+        uint64_t v = 0;
+        if (curl_easy_perform(h) == CURLE_OK &&
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200 &&
+            kvc_model_served_version_parse(b.buf, b.len, &v, NULL) == 0)
+            snprintf(out, cap, "%llu", (unsigned long long)v);
+        curl_easy_cleanup(h);
+    }
+    kvc_free(b.buf);
 }
 
 static void s_run(kvc_site_models_t *sm, const kvc_model_t *models, size_t n,
@@ -114,6 +165,26 @@ static void s_run(kvc_site_models_t *sm, const kvc_model_t *models, size_t n,
     if (rc == 0)
         rc = kvc_reconcile_apply(sm->kube, plan, st, n, n_st, &err);
     kvc_reconcile_plan_destroy(&plan);
+    /* what each server says it serves, once per model */
+    char http[sizeof sm->http];
+    pthread_mutex_lock(&sm->mu);
+    kvc_strlcpy(http, sm->http, sizeof http);
+    pthread_mutex_unlock(&sm->mu);
+    for (size_t i = 0; i < *n_st; i++) {
+        size_t k = 0;
+        while (k < i && strcmp(st[k].model, st[i].model) != 0)
+            k++;
+        if (k < i) {
+            memcpy(st[i].server_version, st[k].server_version, sizeof st[i].server_version);
+            continue;
+        }
+        const kvc_model_t *m = NULL;
+        for (size_t j = 0; j < n && !m; j++)
+            if (strcmp(models[j].name, st[i].model) == 0)
+                m = &models[j];
+        if (m && st[i].applied)
+            s_served_version(http, m, st[i].server_version, sizeof st[i].server_version);
+    }
     if (rc && *n_st == 0) {
         /* nothing reached the API: every version shares the reason */
         for (size_t i = 0; i < n; i++) {
@@ -659,6 +730,13 @@ size_t kvc_site_models_where(kvc_site_models_t *sm, const char *model, char *buf
     }
     pthread_mutex_unlock(&sm->where_mu);
     return n;
+}
+
+void kvc_site_models_set_http(kvc_site_models_t *sm, const char *host_port)
+{
+    pthread_mutex_lock(&sm->mu);
+    kvc_strlcpy(sm->http, host_port ? host_port : "", sizeof sm->http);
+    pthread_mutex_unlock(&sm->mu);
 }
 
 int kvc_site_models_fd(const kvc_site_models_t *sm)

@@ -55,6 +55,10 @@ kvc_site_models_t *kvc_site_models_new(const kvc_config_t *cfg, const char *self
 size_t kvc_site_models_where(kvc_site_models_t *sm, const char *model, char *buf, size_t cap);
 void kvc_site_models_destroy(kvc_site_models_t **self_p);
 
+/* This peer's proxy ("host:port"), through which the coordinator asks each
+ * model server which version it serves (the status's server_version). */
+void kvc_site_models_set_http(kvc_site_models_t *sm, const char *host_port);
+
 /* Readable when the worker finished; -1 without a worker. */
 int kvc_site_models_fd(const kvc_site_models_t *sm);
 

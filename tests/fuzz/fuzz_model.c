@@ -2,7 +2,8 @@
  * libFuzzer target for the model registry's decoders: the input's first
  * byte picks one, the rest is its input: a kvc.registry.Model record (and,
  * when it decodes, its re-encoding must decode to the same entry), a
- * SiteStatus record, a registry key, or a model YAML file. Any crash,
+ * SiteStatus record, a registry key, a model YAML file, or a model
+ * server's status answer (the version it serves). Any crash,
  * leak, UB or a decoded entry that fails its own check is a bug.
  */
 #include <stddef.h>
@@ -18,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    uint8_t which = data[0] % 4;
+    uint8_t which = data[0] % 5;
     data++, size--;
     static kvc_model_t m, back;
     kvc_err_t err = {0};
@@ -48,6 +49,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t key[KVC_MODEL_KEY_MAX];
         if (kvc_model_key_parse(data, size, name, sizeof name, &v) == 0 &&
             (kvc_model_key(name, v, key, sizeof key) != size || memcmp(key, data, size) != 0))
+            abort();
+    } else if (which == 4) {
+        uint64_t v = 0;
+        if (kvc_model_served_version_parse((const char *)data, size, &v, &err) == 0 && v == 0)
             abort();
     } else {
         if (kvc_model_load_yaml_text((const char *)data, size, &m, &err) == 0)

@@ -123,6 +123,9 @@ both_ready() {
 }
 poll 30 "kvc models status shows both sites applied and ready" both_ready
 m a2 status opaque | grep -q "^site-a .* yes .*2 .*2 " || fail "status table: $(m a2 status opaque)"
+# the version the model server reports, asked through the site's own proxy
+server_v() { m b1 status opaque --json | jq -e '[.sites[] | .server_version] | all(. == "1")' >/dev/null; }
+poll 20 "both sites report the version the model server serves" server_v
 
 # --- a new version is a ConfigMap change, not a new pod template ---------------
 gen=$(ka get deployment kvc-opaque -o jsonpath='{.metadata.generation}')

@@ -315,6 +315,30 @@ static void test_yaml(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/model.yaml"));
 }
 
+static void test_served_version(void **state)
+{
+    (void)state;
+    uint64_t v = 0;
+    kvc_err_t err = {0};
+    const char *tfs = "{\"model_version_status\": [{\"version\": \"3\", \"state\": \"AVAILABLE\","
+                      " \"status\": {\"error_code\": \"OK\", \"error_message\": \"\"}},"
+                      " {\"version\": \"4\", \"state\": \"LOADING\"},"
+                      " {\"version\": 2, \"state\": \"AVAILABLE\"}]}";
+    assert_int_equal(kvc_model_served_version_parse(tfs, strlen(tfs), &v, &err), 0);
+    assert_int_equal(v, 3); /* 4 is still loading */
+    const char *ks = "{\"name\": \"m\", \"versions\": [\"1\", \"7\"], \"platform\": \"x\"}";
+    assert_int_equal(kvc_model_served_version_parse(ks, strlen(ks), &v, &err), 0);
+    assert_int_equal(v, 7);
+    const char *none = "{\"model_version_status\": [{\"version\": \"4\", \"state\": \"END\"}]}";
+    assert_int_equal(kvc_model_served_version_parse(none, strlen(none), &v, &err), KVC_ENOENT);
+    const char *bad[] = {"", "[]", "{\"versions\": [\"-1\"]}", "{\"versions\": [\"x\"]}",
+                         "{\"versions\": [1]} x", "{\"model_version_status\": [3]}",
+                         "{\"versions\": [\"99999999999999999999999\"]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (kvc_model_served_version_parse(bad[i], strlen(bad[i]), &v, &err) == 0)
+            fail_msg("\"%s\" was accepted", bad[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -322,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_storage_parse),    cmocka_unit_test(test_placement),
         cmocka_unit_test(test_keys),             cmocka_unit_test(test_record_round_trip),
         cmocka_unit_test(test_record_hostile),   cmocka_unit_test(test_yaml),
+        cmocka_unit_test(test_served_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
