@@ -27,17 +27,6 @@ typedef struct {
     int json, timeout_ms;
 } s_conn_t;
 
-static int s_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int s_fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("kvc: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
 
 static const char s_help[] =
     "usage: kvc models publish --name N --version V --storage URL [--framework tfserving|kserve-v2]\n"
@@ -68,9 +57,9 @@ static int s_call(const s_conn_t *c, const char *cmd, const char *const *args, s
     char ep[512];
     kvc_err_t err = {0};
     if (kvc_control_endpoint(c->config, c->control, ep, sizeof ep, &err) != 0)
-        return s_fail(S_USAGE, "%s", err.msg);
+        return kvc_cli_fail(S_USAGE, "%s", err.msg);
     if (kvc_control_call_payload(ep, cmd, args, n, payload, plen, c->timeout_ms, rep, &err) != 0)
-        return s_fail(S_FAIL, "%s", err.msg);
+        return kvc_cli_fail(S_FAIL, "%s", err.msg);
     return S_OK;
 }
 
@@ -207,11 +196,11 @@ static int s_reply_models(const Kvc__Ctl__Reply *rep, kvc_model_t **out, size_t 
     *n = 0;
     *out = kvc_calloc(rep->n_models ? rep->n_models : 1, sizeof **out);
     if (!*out)
-        return s_fail(S_FAIL, "out of memory");
+        return kvc_cli_fail(S_FAIL, "out of memory");
     for (size_t i = 0; i < rep->n_models; i++) {
         kvc_err_t err = {0};
         if (kvc_model_decode(rep->models[i].data, rep->models[i].len, &(*out)[*n], &err) != 0)
-            return s_fail(S_FAIL, "the peer sent a bad model record: %s", err.msg);
+            return kvc_cli_fail(S_FAIL, "the peer sent a bad model record: %s", err.msg);
         (*n)++;
     }
     return S_OK;
@@ -223,16 +212,16 @@ static int s_add_word(char (*w)[KVC_MODEL_WORD_MAX], size_t *n, size_t max, cons
                       const char *v)
 {
     if (*n == max)
-        return s_fail(S_USAGE, "%s: at most %zu", opt, max);
+        return kvc_cli_fail(S_USAGE, "%s: at most %zu", opt, max);
     if (kvc_strlcpy(w[*n], v, KVC_MODEL_WORD_MAX))
-        return s_fail(S_USAGE, "%s: '%.40s...' is too long", opt, v);
+        return kvc_cli_fail(S_USAGE, "%s: '%.40s...' is too long", opt, v);
     (*n)++;
     return S_OK;
 }
 
 static int s_set(char *dst, size_t cap, const char *opt, const char *v)
 {
-    return kvc_strlcpy(dst, v, cap) ? s_fail(S_USAGE, "%s: at most %zu characters", opt, cap - 1)
+    return kvc_strlcpy(dst, v, cap) ? kvc_cli_fail(S_USAGE, "%s: at most %zu characters", opt, cap - 1)
                                     : S_OK;
 }
 
@@ -240,7 +229,7 @@ static int s_publish(const s_conn_t *c, int argc, char **argv)
 {
     kvc_model_t *m = kvc_malloc(sizeof *m);
     if (!m)
-        return s_fail(S_FAIL, "out of memory");
+        return kvc_cli_fail(S_FAIL, "out of memory");
     kvc_model_init(m);
     int rc = S_OK;
     /* the file first, so options override it */
@@ -248,7 +237,7 @@ static int s_publish(const s_conn_t *c, int argc, char **argv)
         if (strcmp(argv[i], "--file") == 0) {
             kvc_err_t err = {0};
             if (kvc_model_load_yaml(argv[i + 1], m, &err) != 0) {
-                rc = s_fail(S_USAGE, "--file %s", err.msg);
+                rc = kvc_cli_fail(S_USAGE, "--file %s", err.msg);
                 goto out;
             }
         }
@@ -256,7 +245,7 @@ static int s_publish(const s_conn_t *c, int argc, char **argv)
     for (int i = 0; i < argc && rc == S_OK; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) {
-            rc = s_fail(S_USAGE, "models publish: '%.40s' needs a value (kvc models --help)", a);
+            rc = kvc_cli_fail(S_USAGE, "models publish: '%.40s' needs a value (kvc models --help)", a);
             break;
         }
         const char *v = argv[++i];
@@ -269,11 +258,11 @@ static int s_publish(const s_conn_t *c, int argc, char **argv)
             char *end;
             unsigned long long x = strtoull(v, &end, 10);
             if (*end || v[0] == '-' || !v[0] || x < 1 || x > KVC_MODEL_VERSION_MAX)
-                rc = s_fail(S_USAGE, "--version: '%.40s' is not a positive integer", v);
+                rc = kvc_cli_fail(S_USAGE, "--version: '%.40s' is not a positive integer", v);
             m->version = x;
         } else if (strcmp(a, "--framework") == 0) {
             if (kvc_model_fw_parse(v, &m->framework) != 0)
-                rc = s_fail(S_USAGE, "--framework: '%.40s' is not tfserving or kserve-v2", v);
+                rc = kvc_cli_fail(S_USAGE, "--framework: '%.40s' is not tfserving or kserve-v2", v);
         } else if (strcmp(a, "--storage") == 0) {
             rc = s_set(m->storage, sizeof m->storage, a, v);
         } else if (strcmp(a, "--signature") == 0) {
@@ -290,7 +279,7 @@ static int s_publish(const s_conn_t *c, int argc, char **argv)
             char *end;
             long x = strtol(v, &end, 10);
             if (*end || !v[0] || x < 1 || x > KVC_MODEL_REPLICAS_MAX)
-                rc = s_fail(S_USAGE, "--replicas: '%.40s' is not 1..%d", v,
+                rc = kvc_cli_fail(S_USAGE, "--replicas: '%.40s' is not 1..%d", v,
                             KVC_MODEL_REPLICAS_MAX);
             m->replicas = (uint32_t)x;
         } else if (strcmp(a, "--input") == 0 || strcmp(a, "--output") == 0) {
@@ -300,9 +289,9 @@ static int s_publish(const s_conn_t *c, int argc, char **argv)
             if (!*reset) /* options replace the file's list */
                 *n = 0, *reset = 1;
             if (*n == KVC_MODEL_TENSORS_MAX)
-                rc = s_fail(S_USAGE, "%s: at most %d", a, KVC_MODEL_TENSORS_MAX);
+                rc = kvc_cli_fail(S_USAGE, "%s: at most %d", a, KVC_MODEL_TENSORS_MAX);
             else if (kvc_model_tensor_parse(v, in ? &m->inputs[*n] : &m->outputs[*n], &err) != 0)
-                rc = s_fail(S_USAGE, "%s: %s", a, err.msg);
+                rc = kvc_cli_fail(S_USAGE, "%s: %s", a, err.msg);
             else
                 (*n)++;
         } else if (strcmp(a, "--placement") == 0) {
@@ -314,20 +303,20 @@ static int s_publish(const s_conn_t *c, int argc, char **argv)
                 m->n_labels = 0, reset_lb = 1;
             rc = s_add_word(m->labels, &m->n_labels, KVC_MODEL_LABELS_MAX, a, v);
         } else {
-            rc = s_fail(S_USAGE, "models publish: unknown option '%.40s' (kvc models --help)", a);
+            rc = kvc_cli_fail(S_USAGE, "models publish: unknown option '%.40s' (kvc models --help)", a);
         }
     }
     if (rc)
         goto out;
     kvc_err_t err = {0};
     if (kvc_model_check(m, &err) != 0) {
-        rc = s_fail(S_USAGE, "models publish: %s", err.msg);
+        rc = kvc_cli_fail(S_USAGE, "models publish: %s", err.msg);
         goto out;
     }
     uint8_t rec[KVC_MODEL_RECORD_MAX];
     size_t len;
     if (kvc_model_encode(m, rec, sizeof rec, &len) != 0) {
-        rc = s_fail(S_USAGE, "models publish: the entry is over %d bytes", KVC_MODEL_RECORD_MAX);
+        rc = kvc_cli_fail(S_USAGE, "models publish: the entry is over %d bytes", KVC_MODEL_RECORD_MAX);
         goto out;
     }
     Kvc__Ctl__Reply *rep = NULL;
@@ -395,27 +384,31 @@ static int s_list(const s_conn_t *c, const char *site)
     return rc;
 }
 
+/* Calls cmd with NAME[:VERSION] from arg (VERSION required if need). */
+static int s_call_nv(const s_conn_t *c, const char *cmd, const char *arg, int need, char *name,
+                     char *version, Kvc__Ctl__Reply **rep)
+{
+    if (s_name_version(arg, name, KVC_MODEL_NAME_MAX, version, 24, need) != 0)
+        return kvc_cli_fail(S_USAGE, "models %s: '%.70s' is not NAME%s", cmd + 7, arg,
+                            need ? ":VERSION" : " or NAME:VERSION");
+    const char *args[4] = {"name", name, "version", version};
+    return s_call(c, cmd, args, 2, NULL, 0, rep);
+}
+
 static int s_show(const s_conn_t *c, const char *arg)
 {
     char name[KVC_MODEL_NAME_MAX], version[24];
-    if (s_name_version(arg, name, sizeof name, version, sizeof version, 0) != 0)
-        return s_fail(S_USAGE, "models show: '%.70s' is not NAME or NAME:VERSION", arg);
-    const char *args[4] = {"name", name, "version", version};
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(c, "models-show", args, 2, NULL, 0, &rep);
+    int rc = s_call_nv(c, "models-show", arg, 0, name, version, &rep);
     if (rc)
         return rc;
     kvc_model_t *ms;
     size_t n;
     rc = s_reply_models(rep, &ms, &n);
-    if (rc == 0 && n == 1) {
-        if (c->json) {
-            s_model_json(&ms[0]);
-            putchar('\n');
-        } else {
-            s_model_text(&ms[0]);
-        }
-    }
+    if (rc == 0 && n == 1 && c->json)
+        s_model_json(&ms[0]), putchar('\n');
+    else if (rc == 0 && n == 1)
+        s_model_text(&ms[0]);
     kvc_free(ms);
     kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
     return rc;
@@ -424,11 +417,8 @@ static int s_show(const s_conn_t *c, const char *arg)
 static int s_retire(const s_conn_t *c, const char *arg)
 {
     char name[KVC_MODEL_NAME_MAX], version[24];
-    if (s_name_version(arg, name, sizeof name, version, sizeof version, 1) != 0)
-        return s_fail(S_USAGE, "models retire: '%.70s' is not NAME:VERSION", arg);
-    const char *args[4] = {"name", name, "version", version};
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(c, "models-retire", args, 2, NULL, 0, &rep);
+    int rc = s_call_nv(c, "models-retire", arg, 1, name, version, &rep);
     if (rc)
         return rc;
     if (c->json)
@@ -442,7 +432,7 @@ static int s_retire(const s_conn_t *c, const char *arg)
 static int s_status(const s_conn_t *c, const char *name)
 {
     if (!kvc_model_name_ok(name))
-        return s_fail(S_USAGE, "models status: '%.70s' is not a model name", name);
+        return kvc_cli_fail(S_USAGE, "models status: '%.70s' is not a model name", name);
     const char *args[2] = {"name", name};
     Kvc__Ctl__Reply *rep = NULL;
     int rc = s_call(c, "models-status", args, 1, NULL, 0, &rep);
@@ -454,12 +444,12 @@ static int s_status(const s_conn_t *c, const char *name)
     kvc_model_status_t *st = kvc_calloc(rep->n_model_status ? rep->n_model_status : 1, sizeof *st);
     size_t nst = 0;
     if (rc == 0 && !st)
-        rc = s_fail(S_FAIL, "out of memory");
+        rc = kvc_cli_fail(S_FAIL, "out of memory");
     for (size_t i = 0; rc == 0 && i < rep->n_model_status; i++) {
         kvc_err_t err = {0};
         if (kvc_model_status_decode(rep->model_status[i].data, rep->model_status[i].len,
                                     &st[nst], &err) != 0)
-            rc = s_fail(S_FAIL, "the peer sent a bad status record: %s", err.msg);
+            rc = kvc_cli_fail(S_FAIL, "the peer sent a bad status record: %s", err.msg);
         else
             nst++;
     }
@@ -537,7 +527,7 @@ int kvc_cli_models(int argc, char **argv, const char *config, const char *contro
     s_conn_t c = {config, control, json, timeout_ms};
     char **rest = kvc_calloc((size_t)argc + 1, sizeof *rest);
     if (!rest)
-        return s_fail(S_FAIL, "out of memory");
+        return kvc_cli_fail(S_FAIL, "out of memory");
     int n = 0, rc = S_OK;
     const char *site = NULL;
     /* the connection options may follow "models" too */
@@ -552,7 +542,7 @@ int kvc_cli_models(int argc, char **argv, const char *config, const char *contro
         } else if (strcmp(a, "--config") == 0 || strcmp(a, "--control") == 0 ||
                    strcmp(a, "--timeout") == 0 || strcmp(a, "--site") == 0) {
             if (i + 1 >= argc) {
-                rc = s_fail(S_USAGE, "%s needs a value (kvc models --help)", a);
+                rc = kvc_cli_fail(S_USAGE, "%s needs a value (kvc models --help)", a);
                 break;
             }
             const char *v = argv[++i];
@@ -566,7 +556,7 @@ int kvc_cli_models(int argc, char **argv, const char *config, const char *contro
                 char *end;
                 long t = strtol(v, &end, 10);
                 if (*end || t < 1 || t > 600000)
-                    rc = s_fail(S_USAGE, "--timeout: '%.40s' is not a number of ms in 1..600000",
+                    rc = kvc_cli_fail(S_USAGE, "--timeout: '%.40s' is not a number of ms in 1..600000",
                                 v);
                 c.timeout_ms = (int)t;
             }
@@ -575,28 +565,28 @@ int kvc_cli_models(int argc, char **argv, const char *config, const char *contro
         }
     }
     if (rc == S_OK && n == 0)
-        rc = s_fail(S_USAGE, "models: publish, list, show, retire or status (kvc models --help)");
+        rc = kvc_cli_fail(S_USAGE, "models: publish, list, show, retire or status (kvc models --help)");
     const char *verb = n ? rest[0] : "";
     if (rc != S_OK) {
     } else if (site && strcmp(verb, "list") != 0) {
-        rc = s_fail(S_USAGE, "models %s takes no --site", verb);
+        rc = kvc_cli_fail(S_USAGE, "models %s takes no --site", verb);
     } else if (site && !kvc_model_name_ok(site)) {
-        rc = s_fail(S_USAGE, "--site: '%.70s' is not a site name", site);
+        rc = kvc_cli_fail(S_USAGE, "--site: '%.70s' is not a site name", site);
     } else if (strcmp(verb, "publish") == 0) {
         rc = s_publish(&c, n - 1, rest + 1);
     } else if (strcmp(verb, "list") == 0) {
-        rc = n == 1 ? s_list(&c, site) : s_fail(S_USAGE, "models list takes no argument");
+        rc = n == 1 ? s_list(&c, site) : kvc_cli_fail(S_USAGE, "models list takes no argument");
     } else if (strcmp(verb, "show") == 0 || strcmp(verb, "retire") == 0 ||
                strcmp(verb, "status") == 0) {
         if (n != 2)
-            rc = s_fail(S_USAGE, "models %s needs one NAME%s", verb,
+            rc = kvc_cli_fail(S_USAGE, "models %s needs one NAME%s", verb,
                         verb[0] == 'r' ? ":VERSION" : verb[1] == 'h' ? "[:VERSION]" : "");
         else
             rc = verb[0] == 'r' ? s_retire(&c, rest[1])
                  : verb[1] == 'h' ? s_show(&c, rest[1])
                                   : s_status(&c, rest[1]);
     } else {
-        rc = s_fail(S_USAGE, "models: '%.40s' is not publish, list, show, retire or status",
+        rc = kvc_cli_fail(S_USAGE, "models: '%.40s' is not publish, list, show, retire or status",
                     verb);
     }
     kvc_free(rest);

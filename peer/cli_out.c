@@ -3,6 +3,19 @@
  */
 #include "cli_out.h"
 
+#include <stdarg.h>
+
+int kvc_cli_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("kvc: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
 void kvc_json_str(FILE *f, const char *s)
 {
     fputc('"', f);

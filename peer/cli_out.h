@@ -1,12 +1,17 @@
 /*
- * cli_out.h - small output helpers for the `kvc` CLI: JSON string escaping
- * and human-friendly durations. Output only; nothing here parses input.
+ * cli_out.h - small output helpers for the `kvc` CLI: the one-line failure,
+ * JSON string escaping and human-friendly durations. Output only; nothing
+ * here parses input.
  */
 #ifndef KVC_CLI_OUT_H
 #define KVC_CLI_OUT_H
 
 #include <stdint.h>
 #include <stdio.h>
+
+/* Prints "kvc: <message>" as one line on stderr and returns code (the exit
+ * status). */
+int kvc_cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Writes s as a JSON string literal (with quotes), escaping as RFC 8259 says. */
 void kvc_json_str(FILE *f, const char *s);

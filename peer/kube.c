@@ -662,36 +662,27 @@ int kvc_kube_cluster_info_has_jws(kvc_kube_t *self, const char *id, char **jws_p
         *kubeconfig_p = NULL;
     if (!s_id_ok(id))
         return kvc_err_set(err, KVC_EINVAL, "kube: token id must match [a-z0-9]{6}");
-    kvc_buf_t resp;
-    kvc_buf_init(&resp, KVC_KUBE_RESPONSE_MAX);
-    s_req_t rq = {"GET", S_CLUSTER_INFO_PATH, NULL, NULL, 0, 1};
-    int rc = s_request(self, &rq, &resp, err);
-    if (rc == KVC_ENOENT) {
-        s_resp_free(&resp);
-        if (err)
-            memset(err, 0, sizeof *err);
-        return 0; /* no cluster-info yet: no signature either */
-    }
-    if (rc != KVC_OK) {
-        s_resp_free(&resp);
-        return rc;
-    }
+    char *resp = NULL;
+    size_t resp_len = 0;
+    int rc = kvc_kube_get(self, S_CLUSTER_INFO_PATH, &resp, &resp_len, err);
+    if (rc <= 0)
+        return rc; /* 0: no cluster-info yet, so no signature either */
     char key[40];
     snprintf(key, sizeof key, "jws-kubeconfig-%s", id);
     const char *const jws_path[] = {"data", key};
     static const char *const kc_path[] = {"data", "kubeconfig"};
     char *jws = NULL, *kc = NULL;
-    const char *body = resp.data ? resp.data : "";
-    rc = kvc_kube_json_string(body, resp.len, jws_path, 2, &jws, NULL);
+    const char *body = resp ? resp : "";
+    rc = kvc_kube_json_string(body, resp_len, jws_path, 2, &jws, NULL);
     if (rc == 1 && kubeconfig_p) {
-        int r2 = kvc_kube_json_string(body, resp.len, kc_path, 2, &kc, NULL);
+        int r2 = kvc_kube_json_string(body, resp_len, kc_path, 2, &kc, NULL);
         if (r2 != 1) {
             kvc_free(jws);
             jws = NULL;
             rc = r2 < 0 ? r2 : KVC_EPARSE;
         }
     }
-    s_resp_free(&resp);
+    kvc_free(resp);
     if (rc < 0)
         return kvc_err_set(err, rc, "kube: GET " S_CLUSTER_INFO_PATH ": %s",
                            rc == KVC_ENOMEM ? "out of memory"

@@ -68,24 +68,12 @@ typedef struct {
 static const s_cmd_t *s_find(const char *name);
 static void s_usage(FILE *f);
 
-/* Prints the one-line failure message and returns the exit code. */
-static int s_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int s_fail(int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("kvc: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return code;
-}
 
 /* Resolves the control endpoint from the options, the environment or a config. */
 static int s_endpoint(const kvc_cli_opts_t *o, char *out, size_t size)
 {
     kvc_err_t err = {0};
-    return kvc_control_endpoint(o->config, o->control, out, size, &err) ? s_fail(S_USAGE, "%s", err.msg)
+    return kvc_control_endpoint(o->config, o->control, out, size, &err) ? kvc_cli_fail(S_USAGE, "%s", err.msg)
                                                                          : 0;
 }
 
@@ -99,7 +87,7 @@ static int s_call_args(const kvc_cli_opts_t *o, const char *command, const char 
         return rc;
     kvc_err_t err = {0};
     if (kvc_control_call(ep, command, args, n_args, o->timeout_ms, rep, &err) != 0)
-        return s_fail(S_FAIL, "%s", err.msg);
+        return kvc_cli_fail(S_FAIL, "%s", err.msg);
     return 0;
 }
 
@@ -116,7 +104,7 @@ static int s_check_site(const kvc_cli_opts_t *o, const Kvc__Ctl__Reply *members)
     for (size_t i = 0; i < members->n_members; i++)
         if (strcmp(members->members[i]->site, o->site) == 0)
             return 0;
-    return s_fail(S_FAIL, "no such site: %s (see 'kvc sites')", o->site);
+    return kvc_cli_fail(S_FAIL, "no such site: %s (see 'kvc sites')", o->site);
 }
 
 /* Fetches the member list and checks --site against it. */
@@ -183,7 +171,7 @@ static int s_cmd_status(const kvc_cli_opts_t *o)
     const Kvc__Ctl__Status *st = rep->status;
     if (!st) {
         kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
-        return s_fail(S_FAIL, "the peer sent no status");
+        return kvc_cli_fail(S_FAIL, "the peer sent no status");
     }
     if (o->json) {
         printf("{\"name\":");
@@ -356,7 +344,7 @@ static int s_cmd_members(const kvc_cli_opts_t *o)
     const char *status = o->opt[0];
     if (status && strcmp(status, "alive") != 0 && strcmp(status, "suspect") != 0 &&
         strcmp(status, "dead") != 0 && strcmp(status, "left") != 0)
-        return s_fail(S_USAGE, "--status: '%.40s' is not alive, suspect, dead or left "
+        return kvc_cli_fail(S_USAGE, "--status: '%.40s' is not alive, suspect, dead or left "
                                "(see 'kvc members --help')",
                       status);
     Kvc__Ctl__Reply *rep = NULL;
@@ -472,7 +460,7 @@ static int s_cmd_sites(const kvc_cli_opts_t *o)
     const char **sites = s_sorted_sites(n, s_member_site, rep, &ns);
     if (!sites) {
         kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
-        return s_fail(S_FAIL, "out of memory");
+        return kvc_cli_fail(S_FAIL, "out of memory");
     }
     if (o->json)
         putchar('[');
@@ -561,7 +549,7 @@ static int s_cmd_metrics(const kvc_cli_opts_t *o)
     const char **sites = s_sorted_sites(n, s_metrics_site, rep, &ns);
     if (!sites) {
         kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
-        return s_fail(S_FAIL, "out of memory");
+        return kvc_cli_fail(S_FAIL, "out of memory");
     }
     if (o->json)
         putchar('[');
@@ -641,11 +629,11 @@ static int s_cmd_monitor(const kvc_cli_opts_t *o)
 {
     int64_t since = -1, count = 0;
     if (o->opt[0] && kvc_parse_i64(o->opt[0], 0, INT64_MAX, &since) != 0)
-        return s_fail(S_USAGE, "--since: '%.40s' is not a sequence number "
+        return kvc_cli_fail(S_USAGE, "--since: '%.40s' is not a sequence number "
                                "(see 'kvc monitor --help')",
                       o->opt[0]);
     if (o->opt[1] && kvc_parse_i64(o->opt[1], 1, 1000000, &count) != 0)
-        return s_fail(S_USAGE, "--count: '%.40s' is not a number in 1..1000000 "
+        return kvc_cli_fail(S_USAGE, "--count: '%.40s' is not a number in 1..1000000 "
                                "(see 'kvc monitor --help')",
                       o->opt[1]);
     int rc = s_site_known(o);
@@ -805,19 +793,19 @@ static int s_cmd_nodes(const kvc_cli_opts_t *o)
     int rc, one = 0;
     if (strcmp(verb, "list") == 0 || strcmp(verb, "pending") == 0) {
         if (o->n_pos > 1)
-            return s_fail(S_USAGE, "nodes %s takes no ID (see 'kvc nodes --help')", verb);
+            return kvc_cli_fail(S_USAGE, "nodes %s takes no ID (see 'kvc nodes --help')", verb);
         const char *args[2] = {"state", strcmp(verb, "pending") == 0 ? "pending" : ""};
         rc = s_call_args(o, "nodes", args, 1, &rep);
     } else if (strcmp(verb, "approve") == 0 || strcmp(verb, "reject") == 0 ||
                strcmp(verb, "revoke") == 0) {
         if (o->n_pos != 2)
-            return s_fail(S_USAGE, "nodes %s needs a node ID or name (see 'kvc nodes pending')",
+            return kvc_cli_fail(S_USAGE, "nodes %s needs a node ID or name (see 'kvc nodes pending')",
                           verb);
         const char *args[4] = {"id", o->pos[1], "to", verb};
         rc = s_call_args(o, "node-decide", args, 2, &rep);
         one = 1;
     } else {
-        return s_fail(S_USAGE,
+        return kvc_cli_fail(S_USAGE,
                       "nodes: '%.40s' is not pending, list, approve, reject or revoke", verb);
     }
     if (rc)
@@ -868,9 +856,9 @@ static int s_cmd_backup(const kvc_cli_opts_t *o)
         char cwd[3072];
         if (!getcwd(cwd, sizeof cwd) ||
             (size_t)snprintf(path, sizeof path, "%s/%s", cwd, dir) >= sizeof path)
-            return s_fail(S_FAIL, "backup: cannot make %.100s absolute", dir);
+            return kvc_cli_fail(S_FAIL, "backup: cannot make %.100s absolute", dir);
     } else if (kvc_strlcpy(path, dir, sizeof path)) {
-        return s_fail(S_USAGE, "backup: path too long");
+        return kvc_cli_fail(S_USAGE, "backup: path too long");
     }
     const char *args[2] = {"path", path};
     Kvc__Ctl__Reply *rep = NULL;
@@ -897,7 +885,7 @@ static int s_cmd_enroll(const kvc_cli_opts_t *o)
     if (strcmp(verb, "create") == 0) {
         long long ttl = s_duration_s(o->opt[0] ? o->opt[0] : "10m");
         if (ttl < 1 || ttl > 7 * 86400)
-            return s_fail(S_USAGE, "--ttl: '%.20s' is not a duration of 1s to 7d (e.g. 10m)",
+            return kvc_cli_fail(S_USAGE, "--ttl: '%.20s' is not a duration of 1s to 7d (e.g. 10m)",
                           o->opt[0]);
         const char *uses = o->opt[1] ? o->opt[1] : "1";
         char ttl_s[24];
@@ -907,7 +895,7 @@ static int s_cmd_enroll(const kvc_cli_opts_t *o)
     } else if (strcmp(verb, "list") == 0) {
         rc = s_call(o, "enroll-list", &rep);
     } else {
-        return s_fail(S_USAGE, "enroll: '%.40s' is not create or list", verb);
+        return kvc_cli_fail(S_USAGE, "enroll: '%.40s' is not create or list", verb);
     }
     if (rc)
         return rc;
@@ -1072,7 +1060,7 @@ static int s_cmd_leave(const kvc_cli_opts_t *o)
         clock_gettime(CLOCK_MONOTONIC, &t1);
         long ms = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
         if (ms > o->timeout_ms)
-            return s_fail(S_FAIL, "%s was asked to leave but still answers after %d ms", id,
+            return kvc_cli_fail(S_FAIL, "%s was asked to leave but still answers after %d ms", id,
                           o->timeout_ms);
         s_pause_ms(50);
     }
@@ -1123,7 +1111,7 @@ static int s_cmd_help(const kvc_cli_opts_t *o)
     }
     const s_cmd_t *c = s_find(o->pos[0]);
     if (!c)
-        return s_fail(S_USAGE, "unknown command '%.60s' (see 'kvc --help')", o->pos[0]);
+        return kvc_cli_fail(S_USAGE, "unknown command '%.60s' (see 'kvc --help')", o->pos[0]);
     printf("usage: kvc %s [--json]\n\n%s\n", c->synopsis, c->help);
     return 0;
 }
@@ -1253,7 +1241,7 @@ static int s_run_offline(const char *cmd, int argc, char **argv, int json)
         has_json |= strcmp(argv[i], "--json") == 0;
     char **av = kvc_calloc((size_t)argc + 2, sizeof *av);
     if (!av)
-        return s_fail(S_FAIL, "out of memory");
+        return kvc_cli_fail(S_FAIL, "out of memory");
     for (int i = 0; i < argc; i++)
         av[i] = argv[i];
     int ac = argc;
@@ -1288,7 +1276,7 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--config") == 0 || strcmp(a, "--control") == 0 ||
                    strcmp(a, "--timeout") == 0 || strcmp(a, "--site") == 0) {
             if (i + 1 >= argc)
-                return s_fail(S_USAGE, "%s needs a value (see 'kvc --help')", a);
+                return kvc_cli_fail(S_USAGE, "%s needs a value (see 'kvc --help')", a);
             const char *v = argv[++i];
             if (strcmp(a, "--config") == 0) {
                 o.config = v;
@@ -1296,13 +1284,13 @@ int main(int argc, char **argv)
                 o.control = v;
             } else if (strcmp(a, "--site") == 0) {
                 if (!kvc_config_valid_name(v))
-                    return s_fail(S_USAGE, "--site: '%.70s' is not a site name ([a-z0-9-]{1,63})",
+                    return kvc_cli_fail(S_USAGE, "--site: '%.70s' is not a site name ([a-z0-9-]{1,63})",
                                   v);
                 o.site = v;
             } else {
                 int64_t t;
                 if (kvc_parse_i64(v, 1, 600000, &t) != 0)
-                    return s_fail(S_USAGE, "--timeout: '%.40s' is not a number of ms in 1..600000",
+                    return kvc_cli_fail(S_USAGE, "--timeout: '%.40s' is not a number of ms in 1..600000",
                                   v);
                 o.timeout_ms = (int)t;
             }
@@ -1311,21 +1299,21 @@ int main(int argc, char **argv)
             while (k < S_MAX_CMD_OPT && cmd->opts[k].name && strcmp(cmd->opts[k].name, a) != 0)
                 k++;
             if (k == S_MAX_CMD_OPT || !cmd->opts[k].name)
-                return s_fail(S_USAGE, "%s: unknown option '%.60s' (see 'kvc %s --help')",
+                return kvc_cli_fail(S_USAGE, "%s: unknown option '%.60s' (see 'kvc %s --help')",
                               cmd->name, a, cmd->name);
             if (i + 1 >= argc)
-                return s_fail(S_USAGE, "%s needs a value (see 'kvc %s --help')", a, cmd->name);
+                return kvc_cli_fail(S_USAGE, "%s needs a value (see 'kvc %s --help')", a, cmd->name);
             o.opt[k] = argv[++i];
         } else if (a[0] == '-') {
-            return s_fail(S_USAGE, "unknown option '%.60s' (see 'kvc --help')", a);
+            return kvc_cli_fail(S_USAGE, "unknown option '%.60s' (see 'kvc --help')", a);
         } else if (!cmd) {
             cmd = s_find(a);
             if (!cmd)
-                return s_fail(S_USAGE, "unknown command '%.60s' (see 'kvc --help')", a);
+                return kvc_cli_fail(S_USAGE, "unknown command '%.60s' (see 'kvc --help')", a);
         } else if (o.n_pos < cmd->max_pos) {
             o.pos[o.n_pos++] = a;
         } else {
-            return s_fail(S_USAGE, "%s: unexpected argument '%.60s' (see 'kvc %s --help')",
+            return kvc_cli_fail(S_USAGE, "%s: unexpected argument '%.60s' (see 'kvc %s --help')",
                           cmd->name, a, cmd->name);
         }
     }
@@ -1341,8 +1329,8 @@ int main(int argc, char **argv)
         return s_cmd_help(&o);
     }
     if (o.site && !cmd->takes_site)
-        return s_fail(S_USAGE, "%s takes no --site (see 'kvc %s --help')", cmd->name, cmd->name);
+        return kvc_cli_fail(S_USAGE, "%s takes no --site (see 'kvc %s --help')", cmd->name, cmd->name);
     if (o.n_pos < cmd->min_pos)
-        return s_fail(S_USAGE, "%s: missing argument (usage: kvc %s)", cmd->name, cmd->synopsis);
+        return kvc_cli_fail(S_USAGE, "%s: missing argument (usage: kvc %s)", cmd->name, cmd->synopsis);
     return cmd->fn(&o);
 }

@@ -129,6 +129,19 @@ static int s_get(void *self, char ns, const void *key, size_t klen, void *buf, s
     return KVC_OK;
 }
 
+/* A local write the core took: on disk before it returns, or its pushes
+ * (appended since n0/b0) are withdrawn and the write fails. */
+static int s_commit_local(kvc_repmap_t *sm, size_t n0, size_t b0)
+{
+    if (s_persist(sm) != 0) {
+        sm->out->n_msgs = n0;
+        sm->out->n_bytes = b0;
+        return KVC_EIO;
+    }
+    sm->gen++;
+    return KVC_OK;
+}
+
 static int s_put(void *self, char ns, const void *key, size_t klen, const void *val, size_t vlen)
 {
     kvc_repmap_t *sm = self;
@@ -142,15 +155,7 @@ static int s_put(void *self, char ns, const void *key, size_t klen, const void *
         return KVC_ERANGE;
     size_t n0 = sm->out->n_msgs, b0 = sm->out->n_bytes;
     rc = kvc_lww_put(sm->m, kvc_clock_wall_ms(), k, klen + 1, val, vlen, sm->out);
-    if (rc)
-        return rc;
-    if (s_persist(sm) != 0) {
-        sm->out->n_msgs = n0;
-        sm->out->n_bytes = b0;
-        return KVC_EIO;
-    }
-    sm->gen++;
-    return KVC_OK;
+    return rc ? rc : s_commit_local(sm, n0, b0);
 }
 
 static int s_del(void *self, char ns, const void *key, size_t klen)
@@ -165,15 +170,7 @@ static int s_del(void *self, char ns, const void *key, size_t klen)
         return KVC_ENOENT;
     size_t n0 = sm->out->n_msgs, b0 = sm->out->n_bytes;
     rc = kvc_lww_del(sm->m, kvc_clock_wall_ms(), k, klen + 1, sm->out);
-    if (rc)
-        return rc;
-    if (s_persist(sm) != 0) {
-        sm->out->n_msgs = n0;
-        sm->out->n_bytes = b0;
-        return KVC_EIO;
-    }
-    sm->gen++;
-    return KVC_OK;
+    return rc ? rc : s_commit_local(sm, n0, b0);
 }
 
 typedef struct {
