@@ -176,6 +176,13 @@ Inference through any site's proxy (lisbon :$((BASE_PORT + 100)), oslo :$((BASE_
   curl -s 127.0.0.1:$((BASE_PORT + 101))/v2/models/mobilenet/infer -H 'Content-Type: image/png' --data-binary @$ROOT/cat.png | head -c 300
   curl -s 127.0.0.1:$((BASE_PORT + 102))/v1/models/yolov5/metadata
 
+The model registry, from any site (no Kubernetes here, so sites report no status):
+
+  $KVC --config $ROOT/oslo/kvc-peer.yaml models publish --name resnet --version 1 \\
+      --storage nfs://nas.lan/exports/resnet --input input_1:float32:-1,224,224,3 --placement region:eu-west
+  $KVC --config $ROOT/nairobi/kvc-peer.yaml models list
+  $KVC --config $ROOT/nairobi/kvc-peer.yaml models status resnet
+
 Metrics: curl -s 127.0.0.1:$((BASE_PORT + 100))/metrics, and the whole federation from any site:
   curl -s '127.0.0.1:$((BASE_PORT + 101))/federate?match[]=kvc_site_up'
 
