@@ -94,10 +94,10 @@ typedef struct {
     const char **idp;
     uint64_t *deadline;
     double *px, *py;
-    uint16_t *lat;      /* n*n base one-way ms */
-    uint64_t *link_us;  /* n*n: link busy until (us) */
-    uint64_t *last_at;  /* n*n: FIFO per pair */
-    uint8_t *touched;   /* peers that received this step */
+    uint16_t *lat;     /* n*n base one-way ms */
+    uint64_t *link_us; /* n*n: link busy until (us) */
+    uint64_t *last_at; /* n*n: FIFO per pair */
+    uint8_t *touched;  /* peers that received this step */
     rmsg_t *heap;
     size_t nheap, capheap;
     uint64_t now, t0, seq;
@@ -531,8 +531,8 @@ static int s_setup(rsim_t *s)
     s->truth = calloc(KEYS_CAP, sizeof *s->truth);
     size_t max_w = (size_t)s->entries + (size_t)s->publishes + (size_t)s->changed + 16;
     s->conv = calloc(max_w, sizeof *s->conv);
-    if (!s->m || !s->ids || !s->idp || !s->deadline || !s->touched || !s->px || !s->py ||
-        !s->lat || !s->link_us || !s->last_at || !s->truth || !s->conv)
+    if (!s->m || !s->ids || !s->idp || !s->deadline || !s->touched || !s->px || !s->py || !s->lat ||
+        !s->link_us || !s->last_at || !s->truth || !s->conv)
         return -1;
     for (int i = 0; i < s->sites; i++) {
         s->px[i] = kvc_rng_double(&s->rng);
@@ -694,8 +694,8 @@ static int s_publish(rsim_t *s)
                "everywhere p50 %" PRIu64 " p99 %" PRIu64 " max %" PRIu64
                " ms; %.0f bytes/publish (%.0f pushes); identical %s, wrong %" PRIu64
                ", resurrections %" PRIu64 "\n",
-               s->sites, s->n, s->wan ? "wan" : "lan", s->loss, s->publishes, p50, p99, mx,
-               per_pub, push_per_pub, identical ? "yes" : "no", wrong, resurrected);
+               s->sites, s->n, s->wan ? "wan" : "lan", s->loss, s->publishes, p50, p99, mx, per_pub,
+               push_per_pub, identical ? "yes" : "no", wrong, resurrected);
     return ok ? 0 : 1;
 }
 
@@ -792,17 +792,18 @@ static int s_catchup(rsim_t *s)
     int ok = identical && wrong == 0 && resurrected == 0 && caught != UINT64_MAX;
     int64_t ms = caught == UINT64_MAX ? -1 : (int64_t)(caught - heal);
     if (s->json)
-        printf("{\"scenario\":\"registry\",\"mode\":\"catchup\",\"fresh\":%s,\"peers\":%d,"
-               "\"profile\":\"%s\",\"loss\":%g,\"entries\":%d,\"changed\":%d,\"partition_s\":%" PRIu64
-               ",\"seed\":%" PRIu64 ",\"differing\":%" PRIu64 ",\"differing_bytes\":%" PRIu64
-               ",\"catchup_ms\":%" PRId64 ",\"bytes_to\":%" PRIu64 ",\"bytes_from\":%" PRIu64
-               ",\"ratio\":%.3f,\"bytes_30s\":%" PRIu64 ",\"bytes\":%" PRIu64
-               ",\"identical\":%s,\"resurrections\":%" PRIu64 ",\"wrong_versions\":%" PRIu64
-               ",\"invariants_ok\":%s}\n",
-               s->fresh ? "true" : "false", s->n, s->wan ? "wan" : "lan", s->loss, s->entries,
-               s->changed, s->partition_s, s->seed, diff_n, diff_bytes, ms, s->rj_in, s->rj_out,
-               ratio, s->rj_in30 + s->rj_out30, s->bytes, identical ? "true" : "false",
-               resurrected, wrong, ok ? "true" : "false");
+        printf(
+            "{\"scenario\":\"registry\",\"mode\":\"catchup\",\"fresh\":%s,\"peers\":%d,"
+            "\"profile\":\"%s\",\"loss\":%g,\"entries\":%d,\"changed\":%d,\"partition_s\":%" PRIu64
+            ",\"seed\":%" PRIu64 ",\"differing\":%" PRIu64 ",\"differing_bytes\":%" PRIu64
+            ",\"catchup_ms\":%" PRId64 ",\"bytes_to\":%" PRIu64 ",\"bytes_from\":%" PRIu64
+            ",\"ratio\":%.3f,\"bytes_30s\":%" PRIu64 ",\"bytes\":%" PRIu64
+            ",\"identical\":%s,\"resurrections\":%" PRIu64 ",\"wrong_versions\":%" PRIu64
+            ",\"invariants_ok\":%s}\n",
+            s->fresh ? "true" : "false", s->n, s->wan ? "wan" : "lan", s->loss, s->entries,
+            s->changed, s->partition_s, s->seed, diff_n, diff_bytes, ms, s->rj_in, s->rj_out, ratio,
+            s->rj_in30 + s->rj_out30, s->bytes, identical ? "true" : "false", resurrected, wrong,
+            ok ? "true" : "false");
     else
         printf("registry catchup: %d peers, %d entries, %" PRIu64 " differing (%" PRIu64
                " bytes): caught up in %" PRId64 " ms moving %" PRIu64 " bytes (ratio %.2f); "
@@ -865,7 +866,9 @@ static int s_options(rsim_t *s, int argc, char **argv)
         if (strcmp(a, "--scenario") == 0)
             bad = strcmp(v, "registry") != 0;
         else if (strcmp(a, "--mode") == 0)
-            mode = strcmp(v, "publish") == 0 ? 0 : strcmp(v, "catchup") == 0 ? 1 : -1,
+            mode = strcmp(v, "publish") == 0   ? 0
+                   : strcmp(v, "catchup") == 0 ? 1
+                                               : -1,
             bad = mode < 0;
         else if (strcmp(a, "--sites") == 0)
             bad = kvc_parse_i64(v, 2, 1000, &x), s->sites = (int)x, have_sites = 1;
@@ -929,8 +932,7 @@ static int s_options(rsim_t *s, int argc, char **argv)
         s->changed = 0;
     }
     if (s->entries + s->publishes + s->changed >= KEYS_CAP ||
-        (uint64_t)s->entries + (uint64_t)s->publishes + (uint64_t)s->changed >
-            s->cfg.max_entries) {
+        (uint64_t)s->entries + (uint64_t)s->publishes + (uint64_t)s->changed > s->cfg.max_entries) {
         fprintf(stderr, "kvc-sim: too many entries for max_entries %u\n", s->cfg.max_entries);
         return -1;
     }

@@ -1167,9 +1167,9 @@ static void test_sub_digest_only_when_asked(void **state)
     char key[32];
     for (int i = 0; i < 1500; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        assert_int_equal(kvc_lww_put(m, 1000, (const uint8_t *)key, strlen(key),
-                                     (const uint8_t *)"v", 1, &out),
-                         0);
+        assert_int_equal(
+            kvc_lww_put(m, 1000, (const uint8_t *)key, strlen(key), (const uint8_t *)"v", 1, &out),
+            0);
     }
     kvc_outbox_reset(&out);
     uint64_t ones[64], zeros[64] = {0};
@@ -1267,27 +1267,23 @@ static void test_sub_digest_hostile(void **state)
     static uint32_t hashes[64 * 65];
     static uint8_t buf[40000];
     uint32_t two[2] = {3, 3}, big[1] = {64}, one[1] = {5};
-    assert_int_equal(kvc_lww_receive(m, 1, "s/b", buf,
-                                     s_pack_bh(buf, zeros, zeros, one, 1, hashes, 63, NULL, 0,
-                                               NULL, 0),
-                                     &out),
-                     KVC_EPARSE); /* 63 hashes for one bucket */
-    assert_int_equal(kvc_lww_receive(m, 1, "s/b", buf,
-                                     s_pack_bh(buf, zeros, zeros, two, 2, hashes, 128, NULL, 0,
-                                               NULL, 0),
-                                     &out),
-                     KVC_EPARSE); /* a bucket twice */
-    assert_int_equal(kvc_lww_receive(m, 1, "s/b", buf,
-                                     s_pack_bh(buf, zeros, zeros, big, 1, hashes, 64, NULL, 0,
-                                               NULL, 0),
-                                     &out),
-                     KVC_EPARSE); /* bucket 64 */
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, one, 1, hashes, 63, NULL, 0, NULL, 0), &out),
+        KVC_EPARSE); /* 63 hashes for one bucket */
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, two, 2, hashes, 128, NULL, 0, NULL, 0), &out),
+        KVC_EPARSE); /* a bucket twice */
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, big, 1, hashes, 64, NULL, 0, NULL, 0), &out),
+        KVC_EPARSE); /* bucket 64 */
     uint32_t cov_bad[1] = {64 * 64};
-    assert_int_equal(kvc_lww_receive(m, 1, "s/b", buf,
-                                     s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_bad, 1,
-                                               NULL, 0),
-                                     &out),
-                     KVC_EPARSE); /* sub-bucket 4096 */
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_bad, 1, NULL, 0), &out),
+        KVC_EPARSE); /* sub-bucket 4096 */
     /* a header of key "x": in its own sub-bucket it is fine, elsewhere not */
     uint64_t h = UINT64_C(0xcbf29ce484222325);
     h = (h ^ 'x') * UINT64_C(0x100000001b3);
@@ -1298,20 +1294,18 @@ static void test_sub_digest_hostile(void **state)
     x.hlc = UINT64_C(1) << 40;
     x.writer = "s/b";
     uint32_t cov_other[1] = {sub_id ^ 1};
-    assert_int_equal(kvc_lww_receive(m, 1, "s/b", buf,
-                                     s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_other, 1,
-                                               &xp, 1),
-                                     &out),
-                     KVC_EPARSE);
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_other, 1, &xp, 1), &out),
+        KVC_EPARSE);
     kvc_lww_stats_t st;
     kvc_lww_stats(m, &st);
     assert_int_equal(st.dropped, 5);
     uint32_t cov_ok[1] = {sub_id};
-    assert_int_equal(kvc_lww_receive(m, 1, "s/b", buf,
-                                     s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_ok, 1,
-                                               &xp, 1),
-                                     &out),
-                     0);
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_ok, 1, &xp, 1), &out),
+        0);
     Kvc__Lww__Message *r = s_only_msg(&out); /* we want x */
     assert_int_equal(r->body_case, KVC__LWW__MESSAGE__BODY_WANT);
     assert_int_equal(r->want->n_keys, 1);
@@ -1337,9 +1331,9 @@ static void test_sub_digest_is_no_gc_ack(void **state)
     char key[32];
     for (int i = 0; i < 1500; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        assert_int_equal(kvc_lww_put(m, 1000, (const uint8_t *)key, strlen(key),
-                                     (const uint8_t *)"v", 1, &out),
-                         0);
+        assert_int_equal(
+            kvc_lww_put(m, 1000, (const uint8_t *)key, strlen(key), (const uint8_t *)"v", 1, &out),
+            0);
     }
     assert_int_equal(kvc_lww_del(m, 1000, (const uint8_t *)"dead", 4, &out), 0);
     kvc_outbox_reset(&out);
