@@ -29,6 +29,8 @@
 #define HLC_MAX (UINT64_C(1) << 62) /* no valid stamp reaches this */
 #define AE_MSGS_MAX 8               /* Entries messages per anti-entropy step */
 #define FIXED_OVERHEAD 2048         /* digest part of a BucketHeaders, tags */
+#define SUB_MIN 8                   /* entries from which a bucket is answered with sub-hashes */
+#define SUB_COST (KVC_LWW_SUBS * 4 + 16) /* bytes one bucket's sub-hashes add, generously */
 
 typedef struct entry {
     struct entry *next; /* hash chain */
@@ -73,6 +75,8 @@ struct kvc_lww {
     size_t n_slots;
     size_t n_entries, n_tombs;
     uint64_t bucket[KVC_LWW_BUCKETS];
+    uint64_t sub[KVC_LWW_BUCKETS][KVC_LWW_SUBS]; /* the same XOR per sub-bucket */
+    uint32_t bucket_n[KVC_LWW_BUCKETS];          /* entries (tombstones too) per bucket */
     uint64_t horizon[KVC_LWW_BUCKETS];
     int horizon_dirty;
     entry_t **dirty;
@@ -173,6 +177,12 @@ static unsigned s_bucket_of(uint64_t khash)
     return (unsigned)(khash & (KVC_LWW_BUCKETS - 1));
 }
 
+/* The sub-bucket of a key hash within its bucket: bits 6..11. */
+static unsigned s_sub_of(uint64_t khash)
+{
+    return (unsigned)((khash >> 6) & (KVC_LWW_SUBS - 1));
+}
+
 /* Compares versions: >0 if (h1, w1) wins over (h2, w2). */
 static int s_cmp(uint64_t h1, const char *w1, uint64_t h2, const char *w2)
 {
@@ -261,8 +271,10 @@ static int s_store(kvc_lww_t *m, const uint8_t *key, size_t klen, uint64_t khash
         e->next = m->slots[slot];
         m->slots[slot] = e;
         m->n_entries++;
+        m->bucket_n[s_bucket_of(khash)]++;
     } else {
         m->bucket[s_bucket_of(khash)] ^= e->h;
+        m->sub[s_bucket_of(khash)][s_sub_of(khash)] ^= e->h;
         if (e->tomb)
             m->n_tombs--;
         kvc_free(e->val);
@@ -274,6 +286,7 @@ static int s_store(kvc_lww_t *m, const uint8_t *key, size_t klen, uint64_t khash
     kvc_strlcpy(e->writer, writer, sizeof e->writer);
     e->h = s_version_hash(khash, hlc, e->writer, e->tomb);
     m->bucket[s_bucket_of(khash)] ^= e->h;
+    m->sub[s_bucket_of(khash)][s_sub_of(khash)] ^= e->h;
     if (e->tomb)
         m->n_tombs++;
     e->seq = ++m->seq;
@@ -307,6 +320,8 @@ static int s_collect(kvc_lww_t *m, entry_t *e)
         m->horizon_dirty = 1;
     }
     m->bucket[b] ^= e->h;
+    m->sub[b][s_sub_of(e->khash)] ^= e->h;
+    m->bucket_n[b]--;
     if (e->dirty)
         for (size_t i = 0; i < m->n_dirty; i++)
             if (m->dirty[i] == e) {
@@ -731,12 +746,28 @@ static int s_valid(const kvc_lww_t *m, const Kvc__Lww__Message *msg)
         }
         if (h->partial)
             covered |= UINT64_C(1) << (h->partial - 1);
+        /* sub-bucket hashes: increasing buckets, 64 hashes each */
+        if (h->n_sub_buckets > KVC_LWW_BUCKETS ||
+            h->n_sub_hashes != h->n_sub_buckets * (size_t)KVC_LWW_SUBS)
+            return 0;
+        for (size_t i = 0; i < h->n_sub_buckets; i++)
+            if (h->sub_buckets[i] >= KVC_LWW_BUCKETS ||
+                (i && h->sub_buckets[i] <= h->sub_buckets[i - 1]))
+                return 0;
+        uint64_t subs[KVC_LWW_BUCKETS] = {0};
+        for (size_t i = 0; i < h->n_covered_sub; i++) {
+            if (h->covered_sub[i] >= KVC_LWW_BUCKETS * KVC_LWW_SUBS)
+                return 0;
+            subs[h->covered_sub[i] / KVC_LWW_SUBS] |= UINT64_C(1)
+                                                      << (h->covered_sub[i] % KVC_LWW_SUBS);
+        }
         for (size_t i = 0; i < h->n_headers; i++) {
             const Kvc__Lww__Header *x = h->headers[i];
             if (!s_valid_key(&x->key) || !s_valid_version(x->hlc, x->writer, x->tomb))
                 return 0;
-            unsigned b = s_bucket_of(s_fnv(FNV_BASIS, x->key.data, x->key.len));
-            if (!(covered >> b & 1))
+            uint64_t khash = s_fnv(FNV_BASIS, x->key.data, x->key.len);
+            unsigned b = s_bucket_of(khash);
+            if (!(covered >> b & 1) && !(subs[b] >> s_sub_of(khash) & 1))
                 return 0;
         }
         return 1;
@@ -829,8 +860,9 @@ static void s_digest_sends(kvc_lww_t *m, uint64_t *buckets, uint64_t *horizons)
     memcpy(horizons, m->horizon, sizeof m->horizon);
 }
 
-/* Sends a Digest to p starting at bucket start. */
-static void s_send_digest(kvc_lww_t *m, peer_t *p, unsigned start, kvc_outbox_t *out)
+/* Sends a Digest to p starting at bucket start; sub: we take sub-bucket
+ * hashes in the answer. */
+static void s_send_digest(kvc_lww_t *m, peer_t *p, unsigned start, int sub, kvc_outbox_t *out)
 {
     uint64_t b[KVC_LWW_BUCKETS], h[KVC_LWW_BUCKETS];
     s_digest_sends(m, b, h);
@@ -842,6 +874,7 @@ static void s_send_digest(kvc_lww_t *m, peer_t *p, unsigned start, kvc_outbox_t 
     d.n_horizons = KVC_LWW_BUCKETS;
     d.horizons = h;
     d.start = start;
+    d.sub = sub ? 1 : 0;
     msg.body_case = KVC__LWW__MESSAGE__BODY_DIGEST;
     msg.digest = &d;
     if (s_send(m, out, p->id, &msg) == 0)
@@ -872,8 +905,11 @@ static size_t s_header_cost(const entry_t *e)
     return (size_t)e->klen + strlen(e->writer) + 24;
 }
 
-/* A Digest from p: learn, then answer with our hashes and the headers of
- * the differing buckets from d->start on, as many as fit. */
+/* A Digest from p: learn, then answer with our hashes and, for the
+ * differing buckets from d->start on (as many as fit), the headers of our
+ * entries; or, when p takes them (d->sub), the bucket is not empty there
+ * and we hold at least SUB_MIN entries in it, its 64 sub-bucket hashes
+ * (cheaper than headers when few of its entries differ). */
 static void s_on_digest(kvc_lww_t *m, peer_t *p, const Kvc__Lww__Digest *d, kvc_outbox_t *out)
 {
     s_clock_see(m, d->hlc);
@@ -882,11 +918,26 @@ static void s_on_digest(kvc_lww_t *m, peer_t *p, const Kvc__Lww__Digest *d, kvc_
     uint32_t covered[KVC_LWW_BUCKETS];
     size_t n_cov = 0;
     uint32_t next = KVC_LWW_BUCKETS, partial = 0;
+    uint32_t sub_b[KVC_LWW_BUCKETS];
+    uint32_t sub_h[KVC_LWW_BUCKETS * KVC_LWW_SUBS];
+    size_t n_sub = 0;
     Kvc__Lww__Header *hs = NULL;
     Kvc__Lww__Header **hp = NULL;
     for (unsigned b = d->start; b < KVC_LWW_BUCKETS; b++) {
         if (d->buckets[b] == m->bucket[b])
             continue;
+        if (d->sub && d->buckets[b] != 0 && m->bucket_n[b] >= SUB_MIN) {
+            if (used + SUB_COST > budget) {
+                next = b; /* budget >= 2048 > SUB_COST: something went before */
+                break;
+            }
+            for (unsigned k = 0; k < KVC_LWW_SUBS; k++)
+                sub_h[n_sub * KVC_LWW_SUBS + k] = (uint32_t)m->sub[b][k];
+            sub_b[n_sub++] = b;
+            used += SUB_COST;
+            m->stats.sub_buckets++;
+            continue;
+        }
         size_t n = 0;
         entry_t **v = s_bucket_entries(m, b, &n);
         if (!v) {
@@ -900,7 +951,7 @@ static void s_on_digest(kvc_lww_t *m, peer_t *p, const Kvc__Lww__Digest *d, kvc_
             need += s_header_cost(v[i]);
         size_t first = 0, take = n;
         if (used + need > budget) {
-            if (n_cov || used) {
+            if (n_cov || used || n_sub) {
                 kvc_free(v);
                 next = b;
                 break;
@@ -969,11 +1020,127 @@ static void s_on_digest(kvc_lww_t *m, peer_t *p, const Kvc__Lww__Digest *d, kvc_
     bh.headers = hp;
     bh.next = next;
     bh.partial = partial;
+    bh.n_sub_buckets = n_sub;
+    bh.sub_buckets = sub_b;
+    bh.n_sub_hashes = n_sub * KVC_LWW_SUBS;
+    bh.sub_hashes = sub_h;
     msg.body_case = KVC__LWW__MESSAGE__BODY_HEADERS;
     msg.headers = &bh;
     (void)s_send(m, out, p->id, &msg);
     kvc_free(hp);
     kvc_free(hs);
+}
+
+/*
+ * The sub-bucket hashes in BucketHeaders h from p: for each listed bucket
+ * still differing, our headers of the sub-buckets whose hashes differ from
+ * p's (all of the bucket when every sub-bucket hash agrees: a 32-bit
+ * collision), sent as one BucketHeaders with those sub-buckets covered, as
+ * many whole buckets as fit. Returns the first listed bucket left out
+ * (KVC_LWW_BUCKETS: none); *progress is set when one or more went out.
+ */
+static unsigned s_answer_subs(kvc_lww_t *m, peer_t *p, const Kvc__Lww__BucketHeaders *h,
+                              int *progress, kvc_outbox_t *out)
+{
+    size_t budget = m->cfg.msg_max - FIXED_OVERHEAD, used = 0;
+    unsigned stop = KVC_LWW_BUCKETS;
+    size_t n_h = 0, cap = 0, n_cov = 0, n_whole = 0;
+    uint32_t whole[KVC_LWW_BUCKETS];
+    uint32_t *cov = kvc_malloc(KVC_LWW_BUCKETS * KVC_LWW_SUBS * sizeof *cov);
+    Kvc__Lww__Header *hs = NULL;
+    *progress = 0;
+    if (!cov)
+        return h->n_sub_buckets ? h->sub_buckets[0] : KVC_LWW_BUCKETS;
+    for (size_t i = 0; i < h->n_sub_buckets; i++) {
+        unsigned b = h->sub_buckets[i];
+        if (h->buckets[b] == m->bucket[b])
+            continue; /* equal by now */
+        const uint32_t *theirs = h->sub_hashes + i * KVC_LWW_SUBS;
+        uint64_t diff = 0;
+        for (unsigned k = 0; k < KVC_LWW_SUBS; k++)
+            if ((uint32_t)m->sub[b][k] != theirs[k])
+                diff |= UINT64_C(1) << k;
+        int all = diff == 0;
+        size_t h0 = n_h, c0 = n_cov, w0 = n_whole, u0 = used;
+        int fits = 1;
+        for (size_t sl = b; sl < m->n_slots && fits; sl += KVC_LWW_BUCKETS)
+            for (entry_t *e = m->slots[sl]; e && fits; e = e->next) {
+                if (!all && !(diff >> s_sub_of(e->khash) & 1))
+                    continue;
+                size_t c = s_header_cost(e);
+                if (used + c > budget) {
+                    fits = 0;
+                    break;
+                }
+                if (n_h == cap) {
+                    size_t nc = cap ? 2 * cap : 64;
+                    Kvc__Lww__Header *nhs = kvc_realloc(hs, nc * sizeof *hs);
+                    if (!nhs) {
+                        fits = 0;
+                        break;
+                    }
+                    hs = nhs;
+                    cap = nc;
+                }
+                Kvc__Lww__Header *x = &hs[n_h++];
+                kvc__lww__header__init(x);
+                x->key.data = (uint8_t *)e->key;
+                x->key.len = e->klen;
+                x->hlc = e->hlc;
+                x->writer = (char *)e->writer;
+                x->tomb = e->tomb;
+                used += c;
+            }
+        if (fits && all) {
+            whole[n_whole++] = b;
+            used += 4;
+        }
+        for (unsigned k = 0; fits && !all && k < KVC_LWW_SUBS; k++)
+            if (diff >> k & 1) {
+                if (used + 4 > budget) {
+                    fits = 0;
+                    break;
+                }
+                cov[n_cov++] = b * KVC_LWW_SUBS + k;
+                used += 4;
+            }
+        if (!fits) {
+            n_h = h0, n_cov = c0, n_whole = w0, used = u0;
+            stop = b;
+            break;
+        }
+        *progress = 1;
+    }
+    Kvc__Lww__Header **hp = n_h ? kvc_malloc(n_h * sizeof *hp) : NULL;
+    if ((n_h && !hp) || (!n_h && !n_cov && !n_whole)) {
+        if (n_h && !hp)
+            stop = h->sub_buckets[0], *progress = 0;
+        kvc_free(hp), kvc_free(hs), kvc_free(cov);
+        return stop;
+    }
+    for (size_t i = 0; i < n_h; i++)
+        hp[i] = &hs[i];
+    uint64_t bs[KVC_LWW_BUCKETS], hz[KVC_LWW_BUCKETS];
+    s_digest_sends(m, bs, hz);
+    Kvc__Lww__Message msg = KVC__LWW__MESSAGE__INIT;
+    Kvc__Lww__BucketHeaders bh = KVC__LWW__BUCKET_HEADERS__INIT;
+    bh.hlc = m->clock;
+    bh.n_buckets = KVC_LWW_BUCKETS;
+    bh.buckets = bs;
+    bh.n_horizons = KVC_LWW_BUCKETS;
+    bh.horizons = hz;
+    bh.n_covered = n_whole;
+    bh.covered = whole;
+    bh.n_headers = n_h;
+    bh.headers = hp;
+    bh.next = KVC_LWW_BUCKETS;
+    bh.n_covered_sub = n_cov;
+    bh.covered_sub = cov;
+    msg.body_case = KVC__LWW__MESSAGE__BODY_HEADERS;
+    msg.headers = &bh;
+    (void)s_send(m, out, p->id, &msg);
+    kvc_free(hp), kvc_free(hs), kvc_free(cov);
+    return stop;
 }
 
 /* Sends the entries to p as Entries messages (bounded). */
@@ -1071,6 +1238,31 @@ static void s_on_headers(kvc_lww_t *m, peer_t *p, const Kvc__Lww__BucketHeaders 
                 send[n_send++] = e;
             }
     }
+    /* whole sub-buckets: the same, per sub-bucket */
+    uint64_t subs[KVC_LWW_BUCKETS] = {0};
+    for (size_t i = 0; i < h->n_covered_sub; i++)
+        subs[h->covered_sub[i] / KVC_LWW_SUBS] |= UINT64_C(1) << (h->covered_sub[i] % KVC_LWW_SUBS);
+    for (unsigned b = 0; b < KVC_LWW_BUCKETS && !oom; b++) {
+        if (!subs[b])
+            continue;
+        for (size_t s = b; s < m->n_slots && !oom; s += KVC_LWW_BUCKETS)
+            for (entry_t *e = m->slots[s]; e; e = e->next) {
+                if (e->mark == gen || !(subs[b] >> s_sub_of(e->khash) & 1) ||
+                    (e->tomb && e->hlc <= p->horizon[b]))
+                    continue;
+                e->mark = gen;
+                if (n_send == cap_send) {
+                    entry_t **ns = kvc_realloc(send, 2 * cap_send * sizeof *ns);
+                    if (!ns) {
+                        oom = 1;
+                        break;
+                    }
+                    send = ns;
+                    cap_send *= 2;
+                }
+                send[n_send++] = e;
+            }
+    }
     if (!oom) {
         /* Want, split into messages of at most msg_max */
         size_t i = 0;
@@ -1091,8 +1283,19 @@ static void s_on_headers(kvc_lww_t *m, peer_t *p, const Kvc__Lww__BucketHeaders 
         s_send_list(m, p, send, n_send, out);
         if (n_syn)
             (void)s_send_entries(m, out, p->id, synp, syncost, n_syn, 0, AE_MSGS_MAX);
-        if (h->next < KVC_LWW_BUCKETS)
-            s_send_digest(m, p, h->next, out);
+        /* carry on with the buckets left out: from h->next, or from the
+         * first sub-bucket list left out (without sub-hashes if not even
+         * one bucket of it fitted, so the classic path cuts it) */
+        unsigned cont = h->next;
+        int cont_sub = 1;
+        if (h->n_sub_buckets) {
+            int progress = 0;
+            unsigned stop = s_answer_subs(m, p, h, &progress, out);
+            if (stop < KVC_LWW_BUCKETS)
+                cont = stop, cont_sub = progress;
+        }
+        if (cont < KVC_LWW_BUCKETS)
+            s_send_digest(m, p, cont, cont_sub, out);
     }
     kvc_free(want), kvc_free(send), kvc_free(syn), kvc_free(synp), kvc_free(syncost);
 }
@@ -1229,7 +1432,7 @@ int kvc_lww_tick(kvc_lww_t *m, uint64_t now_ms, kvc_outbox_t *out)
     }
     m->ae_force = -1;
     if (pick >= 0)
-        s_send_digest(m, &m->peers[pick], 0, out);
+        s_send_digest(m, &m->peers[pick], 0, 1, out);
     return 0;
 }
 

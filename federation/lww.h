@@ -6,6 +6,22 @@
  * anti-entropy (bucket digests, then headers of the differing buckets, then
  * only the entries one side lacks or holds older).
  *
+ * Anti-entropy in detail. A round: A sends B a Digest (64 bucket hashes, 64
+ * GC horizons, sub = 1). B answers with its own hashes and, for each bucket
+ * that differs (as many as fit msg_max; `next` says where to carry on), the
+ * headers (key, hlc, writer, tomb) of its entries there; A then asks for
+ * what B holds newer (Want) and sends what B lacks or holds older. When a
+ * differing bucket holds at least 8 entries at B and is not empty at A, B
+ * sends its 64 sub-bucket hashes instead (bits 6..11 of the key hash; 32
+ * bits each); A sends back its headers of only the sub-buckets that differ
+ * (the whole bucket if none does: a hash collision), and B wants and sends
+ * as above. So a peer that missed C changes among E entries exchanges about
+ * C sub-buckets' headers rather than every header of up to 64 buckets; a
+ * fresh or far-behind peer still gets plain headers (its buckets are empty,
+ * or A's answer for the first bucket does not fit one message and A carries
+ * on without sub-hashes). A peer that does not set Digest.sub (an older
+ * build) is answered with headers only, and never sends sub-hashes itself.
+ *
  * kvc-peer runs two instances: the site's node approvals and enrollment
  * codes (scope: the site's peers, channel KVC_LWW_CHANNEL_NODES) and the
  * federation's model registry (scope: every member, KVC_LWW_CHANNEL_REGISTRY).
@@ -42,7 +58,9 @@
  *      peer's hash of bucket b equal to ours at a moment after T was stored
  *      here (so it held T or something newer, and entries only move
  *      forward), or that peer advertised a GC horizon for b >= T.hlc (it
- *      collected T or will refuse anything as old, see 3).
+ *      collected T or will refuse anything as old, see 3). Sub-bucket hashes
+ *      are never taken as this acknowledgement (they are 32-bit and cover
+ *      part of a bucket).
  * A dead or partitioned peer therefore blocks GC until it is back and in
  * sync, or until the caller removes it from scope with set_peers: a peer
  * that was cut off while holding an older value of K can never serve it
@@ -92,6 +110,7 @@
 #define KVC_LWW_WIRE_MAX (1u << 20)    /* the largest cfg.msg_max */
 #define KVC_LWW_PEERS_MAX 1024         /* the registry's scope is every member */
 #define KVC_LWW_BUCKETS 64
+#define KVC_LWW_SUBS 64 /* sub-buckets per bucket (second digest level) */
 
 typedef struct {
     uint32_t max_entries;     /* entries including tombstones (1..1000000) */
@@ -215,6 +234,7 @@ typedef struct {
     uint64_t stale;        /* remote entries refused at a GC horizon */
     uint64_t push_retries; /* pushes the outbox refused, retried later */
     uint64_t tombstones;   /* tombstones held now */
+    uint64_t sub_buckets;  /* differing buckets answered with sub-bucket hashes */
 } kvc_lww_stats_t;
 
 /* Copies the counters into *out. */

@@ -1066,6 +1066,334 @@ static void test_fresh_peer_catches_up_partial_buckets(void **state)
     s_fresh_peer(200, 8);
 }
 
+/* --- the sub-bucket digest level -------------------------------------------- */
+
+/* A config where every bucket holds more than SUB_MIN entries. */
+static void s_cfg_subs(kvc_lww_config_t *cfg)
+{
+    s_cfg_small(cfg);
+    cfg->max_entries = 4096;
+    cfg->value_max = 1024;
+    cfg->msg_max = 65536;
+}
+
+/* FNV-1a 64 of a key, as the core hashes it (its digest bucket is the low
+ * 6 bits). */
+static unsigned s_bucket(const char *key)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (const char *c = key; *c; c++) {
+        h ^= (uint8_t)*c;
+        h *= UINT64_C(0x100000001b3);
+    }
+    return (unsigned)(h & 63);
+}
+
+/* Two replicas of 1500 entries drift apart by a handful of writes on each
+ * side (puts, a delete, a new key) during a partition: after the heal they
+ * are identical again, the sub-bucket level was used, and the bytes moved
+ * are a fraction of what one exchange of every header would cost. */
+static void test_sub_digest_few_differ(void **state)
+{
+    (void)state;
+    kvc_lww_config_t cfg;
+    s_cfg_subs(&cfg);
+    net_t w;
+    s_net_init(&w, 2, &cfg, 21);
+    char key[32], val[200];
+    memset(val, 'v', sizeof val - 1);
+    val[sizeof val - 1] = '\0';
+    size_t headers = 0;
+    for (int i = 0; i < 1500; i++) {
+        snprintf(key, sizeof key, "model/m%d", i);
+        headers += strlen(key) + strlen(w.ids[0]) + 12;
+        s_put(&w, 0, key, val);
+    }
+    s_run(&w, 2000);
+    assert_true(s_all_equal(&w));
+    w.cut = 1;
+    w.side[1] = 1;
+    for (int i = 0; i < 6; i++) {
+        snprintf(key, sizeof key, "model/m%d", i * 97);
+        val[0] = (char)('a' + i);
+        s_put(&w, i % 2, key, val);
+    }
+    s_del(&w, 0, "model/m5");
+    s_put(&w, 1, "model/new", "fresh");
+    s_run(&w, 100);
+    assert_false(s_all_equal(&w));
+    w.cut = 0;
+    w.msgs = w.bytes = 0;
+    uint64_t t = w.now;
+    while (!s_all_equal(&w) && w.now < t + 20000)
+        s_run(&w, 10);
+    assert_true(s_all_equal(&w));
+    char buf[256];
+    assert_string_equal(s_val(w.m[1], "model/m5", buf, sizeof buf), "");
+    assert_string_equal(s_val(w.m[0], "model/new", buf, sizeof buf), "fresh");
+    kvc_lww_stats_t a, b;
+    kvc_lww_stats(w.m[0], &a);
+    kvc_lww_stats(w.m[1], &b);
+    assert_true(a.sub_buckets + b.sub_buckets > 0);
+    print_message("sub-buckets: 8 differing of 1501 entries repaired in %llu ms with %llu bytes "
+                  "(every header once: %zu)\n",
+                  (unsigned long long)(w.now - t), (unsigned long long)w.bytes, headers);
+    assert_true(w.bytes * 4 < headers);
+    s_net_free(&w);
+}
+
+/* Unpacks the one message in out (the caller frees it). */
+static Kvc__Lww__Message *s_only_msg(kvc_outbox_t *out)
+{
+    assert_int_equal(out->n_msgs, 1);
+    Kvc__Lww__Message *r =
+        kvc__lww__message__unpack(NULL, out->msgs[0].len, kvc_outbox_data(out, 0));
+    assert_non_null(r);
+    return r;
+}
+
+/* A Digest without `sub` (an older peer) is answered with headers only;
+ * with it, big buckets are answered with 64 sub-bucket hashes each. */
+static void test_sub_digest_only_when_asked(void **state)
+{
+    (void)state;
+    kvc_lww_config_t cfg;
+    s_cfg_subs(&cfg);
+    kvc_lww_t *m = kvc_lww_new(&cfg, "s/a", KVC_LWW_CHANNEL_REGISTRY, 1);
+    const char *ids[] = {"s/a", "s/b"};
+    assert_int_equal(kvc_lww_set_peers(m, ids, 2, 0), 0);
+    kvc_outbox_t out;
+    kvc_outbox_init(&out, 0);
+    char key[32];
+    for (int i = 0; i < 1500; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(
+            kvc_lww_put(m, 1000, (const uint8_t *)key, strlen(key), (const uint8_t *)"v", 1, &out),
+            0);
+    }
+    kvc_outbox_reset(&out);
+    uint64_t ones[64], zeros[64] = {0};
+    for (int i = 0; i < 64; i++)
+        ones[i] = 1;
+    uint8_t buf[4096];
+    for (int sub = 0; sub < 2; sub++) {
+        Kvc__Lww__Digest d = KVC__LWW__DIGEST__INIT;
+        d.hlc = 1;
+        d.n_buckets = 64;
+        d.buckets = ones;
+        d.n_horizons = 64;
+        d.horizons = zeros;
+        d.sub = (uint32_t)sub;
+        Kvc__Lww__Message dm = KVC__LWW__MESSAGE__INIT;
+        dm.body_case = KVC__LWW__MESSAGE__BODY_DIGEST;
+        dm.digest = &d;
+        size_t n = s_pack(&dm, buf);
+        assert_int_equal(kvc_lww_receive(m, 2000, "s/b", buf, n, &out), 0);
+        Kvc__Lww__Message *r = s_only_msg(&out);
+        assert_int_equal(r->body_case, KVC__LWW__MESSAGE__BODY_HEADERS);
+        const Kvc__Lww__BucketHeaders *h = r->headers;
+        if (!sub) {
+            assert_int_equal(h->n_sub_buckets, 0);
+            assert_true(h->n_headers > 0);
+        } else {
+            assert_int_equal(h->n_sub_buckets, 64); /* every bucket holds > 8 */
+            assert_int_equal(h->n_sub_hashes, 64 * 64);
+            assert_int_equal(h->n_headers, 0);
+            assert_int_equal(h->next, 64);
+        }
+        kvc__lww__message__free_unpacked(r, NULL);
+        kvc_outbox_reset(&out);
+    }
+    /* an empty bucket at the asker (a fresh peer) gets headers, not hashes */
+    Kvc__Lww__Digest d = KVC__LWW__DIGEST__INIT;
+    d.hlc = 1;
+    d.n_buckets = 64;
+    d.buckets = zeros;
+    d.n_horizons = 64;
+    d.horizons = zeros;
+    d.sub = 1;
+    Kvc__Lww__Message dm = KVC__LWW__MESSAGE__INIT;
+    dm.body_case = KVC__LWW__MESSAGE__BODY_DIGEST;
+    dm.digest = &d;
+    size_t n = s_pack(&dm, buf);
+    assert_int_equal(kvc_lww_receive(m, 2000, "s/b", buf, n, &out), 0);
+    Kvc__Lww__Message *r = s_only_msg(&out);
+    assert_int_equal(r->headers->n_sub_buckets, 0);
+    assert_true(r->headers->n_headers > 0);
+    kvc__lww__message__free_unpacked(r, NULL);
+    kvc_outbox_free(&out);
+    kvc_lww_destroy(&m);
+}
+
+/* Packs a BucketHeaders from buckets/horizons and the sub fields. */
+static size_t s_pack_bh(uint8_t *buf, uint64_t *buckets, uint64_t *horizons, uint32_t *sub_b,
+                        size_t n_sub, uint32_t *sub_h, size_t n_sub_h, uint32_t *cov, size_t n_cov,
+                        Kvc__Lww__Header **hs, size_t n_h)
+{
+    Kvc__Lww__BucketHeaders bh = KVC__LWW__BUCKET_HEADERS__INIT;
+    bh.hlc = 1;
+    bh.n_buckets = 64;
+    bh.buckets = buckets;
+    bh.n_horizons = 64;
+    bh.horizons = horizons;
+    bh.next = 64;
+    bh.n_sub_buckets = n_sub;
+    bh.sub_buckets = sub_b;
+    bh.n_sub_hashes = n_sub_h;
+    bh.sub_hashes = sub_h;
+    bh.n_covered_sub = n_cov;
+    bh.covered_sub = cov;
+    bh.n_headers = n_h;
+    bh.headers = hs;
+    Kvc__Lww__Message dm = KVC__LWW__MESSAGE__INIT;
+    dm.body_case = KVC__LWW__MESSAGE__BODY_HEADERS;
+    dm.headers = &bh;
+    return s_pack(&dm, buf);
+}
+
+/* Malformed sub-bucket fields are refused whole; a header in a covered
+ * sub-bucket is accepted, one outside it is not. */
+static void test_sub_digest_hostile(void **state)
+{
+    (void)state;
+    kvc_lww_config_t cfg;
+    s_cfg_subs(&cfg);
+    kvc_lww_t *m = kvc_lww_new(&cfg, "s/a", KVC_LWW_CHANNEL_REGISTRY, 1);
+    const char *ids[] = {"s/a", "s/b"};
+    assert_int_equal(kvc_lww_set_peers(m, ids, 2, 0), 0);
+    kvc_outbox_t out;
+    kvc_outbox_init(&out, 0);
+    uint64_t zeros[64] = {0};
+    static uint32_t hashes[64 * 65];
+    static uint8_t buf[40000];
+    uint32_t two[2] = {3, 3}, big[1] = {64}, one[1] = {5};
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, one, 1, hashes, 63, NULL, 0, NULL, 0), &out),
+        KVC_EPARSE); /* 63 hashes for one bucket */
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, two, 2, hashes, 128, NULL, 0, NULL, 0), &out),
+        KVC_EPARSE); /* a bucket twice */
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, big, 1, hashes, 64, NULL, 0, NULL, 0), &out),
+        KVC_EPARSE); /* bucket 64 */
+    uint32_t cov_bad[1] = {64 * 64};
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_bad, 1, NULL, 0), &out),
+        KVC_EPARSE); /* sub-bucket 4096 */
+    /* a header of key "x": in its own sub-bucket it is fine, elsewhere not */
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    h = (h ^ 'x') * UINT64_C(0x100000001b3);
+    uint32_t sub_id = (uint32_t)(h & 63) * 64 + (uint32_t)((h >> 6) & 63);
+    Kvc__Lww__Header x = KVC__LWW__HEADER__INIT, *xp = &x;
+    x.key.data = (uint8_t *)"x";
+    x.key.len = 1;
+    x.hlc = UINT64_C(1) << 40;
+    x.writer = "s/b";
+    uint32_t cov_other[1] = {sub_id ^ 1};
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_other, 1, &xp, 1), &out),
+        KVC_EPARSE);
+    kvc_lww_stats_t st;
+    kvc_lww_stats(m, &st);
+    assert_int_equal(st.dropped, 5);
+    uint32_t cov_ok[1] = {sub_id};
+    assert_int_equal(
+        kvc_lww_receive(m, 1, "s/b", buf,
+                        s_pack_bh(buf, zeros, zeros, NULL, 0, NULL, 0, cov_ok, 1, &xp, 1), &out),
+        0);
+    Kvc__Lww__Message *r = s_only_msg(&out); /* we want x */
+    assert_int_equal(r->body_case, KVC__LWW__MESSAGE__BODY_WANT);
+    assert_int_equal(r->want->n_keys, 1);
+    kvc__lww__message__free_unpacked(r, NULL);
+    kvc_outbox_free(&out);
+    kvc_lww_destroy(&m);
+}
+
+/* Sub-bucket hashes are never a GC acknowledgement: a peer that showed
+ * sub-hashes equal to ours but a differing bucket hash blocks the
+ * collection of a tombstone in that bucket; an equal bucket hash lets it
+ * go. */
+static void test_sub_digest_is_no_gc_ack(void **state)
+{
+    (void)state;
+    kvc_lww_config_t cfg;
+    s_cfg_subs(&cfg);
+    kvc_lww_t *m = kvc_lww_new(&cfg, "s/a", KVC_LWW_CHANNEL_REGISTRY, 1);
+    const char *ids[] = {"s/a", "s/b"};
+    assert_int_equal(kvc_lww_set_peers(m, ids, 2, 0), 0);
+    kvc_outbox_t out;
+    kvc_outbox_init(&out, 0);
+    char key[32];
+    for (int i = 0; i < 1500; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(
+            kvc_lww_put(m, 1000, (const uint8_t *)key, strlen(key), (const uint8_t *)"v", 1, &out),
+            0);
+    }
+    assert_int_equal(kvc_lww_del(m, 1000, (const uint8_t *)"dead", 4, &out), 0);
+    kvc_outbox_reset(&out);
+    unsigned tb = s_bucket("dead");
+    /* learn our own hashes: ask with all buckets differing */
+    uint64_t ones[64], zeros[64] = {0}, ours[64];
+    for (int i = 0; i < 64; i++)
+        ones[i] = 1;
+    static uint8_t buf[40000];
+    Kvc__Lww__Digest d = KVC__LWW__DIGEST__INIT;
+    d.hlc = 1;
+    d.n_buckets = 64;
+    d.buckets = ones;
+    d.n_horizons = 64;
+    d.horizons = zeros;
+    d.sub = 1;
+    Kvc__Lww__Message dm = KVC__LWW__MESSAGE__INIT;
+    dm.body_case = KVC__LWW__MESSAGE__BODY_DIGEST;
+    dm.digest = &d;
+    size_t n = s_pack(&dm, buf);
+    assert_int_equal(kvc_lww_receive(m, 2000, "s/b", buf, n, &out), 0);
+    Kvc__Lww__Message *r = s_only_msg(&out);
+    const Kvc__Lww__BucketHeaders *h = r->headers;
+    assert_int_equal(h->n_sub_buckets, 64);
+    memcpy(ours, h->buckets, sizeof ours);
+    static uint32_t subs[64 * 64];
+    uint32_t sb[64];
+    memcpy(subs, h->sub_hashes, sizeof subs);
+    memcpy(sb, h->sub_buckets, sizeof sb);
+    kvc__lww__message__free_unpacked(r, NULL);
+    kvc_outbox_reset(&out);
+    /* every sub-bucket hash equal, every bucket hash not */
+    n = s_pack_bh(buf, ones, zeros, sb, 64, subs, 64 * 64, NULL, 0, NULL, 0);
+    assert_int_equal(kvc_lww_receive(m, 3000, "s/b", buf, n, &out), 0);
+    kvc_outbox_reset(&out);
+    uint64_t later = 1000 + cfg.tomb_min_age_ms + 10000;
+    for (int i = 0; i < 3; i++) {
+        kvc_lww_tick(m, later + (uint64_t)i * 1000, &out);
+        kvc_outbox_reset(&out);
+    }
+    kvc_lww_stats_t st;
+    kvc_lww_stats(m, &st);
+    assert_int_equal(st.tombs_collected, 0);
+    /* now the bucket of the tombstone equal (and only it) */
+    uint64_t eq[64];
+    memcpy(eq, ones, sizeof eq);
+    eq[tb] = ours[tb];
+    n = s_pack_bh(buf, eq, zeros, NULL, 0, NULL, 0, NULL, 0, NULL, 0);
+    assert_int_equal(kvc_lww_receive(m, later + 3000, "s/b", buf, n, &out), 0);
+    kvc_outbox_reset(&out);
+    for (int i = 0; i < 3; i++) {
+        kvc_lww_tick(m, later + 4000 + (uint64_t)i * 1000, &out);
+        kvc_outbox_reset(&out);
+    }
+    kvc_lww_stats(m, &st);
+    assert_int_equal(st.tombs_collected, 1);
+    kvc_outbox_free(&out);
+    kvc_lww_destroy(&m);
+}
+
 /* Member events: a dead peer is owed no push; back alive it gets an
  * anti-entropy round at once. */
 static void test_member_events(void **state)
@@ -1277,6 +1605,10 @@ int main(void)
         cmocka_unit_test(test_five_replicas_converge),
         cmocka_unit_test(test_fresh_peer_catches_up),
         cmocka_unit_test(test_fresh_peer_catches_up_partial_buckets),
+        cmocka_unit_test(test_sub_digest_few_differ),
+        cmocka_unit_test(test_sub_digest_only_when_asked),
+        cmocka_unit_test(test_sub_digest_hostile),
+        cmocka_unit_test(test_sub_digest_is_no_gc_ack),
         cmocka_unit_test(test_member_events),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_skewed_clocks),

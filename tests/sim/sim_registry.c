@@ -1,0 +1,960 @@
+/*
+ * sim_registry.c - `kvc-sim --scenario registry`: the model registry as
+ * kvc-peer runs it (federation/lww.c unchanged, every member in scope,
+ * channel 50, kvc_lww_config_default() with max_entries 100000: anti-entropy
+ * every 5 s, 64 KiB messages) with values the size of encoded model records
+ * (random 300..1000 bytes) and keys shaped like the registry's (name, NUL,
+ * 8-byte version).
+ *
+ * Two modes:
+ *   publish  S sites x P peers hold E entries; writes (90% puts of new or
+ *            existing model versions, 10% retirements) happen at random
+ *            peers at a steady rate; for each, the time until every peer
+ *            holds it (or something newer) and the bytes it cost.
+ *   catchup  N peers hold the same E entries; one is cut off for an hour
+ *            (simulated) while the others make C changes (70% new values of
+ *            existing keys, 10% new keys, 20% retirements); then it heals.
+ *            Measured: heal -> the rejoined peer identical to the others,
+ *            the bytes to and from it meanwhile, and their ratio to the
+ *            size (key + value) of the entries that differ. --fresh: an
+ *            empty peer joins instead.
+ *
+ * Network model (documented in README): every site has a random position in
+ * a unit square; the one-way latency between two sites is 10 ms + 140 ms x
+ * distance / sqrt(2) (wan), or uniform 1..5 ms per pair (lan); peers of one
+ * site are 1 ms apart. Each message adds jitter of 0..10% of that (at least
+ * 0..1 ms), is serialised on its pair's link at --bw-mbps, and is delivered
+ * in order per pair (the real transport is TCP through ZeroMQ). --loss drops
+ * messages independently (not what TCP does: it shows anti-entropy repair).
+ * No membership events are given: after an hour SWIM has reaped the cut-off
+ * peer and re-adds it on rejoin, which leaves the core's peer alive with no
+ * forced round, as here.
+ *
+ * Time jumps from event to event (the next delivery, core deadline or
+ * scripted action); the core only sees now_ms values, so this is the same
+ * run as stepping every millisecond (--no-skip does that, to check). The
+ * harness persists (counts records) before it sends, like the daemon.
+ * Invariants, checked at the end: identical contents everywhere, every key
+ * at its last write, no retired key live. Everything random comes from
+ * --seed.
+ */
+#include "sim_registry.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base.h"
+#include "lww.h"
+#include "rng.h"
+
+#define KEYLEN 16 /* "m-%07d" NUL + 8-byte version */
+#define VAL_MIN 300
+#define VAL_MAX 1000
+#define KEYS_CAP 1000000
+
+typedef struct {
+    uint64_t at, seq;
+    int from, to;
+    size_t len;
+    uint8_t *data;
+} rmsg_t;
+
+typedef struct {
+    uint64_t hlc;
+    char writer[24];
+    uint32_t vlen;
+    int tomb;
+    int used;
+} truth_t;
+
+typedef struct {
+    int key;
+    uint64_t hlc;
+    char writer[24];
+    int tomb;
+    uint64_t t;
+    int holders;
+    uint8_t *held; /* per peer */
+} pend_t;
+
+typedef struct {
+    int catchup, fresh, json, no_skip, wan;
+    int sites, pps, n, entries, publishes, changed;
+    double loss, rate, bw_mbps;
+    uint64_t partition_s, seed;
+    kvc_lww_config_t cfg;
+    kvc_rng_t rng;  /* network, choices */
+    kvc_rng_t vrng; /* values */
+    kvc_outbox_t out;
+    kvc_lww_t **m;
+    char (*ids)[24];
+    const char **idp;
+    uint64_t *deadline;
+    double *px, *py;
+    uint16_t *lat;     /* n*n base one-way ms */
+    uint64_t *link_us; /* n*n: link busy until (us) */
+    uint64_t *last_at; /* n*n: FIFO per pair */
+    uint8_t *touched;  /* peers that received this step */
+    rmsg_t *heap;
+    size_t nheap, capheap;
+    uint64_t now, t0, seq;
+    int rj, cut, joined; /* catchup: the rejoining peer; cut off; in scope */
+    uint64_t bytes, msgs, bytes_kind[8];
+    int count_rj;
+    uint64_t rj_in, rj_out, rj_in30, rj_out30, heal_at;
+    truth_t *truth;
+    int nkeys;
+    pend_t *pend;
+    size_t npend;
+    uint64_t *conv;
+    size_t nconv;
+    uint64_t records;
+} rsim_t;
+
+/* --- keys, values, ids --------------------------------------------------- */
+
+/* The registry-shaped key of key index k: "m-%07d" NUL, version 1 big-endian. */
+static void s_key(int k, uint8_t key[KEYLEN])
+{
+    char name[9];
+    snprintf(name, sizeof name, "m-%06d", k % 1000000);
+    memcpy(key, name, 8);
+    memset(key + 8, 0, 8);
+    key[8 + 7] = (uint8_t)(1 + k / 1000000);
+}
+
+/* A value of random length VAL_MIN..VAL_MAX into buf; returns its length. */
+static size_t s_value(rsim_t *s, uint8_t *buf)
+{
+    size_t n = VAL_MIN + (size_t)kvc_rng_below(&s->vrng, VAL_MAX - VAL_MIN + 1);
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t r = kvc_rng_next(&s->vrng);
+        size_t c = n - i < 8 ? n - i : 8;
+        memcpy(buf + i, &r, c);
+    }
+    return n;
+}
+
+/* Peer index of "sS/pP", or -1. */
+static int s_index(const rsim_t *s, const char *id)
+{
+    int site = 0, p = 0;
+    const char *c = id;
+    if (*c++ != 's')
+        return -1;
+    while (*c >= '0' && *c <= '9')
+        site = site * 10 + (*c++ - '0');
+    if (*c++ != '/' || *c++ != 'p')
+        return -1;
+    while (*c >= '0' && *c <= '9')
+        p = p * 10 + (*c++ - '0');
+    if (*c || site >= s->sites || p >= s->pps)
+        return -1;
+    return site * s->pps + p;
+}
+
+/* --- network ------------------------------------------------------------- */
+
+static int s_before(const rmsg_t *a, const rmsg_t *b)
+{
+    return a->at < b->at || (a->at == b->at && a->seq < b->seq);
+}
+
+static int s_heap_push(rsim_t *s, const rmsg_t *x)
+{
+    if (s->nheap == s->capheap) {
+        size_t cap = s->capheap ? 2 * s->capheap : 4096;
+        rmsg_t *h = realloc(s->heap, cap * sizeof *h);
+        if (!h)
+            return -1;
+        s->heap = h;
+        s->capheap = cap;
+    }
+    size_t i = s->nheap++;
+    while (i > 0 && s_before(x, &s->heap[(i - 1) / 2])) {
+        s->heap[i] = s->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->heap[i] = *x;
+    return 0;
+}
+
+static rmsg_t s_heap_pop(rsim_t *s)
+{
+    rmsg_t top = s->heap[0], last = s->heap[--s->nheap];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->nheap)
+            break;
+        if (c + 1 < s->nheap && s_before(&s->heap[c + 1], &s->heap[c]))
+            c++;
+        if (!s_before(&s->heap[c], &last))
+            break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (s->nheap)
+        s->heap[i] = last;
+    return top;
+}
+
+/* Is the pair (a, b) cut off now? */
+static int s_blocked(const rsim_t *s, int a, int b)
+{
+    if (!s->catchup)
+        return 0;
+    if ((a == s->rj || b == s->rj) && (s->cut || !s->joined))
+        return 1;
+    return 0;
+}
+
+static int s_persist(void *arg, const uint8_t *skey, size_t sklen, const uint8_t *rec, size_t rlen)
+{
+    (void)skey, (void)sklen, (void)rec, (void)rlen;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
+/* Persists peer i's changes, then puts its outbox on the network. */
+static int s_flush(rsim_t *s, int i)
+{
+    if (kvc_lww_needs_persist(s->m[i])) {
+        kvc_lww_each_dirty(s->m[i], s_persist, &s->records);
+        kvc_lww_persisted(s->m[i]);
+    }
+    for (size_t k = 0; k < s->out.n_msgs; k++) {
+        const kvc_out_msg_t *om = &s->out.msgs[k];
+        int to = s_index(s, om->to);
+        if (to < 0 || to == i)
+            return -1;
+        const uint8_t *data = kvc_outbox_data(&s->out, k);
+        s->msgs++;
+        s->bytes += om->len;
+        /* body tag after "version = 1" (08 01): 0x12 push .. 0x32 entries */
+        unsigned kind = om->len > 2 ? (data[2] >> 3) & 7 : 0;
+        s->bytes_kind[kind] += om->len;
+        if (s->catchup && s->now >= s->heal_at && (i == s->rj || to == s->rj)) {
+            if (s->count_rj)
+                *(i == s->rj ? &s->rj_out : &s->rj_in) += om->len;
+            if (s->now < s->heal_at + 30000)
+                *(i == s->rj ? &s->rj_out30 : &s->rj_in30) += om->len;
+        }
+        if (s_blocked(s, i, to) || kvc_rng_double(&s->rng) < s->loss)
+            continue;
+        size_t pair = (size_t)i * (size_t)s->n + (size_t)to;
+        uint64_t base = s->lat[pair];
+        uint64_t jit = kvc_rng_below(&s->rng, base / 10 + 2);
+        uint64_t now_us = s->now * 1000;
+        uint64_t start = s->link_us[pair] > now_us ? s->link_us[pair] : now_us;
+        uint64_t tx = s->bw_mbps > 0 ? (uint64_t)((double)om->len * 8.0 / s->bw_mbps) : 0;
+        s->link_us[pair] = start + tx;
+        uint64_t at = (start + tx + 999) / 1000 + base + jit;
+        if (at <= s->now)
+            at = s->now + 1;
+        if (at < s->last_at[pair])
+            at = s->last_at[pair];
+        s->last_at[pair] = at;
+        rmsg_t q = {.at = at, .seq = s->seq++, .from = i, .to = to, .len = om->len};
+        q.data = malloc(om->len ? om->len : 1);
+        if (!q.data)
+            return -1;
+        memcpy(q.data, data, om->len);
+        if (s_heap_push(s, &q) != 0) {
+            free(q.data);
+            return -1;
+        }
+    }
+    kvc_outbox_reset(&s->out);
+    s->deadline[i] = kvc_lww_next_deadline(s->m[i]);
+    return 0;
+}
+
+/* --- truth --------------------------------------------------------------- */
+
+/* Does peer i hold version (hlc, writer) of key k or a newer one? */
+static int s_holds(rsim_t *s, int i, int k, uint64_t hlc, const char *writer, int tomb)
+{
+    uint8_t key[KEYLEN];
+    s_key(k, key);
+    kvc_lww_entry_t e;
+    memset(&e, 0, sizeof e);
+    int rc = kvc_lww_get(s->m[i], key, KEYLEN, &e);
+    if (rc != 0 && !e.tomb)
+        return tomb;
+    return e.hlc > hlc || (e.hlc == hlc && strcmp(e.writer, writer) >= 0);
+}
+
+/* Records write of key k just made at peer i as the truth if it wins. */
+static void s_truth(rsim_t *s, int i, int k, int tomb, kvc_lww_entry_t *e)
+{
+    uint8_t key[KEYLEN];
+    s_key(k, key);
+    memset(e, 0, sizeof *e);
+    kvc_lww_get(s->m[i], key, KEYLEN, e);
+    truth_t *t = &s->truth[k];
+    if (!t->used || e->hlc > t->hlc || (e->hlc == t->hlc && strcmp(e->writer, t->writer) > 0)) {
+        t->used = 1;
+        t->hlc = e->hlc;
+        snprintf(t->writer, sizeof t->writer, "%s", e->writer);
+        t->tomb = tomb;
+        t->vlen = (uint32_t)e->vlen;
+    }
+}
+
+/* One write at peer i: kind 0 put new key, 1 put existing key, 2 delete
+ * existing key. Returns the key index, or -1 on failure. */
+static int s_write(rsim_t *s, int i, int kind, int track)
+{
+    int k;
+    if (kind == 0 || s->nkeys == 0) {
+        if (s->nkeys >= KEYS_CAP)
+            return -1;
+        k = s->nkeys++;
+        kind = 0;
+    } else {
+        k = (int)kvc_rng_below(&s->rng, (uint64_t)s->nkeys);
+        for (int tries = 0; tries < 64 && s->truth[k].tomb; tries++)
+            k = (int)kvc_rng_below(&s->rng, (uint64_t)s->nkeys);
+    }
+    uint8_t key[KEYLEN], val[VAL_MAX];
+    s_key(k, key);
+    int rc;
+    if (kind == 2) {
+        rc = kvc_lww_del(s->m[i], s->now, key, KEYLEN, &s->out);
+    } else {
+        size_t vlen = s_value(s, val);
+        rc = kvc_lww_put(s->m[i], s->now, key, KEYLEN, val, vlen, &s->out);
+    }
+    if (rc != 0)
+        return -1;
+    kvc_lww_entry_t e;
+    s_truth(s, i, k, kind == 2, &e);
+    if (track) {
+        pend_t *p = realloc(s->pend, (s->npend + 1) * sizeof *p);
+        if (!p)
+            return -1;
+        s->pend = p;
+        p = &s->pend[s->npend++];
+        memset(p, 0, sizeof *p);
+        p->key = k;
+        p->hlc = e.hlc;
+        snprintf(p->writer, sizeof p->writer, "%s", e.writer);
+        p->tomb = kind == 2;
+        p->t = s->now;
+        p->held = calloc((size_t)s->n, 1);
+        if (!p->held)
+            return -1;
+        p->held[i] = 1;
+        p->holders = 1;
+    }
+    return s_flush(s, i) == 0 ? k : -1;
+}
+
+/* Retires the pending writes every peer now holds (only touched peers can
+ * have changed). */
+static int s_check_pending(rsim_t *s)
+{
+    for (size_t q = 0; q < s->npend;) {
+        pend_t *w = &s->pend[q];
+        for (int i = 0; i < s->n; i++)
+            if (s->touched[i] && !w->held[i] && s_holds(s, i, w->key, w->hlc, w->writer, w->tomb)) {
+                w->held[i] = 1;
+                w->holders++;
+            }
+        if (w->holders < s->n) {
+            q++;
+            continue;
+        }
+        s->conv[s->nconv++] = s->now - w->t;
+        free(w->held);
+        s->pend[q] = s->pend[--s->npend];
+    }
+    return 0;
+}
+
+static int s_fp_one(void *arg, const kvc_lww_entry_t *e)
+{
+    uint64_t h = 1469598103934665603ull;
+    const uint8_t *parts[2] = {e->key, e->value};
+    size_t lens[2] = {e->klen, e->vlen};
+    for (int p = 0; p < 2; p++)
+        for (size_t i = 0; i < lens[p]; i++)
+            h = (h ^ parts[p][i]) * 1099511628211ull;
+    h ^= kvc_rng_mix(e->hlc);
+    for (const char *c = e->writer; *c; c++)
+        h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    uint64_t *acc = arg;
+    acc[0] += kvc_rng_mix(h);
+    acc[1]++;
+    return 0;
+}
+
+/* Live contents' fingerprint of peer i. */
+static void s_fp(rsim_t *s, int i, uint64_t fp[2])
+{
+    fp[0] = fp[1] = 0;
+    kvc_lww_each(s->m[i], 0, s_fp_one, fp);
+}
+
+/* Is peer i's content that of peer j? */
+static int s_same(rsim_t *s, int i, int j)
+{
+    uint64_t a[2], b[2];
+    s_fp(s, i, a);
+    s_fp(s, j, b);
+    return a[0] == b[0] && a[1] == b[1];
+}
+
+static int s_identical(rsim_t *s)
+{
+    uint64_t a[2];
+    s_fp(s, 0, a);
+    for (int i = 1; i < s->n; i++) {
+        uint64_t b[2];
+        s_fp(s, i, b);
+        if (a[0] != b[0] || a[1] != b[1])
+            return 0;
+    }
+    return 1;
+}
+
+/* Every key at its last write at every peer, no retired key live. */
+static void s_check_truth(rsim_t *s, uint64_t *wrong, uint64_t *resurrected)
+{
+    for (int k = 0; k < s->nkeys; k++) {
+        truth_t *t = &s->truth[k];
+        if (!t->used)
+            continue;
+        uint8_t key[KEYLEN];
+        s_key(k, key);
+        for (int i = 0; i < s->n; i++) {
+            kvc_lww_entry_t e;
+            memset(&e, 0, sizeof e);
+            int live = kvc_lww_get(s->m[i], key, KEYLEN, &e) == 0;
+            if (t->tomb) {
+                *resurrected += live;
+                *wrong += !live && e.tomb && (e.hlc != t->hlc || strcmp(e.writer, t->writer));
+            } else {
+                *wrong += !live || e.hlc != t->hlc || strcmp(e.writer, t->writer) != 0;
+            }
+        }
+    }
+}
+
+/* --- the clock ----------------------------------------------------------- */
+
+/* Delivers everything due at now, then ticks every peer whose deadline
+ * came. Marks the peers that received. */
+static int s_step(rsim_t *s)
+{
+    memset(s->touched, 0, (size_t)s->n);
+    while (s->nheap && s->heap[0].at <= s->now) {
+        rmsg_t q = s_heap_pop(s);
+        if (s_blocked(s, q.from, q.to)) { /* cut while in flight */
+            free(q.data);
+            continue;
+        }
+        kvc_lww_receive(s->m[q.to], s->now, s->ids[q.from], q.data, q.len, &s->out);
+        free(q.data);
+        s->touched[q.to] = 1;
+        if (s_flush(s, q.to) != 0)
+            return -1;
+    }
+    for (int i = 0; i < s->n; i++) {
+        if (s->deadline[i] > s->now || (s->catchup && i == s->rj && !s->joined))
+            continue;
+        kvc_lww_tick(s->m[i], s->now, &s->out);
+        if (s_flush(s, i) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The next time anything happens, no later than `until`. */
+static uint64_t s_next(const rsim_t *s, uint64_t until)
+{
+    if (s->no_skip)
+        return s->now + 1;
+    uint64_t t = until;
+    if (s->nheap && s->heap[0].at < t)
+        t = s->heap[0].at;
+    for (int i = 0; i < s->n; i++)
+        if (s->deadline[i] < t && !(s->catchup && i == s->rj && !s->joined))
+            t = s->deadline[i];
+    return t > s->now ? t : s->now + 1;
+}
+
+/* --- set up -------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t **recs;
+    size_t *lens;
+    size_t n, cap;
+} recs_t;
+
+/* kvc_lww_each_dirty callback: keeps a copy of every record. */
+static int s_collect(void *arg, const uint8_t *skey, size_t sklen, const uint8_t *rec, size_t rlen)
+{
+    (void)skey, (void)sklen;
+    recs_t *r = arg;
+    if (!rec || r->n == r->cap)
+        return 0; /* an erase, or the horizon record beyond the entries */
+    uint8_t *c = malloc(rlen ? rlen : 1);
+    if (!c)
+        return -1;
+    memcpy(c, rec, rlen);
+    r->recs[r->n] = c;
+    r->lens[r->n++] = rlen;
+    return 0;
+}
+
+/* Creates the peers; peer 0 writes the initial entries (a day ago), every
+ * other peer loads its records, as if all had synced long since. */
+static int s_setup(rsim_t *s)
+{
+    s->n = s->sites * s->pps;
+    size_t nn = (size_t)s->n * (size_t)s->n;
+    s->m = calloc((size_t)s->n, sizeof *s->m);
+    s->ids = calloc((size_t)s->n, sizeof *s->ids);
+    s->idp = calloc((size_t)s->n, sizeof *s->idp);
+    s->deadline = calloc((size_t)s->n, sizeof *s->deadline);
+    s->touched = calloc((size_t)s->n, 1);
+    s->px = calloc((size_t)s->sites, sizeof *s->px);
+    s->py = calloc((size_t)s->sites, sizeof *s->py);
+    s->lat = calloc(nn, sizeof *s->lat);
+    s->link_us = calloc(nn, sizeof *s->link_us);
+    s->last_at = calloc(nn, sizeof *s->last_at);
+    s->truth = calloc(KEYS_CAP, sizeof *s->truth);
+    size_t max_w = (size_t)s->entries + (size_t)s->publishes + (size_t)s->changed + 16;
+    s->conv = calloc(max_w, sizeof *s->conv);
+    if (!s->m || !s->ids || !s->idp || !s->deadline || !s->touched || !s->px || !s->py || !s->lat ||
+        !s->link_us || !s->last_at || !s->truth || !s->conv)
+        return -1;
+    for (int i = 0; i < s->sites; i++) {
+        s->px[i] = kvc_rng_double(&s->rng);
+        s->py[i] = kvc_rng_double(&s->rng);
+    }
+    for (int a = 0; a < s->n; a++)
+        for (int b = a + 1; b < s->n; b++) {
+            int sa = a / s->pps, sb = b / s->pps;
+            uint16_t l = 1;
+            if (sa != sb && s->wan) {
+                double dx = s->px[sa] - s->px[sb], dy = s->py[sa] - s->py[sb];
+                l = (uint16_t)(10.0 + 140.0 * sqrt(dx * dx + dy * dy) / sqrt(2.0) + 0.5);
+            } else if (sa != sb) {
+                l = (uint16_t)(1 + kvc_rng_below(&s->rng, 5));
+            }
+            s->lat[(size_t)a * (size_t)s->n + (size_t)b] = l;
+            s->lat[(size_t)b * (size_t)s->n + (size_t)a] = l;
+        }
+    for (int i = 0; i < s->n; i++) {
+        snprintf(s->ids[i], sizeof s->ids[i], "s%d/p%d", i / s->pps, i % s->pps);
+        s->idp[i] = s->ids[i];
+        s->m[i] = kvc_lww_new(&s->cfg, s->ids[i], KVC_LWW_CHANNEL_REGISTRY, kvc_rng_next(&s->rng));
+        if (!s->m[i])
+            return -1;
+    }
+    /* the initial entries, written at peer 0 a day before the run */
+    uint64_t then = s->t0 - 24ull * 3600 * 1000;
+    for (int k = 0; k < s->entries; k++) {
+        uint8_t key[KEYLEN], val[VAL_MAX];
+        s_key(k, key);
+        size_t vlen = s_value(s, val);
+        if (kvc_lww_put(s->m[0], then + (uint64_t)k, key, KEYLEN, val, vlen, &s->out) != 0)
+            return -1;
+        kvc_lww_entry_t e;
+        s_truth(s, 0, k, 0, &e);
+    }
+    s->nkeys = s->entries;
+    kvc_outbox_reset(&s->out);
+    recs_t r = {.cap = (size_t)s->entries + 2};
+    r.recs = calloc(r.cap, sizeof *r.recs);
+    r.lens = calloc(r.cap, sizeof *r.lens);
+    int rc = r.recs && r.lens ? 0 : -1;
+    if (rc == 0 && kvc_lww_each_dirty(s->m[0], s_collect, &r) != 0)
+        rc = -1;
+    kvc_lww_persisted(s->m[0]);
+    for (int i = 1; i < s->n && rc == 0; i++) {
+        if (s->catchup && s->fresh && i == s->rj)
+            continue;
+        for (size_t k = 0; k < r.n && rc == 0; k++)
+            if (kvc_lww_load(s->m[i], r.recs[k], r.lens[k]) != 0)
+                rc = -1;
+    }
+    for (size_t k = 0; k < r.n; k++)
+        free(r.recs[k]);
+    free(r.recs), free(r.lens);
+    if (rc != 0)
+        return -1;
+    /* scope: every member (a fresh peer only from when it joins) */
+    for (int i = 0; i < s->n; i++) {
+        size_t np = (size_t)s->n;
+        if (s->catchup && s->fresh && !s->joined && i != s->rj)
+            np = (size_t)s->n - 1; /* the rejoining peer is the last */
+        if (kvc_lww_set_peers(s->m[i], s->idp, np, s->t0) != 0)
+            return -1;
+        s->deadline[i] = 0;
+    }
+    return 0;
+}
+
+static void s_teardown(rsim_t *s)
+{
+    for (int i = 0; s->m && i < s->n; i++)
+        kvc_lww_destroy(&s->m[i]);
+    for (size_t k = 0; k < s->nheap; k++)
+        free(s->heap[k].data);
+    for (size_t k = 0; k < s->npend; k++)
+        free(s->pend[k].held);
+    free(s->heap), free(s->m), free(s->ids), free(s->idp), free(s->deadline), free(s->touched);
+    free(s->px), free(s->py), free(s->lat), free(s->link_us), free(s->last_at), free(s->truth);
+    free(s->pend), free(s->conv);
+    kvc_outbox_free(&s->out);
+}
+
+static int s_u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* --- the two modes ------------------------------------------------------- */
+
+/* publish: steady writes at random peers, each timed until everywhere. */
+static int s_publish(rsim_t *s)
+{
+    uint64_t start = s->t0 + 2000, gap = (uint64_t)(1000.0 / s->rate);
+    if (gap < 1)
+        gap = 1;
+    uint64_t last = start + gap * (uint64_t)(s->publishes - 1), end = last + 120000;
+    uint64_t drained = 0;
+    int done = 0, wrote = 0;
+    uint64_t bytes_start = 0, bytes_end = 0, push_start = 0, push_end = 0;
+    while (s->now < end) {
+        uint64_t until = wrote < s->publishes ? start + gap * (uint64_t)wrote : end;
+        s->now = s_next(s, until);
+        if (s->now == start) {
+            bytes_start = s->bytes;
+            push_start = s->bytes_kind[2];
+        }
+        if (s_step(s) != 0)
+            return -1;
+        while (wrote < s->publishes && s->now >= start + gap * (uint64_t)wrote) {
+            int i = (int)kvc_rng_below(&s->rng, (uint64_t)s->n);
+            uint64_t r = kvc_rng_below(&s->rng, 10);
+            int kind = r < 7 ? 0 : r < 9 ? 1 : 2;
+            if (s_write(s, i, kind, 1) < 0)
+                return -1;
+            wrote++;
+        }
+        if (s_check_pending(s) != 0)
+            return -1;
+        if (wrote == s->publishes && s->npend == 0 && !done) {
+            done = 1;
+            drained = s->now;
+            bytes_end = s->bytes;
+            push_end = s->bytes_kind[2];
+            end = s->now + 10000; /* a quiet tail: nothing must change */
+        }
+    }
+    uint64_t wrong = 0, resurrected = 0;
+    int identical = s_identical(s);
+    s_check_truth(s, &wrong, &resurrected);
+    qsort(s->conv, s->nconv, sizeof *s->conv, s_u64_cmp);
+    uint64_t p50 = s->nconv ? s->conv[(s->nconv - 1) / 2] : 0;
+    uint64_t p99 = s->nconv ? s->conv[(size_t)((double)(s->nconv - 1) * 0.99)] : 0;
+    uint64_t mx = s->nconv ? s->conv[s->nconv - 1] : 0;
+    if (!done)
+        bytes_end = s->bytes, push_end = s->bytes_kind[2], drained = s->now;
+    double secs = (double)(drained - start) / 1000.0;
+    double per_pub = s->publishes ? (double)(bytes_end - bytes_start) / s->publishes : 0;
+    double push_per_pub = s->publishes ? (double)(push_end - push_start) / s->publishes : 0;
+    double bg = secs > 0 ? ((double)(bytes_end - bytes_start) - (double)(push_end - push_start)) /
+                               secs / s->n
+                         : 0;
+    int ok = identical && wrong == 0 && resurrected == 0 && s->npend == 0 && done;
+    if (s->json)
+        printf("{\"scenario\":\"registry\",\"mode\":\"publish\",\"sites\":%d,\"peers\":%d,"
+               "\"profile\":\"%s\",\"loss\":%g,\"entries\":%d,\"seed\":%" PRIu64
+               ",\"publishes\":%d,\"unconverged\":%zu,\"visible_ms\":{\"p50\":%" PRIu64
+               ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64 "},\"bytes_per_publish\":%.0f,"
+               "\"push_bytes_per_publish\":%.0f,\"other_bytes_per_peer_per_s\":%.1f,"
+               "\"bytes\":%" PRIu64 ",\"msgs\":%" PRIu64 ",\"identical\":%s,"
+               "\"resurrections\":%" PRIu64 ",\"wrong_versions\":%" PRIu64
+               ",\"invariants_ok\":%s}\n",
+               s->sites, s->n, s->wan ? "wan" : "lan", s->loss, s->entries, s->seed, s->publishes,
+               s->npend, p50, p99, mx, per_pub, push_per_pub, bg, s->bytes, s->msgs,
+               identical ? "true" : "false", resurrected, wrong, ok ? "true" : "false");
+    else
+        printf("registry publish: %d sites, %d peers, %s, loss %g, %d publishes: visible "
+               "everywhere p50 %" PRIu64 " p99 %" PRIu64 " max %" PRIu64
+               " ms; %.0f bytes/publish (%.0f pushes); identical %s, wrong %" PRIu64
+               ", resurrections %" PRIu64 "\n",
+               s->sites, s->n, s->wan ? "wan" : "lan", s->loss, s->publishes, p50, p99, mx, per_pub,
+               push_per_pub, identical ? "yes" : "no", wrong, resurrected);
+    return ok ? 0 : 1;
+}
+
+/* The keys whose version at peer i is not the truth, and their size. */
+static void s_differing(rsim_t *s, int i, uint64_t *n, uint64_t *bytes)
+{
+    *n = *bytes = 0;
+    for (int k = 0; k < s->nkeys; k++) {
+        truth_t *t = &s->truth[k];
+        if (!t->used)
+            continue;
+        uint8_t key[KEYLEN];
+        s_key(k, key);
+        kvc_lww_entry_t e;
+        memset(&e, 0, sizeof e);
+        int rc = kvc_lww_get(s->m[i], key, KEYLEN, &e);
+        int have = rc == 0 || e.tomb;
+        if (!have && t->tomb)
+            continue;
+        if (have && e.hlc == t->hlc && strcmp(e.writer, t->writer) == 0)
+            continue;
+        (*n)++;
+        *bytes += KEYLEN + t->vlen;
+    }
+}
+
+/* catchup: one peer away for partition_s while the others change C
+ * entries; time and bytes until it is identical again. */
+static int s_catchup(rsim_t *s)
+{
+    uint64_t cut_at = s->t0 + 10000, heal = cut_at + s->partition_s * 1000;
+    s->heal_at = heal;
+    uint64_t span = heal > cut_at ? heal - cut_at : 1;
+    uint64_t gap = s->changed ? span / (uint64_t)(s->changed + 1) : span;
+    if (gap < 1)
+        gap = 1;
+    uint64_t end = heal + 600000, caught = UINT64_MAX;
+    int wrote = 0, others = s->n - 1;
+    uint64_t diff_n = 0, diff_bytes = 0, last_check = 0;
+    int healed = 0;
+    s->joined = !s->fresh;
+    while (s->now < end) {
+        uint64_t until = end;
+        if (!s->cut && !healed && cut_at < until)
+            until = cut_at;
+        if (wrote < s->changed && cut_at + gap * (uint64_t)(wrote + 1) < until)
+            until = cut_at + gap * (uint64_t)(wrote + 1);
+        if (!healed && heal < until)
+            until = heal;
+        s->now = s_next(s, until);
+        if (s->now >= cut_at && !s->cut && !healed)
+            s->cut = 1;
+        if (s->now >= heal && !healed) {
+            healed = 1;
+            s->cut = 0;
+            s_differing(s, s->rj, &diff_n, &diff_bytes);
+            s->count_rj = 1;
+            if (!s->joined) {
+                s->joined = 1;
+                for (int i = 0; i < s->n; i++) {
+                    if (kvc_lww_set_peers(s->m[i], s->idp, (size_t)s->n, s->now) != 0)
+                        return -1;
+                    s->deadline[i] = kvc_lww_next_deadline(s->m[i]);
+                }
+                s->deadline[s->rj] = 0;
+            }
+        }
+        if (s_step(s) != 0)
+            return -1;
+        while (wrote < s->changed && s->now >= cut_at + gap * (uint64_t)(wrote + 1)) {
+            int i = (int)kvc_rng_below(&s->rng, (uint64_t)others);
+            i += i >= s->rj;
+            uint64_t r = kvc_rng_below(&s->rng, 10);
+            int kind = r < 7 ? 1 : r < 8 ? 0 : 2;
+            if (s_write(s, i, kind, 0) < 0)
+                return -1;
+            wrote++;
+        }
+        if (healed && caught == UINT64_MAX && s->touched[s->rj] && s->now > last_check) {
+            last_check = s->now;
+            int other = s->rj == 0 ? 1 : 0;
+            if (s_same(s, s->rj, other) && s_identical(s)) {
+                caught = s->now;
+                s->count_rj = 0;
+                end = s->now + 10000;
+            }
+        }
+    }
+    uint64_t wrong = 0, resurrected = 0;
+    int identical = s_identical(s);
+    s_check_truth(s, &wrong, &resurrected);
+    uint64_t moved = s->rj_in + s->rj_out;
+    double ratio = diff_bytes ? (double)moved / (double)diff_bytes : 0;
+    int ok = identical && wrong == 0 && resurrected == 0 && caught != UINT64_MAX;
+    int64_t ms = caught == UINT64_MAX ? -1 : (int64_t)(caught - heal);
+    if (s->json)
+        printf(
+            "{\"scenario\":\"registry\",\"mode\":\"catchup\",\"fresh\":%s,\"peers\":%d,"
+            "\"profile\":\"%s\",\"loss\":%g,\"entries\":%d,\"changed\":%d,\"partition_s\":%" PRIu64
+            ",\"seed\":%" PRIu64 ",\"differing\":%" PRIu64 ",\"differing_bytes\":%" PRIu64
+            ",\"catchup_ms\":%" PRId64 ",\"bytes_to\":%" PRIu64 ",\"bytes_from\":%" PRIu64
+            ",\"ratio\":%.3f,\"bytes_30s\":%" PRIu64 ",\"bytes\":%" PRIu64
+            ",\"identical\":%s,\"resurrections\":%" PRIu64 ",\"wrong_versions\":%" PRIu64
+            ",\"invariants_ok\":%s}\n",
+            s->fresh ? "true" : "false", s->n, s->wan ? "wan" : "lan", s->loss, s->entries,
+            s->changed, s->partition_s, s->seed, diff_n, diff_bytes, ms, s->rj_in, s->rj_out, ratio,
+            s->rj_in30 + s->rj_out30, s->bytes, identical ? "true" : "false", resurrected, wrong,
+            ok ? "true" : "false");
+    else
+        printf("registry catchup: %d peers, %d entries, %" PRIu64 " differing (%" PRIu64
+               " bytes): caught up in %" PRId64 " ms moving %" PRIu64 " bytes (ratio %.2f); "
+               "identical %s, wrong %" PRIu64 ", resurrections %" PRIu64 "\n",
+               s->n, s->entries, diff_n, diff_bytes, ms, moved, ratio, identical ? "yes" : "no",
+               wrong, resurrected);
+    return ok ? 0 : 1;
+}
+
+/* --- options ------------------------------------------------------------- */
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: kvc-sim --scenario registry --mode publish [--sites S] [--peers-per-site P]\n"
+            "               [--profile wan|lan] [--loss P] [--publishes K] [--rate PER_S]\n"
+            "               [--entries E] [--bw-mbps M] [--seed N] [--no-skip] [--json]\n"
+            "       kvc-sim --scenario registry --mode catchup [--peers N] [--entries E]\n"
+            "               [--changed C] [--partition-s S] [--fresh] [--profile wan|lan]\n"
+            "               [--loss P] [--bw-mbps M] [--seed N] [--no-skip] [--json]\n"
+            "  The registry's settings (anti-entropy 5 s, max_entries 100000), values of\n"
+            "  300..1000 bytes. publish: time until a write is held everywhere; catchup: a\n"
+            "  peer rejoins after a partition (or joins empty, --fresh): time, bytes, and\n"
+            "  bytes / size of the differing entries. Exit 1 on a broken invariant.\n");
+}
+
+static int s_options(rsim_t *s, int argc, char **argv)
+{
+    s->sites = 100;
+    s->pps = 1;
+    s->wan = 1;
+    s->publishes = 200;
+    s->rate = 2;
+    s->entries = -1;
+    s->changed = 100;
+    s->partition_s = 3600;
+    s->bw_mbps = 100;
+    s->seed = 1;
+    int peers = 20, have_sites = 0, have_peers = 0, mode = -1;
+    kvc_lww_config_default(&s->cfg);
+    s->cfg.max_entries = 100000; /* kvc_repmap_registry_opts */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t x = 0;
+        if (strcmp(a, "--json") == 0 || strcmp(a, "--fresh") == 0 || strcmp(a, "--no-skip") == 0) {
+            *(a[2] == 'j' ? &s->json : a[2] == 'f' ? &s->fresh : &s->no_skip) = 1;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0) {
+            s_usage(stdout);
+            exit(0);
+        }
+        if (!v) {
+            fprintf(stderr, "kvc-sim: %s: missing value\n", a);
+            return -1;
+        }
+        i++;
+        int bad = 0;
+        double *dp = NULL, lo = 0, hi = 0;
+        if (strcmp(a, "--scenario") == 0)
+            bad = strcmp(v, "registry") != 0;
+        else if (strcmp(a, "--mode") == 0)
+            mode = strcmp(v, "publish") == 0   ? 0
+                   : strcmp(v, "catchup") == 0 ? 1
+                                               : -1,
+            bad = mode < 0;
+        else if (strcmp(a, "--sites") == 0)
+            bad = kvc_parse_i64(v, 2, 1000, &x), s->sites = (int)x, have_sites = 1;
+        else if (strcmp(a, "--peers-per-site") == 0)
+            bad = kvc_parse_i64(v, 1, 3, &x), s->pps = (int)x;
+        else if (strcmp(a, "--peers") == 0)
+            bad = kvc_parse_i64(v, 2, 1000, &x), peers = (int)x, have_peers = 1;
+        else if (strcmp(a, "--profile") == 0)
+            bad = strcmp(v, "wan") != 0 && strcmp(v, "lan") != 0, s->wan = strcmp(v, "wan") == 0;
+        else if (strcmp(a, "--publishes") == 0)
+            bad = kvc_parse_i64(v, 1, 100000, &x), s->publishes = (int)x;
+        else if (strcmp(a, "--entries") == 0)
+            bad = kvc_parse_i64(v, 0, 90000, &x), s->entries = (int)x;
+        else if (strcmp(a, "--changed") == 0)
+            bad = kvc_parse_i64(v, 0, 9000, &x), s->changed = (int)x;
+        else if (strcmp(a, "--partition-s") == 0)
+            bad = kvc_parse_i64(v, 0, 86400, &x), s->partition_s = (uint64_t)x;
+        else if (strcmp(a, "--seed") == 0)
+            bad = kvc_parse_i64(v, 0, INT64_MAX, &x), s->seed = (uint64_t)x;
+        else if (strcmp(a, "--loss") == 0)
+            dp = &s->loss, lo = 0, hi = 0.5;
+        else if (strcmp(a, "--rate") == 0)
+            dp = &s->rate, lo = 0.01, hi = 1000;
+        else if (strcmp(a, "--bw-mbps") == 0)
+            dp = &s->bw_mbps, lo = 0, hi = 100000;
+        else {
+            fprintf(stderr, "kvc-sim: unknown option %s for --scenario registry\n", a);
+            s_usage(stderr);
+            return -1;
+        }
+        if (dp) {
+            char *end;
+            *dp = strtod(v, &end);
+            bad = *end || !(*dp >= lo && *dp <= hi);
+        }
+        if (bad) {
+            fprintf(stderr, "kvc-sim: %s: bad value '%s'\n", a, v);
+            return -1;
+        }
+    }
+    if (mode < 0) {
+        fprintf(stderr, "kvc-sim: --scenario registry needs --mode publish|catchup\n");
+        return -1;
+    }
+    s->catchup = mode == 1;
+    if (s->catchup) {
+        if (have_sites && !have_peers)
+            peers = s->sites;
+        s->sites = peers;
+        s->pps = 1;
+        if (s->entries < 0)
+            s->entries = 10000;
+        if (s->fresh && s->partition_s == 3600)
+            s->partition_s = 0;
+        if (s->fresh)
+            s->changed = 0;
+        s->publishes = 0;
+    } else {
+        if (s->entries < 0)
+            s->entries = 1000;
+        s->changed = 0;
+    }
+    if (s->entries + s->publishes + s->changed >= KEYS_CAP ||
+        (uint64_t)s->entries + (uint64_t)s->publishes + (uint64_t)s->changed > s->cfg.max_entries) {
+        fprintf(stderr, "kvc-sim: too many entries for max_entries %u\n", s->cfg.max_entries);
+        return -1;
+    }
+    return 0;
+}
+
+int kvc_sim_registry_main(int argc, char **argv)
+{
+    rsim_t s;
+    memset(&s, 0, sizeof s);
+    if (s_options(&s, argc, argv) != 0)
+        return 2;
+    kvc_rng_seed(&s.rng, s.seed);
+    kvc_rng_seed(&s.vrng, s.seed ^ 0x5eed5eedull);
+    kvc_outbox_init(&s.out, 0);
+    s.t0 = s.now = 1700000000000ull; /* wall clock ms */
+    s.rj = s.sites * s.pps - 1;
+    int rc = s_setup(&s);
+    if (rc == 0)
+        rc = s.catchup ? s_catchup(&s) : s_publish(&s);
+    if (rc < 0)
+        fprintf(stderr, "kvc-sim: registry scenario failed (allocation or routing)\n");
+    s_teardown(&s);
+    return rc < 0 ? 1 : rc;
+}
