@@ -1465,9 +1465,19 @@ void kvc_lww_member_event(kvc_lww_t *m, uint64_t now_ms, const kvc_member_event_
     case KVC_MEMBER_EV_JOINED:
     case KVC_MEMBER_EV_ALIVE:
         if (!p->alive) {
+            /* Who was away? The peer that sees most of its scope come back
+             * (it was cut off, or new) runs a round at once, with this
+             * member; the others leave the returning peer to their regular
+             * rounds, so it is not sent the same entries by every one of
+             * them at the same moment. */
+            size_t down = 0;
+            for (size_t i = 0; i < m->n_peers; i++)
+                down += !m->peers[i].alive;
             p->alive = 1;
-            m->ae_force = idx;
-            m->ae_deadline = now_ms ? now_ms : 1;
+            if (2 * down >= m->n_peers) {
+                m->ae_force = idx;
+                m->ae_deadline = now_ms ? now_ms : 1;
+            }
         }
         break;
     default:

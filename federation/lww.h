@@ -202,7 +202,10 @@ int kvc_lww_tick(kvc_lww_t *m, uint64_t now_ms, kvc_outbox_t *out);
 uint64_t kvc_lww_next_deadline(const kvc_lww_t *m);
 /* A member event: dead or left drops the member from pending pushes (it
  * stays in scope, and keeps blocking tombstone GC, until set_peers removes
- * it); joined or alive again brings an anti-entropy round with it forward. */
+ * it); joined or alive again, seen by a peer that had half or more of its
+ * scope down (it was the one away, or new), brings an anti-entropy round
+ * with that member forward; the others leave the returning member to their
+ * regular rounds, so it is not sent the same entries by every peer. */
 void kvc_lww_member_event(kvc_lww_t *m, uint64_t now_ms, const kvc_member_event_t *ev,
                           kvc_outbox_t *out);
 

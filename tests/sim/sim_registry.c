@@ -81,7 +81,7 @@ typedef struct {
 } pend_t;
 
 typedef struct {
-    int catchup, fresh, json, no_skip, wan;
+    int catchup, fresh, json, no_skip, wan, no_membership;
     int sites, pps, n, entries, publishes, changed;
     double loss, rate, bw_mbps;
     uint64_t partition_s, seed;
@@ -722,8 +722,29 @@ static void s_differing(rsim_t *s, int i, uint64_t *n, uint64_t *bytes)
     }
 }
 
+/* What membership tells the registry, as kvc-peer passes it on: every
+ * peer hears `type` about rj, and rj hears it about every other peer. */
+static int s_membership(rsim_t *s, kvc_member_event_type_t type)
+{
+    for (int i = 0; i < s->n; i++) {
+        for (int k = 0; k < s->n; k++) {
+            if (k == i || (i != s->rj && k != s->rj))
+                continue;
+            kvc_member_event_t ev = {.type = type};
+            snprintf(ev.id, sizeof ev.id, "%s", s->ids[k]);
+            kvc_lww_member_event(s->m[i], s->now, &ev, &s->out);
+        }
+        if (s_flush(s, i) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* catchup: one peer away for partition_s while the others change C
- * entries; time and bytes until it is identical again. */
+ * entries; time and bytes until it is identical again. Membership's view
+ * is modelled unless --no-membership: the peers and the cut-off one see
+ * each other dead 3 s into the cut and alive again 500 ms after the heal,
+ * as SWIM with the wan profile would roughly report it. */
 static int s_catchup(rsim_t *s)
 {
     uint64_t cut_at = s->t0 + 10000, heal = cut_at + s->partition_s * 1000;
@@ -735,10 +756,15 @@ static int s_catchup(rsim_t *s)
     uint64_t end = heal + 600000, caught = UINT64_MAX;
     int wrote = 0, others = s->n - 1;
     uint64_t diff_n = 0, diff_bytes = 0, last_check = 0;
-    int healed = 0;
+    int healed = 0, dead_told = s->no_membership || s->fresh, alive_told = s->no_membership;
+    uint64_t dead_at = cut_at + 3000, alive_at = heal + 500;
     s->joined = !s->fresh;
     while (s->now < end) {
         uint64_t until = end;
+        if (!dead_told && dead_at < until)
+            until = dead_at;
+        if (!alive_told && alive_at < until)
+            until = alive_at;
         if (!s->cut && !healed && cut_at < until)
             until = cut_at;
         if (wrote < s->changed && cut_at + gap * (uint64_t)(wrote + 1) < until)
@@ -762,6 +788,16 @@ static int s_catchup(rsim_t *s)
                 }
                 s->deadline[s->rj] = 0;
             }
+        }
+        if (!dead_told && s->now >= dead_at && dead_at < heal) {
+            dead_told = 1;
+            if (s_membership(s, KVC_MEMBER_EV_DEAD) != 0)
+                return -1;
+        }
+        if (!alive_told && s->now >= alive_at) {
+            alive_told = 1;
+            if (s_membership(s, s->fresh ? KVC_MEMBER_EV_JOINED : KVC_MEMBER_EV_ALIVE) != 0)
+                return -1;
         }
         if (s_step(s) != 0)
             return -1;
@@ -822,7 +858,7 @@ static void s_usage(FILE *f)
             "               [--profile wan|lan] [--loss P] [--publishes K] [--rate PER_S]\n"
             "               [--entries E] [--bw-mbps M] [--seed N] [--no-skip] [--json]\n"
             "       kvc-sim --scenario registry --mode catchup [--peers N] [--entries E]\n"
-            "               [--changed C] [--partition-s S] [--fresh] [--profile wan|lan]\n"
+            "               [--changed C] [--partition-s S] [--fresh] [--no-membership] [--profile wan|lan]\n"
             "               [--loss P] [--bw-mbps M] [--seed N] [--no-skip] [--json]\n"
             "  The registry's settings (anti-entropy 5 s, max_entries 100000), values of\n"
             "  300..1000 bytes. publish: time until a write is held everywhere; catchup: a\n"
@@ -850,6 +886,10 @@ static int s_options(rsim_t *s, int argc, char **argv)
         int64_t x = 0;
         if (strcmp(a, "--json") == 0 || strcmp(a, "--fresh") == 0 || strcmp(a, "--no-skip") == 0) {
             *(a[2] == 'j' ? &s->json : a[2] == 'f' ? &s->fresh : &s->no_skip) = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-membership") == 0) {
+            s->no_membership = 1;
             continue;
         }
         if (strcmp(a, "--help") == 0) {
