@@ -1237,6 +1237,40 @@ static const s_field_t s_registry_fields[] = {
     {"kserve_image", s_v_image, S_CFG(registry_kserve_image), NULL, 0, 0},
 };
 
+/* jobs.connection: ssh or local. */
+static int s_v_connection(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc)
+        return rc;
+    return strcmp(dst, "ssh") == 0 || strcmp(dst, "local") == 0
+               ? 0
+               : s_bad_value(ctx, "must be ssh or local");
+}
+
+/* jobs.ansible_playbook: a program name (found in PATH) or an absolute path. */
+static int s_v_program(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc)
+        return rc;
+    if (!dst[0])
+        return s_bad_value(ctx, "must name a program");
+    for (const char *p = dst; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return s_bad_value(ctx, "must be a program name or path without spaces");
+    return 0;
+}
+
+static const s_field_t s_jobs_fields[] = {
+    {"playbooks", s_v_path, S_CFG(jobs_playbooks), NULL, 0, 0},
+    {"ansible_playbook", s_v_program, S_CFG(jobs_ansible_playbook), NULL, 0, 0},
+    {"connection", s_v_connection, S_CFG(jobs_connection), NULL, 0, 0},
+    {"timeout_s", s_v_u32_strict, S_CFG(jobs_timeout_s), NULL, 10, 86400},
+};
+
 static const s_field_t s_log_fields[] = {
     {"level", s_v_log_level, 0, 0, NULL, 0, 0},
 };
@@ -1287,6 +1321,12 @@ static int s_v_registry(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return s_parse_mapping(ctx, s_registry_fields, S_N(s_registry_fields), obj);
 }
 
+/* jobs: */
+static int s_v_jobs(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    return s_parse_mapping(ctx, s_jobs_fields, S_N(s_jobs_fields), obj);
+}
+
 /* log: */
 static int s_v_log(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
@@ -1301,6 +1341,7 @@ static const s_field_t s_root_fields[] = {
     {"proxy", s_v_proxy, 0, 0, NULL, 0, 0},
     {"kubernetes", s_v_kube, 0, 0, NULL, 0, 0},
     {"registry", s_v_registry, 0, 0, NULL, 0, 0},
+    {"jobs", s_v_jobs, 0, 0, NULL, 0, 0},
     {"log", s_v_log, 0, 0, NULL, 0, 0},
 };
 
@@ -1411,6 +1452,10 @@ void kvc_config_defaults(kvc_config_t *cfg)
     kvc_strlcpy(cfg->registry_namespace, "kvc-models", sizeof cfg->registry_namespace);
     kvc_strlcpy(cfg->registry_grpc, "kvc-{model}.kvc-models.svc:8500", sizeof cfg->registry_grpc);
     cfg->registry_reconcile_s = 30;
+    kvc_strlcpy(cfg->jobs_playbooks, "/usr/share/kvc/ansible", sizeof cfg->jobs_playbooks);
+    kvc_strlcpy(cfg->jobs_ansible_playbook, "ansible-playbook", sizeof cfg->jobs_ansible_playbook);
+    kvc_strlcpy(cfg->jobs_connection, "ssh", sizeof cfg->jobs_connection);
+    cfg->jobs_timeout_s = 3600;
     cfg->log_level = KVC_LOG_INFO;
 }
 

@@ -131,6 +131,12 @@ typedef struct {
     char registry_tfserving_image[256];     /* "" = the reconciler's default */
     char registry_kserve_image[256];
 
+    /* jobs.* (node setup and cluster creation, run by the coordinator) */
+    char jobs_playbooks[KVC_PATH_MAX];      /* folder of node.yml, cluster.yml, callback_plugins */
+    char jobs_ansible_playbook[KVC_PATH_MAX]; /* the program ("ansible-playbook": from PATH) */
+    char jobs_connection[16];               /* "ssh" or "local" */
+    uint32_t jobs_timeout_s;                /* a job running longer is killed */
+
     /* log.* */
     kvc_log_level_t log_level;
 } kvc_config_t;

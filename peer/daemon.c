@@ -31,6 +31,7 @@
 #include "nodes_ctl.h"
 #include "peer_metrics.h"
 #include "proxy.h"
+#include "jobs_ctl.h"
 #include "models_ctl.h"
 #include "repmap.h"
 #include "site_models.h"
@@ -104,6 +105,7 @@ struct kvc_daemon {
     char region_buf[KVC_NAME_MAX];   /* s_region_of's answer */
     uint64_t registry_gen;           /* the registry's generation last seen */
     kvc_site_models_t *site_models;  /* what this site serves; its reconciliation */
+    kvc_job_runner_t *jobs;          /* node setup and cluster creation (the coordinator's) */
     kvc_core_set_t cores;            /* channel -> core; every core's timers */
     kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
@@ -1586,6 +1588,23 @@ static int s_cmd_models_status(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_
     return kvc_models_ctl_status(&mc, req, ctx);
 }
 
+/* --- node setup and cluster creation jobs (jobs_ctl.c) ------------------- */
+
+#define S_JOBS_CMD(fn, impl)                                                                      \
+    static int fn(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)                    \
+    {                                                                                             \
+        kvc_daemon_t *self = arg;                                                                 \
+        kvc_jobs_ctl_t jc = {&self->site_kv, self->cfg.site, self->self_id};                      \
+        return impl(&jc, req, ctx);                                                               \
+    }
+S_JOBS_CMD(s_cmd_nodes_setup, kvc_jobs_ctl_setup)
+S_JOBS_CMD(s_cmd_cluster_create, kvc_jobs_ctl_cluster)
+S_JOBS_CMD(s_cmd_jobs_list, kvc_jobs_ctl_list)
+S_JOBS_CMD(s_cmd_jobs_show, kvc_jobs_ctl_show)
+S_JOBS_CMD(s_cmd_jobs_logs, kvc_jobs_ctl_logs)
+S_JOBS_CMD(s_cmd_jobs_cancel, kvc_jobs_ctl_cancel)
+S_JOBS_CMD(s_cmd_jobs_retry, kvc_jobs_ctl_retry)
+
 /* "backup" path: a hot copy of the store (registry, site map, election). */
 static int s_cmd_backup(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
 {
@@ -1650,6 +1669,13 @@ static const kvc_ctl_cmd_t s_commands[] = {
     {"models-retire", s_cmd_models_retire, {"name", "version", NULL}, "retire a model version"},
     {"models-status", s_cmd_models_status, {"name", NULL}, "a model's state at every site"},
     {"backup", s_cmd_backup, {"path", NULL}, "a hot copy of the store"},
+    {"nodes-setup", s_cmd_nodes_setup, {"node", NULL}, "queue a node setup job"},
+    {"cluster-create", s_cmd_cluster_create, {"node", NULL}, "queue a cluster creation job"},
+    {"jobs-list", s_cmd_jobs_list, {NULL}, "the site's jobs"},
+    {"jobs-show", s_cmd_jobs_show, {"id", NULL}, "one job"},
+    {"jobs-logs", s_cmd_jobs_logs, {"id", NULL}, "a job's log"},
+    {"jobs-cancel", s_cmd_jobs_cancel, {"id", NULL}, "cancel a job"},
+    {"jobs-retry", s_cmd_jobs_retry, {"id", NULL}, "run a finished job again"},
 };
 
 /* Answers one control request. */
@@ -1849,6 +1875,10 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
                                             self, err);
     if (!self->site_models)
         return KVC_EINVAL;
+    self->jobs = kvc_job_runner_new(&self->cfg, self->self_id, &self->site_kv,
+                                    kvc_coord_election(self->coord), err);
+    if (!self->jobs)
+        return KVC_ENOMEM;
     self->broker = kvc_broker_new(&self->cfg, self->self_id, &self->site_kv,
                                   kvc_coord_election(self->coord), s_to_node, self, err);
     if (!self->broker)
@@ -1868,6 +1898,8 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
         rc = kvc_core_set_add(&self->cores, kvc_repmap_core_ops(self->registry), self->registry);
     if (rc == 0)
         rc = kvc_core_set_add(&self->cores, &kvc_site_models_core_ops, self->site_models);
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, &kvc_job_runner_core_ops, self->jobs);
 #ifdef KVC_NEXT_KIND
     if (rc == 0 && !(self->next = kvc_calloc(1, sizeof *self->next)))
         rc = KVC_ENOMEM;
@@ -2173,6 +2205,7 @@ kvc_daemon_t *kvc_daemon_new(const kvc_config_t *cfg, kvc_err_t *err)
         s_scrape_start(self, err) != 0)
         goto fail;
     snprintf(self->seed, sizeof self->seed, "%s@%s", self->self_hex, self->advertise);
+    kvc_job_runner_set_join(self->jobs, self->advertise, self->self_hex);
 
     for (size_t i = 0; i < self->cfg.n_seeds; i++) {
         const kvc_seed_t *seed = &self->cfg.seeds[i];
@@ -2284,6 +2317,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
     zhashx_destroy(&self->links);
     kvc_broker_destroy(&self->broker);
     kvc_repmap_destroy(&self->sitemap);
+    kvc_job_runner_destroy(&self->jobs);
     kvc_site_models_destroy(&self->site_models);
     kvc_repmap_destroy(&self->registry);
     kvc_coord_destroy(&self->coord);

@@ -14,6 +14,7 @@
  */
 #include "cli_ca.h"
 #include "cli_join.h"
+#include "cli_jobs.h"
 #include "cli_models.h"
 #include "pb_alloc.h"
 #include "cli_out.h"
@@ -796,6 +797,11 @@ static int s_cmd_nodes(const kvc_cli_opts_t *o)
             return kvc_cli_fail(S_USAGE, "nodes %s takes no ID (see 'kvc nodes --help')", verb);
         const char *args[2] = {"state", strcmp(verb, "pending") == 0 ? "pending" : ""};
         rc = s_call_args(o, "nodes", args, 1, &rep);
+    } else if (strcmp(verb, "setup") == 0) {
+        if (o->n_pos != 2)
+            return kvc_cli_fail(S_USAGE, "nodes setup needs a node name (see 'kvc nodes list')");
+        return kvc_cli_nodes_setup(o->pos[1], o->opt[0], o->config, o->control, o->json,
+                                   o->timeout_ms);
     } else if (strcmp(verb, "approve") == 0 || strcmp(verb, "reject") == 0 ||
                strcmp(verb, "revoke") == 0) {
         if (o->n_pos != 2)
@@ -1166,12 +1172,16 @@ static const s_cmd_t s_commands[] = {
      "Marks the member NAME (\"site/name\"), which must be suspect or dead, as\n"
      "left: every peer stops probing it and it is reaped like a member that\n"
      "left. A member that is alive is refused: stop it, or run kvc leave on it."},
-    {"nodes", s_cmd_nodes, 0, 0, 2, {{0}}, "nodes [pending|list|approve ID|reject ID|revoke ID]",
+    {"nodes", s_cmd_nodes, 0, 0, 2, {{"--role", 1}},
+     "nodes [pending|list|approve ID|reject ID|revoke ID|setup NODE [--role R]]",
      "the machines that asked to join this site",
      "Node records of this peer's site. A node that asks to join with a key\n"
      "(kvc keygen) no one approved is listed as pending; approve it (or reject\n"
      "it) by its ID (8 or more hex digits of its key) or its name. An approved\n"
-     "node may be revoked: its later joins are refused. list shows all."},
+     "node may be revoked: its later joins are refused. list shows all.\n"
+     "setup NODE queues a job the coordinator runs: ops/ansible/node.yml on the\n"
+     "node (preparation, packages, kvc join --exec); --role worker (default) or\n"
+     "server. Follow it with kvc jobs logs ID --follow."},
     {"enroll", s_cmd_enroll, 1, 1, 1, {{"--ttl", 1}, {"--uses", 1}},
      "enroll create [--site S] [--ttl 10m] [--uses N] | enroll list",
      "one-time codes nodes present instead of waiting for approval",
@@ -1217,6 +1227,9 @@ static void s_usage(FILE *f)
           "  cert issue --ca DIR --site S --name N ...    issue a peer credential\n"
           "  cert show FILE [--trust PUB]                 show (and verify) a credential\n"
           "  keygen --out FILE                            make a node keypair\n"
+          "\nJobs the coordinator runs with Ansible (kvc jobs --help, kvc cluster --help):\n"
+          "  nodes setup NODE [--role R] | cluster create  queue a node setup / a cluster\n"
+          "  jobs list|show ID|logs ID [--follow]|cancel ID|retry ID\n"
           "\nThe model registry (kvc models --help):\n"
           "  models publish|list|show|retire|status       publish models, see where they run\n"
           "\nOn a new node:\n"
@@ -1267,6 +1280,10 @@ int main(int argc, char **argv)
             return kvc_cli_join(argc - i, argv + i);
         if (!cmd && strcmp(a, "models") == 0) /* repeated options: parses its own */
             return kvc_cli_models(argc - i, argv + i, o.config, o.control, o.json, o.timeout_ms);
+        if (!cmd && strcmp(a, "jobs") == 0)
+            return kvc_cli_jobs(argc - i, argv + i, o.config, o.control, o.json, o.timeout_ms);
+        if (!cmd && strcmp(a, "cluster") == 0)
+            return kvc_cli_cluster(argc - i, argv + i, o.config, o.control, o.json, o.timeout_ms);
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help = 1;
         } else if (strcmp(a, "--version") == 0) {
