@@ -178,29 +178,32 @@ rc=0
 j "$O" jobs logs "$ID5" --follow >/dev/null 2>"$T/follow.err" || rc=$?
 [ "$rc" = 1 ] && grep -q "job $ID5 failed" "$T/follow.err" || fail "logs --follow of a failed job: rc $rc $(cat "$T/follow.err")"
 
-# a peer without ansible-playbook, and a host that cannot be reached
-for n in j1 j2 j3; do [ "$n" = "$C" ] && continue; sed -i "s|  connection: local|  connection: ssh\n  ansible_playbook: /nonexistent/ansible-playbook|" "$T/$n.yaml"; done
-for n in j1 j2 j3; do
-    [ "$n" = "$C" ] && continue
-    eval "kill \$PID_$n"
-    eval "wait \$PID_$n 2>/dev/null || true"
-    start_peer "$n" "$T/$n.yaml"
-done
-coordinated() { c=$(jqs "$T/$O.yaml" sites '.[] | select(.site == "site-a") | .coordinator'); [ -n "$c" ] && [ "$c" != "site-a/$C" ]; }
-poll 30 "a coordinator again" coordinated
-ID6=$(j "$O" nodes setup n1 --json | jq -r .id)
-failed6() { j "$O" jobs show "$ID6" --json | jq -e '.state == "failed" and (.reason | contains("not installed"))' >/dev/null; }
+# a peer without ansible-playbook, and a host that cannot be reached: a
+# one-peer site-b (it elects itself at once) with its own approved node
+"$KVC" cert issue --ca "$T/ca" --site site-b --name b1 --out "$T/b1.id" >/dev/null
+write_config "$T/b1.yaml" b1 site-b eu "$T/b1" "$T/b1.id" "$T/ca/federation.pub"
+printf 'jobs:\n  playbooks: %s\n  ansible_playbook: /nonexistent/ansible-playbook\n' "$PB" >>"$T/b1.yaml"
+start_peer b1 "$T/b1.yaml"
+b_coord() { expect_jq "$T/b1.yaml" status '.election.can_act'; }
+poll 20 "b1 coordinates site-b" b_coord
+B_EP=$(jqs "$T/b1.yaml" status .advertise)
+B_KEY=$(jqs "$T/b1.yaml" status .public_key)
+"$KVC" keygen --out "$T/m1.key" >/dev/null
+rc=0
+"$KVC" join --site site-b --peer "$B_EP" --peer-key "$B_KEY" --key "$T/m1.key" --name m1 \
+    --address 127.0.0.1 --print >/dev/null 2>&1 || rc=$?
+[ "$rc" = 3 ] || fail "kvc join of m1 exited $rc"
+j b1 nodes approve m1 >/dev/null
+ID6=$(j b1 nodes setup m1 --json | jq -r .id)
+failed6() { j b1 jobs show "$ID6" --json | jq -e '.state == "failed" and (.reason | contains("/nonexistent/ansible-playbook is not installed"))' >/dev/null; }
 poll 30 "a job fails when ansible-playbook is missing" failed6
-for n in j1 j2 j3; do [ "$n" = "$C" ] && continue; sed -i "/ansible_playbook: \/nonexistent/d" "$T/$n.yaml"; done
-for n in j1 j2 j3; do
-    [ "$n" = "$C" ] && continue
-    eval "kill \$PID_$n"
-    eval "wait \$PID_$n 2>/dev/null || true"
-    start_peer "$n" "$T/$n.yaml"
-done
-poll 30 "a coordinator again" coordinated
+kill "$PID_b1"
+wait "$PID_b1" 2>/dev/null || true
+sed -i "/ansible_playbook: \/nonexistent/d" "$T/b1.yaml" # ssh, the default connection
+start_peer b1 "$T/b1.yaml"
+poll 20 "b1 coordinates site-b again" b_coord
 # ssh to 127.0.0.1: no sshd listens here, so the host is unreachable
-ID7=$(j "$O" nodes setup n1 --json | jq -r .id)
-failed7() { j "$O" jobs show "$ID7" --json | jq -e '.state == "failed" and (.reason | test("unreachable"))' >/dev/null; }
+ID7=$(j b1 nodes setup m1 --json | jq -r .id)
+failed7() { j b1 jobs show "$ID7" --json | jq -e '.state == "failed" and (.reason | test("unreachable"))' >/dev/null; }
 poll 60 "a job fails when the host is unreachable" failed7
 echo "jobs: ok"
