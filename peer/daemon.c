@@ -1479,6 +1479,20 @@ static int s_cmd_info(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ct
            (unsigned long long)kvc_repmap_persist_failures(self->registry));
     s_info(ctx, ents, "registry", "store_max_bytes", "%llu",
            (unsigned long long)self->cfg.store_max_bytes);
+    kvc_site_models_stats_t ms;
+    kvc_site_models_stats(self->site_models, &ms);
+    s_info(ctx, ents, "registry", "placed_here", "%zu", ms.placed);
+    s_info(ctx, ents, "registry", "reconcile_runs", "%llu", (unsigned long long)ms.runs);
+    s_info(ctx, ents, "registry", "reconcile_failed", "%llu", (unsigned long long)ms.failed_runs);
+    s_info(ctx, ents, "registry", "reconcile_last_ms", "%llu", (unsigned long long)ms.last_run_ms);
+    kvc_job_runner_stats_t js;
+    kvc_job_runner_stats(self->jobs, &js);
+    s_info(ctx, ents, "jobs", "started", "%llu", (unsigned long long)js.started);
+    s_info(ctx, ents, "jobs", "ok", "%llu", (unsigned long long)js.ok);
+    s_info(ctx, ents, "jobs", "failed", "%llu", (unsigned long long)js.failed);
+    s_info(ctx, ents, "jobs", "interrupted", "%llu", (unsigned long long)js.interrupted);
+    s_info(ctx, ents, "jobs", "cancelled", "%llu", (unsigned long long)js.cancelled);
+    s_info(ctx, ents, "jobs", "running", "%s", js.running[0] ? js.running : "-");
 #ifdef KVC_NEXT_KIND
     s_info(ctx, ents, "next", "sent", "%llu", (unsigned long long)self->next->sent);
     s_info(ctx, ents, "next", "received", "%llu", (unsigned long long)self->next->received);
