@@ -1268,6 +1268,7 @@ static const s_field_t s_jobs_fields[] = {
     {"playbooks", s_v_path, S_CFG(jobs_playbooks), NULL, 0, 0},
     {"ansible_playbook", s_v_program, S_CFG(jobs_ansible_playbook), NULL, 0, 0},
     {"connection", s_v_connection, S_CFG(jobs_connection), NULL, 0, 0},
+    {"ssh_user", s_v_name, S_CFG(jobs_ssh_user), NULL, 0, 0},
     {"timeout_s", s_v_u32_strict, S_CFG(jobs_timeout_s), NULL, 10, 86400},
 };
 
@@ -1455,6 +1456,7 @@ void kvc_config_defaults(kvc_config_t *cfg)
     kvc_strlcpy(cfg->jobs_playbooks, "/usr/share/kvc/ansible", sizeof cfg->jobs_playbooks);
     kvc_strlcpy(cfg->jobs_ansible_playbook, "ansible-playbook", sizeof cfg->jobs_ansible_playbook);
     kvc_strlcpy(cfg->jobs_connection, "ssh", sizeof cfg->jobs_connection);
+    kvc_strlcpy(cfg->jobs_ssh_user, "root", sizeof cfg->jobs_ssh_user);
     cfg->jobs_timeout_s = 3600;
     cfg->log_level = KVC_LOG_INFO;
 }

@@ -135,6 +135,7 @@ typedef struct {
     char jobs_playbooks[KVC_PATH_MAX];      /* folder of node.yml, cluster.yml, callback_plugins */
     char jobs_ansible_playbook[KVC_PATH_MAX]; /* the program ("ansible-playbook": from PATH) */
     char jobs_connection[16];               /* "ssh" or "local" */
+    char jobs_ssh_user[64];                 /* the user Ansible logs in as on a node */
     uint32_t jobs_timeout_s;                /* a job running longer is killed */
 
     /* log.* */

@@ -39,6 +39,7 @@ struct kvc_job_runner {
     char self[KVC_MEMBER_ID_MAX + 1];
     char site[64];
     char playbooks[KVC_PATH_MAX], program[KVC_PATH_MAX], connection[16], data_dir[KVC_PATH_MAX];
+    char ssh_user[64];
     uint64_t timeout_ms;
     char join_ep[KVC_ENDPOINT_MAX], join_key[65];
     uint64_t next_scan_ms, lost_since_ms;
@@ -220,8 +221,12 @@ static int s_write_inputs(kvc_job_runner_t *r, const char *dir, const kvc_node_t
     s_json_str(f, n->name);
     fputs(":{\"ansible_host\":", f);
     s_json_str(f, n->n_addresses ? n->addresses[0] : "127.0.0.1");
-    if (strcmp(r->connection, "local") == 0)
+    if (strcmp(r->connection, "local") == 0) {
         fputs(",\"ansible_connection\":\"local\"", f);
+    } else {
+        fputs(",\"ansible_user\":", f);
+        s_json_str(f, r->ssh_user);
+    }
     fputs("}}}}\n", f);
     int bad = fclose(f) != 0;
     snprintf(path, sizeof path, "%s/vars.json", dir);
@@ -743,6 +748,7 @@ kvc_job_runner_t *kvc_job_runner_new(const kvc_config_t *cfg, const char *self_i
     kvc_strlcpy(r->playbooks, cfg->jobs_playbooks, sizeof r->playbooks);
     kvc_strlcpy(r->program, cfg->jobs_ansible_playbook, sizeof r->program);
     kvc_strlcpy(r->connection, cfg->jobs_connection, sizeof r->connection);
+    kvc_strlcpy(r->ssh_user, cfg->jobs_ssh_user[0] ? cfg->jobs_ssh_user : "root", sizeof r->ssh_user);
     kvc_strlcpy(r->data_dir, cfg->data_dir, sizeof r->data_dir);
     r->timeout_ms = (uint64_t)(cfg->jobs_timeout_s ? cfg->jobs_timeout_s : 3600) * 1000;
     r->next_scan_ms = kvc_clock_mono_ms();
