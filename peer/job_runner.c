@@ -40,6 +40,7 @@ struct kvc_job_runner {
     char site[64];
     char playbooks[KVC_PATH_MAX], program[KVC_PATH_MAX], connection[16], data_dir[KVC_PATH_MAX];
     char ssh_user[64];
+    char kube_kind[16], kubeconfig[KVC_PATH_MAX];
     uint64_t timeout_ms;
     char join_ep[KVC_ENDPOINT_MAX], join_key[65];
     uint64_t next_scan_ms, lost_since_ms;
@@ -217,7 +218,11 @@ static int s_write_inputs(kvc_job_runner_t *r, const char *dir, const kvc_node_t
     FILE *f = fopen(path, "w");
     if (!f)
         return kvc_err_set(err, KVC_EIO, "%s: %s", path, strerror(errno));
-    fputs("{\"all\":{\"hosts\":{", f);
+    /* the group the playbook's play targets (ops/ansible: node.yml "nodes",
+     * cluster.yml "servers") */
+    fputs("{\"all\":{\"children\":{", f);
+    s_json_str(f, r->job.kind == KVC_JOB_NODE_SETUP ? "nodes" : "servers");
+    fputs(":{\"hosts\":{", f);
     s_json_str(f, n->name);
     fputs(":{\"ansible_host\":", f);
     s_json_str(f, n->n_addresses ? n->addresses[0] : "127.0.0.1");
@@ -227,7 +232,7 @@ static int s_write_inputs(kvc_job_runner_t *r, const char *dir, const kvc_node_t
         fputs(",\"ansible_user\":", f);
         s_json_str(f, r->ssh_user);
     }
-    fputs("}}}}\n", f);
+    fputs("}}}}}}\n", f);
     int bad = fclose(f) != 0;
     snprintf(path, sizeof path, "%s/vars.json", dir);
     f = bad ? NULL : fopen(path, "w");
@@ -247,11 +252,40 @@ static int s_write_inputs(kvc_job_runner_t *r, const char *dir, const kvc_node_t
     s_json_str(f, r->join_key);
     fputs(",\"kvc_job_id\":", f);
     s_json_str(f, r->job.id);
+    /* the roles' own variables (their defaults/main.yml under ops/ansible/roles) */
+    static const char *const map[][2] = {{"cluster_name", "cluster_create_name"},
+                                         {"pod_cidr", "cluster_create_pod_cidr"},
+                                         {"kind", "cluster_create_kind"},
+                                         {"service_cidr", "cluster_create_service_cidr"},
+                                         {"advertise_address", "cluster_create_advertise_address"}};
+    if (r->job.kind == KVC_JOB_NODE_SETUP) {
+        const char *const pairs[][2] = {{"cluster_join_site", r->site},
+                                        {"cluster_join_peer", r->join_ep},
+                                        {"cluster_join_peer_key", r->join_key},
+                                        {"cluster_join_name", n->name},
+                                        {"cluster_join_kind", r->kube_kind}};
+        for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+            fputc(',', f);
+            s_json_str(f, pairs[i][0]);
+            fputc(':', f);
+            s_json_str(f, pairs[i][1]);
+        }
+    } else if (r->kubeconfig[0]) {
+        fputs(",\"cluster_create_kubeconfig\":", f);
+        s_json_str(f, r->kubeconfig);
+    }
     for (size_t i = 0; i < r->job.n_vars; i++) {
         fputc(',', f);
         s_json_str(f, r->job.vars[i].key);
         fputc(':', f);
         s_json_str(f, r->job.vars[i].value);
+        for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+            if (strcmp(r->job.vars[i].key, map[k][0]) == 0) {
+                fputc(',', f);
+                s_json_str(f, map[k][1]);
+                fputc(':', f);
+                s_json_str(f, r->job.vars[i].value);
+            }
     }
     fputs("}\n", f);
     return fclose(f) == 0 ? KVC_OK : kvc_err_set(err, KVC_EIO, "%s: cannot write", path);
@@ -363,10 +397,12 @@ static int s_spawn(kvc_job_runner_t *r, const kvc_node_t *n, kvc_err_t *err)
     size_t ne = 0;
     while (environ[ne])
         ne++;
-    char **envp = kvc_calloc(ne + 8, sizeof *envp);
+    char **envp = kvc_calloc(ne + 9, sizeof *envp);
     char e_cb[KVC_PATH_MAX + 48], e_tmp[KVC_PATH_MAX + 96];
     snprintf(e_cb, sizeof e_cb, "ANSIBLE_CALLBACK_PLUGINS=%s", cb);
     snprintf(e_tmp, sizeof e_tmp, "ANSIBLE_LOCAL_TEMP=%s/tmp", dir);
+    char e_cfg[KVC_PATH_MAX + 48];
+    snprintf(e_cfg, sizeof e_cfg, "ANSIBLE_CONFIG=%s/ansible.cfg", r->playbooks);
     size_t k = 0;
     for (size_t i = 0; envp && i < ne; i++)
         if (strncmp(environ[i], "ANSIBLE_", 8) != 0 && strncmp(environ[i], "KVC_EVENTS_FD=", 14) != 0)
@@ -378,6 +414,8 @@ static int s_spawn(kvc_job_runner_t *r, const kvc_node_t *n, kvc_err_t *err)
         envp[k++] = "ANSIBLE_NOCOLOR=1";
         envp[k++] = "ANSIBLE_RETRY_FILES_ENABLED=0";
         envp[k++] = e_tmp;
+        if (access(e_cfg + 15, R_OK) == 0)
+            envp[k++] = e_cfg;
         envp[k] = NULL;
     }
     /* the program's path, found before fork: the child may only make
@@ -750,6 +788,8 @@ kvc_job_runner_t *kvc_job_runner_new(const kvc_config_t *cfg, const char *self_i
     kvc_strlcpy(r->connection, cfg->jobs_connection, sizeof r->connection);
     kvc_strlcpy(r->ssh_user, cfg->jobs_ssh_user[0] ? cfg->jobs_ssh_user : "root", sizeof r->ssh_user);
     kvc_strlcpy(r->data_dir, cfg->data_dir, sizeof r->data_dir);
+    kvc_strlcpy(r->kube_kind, cfg->kube_kind, sizeof r->kube_kind);
+    kvc_strlcpy(r->kubeconfig, cfg->kube_kubeconfig, sizeof r->kubeconfig);
     r->timeout_ms = (uint64_t)(cfg->jobs_timeout_s ? cfg->jobs_timeout_s : 3600) * 1000;
     r->next_scan_ms = kvc_clock_mono_ms();
     return r;
