@@ -176,12 +176,27 @@ static int s_parse_accel(const char *v, size_t n, kvc_router_want_t *out)
     return KVC_EPARSE;
 }
 
+/* Parses into *out, which may be left half-filled on error. */
+static int s_constraint_parse(const char *text, size_t len, kvc_router_constraint_t *out,
+                              kvc_err_t *err);
+
 int kvc_router_constraint_parse(const char *text, size_t len, kvc_router_constraint_t *out,
                                 kvc_err_t *err)
 {
     if (!out)
         return kvc_err_set(err, KVC_EINVAL, "constraint: no output");
+    kvc_router_constraint_t c;
+    memset(&c, 0, sizeof(c));
+    int rc = s_constraint_parse(text, len, &c, err);
     memset(out, 0, sizeof(*out));
+    if (rc == 0)
+        *out = c;
+    return rc;
+}
+
+static int s_constraint_parse(const char *text, size_t len, kvc_router_constraint_t *out,
+                              kvc_err_t *err)
+{
     if (len == 0)
         return 0;
     if (!text)
@@ -244,20 +259,17 @@ int kvc_router_constraint_parse(const char *text, size_t len, kvc_router_constra
             dup = seen_arch++;
             rc = s_parse_name(v, vl, out->arch);
         } else {
-            memset(out, 0, sizeof(*out));
             return kvc_err_set(err, KVC_EPARSE,
                                "constraint: '%.*s' at offset %zu: unknown key (accelerator, "
                                "site, region, arch)",
                                ilen, item, a);
         }
         if (dup) {
-            memset(out, 0, sizeof(*out));
             return kvc_err_set(err, KVC_EPARSE,
                                "constraint: '%.*s' at offset %zu: key given twice", ilen, item,
                                a);
         }
         if (rc != 0) {
-            memset(out, 0, sizeof(*out));
             return kvc_err_set(err, KVC_EPARSE, "constraint: '%.*s' at offset %zu: want %s",
                                ilen, item, a, what);
         }
