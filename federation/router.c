@@ -559,8 +559,8 @@ int kvc_router_choose(kvc_router_t *r, uint64_t now_ms, const char *model,
         int held_down = st->seen_unready && now_ms < st->unready_at_ms + cfg->holddown_ms;
         if (s->is_local && !held_down) {
             t0[n0++] = cd; /* first, even as a probe: that is how it fails back */
-        } else if (!held_down && !cd.probe) {
-            t1[n1++] = cd;
+        } else if (!held_down) {
+            t1[n1++] = cd; /* half-open ones too: the best of them gets probed */
         } else {
             cd.held = 1;
             t2[n2++] = cd;

@@ -22,11 +22,13 @@
  *        load_ms    latency_ms * u / (1 - u), u = in_flight / capacity
  *                   (the M/M/1 queueing wait), capped at load_penalty_max_ms;
  *                   0 when capacity is unknown (0).
+ *      A site whose breaker is half-open ranks here too (flagged probe): if
+ *      it is the best, one request probes it and the rest go on as before.
  *      Hysteresis: the site chosen last time for M stays first unless the
  *      best is better by switch_margin_pct percent (and at least
  *      switch_margin_ms), or has been the better one for switch_hold_ms.
- *   2. sites held down: seen not ready within holddown_ms, or whose
- *      breaker is half-open (their probe), still usable as a last resort.
+ *   2. sites held down (seen not ready within holddown_ms), still usable
+ *      as a last resort.
  *      A site that flaps every tick therefore stays in this tier and never
  *      pulls the choice back and forth.
  * Excluded (never tried), with the first reason that applies:
@@ -132,7 +134,7 @@ typedef struct {
     double rtt_ms;
     double latency_ms;
     double load_ms;
-    int held;    /* tier 2: recently unhealthy or half-open */
+    int held;    /* tier 2: seen not ready within holddown_ms */
     int probe;   /* its breaker is half-open: this call is the probe */
     int current; /* it was the choice last time (hysteresis kept it) */
 } kvc_router_cand_t;

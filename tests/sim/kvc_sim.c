@@ -31,6 +31,7 @@
 #include "swim.h"
 
 #include "sim_election.h"
+#include "sim_failover.h"
 #include "sim_lww.h"
 
 #define US 1000ULL
@@ -512,7 +513,9 @@ static void s_usage(FILE *f)
                "  partition: A and B are comma-separated site names (site0,site1) or `rest`;\n"
                "  T1-T2 in seconds, e.g. 'site0,site1|rest@30s-90s'; several joined with ';'.\n"
                "       kvc-sim --scenario election [--help]: coordinator failover and safety.\n"
-               "       kvc-sim --scenario lww [--help]: replicated map convergence after a partition.\n");
+               "       kvc-sim --scenario lww [--help]: replicated map convergence after a partition.\n"
+               "       kvc-sim --scenario failover [--help]: request routing under flapping health,\n"
+               "         a partition, a dead local backend and an unmeetable constraint.\n");
 }
 
 /* Fills options from argv. */
@@ -938,8 +941,9 @@ int main(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], "--scenario") == 0)
-            return strcmp(argv[i + 1], "lww") == 0 ? kvc_sim_lww_main(argc, argv)
-                                                   : kvc_sim_election_main(argc, argv);
+            return strcmp(argv[i + 1], "lww") == 0        ? kvc_sim_lww_main(argc, argv)
+                   : strcmp(argv[i + 1], "failover") == 0 ? kvc_sim_failover_main(argc, argv)
+                                                          : kvc_sim_election_main(argc, argv);
     sim_t s;
     memset(&s, 0, sizeof(s));
     if (s_options(&s, argc, argv) != 0)
