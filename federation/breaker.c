@@ -75,8 +75,7 @@ static void s_window_add(kvc_breaker_t *b, uint64_t now_ms, int failed)
 }
 
 /* Calls and failures in the window that ends at now_ms. */
-static void s_window_sum(const kvc_breaker_t *b, uint64_t now_ms, uint64_t *calls,
-                         uint64_t *fails)
+static void s_window_sum(const kvc_breaker_t *b, uint64_t now_ms, uint64_t *calls, uint64_t *fails)
 {
     uint64_t width = b->cfg.window_ms / KVC_BREAKER_BUCKETS;
     uint64_t cur = now_ms / width * width;

@@ -67,12 +67,12 @@ typedef struct {
     uint32_t consecutive;     /* retryable failures in a row */
     uint32_t cooldown_cur_ms; /* the cool-down of the current open period */
     uint64_t opened_at_ms;
-    int probe_out;            /* half-open: a probe is in flight */
+    int probe_out; /* half-open: a probe is in flight */
     uint64_t probe_at_ms;
     uint64_t bucket_start_ms[KVC_BREAKER_BUCKETS];
     uint32_t bucket_calls[KVC_BREAKER_BUCKETS];
     uint32_t bucket_fails[KVC_BREAKER_BUCKETS];
-    uint32_t opens;           /* times it opened, for metrics */
+    uint32_t opens; /* times it opened, for metrics */
 } kvc_breaker_t;
 
 /* What a finished call means for routing. */
@@ -87,16 +87,16 @@ typedef enum {
 
 /* How a call to a backend ended, as the transport saw it. */
 typedef enum {
-    KVC_CALL_E_NONE = 0,        /* the call completed; judge by the gRPC status */
-    KVC_CALL_E_REFUSED = 1,     /* connection refused (nothing listening) */
-    KVC_CALL_E_CONNECT = 2,     /* connect failed or timed out, no route to host */
-    KVC_CALL_E_RESET = 3,       /* connection dropped during the call */
-    KVC_CALL_E_TIMEOUT = 4,     /* our deadline for the backend fired */
-    KVC_CALL_E_BAD_INPUT = 5,   /* request refused before sending (codec, size) */
-    KVC_CALL_E_HTTP_4XX = 6,    /* the backend answered with an HTTP 4xx */
-    KVC_CALL_E_HTTP_5XX = 7,    /* the backend answered with an HTTP 5xx, no gRPC status */
-    KVC_CALL_E_PROTOCOL = 8,    /* the answer was malformed */
-    KVC_CALL_E_CANCELLED = 9,   /* the client went away */
+    KVC_CALL_E_NONE = 0,      /* the call completed; judge by the gRPC status */
+    KVC_CALL_E_REFUSED = 1,   /* connection refused (nothing listening) */
+    KVC_CALL_E_CONNECT = 2,   /* connect failed or timed out, no route to host */
+    KVC_CALL_E_RESET = 3,     /* connection dropped during the call */
+    KVC_CALL_E_TIMEOUT = 4,   /* our deadline for the backend fired */
+    KVC_CALL_E_BAD_INPUT = 5, /* request refused before sending (codec, size) */
+    KVC_CALL_E_HTTP_4XX = 6,  /* the backend answered with an HTTP 4xx */
+    KVC_CALL_E_HTTP_5XX = 7,  /* the backend answered with an HTTP 5xx, no gRPC status */
+    KVC_CALL_E_PROTOCOL = 8,  /* the answer was malformed */
+    KVC_CALL_E_CANCELLED = 9, /* the client went away */
 } kvc_call_error_t;
 
 /* Fills cfg with the defaults above. */

@@ -98,8 +98,8 @@ void kvc_router_destroy(kvc_router_t **self_p)
 /* 1 if c may appear in a site, region or arch name. */
 static int s_name_char(int c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_';
 }
 
 /* 1 if s is a valid name: [A-Za-z0-9._-]{1,63}. */
@@ -232,8 +232,8 @@ static int s_constraint_parse(const char *text, size_t len, kvc_router_constrain
         int ilen = (int)(b - a);
         const char *eq = memchr(item, '=', b - a);
         if (!eq)
-            return kvc_err_set(err, KVC_EPARSE,
-                               "constraint: '%.*s' at offset %zu: want key=value", ilen, item, a);
+            return kvc_err_set(err, KVC_EPARSE, "constraint: '%.*s' at offset %zu: want key=value",
+                               ilen, item, a);
         size_t kl = (size_t)(eq - item);
         while (kl > 0 && s_space((unsigned char)item[kl - 1]))
             kl--;
@@ -265,13 +265,12 @@ static int s_constraint_parse(const char *text, size_t len, kvc_router_constrain
                                ilen, item, a);
         }
         if (dup) {
-            return kvc_err_set(err, KVC_EPARSE,
-                               "constraint: '%.*s' at offset %zu: key given twice", ilen, item,
-                               a);
+            return kvc_err_set(err, KVC_EPARSE, "constraint: '%.*s' at offset %zu: key given twice",
+                               ilen, item, a);
         }
         if (rc != 0) {
-            return kvc_err_set(err, KVC_EPARSE, "constraint: '%.*s' at offset %zu: want %s",
-                               ilen, item, a, what);
+            return kvc_err_set(err, KVC_EPARSE, "constraint: '%.*s' at offset %zu: want %s", ilen,
+                               item, a, what);
         }
         pos = end + 1;
     }
@@ -491,8 +490,7 @@ static int s_check_table(const char *model, const kvc_router_site_t *sites, size
             return kvc_err_set(err, KVC_EINVAL, "router: site %s: bad arch", sites[i].site);
         for (size_t j = 0; j < i; j++)
             if (strcmp(sites[i].site, sites[j].site) == 0)
-                return kvc_err_set(err, KVC_EINVAL, "router: site %s listed twice",
-                                   sites[i].site);
+                return kvc_err_set(err, KVC_EINVAL, "router: site %s listed twice", sites[i].site);
         if (sites[i].is_local && ++locals > 1)
             return kvc_err_set(err, KVC_EINVAL, "router: more than one local site");
     }
@@ -627,8 +625,8 @@ int kvc_router_choose(kvc_router_t *r, uint64_t now_ms, const char *model,
     int w = snprintf(msg, sizeof(msg), "no site can serve %s%s", model, n ? ":" : ": no sites");
     len = w > 0 && (size_t)w < sizeof(msg) ? (size_t)w : sizeof(msg) - 1;
     for (size_t i = 0; i < out->n && len < sizeof(msg) - 1; i++) {
-        w = snprintf(msg + len, sizeof(msg) - len, "%s %s: %s", i ? ";" : "",
-                     out->cands[i].site, kvc_router_reason_name(out->cands[i].reason));
+        w = snprintf(msg + len, sizeof(msg) - len, "%s %s: %s", i ? ";" : "", out->cands[i].site,
+                     kvc_router_reason_name(out->cands[i].reason));
         len = w > 0 && (size_t)w < sizeof(msg) - len ? len + (size_t)w : sizeof(msg) - 1;
     }
     return kvc_err_set(err, KVC_EUNAVAIL, "%s", msg);
@@ -679,8 +677,7 @@ static void s_jw_num(s_jw_t *w, double v)
     s_jw(w, "%.3f", isfinite(v) ? v : 0.0);
 }
 
-int kvc_router_explain_json(const kvc_router_choice_t *choice, char *buf, size_t size,
-                            size_t *len)
+int kvc_router_explain_json(const kvc_router_choice_t *choice, char *buf, size_t size, size_t *len)
 {
     if (len)
         *len = 0;
@@ -701,8 +698,7 @@ int kvc_router_explain_json(const kvc_router_choice_t *choice, char *buf, size_t
         s_jw_str(&w, c->site);
         s_jw(&w, ",\"region\":");
         s_jw_str(&w, c->region);
-        s_jw(&w, ",\"local\":%s,\"rank\":%zu,\"score_ms\":", c->is_local ? "true" : "false",
-             i + 1);
+        s_jw(&w, ",\"local\":%s,\"rank\":%zu,\"score_ms\":", c->is_local ? "true" : "false", i + 1);
         s_jw_num(&w, c->score_ms);
         s_jw(&w, ",\"rtt_ms\":");
         s_jw_num(&w, c->rtt_ms);

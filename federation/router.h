@@ -227,7 +227,6 @@ const char *kvc_router_reason_name(kvc_router_reason_t reason);
  * Returns 0 and sets *len (may be NULL) to the bytes written, or
  * KVC_ERANGE when it does not fit (buf then holds "" if size > 0).
  */
-int kvc_router_explain_json(const kvc_router_choice_t *choice, char *buf, size_t size,
-                            size_t *len);
+int kvc_router_explain_json(const kvc_router_choice_t *choice, char *buf, size_t size, size_t *len);
 
 #endif

@@ -38,9 +38,8 @@
 typedef struct {
     uint64_t seed;
     int json;
-    uint64_t duration_ms, kill_at, restart_at, health_delay, flap_ms, partition_at,
-        partition_len, detect_ms, interval_ms, deadline_ms, call_timeout_ms, failback_goal,
-        holddown_ms;
+    uint64_t duration_ms, kill_at, restart_at, health_delay, flap_ms, partition_at, partition_len,
+        detect_ms, interval_ms, deadline_ms, call_timeout_ms, failback_goal, holddown_ms;
     int constraint_every, max_changes;
 } fo_opts_t;
 
@@ -136,8 +135,8 @@ typedef struct {
 } fo_site_def_t;
 
 static const fo_site_def_t s_defs[NSITES] = {
-    {"a", 0, 8000, 15000},       {"b", 10000, 8000, 15000}, {"c", 30000, 8000, 15000},
-    {"d", 80000, 8000, 15000},   {"e", 5000, 8000, 15000},
+    {"a", 0, 8000, 15000},     {"b", 10000, 8000, 15000}, {"c", 30000, 8000, 15000},
+    {"d", 80000, 8000, 15000}, {"e", 5000, 8000, 15000},
 };
 
 int kvc_sim_failover_main(int argc, char **argv)
@@ -231,8 +230,7 @@ int kvc_sim_failover_main(int argc, char **argv)
             if (prev[0]) {
                 changes++;
                 if (b_flapping)
-                    flap_changes += strcmp(ch.cands[0].site, "b") == 0 ||
-                                    strcmp(prev, "b") == 0;
+                    flap_changes += strcmp(ch.cands[0].site, "b") == 0 || strcmp(prev, "b") == 0;
             }
             kvc_strlcpy(prev, ch.cands[0].site, sizeof(prev));
         }
@@ -326,10 +324,9 @@ int kvc_sim_failover_main(int argc, char **argv)
                (double)lat_max_us / 1000.0, ok ? "true" : "false", why);
     else
         printf("failover: %" PRIu64 " requests (%" PRIu64 " local, %" PRIu64 " forwarded, %" PRIu64
-               " retried, %" PRIu64 " client errors); choice changes %" PRIu64
-               " (flap %" PRIu64 "); fail over %" PRId64 " ms, fail back %" PRId64
-               " ms; %s%s\n",
-               requests, local, remote, retried, client_errors, changes, flap_changes,
-               failover_ms, failback_ms, ok ? "invariants ok" : "VIOLATION: ", why);
+               " retried, %" PRIu64 " client errors); choice changes %" PRIu64 " (flap %" PRIu64
+               "); fail over %" PRId64 " ms, fail back %" PRId64 " ms; %s%s\n",
+               requests, local, remote, retried, client_errors, changes, flap_changes, failover_ms,
+               failback_ms, ok ? "invariants ok" : "VIOLATION: ", why);
     return ok ? 0 : 1;
 }

@@ -207,9 +207,9 @@ static void test_retry_budget(void **state)
 {
     /* 100 ms deadline, 30 used, next costs 40 + 10 margin: fits (80 <= 100). */
     assert_int_equal(kvc_breaker_retry_fits(100, 0, 30, 40.0, 10), 1);
-    assert_int_equal(kvc_breaker_retry_fits(100, 0, 30, 60.0, 10), 1);  /* exactly 100 */
+    assert_int_equal(kvc_breaker_retry_fits(100, 0, 30, 60.0, 10), 1); /* exactly 100 */
     assert_int_equal(kvc_breaker_retry_fits(100, 0, 30, 60.5, 10), 0);
-    assert_int_equal(kvc_breaker_retry_fits(100, 0, 100, 0.0, 0), 0);   /* used up */
+    assert_int_equal(kvc_breaker_retry_fits(100, 0, 100, 0.0, 0), 0); /* used up */
     assert_int_equal(kvc_breaker_retry_fits(100, 0, 150, 1.0, 0), 0);
     assert_int_equal(kvc_breaker_retry_fits(0, 5000, 30, 60.0, 10), 1); /* default budget */
     assert_int_equal(kvc_breaker_retry_fits(-1, 0, 0, 1.0, 0), 0);      /* no budget at all */

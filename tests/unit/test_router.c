@@ -16,19 +16,49 @@
 static void s_table(kvc_router_site_t t[4])
 {
     memset(t, 0, 4 * sizeof(t[0]));
-    t[0] = (kvc_router_site_t){.site = "a", .region = "eu-west", .is_local = 1, .placed = 1,
-                               .ready = 1, .capacity = 10, .p50_us = 5000, .p99_us = 9000,
-                               .arch = "x86_64", .reachable = 1, .rtt_us = 0};
-    t[1] = (kvc_router_site_t){.site = "b", .region = "eu-west", .placed = 1, .ready = 1,
-                               .capacity = 10, .p50_us = 6000, .p99_us = 10000, .arch = "x86_64",
-                               .accel = KVC_ACCEL_NVIDIA, .accel_count = 2, .reachable = 1,
+    t[0] = (kvc_router_site_t){.site = "a",
+                               .region = "eu-west",
+                               .is_local = 1,
+                               .placed = 1,
+                               .ready = 1,
+                               .capacity = 10,
+                               .p50_us = 5000,
+                               .p99_us = 9000,
+                               .arch = "x86_64",
+                               .reachable = 1,
+                               .rtt_us = 0};
+    t[1] = (kvc_router_site_t){.site = "b",
+                               .region = "eu-west",
+                               .placed = 1,
+                               .ready = 1,
+                               .capacity = 10,
+                               .p50_us = 6000,
+                               .p99_us = 10000,
+                               .arch = "x86_64",
+                               .accel = KVC_ACCEL_NVIDIA,
+                               .accel_count = 2,
+                               .reachable = 1,
                                .rtt_us = 10000};
-    t[2] = (kvc_router_site_t){.site = "c", .region = "us-east", .placed = 1, .ready = 1,
-                               .capacity = 10, .p50_us = 4000, .p99_us = 4000, .arch = "arm64",
-                               .accel = KVC_ACCEL_TPU, .accel_count = 4, .reachable = 1,
+    t[2] = (kvc_router_site_t){.site = "c",
+                               .region = "us-east",
+                               .placed = 1,
+                               .ready = 1,
+                               .capacity = 10,
+                               .p50_us = 4000,
+                               .p99_us = 4000,
+                               .arch = "arm64",
+                               .accel = KVC_ACCEL_TPU,
+                               .accel_count = 4,
+                               .reachable = 1,
                                .rtt_us = 80000};
-    t[3] = (kvc_router_site_t){.site = "d", .region = "us-east", .placed = 0, .ready = 1,
-                               .capacity = 10, .p50_us = 1000, .p99_us = 1000, .reachable = 1,
+    t[3] = (kvc_router_site_t){.site = "d",
+                               .region = "us-east",
+                               .placed = 0,
+                               .ready = 1,
+                               .capacity = 10,
+                               .p50_us = 1000,
+                               .p99_us = 1000,
+                               .reachable = 1,
                                .rtt_us = 1000};
 }
 
@@ -475,8 +505,8 @@ static void test_bad_tables(void **state)
         char model[32];
         for (int m = 0; m < 40; m++) {
             snprintf(model, sizeof(model), "model-%d-%d", round, m);
-            assert_int_equal(kvc_router_choose(r, (uint64_t)round * 1000 + (uint64_t)m, model,
-                                               many, KVC_ROUTER_SITES_MAX, NULL, &ch, &err),
+            assert_int_equal(kvc_router_choose(r, (uint64_t)round * 1000 + (uint64_t)m, model, many,
+                                               KVC_ROUTER_SITES_MAX, NULL, &ch, &err),
                              0);
             assert_int_equal(ch.n_ranked, KVC_ROUTER_SITES_MAX);
         }
