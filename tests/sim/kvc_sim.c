@@ -31,6 +31,7 @@
 #include "swim.h"
 
 #include "sim_election.h"
+#include "sim_failover.h"
 #include "sim_lww.h"
 #include "sim_registry.h"
 
@@ -515,7 +516,9 @@ static void s_usage(FILE *f)
                "       kvc-sim --scenario election [--help]: coordinator failover and safety.\n"
                "       kvc-sim --scenario lww [--help]: replicated map convergence after a partition.\n"
                "       kvc-sim --scenario registry [--help]: the model registry's publish latency\n"
-               "               and a rejoining peer's catch-up, at the daemon's settings.\n");
+               "               and a rejoining peer's catch-up, at the daemon's settings.\n"
+               "       kvc-sim --scenario failover [--help]: request routing under flapping health,\n"
+               "         a partition, a dead local backend and an unmeetable constraint.\n");
 }
 
 /* Fills options from argv. */
@@ -943,6 +946,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--scenario") == 0)
             return strcmp(argv[i + 1], "lww") == 0        ? kvc_sim_lww_main(argc, argv)
                    : strcmp(argv[i + 1], "registry") == 0 ? kvc_sim_registry_main(argc, argv)
+                   : strcmp(argv[i + 1], "failover") == 0 ? kvc_sim_failover_main(argc, argv)
                                                           : kvc_sim_election_main(argc, argv);
     sim_t s;
     memset(&s, 0, sizeof(s));
