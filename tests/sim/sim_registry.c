@@ -21,7 +21,7 @@
  *   chaos    S sites x P peers; random writes (60% new keys, 25% new values,
  *            15% retirements) at random live peers at --rate for the first
  *            2/3 of --duration, then quiet. Meanwhile --crashes random peers
- *            crash (memory gone, messages in flight to them dropped, no
+ *            crash (memory gone, messages in flight to or from them dropped, no
  *            ticks) and restart 1..20 s later from their own disk (what the
  *            persist step stored: kvc_lww_load of every record), and
  *            --partitions times 10..40% of the peers are cut off for 5..30 s,
@@ -74,7 +74,7 @@
 typedef struct {
     uint64_t at, seq;
     int from, to;
-    uint32_t epoch; /* chaos: the receiver's life it was sent to */
+    uint32_t epoch, from_epoch; /* chaos: the receiver's and sender's lives */
     size_t len;
     uint8_t *data;
 } rmsg_t;
@@ -395,7 +395,7 @@ static int s_flush(rsim_t *s, int i)
         s->last_at[pair] = at;
         rmsg_t q = {.at = at, .seq = s->seq++, .from = i, .to = to, .len = om->len};
         if (s->c.chaos)
-            q.epoch = s->c.epoch[to];
+            q.epoch = s->c.epoch[to], q.from_epoch = s->c.epoch[i];
         q.data = malloc(om->len ? om->len : 1);
         if (!q.data)
             return -1;
@@ -627,8 +627,9 @@ static int s_step(rsim_t *s)
     s->c.ntl = 0;
     while (s->nheap && s->heap[0].at <= s->now) {
         rmsg_t q = s_heap_pop(s);
-        if (s_blocked(s, q.from, q.to) || (s->c.chaos && q.epoch != s->c.epoch[q.to])) {
-            free(q.data); /* cut, or the receiver crashed, while in flight */
+        if (s_blocked(s, q.from, q.to) ||
+            (s->c.chaos && (q.epoch != s->c.epoch[q.to] || q.from_epoch != s->c.epoch[q.from]))) {
+            free(q.data); /* cut, or either end crashed (queues lost), while in flight */
             continue;
         }
         kvc_lww_receive(s->m[q.to], s->now, s->ids[q.from], q.data, q.len, &s->out);
@@ -1072,8 +1073,9 @@ static int s_tell(rsim_t *s, int i, int k, kvc_member_event_type_t type)
     return s_flush(s, i);
 }
 
-/* Peer i crashes: its memory is gone, messages in flight to it are
- * dropped (its epoch moves on), its disk stays. */
+/* Peer i crashes: its memory is gone, messages in flight to it or from it
+ * are dropped (its epoch moves on: the connection and the sender's queues
+ * go with the process), its disk stays. */
 static void s_crash(rsim_t *s, int i)
 {
     kvc_lww_destroy(&s->m[i]);
@@ -1333,7 +1335,8 @@ static void s_usage(FILE *f)
             "               [--profile wan|lan] [--loss P] [--publishes K] [--rate PER_S]\n"
             "               [--entries E] [--bw-mbps M] [--seed N] [--no-skip] [--json]\n"
             "       kvc-sim --scenario registry --mode catchup [--peers N] [--entries E]\n"
-            "               [--changed C] [--partition-s S] [--fresh] [--no-membership] [--profile wan|lan]\n"
+            "               [--changed C] [--partition-s S] [--fresh] [--no-membership] [--profile "
+            "wan|lan]\n"
             "               [--loss P] [--bw-mbps M] [--seed N] [--no-skip] [--json]\n"
             "       kvc-sim --scenario registry --mode chaos [--sites S] [--peers-per-site P]\n"
             "               [--profile wan|lan] [--loss P] [--duration S] [--rate W]\n"
