@@ -1249,8 +1249,25 @@ static int s_chaos(rsim_t *s)
         x->alive_at = x->heal_at + 500;
         s->c.cut_ms += len;
     }
-    int wrote = 0, nw = s->publishes;
-    while (s->now < end) {
+    int wrote = 0, nw = s->publishes, at_end = 0, identical_end = 0;
+    /* after the end, a quiet tail of up to 300 s more until converged: it
+     * tells slow (settle_ms) from stuck (never) */
+    uint64_t cap = end + 300000, check = end, settled = UINT64_MAX;
+    size_t unconv_end = 0;
+    while (s->now < cap) {
+        if (s->now >= check) {
+            check = s->now + 1000;
+            int conv = s->npend == 0 && s->c.nup == s->n && s_identical(s);
+            if (!at_end) {
+                at_end = 1;
+                unconv_end = s->npend;
+                identical_end = conv;
+            }
+            if (conv) {
+                settled = s->now;
+                break;
+            }
+        }
         uint64_t next;
         if (s_chaos_actions(s, &next) != 0)
             return -1;
@@ -1273,7 +1290,7 @@ static int s_chaos(rsim_t *s)
         }
         if (s_check_pending(s) != 0)
             return -1;
-        uint64_t until = end;
+        uint64_t until = check;
         if (wrote < nw && start + gap * (uint64_t)wrote < until)
             until = start + gap * (uint64_t)wrote;
         if (next < until)
@@ -1300,12 +1317,14 @@ static int s_chaos(rsim_t *s)
     uint64_t mx = s->nconv ? s->conv[s->nconv - 1] : 0;
     int ok = all_up && identical && wrong == 0 && resurrected == 0 && lost == 0 && s->npend == 0 &&
              s->c.nacked == (size_t)nw;
+    int64_t settle = settled == UINT64_MAX ? -1 : (int64_t)(settled - end);
     if (s->json)
         printf("{\"scenario\":\"registry\",\"mode\":\"chaos\",\"sites\":%d,\"peers\":%d,"
                "\"profile\":\"%s\",\"loss\":%g,\"duration_s\":%" PRIu64 ",\"rate\":%g,"
                "\"entries\":%d,\"seed\":%" PRIu64 ",\"writes\":%d,\"acknowledged\":%zu,"
                "\"crashes\":%d,\"down_s\":%.1f,\"partitions\":%d,\"partitioned_s\":%.1f,"
-               "\"writes_in_partition\":%d,\"unconverged\":%zu,"
+               "\"writes_in_partition\":%d,\"at_end\":{\"unconverged\":%zu,\"converged\":%s},"
+               "\"settle_ms\":%" PRId64 ",\"unconverged\":%zu,"
                "\"convergence_ms\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64
                "},\"lost_writes\":%" PRIu64 ",\"converged\":%s,\"resurrections\":%" PRIu64
                ",\"wrong_versions\":%" PRIu64 ",\"records_persisted\":%" PRIu64
@@ -1313,15 +1332,17 @@ static int s_chaos(rsim_t *s)
                s->sites, s->n, s->wan ? "wan" : "lan", s->loss, s->c.duration_s, s->rate,
                s->entries, s->seed, wrote, s->c.nacked, s->c.crashes_done,
                (double)s->c.down_ms / 1000.0, s->c.parts_done, (double)s->c.cut_ms / 1000.0,
-               s->c.writes_cut, s->npend, p50, p99, mx, lost, identical ? "true" : "false",
-               resurrected, wrong, s->records, s->bytes, s->msgs, ok ? "true" : "false");
+               s->c.writes_cut, unconv_end, identical_end ? "true" : "false", settle, s->npend, p50,
+               p99, mx, lost, identical ? "true" : "false", resurrected, wrong, s->records,
+               s->bytes, s->msgs, ok ? "true" : "false");
     else
         printf("registry chaos: %d sites, %d peers, %s, loss %g, %" PRIu64 " s, %d writes "
                "(%zu acknowledged), %d crashes, %d partitions: convergence p50 %" PRIu64
-               " p99 %" PRIu64 " max %" PRIu64 " ms (%zu unconverged); lost %" PRIu64
-               ", converged %s, wrong %" PRIu64 ", resurrections %" PRIu64 ", %" PRIu64 " bytes\n",
+               " p99 %" PRIu64 " max %" PRIu64 " ms (%zu unconverged at the end, settled %" PRId64
+               " ms later, %zu never); lost %" PRIu64 ", converged %s, wrong %" PRIu64
+               ", resurrections %" PRIu64 ", %" PRIu64 " bytes\n",
                s->sites, s->n, s->wan ? "wan" : "lan", s->loss, s->c.duration_s, wrote, s->c.nacked,
-               s->c.crashes_done, s->c.parts_done, p50, p99, mx, s->npend, lost,
+               s->c.crashes_done, s->c.parts_done, p50, p99, mx, unconv_end, settle, s->npend, lost,
                identical ? "yes" : "no", wrong, resurrected, s->bytes);
     return ok ? 0 : 1;
 }
