@@ -6,7 +6,7 @@
  * (random 300..1000 bytes) and keys shaped like the registry's (name, NUL,
  * 8-byte version).
  *
- * Two modes:
+ * Three modes:
  *   publish  S sites x P peers hold E entries; writes (90% puts of new or
  *            existing model versions, 10% retirements) happen at random
  *            peers at a steady rate; for each, the time until every peer
@@ -18,6 +18,22 @@
  *            the bytes to and from it meanwhile, and their ratio to the
  *            size (key + value) of the entries that differ. --fresh: an
  *            empty peer joins instead.
+ *   chaos    S sites x P peers; random writes (60% new keys, 25% new values,
+ *            15% retirements) at random live peers at --rate for the first
+ *            2/3 of --duration, then quiet. Meanwhile --crashes random peers
+ *            crash (memory gone, messages in flight to or from them dropped, no
+ *            ticks) and restart 1..20 s later from their own disk (what the
+ *            persist step stored: kvc_lww_load of every record), and
+ *            --partitions times 10..40% of the peers are cut off for 5..30 s,
+ *            one partition at a time. Membership as kvc-peer reports it: a
+ *            crashed peer DEAD 2..5 s after the crash (if still down), ALIVE
+ *            500 ms after its restart (a restarted core sees every member
+ *            alive); across a partition DEAD 3 s after the cut, ALIVE 500 ms
+ *            after the heal. A write is acknowledged once its writer
+ *            persisted it; each is timed until every peer that is up holds
+ *            it (writes made during a partition included). At the end (all
+ *            up): lost writes (an acknowledged write some peer is not at or
+ *            past), identical contents, resurrections, wrong versions.
  *
  * Network model (documented in README): every site has a random position in
  * a unit square; the one-way latency between two sites is 10 ms + 140 ms x
@@ -58,6 +74,7 @@
 typedef struct {
     uint64_t at, seq;
     int from, to;
+    uint32_t epoch, from_epoch; /* chaos: the receiver's and sender's lives */
     size_t len;
     uint8_t *data;
 } rmsg_t;
@@ -79,6 +96,53 @@ typedef struct {
     int holders;
     uint8_t *held; /* per peer */
 } pend_t;
+
+/* chaos: one peer's disk, what s_flush's persist step stored (skey -> rec). */
+typedef struct {
+    uint8_t *skey, *rec;
+    size_t sklen, rlen;
+    uint64_t h; /* hash of skey, compared first */
+} drec_t;
+
+typedef struct {
+    drec_t *r;
+    size_t n, cap;
+} disk_t;
+
+/* chaos: an acknowledged write (persisted at its writer). */
+typedef struct {
+    int key, tomb;
+    uint64_t hlc;
+    char writer[24];
+} acked_t;
+
+/* chaos: one crash; peer chosen when it happens. */
+typedef struct {
+    uint64_t at, dead_at, restart_at, alive_at;
+    int peer, phase, dead_told; /* phase 0 pending, 1 down, 2 up (alive due), 3 done */
+} crash_t;
+
+/* chaos: one partition; the cut-off side chosen when it happens. */
+typedef struct {
+    uint64_t at, dead_at, heal_at, alive_at;
+    int phase, size; /* phase 0 pending, 1 cut, 2 cut and told, 3 healed, 4 done */
+} part_t;
+
+typedef struct {
+    int chaos, ncrash, npart, crashes_done, parts_done, writes_cut;
+    uint64_t cut_ms, down_ms;
+    uint64_t duration_s;
+    uint8_t *up, *side; /* per peer: running; on the cut-off side */
+    uint32_t *epoch;    /* per peer: lives so far */
+    int nup, cut_active, recheck;
+    disk_t *disk;
+    crash_t *crash;
+    part_t *part;
+    acked_t *acked;
+    size_t nacked;
+    int *tl; /* touched peers this step */
+    int ntl;
+} chaos_t;
 
 typedef struct {
     int catchup, fresh, json, no_skip, wan, no_membership;
@@ -112,6 +176,7 @@ typedef struct {
     uint64_t *conv;
     size_t nconv;
     uint64_t records;
+    chaos_t c;
 } rsim_t;
 
 /* --- keys, values, ids --------------------------------------------------- */
@@ -205,6 +270,8 @@ static rmsg_t s_heap_pop(rsim_t *s)
 /* Is the pair (a, b) cut off now? */
 static int s_blocked(const rsim_t *s, int a, int b)
 {
+    if (s->c.chaos)
+        return !s->c.up[b] || (s->c.cut_active && s->c.side[a] != s->c.side[b]);
     if (!s->catchup)
         return 0;
     if ((a == s->rj || b == s->rj) && (s->cut || !s->joined))
@@ -219,11 +286,79 @@ static int s_persist(void *arg, const uint8_t *skey, size_t sklen, const uint8_t
     return 0;
 }
 
+static uint64_t s_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+typedef struct {
+    rsim_t *s;
+    disk_t *d;
+} dput_t;
+
+/* chaos: the persist step onto one peer's disk: store rec under skey, or
+ * erase skey when rec is NULL (what kvc-peer does in one LMDB transaction). */
+static int s_disk_put(void *arg, const uint8_t *skey, size_t sklen, const uint8_t *rec, size_t rlen)
+{
+    dput_t *a = arg;
+    disk_t *d = a->d;
+    a->s->records++;
+    uint64_t h = s_hash(skey, sklen);
+    size_t i = 0;
+    while (i < d->n &&
+           !(d->r[i].h == h && d->r[i].sklen == sklen && memcmp(d->r[i].skey, skey, sklen) == 0))
+        i++;
+    if (!rec) {
+        if (i < d->n) {
+            free(d->r[i].skey), free(d->r[i].rec);
+            d->r[i] = d->r[--d->n];
+        }
+        return 0;
+    }
+    uint8_t *c = malloc(rlen ? rlen : 1);
+    if (!c)
+        return -1;
+    memcpy(c, rec, rlen);
+    if (i < d->n) {
+        free(d->r[i].rec);
+        d->r[i].rec = c;
+        d->r[i].rlen = rlen;
+        return 0;
+    }
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? 2 * d->cap : 256;
+        drec_t *r = realloc(d->r, cap * sizeof *r);
+        if (!r) {
+            free(c);
+            return -1;
+        }
+        d->r = r;
+        d->cap = cap;
+    }
+    uint8_t *k = malloc(sklen ? sklen : 1);
+    if (!k) {
+        free(c);
+        return -1;
+    }
+    memcpy(k, skey, sklen);
+    d->r[d->n++] = (drec_t){.skey = k, .sklen = sklen, .rec = c, .rlen = rlen, .h = h};
+    return 0;
+}
+
 /* Persists peer i's changes, then puts its outbox on the network. */
 static int s_flush(rsim_t *s, int i)
 {
     if (kvc_lww_needs_persist(s->m[i])) {
-        kvc_lww_each_dirty(s->m[i], s_persist, &s->records);
+        if (s->c.chaos) {
+            dput_t a = {s, &s->c.disk[i]};
+            if (kvc_lww_each_dirty(s->m[i], s_disk_put, &a) != 0)
+                return -1;
+        } else {
+            kvc_lww_each_dirty(s->m[i], s_persist, &s->records);
+        }
         kvc_lww_persisted(s->m[i]);
     }
     for (size_t k = 0; k < s->out.n_msgs; k++) {
@@ -259,6 +394,8 @@ static int s_flush(rsim_t *s, int i)
             at = s->last_at[pair];
         s->last_at[pair] = at;
         rmsg_t q = {.at = at, .seq = s->seq++, .from = i, .to = to, .len = om->len};
+        if (s->c.chaos)
+            q.epoch = s->c.epoch[to], q.from_epoch = s->c.epoch[i];
         q.data = malloc(om->len ? om->len : 1);
         if (!q.data)
             return -1;
@@ -351,21 +488,56 @@ static int s_write(rsim_t *s, int i, int kind, int track)
         p->held[i] = 1;
         p->holders = 1;
     }
-    return s_flush(s, i) == 0 ? k : -1;
+    if (s_flush(s, i) != 0)
+        return -1;
+    if (s->c.chaos) { /* persisted at its writer: acknowledged */
+        acked_t *a = realloc(s->c.acked, (s->c.nacked + 1) * sizeof *a);
+        if (!a)
+            return -1;
+        s->c.acked = a;
+        a = &a[s->c.nacked++];
+        a->key = k;
+        a->tomb = kind == 2;
+        a->hlc = e.hlc;
+        snprintf(a->writer, sizeof a->writer, "%s", e.writer);
+    }
+    return k;
 }
 
-/* Retires the pending writes every peer now holds (only touched peers can
- * have changed). */
+/* Retires the pending writes every peer (chaos: every peer that is up) now
+ * holds; only touched peers can have changed. */
 static int s_check_pending(rsim_t *s)
 {
+    int need = s->c.chaos ? s->c.nup : s->n;
+    if (s->c.chaos && s->c.recheck) { /* a crash or a restart: look at everyone */
+        s->c.recheck = 0;
+        s->c.ntl = 0;
+        for (int i = 0; i < s->n; i++)
+            if (s->c.up[i])
+                s->c.tl[s->c.ntl++] = i, s->touched[i] = 1;
+    } else if (s->c.chaos && s->c.ntl == 0) {
+        return 0;
+    }
     for (size_t q = 0; q < s->npend;) {
         pend_t *w = &s->pend[q];
-        for (int i = 0; i < s->n; i++)
-            if (s->touched[i] && !w->held[i] && s_holds(s, i, w->key, w->hlc, w->writer, w->tomb)) {
-                w->held[i] = 1;
-                w->holders++;
+        if (s->c.chaos) {
+            for (int t = 0; t < s->c.ntl; t++) {
+                int i = s->c.tl[t];
+                if (s->c.up[i] && !w->held[i] &&
+                    s_holds(s, i, w->key, w->hlc, w->writer, w->tomb)) {
+                    w->held[i] = 1;
+                    w->holders++;
+                }
             }
-        if (w->holders < s->n) {
+        } else {
+            for (int i = 0; i < s->n; i++)
+                if (s->touched[i] && !w->held[i] &&
+                    s_holds(s, i, w->key, w->hlc, w->writer, w->tomb)) {
+                    w->held[i] = 1;
+                    w->holders++;
+                }
+        }
+        if (w->holders < need) {
             q++;
             continue;
         }
@@ -452,20 +624,25 @@ static void s_check_truth(rsim_t *s, uint64_t *wrong, uint64_t *resurrected)
 static int s_step(rsim_t *s)
 {
     memset(s->touched, 0, (size_t)s->n);
+    s->c.ntl = 0;
     while (s->nheap && s->heap[0].at <= s->now) {
         rmsg_t q = s_heap_pop(s);
-        if (s_blocked(s, q.from, q.to)) { /* cut while in flight */
-            free(q.data);
+        if (s_blocked(s, q.from, q.to) ||
+            (s->c.chaos && (q.epoch != s->c.epoch[q.to] || q.from_epoch != s->c.epoch[q.from]))) {
+            free(q.data); /* cut, or either end crashed (queues lost), while in flight */
             continue;
         }
         kvc_lww_receive(s->m[q.to], s->now, s->ids[q.from], q.data, q.len, &s->out);
         free(q.data);
+        if (s->c.chaos && !s->touched[q.to])
+            s->c.tl[s->c.ntl++] = q.to;
         s->touched[q.to] = 1;
         if (s_flush(s, q.to) != 0)
             return -1;
     }
     for (int i = 0; i < s->n; i++) {
-        if (s->deadline[i] > s->now || (s->catchup && i == s->rj && !s->joined))
+        if (s->deadline[i] > s->now || (s->catchup && i == s->rj && !s->joined) ||
+            (s->c.chaos && !s->c.up[i]))
             continue;
         kvc_lww_tick(s->m[i], s->now, &s->out);
         if (s_flush(s, i) != 0)
@@ -483,7 +660,8 @@ static uint64_t s_next(const rsim_t *s, uint64_t until)
     if (s->nheap && s->heap[0].at < t)
         t = s->heap[0].at;
     for (int i = 0; i < s->n; i++)
-        if (s->deadline[i] < t && !(s->catchup && i == s->rj && !s->joined))
+        if (s->deadline[i] < t && !(s->catchup && i == s->rj && !s->joined) &&
+            !(s->c.chaos && !s->c.up[i]))
             t = s->deadline[i];
     return t > s->now ? t : s->now + 1;
 }
@@ -491,23 +669,27 @@ static uint64_t s_next(const rsim_t *s, uint64_t until)
 /* --- set up -------------------------------------------------------------- */
 
 typedef struct {
-    uint8_t **recs;
-    size_t *lens;
+    uint8_t **recs, **skeys;
+    size_t *lens, *sklens;
     size_t n, cap;
 } recs_t;
 
 /* kvc_lww_each_dirty callback: keeps a copy of every record. */
 static int s_collect(void *arg, const uint8_t *skey, size_t sklen, const uint8_t *rec, size_t rlen)
 {
-    (void)skey, (void)sklen;
     recs_t *r = arg;
     if (!rec || r->n == r->cap)
         return 0; /* an erase, or the horizon record beyond the entries */
-    uint8_t *c = malloc(rlen ? rlen : 1);
-    if (!c)
+    uint8_t *c = malloc(rlen ? rlen : 1), *k = malloc(sklen ? sklen : 1);
+    if (!c || !k) {
+        free(c), free(k);
         return -1;
+    }
     memcpy(c, rec, rlen);
+    memcpy(k, skey, sklen);
     r->recs[r->n] = c;
+    r->skeys[r->n] = k;
+    r->sklens[r->n] = sklen;
     r->lens[r->n++] = rlen;
     return 0;
 }
@@ -534,6 +716,20 @@ static int s_setup(rsim_t *s)
     if (!s->m || !s->ids || !s->idp || !s->deadline || !s->touched || !s->px || !s->py || !s->lat ||
         !s->link_us || !s->last_at || !s->truth || !s->conv)
         return -1;
+    if (s->c.chaos) {
+        s->c.up = calloc((size_t)s->n, 1);
+        s->c.side = calloc((size_t)s->n, 1);
+        s->c.epoch = calloc((size_t)s->n, sizeof *s->c.epoch);
+        s->c.disk = calloc((size_t)s->n, sizeof *s->c.disk);
+        s->c.tl = calloc((size_t)s->n, sizeof *s->c.tl);
+        s->c.crash = calloc((size_t)s->c.ncrash + 1, sizeof *s->c.crash);
+        s->c.part = calloc((size_t)s->c.npart + 1, sizeof *s->c.part);
+        if (!s->c.up || !s->c.side || !s->c.epoch || !s->c.disk || !s->c.tl || !s->c.crash ||
+            !s->c.part)
+            return -1;
+        memset(s->c.up, 1, (size_t)s->n);
+        s->c.nup = s->n;
+    }
     for (int i = 0; i < s->sites; i++) {
         s->px[i] = kvc_rng_double(&s->rng);
         s->py[i] = kvc_rng_double(&s->rng);
@@ -574,7 +770,9 @@ static int s_setup(rsim_t *s)
     recs_t r = {.cap = (size_t)s->entries + 2};
     r.recs = calloc(r.cap, sizeof *r.recs);
     r.lens = calloc(r.cap, sizeof *r.lens);
-    int rc = r.recs && r.lens ? 0 : -1;
+    r.skeys = calloc(r.cap, sizeof *r.skeys);
+    r.sklens = calloc(r.cap, sizeof *r.sklens);
+    int rc = r.recs && r.lens && r.skeys && r.sklens ? 0 : -1;
     if (rc == 0 && kvc_lww_each_dirty(s->m[0], s_collect, &r) != 0)
         rc = -1;
     kvc_lww_persisted(s->m[0]);
@@ -585,9 +783,14 @@ static int s_setup(rsim_t *s)
             if (kvc_lww_load(s->m[i], r.recs[k], r.lens[k]) != 0)
                 rc = -1;
     }
+    for (int i = 0; s->c.chaos && i < s->n && rc == 0; i++) { /* every peer's disk */
+        dput_t a = {s, &s->c.disk[i]};
+        for (size_t k = 0; k < r.n && rc == 0; k++)
+            rc = s_disk_put(&a, r.skeys[k], r.sklens[k], r.recs[k], r.lens[k]);
+    }
     for (size_t k = 0; k < r.n; k++)
-        free(r.recs[k]);
-    free(r.recs), free(r.lens);
+        free(r.recs[k]), free(r.skeys[k]);
+    free(r.recs), free(r.lens), free(r.skeys), free(r.sklens);
     if (rc != 0)
         return -1;
     /* scope: every member (a fresh peer only from when it joins) */
@@ -613,6 +816,13 @@ static void s_teardown(rsim_t *s)
     free(s->heap), free(s->m), free(s->ids), free(s->idp), free(s->deadline), free(s->touched);
     free(s->px), free(s->py), free(s->lat), free(s->link_us), free(s->last_at), free(s->truth);
     free(s->pend), free(s->conv);
+    for (int i = 0; s->c.disk && i < s->n; i++) {
+        for (size_t k = 0; k < s->c.disk[i].n; k++)
+            free(s->c.disk[i].r[k].skey), free(s->c.disk[i].r[k].rec);
+        free(s->c.disk[i].r);
+    }
+    free(s->c.up), free(s->c.side), free(s->c.epoch), free(s->c.disk), free(s->c.tl);
+    free(s->c.crash), free(s->c.part), free(s->c.acked);
     kvc_outbox_free(&s->out);
 }
 
@@ -849,6 +1059,294 @@ static int s_catchup(rsim_t *s)
     return ok ? 0 : 1;
 }
 
+/* --- chaos --------------------------------------------------------------- */
+
+/* Tells peer i (if up) that peer k is `type`, as kvc-peer passes SWIM's
+ * events on, and flushes what that brings. */
+static int s_tell(rsim_t *s, int i, int k, kvc_member_event_type_t type)
+{
+    if (!s->c.up[i] || i == k)
+        return 0;
+    kvc_member_event_t ev = {.type = type};
+    snprintf(ev.id, sizeof ev.id, "%s", s->ids[k]);
+    kvc_lww_member_event(s->m[i], s->now, &ev, &s->out);
+    return s_flush(s, i);
+}
+
+/* Peer i crashes: its memory is gone, messages in flight to it or from it
+ * are dropped (its epoch moves on: the connection and the sender's queues
+ * go with the process), its disk stays. */
+static void s_crash(rsim_t *s, int i)
+{
+    kvc_lww_destroy(&s->m[i]);
+    s->c.up[i] = 0;
+    s->c.epoch[i]++;
+    s->c.nup--;
+    s->deadline[i] = KVC_DEADLINE_NONE;
+    for (size_t q = 0; q < s->npend; q++)
+        if (s->pend[q].held[i]) {
+            s->pend[q].held[i] = 0;
+            s->pend[q].holders--;
+        }
+    s->c.recheck = 1;
+}
+
+/* Peer i restarts from its own disk: a new core, every stored record
+ * loaded, every member in scope (alive, as a new core starts). */
+static int s_restart(rsim_t *s, int i)
+{
+    s->m[i] = kvc_lww_new(&s->cfg, s->ids[i], KVC_LWW_CHANNEL_REGISTRY, kvc_rng_next(&s->rng));
+    if (!s->m[i])
+        return -1;
+    const disk_t *d = &s->c.disk[i];
+    for (size_t k = 0; k < d->n; k++)
+        if (kvc_lww_load(s->m[i], d->r[k].rec, d->r[k].rlen) != 0)
+            return -1;
+    if (kvc_lww_set_peers(s->m[i], s->idp, (size_t)s->n, s->now) != 0)
+        return -1;
+    s->c.up[i] = 1;
+    s->c.epoch[i]++;
+    s->c.nup++;
+    s->deadline[i] = 0;
+    s->c.recheck = 1;
+    return 0;
+}
+
+/* Are i and k on the two sides of the partition in force? */
+static int s_across(const rsim_t *s, int i, int k)
+{
+    return s->c.cut_active && s->c.side[i] != s->c.side[k];
+}
+
+/* Runs the crash and partition actions due at now; *next gets the time of
+ * the next one. */
+static int s_chaos_actions(rsim_t *s, uint64_t *next)
+{
+    uint64_t nx = UINT64_MAX;
+    for (int c = 0; c < s->c.ncrash; c++) {
+        crash_t *x = &s->c.crash[c];
+        if (x->phase == 0 && s->now >= x->at) {
+            x->phase = 3;
+            if (s->c.nup > 1) { /* a random live peer */
+                int r = (int)kvc_rng_below(&s->rng, (uint64_t)s->c.nup), i = 0;
+                for (; i < s->n; i++)
+                    if (s->c.up[i] && r-- == 0)
+                        break;
+                x->peer = i;
+                x->phase = 1;
+                s->c.crashes_done++;
+                s_crash(s, i);
+            }
+        }
+        if (x->phase == 1 && !x->dead_told && s->now >= x->dead_at) {
+            x->dead_told = 1; /* it is still down: membership noticed */
+            for (int i = 0; i < s->n; i++)
+                if (s_tell(s, i, x->peer, KVC_MEMBER_EV_DEAD) != 0)
+                    return -1;
+        }
+        if (x->phase == 1 && s->now >= x->restart_at) {
+            if (s_restart(s, x->peer) != 0)
+                return -1;
+            x->phase = x->dead_told ? 2 : 3;
+        }
+        if (x->phase == 2 && s->now >= x->alive_at) {
+            x->phase = 3;
+            for (int i = 0; i < s->n; i++)
+                if (!s_across(s, i, x->peer) && s_tell(s, i, x->peer, KVC_MEMBER_EV_ALIVE) != 0)
+                    return -1;
+        }
+        uint64_t t = x->phase == 0 ? x->at
+                     : x->phase == 1 && !x->dead_told
+                         ? (x->dead_at < x->restart_at ? x->dead_at : x->restart_at)
+                     : x->phase == 1 ? x->restart_at
+                     : x->phase == 2 ? x->alive_at
+                                     : UINT64_MAX;
+        if (t < nx)
+            nx = t;
+    }
+    for (int p = 0; p < s->c.npart; p++) {
+        part_t *x = &s->c.part[p];
+        if (x->phase == 0 && s->now >= x->at) { /* cut a random 10..40% off */
+            x->phase = 1;
+            s->c.parts_done++;
+            s->c.cut_active = 1;
+            memset(s->c.side, 0, (size_t)s->n);
+            x->size = (int)((double)s->n * (0.1 + 0.3 * kvc_rng_double(&s->rng)) + 0.5);
+            if (x->size < 1)
+                x->size = 1;
+            for (int k = 0; k < x->size; k++) {
+                int i = (int)kvc_rng_below(&s->rng, (uint64_t)s->n);
+                while (s->c.side[i])
+                    i = (i + 1) % s->n;
+                s->c.side[i] = 1;
+            }
+        }
+        if (x->phase == 1 && s->now >= x->dead_at) {
+            x->phase = 2;
+            for (int i = 0; i < s->n; i++)
+                for (int k = 0; k < s->n; k++)
+                    if (s_across(s, i, k) && s_tell(s, i, k, KVC_MEMBER_EV_DEAD) != 0)
+                        return -1;
+        }
+        if (x->phase == 2 && s->now >= x->heal_at) {
+            x->phase = 3;
+            s->c.cut_active = 0;
+        }
+        if (x->phase == 3 && s->now >= x->alive_at) {
+            x->phase = 4;
+            for (int i = 0; i < s->n; i++)
+                for (int k = 0; k < s->n; k++)
+                    if (s->c.side[i] != s->c.side[k] && s->c.up[k] &&
+                        s_tell(s, i, k, KVC_MEMBER_EV_ALIVE) != 0)
+                        return -1;
+            memset(s->c.side, 0, (size_t)s->n);
+        }
+        uint64_t t = x->phase == 0   ? x->at
+                     : x->phase == 1 ? x->dead_at
+                     : x->phase == 2 ? x->heal_at
+                     : x->phase == 3 ? x->alive_at
+                                     : UINT64_MAX;
+        if (t < nx)
+            nx = t;
+    }
+    *next = nx;
+    return 0;
+}
+
+/* chaos: random publishes and retirements at random live peers for the
+ * first two thirds of the run, crashes (restart from the peer's own disk)
+ * and partitions in the same span, then quiet; every acknowledged write
+ * timed until every peer that is up holds it, and checked at the end. */
+static int s_chaos(rsim_t *s)
+{
+    uint64_t start = s->t0 + 1000, span = s->c.duration_s * 2000 / 3;
+    uint64_t end = start + s->c.duration_s * 1000;
+    uint64_t gap = (uint64_t)(1000.0 / s->rate);
+    if (gap < 1)
+        gap = 1;
+    /* crashes anywhere in the span, each back up before it ends */
+    for (int c = 0; c < s->c.ncrash; c++) {
+        crash_t *x = &s->c.crash[c];
+        uint64_t down = 1000 + kvc_rng_below(&s->rng, 19001);
+        if (down + 1000 > span)
+            down = span > 2000 ? span - 1000 : 1000;
+        x->at = start + kvc_rng_below(&s->rng, span - down);
+        x->dead_at = x->at + 2000 + kvc_rng_below(&s->rng, 3001);
+        x->restart_at = x->at + down;
+        x->alive_at = x->restart_at + 500;
+        s->c.down_ms += down;
+    }
+    /* partitions one after another, each in its own slot of the span */
+    uint64_t slot = s->c.npart ? span / (uint64_t)s->c.npart : span;
+    for (int p = 0; p < s->c.npart; p++) {
+        part_t *x = &s->c.part[p];
+        uint64_t len = 5000 + kvc_rng_below(&s->rng, 25001);
+        if (len + 1000 > slot)
+            len = slot > 2000 ? slot - 1000 : 1000;
+        x->at = start + slot * (uint64_t)p + kvc_rng_below(&s->rng, slot - len);
+        x->dead_at = x->at + 3000 < x->at + len ? x->at + 3000 : x->at + len;
+        x->heal_at = x->at + len;
+        x->alive_at = x->heal_at + 500;
+        s->c.cut_ms += len;
+    }
+    int wrote = 0, nw = s->publishes, at_end = 0, identical_end = 0;
+    /* after the end, a quiet tail of up to 300 s more until converged: it
+     * tells slow (settle_ms) from stuck (never) */
+    uint64_t cap = end + 300000, check = end, settled = UINT64_MAX;
+    size_t unconv_end = 0;
+    while (s->now < cap) {
+        if (s->now >= check) {
+            check = s->now + 1000;
+            int conv = s->npend == 0 && s->c.nup == s->n && s_identical(s);
+            if (!at_end) {
+                at_end = 1;
+                unconv_end = s->npend;
+                identical_end = conv;
+            }
+            if (conv) {
+                settled = s->now;
+                break;
+            }
+        }
+        uint64_t next;
+        if (s_chaos_actions(s, &next) != 0)
+            return -1;
+        if (s_step(s) != 0)
+            return -1;
+        while (wrote < nw && s->now >= start + gap * (uint64_t)wrote) {
+            int r = (int)kvc_rng_below(&s->rng, (uint64_t)s->c.nup), i = 0;
+            for (; i < s->n; i++)
+                if (s->c.up[i] && r-- == 0)
+                    break;
+            uint64_t x = kvc_rng_below(&s->rng, 20);
+            int kind = x < 12 ? 0 : x < 17 ? 1 : 2; /* 60% new, 25% new value, 15% retire */
+            if (s_write(s, i, kind, 1) < 0)
+                return -1;
+            s->c.writes_cut += s->c.cut_active;
+            if (!s->touched[i])
+                s->c.tl[s->c.ntl++] = i;
+            s->touched[i] = 1;
+            wrote++;
+        }
+        if (s_check_pending(s) != 0)
+            return -1;
+        uint64_t until = check;
+        if (wrote < nw && start + gap * (uint64_t)wrote < until)
+            until = start + gap * (uint64_t)wrote;
+        if (next < until)
+            until = next;
+        s->now = s_next(s, until);
+    }
+    int all_up = s->c.nup == s->n;
+    uint64_t wrong = 0, resurrected = 0, lost = 0;
+    int identical = all_up && s_identical(s);
+    if (all_up) {
+        s_check_truth(s, &wrong, &resurrected);
+        for (size_t a = 0; a < s->c.nacked; a++) {
+            const acked_t *w = &s->c.acked[a];
+            for (int i = 0; i < s->n; i++)
+                if (!s_holds(s, i, w->key, w->hlc, w->writer, w->tomb)) {
+                    lost++;
+                    break;
+                }
+        }
+    }
+    qsort(s->conv, s->nconv, sizeof *s->conv, s_u64_cmp);
+    uint64_t p50 = s->nconv ? s->conv[(s->nconv - 1) / 2] : 0;
+    uint64_t p99 = s->nconv ? s->conv[(size_t)((double)(s->nconv - 1) * 0.99)] : 0;
+    uint64_t mx = s->nconv ? s->conv[s->nconv - 1] : 0;
+    int ok = all_up && identical && wrong == 0 && resurrected == 0 && lost == 0 && s->npend == 0 &&
+             s->c.nacked == (size_t)nw;
+    int64_t settle = settled == UINT64_MAX ? -1 : (int64_t)(settled - end);
+    if (s->json)
+        printf("{\"scenario\":\"registry\",\"mode\":\"chaos\",\"sites\":%d,\"peers\":%d,"
+               "\"profile\":\"%s\",\"loss\":%g,\"duration_s\":%" PRIu64 ",\"rate\":%g,"
+               "\"entries\":%d,\"seed\":%" PRIu64 ",\"writes\":%d,\"acknowledged\":%zu,"
+               "\"crashes\":%d,\"down_s\":%.1f,\"partitions\":%d,\"partitioned_s\":%.1f,"
+               "\"writes_in_partition\":%d,\"at_end\":{\"unconverged\":%zu,\"converged\":%s},"
+               "\"settle_ms\":%" PRId64 ",\"unconverged\":%zu,"
+               "\"convergence_ms\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64
+               "},\"lost_writes\":%" PRIu64 ",\"converged\":%s,\"resurrections\":%" PRIu64
+               ",\"wrong_versions\":%" PRIu64 ",\"records_persisted\":%" PRIu64
+               ",\"bytes\":%" PRIu64 ",\"msgs\":%" PRIu64 ",\"invariants_ok\":%s}\n",
+               s->sites, s->n, s->wan ? "wan" : "lan", s->loss, s->c.duration_s, s->rate,
+               s->entries, s->seed, wrote, s->c.nacked, s->c.crashes_done,
+               (double)s->c.down_ms / 1000.0, s->c.parts_done, (double)s->c.cut_ms / 1000.0,
+               s->c.writes_cut, unconv_end, identical_end ? "true" : "false", settle, s->npend, p50,
+               p99, mx, lost, identical ? "true" : "false", resurrected, wrong, s->records,
+               s->bytes, s->msgs, ok ? "true" : "false");
+    else
+        printf("registry chaos: %d sites, %d peers, %s, loss %g, %" PRIu64 " s, %d writes "
+               "(%zu acknowledged), %d crashes, %d partitions: convergence p50 %" PRIu64
+               " p99 %" PRIu64 " max %" PRIu64 " ms (%zu unconverged at the end, settled %" PRId64
+               " ms later, %zu never); lost %" PRIu64 ", converged %s, wrong %" PRIu64
+               ", resurrections %" PRIu64 ", %" PRIu64 " bytes\n",
+               s->sites, s->n, s->wan ? "wan" : "lan", s->loss, s->c.duration_s, wrote, s->c.nacked,
+               s->c.crashes_done, s->c.parts_done, p50, p99, mx, unconv_end, settle, s->npend, lost,
+               identical ? "yes" : "no", wrong, resurrected, s->bytes);
+    return ok ? 0 : 1;
+}
+
 /* --- options ------------------------------------------------------------- */
 
 static void s_usage(FILE *f)
@@ -858,12 +1356,19 @@ static void s_usage(FILE *f)
             "               [--profile wan|lan] [--loss P] [--publishes K] [--rate PER_S]\n"
             "               [--entries E] [--bw-mbps M] [--seed N] [--no-skip] [--json]\n"
             "       kvc-sim --scenario registry --mode catchup [--peers N] [--entries E]\n"
-            "               [--changed C] [--partition-s S] [--fresh] [--no-membership] [--profile wan|lan]\n"
+            "               [--changed C] [--partition-s S] [--fresh] [--no-membership] [--profile "
+            "wan|lan]\n"
             "               [--loss P] [--bw-mbps M] [--seed N] [--no-skip] [--json]\n"
+            "       kvc-sim --scenario registry --mode chaos [--sites S] [--peers-per-site P]\n"
+            "               [--profile wan|lan] [--loss P] [--duration S] [--rate W]\n"
+            "               [--crashes K] [--partitions K] [--entries E] [--seed N] [--json]\n"
             "  The registry's settings (anti-entropy 5 s, max_entries 100000), values of\n"
             "  300..1000 bytes. publish: time until a write is held everywhere; catchup: a\n"
             "  peer rejoins after a partition (or joins empty, --fresh): time, bytes, and\n"
-            "  bytes / size of the differing entries. Exit 1 on a broken invariant.\n");
+            "  bytes / size of the differing entries; chaos: random writes at random live\n"
+            "  peers for 2/3 of --duration with crashes (restart from the peer's own disk) and\n"
+            "  partitions, then quiet: convergence, lost writes, converged. Exit 1 on a\n"
+            "  broken invariant.\n");
 }
 
 static int s_options(rsim_t *s, int argc, char **argv)
@@ -878,7 +1383,10 @@ static int s_options(rsim_t *s, int argc, char **argv)
     s->partition_s = 3600;
     s->bw_mbps = 100;
     s->seed = 1;
-    int peers = 20, have_sites = 0, have_peers = 0, mode = -1;
+    int peers = 20, have_sites = 0, have_peers = 0, have_rate = 0, mode = -1;
+    s->c.duration_s = 120;
+    s->c.ncrash = 10;
+    s->c.npart = 3;
     kvc_lww_config_default(&s->cfg);
     s->cfg.max_entries = 100000; /* kvc_repmap_registry_opts */
     for (int i = 1; i < argc; i++) {
@@ -908,6 +1416,7 @@ static int s_options(rsim_t *s, int argc, char **argv)
         else if (strcmp(a, "--mode") == 0)
             mode = strcmp(v, "publish") == 0   ? 0
                    : strcmp(v, "catchup") == 0 ? 1
+                   : strcmp(v, "chaos") == 0   ? 2
                                                : -1,
             bad = mode < 0;
         else if (strcmp(a, "--sites") == 0)
@@ -926,12 +1435,18 @@ static int s_options(rsim_t *s, int argc, char **argv)
             bad = kvc_parse_i64(v, 0, 9000, &x), s->changed = (int)x;
         else if (strcmp(a, "--partition-s") == 0)
             bad = kvc_parse_i64(v, 0, 86400, &x), s->partition_s = (uint64_t)x;
+        else if (strcmp(a, "--duration") == 0)
+            bad = kvc_parse_i64(v, 3, 86400, &x), s->c.duration_s = (uint64_t)x;
+        else if (strcmp(a, "--crashes") == 0)
+            bad = kvc_parse_i64(v, 0, 1000, &x), s->c.ncrash = (int)x;
+        else if (strcmp(a, "--partitions") == 0)
+            bad = kvc_parse_i64(v, 0, 100, &x), s->c.npart = (int)x;
         else if (strcmp(a, "--seed") == 0)
             bad = kvc_parse_i64(v, 0, INT64_MAX, &x), s->seed = (uint64_t)x;
         else if (strcmp(a, "--loss") == 0)
             dp = &s->loss, lo = 0, hi = 0.5;
         else if (strcmp(a, "--rate") == 0)
-            dp = &s->rate, lo = 0.01, hi = 1000;
+            dp = &s->rate, lo = 0.01, hi = 1000, have_rate = 1;
         else if (strcmp(a, "--bw-mbps") == 0)
             dp = &s->bw_mbps, lo = 0, hi = 100000;
         else {
@@ -950,11 +1465,24 @@ static int s_options(rsim_t *s, int argc, char **argv)
         }
     }
     if (mode < 0) {
-        fprintf(stderr, "kvc-sim: --scenario registry needs --mode publish|catchup\n");
+        fprintf(stderr, "kvc-sim: --scenario registry needs --mode publish|catchup|chaos\n");
         return -1;
     }
     s->catchup = mode == 1;
-    if (s->catchup) {
+    s->c.chaos = mode == 2;
+    if (s->c.chaos) {
+        if (!have_rate)
+            s->rate = 10;
+        if (s->entries < 0)
+            s->entries = 200;
+        uint64_t gap = (uint64_t)(1000.0 / s->rate);
+        s->publishes = (int)(s->c.duration_s * 2000 / 3 / (gap ? gap : 1));
+        if (s->publishes >= KEYS_CAP) {
+            fprintf(stderr, "kvc-sim: too many writes (--rate x --duration)\n");
+            return -1;
+        }
+        s->changed = 0;
+    } else if (s->catchup) {
         if (have_sites && !have_peers)
             peers = s->sites;
         s->sites = peers;
@@ -992,7 +1520,7 @@ int kvc_sim_registry_main(int argc, char **argv)
     s.rj = s.sites * s.pps - 1;
     int rc = s_setup(&s);
     if (rc == 0)
-        rc = s.catchup ? s_catchup(&s) : s_publish(&s);
+        rc = s.c.chaos ? s_chaos(&s) : s.catchup ? s_catchup(&s) : s_publish(&s);
     if (rc < 0)
         fprintf(stderr, "kvc-sim: registry scenario failed (allocation or routing)\n");
     s_teardown(&s);
