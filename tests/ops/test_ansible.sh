@@ -47,6 +47,8 @@ if [ -z "${KVC_ANSIBLE_NS:-}" ]; then
     exit $?
 fi
 R=$T/root
+# KVC_ANSIBLE_KEEP=DIR: keep every run's JSON and stderr there, to debug
+[ -n "${KVC_ANSIBLE_KEEP:-}" ] && trap 'mkdir -p "$KVC_ANSIBLE_KEEP" && cp "$T"/*.json "$T"/*.err "$KVC_ANSIBLE_KEEP"/ 2>/dev/null' EXIT
 ANSIBLE_HOME=$T/ansible-home ANSIBLE_LOCAL_TEMP=$T/ansible-tmp
 "$SRC/tests/ops/ansible_target.sh" "$R"
 export ANSIBLE_STDOUT_CALLBACK=json ANSIBLE_LOG_PATH=$T/ansible.log
@@ -167,6 +169,26 @@ SH
     want="join --exec --site test-site --peer tcp://10.0.0.5:7946 --peer-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29 --key /etc/kvc/node.key --name pi-1 --kind k3s --wait 600 --enroll $SECRET"
     grep -qxF -- "$want" "$R/var/log/fake-kvc.args" || { cat "$R/var/log/fake-kvc.args" >&2; fail "kvc join arguments"; }
     grep -q '^keygen --out /etc/kvc/node.key$' "$R/var/log/fake-kvc.args" || fail "node key not created"
+    # a join that fails, with kvc echoing the code on stderr: the play fails
+    # naming the exit code, the code itself redacted
+    rm "$R/etc/kubernetes/kubelet.conf"
+    cat >"$T/fail-kvc" <<'SH'
+#!/bin/sh
+for a; do last=$a; done
+echo "kvc: join: refused: enrollment code $last is not valid" >&2
+exit 1
+SH
+    chmod +x "$T/fail-kvc"
+    printf -- '- name: Join only\n  hosts: nodes\n  roles: [cluster_join]\n' >"$T/join.yml"
+    if ansible-playbook -i "$T/inventory.yml" "$T/join.yml" "${vars[@]}" -e cluster_join_kvc_src="$T/fail-kvc" \
+        >"$T/failjoin.json" 2>"$T/failjoin.err"; then
+        fail "a failing kvc join did not fail the play"
+    fi
+    msg=$(jq -r '.plays[].tasks[] | select(.task.name | contains("Report a failed join")) | .hosts[].msg' "$T/failjoin.json")
+    case $msg in
+    *"exited with 1"*"<redacted>"*) echo "ok: failed join reported: $msg" ;;
+    *) fail "failed join not reported with the code redacted: $msg" ;;
+    esac
     # the enroll code reached kvc, and nothing else: not the output, not the log
     if grep -lF -- "$SECRET" "$T"/*.json "$T"/*.err "$T/ansible.log"; then
         fail "the enroll code appears in ansible's output"
