@@ -96,7 +96,9 @@ kvc_peer)
     vars=(-e kvc_peer_binary_src="$KVC_PEER" -e kvc_peer_credential_src="$T/gw-1.id"
           -e kvc_peer_trust_src="$T/ca/federation.pub" -e kvc_peer_site=test-site
           -e kvc_peer_name=gw-1 -e kvc_peer_advertise=tcp://10.0.0.5:7946
-          -e kvc_peer_kubeconfig=/etc/kvc/kubeconfig -e kvc_peer_start=false)
+          -e kvc_peer_start=false
+          -e '{"kvc_peer_seeds": ["3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29@tcp://10.0.1.5:7946"],
+               "kvc_peer_extra_config": {"proxy": {"backends": [{"model": "resnet50", "grpc": "resnet50.models.svc:8500"}]}}}')
     run first "$A/site.yml" "${vars[@]}"
     [ "$CHANGED" -gt 0 ] || fail "first run changed nothing"
     run second "$A/site.yml" "${vars[@]}"
@@ -115,6 +117,8 @@ kvc_peer)
     cmp -s "$T/gw-1.id" "$R/var/lib/kvc/identity" || fail "credential not installed"
     has /etc/kvc/kvc-peer.yaml 'site: "test-site"'
     has /etc/kvc/kvc-peer.yaml 'advertise: "tcp://10.0.0.5:7946"'
+    has /etc/kvc/kvc-peer.yaml '3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29@tcp://10.0.1.5:7946'
+    has /etc/kvc/kvc-peer.yaml 'model: resnet50'
     # the rendered config is what kvc-peer itself accepts
     "$KVC_PEER" --check --config "$R/etc/kvc/kvc-peer.yaml" 2>/dev/null || fail "rendered config refused by kvc-peer"
     # the credential's secret never reaches the output or the log
