@@ -15,6 +15,7 @@ python3 python3-grpcio python3-grpc-tools python3-numpy python3-protobuf python3
 libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 iproute2 curl jq procps wrk openssl
 prometheus
+ansible ansible-lint kmod
 "
 
 # The tests' real kubectl: Debian's kubernetes-client, unless a kubectl is
