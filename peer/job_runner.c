@@ -29,6 +29,7 @@
 #define FLUSH_MS 500      /* write progress and log at most this often */
 #define LOSS_GRACE_MS 2000 /* a coordinator that cannot act this long stops its job */
 #define LINE_MAX_ 4096
+#define KILL_GRACE_MS 10000 /* a stopped playbook gets SIGKILL after this */
 #define PENDING_LOG_MAX (64 * 1024)
 
 extern char **environ;
@@ -54,6 +55,7 @@ struct kvc_job_runner {
     char *pending; /* log text not yet written */
     size_t pending_len;
     int dirty, killed;
+    uint64_t killed_at_ms;
     kvc_job_state_t kill_state; /* what a killed job becomes */
     char kill_reason[256];
     char last_failure[256];
@@ -591,6 +593,10 @@ static void s_finish(kvc_job_runner_t *r, kvc_job_state_t st, const char *reason
     }
     r->stats.running[0] = '\0';
     (void)r->kv.del(r->kv.self, NS_CANCEL, r->job.id, KVC_JOB_ID_LEN);
+    size_t gone = kvc_jobs_prune(&r->kv);
+    if (gone)
+        kvc_info("jobs: %zu old finished job%s forgotten (the newest %d are kept)", gone,
+                 gone == 1 ? "" : "s", KVC_JOBS_KEEP);
 }
 
 static void s_kill(kvc_job_runner_t *r, kvc_job_state_t st, const char *reason)
@@ -599,6 +605,7 @@ static void s_kill(kvc_job_runner_t *r, kvc_job_state_t st, const char *reason)
         return;
     kill(-r->pid, SIGTERM);
     r->killed = 1;
+    r->killed_at_ms = kvc_clock_mono_ms();
     r->kill_state = st;
     kvc_strlcpy(r->kill_reason, reason, sizeof r->kill_reason);
 }
@@ -617,8 +624,8 @@ static void s_watch(kvc_job_runner_t *r, uint64_t now)
         s_kill(r, KVC_JOB_INTERRUPTED, "this peer stopped being the coordinator");
     int status = 0;
     pid_t w = pipes_open ? 0 : waitpid(r->pid, &status, WNOHANG);
-    if (w == 0 && r->killed && now - r->started_mono_ms > r->timeout_ms + 10000)
-        kill(-r->pid, SIGKILL);
+    if (r->killed && now - r->killed_at_ms > KILL_GRACE_MS)
+        kill(-r->pid, SIGKILL); /* it ignored SIGTERM */
     if (w != r->pid) {
         if (r->dirty && now - r->flushed_ms >= FLUSH_MS)
             s_flush(r, now);

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -263,6 +264,61 @@ int kvc_jobs_log_append(const kvc_kv_t *kv, kvc_job_t *j, const char *text, size
         j->log_chunks = idx + 1;
     }
     return KVC_OK;
+}
+
+int kvc_jobs_delete(const kvc_kv_t *kv, const kvc_job_t *j)
+{
+    if (!s_id_ok(j->id))
+        return KVC_EINVAL;
+    for (uint32_t i = 0; i < j->log_chunks && i < KVC_JOB_LOG_CHUNKS; i++) {
+        uint8_t key[KVC_JOB_ID_LEN + 4];
+        s_log_key(j->id, i, key);
+        (void)kv->del(kv->self, NS_LOGS, key, sizeof key);
+    }
+    (void)kv->del(kv->self, 'c', j->id, KVC_JOB_ID_LEN);
+    int rc = kv->del(kv->self, NS_JOBS, j->id, KVC_JOB_ID_LEN);
+    return rc == KVC_ENOENT ? KVC_OK : rc;
+}
+
+typedef struct {
+    kvc_job_t *v;
+    size_t n, cap;
+} s_finished_t;
+
+static int s_finished_one(const kvc_job_t *j, void *arg)
+{
+    s_finished_t *f = arg;
+    if (!kvc_job_finished(j->state))
+        return 0;
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 64;
+        kvc_job_t *v = kvc_realloc(f->v, cap * sizeof *v);
+        if (!v)
+            return KVC_ENOMEM;
+        f->v = v;
+        f->cap = cap;
+    }
+    f->v[f->n++] = *j;
+    return 0;
+}
+
+static int s_newest_first(const void *a, const void *b)
+{
+    const kvc_job_t *x = a, *y = b;
+    return x->requested_ms < y->requested_ms ? 1 : x->requested_ms > y->requested_ms ? -1 : 0;
+}
+
+size_t kvc_jobs_prune(const kvc_kv_t *kv)
+{
+    s_finished_t f = {0};
+    size_t gone = 0;
+    if (kvc_jobs_each(kv, s_finished_one, &f) == 0 && f.n > KVC_JOBS_KEEP) {
+        qsort(f.v, f.n, sizeof *f.v, s_newest_first);
+        for (size_t i = KVC_JOBS_KEEP; i < f.n; i++)
+            gone += kvc_jobs_delete(kv, &f.v[i]) == 0;
+    }
+    kvc_free(f.v);
+    return gone;
 }
 
 /* --- redaction ------------------------------------------------------------ */

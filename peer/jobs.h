@@ -5,7 +5,9 @@
  * stays visible as interrupted.
  *
  * Layout: namespace 'j': key = job id (16 hex digits) -> kvc.jobs.Job;
- * namespace 'l': key = job id + be32 chunk index -> kvc.jobs.LogChunk.
+ * namespace 'l': key = job id + be32 chunk index -> kvc.jobs.LogChunk;
+ * namespace 'c': key = job id -> "1" when its cancellation was asked.
+ * Only the newest KVC_JOBS_KEEP finished jobs are kept (kvc_jobs_prune).
  * A job's log is at most KVC_JOB_LOG_CHUNKS chunks of KVC_JOB_CHUNK_MAX
  * bytes; what comes after is dropped with a last line saying so. Log text
  * is redacted (kvc_job_redact) before it is stored.
@@ -22,9 +24,9 @@
 #define KVC_JOB_ID_LEN 16
 #define KVC_JOB_VARS_MAX 16
 #define KVC_JOB_CHUNK_MAX 2048
-#define KVC_JOB_LOG_CHUNKS 512
+#define KVC_JOB_LOG_CHUNKS 64 /* 128 KiB of log per job */
 #define KVC_JOB_RECORD_MAX 4096
-#define KVC_JOBS_MAX 4096 /* records kept per site; the oldest finished go first */
+#define KVC_JOBS_KEEP 50 /* finished jobs kept per site; the oldest go first */
 
 typedef enum {
     KVC_JOB_QUEUED = 0,
@@ -89,6 +91,13 @@ void kvc_job_new_id(char id[KVC_JOB_ID_LEN + 1]);
 int kvc_jobs_log_append(const kvc_kv_t *kv, kvc_job_t *j, const char *text, size_t len);
 /* Chunk i of a job's log into buf (NUL-terminated); KVC_ENOENT past the end. */
 int kvc_jobs_log_get(const kvc_kv_t *kv, const char *id, uint32_t i, char *buf, size_t cap);
+
+/* Deletes a job's record, its log and its cancellation key. */
+int kvc_jobs_delete(const kvc_kv_t *kv, const kvc_job_t *j);
+/* Deletes the oldest finished jobs of the site beyond the newest
+ * KVC_JOBS_KEEP (the site map is bounded: node approvals share it).
+ * Returns how many went. */
+size_t kvc_jobs_prune(const kvc_kv_t *kv);
 
 /* Replaces secrets in text[0..len) (in place, same length) with '*':
  * bootstrap tokens (abcdef.0123456789abcdef), k3s K10 tokens, enrollment

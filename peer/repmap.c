@@ -287,8 +287,12 @@ const kvc_core_ops_t *kvc_repmap_core_ops(const kvc_repmap_t *rm)
     return &rm->wrap;
 }
 
-const kvc_repmap_opts_t kvc_repmap_site_opts = {
-    .name = "site map", .db = "sitemap", .channel = KVC_LWW_CHANNEL_NODES};
+/* Node records, codes, the token audit (4096) and jobs (50 kept, 64 log
+ * chunks each): 50000 entries leave room for all of them. */
+const kvc_repmap_opts_t kvc_repmap_site_opts = {.name = "site map",
+                                                .db = "sitemap",
+                                                .channel = KVC_LWW_CHANNEL_NODES,
+                                                .max_entries = 50000};
 
 /* Model records are at most KVC_MODEL_RECORD_MAX (8 KiB), the LWW default
  * value bound; 100000 entries hold 50000 versions and their statuses. */

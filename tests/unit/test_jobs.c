@@ -132,6 +132,45 @@ static void test_store_and_log(void **state)
     assert_int_equal(j.log_chunks, KVC_JOB_LOG_CHUNKS);
 }
 
+static int s_count_one(const kvc_job_t *j, void *arg)
+{
+    (void)j;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* Only the newest KVC_JOBS_KEEP finished jobs stay, with their logs; a
+ * running job is never pruned. */
+static void test_prune(void **state)
+{
+    s_env_t *e = *state;
+    kvc_job_t jobs[KVC_JOBS_KEEP + 5], running;
+    for (size_t i = 0; i < KVC_JOBS_KEEP + 5; i++) {
+        s_job(&jobs[i]);
+        jobs[i].state = KVC_JOB_OK;
+        jobs[i].requested_ms = 1000 + i;
+        assert_int_equal(kvc_jobs_log_append(&e->kv, &jobs[i], "PLAY [x]\n", 9), 0);
+        assert_int_equal(kvc_jobs_put(&e->kv, &jobs[i]), 0);
+    }
+    s_job(&running);
+    running.requested_ms = 1; /* the oldest of all, but not finished */
+    assert_int_equal(kvc_jobs_put(&e->kv, &running), 0);
+    assert_int_equal(kvc_jobs_prune(&e->kv), 5);
+    int n = 0;
+    assert_int_equal(kvc_jobs_each(&e->kv, s_count_one, &n), 0);
+    assert_int_equal(n, KVC_JOBS_KEEP + 1);
+    kvc_job_t got;
+    char chunk[64];
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(kvc_jobs_get(&e->kv, jobs[i].id, &got), KVC_ENOENT);
+        assert_int_equal(kvc_jobs_log_get(&e->kv, jobs[i].id, 0, chunk, sizeof chunk), KVC_ENOENT);
+    }
+    assert_int_equal(kvc_jobs_get(&e->kv, jobs[5].id, &got), 0);
+    assert_int_equal(kvc_jobs_log_get(&e->kv, jobs[5].id, 0, chunk, sizeof chunk), 0);
+    assert_int_equal(kvc_jobs_get(&e->kv, running.id, &got), 0);
+    assert_int_equal(kvc_jobs_prune(&e->kv), 0);
+}
+
 static void s_redacted(const char *in, const char *want)
 {
     char buf[256];
@@ -168,6 +207,7 @@ int main(void)
         cmocka_unit_test(test_codec),
         cmocka_unit_test_setup_teardown(test_store_and_log, s_setup, s_teardown),
         cmocka_unit_test(test_redact),
+        cmocka_unit_test_setup_teardown(test_prune, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
