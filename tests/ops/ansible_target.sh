@@ -39,3 +39,14 @@ FSTAB
 # a Raspberry Pi boot command line, for node_prep's cgroup edit
 echo "console=serial0,115200 console=tty1 root=PARTUUID=0-02 rootfstype=ext4 fsck.repair=yes rootwait" \
     > "$R/boot/firmware/cmdline.txt"
+# the host's package database and apt's, read-only: the package steps run
+# in --check mode against what Debian's apt would do here (nothing is
+# installed: the target is never written by apt)
+mkdir -p "$R/var/lib/dpkg" "$R/var/lib/apt" "$R/var/cache/apt" "$R/etc/apt"
+mount --bind /var/lib/dpkg "$R/var/lib/dpkg"
+mount -o remount,bind,ro "$R/var/lib/dpkg"
+mount --bind /var/lib/apt "$R/var/lib/apt"
+mount -o remount,bind,ro "$R/var/lib/apt"
+mount --bind /var/cache/apt "$R/var/cache/apt"
+mount -o remount,bind,ro "$R/var/cache/apt"
+cp -a /etc/apt/. "$R/etc/apt/"

@@ -152,7 +152,12 @@ SH
           -e cluster_join_kvc_src="$T/fake-kvc" -e cluster_join_name=pi-1
           -e cluster_join_enroll_code="$SECRET")
     # what needs a real kernel (swapoff, modprobe, sysctl -w): --check --diff
-    run check "$A/node.yml" "${vars[@]}" --check --diff
+    run check "$A/node.yml" "${vars[@]}" -e node_prep_install_packages=true --check --diff
+    # the package step ran against the host's apt database (in check mode:
+    # it would install containerd and runc here; nothing is written)
+    jq -e '[.plays[].tasks[] | select(.task.name | test("Install containerd"))
+            | .hosts[] | select(.skipped != true and .failed != true)] | length == 1' \
+        "$T/check.json" >/dev/null || fail "the package step did not run in --check"
     run first "$A/node.yml" "${vars[@]}" --skip-tags node_prep_runtime
     [ "$CHANGED" -gt 0 ] || fail "first run changed nothing"
     run second "$A/node.yml" "${vars[@]}" --skip-tags node_prep_runtime
@@ -214,7 +219,8 @@ SH
             -e cluster_create_name=test-site -e cluster_create_pod_cidr=10.42.0.0/16
             -e cluster_create_service_cidr=10.43.0.0/16 -e cluster_create_advertise_address=10.0.0.10
             -e cluster_create_cni_manifest="$T/cni.yaml" -e cluster_create_manage_services=false)
-    run kubeadm_check "$A/cluster.yml" "${common[@]}" -e cluster_create_kind=kubeadm --check --diff
+    run kubeadm_check "$A/cluster.yml" "${common[@]}" -e node_prep_install_packages=true \
+        -e cluster_create_kind=kubeadm --check --diff
     # k3s, really applied; the kubeconfig stands for a started k3s server's
     mkdir -p "$R/etc/rancher/k3s"
     echo "apiVersion: v1 # k3s admin" >"$R/etc/rancher/k3s/k3s.yaml"
