@@ -5,7 +5,7 @@
 
 #include "cli_out.h"
 #include "clock.h"
-#include "control.h"
+#include "cli_conn.h"
 #include "jobs.h"
 #include "pb_alloc.h"
 
@@ -19,10 +19,6 @@
 enum { S_OK = 0, S_FAIL = 1, S_USAGE = 2 };
 #define FOLLOW_POLL_MS 500
 
-typedef struct {
-    const char *config, *control;
-    int json, timeout_ms;
-} s_conn_t;
 
 static const char s_help_jobs[] =
     "usage: kvc jobs list\n"
@@ -50,29 +46,6 @@ static const char s_help_cluster[] =
     "--site, when given, must be this peer's site. Follow it with kvc jobs logs ID\n"
     "--follow.\n";
 
-static int s_call(const s_conn_t *c, const char *cmd, const char *const *args, size_t n,
-                  Kvc__Ctl__Reply **rep)
-{
-    char ep[512];
-    kvc_err_t err = {0};
-    if (kvc_control_endpoint(c->config, c->control, ep, sizeof ep, &err) != 0)
-        return kvc_cli_fail(S_USAGE, "%s", err.msg);
-    if (kvc_control_call(ep, cmd, args, n, c->timeout_ms, rep, &err) != 0)
-        return kvc_cli_fail(S_FAIL, "%s", err.msg);
-    return S_OK;
-}
-
-static const char *s_time(uint64_t ms, char *buf, size_t cap)
-{
-    if (!ms)
-        return "-";
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
-
 static void s_job_json(const kvc_job_t *j)
 {
     char t[40];
@@ -87,9 +60,9 @@ static void s_job_json(const kvc_job_t *j)
     kvc_json_field(stdout, "current_task", j->current_task);
     kvc_json_field(stdout, "reason", j->reason);
     kvc_json_field(stdout, "requested_by", j->requested_by);
-    kvc_json_field(stdout, "requested", s_time(j->requested_ms, t, sizeof t));
-    kvc_json_field(stdout, "started", s_time(j->started_ms, t, sizeof t));
-    kvc_json_field(stdout, "finished", s_time(j->finished_ms, t, sizeof t));
+    kvc_json_field(stdout, "requested", kvc_fmt_time_ms(j->requested_ms, t, sizeof t));
+    kvc_json_field(stdout, "started", kvc_fmt_time_ms(j->started_ms, t, sizeof t));
+    kvc_json_field(stdout, "finished", kvc_fmt_time_ms(j->finished_ms, t, sizeof t));
     kvc_json_field(stdout, "coordinator", j->coordinator);
     printf(",\"term\":%" PRIu64 ",\"vars\":{", j->term);
     for (size_t i = 0; i < j->n_vars; i++) {
@@ -128,7 +101,7 @@ static int s_decode_jobs(const Kvc__Ctl__Reply *rep, kvc_job_t **out, size_t *n)
 }
 
 /* Prints the reply's one job (show, and after a command that queued one). */
-static int s_print_one(const s_conn_t *c, const Kvc__Ctl__Reply *rep, const char *verb)
+static int s_print_one(const kvc_cli_conn_t *c, const Kvc__Ctl__Reply *rep, const char *verb)
 {
     kvc_job_t *js;
     size_t n;
@@ -150,7 +123,7 @@ static int s_print_one(const s_conn_t *c, const Kvc__Ctl__Reply *rep, const char
                    kvc_job_state_name(j->state), p, j->changed);
             if (j->reason[0])
                 printf("reason:      %s\n", j->reason);
-            printf("requested:   %s by %s\n", s_time(j->requested_ms, t, sizeof t),
+            printf("requested:   %s by %s\n", kvc_fmt_time_ms(j->requested_ms, t, sizeof t),
                    j->requested_by);
             if (j->coordinator[0])
                 printf("run by:      %s (term %" PRIu64 ")\n", j->coordinator, j->term);
@@ -162,10 +135,10 @@ static int s_print_one(const s_conn_t *c, const Kvc__Ctl__Reply *rep, const char
     return rc;
 }
 
-static int s_list(const s_conn_t *c)
+static int s_list(const kvc_cli_conn_t *c)
 {
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(c, "jobs-list", NULL, 0, &rep);
+    int rc = kvc_cli_call(c, "jobs-list", NULL, 0, NULL, 0, &rep);
     if (rc)
         return rc;
     kvc_job_t *js;
@@ -188,7 +161,7 @@ static int s_list(const s_conn_t *c)
             s_progress(&js[i], p, sizeof p);
             printf("%-16s %-14s %-16s %-11s %-22s %s\n", js[i].id, kvc_job_kind_name(js[i].kind),
                    js[i].node, kvc_job_state_name(js[i].state),
-                   s_time(js[i].requested_ms, t, sizeof t), js[i].reason[0] ? js[i].reason : p);
+                   kvc_fmt_time_ms(js[i].requested_ms, t, sizeof t), js[i].reason[0] ? js[i].reason : p);
         }
         if (c->json)
             puts("]");
@@ -198,11 +171,11 @@ static int s_list(const s_conn_t *c)
     return rc;
 }
 
-static int s_id_cmd(const s_conn_t *c, const char *cmd, const char *id, const char *verb)
+static int s_id_cmd(const kvc_cli_conn_t *c, const char *cmd, const char *id, const char *verb)
 {
     const char *args[2] = {"id", id};
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(c, cmd, args, 1, &rep);
+    int rc = kvc_cli_call(c, cmd, args, 1, NULL, 0, &rep);
     if (rc)
         return rc;
     rc = s_print_one(c, rep, verb);
@@ -212,7 +185,7 @@ static int s_id_cmd(const s_conn_t *c, const char *cmd, const char *id, const ch
 
 /* Prints the log from chunk *from; the last chunk may grow, so it is asked
  * again next time and only its new bytes are printed. */
-static int s_logs(const s_conn_t *c, const char *id, int follow)
+static int s_logs(const kvc_cli_conn_t *c, const char *id, int follow)
 {
     uint32_t from = 0;
     size_t printed = 0; /* bytes of chunk `from` already printed */
@@ -222,7 +195,7 @@ static int s_logs(const s_conn_t *c, const char *id, int follow)
         snprintf(f, sizeof f, "%u", from);
         const char *args[4] = {"id", id, "from", f};
         Kvc__Ctl__Reply *rep = NULL;
-        int rc = s_call(c, "jobs-logs", args, 2, &rep);
+        int rc = kvc_cli_call(c, "jobs-logs", args, 2, NULL, 0, &rep);
         if (rc)
             return rc;
         kvc_job_t *js;
@@ -268,46 +241,15 @@ static int s_logs(const s_conn_t *c, const char *id, int follow)
     }
 }
 
-static int s_parse_common(int argc, char **argv, s_conn_t *c, char **rest, int *n, int *help)
-{
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            *help = 1;
-        } else if (strcmp(a, "--json") == 0) {
-            c->json = 1;
-        } else if (strcmp(a, "--config") == 0 || strcmp(a, "--control") == 0 ||
-                   strcmp(a, "--timeout") == 0) {
-            if (i + 1 >= argc)
-                return kvc_cli_fail(S_USAGE, "%s needs a value", a);
-            const char *v = argv[++i];
-            if (strcmp(a, "--config") == 0)
-                c->config = v;
-            else if (strcmp(a, "--control") == 0)
-                c->control = v;
-            else {
-                char *end;
-                long t = strtol(v, &end, 10);
-                if (*end || t < 1 || t > 600000)
-                    return kvc_cli_fail(S_USAGE, "--timeout: '%.40s' is not 1..600000 ms", v);
-                c->timeout_ms = (int)t;
-            }
-        } else {
-            rest[(*n)++] = argv[i];
-        }
-    }
-    return S_OK;
-}
-
 int kvc_cli_jobs(int argc, char **argv, const char *config, const char *control, int json,
                  int timeout_ms)
 {
-    s_conn_t c = {config, control, json, timeout_ms};
+    kvc_cli_conn_t c = {config, control, json, timeout_ms};
     char **rest = kvc_calloc((size_t)argc + 1, sizeof *rest);
     if (!rest)
         return kvc_cli_fail(S_FAIL, "out of memory");
     int n = 0, help = 0, follow = 0;
-    int rc = s_parse_common(argc, argv, &c, rest, &n, &help);
+    int rc = kvc_cli_conn_parse(&c, argc, argv, rest, &n, &help);
     /* --follow is logs' own */
     int k = 0;
     for (int i = 0; i < n; i++)
@@ -349,12 +291,12 @@ int kvc_cli_jobs(int argc, char **argv, const char *config, const char *control,
 int kvc_cli_cluster(int argc, char **argv, const char *config, const char *control, int json,
                     int timeout_ms)
 {
-    s_conn_t c = {config, control, json, timeout_ms};
+    kvc_cli_conn_t c = {config, control, json, timeout_ms};
     char **rest = kvc_calloc((size_t)argc + 1, sizeof *rest);
     if (!rest)
         return kvc_cli_fail(S_FAIL, "out of memory");
     int n = 0, help = 0;
-    int rc = s_parse_common(argc, argv, &c, rest, &n, &help);
+    int rc = kvc_cli_conn_parse(&c, argc, argv, rest, &n, &help);
     static const char *opts[] = {"--node", "--name", "--pod-cidr", "--kind", "--service-cidr",
                                  "--advertise", "--site"};
     static const char *keys[] = {"node", "name", "pod_cidr", "kind", "service_cidr",
@@ -390,7 +332,7 @@ int kvc_cli_cluster(int argc, char **argv, const char *config, const char *contr
         fputs(s_help_cluster, stdout);
     } else if (rc == 0) {
         Kvc__Ctl__Reply *rep = NULL;
-        rc = s_call(&c, "cluster-create", args, na / 2, &rep);
+        rc = kvc_cli_call(&c, "cluster-create", args, na / 2, NULL, 0, &rep);
         if (rc == 0) {
             rc = s_print_one(&c, rep, "queued");
             kvc__ctl__reply__free_unpacked(rep, kvc_pb_allocator());
@@ -403,10 +345,10 @@ int kvc_cli_cluster(int argc, char **argv, const char *config, const char *contr
 int kvc_cli_nodes_setup(const char *node, const char *role, const char *config,
                         const char *control, int json, int timeout_ms)
 {
-    s_conn_t c = {config, control, json, timeout_ms};
+    kvc_cli_conn_t c = {config, control, json, timeout_ms};
     const char *args[4] = {"node", node, "role", role ? role : ""};
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(&c, "nodes-setup", args, 2, &rep);
+    int rc = kvc_cli_call(&c, "nodes-setup", args, 2, NULL, 0, &rep);
     if (rc)
         return rc;
     rc = s_print_one(&c, rep, "queued");

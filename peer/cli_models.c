@@ -9,7 +9,7 @@
 #include "cli_models.h"
 
 #include "cli_out.h"
-#include "control.h"
+#include "cli_conn.h"
 #include "model.h"
 #include "pb_alloc.h"
 
@@ -22,10 +22,6 @@
 
 enum { S_OK = 0, S_FAIL = 1, S_USAGE = 2 };
 
-typedef struct {
-    const char *config, *control;
-    int json, timeout_ms;
-} s_conn_t;
 
 
 static const char s_help[] =
@@ -51,18 +47,6 @@ static const char s_help[] =
     "whether its objects were applied, and any error.\n"
     "Options anywhere: --config FILE, --control ENDPOINT, --timeout MS, --json.\n";
 
-static int s_call(const s_conn_t *c, const char *cmd, const char *const *args, size_t n,
-                  const uint8_t *payload, size_t plen, Kvc__Ctl__Reply **rep)
-{
-    char ep[512];
-    kvc_err_t err = {0};
-    if (kvc_control_endpoint(c->config, c->control, ep, sizeof ep, &err) != 0)
-        return kvc_cli_fail(S_USAGE, "%s", err.msg);
-    if (kvc_control_call_payload(ep, cmd, args, n, payload, plen, c->timeout_ms, rep, &err) != 0)
-        return kvc_cli_fail(S_FAIL, "%s", err.msg);
-    return S_OK;
-}
-
 /* NAME or NAME:VERSION. */
 static int s_name_version(const char *arg, char *name, size_t cap, char *version, size_t vcap,
                           int need_version)
@@ -83,17 +67,6 @@ static int s_name_version(const char *arg, char *name, size_t cap, char *version
     if (need_version && !version[0])
         return -1;
     return kvc_model_name_ok(name) ? 0 : -1;
-}
-
-static const char *s_time(uint64_t ms, char *buf, size_t cap)
-{
-    if (!ms)
-        return "-";
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
 }
 
 static void s_words(const char (*w)[KVC_MODEL_WORD_MAX], size_t n, const char *none, char *buf,
@@ -153,7 +126,7 @@ static void s_model_json(const kvc_model_t *m)
     printf(",\"replicas\":%u", m->replicas);
     kvc_json_field(stdout, "image", m->image);
     kvc_json_field(stdout, "published_by", m->published_by);
-    kvc_json_field(stdout, "published", s_time(m->published_ms, t, sizeof t));
+    kvc_json_field(stdout, "published", kvc_fmt_time_ms(m->published_ms, t, sizeof t));
     putchar('}');
 }
 
@@ -187,7 +160,7 @@ static void s_model_text(const kvc_model_t *m)
     s_words((const char(*)[KVC_MODEL_WORD_MAX])m->labels, m->n_labels, "-", buf, sizeof buf);
     printf("labels:      %s\nreplicas:    %u\nimage:       %s\npublished:   %s by %s\n", buf,
            m->replicas, m->image[0] ? m->image : "(framework default)",
-           s_time(m->published_ms, t, sizeof t), m->published_by);
+           kvc_fmt_time_ms(m->published_ms, t, sizeof t), m->published_by);
 }
 
 /* Decodes the reply's models into a heap array (*out, free with kvc_free). */
@@ -225,7 +198,7 @@ static int s_set(char *dst, size_t cap, const char *opt, const char *v)
                                     : S_OK;
 }
 
-static int s_publish(const s_conn_t *c, int argc, char **argv)
+static int s_publish(const kvc_cli_conn_t *c, int argc, char **argv)
 {
     kvc_model_t *m = kvc_malloc(sizeof *m);
     if (!m)
@@ -320,7 +293,7 @@ static int s_publish(const s_conn_t *c, int argc, char **argv)
         goto out;
     }
     Kvc__Ctl__Reply *rep = NULL;
-    rc = s_call(c, "models-publish", NULL, 0, rec, len, &rep);
+    rc = kvc_cli_call(c, "models-publish", NULL, 0, rec, len, &rep);
     if (rc)
         goto out;
     kvc_model_t *ms;
@@ -344,11 +317,11 @@ out:
 
 /* --- list, show, retire, status ----------------------------------------- */
 
-static int s_list(const s_conn_t *c, const char *site)
+static int s_list(const kvc_cli_conn_t *c, const char *site)
 {
     const char *args[2] = {"site", site ? site : ""};
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(c, "models-list", args, 1, NULL, 0, &rep);
+    int rc = kvc_cli_call(c, "models-list", args, 1, NULL, 0, &rep);
     if (rc)
         return rc;
     kvc_model_t *ms;
@@ -374,7 +347,7 @@ static int s_list(const s_conn_t *c, const char *site)
                     sizeof lb);
             printf("%-24s %-8" PRIu64 " %-10s %-24s %-16s %s\n", ms[i].name, ms[i].version,
                    kvc_model_fw_name(ms[i].framework), pl, lb,
-                   s_time(ms[i].published_ms, t, sizeof t));
+                   kvc_fmt_time_ms(ms[i].published_ms, t, sizeof t));
         }
         if (c->json)
             puts("]");
@@ -385,17 +358,17 @@ static int s_list(const s_conn_t *c, const char *site)
 }
 
 /* Calls cmd with NAME[:VERSION] from arg (VERSION required if need). */
-static int s_call_nv(const s_conn_t *c, const char *cmd, const char *arg, int need, char *name,
+static int s_call_nv(const kvc_cli_conn_t *c, const char *cmd, const char *arg, int need, char *name,
                      char *version, Kvc__Ctl__Reply **rep)
 {
     if (s_name_version(arg, name, KVC_MODEL_NAME_MAX, version, 24, need) != 0)
         return kvc_cli_fail(S_USAGE, "models %s: '%.70s' is not NAME%s", cmd + 7, arg,
                             need ? ":VERSION" : " or NAME:VERSION");
     const char *args[4] = {"name", name, "version", version};
-    return s_call(c, cmd, args, 2, NULL, 0, rep);
+    return kvc_cli_call(c, cmd, args, 2, NULL, 0, rep);
 }
 
-static int s_show(const s_conn_t *c, const char *arg)
+static int s_show(const kvc_cli_conn_t *c, const char *arg)
 {
     char name[KVC_MODEL_NAME_MAX], version[24];
     Kvc__Ctl__Reply *rep = NULL;
@@ -414,7 +387,7 @@ static int s_show(const s_conn_t *c, const char *arg)
     return rc;
 }
 
-static int s_retire(const s_conn_t *c, const char *arg)
+static int s_retire(const kvc_cli_conn_t *c, const char *arg)
 {
     char name[KVC_MODEL_NAME_MAX], version[24];
     Kvc__Ctl__Reply *rep = NULL;
@@ -429,13 +402,13 @@ static int s_retire(const s_conn_t *c, const char *arg)
     return S_OK;
 }
 
-static int s_status(const s_conn_t *c, const char *name)
+static int s_status(const kvc_cli_conn_t *c, const char *name)
 {
     if (!kvc_model_name_ok(name))
         return kvc_cli_fail(S_USAGE, "models status: '%.70s' is not a model name", name);
     const char *args[2] = {"name", name};
     Kvc__Ctl__Reply *rep = NULL;
-    int rc = s_call(c, "models-status", args, 1, NULL, 0, &rep);
+    int rc = kvc_cli_call(c, "models-status", args, 1, NULL, 0, &rep);
     if (rc)
         return rc;
     kvc_model_t *ms;
@@ -480,7 +453,7 @@ static int s_status(const s_conn_t *c, const char *name)
                 kvc_json_field(stdout, "server_version", st[i].server_version);
                 kvc_json_field(stdout, "error", st[i].error);
                 kvc_json_field(stdout, "coordinator", st[i].coordinator);
-                kvc_json_field(stdout, "updated", s_time(st[i].updated_ms, t, sizeof t));
+                kvc_json_field(stdout, "updated", kvc_fmt_time_ms(st[i].updated_ms, t, sizeof t));
                 putchar('}');
             }
             if (!any) {
@@ -508,7 +481,7 @@ static int s_status(const s_conn_t *c, const char *name)
                 printf("%-20s %-8" PRIu64 " %-8s %-8u %-6u %-8s %-20s %s\n", st[i].site,
                        st[i].version, st[i].applied ? "yes" : "no", st[i].desired_replicas,
                        st[i].ready_replicas, st[i].server_version[0] ? st[i].server_version : "-",
-                       s_time(st[i].updated_ms, t, sizeof t), st[i].error[0] ? st[i].error : "-");
+                       kvc_fmt_time_ms(st[i].updated_ms, t, sizeof t), st[i].error[0] ? st[i].error : "-");
             }
             if (!any)
                 printf("%-20s %-8s %-8s %-8s %-6s %-8s %-20s %s\n", rep->sites[s], "-",
@@ -524,46 +497,31 @@ static int s_status(const s_conn_t *c, const char *name)
 int kvc_cli_models(int argc, char **argv, const char *config, const char *control, int json,
                    int timeout_ms)
 {
-    s_conn_t c = {config, control, json, timeout_ms};
+    kvc_cli_conn_t c = {config, control, json, timeout_ms};
     char **rest = kvc_calloc((size_t)argc + 1, sizeof *rest);
     if (!rest)
         return kvc_cli_fail(S_FAIL, "out of memory");
-    int n = 0, rc = S_OK;
+    int n = 0, help = 0;
     const char *site = NULL;
     /* the connection options may follow "models" too */
-    for (int i = 1; i < argc && rc == S_OK; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(s_help, stdout);
-            kvc_free(rest);
-            return S_OK;
-        } else if (strcmp(a, "--json") == 0) {
-            c.json = 1;
-        } else if (strcmp(a, "--config") == 0 || strcmp(a, "--control") == 0 ||
-                   strcmp(a, "--timeout") == 0 || strcmp(a, "--site") == 0) {
-            if (i + 1 >= argc) {
-                rc = kvc_cli_fail(S_USAGE, "%s needs a value (kvc models --help)", a);
-                break;
-            }
-            const char *v = argv[++i];
-            if (a[2] == 'c' && a[4] == 'n' && a[5] == 'f')
-                c.config = v;
-            else if (a[2] == 'c')
-                c.control = v;
-            else if (a[2] == 's')
-                site = v;
-            else {
-                char *end;
-                long t = strtol(v, &end, 10);
-                if (*end || t < 1 || t > 600000)
-                    rc = kvc_cli_fail(S_USAGE, "--timeout: '%.40s' is not a number of ms in 1..600000",
-                                v);
-                c.timeout_ms = (int)t;
-            }
+    int rc = kvc_cli_conn_parse(&c, argc, argv, rest, &n, &help);
+    if (rc == S_OK && help) {
+        fputs(s_help, stdout);
+        kvc_free(rest);
+        return S_OK;
+    }
+    /* --site is list's own */
+    int k = 0;
+    for (int i = 0; rc == S_OK && i < n; i++) {
+        if (strcmp(rest[i], "--site") != 0) {
+            rest[k++] = rest[i];
+        } else if (i + 1 >= n) {
+            rc = kvc_cli_fail(S_USAGE, "--site needs a value (kvc models --help)");
         } else {
-            rest[n++] = argv[i];
+            site = rest[++i];
         }
     }
+    n = k;
     if (rc == S_OK && n == 0)
         rc = kvc_cli_fail(S_USAGE, "models: publish, list, show, retire or status (kvc models --help)");
     const char *verb = n ? rest[0] : "";

@@ -4,6 +4,7 @@
 #include "cli_out.h"
 
 #include <stdarg.h>
+#include <time.h>
 
 int kvc_cli_fail(int code, const char *fmt, ...)
 {
@@ -74,5 +75,16 @@ const char *kvc_fmt_duration(uint64_t secs, char *buf, size_t size)
         snprintf(buf, size, "%llum%llus", s / 60, s % 60);
     else
         snprintf(buf, size, "%llus", s);
+    return buf;
+}
+
+const char *kvc_fmt_time_ms(uint64_t ms, char *buf, size_t size)
+{
+    if (!ms)
+        return "-";
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
 }

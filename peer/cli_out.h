@@ -22,6 +22,10 @@ void kvc_json_field(FILE *f, const char *key, const char *value);
 /* Writes ,"key":["a","b",...] for n strings. */
 void kvc_json_str_array(FILE *f, const char *key, char *const *values, size_t n);
 
+/* Formats wall-clock ms as "2026-12-07T15:26:31Z" (UTC) into buf; "-" for
+ * 0. Returns buf or "-". */
+const char *kvc_fmt_time_ms(uint64_t ms, char *buf, size_t size);
+
 /* Formats seconds as "3d4h", "2h5m", "4m10s" or "12s" into buf. */
 const char *kvc_fmt_duration(uint64_t secs, char *buf, size_t size);
 

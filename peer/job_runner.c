@@ -206,11 +206,6 @@ int kvc_jobs_retry(const kvc_kv_t *site, const char *id, const char *by, kvc_job
 
 /* --- the child ------------------------------------------------------------------ */
 
-static void s_json_str(FILE *f, const char *s)
-{
-    kvc_json_str(f, s);
-}
-
 /* Writes DIR/inventory.json and DIR/vars.json. */
 static int s_write_inputs(kvc_job_runner_t *r, const char *dir, const kvc_node_t *n,
                           kvc_err_t *err)
@@ -223,16 +218,16 @@ static int s_write_inputs(kvc_job_runner_t *r, const char *dir, const kvc_node_t
     /* the group the playbook's play targets (ops/ansible: node.yml "nodes",
      * cluster.yml "servers") */
     fputs("{\"all\":{\"children\":{", f);
-    s_json_str(f, r->job.kind == KVC_JOB_NODE_SETUP ? "nodes" : "servers");
+    kvc_json_str(f, r->job.kind == KVC_JOB_NODE_SETUP ? "nodes" : "servers");
     fputs(":{\"hosts\":{", f);
-    s_json_str(f, n->name);
+    kvc_json_str(f, n->name);
     fputs(":{\"ansible_host\":", f);
-    s_json_str(f, n->n_addresses ? n->addresses[0] : "127.0.0.1");
+    kvc_json_str(f, n->n_addresses ? n->addresses[0] : "127.0.0.1");
     if (strcmp(r->connection, "local") == 0) {
         fputs(",\"ansible_connection\":\"local\"", f);
     } else {
         fputs(",\"ansible_user\":", f);
-        s_json_str(f, r->ssh_user);
+        kvc_json_str(f, r->ssh_user);
     }
     fputs("}}}}}}\n", f);
     int bad = fclose(f) != 0;
@@ -241,19 +236,19 @@ static int s_write_inputs(kvc_job_runner_t *r, const char *dir, const kvc_node_t
     if (!f)
         return kvc_err_set(err, KVC_EIO, "%s: cannot write", path);
     fputs("{\"kvc_site\":", f);
-    s_json_str(f, r->site);
+    kvc_json_str(f, r->site);
     fputs(",\"kvc_node_name\":", f);
-    s_json_str(f, n->name);
+    kvc_json_str(f, n->name);
     fputs(",\"kvc_node_role\":", f);
-    s_json_str(f, r->job.role);
+    kvc_json_str(f, r->job.role);
     fputs(",\"kvc_node_arch\":", f);
-    s_json_str(f, n->arch);
+    kvc_json_str(f, n->arch);
     fputs(",\"kvc_join_peer\":", f);
-    s_json_str(f, r->join_ep);
+    kvc_json_str(f, r->join_ep);
     fputs(",\"kvc_join_peer_key\":", f);
-    s_json_str(f, r->join_key);
+    kvc_json_str(f, r->join_key);
     fputs(",\"kvc_job_id\":", f);
-    s_json_str(f, r->job.id);
+    kvc_json_str(f, r->job.id);
     /* the roles' own variables (their defaults/main.yml under ops/ansible/roles) */
     static const char *const map[][2] = {{"cluster_name", "cluster_create_name"},
                                          {"pod_cidr", "cluster_create_pod_cidr"},
@@ -268,25 +263,25 @@ static int s_write_inputs(kvc_job_runner_t *r, const char *dir, const kvc_node_t
                                         {"cluster_join_kind", r->kube_kind}};
         for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
             fputc(',', f);
-            s_json_str(f, pairs[i][0]);
+            kvc_json_str(f, pairs[i][0]);
             fputc(':', f);
-            s_json_str(f, pairs[i][1]);
+            kvc_json_str(f, pairs[i][1]);
         }
     } else if (r->kubeconfig[0]) {
         fputs(",\"cluster_create_kubeconfig\":", f);
-        s_json_str(f, r->kubeconfig);
+        kvc_json_str(f, r->kubeconfig);
     }
     for (size_t i = 0; i < r->job.n_vars; i++) {
         fputc(',', f);
-        s_json_str(f, r->job.vars[i].key);
+        kvc_json_str(f, r->job.vars[i].key);
         fputc(':', f);
-        s_json_str(f, r->job.vars[i].value);
+        kvc_json_str(f, r->job.vars[i].value);
         for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
             if (strcmp(r->job.vars[i].key, map[k][0]) == 0) {
                 fputc(',', f);
-                s_json_str(f, map[k][1]);
+                kvc_json_str(f, map[k][1]);
                 fputc(':', f);
-                s_json_str(f, r->job.vars[i].value);
+                kvc_json_str(f, r->job.vars[i].value);
             }
     }
     fputs("}\n", f);

@@ -57,6 +57,7 @@ struct kvc_site_models {
     uint64_t applied_fp;    /* ... and of what the last run applied */
     kvc_model_t *placed;    /* the last scan */
     size_t n_placed;
+    uint64_t placed_fp;     /* ... its fingerprint */
     kvc_model_status_t *written; /* statuses as last written */
     size_t n_written;
     kvc_site_models_stats_t stats;
@@ -417,6 +418,7 @@ static int s_scan(kvc_site_models_t *sm)
     kvc_free(sm->placed);
     sm->placed = s.n ? s.v : (kvc_free(s.v), NULL);
     sm->n_placed = s.n;
+    sm->placed_fp = s_fingerprint(sm->placed, sm->n_placed);
     sm->stats.placed = s.n;
     return KVC_OK;
 }
@@ -567,7 +569,7 @@ static int s_tick(void *core, uint64_t now, kvc_outbox_t *out)
         sm->dirty = 0;
         sm->next_scan_ms = KVC_DEADLINE_NONE;
     }
-    uint64_t fp = s_fingerprint(sm->placed, sm->n_placed);
+    uint64_t fp = sm->placed_fp;
     if (!sm->served_once || fp != sm->served_fp) {
         if (sm->serve)
             sm->serve(sm->serve_arg, sm->placed, sm->n_placed);
