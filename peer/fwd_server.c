@@ -20,6 +20,7 @@
 
 #include <czmq.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define S_ROUTING_MAX 256 /* a ROUTER routing id is 5 bytes; anything longer is dropped */
@@ -450,7 +451,12 @@ kvc_fwd_server_t *kvc_fwd_server_new(const kvc_fwd_server_opts_t *o, kvc_err_t *
     char *last = zsock_last_endpoint(self->router);
     kvc_strlcpy(self->endpoint, last ? last : self->bind, sizeof self->endpoint);
     zstr_free(&last);
-    snprintf(self->reply_ep, sizeof self->reply_ep, "inproc://kvc-fwd-replies-%p", (void *)self);
+    /* A counter, not the address: a destroyed server's inproc endpoint stays
+     * bound until ZeroMQ reaps its socket, and malloc may hand the next
+     * server the same address. */
+    static atomic_uint_fast64_t serial;
+    snprintf(self->reply_ep, sizeof self->reply_ep, "inproc://kvc-fwd-replies-%llu",
+             (unsigned long long)atomic_fetch_add(&serial, 1));
     zsock_set_rcvhwm(self->pull, 0);
     zsock_set_linger(self->ctl, 0);
     if (zsock_bind(self->pull, "%s", self->reply_ep) < 0 ||

@@ -122,7 +122,9 @@ kvc_zap_thread_t *kvc_zap_thread_start(kvc_zap_revoked_fn revoked, void *arg,
     self->arg2 = arg2;
     atomic_init(&self->refused, 0);
     char pipe[64];
-    snprintf(pipe, sizeof pipe, "inproc://kvc-zap-stop-%p", (void *)self);
+    static atomic_uint_fast64_t serial; /* not the address: see fwd_server.c */
+    snprintf(pipe, sizeof pipe, "inproc://kvc-zap-stop-%llu",
+             (unsigned long long)atomic_fetch_add(&serial, 1));
     self->rep = zsock_new(ZMQ_REP);
     self->stop_rx = zsock_new(ZMQ_PAIR);
     self->stop_tx = zsock_new(ZMQ_PAIR);
