@@ -30,10 +30,10 @@
 #include <stdint.h>
 
 #define KVC_FWD_VERSION 1
-#define KVC_FWD_MAX_BODY_DEFAULT (64u << 20)   /* request/reply body, bytes */
-#define KVC_FWD_ENDPOINT_MAX 256               /* "tcp://host:port", "ipc://path" */
+#define KVC_FWD_MAX_BODY_DEFAULT (64u << 20)     /* request/reply body, bytes */
+#define KVC_FWD_ENDPOINT_MAX 256                 /* "tcp://host:port", "ipc://path" */
 #define KVC_FWD_TIMEOUT_MAX_MS (10u * 60 * 1000) /* longest timeout a request may ask */
-#define KVC_FWD_MEMBER_MAX 128                 /* "site/name" + NUL (2 * KVC_NAME_MAX) */
+#define KVC_FWD_MEMBER_MAX 128                   /* "site/name" + NUL (2 * KVC_NAME_MAX) */
 
 /* Outcome of a forwarded request (kvc_fwd_resp_t.code). 0..5 travel on the
  * wire (ForwardReply.code); UNREACHABLE is the client's own. */
@@ -105,8 +105,8 @@ typedef struct {
  * told), or KVC_ENOMEM. On failure out holds nothing to free. Never trusts
  * any length in the input.
  */
-int kvc_fwd_request_decode(const uint8_t *data, size_t len, size_t max_body,
-                           kvc_fwd_decoded_t *out, int *id_known);
+int kvc_fwd_request_decode(const uint8_t *data, size_t len, size_t max_body, kvc_fwd_decoded_t *out,
+                           int *id_known);
 
 /* Frees what kvc_fwd_request_decode allocated; safe on a zeroed struct. */
 void kvc_fwd_decoded_free(kvc_fwd_decoded_t *d);
@@ -171,7 +171,7 @@ typedef struct {
     const char *bind;       /* tcp://127.0.0.1:0, tcp://0.0.0.0:0, ipc://PATH */
     uint8_t public_key[32]; /* own CURVE keypair */
     uint8_t secret_key[32];
-    uint8_t trust[32];      /* federation CA public key (Ed25519) */
+    uint8_t trust[32];                                /* federation CA public key (Ed25519) */
     int (*revoked)(void *arg, const uint8_t key[32]); /* thread-safe; NULL = none */
     void *revoked_arg;
     kvc_fwd_handle_fn handle;
@@ -185,16 +185,16 @@ typedef struct {
 
 /* Counters, all since kvc_fwd_server_new. */
 typedef struct {
-    uint64_t requests;                      /* frames received */
-    uint64_t answered;                      /* replies from the handler */
-    uint64_t refused[KVC_REJECT__COUNT];    /* unauthenticated, by reason */
-    uint64_t unauthenticated;               /* sum of refused */
-    uint64_t malformed;                     /* did not decode or pass checks */
-    uint64_t overloaded;                    /* queue full */
-    uint64_t expired;                       /* waited longer than its timeout; not run */
-    uint64_t shutdown;                      /* answered SHUTDOWN while stopping */
-    uint64_t send_failed;                   /* reply could not be sent (client gone, HWM) */
-    uint64_t verifies;                      /* Ed25519 verifies (auth cache misses) */
+    uint64_t requests;                   /* frames received */
+    uint64_t answered;                   /* replies from the handler */
+    uint64_t refused[KVC_REJECT__COUNT]; /* unauthenticated, by reason */
+    uint64_t unauthenticated;            /* sum of refused */
+    uint64_t malformed;                  /* did not decode or pass checks */
+    uint64_t overloaded;                 /* queue full */
+    uint64_t expired;                    /* waited longer than its timeout; not run */
+    uint64_t shutdown;                   /* answered SHUTDOWN while stopping */
+    uint64_t send_failed;                /* reply could not be sent (client gone, HWM) */
+    uint64_t verifies;                   /* Ed25519 verifies (auth cache misses) */
 } kvc_fwd_server_stats_t;
 
 /*
@@ -262,9 +262,9 @@ kvc_fwd_client_t *kvc_fwd_client_new(const kvc_fwd_client_opts_t *o, kvc_err_t *
  * (max_inflight requests pending), KVC_ESTATE (the client is being
  * destroyed), KVC_ENOMEM.
  */
-int kvc_fwd_client_submit(kvc_fwd_client_t *self, const char *endpoint, const uint8_t server_key[32],
-                          const kvc_fwd_req_t *req, uint32_t timeout_ms, kvc_fwd_done_fn done,
-                          void *arg);
+int kvc_fwd_client_submit(kvc_fwd_client_t *self, const char *endpoint,
+                          const uint8_t server_key[32], const kvc_fwd_req_t *req,
+                          uint32_t timeout_ms, kvc_fwd_done_fn done, void *arg);
 
 /* Blocking kvc_fwd_client_submit: waits for the outcome and moves it into
  * *out (the caller then owns out->body: kvc_fwd_resp_clear). Returns 0 or

@@ -78,7 +78,7 @@ struct kvc_fwd_client {
     uint64_t *active_id; /* per slot: id of the ACTIVE request, 0 = none */
     uint32_t *heap;      /* slots by deadline */
     size_t heap_len;
-    zhashx_t *dests;     /* name -> s_dest_t */
+    zhashx_t *dests; /* name -> s_dest_t */
     zmq_pollitem_t *items;
     s_dest_t **item_dest;
     int dirty;
@@ -178,10 +178,17 @@ static void s_complete(kvc_fwd_client_t *self, uint32_t ix, kvc_fwd_resp_t *resp
     void *arg = s->arg;
     pthread_mutex_lock(&self->mu);
     switch (resp->code) {
-    case KVC_FWD_TIMEOUT: self->stats.timeouts++; break;
-    case KVC_FWD_UNREACHABLE: self->stats.unreachable++; break;
-    case KVC_FWD_SHUTDOWN: self->stats.shutdown++; break;
-    default: break;
+    case KVC_FWD_TIMEOUT:
+        self->stats.timeouts++;
+        break;
+    case KVC_FWD_UNREACHABLE:
+        self->stats.unreachable++;
+        break;
+    case KVC_FWD_SHUTDOWN:
+        self->stats.shutdown++;
+        break;
+    default:
+        break;
     }
     pthread_mutex_unlock(&self->mu);
     s_slot_release(self, ix);
@@ -291,7 +298,7 @@ static void s_close_idle(kvc_fwd_client_t *self, uint64_t now)
 static void s_send(kvc_fwd_client_t *self, uint32_t ix, uint64_t now)
 {
     s_slot_t *s = &self->slots[ix];
-    char name[sizeof ((s_dest_t *)0)->name];
+    char name[sizeof((s_dest_t *)0)->name];
     char hex[65];
     kvc_key_hex(s->server_key, hex);
     snprintf(name, sizeof name, "%s|%s", hex, s->endpoint);
@@ -357,8 +364,8 @@ static void s_on_dest(kvc_fwd_client_t *self, s_dest_t *d)
                                               self->o.max_reply_bytes, &id, &r);
         zmq_msg_close(&m);
         uint32_t ix = (uint32_t)(id & ((1u << S_SLOT_BITS) - 1));
-        int mine = rc != KVC_EPARSE && ix < self->n_slots && id != 0 &&
-                   self->active_id[ix] == id && self->slots[ix].dest == d;
+        int mine = rc != KVC_EPARSE && ix < self->n_slots && id != 0 && self->active_id[ix] == id &&
+                   self->slots[ix].dest == d;
         if (!mine) {
             pthread_mutex_lock(&self->mu);
             if (rc == KVC_OK)
@@ -570,9 +577,9 @@ static int s_endpoint_ok(const char *ep)
            strncmp(ep, "inproc://", 9) == 0;
 }
 
-int kvc_fwd_client_submit(kvc_fwd_client_t *self, const char *endpoint, const uint8_t server_key[32],
-                          const kvc_fwd_req_t *req, uint32_t timeout_ms, kvc_fwd_done_fn done,
-                          void *arg)
+int kvc_fwd_client_submit(kvc_fwd_client_t *self, const char *endpoint,
+                          const uint8_t server_key[32], const kvc_fwd_req_t *req,
+                          uint32_t timeout_ms, kvc_fwd_done_fn done, void *arg)
 {
     if (!self || !s_endpoint_ok(endpoint) || !server_key || !req || !done || timeout_ms == 0 ||
         timeout_ms > KVC_FWD_TIMEOUT_MAX_MS)

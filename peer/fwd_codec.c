@@ -29,14 +29,22 @@
 const char *kvc_fwd_code_name(int code)
 {
     switch (code) {
-    case KVC_FWD_OK: return "ok";
-    case KVC_FWD_UNAUTHENTICATED: return "unauthenticated";
-    case KVC_FWD_MALFORMED: return "malformed";
-    case KVC_FWD_OVERLOADED: return "overloaded";
-    case KVC_FWD_TIMEOUT: return "timeout";
-    case KVC_FWD_SHUTDOWN: return "shutdown";
-    case KVC_FWD_UNREACHABLE: return "unreachable";
-    default: return "unknown";
+    case KVC_FWD_OK:
+        return "ok";
+    case KVC_FWD_UNAUTHENTICATED:
+        return "unauthenticated";
+    case KVC_FWD_MALFORMED:
+        return "malformed";
+    case KVC_FWD_OVERLOADED:
+        return "overloaded";
+    case KVC_FWD_TIMEOUT:
+        return "timeout";
+    case KVC_FWD_SHUTDOWN:
+        return "shutdown";
+    case KVC_FWD_UNREACHABLE:
+        return "unreachable";
+    default:
+        return "unknown";
     }
 }
 
@@ -113,8 +121,8 @@ int kvc_fwd_request_encode(const uint8_t *cred, size_t cred_len, uint64_t id,
     return KVC_OK;
 }
 
-int kvc_fwd_request_decode(const uint8_t *data, size_t len, size_t max_body,
-                           kvc_fwd_decoded_t *out, int *id_known)
+int kvc_fwd_request_decode(const uint8_t *data, size_t len, size_t max_body, kvc_fwd_decoded_t *out,
+                           int *id_known)
 {
     memset(out, 0, sizeof *out);
     *id_known = 0;
@@ -142,8 +150,7 @@ int kvc_fwd_request_decode(const uint8_t *data, size_t len, size_t max_body,
         .hops = m->hops,
     };
     if (m->version != KVC_FWD_VERSION || m->credential.len > KVC_CRED_BLOB_MAX ||
-        m->body.len > max_body || m->timeout_ms > KVC_FWD_TIMEOUT_MAX_MS ||
-        !s_req_strings_ok(&r)) {
+        m->body.len > max_body || m->timeout_ms > KVC_FWD_TIMEOUT_MAX_MS || !s_req_strings_ok(&r)) {
         kvc__fwd__forward_request__free_unpacked(m, kvc_pb_allocator());
         uint64_t id = out->id;
         memset(out, 0, sizeof *out);
@@ -322,9 +329,12 @@ uint64_t kvc_fwd_auth_verifies(const kvc_fwd_auth_t *self)
 static kvc_reject_t s_cred_reject(int rc)
 {
     switch (rc) {
-    case KVC_EFOREIGN: return KVC_REJECT_FOREIGN;
-    case KVC_EEXPIRED: return KVC_REJECT_EXPIRED;
-    default: return KVC_REJECT_BAD_CREDENTIAL;
+    case KVC_EFOREIGN:
+        return KVC_REJECT_FOREIGN;
+    case KVC_EEXPIRED:
+        return KVC_REJECT_EXPIRED;
+    default:
+        return KVC_REJECT_BAD_CREDENTIAL;
     }
 }
 
@@ -348,8 +358,9 @@ int kvc_fwd_auth_check(kvc_fwd_auth_t *self, const uint8_t key[32], const uint8_
     crypto_generichash_update(&st, key, 32);
     crypto_generichash_update(&st, cred, cred_len);
     crypto_generichash_final(&st, h, sizeof h);
-    uint32_t set_ix = ((uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 |
-                       (uint32_t)h[3] << 24) % (uint32_t)self->n_sets;
+    uint32_t set_ix =
+        ((uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24) %
+        (uint32_t)self->n_sets;
     s_entry_t *set = &self->entries[(size_t)set_ix * S_WAYS];
     s_entry_t *e = NULL;
     for (int i = 0; i < S_WAYS; i++)

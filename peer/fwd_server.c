@@ -23,7 +23,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#define S_ROUTING_MAX 256 /* a ROUTER routing id is 5 bytes; anything longer is dropped */
+#define S_ROUTING_MAX 256   /* a ROUTER routing id is 5 bytes; anything longer is dropped */
 #define S_EXTRA_BYTES 65536 /* room for the fields other than the body */
 
 /* One accepted request waiting for (or held by) a worker. */
@@ -112,7 +112,8 @@ static void s_reply_now(kvc_fwd_server_t *self, const uint8_t *routing, size_t r
 }
 
 /* Handles one request frame that arrived on the ROUTER. */
-static void s_on_request(kvc_fwd_server_t *self, const uint8_t *routing, size_t rlen, zmq_msg_t *body)
+static void s_on_request(kvc_fwd_server_t *self, const uint8_t *routing, size_t rlen,
+                         zmq_msg_t *body)
 {
     s_count(self, &self->stats.requests, 1);
     kvc_fwd_decoded_t d;
@@ -133,9 +134,8 @@ static void s_on_request(kvc_fwd_server_t *self, const uint8_t *routing, size_t 
     if (!user || strlen(user) != 64 || kvc_config_parse_key(user, key) != 0)
         rc = KVC_EPERM;
     else
-        rc = kvc_fwd_auth_check(self->auth, key, d.credential, d.credential_len,
-                                kvc_clock_wall_s(), self->o.revoked, self->o.revoked_arg, member,
-                                &why);
+        rc = kvc_fwd_auth_check(self->auth, key, d.credential, d.credential_len, kvc_clock_wall_s(),
+                                self->o.revoked, self->o.revoked_arg, member, &why);
     uint64_t verifies = kvc_fwd_auth_verifies(self->auth) - before;
     if (verifies)
         s_count(self, &self->stats.verifies, verifies);
@@ -401,7 +401,8 @@ kvc_fwd_server_t *kvc_fwd_server_new(const kvc_fwd_server_opts_t *o, kvc_err_t *
     }
     if (o->workers < 0 || o->workers > 256 || o->max_queued > 1000000 ||
         o->max_request_bytes > (1u << 30)) {
-        kvc_err_set(err, KVC_EINVAL, "forward server: workers, max_queued or max_request_bytes out of range");
+        kvc_err_set(err, KVC_EINVAL,
+                    "forward server: workers, max_queued or max_request_bytes out of range");
         return NULL;
     }
     kvc_fwd_server_t *self = kvc_calloc(1, sizeof *self);

@@ -13,8 +13,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
-int kvc_zap_handle(zsock_t *rep, kvc_zap_revoked_fn revoked, void *arg, kvc_zap_refused_fn on_revoked,
-                   void *arg2)
+int kvc_zap_handle(zsock_t *rep, kvc_zap_revoked_fn revoked, void *arg,
+                   kvc_zap_refused_fn on_revoked, void *arg2)
 {
     zmsg_t *req = zmsg_recv(rep);
     if (!req)

@@ -35,8 +35,8 @@ typedef void (*kvc_zap_refused_fn)(void *arg, const char *key_hex);
  * mechanisms get "200" with an empty User-Id. Returns 0, or KVC_EAGAIN when
  * nothing could be received.
  */
-int kvc_zap_handle(zsock_t *rep, kvc_zap_revoked_fn revoked, void *arg, kvc_zap_refused_fn on_revoked,
-                   void *arg2);
+int kvc_zap_handle(zsock_t *rep, kvc_zap_revoked_fn revoked, void *arg,
+                   kvc_zap_refused_fn on_revoked, void *arg2);
 
 typedef struct kvc_zap_thread kvc_zap_thread_t;
 

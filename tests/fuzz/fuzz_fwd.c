@@ -90,11 +90,11 @@ static void s_request(kvc_fwd_auth_t *auth, const uint8_t key[32], const uint8_t
     /* The server's check: twice, so the second is answered by the cache. */
     char member[KVC_FWD_MEMBER_MAX], again[KVC_FWD_MEMBER_MAX];
     kvc_reject_t why = KVC_REJECT__COUNT, why2 = KVC_REJECT__COUNT;
-    int a = kvc_fwd_auth_check(auth, key, d.credential, d.credential_len, FUZZ_NOW, s_revoked,
-                               NULL, member, &why);
+    int a = kvc_fwd_auth_check(auth, key, d.credential, d.credential_len, FUZZ_NOW, s_revoked, NULL,
+                               member, &why);
     uint64_t v = kvc_fwd_auth_verifies(auth);
-    int b = kvc_fwd_auth_check(auth, key, d.credential, d.credential_len, FUZZ_NOW, s_revoked,
-                               NULL, again, &why2);
+    int b = kvc_fwd_auth_check(auth, key, d.credential, d.credential_len, FUZZ_NOW, s_revoked, NULL,
+                               again, &why2);
     s_check(a == b);
     if (a == KVC_OK) {
         s_check(strchr(member, '/') != NULL && strcmp(member, again) == 0);
@@ -132,8 +132,7 @@ static void s_reply(const uint8_t *data, size_t size)
     s_check(id2 == id && back.code == out.code && back.status == out.status &&
             back.body_len == out.body_len &&
             (out.body_len == 0 || memcmp(back.body, out.body, out.body_len) == 0) &&
-            strcmp(back.content_type, out.content_type) == 0 &&
-            strcmp(back.error, out.error) == 0);
+            strcmp(back.content_type, out.content_type) == 0 && strcmp(back.error, out.error) == 0);
     kvc_free(buf);
     kvc_fwd_resp_clear(&back);
     kvc_fwd_resp_clear(&out);

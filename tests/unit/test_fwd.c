@@ -177,9 +177,11 @@ static kvc_fwd_client_t *s_client(const kvc_identity_t *id)
     return s_client_blob(id, NULL, 0);
 }
 
-static const kvc_fwd_req_t s_small = {
-    .method = "POST", .path = "/v2/models/m/infer", .content_type = "application/json",
-    .body = (const uint8_t *)"{}", .body_len = 2};
+static const kvc_fwd_req_t s_small = {.method = "POST",
+                                      .path = "/v2/models/m/infer",
+                                      .content_type = "application/json",
+                                      .body = (const uint8_t *)"{}",
+                                      .body_len = 2};
 
 /* One blocking call with the small request. */
 static void s_call(kvc_fwd_client_t *c, kvc_fwd_server_t *s, uint32_t timeout, kvc_fwd_resp_t *out)
@@ -204,9 +206,14 @@ static int setup(void **state)
 
 static void test_codec(void **state)
 {
-    kvc_fwd_req_t r = {.method = "POST", .path = "/v1/models/m:predict", .accept = "*/*",
-                       .inference_header_length = "12", .constraint = "region=eu",
-                       .body = (const uint8_t *)"abc", .body_len = 3, .timeout_ms = 500,
+    kvc_fwd_req_t r = {.method = "POST",
+                       .path = "/v1/models/m:predict",
+                       .accept = "*/*",
+                       .inference_header_length = "12",
+                       .constraint = "region=eu",
+                       .body = (const uint8_t *)"abc",
+                       .body_len = 3,
+                       .timeout_ms = 500,
                        .hops = 2};
     uint8_t *buf;
     size_t len;
@@ -241,8 +248,12 @@ static void test_codec(void **state)
                      KVC_EPARSE);
     assert_int_equal(known, 0);
 
-    kvc_fwd_resp_t resp = {.code = KVC_FWD_OK, .status = 201, .content_type = "text/plain",
-                           .header_name = "a", .header_value = "b", .error = ""};
+    kvc_fwd_resp_t resp = {.code = KVC_FWD_OK,
+                           .status = 201,
+                           .content_type = "text/plain",
+                           .header_name = "a",
+                           .header_value = "b",
+                           .error = ""};
     resp.body = (uint8_t *)"xyz";
     resp.body_len = 3;
     assert_int_equal(kvc_fwd_reply_encode(9, &resp, 16, &buf, &len), KVC_OK);
@@ -283,8 +294,8 @@ static void test_auth_cache(void **state)
     assert_string_equal(member, "");
     /* a cached credential is still checked for expiry */
     assert_int_equal(kvc_fwd_auth_check(a, cli_id.cred.curve_public, cli_id.cred.blob,
-                                        cli_id.cred.blob_len, now + 400 * 86400, NULL, NULL,
-                                        member, &why),
+                                        cli_id.cred.blob_len, now + 400 * 86400, NULL, NULL, member,
+                                        &why),
                      KVC_EPERM);
     assert_int_equal(why, KVC_REJECT_EXPIRED);
     assert_int_equal(kvc_fwd_auth_verifies(a), 2);
@@ -304,10 +315,15 @@ static void test_round_trip(void **state)
         uint8_t *body = malloc(sizes[k]);
         for (size_t i = 0; i < sizes[k]; i++)
             body[i] = (uint8_t)(i * 31 + k);
-        kvc_fwd_req_t r = {.method = "POST", .path = "/v2/models/resnet/infer",
-                           .content_type = "application/octet-stream", .accept = "application/json",
-                           .inference_header_length = "128", .constraint = "gpu",
-                           .body = body, .body_len = sizes[k], .hops = 1};
+        kvc_fwd_req_t r = {.method = "POST",
+                           .path = "/v2/models/resnet/infer",
+                           .content_type = "application/octet-stream",
+                           .accept = "application/json",
+                           .inference_header_length = "128",
+                           .constraint = "gpu",
+                           .body = body,
+                           .body_len = sizes[k],
+                           .hops = 1};
         kvc_fwd_resp_t out;
         assert_int_equal(kvc_fwd_client_call(c, kvc_fwd_server_endpoint(s),
                                              srv_id.cred.curve_public, &r, 10000, &out),
@@ -405,6 +421,7 @@ static void test_revoked(void **state)
     assert_true(out.code == KVC_FWD_TIMEOUT || out.code == KVC_FWD_UNREACHABLE);
     kvc_fwd_resp_clear(&out);
     assert_true(kvc_zap_thread_refused(zap) > refused0);
+    assert_int_equal(atomic_load(&H.calls), 0);
     kvc_fwd_server_stats_t st;
     kvc_fwd_server_stats(s, &st);
     assert_int_equal(st.requests, 0);
@@ -470,9 +487,9 @@ static void test_no_server(void **state)
     assert_true(kvc_clock_mono_ms() - t0 < 2000);
     kvc_fwd_resp_clear(&out);
     /* a bad endpoint is refused at submit, and done is never called */
-    assert_int_equal(kvc_fwd_client_call(c, "http://x", srv_id.cred.curve_public, &s_small, 150,
-                                         &out),
-                     KVC_EINVAL);
+    assert_int_equal(
+        kvc_fwd_client_call(c, "http://x", srv_id.cred.curve_public, &s_small, 150, &out),
+        KVC_EINVAL);
     kvc_fwd_client_destroy(&c);
     rmdir(dir);
 }
@@ -495,8 +512,8 @@ static void *s_caller(void *arg)
     for (int i = 0; i < N_CALLS; i++) {
         char body[64];
         int n = snprintf(body, sizeof body, "thread %d call %d", w->t, i);
-        kvc_fwd_req_t r = {.method = "POST", .path = "/p", .body = (uint8_t *)body,
-                           .body_len = (size_t)n};
+        kvc_fwd_req_t r = {
+            .method = "POST", .path = "/p", .body = (uint8_t *)body, .body_len = (size_t)n};
         kvc_fwd_resp_t out;
         uint64_t t0 = kvc_clock_mono_us();
         int rc = kvc_fwd_client_call(w->c, w->ep, srv_id.cred.curve_public, &r, 10000, &out);
@@ -526,8 +543,8 @@ static void test_concurrent(void **state)
     pthread_t th[N_THREADS];
     worker_t w[N_THREADS];
     for (int t = 0; t < N_THREADS; t++) {
-        w[t] = (worker_t){.c = c, .ep = kvc_fwd_server_endpoint(s), .t = t,
-                          .lat_us = lat + t * N_CALLS};
+        w[t] = (worker_t){
+            .c = c, .ep = kvc_fwd_server_endpoint(s), .t = t, .lat_us = lat + t * N_CALLS};
         assert_int_equal(pthread_create(&th[t], NULL, s_caller, &w[t]), 0);
     }
     for (int t = 0; t < N_THREADS; t++) {
@@ -548,8 +565,8 @@ static void test_concurrent(void **state)
     printf("# fwd round trip: 8x200 concurrent p50 %llu us p99 %llu us; one caller p50 %llu us "
            "p99 %llu us\n",
            (unsigned long long)lat[N_THREADS * N_CALLS / 2],
-           (unsigned long long)lat[N_THREADS * N_CALLS * 99 / 100],
-           (unsigned long long)one[100], (unsigned long long)one[198]);
+           (unsigned long long)lat[N_THREADS * N_CALLS * 99 / 100], (unsigned long long)one[100],
+           (unsigned long long)one[198]);
     kvc_fwd_server_stats_t st;
     kvc_fwd_server_stats(s, &st);
     assert_int_equal(st.answered, 1 + N_THREADS * N_CALLS + 200);
@@ -580,14 +597,14 @@ static void test_overloaded(void **state)
     s_gate(1);
     outcome_t o[4];
     memset(o, 0, sizeof o);
-    assert_int_equal(kvc_fwd_client_submit(c, ep, srv_id.cred.curve_public, &s_small, 10000,
-                                           s_done, &o[0]),
-                     KVC_OK);
+    assert_int_equal(
+        kvc_fwd_client_submit(c, ep, srv_id.cred.curve_public, &s_small, 10000, s_done, &o[0]),
+        KVC_OK);
     assert_true(s_wait_int(&H.entered, 1, 5000)); /* the worker holds it */
     for (int i = 1; i < 4; i++)
-        assert_int_equal(kvc_fwd_client_submit(c, ep, srv_id.cred.curve_public, &s_small, 10000,
-                                               s_done, &o[i]),
-                         KVC_OK);
+        assert_int_equal(
+            kvc_fwd_client_submit(c, ep, srv_id.cred.curve_public, &s_small, 10000, s_done, &o[i]),
+            KVC_OK);
     assert_true(s_wait_int(&o[3].n, 1, 5000));
     assert_int_equal(o[3].code, KVC_FWD_OVERLOADED);
     assert_int_equal(atomic_load(&o[0].n) + atomic_load(&o[1].n) + atomic_load(&o[2].n), 0);
