@@ -51,21 +51,6 @@ uint64_t kvc_routing_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* A name as router.h wants it: [a-z0-9._-]{1,63}. */
-static int s_name_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > KVC_ROUTER_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
-              ch == '_'))
-            return 0;
-    }
-    return 1;
-}
-
 /* uname's machine, as the router names architectures (aarch64 -> arm64). */
 static void s_default_arch(char *out, size_t cap)
 {
@@ -80,7 +65,7 @@ static void s_default_arch(char *out, size_t cap)
         kvc_strlcpy(out, "armhf", cap);
     else
         kvc_strlcpy(out, u.machine, cap);
-    if (!s_name_ok(out))
+    if (!kvc_router_name_ok(out))
         out[0] = '\0';
 }
 
@@ -91,16 +76,16 @@ kvc_routing_t *kvc_routing_new(const kvc_proxy_opts_t *opts, kvc_grpc_client_t *
         kvc_err_set(err, KVC_EINVAL, "routing: no sites callback");
         return NULL;
     }
-    if (!s_name_ok(opts->site)) {
+    if (!kvc_router_name_ok(opts->site)) {
         kvc_err_set(err, KVC_EINVAL, "routing: this site's name is missing or not [a-z0-9._-]{1,63}");
         return NULL;
     }
-    if (opts->region && opts->region[0] && !s_name_ok(opts->region)) {
+    if (opts->region && opts->region[0] && !kvc_router_name_ok(opts->region)) {
         kvc_err_set(err, KVC_EINVAL, "routing: region \"%.64s\" is not [a-z0-9._-]{1,63}",
                     opts->region);
         return NULL;
     }
-    if (opts->arch && opts->arch[0] && !s_name_ok(opts->arch)) {
+    if (opts->arch && opts->arch[0] && !kvc_router_name_ok(opts->arch)) {
         kvc_err_set(err, KVC_EINVAL, "routing: arch \"%.64s\" is not [a-z0-9._-]{1,63}",
                     opts->arch);
         return NULL;
