@@ -770,6 +770,18 @@ int kvc_health_member(const kvc_health_t *h, uint64_t now_ms, const char *id,
     return KVC_OK;
 }
 
+size_t kvc_health_ids(const kvc_health_t *h, uint64_t now_ms, char (*ids)[KVC_MEMBER_ID_MAX + 1],
+                      size_t cap)
+{
+    if (!h || (!ids && cap))
+        return 0;
+    size_t k = 0;
+    for (size_t i = 0; i < h->n && k < cap; i++)
+        if (s_fresh(h, h->m[i], now_ms))
+            kvc_strlcpy(ids[k++], h->m[i]->id, KVC_MEMBER_ID_MAX + 1);
+    return k;
+}
+
 void kvc_health_stats(const kvc_health_t *h, kvc_health_stats_t *out)
 {
     if (!h || !out)

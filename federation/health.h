@@ -201,6 +201,12 @@ size_t kvc_health_lookup(const kvc_health_t *h, uint64_t now_ms, const char *mod
 int kvc_health_member(const kvc_health_t *h, uint64_t now_ms, const char *id,
                       kvc_health_report_t *out);
 
+/* The members (other than ourselves) whose reports are fresh at now_ms,
+ * in id order: fills ids[0..cap) and returns how many it filled (at most
+ * cap). With kvc_health_member, how the daemon walks every report. */
+size_t kvc_health_ids(const kvc_health_t *h, uint64_t now_ms, char (*ids)[KVC_MEMBER_ID_MAX + 1],
+                      size_t cap);
+
 /* Copies the counters into *out. */
 void kvc_health_stats(const kvc_health_t *h, kvc_health_stats_t *out);
 

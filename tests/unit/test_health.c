@@ -975,6 +975,14 @@ static void test_lookup(void **state)
     assert_int_equal(kvc_health_lookup(w.h[2], w.now, "m3", v, 4), 0);
     assert_int_equal(kvc_health_lookup(w.h[2], w.now, "m", v, 4), 0);
     assert_int_equal(kvc_health_lookup(w.h[2], 6000, "m2", v, 4), 2); /* 3's went stale */
+    char ids[4][KVC_MEMBER_ID_MAX + 1];
+    assert_int_equal(kvc_health_ids(w.h[2], w.now, ids, 4), 3);
+    assert_string_equal(ids[0], "s0/p");
+    assert_string_equal(ids[2], "s3/p");
+    assert_int_equal(kvc_health_ids(w.h[2], w.now, ids, 1), 1);
+    assert_int_equal(kvc_health_ids(w.h[2], 6000, ids, 4), 2);
+    assert_string_equal(ids[1], "s1/p");
+    assert_int_equal(kvc_health_ids(NULL, 6000, ids, 4), 0);
     /* ourselves never: 0 lists m1, 0's lookup of m1 is empty */
     assert_int_equal(kvc_health_lookup(w.h[0], w.now, "m1", v, 4), 0);
     assert_int_equal(kvc_health_lookup(w.h[0], w.now, "m2", v, 4), 2);
