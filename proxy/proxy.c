@@ -1466,7 +1466,8 @@ static void s_hedged(s_ctx_t *c, kvc_hedge_race_t *race, const kvc_router_choice
                     sizeof c->resp->served_by);
         cls = KVC_CALL_RETRY;
     }
-    int won = !timed_out && answer && answer->is_hedge && cls != KVC_CALL_RETRY;
+    int won = !timed_out && answer && answer->is_hedge &&
+              (cls == KVC_CALL_SUCCESS || cls == KVC_CALL_REJECT);
     c->obs.site = c->resp->served_by;
     c->obs.route = is_local ? "local" : "forwarded";
     c->obs.retried = retried;

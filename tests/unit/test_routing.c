@@ -483,7 +483,7 @@ static size_t s_header_cb(char *p, size_t size, size_t n, void *arg)
 }
 
 /* One predict through the front; flag: the Kvc-Idempotent value (NULL: none). */
-static s_http_out_t s_http_predict(uint16_t port, const char *flag)
+static s_http_out_t s_http_predict_h(uint16_t port, const char *flag, const char *extra)
 {
     s_http_out_t o;
     memset(&o, 0, sizeof o);
@@ -497,6 +497,8 @@ static s_http_out_t s_http_predict(uint16_t port, const char *flag)
         snprintf(hdr, sizeof hdr, "Kvc-Idempotent: %s", flag);
         h = curl_slist_append(h, hdr);
     }
+    if (extra)
+        h = curl_slist_append(h, extra);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, "{\"instances\": [1.5]}");
@@ -511,6 +513,11 @@ static s_http_out_t s_http_predict(uint16_t port, const char *flag)
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     return o;
+}
+
+static s_http_out_t s_http_predict(uint16_t port, const char *flag)
+{
+    return s_http_predict_h(port, flag, NULL);
 }
 
 static kvc_http_server_t *s_front(kvc_proxy_t *p)
@@ -632,6 +639,56 @@ static void test_hedge_wins(void **state)
     kvc_proxy_destroy(&p);
 }
 
+/* Hedging on, a flagged request: a first answer that is a non-retryable
+ * failure (bad input) is the answer, never hedged; a retryable one before
+ * hedge_ms is retried as without hedging ("retried"); with both sites
+ * holding their answers past the client's Kvc-Timeout-Ms the answer is a
+ * 504 at the deadline, and both late answers are dropped. */
+static void test_hedge_rules(void **state)
+{
+    s_world_t *w = *state;
+    kvc_proxy_t *p = s_proxy_ex(w, 0, 200, 2000);
+    kvc_http_server_t *srv = s_front(p);
+    uint16_t port = kvc_http_server_port(srv);
+    w->sites[0].status = 400;
+    w->sites[0].call_class = KVC_CALL_REJECT;
+    s_http_out_t o = s_http_predict(port, "true");
+    assert_int_equal(o.status, 400);
+    assert_string_equal(o.served_by, "site-b");
+    assert_int_equal(w->sites[1].calls, 0);
+    w->sites[0].status = 200;
+    w->sites[0].call_class = KVC_CALL_SUCCESS;
+    w->sites[0].transport_fails = 1;
+    o = s_http_predict(port, "true");
+    assert_int_equal(o.status, 200);
+    assert_string_equal(o.served_by, "site-c");
+    assert_string_equal(o.route, "retried");
+    kvc_proxy_route_stats_t st;
+    kvc_proxy_route_stats(p, &st);
+    assert_int_equal(st.hedged, 0);
+    assert_int_equal(st.retried, 1);
+    w->sites[0].transport_fails = 0;
+    w->sites[0].hold = w->sites[1].hold = 1;
+    int64_t t0 = s_now_ms();
+    o = s_http_predict_h(port, "true", "Kvc-Timeout-Ms: 400");
+    int64_t took = s_now_ms() - t0;
+    assert_int_equal(o.status, 504);
+    assert_true(took >= 400);
+    assert_true(took < 1500);
+    kvc_proxy_route_stats(p, &st);
+    assert_int_equal(st.hedged, 1);
+    assert_int_equal(st.hedge_wins, 0);
+    assert_int_equal(st.failed, 1);
+    pthread_mutex_lock(&w->mu);
+    w->sites[0].hold = w->sites[1].hold = 0;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+    assert_true(s_wait_answered(w, 0, 1));
+    assert_true(s_wait_answered(w, 1, 2));
+    kvc_http_server_destroy(&srv);
+    kvc_proxy_destroy(&p);
+}
+
 /* Hedging on, the first attempt local: the local backend accepts the
  * connection but never answers. The hedge to site-b answers long before
  * the local call's timeout; the local attempt, which lost, ends on its
@@ -709,6 +766,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_options, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_hedge_off, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_hedge_wins, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_hedge_rules, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_hedge_local_slow, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_hedge_destroy_waits, s_setup, s_teardown),
     };
