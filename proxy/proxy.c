@@ -16,6 +16,7 @@
 #include "proxy.h"
 
 #include "forward.h"
+#include "hedge.h"
 #include "image.h"
 #include "json_tensor.h"
 #include "kserve_json.h"
@@ -25,7 +26,9 @@
 #include "routing.h"
 #include "signature.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +41,11 @@ struct kvc_proxy {
     void *observe_arg;
     kvc_routing_t *rt; /* NULL: no routing, every request is served here */
     uint32_t timeout_ms;
+    uint32_t hedge_ms;        /* 0: no hedging */
+    kvc_hedge_timer_t *timer; /* with routing and hedge_ms */
+    pthread_mutex_t legs_mu;  /* legs_live */
+    pthread_cond_t legs_cond; /* legs_live reached 0 */
+    unsigned legs_live;       /* hedged requests' local attempts on their threads */
 };
 
 /* One request's working state. */
@@ -69,6 +77,8 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
         kvc_err_set(err, KVC_ENOMEM, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&self->legs_mu, NULL);
+    pthread_cond_init(&self->legs_cond, NULL);
     self->observe = opts->observe;
     self->observe_arg = opts->observe_arg;
     self->fw = kvc_forward_new(opts, err);
@@ -79,6 +89,14 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
         self->rt = kvc_routing_new(opts, kvc_forward_engine(self->fw), err);
         if (!self->rt)
             goto fail;
+        if (opts->hedge_ms) {
+            self->timer = kvc_hedge_timer_new();
+            if (!self->timer) {
+                kvc_err_set(err, KVC_ENOMEM, "proxy: cannot start the hedge timer");
+                goto fail;
+            }
+            self->hedge_ms = opts->hedge_ms;
+        }
     }
     self->images =
         kvc_image_budget_new(opts->image_memory ? opts->image_memory : (uint64_t)256 << 20);
@@ -105,9 +123,18 @@ void kvc_proxy_destroy(kvc_proxy_t **self_p)
     if (!self_p || !*self_p)
         return;
     kvc_proxy_t *self = *self_p;
+    /* Local attempts of hedged requests that lost may still be running
+     * (each to its backend timeout at most): they use the backends. */
+    pthread_mutex_lock(&self->legs_mu);
+    while (self->legs_live)
+        pthread_cond_wait(&self->legs_cond, &self->legs_mu);
+    pthread_mutex_unlock(&self->legs_mu);
+    kvc_hedge_timer_destroy(&self->timer);
     kvc_forward_destroy(&self->fw);
     kvc_routing_destroy(&self->rt);
     kvc_image_budget_destroy(&self->images);
+    pthread_cond_destroy(&self->legs_cond);
+    pthread_mutex_destroy(&self->legs_mu);
     kvc_free(self);
     *self_p = NULL;
 }
@@ -969,14 +996,12 @@ static kvc_call_class_t s_attempt_local(s_ctx_t *c, int i)
     return cls;
 }
 
-/* One attempt at another site: the whole HTTP request goes to a peer
- * there, whose proxy runs it on its backend. */
-static kvc_call_class_t s_attempt_remote(s_ctx_t *c, const char *site, const char *constraint,
-                                         uint32_t timeout_ms)
+/* The request to send to another site for req. */
+static kvc_proxy_remote_req_t s_remote_req(const char *model, const kvc_http_req_t *req,
+                                           const char *constraint, uint32_t timeout_ms)
 {
-    const kvc_http_req_t *req = c->req;
-    kvc_proxy_remote_req_t rr = {
-        .model = c->route.model,
+    return (kvc_proxy_remote_req_t){
+        .model = model,
         .method = req->method,
         .path = req->path,
         .content_type = req->content_type,
@@ -987,33 +1012,62 @@ static kvc_call_class_t s_attempt_remote(s_ctx_t *c, const char *site, const cha
         .body_len = req->body_len,
         .timeout_ms = timeout_ms,
     };
-    kvc_proxy_remote_resp_t r;
-    int rc = kvc_routing_forward(c->p->rt, site, &rr, &r);
+}
+
+/* Makes another site's answer (or its absence: rc nonzero or r not
+ * answered) the response, taking r->body; returns how the call ended. */
+static kvc_call_class_t s_remote_answer(s_ctx_t *c, const char *site, int rc,
+                                        kvc_proxy_remote_resp_t *r)
+{
     kvc_call_class_t cls;
-    if (rc != 0 || !r.answered) {
-        cls = kvc_breaker_classify(r.timed_out ? KVC_CALL_E_TIMEOUT : KVC_CALL_E_CONNECT, 0, 0);
-        kvc_http_error(c->resp, r.timed_out ? 504 : 502, "site %s: %s", site,
-                       r.error[0] ? r.error : "no answer");
+    if (rc != 0 || !r->answered) {
+        cls = kvc_breaker_classify(r->timed_out ? KVC_CALL_E_TIMEOUT : KVC_CALL_E_CONNECT, 0, 0);
+        kvc_http_error(c->resp, r->timed_out ? 504 : 502, "site %s: %s", site,
+                       r->error[0] ? r->error : "no answer");
     } else {
-        cls = (r.call_class >= KVC_CALL_SUCCESS && r.call_class <= KVC_CALL_ABANDON)
-                  ? (kvc_call_class_t)r.call_class
+        cls = (r->call_class >= KVC_CALL_SUCCESS && r->call_class <= KVC_CALL_ABANDON)
+                  ? (kvc_call_class_t)r->call_class
                   : KVC_CALL_FAIL;
         kvc_buf_reset(&c->resp->body);
-        if (kvc_buf_append(&c->resp->body, r.body, r.body_len) != 0) {
+        if (kvc_buf_append(&c->resp->body, r->body, r->body_len) != 0) {
             kvc_http_error(c->resp, 502, "site %s: the answer is larger than this proxy sends",
                            site);
             cls = KVC_CALL_FAIL;
         } else {
-            c->resp->status = r.status >= 100 && r.status <= 599 ? r.status : 502;
-            kvc_strlcpy(c->resp->content_type, r.content_type, sizeof c->resp->content_type);
-            kvc_strlcpy(c->resp->header_name, r.header_name, sizeof c->resp->header_name);
-            kvc_strlcpy(c->resp->header_value, r.header_value, sizeof c->resp->header_value);
+            c->resp->status = r->status >= 100 && r->status <= 599 ? r->status : 502;
+            kvc_strlcpy(c->resp->content_type, r->content_type, sizeof c->resp->content_type);
+            kvc_strlcpy(c->resp->header_name, r->header_name, sizeof c->resp->header_name);
+            kvc_strlcpy(c->resp->header_value, r->header_value, sizeof c->resp->header_value);
         }
     }
-    kvc_free(r.body);
-    kvc_strlcpy(c->resp->served_by, r.served_by[0] ? r.served_by : site,
+    kvc_free(r->body);
+    r->body = NULL;
+    r->body_len = 0;
+    kvc_strlcpy(c->resp->served_by, r->served_by[0] ? r->served_by : site,
                 sizeof c->resp->served_by);
     return cls;
+}
+
+/* One attempt at another site: the whole HTTP request goes to a peer
+ * there, whose proxy runs it on its backend. */
+static kvc_call_class_t s_attempt_remote(s_ctx_t *c, const char *site, const char *constraint,
+                                         uint32_t timeout_ms)
+{
+    kvc_proxy_remote_req_t rr = s_remote_req(c->route.model, c->req, constraint, timeout_ms);
+    kvc_proxy_remote_resp_t r;
+    int rc = kvc_routing_forward(c->p->rt, site, &rr, &r);
+    return s_remote_answer(c, site, rc, &r);
+}
+
+/* The share of what is left of the deadline an attempt at cand gets when
+ * another site is left to retry at: 20x its expected cost, 250 ms at
+ * least, half of what is left at most, so an unreachable site costs a
+ * fraction of the budget, not all of it. */
+static int64_t s_first_share(const kvc_router_cand_t *cand, int64_t left)
+{
+    double share = 20.0 * kvc_router_cand_cost_ms(cand);
+    int64_t t = share < 250.0 ? 250 : (int64_t)share;
+    return t > left / 2 ? left / 2 : t;
 }
 
 /* The client's deadline in ms from Kvc-Timeout-Ms, 0 when none; -1 bad. */
@@ -1027,6 +1081,405 @@ static int64_t s_deadline(const kvc_http_req_t *req)
     if (end == v || *end || ms < 1 || ms > 3600000)
         return -1;
     return ms;
+}
+
+/* ---- Hedging (proxy.h, Hedging) ---------------------------------------- */
+
+/* 1 when the client flagged the request idempotent: Kvc-Idempotent is
+ * "true" (any ASCII case) or "1". Anything else is not a flag: hedging a
+ * request that is not safe to send twice is the harm to avoid, so an
+ * unclear value errs on the side of not hedging rather than refusing. */
+static int s_idempotent(const kvc_http_req_t *req)
+{
+    const char *v = kvc_http_header(req, KVC_PROXY_IDEMPOTENT_HEADER);
+    return v && (s_caseeq(v, strlen(v), "true") || strcmp(v, "1") == 0);
+}
+
+enum { S_LEG_IDLE = 0, S_LEG_RUNNING, S_LEG_DONE };
+
+typedef struct s_hedge s_hedge_t;
+
+/* One attempt of a hedged request. It lives in the race, so that what a
+ * late attempt writes stays alive until the last of the request and its
+ * attempts lets go of the race. */
+typedef struct {
+    s_hedge_t *h;
+    int state;      /* S_LEG_*, under the race's lock */
+    unsigned order; /* 1 for the first attempt to end, 2 for the second */
+    int consumed;   /* the request has taken its outcome (request only) */
+    int is_local, is_hedge;
+    char site[KVC_ROUTER_NAME_MAX + 1];
+    kvc_proxy_remote_req_t rq;  /* remote: the transport's until done */
+    kvc_proxy_remote_resp_t rr; /* remote: filled by the transport */
+    int sent_rc;                /* remote: nonzero when it was not sent */
+    kvc_http_resp_t resp;       /* local: the answer */
+    kvc_call_class_t cls;       /* local: how it ended */
+    int grpc_status;
+    size_t request_bytes, response_bytes;
+} s_leg_t;
+
+/* A hedged request's shared state: a copy of the request (the attempts
+ * may outlive the HTTP request) and its two attempts. */
+struct s_hedge {
+    kvc_proxy_t *p; /* used by local attempts only, which destroy waits for */
+    kvc_hedge_race_t *race;
+    kvc_http_req_t req; /* the copies below; conn NULL */
+    char *method, *path, *content_type, *accept, *ihl, *constraint;
+    uint8_t *body;
+    kvc_route_t route;
+    int route_i;
+    atomic_int cancel; /* raised when the request is over */
+    unsigned ended;    /* attempts ended (under the race's lock) */
+    s_leg_t legs[2];
+};
+
+/* Frees a hedge's state: the race's payload, freed with its last reference. */
+static void s_hedge_free(void *arg)
+{
+    s_hedge_t *h = arg;
+    kvc_free(h->method);
+    kvc_free(h->path);
+    kvc_free(h->content_type);
+    kvc_free(h->accept);
+    kvc_free(h->ihl);
+    kvc_free(h->constraint);
+    kvc_free(h->body);
+    for (size_t k = 0; k < 2; k++) {
+        kvc_free(h->legs[k].rr.body);
+        kvc_buf_free(&h->legs[k].resp.body);
+    }
+    kvc_free(h);
+}
+
+/* A copy of s (NULL stays NULL) into *out; 0, or -1 out of memory. */
+static int s_dup(const char *s, char **out)
+{
+    *out = s ? kvc_strdup(s) : NULL;
+    return s && !*out ? -1 : 0;
+}
+
+/* The hedge state and race for c's request; NULL when out of memory. */
+static kvc_hedge_race_t *s_hedge_new(s_ctx_t *c, int i, const char *constraint)
+{
+    s_hedge_t *h = kvc_calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    const kvc_http_req_t *req = c->req;
+    h->p = c->p;
+    h->route = c->route;
+    h->route_i = i;
+    atomic_init(&h->cancel, 0);
+    int rc = s_dup(req->method, &h->method) | s_dup(req->path, &h->path) |
+             s_dup(req->content_type, &h->content_type) | s_dup(req->accept, &h->accept) |
+             s_dup(req->inference_header_length, &h->ihl) | s_dup(constraint, &h->constraint);
+    h->body = kvc_malloc(req->body_len + 1); /* NUL-terminated, as the server's */
+    for (size_t k = 0; k < 2; k++) {
+        h->legs[k].h = h;
+        kvc_buf_init(&h->legs[k].resp.body, c->resp->body.max);
+    }
+    kvc_hedge_race_t *race = rc == 0 && h->body ? kvc_hedge_race_new(kvc_forward_engine(c->p->fw),
+                                                                     c->p->timer, h, s_hedge_free)
+                                                : NULL;
+    if (!race) {
+        s_hedge_free(h);
+        return NULL;
+    }
+    if (req->body_len)
+        memcpy(h->body, req->body, req->body_len);
+    h->body[req->body_len] = 0;
+    h->req = (kvc_http_req_t){.method = h->method,
+                              .path = h->path,
+                              .content_type = h->content_type,
+                              .accept = h->accept,
+                              .inference_header_length = h->ihl,
+                              .body = h->body,
+                              .body_len = req->body_len};
+    h->race = race;
+    return race;
+}
+
+/* Marks an attempt ended and wakes the request. The caller holds a
+ * reference to the race until after this returns. */
+static void s_leg_end(s_leg_t *leg, kvc_call_class_t cls)
+{
+    kvc_hedge_race_t *race = leg->h->race;
+    kvc_hedge_race_lock(race);
+    leg->cls = cls;
+    leg->state = S_LEG_DONE;
+    leg->order = ++leg->h->ended;
+    kvc_hedge_race_unlock(race);
+    kvc_hedge_race_kick(race);
+}
+
+/* The transport's done for a remote attempt: any thread, any time, also
+ * after the request and the proxy are gone (it touches only the race). */
+static void s_leg_remote_done(void *arg)
+{
+    s_leg_t *leg = arg;
+    kvc_hedge_race_t *race = leg->h->race;
+    s_leg_end(leg, KVC_CALL_SUCCESS); /* classified by the request */
+    kvc_hedge_race_unref(&race);
+}
+
+/* Counts local attempts on threads of their own, which the proxy's
+ * destroy waits for (they use its backends and figures). */
+static void s_legs_live(kvc_proxy_t *p, int delta)
+{
+    pthread_mutex_lock(&p->legs_mu);
+    p->legs_live = (unsigned)((int)p->legs_live + delta);
+    if (p->legs_live == 0)
+        pthread_cond_broadcast(&p->legs_cond);
+    pthread_mutex_unlock(&p->legs_mu);
+}
+
+static void s_ctx_init(s_ctx_t *c, kvc_proxy_t *p, const kvc_http_req_t *req,
+                       kvc_http_resp_t *resp);
+
+/* A local attempt's thread: runs the request on this site's backend into
+ * the attempt's own response, with the race's cancel flag. */
+static void *s_leg_local_main(void *arg)
+{
+    s_leg_t *leg = arg;
+    s_hedge_t *h = leg->h;
+    kvc_proxy_t *p = h->p;
+    kvc_hedge_race_t *race = h->race;
+    kvc_grpc_cancel_flag_set(&h->cancel);
+    s_ctx_t c;
+    s_ctx_init(&c, p, &h->req, &leg->resp);
+    c.route = h->route;
+    kvc_call_class_t cls = s_attempt_local(&c, h->route_i);
+    leg->grpc_status = c.call.grpc_status;
+    leg->request_bytes = c.call.request_bytes;
+    leg->response_bytes = c.call.response_bytes;
+    kvc_forward_end(&c.call);
+    kvc_grpc_cancel_flag_set(NULL);
+    s_leg_end(leg, cls);
+    kvc_hedge_race_unref(&race); /* h may be gone now */
+    s_legs_live(p, -1);          /* the last use of p */
+    return NULL;
+}
+
+/* Starts attempt slot at cand (whose breaker said yes), with timeout_ms
+ * for a remote one. 0 when it runs or has already ended (a transport that
+ * could not send); -1 when it could not start (no thread): then nothing
+ * of it is left and its breaker is told ABANDON. */
+static int s_leg_start(s_ctx_t *c, s_hedge_t *h, int slot, const kvc_router_cand_t *cand,
+                       uint32_t timeout_ms, int is_hedge)
+{
+    s_leg_t *leg = &h->legs[slot];
+    kvc_hedge_race_t *race = h->race;
+    kvc_hedge_race_lock(race);
+    leg->state = S_LEG_RUNNING;
+    leg->is_local = cand->is_local;
+    leg->is_hedge = is_hedge;
+    kvc_strlcpy(leg->site, cand->site, sizeof leg->site);
+    kvc_hedge_race_unlock(race);
+    kvc_hedge_race_ref(race); /* the attempt's */
+    if (cand->is_local) {
+        pthread_attr_t attr;
+        pthread_t t;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        s_legs_live(c->p, 1);
+        int rc = pthread_create(&t, &attr, s_leg_local_main, leg);
+        pthread_attr_destroy(&attr);
+        if (rc == 0)
+            return 0;
+        s_legs_live(c->p, -1);
+        kvc_hedge_race_lock(race);
+        leg->state = S_LEG_IDLE;
+        kvc_hedge_race_unlock(race);
+        kvc_hedge_race_unref(&race);
+        kvc_routing_report(c->p->rt, cand->site, KVC_CALL_ABANDON);
+        return -1;
+    }
+    leg->rq = s_remote_req(h->route.model, &h->req, h->constraint, timeout_ms);
+    int rc = kvc_routing_send(c->p->rt, cand->site, &leg->rq, &leg->rr, s_leg_remote_done, leg);
+    if (rc != 0) {
+        leg->sent_rc = rc;
+        s_leg_end(leg, KVC_CALL_RETRY);
+        kvc_hedge_race_unref(&race);
+    }
+    return 0;
+}
+
+/* Starts attempt slot at the next candidate from *next on that its breaker
+ * lets through (and, for the second, that the deadline leaves room for);
+ * 0 when one started, -1 when none could. */
+static int s_leg_next(s_ctx_t *c, s_hedge_t *h, const kvc_router_choice_t *choice, size_t *next,
+                      int slot, int is_hedge, int64_t budget, uint64_t t0)
+{
+    kvc_routing_t *rt = c->p->rt;
+    int64_t default_budget = c->p->timeout_ms;
+    while (*next < choice->n_ranked) {
+        const kvc_router_cand_t *cand = &choice->cands[*next];
+        int64_t elapsed = (int64_t)(kvc_routing_now_ms() - t0);
+        if (slot > 0 && !kvc_breaker_retry_fits(budget, default_budget, elapsed,
+                                                kvc_router_cand_cost_ms(cand), 5))
+            return -1;
+        (*next)++;
+        if (!kvc_routing_begin(rt, cand->site))
+            continue;
+        int64_t left = (budget > 0 ? budget : default_budget) - elapsed;
+        int64_t t = slot == 0 && *next < choice->n_ranked ? s_first_share(cand, left) : left;
+        if (s_leg_start(c, h, slot, cand, (uint32_t)(t > 1 ? t : 1), is_hedge) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+/* The ended attempt the request has not looked at yet, first ended
+ * first (marked consumed), or NULL; *running gets how many still run. */
+static s_leg_t *s_leg_ended(s_hedge_t *h, int *running)
+{
+    s_leg_t *best = NULL;
+    *running = 0;
+    kvc_hedge_race_lock(h->race);
+    for (size_t k = 0; k < 2; k++) {
+        s_leg_t *leg = &h->legs[k];
+        *running += leg->state == S_LEG_RUNNING;
+        if (leg->state == S_LEG_DONE && !leg->consumed && (!best || leg->order < best->order))
+            best = leg;
+    }
+    if (best)
+        best->consumed = 1;
+    kvc_hedge_race_unlock(h->race);
+    return best;
+}
+
+/* Makes an ended attempt's outcome the response (what an earlier one
+ * left is replaced) and tells its breaker; returns its class. */
+static kvc_call_class_t s_leg_take(s_ctx_t *c, s_leg_t *leg, int first)
+{
+    if (!first)
+        s_attempt_reset(c);
+    kvc_call_class_t cls;
+    if (leg->is_local) {
+        kvc_http_resp_t *r = &leg->resp;
+        cls = leg->cls;
+        c->resp->status = r->status;
+        kvc_strlcpy(c->resp->content_type, r->content_type, sizeof c->resp->content_type);
+        kvc_strlcpy(c->resp->header_name, r->header_name, sizeof c->resp->header_name);
+        kvc_strlcpy(c->resp->header_value, r->header_value, sizeof c->resp->header_value);
+        kvc_strlcpy(c->resp->served_by, r->served_by, sizeof c->resp->served_by);
+        kvc_buf_reset(&c->resp->body);
+        if (r->body.len && kvc_buf_append(&c->resp->body, r->body.data, r->body.len) != 0) {
+            kvc_http_error(c->resp, 500, "response exceeds the limit of %zu bytes",
+                           c->resp->body.max);
+            cls = KVC_CALL_FAIL;
+        }
+        c->call.grpc_status = leg->grpc_status;
+        c->call.request_bytes = leg->request_bytes;
+        c->call.response_bytes = leg->response_bytes;
+    } else {
+        cls = s_remote_answer(c, leg->site, leg->sent_rc, &leg->rr);
+    }
+    kvc_routing_report(c->p->rt, leg->site, cls);
+    return cls;
+}
+
+/*
+ * A flagged request with hedging on: the first attempt, then, when it has
+ * not ended after hedge_ms, a second at the next candidate; the first
+ * outcome that is not a retryable failure answers. A retryable failure
+ * with the other attempt running waits for it; with none running and no
+ * second attempt yet, a retry as s_routed makes one. What still runs at
+ * the end is told ABANDON and left to the race.
+ */
+static void s_hedged(s_ctx_t *c, kvc_hedge_race_t *race, const kvc_router_choice_t *choice,
+                     int64_t budget)
+{
+    kvc_proxy_t *p = c->p;
+    kvc_routing_t *rt = p->rt;
+    s_hedge_t *h = kvc_hedge_race_payload(race);
+    uint64_t t0 = kvc_routing_now_ms();
+    /* Without a client deadline the attempts' own (the backend timeout)
+     * end first; the grace lets them. */
+    uint64_t deadline = t0 + (uint64_t)(budget > 0 ? budget : (int64_t)p->timeout_ms + 100);
+    uint64_t hedge_at = t0 + p->hedge_ms;
+    size_t next = 0;
+    int started = 0, retried = 0, hedge_sent = 0, hedge_closed = 0, timed_out = 0, taken = 0;
+    s_leg_t *answer = NULL;
+    kvc_call_class_t cls = KVC_CALL_FAIL;
+    if (s_leg_next(c, h, choice, &next, 0, 0, budget, t0) != 0) {
+        kvc_http_error(c->resp, 503, "no site can serve %s now: every candidate's circuit is open",
+                       c->route.model);
+        c->obs.site = "_none";
+        kvc_routing_count(rt, 0, 0, 0, 1, 1);
+        kvc_hedge_race_unref(&race);
+        return;
+    }
+    started = 1;
+    for (;;) {
+        int running;
+        s_leg_t *ended = s_leg_ended(h, &running);
+        if (ended) {
+            cls = s_leg_take(c, ended, !taken++);
+            answer = ended;
+            if (cls != KVC_CALL_RETRY)
+                break;
+            continue;
+        }
+        if (!running) { /* every attempt so far failed retryably */
+            if (started < 2 && s_leg_next(c, h, choice, &next, 1, 0, budget, t0) == 0) {
+                started = 2;
+                retried = hedge_closed = 1;
+                continue;
+            }
+            break;
+        }
+        uint64_t now = kvc_routing_now_ms();
+        if (!hedge_closed && now >= hedge_at) {
+            hedge_closed = 1;
+            if (started < 2 && s_leg_next(c, h, choice, &next, 1, 1, budget, t0) == 0) {
+                started = 2;
+                hedge_sent = 1;
+            }
+        }
+        if (now >= deadline) {
+            timed_out = 1;
+            break;
+        }
+        kvc_hedge_race_arm(race, hedge_closed ? deadline : hedge_at);
+        kvc_hedge_race_wait(race);
+    }
+    kvc_hedge_race_disarm(race);
+    atomic_store(&h->cancel, 1);
+    /* The losers: still running, or ended unseen. Neutral for breakers. */
+    const char *abandon[2];
+    size_t n_abandon = 0;
+    kvc_hedge_race_lock(race);
+    for (size_t k = 0; k < 2; k++)
+        if (h->legs[k].state != S_LEG_IDLE && !h->legs[k].consumed) {
+            h->legs[k].consumed = 1;
+            abandon[n_abandon++] = h->legs[k].site;
+        }
+    kvc_hedge_race_unlock(race);
+    for (size_t k = 0; k < n_abandon; k++)
+        kvc_routing_report(rt, abandon[k], KVC_CALL_ABANDON);
+    int is_local = answer ? answer->is_local : h->legs[0].is_local;
+    if (timed_out) {
+        if (taken)
+            s_attempt_reset(c);
+        kvc_http_error(c->resp, 504, "no site answered within %lld ms", (long long)(deadline - t0));
+        kvc_strlcpy(c->resp->served_by, answer ? answer->site : h->legs[0].site,
+                    sizeof c->resp->served_by);
+        cls = KVC_CALL_RETRY;
+    }
+    int won = !timed_out && answer && answer->is_hedge &&
+              (cls == KVC_CALL_SUCCESS || cls == KVC_CALL_REJECT);
+    c->obs.site = c->resp->served_by;
+    c->obs.route = is_local ? "local" : "forwarded";
+    c->obs.retried = retried;
+    c->obs.hedged = hedge_sent;
+    snprintf(c->resp->route, sizeof c->resp->route, "%s",
+             !timed_out && answer && answer->is_hedge ? "hedged"
+             : retried                                ? "retried"
+                                                      : c->obs.route);
+    int failed = cls == KVC_CALL_RETRY || cls == KVC_CALL_FAIL;
+    kvc_routing_count(rt, is_local, !is_local, retried, failed, 0);
+    kvc_routing_count_hedge(rt, hedge_sent, won);
+    kvc_hedge_race_unref(&race);
 }
 
 /*
@@ -1070,6 +1523,14 @@ static void s_routed(s_ctx_t *c, int i)
         kvc_free(choice);
         return;
     }
+    if (c->p->hedge_ms && choice->n_ranked > 1 && s_idempotent(c->req)) {
+        kvc_hedge_race_t *race = s_hedge_new(c, i, ctext);
+        if (race) { /* out of memory: served without a hedge */
+            s_hedged(c, race, choice, budget);
+            kvc_free(choice);
+            return;
+        }
+    }
     double t0 = s_now_s();
     int64_t default_budget = c->p->timeout_ms;
     int attempts = 0, retried = 0;
@@ -1091,18 +1552,10 @@ static void s_routed(s_ctx_t *c, int i)
             cls = s_attempt_local(c, i);
         } else {
             int64_t left = (budget > 0 ? budget : default_budget) - elapsed;
-            /* With a site left to retry at, this attempt gets a share of
-             * the deadline sized to what it is expected to cost, so an
-             * unreachable site costs a fraction of the budget, not all of
-             * it: 20x its expected cost, 250 ms at least, half of what is
-             * left at most. */
+            /* With a site left to retry at, this attempt gets a share. */
             int64_t t = left;
-            if (attempts < 2 && k + 1 < choice->n_ranked) {
-                double share = 20.0 * kvc_router_cand_cost_ms(cand);
-                t = share < 250.0 ? 250 : (int64_t)share;
-                if (t > left / 2)
-                    t = left / 2;
-            }
+            if (attempts < 2 && k + 1 < choice->n_ranked)
+                t = s_first_share(cand, left);
             cls = s_attempt_remote(c, cand->site, ctext, (uint32_t)(t > 1 ? t : 1));
         }
         kvc_routing_report(rt, cand->site, cls);
@@ -1123,8 +1576,8 @@ static void s_routed(s_ctx_t *c, int i)
     snprintf(c->resp->route, sizeof c->resp->route, "%s",
              retried ? "retried" : (strcmp(c->obs.route, "local") == 0 ? "local" : "forwarded"));
     int failed = cls == KVC_CALL_RETRY || cls == KVC_CALL_FAIL;
-    kvc_routing_count(rt, strcmp(c->obs.route, "local") == 0, strcmp(c->obs.route, "forwarded") == 0,
-                      retried, failed, 0);
+    kvc_routing_count(rt, strcmp(c->obs.route, "local") == 0,
+                      strcmp(c->obs.route, "forwarded") == 0, retried, failed, 0);
     kvc_free(choice);
 }
 
@@ -1173,25 +1626,32 @@ struct kvc_grpc_client *kvc_proxy_engine(kvc_proxy_t *self)
     return kvc_forward_engine(self->fw);
 }
 
+/* A request's working state, before its route is parsed. */
+static void s_ctx_init(s_ctx_t *c, kvc_proxy_t *p, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+{
+    memset(c, 0, sizeof *c);
+    c->p = p;
+    c->req = req;
+    c->resp = resp;
+    c->call.fw = p->fw;
+    c->call.route = &c->route;
+    c->call.pb_type = kvc_proxy_accept_protobuf(req->accept);
+    c->call.grpc_status = -1;
+    c->obs.model = "";
+    c->obs.endpoint = "none";
+    c->obs.route = "local";
+    c->obs.site = "";
+    c->obs.request_bytes = req->body_len;
+}
+
 /* Runs one request: routed (kind 0), or forwarded here by another peer
  * (kind 1; *call_class gets how it ended). */
 static void s_handle(kvc_proxy_t *p, const kvc_http_req_t *req, kvc_http_resp_t *resp,
                      int forwarded, const char *constraint, int *call_class)
 {
     s_ctx_t c;
-    memset(&c, 0, sizeof c);
-    c.p = p;
-    c.req = req;
-    c.resp = resp;
-    c.call.fw = c.p->fw;
-    c.call.route = &c.route;
-    c.call.pb_type = kvc_proxy_accept_protobuf(req->accept);
-    c.call.grpc_status = -1;
-    c.obs.model = "";
-    c.obs.endpoint = "none";
+    s_ctx_init(&c, p, req, resp);
     c.obs.route = forwarded ? "served" : "local";
-    c.obs.site = "";
-    c.obs.request_bytes = req->body_len;
     double t0 = s_now_s();
     int refused = 0;
     if (forwarded && p->rt && constraint && constraint[0]) {

@@ -74,6 +74,7 @@ typedef struct {
                              "served" (answered here for another peer) */
     const char *site;     /* the site that answered ("" when none did) */
     int retried;          /* a second site was tried after a retryable failure */
+    int hedged;           /* a hedge was sent (opts.hedge_ms); route is the winner's */
     int http_status;
     int grpc_status;               /* -1 when no backend call was made */
     double seconds;                /* handler time */
@@ -104,6 +105,28 @@ typedef size_t (*kvc_proxy_where_fn)(void *arg, const char *model, char *buf, si
  * deadline. The proxy keeps the router (breakers, hysteresis) and the
  * local figures (in flight, latency window); the caller supplies the other
  * sites and the transport.
+ *
+ * Hedging (opts.hedge_ms > 0; off by default). Only a request the client
+ * flags idempotent, with the header Kvc-Idempotent: true (or 1; "true" in
+ * any ASCII case; any other value, or none, is not flagged and never
+ * hedged), is hedged: when its first attempt (local or forwarded) has not
+ * answered hedge_ms after it started, the same request goes also to the
+ * next candidate in the router's order that its breaker lets through and
+ * the client's deadline leaves room for. Of the two, the first answer that
+ * is not a retryable failure is returned (Kvc-Route: hedged when it was
+ * the hedge's); a retryable failure of one leaves the other to answer, and
+ * no third site is tried. A first attempt that fails before hedge_ms
+ * follows the retry rules above (a non-retryable failure is answered, a
+ * retryable one retried once, "retried"), and is never hedged after. The
+ * loser's breaker hears neither its outcome nor a failure: it is told
+ * KVC_CALL_ABANDON (neutral; frees a half-open probe slot) when the winner
+ * is chosen, and its late answer is dropped. With Kvc-Timeout-Ms, a
+ * request that has no answer by then is answered 504 at once. A hedged
+ * request's body is copied (its attempts may outlive it), and its local
+ * attempt runs on a thread of its own (a gRPC call in a fiber cannot be
+ * left behind), which the proxy waits for when destroyed; a local attempt
+ * that lost runs on to its backend timeout. A forwarded request (served
+ * here for another peer) is never hedged again.
  */
 
 /* One other site serving a model, as the caller knows it now: s's numeric
@@ -158,6 +181,8 @@ typedef int (*kvc_proxy_remote_fn)(void *arg, const char *site, const kvc_proxy_
  * one it may give its deadline in, in milliseconds. */
 #define KVC_PROXY_CONSTRAINT_HEADER "Kvc-Constraint"
 #define KVC_PROXY_DEADLINE_HEADER "Kvc-Timeout-Ms"
+/* The header that flags a request safe to send twice (see Hedging). */
+#define KVC_PROXY_IDEMPOTENT_HEADER "Kvc-Idempotent"
 
 typedef struct {
     const kvc_proxy_backend_t *backends; /* the config's; may be none */
@@ -170,7 +195,7 @@ typedef struct {
                                      system store. Copied by kvc_proxy_new. */
     kvc_proxy_observe_fn observe; /* may be NULL; called once per request */
     void *observe_arg;
-    kvc_proxy_log_fn log;         /* may be NULL; events worth one line, each said once */
+    kvc_proxy_log_fn log; /* may be NULL; events worth one line, each said once */
     void *log_arg;
     /* May be NULL: then a model the proxy does not have is TF Serving's
      * 404 "Servable not found for request: ...". Else 404 with
@@ -188,9 +213,13 @@ typedef struct {
     const char *arch;   /* NULL: uname's machine */
     kvc_accel_t accel;
     uint32_t accel_count;
-    uint32_t capacity; /* in-flight requests per model that saturate the local
-                          backend; 0 = unknown (never saturated) */
+    uint32_t capacity;                 /* in-flight requests per model that saturate the local
+                                          backend; 0 = unknown (never saturated) */
     const kvc_router_config_t *router; /* NULL: defaults */
+    /* Hedging (see Hedging above): ms after which a flagged request's
+     * first attempt that has not answered is sent to the next site too;
+     * 0 (the default) = never. Used only with sites. */
+    uint32_t hedge_ms;
 } kvc_proxy_opts_t;
 
 typedef struct kvc_proxy kvc_proxy_t;
@@ -236,7 +265,7 @@ void kvc_proxy_handle_forwarded(kvc_proxy_t *p, const kvc_http_req_t *req, const
  * out[0..cap) and returns how many (models of the local table). */
 typedef struct {
     char model[KVC_ROUTER_MODEL_MAX + 1];
-    int ready;        /* a backend is configured and its breaker is not open */
+    int ready; /* a backend is configured and its breaker is not open */
     uint32_t in_flight;
     uint32_t capacity;
     int64_t p50_us, p99_us; /* -1: no request in the window */
@@ -254,6 +283,8 @@ int kvc_proxy_explain(kvc_proxy_t *p, const char *model, const char *constraint,
 /* Counters of routed requests (totals; per model and site go to observe). */
 typedef struct {
     uint64_t local, forwarded, retried, failed, no_route;
+    uint64_t hedged;     /* hedges sent */
+    uint64_t hedge_wins; /* requests the hedge answered */
 } kvc_proxy_route_stats_t;
 void kvc_proxy_route_stats(kvc_proxy_t *p, kvc_proxy_route_stats_t *out);
 

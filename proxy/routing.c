@@ -77,7 +77,8 @@ kvc_routing_t *kvc_routing_new(const kvc_proxy_opts_t *opts, kvc_grpc_client_t *
         return NULL;
     }
     if (!kvc_router_name_ok(opts->site)) {
-        kvc_err_set(err, KVC_EINVAL, "routing: this site's name is missing or not [a-z0-9._-]{1,63}");
+        kvc_err_set(err, KVC_EINVAL,
+                    "routing: this site's name is missing or not [a-z0-9._-]{1,63}");
         return NULL;
     }
     if (opts->region && opts->region[0] && !kvc_router_name_ok(opts->region)) {
@@ -310,6 +311,22 @@ int kvc_routing_forward(kvc_routing_t *self, const char *site, const kvc_proxy_r
     return rc == 0 ? 0 : KVC_EUNAVAIL;
 }
 
+int kvc_routing_send(kvc_routing_t *self, const char *site, const kvc_proxy_remote_req_t *req,
+                     kvc_proxy_remote_resp_t *resp, void (*done)(void *), void *done_arg)
+{
+    memset(resp, 0, sizeof *resp);
+    if (!self->remote) {
+        snprintf(resp->error, sizeof resp->error, "no forwarding transport");
+        return KVC_EUNAVAIL;
+    }
+    int rc = self->remote(self->remote_arg, site, req, resp, done, done_arg);
+    if (rc == 0)
+        return 0; /* resp is the transport's until done */
+    if (!resp->error[0])
+        snprintf(resp->error, sizeof resp->error, "no peer of site %s can be reached", site);
+    return KVC_EUNAVAIL;
+}
+
 void kvc_routing_count(kvc_routing_t *self, int local, int forwarded, int retried, int failed,
                        int no_route)
 {
@@ -319,6 +336,14 @@ void kvc_routing_count(kvc_routing_t *self, int local, int forwarded, int retrie
     self->counts.retried += (uint64_t)retried;
     self->counts.failed += (uint64_t)failed;
     self->counts.no_route += (uint64_t)no_route;
+    pthread_mutex_unlock(&self->stats_mu);
+}
+
+void kvc_routing_count_hedge(kvc_routing_t *self, int sent, int won)
+{
+    pthread_mutex_lock(&self->stats_mu);
+    self->counts.hedged += (uint64_t)sent;
+    self->counts.hedge_wins += (uint64_t)won;
     pthread_mutex_unlock(&self->stats_mu);
 }
 

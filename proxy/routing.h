@@ -52,8 +52,7 @@ void kvc_routing_local_end(kvc_routing_t *self, const char *model, int64_t laten
 int kvc_routing_local_meets(const kvc_routing_t *self, const kvc_router_constraint_t *c);
 
 /* Fills h for model (in flight, window quantiles, ready from the breaker). */
-void kvc_routing_local_health(kvc_routing_t *self, const char *model,
-                              kvc_proxy_model_health_t *h);
+void kvc_routing_local_health(kvc_routing_t *self, const char *model, kvc_proxy_model_health_t *h);
 
 /* Forwards req to site through the caller's transport and waits (yielding
  * in a fiber). Returns 0 when it was sent (resp filled: answered or not),
@@ -61,9 +60,18 @@ void kvc_routing_local_health(kvc_routing_t *self, const char *model,
 int kvc_routing_forward(kvc_routing_t *self, const char *site, const kvc_proxy_remote_req_t *req,
                         kvc_proxy_remote_resp_t *resp);
 
+/* Sends req to site through the caller's transport without waiting: as
+ * kvc_proxy_remote_fn (resp is zeroed first; req and resp stay the
+ * caller's until done(done_arg)). Nonzero: not sent, done is never called,
+ * resp->error says why. */
+int kvc_routing_send(kvc_routing_t *self, const char *site, const kvc_proxy_remote_req_t *req,
+                     kvc_proxy_remote_resp_t *resp, void (*done)(void *), void *done_arg);
+
 /* Counters. */
 void kvc_routing_count(kvc_routing_t *self, int local, int forwarded, int retried, int failed,
                        int no_route);
+/* Hedges: one sent (sent 1), and whether it answered the request (won). */
+void kvc_routing_count_hedge(kvc_routing_t *self, int sent, int won);
 void kvc_routing_stats(kvc_routing_t *self, kvc_proxy_route_stats_t *out);
 
 #endif
