@@ -1289,6 +1289,7 @@ static const s_field_t s_routing_fields[] = {
     {"forward_advertise", s_v_opt_endpoint, S_CFG(routing_forward_advertise), NULL,
      S_EP_NO_WILDCARD, 0},
     {"capacity", s_v_u32_strict, S_CFG(routing_capacity), NULL, 0, 1000000},
+    {"hedge_ms", s_v_u32_strict, S_CFG(routing_hedge_ms), NULL, 0, 600000},
     {"arch", s_v_arch, S_CFG(routing_arch), NULL, 0, 0},
     {"accelerator", s_v_accel, S_CFG(routing_accelerator), NULL, 0, 0},
     {"accelerator_count", s_v_u32_strict, S_CFG(routing_accelerator_count), NULL, 0, 1024},

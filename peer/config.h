@@ -142,6 +142,7 @@ typedef struct {
     char routing_forward_listen[KVC_ENDPOINT_MAX];    /* "" = federation.listen's host, port 0 */
     char routing_forward_advertise[KVC_ENDPOINT_MAX]; /* "" = advertise's host, bound port */
     uint32_t routing_capacity;              /* in-flight per model that saturate; 0 = unknown */
+    uint32_t routing_hedge_ms;              /* hedge Kvc-Idempotent requests after; 0 = off */
     char routing_arch[KVC_NAME_MAX];        /* "" = uname's */
     char routing_accelerator[16];           /* none, nvidia, amd, tpu, npu */
     uint32_t routing_accelerator_count;

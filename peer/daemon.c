@@ -2162,6 +2162,7 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
         po.arch = self->cfg.routing_arch;
         po.accel_count = self->cfg.routing_accelerator_count;
         po.capacity = self->cfg.routing_capacity;
+        po.hedge_ms = self->cfg.routing_hedge_ms;
     }
     self->proxy = kvc_proxy_new(&po, err);
     if (!self->proxy) {
