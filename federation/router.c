@@ -102,8 +102,7 @@ static int s_name_char(int c)
            c == '.' || c == '_';
 }
 
-/* 1 if s is a valid name: [A-Za-z0-9._-]{1,63}. */
-static int s_name_ok(const char *s)
+int kvc_router_name_ok(const char *s)
 {
     if (!s)
         return 0;
@@ -368,7 +367,7 @@ static s_model_state_t *s_model(kvc_router_t *r, const char *model, uint64_t now
 
 int kvc_router_begin(kvc_router_t *r, uint64_t now_ms, const char *site)
 {
-    if (!r || !s_name_ok(site))
+    if (!r || !kvc_router_name_ok(site))
         return 0;
     s_site_state_t *s = s_site(r, site, now_ms, 1);
     return kvc_breaker_allow(&s->breaker, now_ms);
@@ -376,7 +375,7 @@ int kvc_router_begin(kvc_router_t *r, uint64_t now_ms, const char *site)
 
 void kvc_router_report(kvc_router_t *r, uint64_t now_ms, const char *site, kvc_call_class_t cls)
 {
-    if (!r || !s_name_ok(site))
+    if (!r || !kvc_router_name_ok(site))
         return;
     s_site_state_t *s = s_site(r, site, now_ms, 1);
     kvc_breaker_record(&s->breaker, now_ms, cls);
@@ -482,9 +481,9 @@ static int s_check_table(const char *model, const kvc_router_site_t *sites, size
         return kvc_err_set(err, KVC_EINVAL, "router: no site table");
     int locals = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!s_name_ok(sites[i].site))
+        if (!kvc_router_name_ok(sites[i].site))
             return kvc_err_set(err, KVC_EINVAL, "router: site %zu: bad name", i);
-        if (sites[i].region && sites[i].region[0] && !s_name_ok(sites[i].region))
+        if (sites[i].region && sites[i].region[0] && !kvc_router_name_ok(sites[i].region))
             return kvc_err_set(err, KVC_EINVAL, "router: site %s: bad region", sites[i].site);
         if (sites[i].arch && strlen(sites[i].arch) > KVC_ROUTER_NAME_MAX)
             return kvc_err_set(err, KVC_EINVAL, "router: site %s: bad arch", sites[i].site);

@@ -216,6 +216,8 @@ kvc_breaker_state_t kvc_router_breaker_state(const kvc_router_t *r, const char *
 /* The expected cost of trying a candidate (rtt_ms + latency_ms), for
  * kvc_breaker_retry_fits. */
 double kvc_router_cand_cost_ms(const kvc_router_cand_t *cand);
+/* 1 if s is a valid site, region or arch name: [A-Za-z0-9._-]{1,63}. */
+int kvc_router_name_ok(const char *s);
 /* Static text of a reason ("not placed", "circuit open", ...). */
 const char *kvc_router_reason_name(kvc_router_reason_t reason);
 

@@ -28,6 +28,7 @@
 #include "link_rules.h"
 #include "log.h"
 #include "metrics_summary.h"
+#include "zap.h"
 #include "nodes_ctl.h"
 #include "peer_metrics.h"
 #include "proxy.h"
@@ -715,58 +716,25 @@ done:
     return 0;
 }
 
+/* kvc_zap_handle's view of the revocation list and of the reject counter. */
+static int s_zap_revoked(void *arg, const uint8_t key[32])
+{
+    return s_revoked(arg, key);
+}
+
+static void s_zap_refused(void *arg, const char *key_hex)
+{
+    s_reject(arg, KVC_REJECT_REVOKED, key_hex);
+}
+
 /*
  * ZAP handler (RFC 27): admits CURVE clients whose key is not revoked and
  * records the key, hex-encoded, as the connection's User-Id. Credentials
- * are checked per message afterwards; ZAP only knows the key.
+ * are checked per message afterwards; ZAP only knows the key (zap.h).
  */
 static int s_on_zap(kvc_daemon_t *self, zsock_t *reader)
 {
-    zmsg_t *req = zmsg_recv(reader);
-    if (!req)
-        return 0;
-    char *version = zmsg_popstr(req);
-    char *request_id = zmsg_popstr(req);
-    char *domain = zmsg_popstr(req);
-    char *address = zmsg_popstr(req);
-    char *identity = zmsg_popstr(req);
-    char *mechanism = zmsg_popstr(req);
-    zframe_t *client_key = zmsg_pop(req);
-    const char *status = "200", *text = "OK";
-    char user[65] = "";
-    if (!version || strcmp(version, "1.0") != 0 || !mechanism) {
-        status = "500";
-        text = "bad ZAP request";
-    } else if (strcmp(mechanism, "CURVE") == 0) {
-        if (!client_key || zframe_size(client_key) != 32) {
-            status = "400";
-            text = "bad key";
-        } else if (s_revoked(self, zframe_data(client_key))) {
-            status = "400";
-            text = "revoked";
-            kvc_key_hex(zframe_data(client_key), user);
-            s_reject(self, KVC_REJECT_REVOKED, user);
-            user[0] = '\0';
-        } else {
-            kvc_key_hex(zframe_data(client_key), user);
-        }
-    }
-    zmsg_t *rep = zmsg_new();
-    zmsg_addstr(rep, "1.0");
-    zmsg_addstr(rep, request_id ? request_id : "");
-    zmsg_addstr(rep, status);
-    zmsg_addstr(rep, text);
-    zmsg_addstr(rep, user);
-    zmsg_addmem(rep, "", 0);
-    zmsg_send(&rep, reader);
-    zstr_free(&version);
-    zstr_free(&request_id);
-    zstr_free(&domain);
-    zstr_free(&address);
-    zstr_free(&identity);
-    zstr_free(&mechanism);
-    zframe_destroy(&client_key);
-    zmsg_destroy(&req);
+    kvc_zap_handle(reader, s_zap_revoked, self, s_zap_refused, self);
     return 0;
 }
 

@@ -230,6 +230,7 @@ int kvc_wire_decode(const uint8_t *data, size_t len, Kvc__Fed__Envelope **out, k
     case KVC__FED__ENVELOPE__BODY_JOIN:
     case KVC__FED__ENVELOPE__BODY_NODE_JOIN:
     case KVC__FED__ENVELOPE__BODY_REGISTRY:
+    case KVC__FED__ENVELOPE__BODY_HEALTH:
         break;
     case KVC__FED__ENVELOPE__BODY__NOT_SET:
         /* A body kind this build does not know arrives as an unknown

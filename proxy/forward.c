@@ -1033,6 +1033,14 @@ static void s_say_metadata(kvc_fwd_call_t *c)
     fw->log(fw->log_arg, 0, msg);
 }
 
+int kvc_forward_has(kvc_forward_t *self, const char *model)
+{
+    kvc_fwd_table_t *t = s_table_get(self);
+    int has = s_table_find(t, model) != NULL;
+    s_table_drop(t);
+    return has;
+}
+
 int kvc_forward_signatures_settled(kvc_forward_t *self, const char *model)
 {
     int fetch = 0, settled = 1;

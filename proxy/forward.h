@@ -145,6 +145,9 @@ const kvc_fwd_backend_t *kvc_forward_backend(kvc_fwd_call_t *call, size_t i);
  */
 int kvc_forward_find(kvc_fwd_call_t *call);
 
+/* 1 when this proxy has a backend for model (config or run time). */
+int kvc_forward_has(kvc_forward_t *self, const char *model);
+
 /* Tells whether the signatures of model's backend are settled (known, or
  * known to be unavailable for now), so that a request needs no fetch; 1
  * too when there is no such model (its 404 is quick). */

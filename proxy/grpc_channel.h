@@ -114,6 +114,7 @@ struct kvc_grpc_client {
     int owned;       /* a loop thread drives for good (kvc_grpc_client_own; under mu) */
     pthread_t owner; /* that thread */
     int ended;       /* calls ended in the current engine round (driver only) */
+    struct kvc_grpc_ext *ext_ready; /* fibers' outside waits that ended (under mu) */
 };
 
 /* ---- grpc_channel.c, for grpc_client.c (driver only unless said) ---------- */

@@ -111,7 +111,14 @@ static int s_advance(kvc_grpc_client_t *self)
     kvc_grpc_rpc_t *q = self->queue_head;
     self->queue_head = self->queue_tail = NULL;
     int stopping = self->stopping;
+    kvc_grpc_ext_t *ext = self->ext_ready;
+    self->ext_ready = NULL;
     pthread_mutex_unlock(&self->mu);
+
+    for (; ext; ext = ext->next_ready) {
+        kvc_fiber_ready(ext->fiber);
+        self->ended++; /* a fiber runs this turn: do not wait */
+    }
 
     while (q) {
         kvc_grpc_rpc_t *next = q->next;
@@ -200,6 +207,67 @@ void kvc_grpc_client_disown(kvc_grpc_client_t *self)
             pthread_cond_signal(&heir->cond);
     }
     pthread_mutex_unlock(&self->mu);
+}
+
+void kvc_grpc_ext_init(kvc_grpc_ext_t *w)
+{
+    memset(w, 0, sizeof *w);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cond, NULL);
+}
+
+void kvc_grpc_ext_wait(kvc_grpc_client_t *self, kvc_grpc_ext_t *w)
+{
+    kvc_fiber_t *fiber = kvc_fiber_current();
+    pthread_mutex_lock(&self->mu);
+    int on_owner = self->owned && pthread_equal(self->owner, pthread_self());
+    pthread_mutex_unlock(&self->mu);
+    if (fiber && on_owner) {
+        pthread_mutex_lock(&w->mu);
+        w->fiber = fiber;
+        pthread_mutex_unlock(&w->mu);
+        for (;;) {
+            pthread_mutex_lock(&w->mu);
+            int done = w->done;
+            pthread_mutex_unlock(&w->mu);
+            if (done)
+                break;
+            kvc_fiber_yield();
+        }
+    } else {
+        pthread_mutex_lock(&w->mu);
+        while (!w->done)
+            pthread_cond_wait(&w->cond, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+void kvc_grpc_ext_done(kvc_grpc_client_t *self, kvc_grpc_ext_t *w)
+{
+    /* Lock order: the client's mutex, then the wait's. The fiber is read
+     * and the wait marked done in one step, so a fiber that set itself
+     * after this saw done == 0 is always queued. */
+    pthread_mutex_lock(&self->mu);
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    int queued = 0;
+    if (w->fiber) {
+        w->next_ready = self->ext_ready;
+        self->ext_ready = w;
+        queued = 1;
+    } else {
+        pthread_cond_signal(&w->cond);
+    }
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&self->mu);
+    if (queued)
+        curl_multi_wakeup(self->multi);
+}
+
+void kvc_grpc_ext_destroy(kvc_grpc_ext_t *w)
+{
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->mu);
 }
 
 /* The calling context's cancel flag: the running fiber's, else this thread's. */

@@ -31,6 +31,7 @@
 #ifndef KVC_GRPC_CLIENT_H
 #define KVC_GRPC_CLIENT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -123,6 +124,29 @@ void kvc_grpc_client_own(kvc_grpc_client_t *self);
 void kvc_grpc_client_run(kvc_grpc_client_t *self, const int *fds, short *revents, size_t n,
                          int wait_ms);
 void kvc_grpc_client_disown(kvc_grpc_client_t *self);
+
+/*
+ * Waiting on something outside the client (a call forwarded to another
+ * peer) without holding the owner's loop up. A waiter inits a
+ * kvc_grpc_ext_t and calls kvc_grpc_ext_wait: inside a fiber on the
+ * owner's thread it yields until kvc_grpc_ext_done is called (the loop
+ * makes the fiber ready in its next round); anywhere else it blocks on a
+ * condition variable. kvc_grpc_ext_done may be called from any thread,
+ * exactly once, before or after the wait starts. Destroy after the wait
+ * returned.
+ */
+typedef struct kvc_grpc_ext {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int done;
+    struct kvc_fiber *fiber;        /* set by a fiber's wait */
+    struct kvc_grpc_ext *next_ready; /* the client's list (under its mutex) */
+} kvc_grpc_ext_t;
+
+void kvc_grpc_ext_init(kvc_grpc_ext_t *w);
+void kvc_grpc_ext_wait(kvc_grpc_client_t *self, kvc_grpc_ext_t *w);
+void kvc_grpc_ext_done(kvc_grpc_client_t *self, kvc_grpc_ext_t *w);
+void kvc_grpc_ext_destroy(kvc_grpc_ext_t *w);
 
 /*
  * Cancellation. A caller names a flag that, once nonzero, asks its calls to

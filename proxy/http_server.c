@@ -136,6 +136,8 @@ void kvc_http_error(kvc_http_resp_t *resp, int status, const char *fmt, ...)
 
 const char *kvc_http_header(const kvc_http_req_t *req, const char *name)
 {
+    if (!req->conn) /* a request that did not come over HTTP (forwarded) */
+        return NULL;
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
@@ -240,6 +242,10 @@ static enum MHD_Result s_send(struct MHD_Connection *conn, kvc_http_resp_t *resp
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
     if (resp->header_name[0])
         MHD_add_response_header(r, resp->header_name, resp->header_value);
+    if (resp->served_by[0])
+        MHD_add_response_header(r, "Kvc-Served-By", resp->served_by);
+    if (resp->route[0])
+        MHD_add_response_header(r, "Kvc-Route", resp->route);
     if (gzipped)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
     MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");

@@ -47,6 +47,11 @@ typedef struct {
     kvc_buf_t body;
     char header_name[64]; /* one optional extra header, "" for none */
     char header_value[64];
+    /* Where the request was answered, for clients and tests: sent as
+     * Kvc-Served-By (the site) and Kvc-Route ("local", "forwarded",
+     * "retried") when not "". */
+    char served_by[64];
+    char route[16];
 } kvc_http_resp_t;
 
 typedef void (*kvc_http_handler_fn)(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp);

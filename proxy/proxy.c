@@ -22,10 +22,12 @@
 #include "pb_decode.h"
 #include "proxy_json.h"
 #include "route.h"
+#include "routing.h"
 #include "signature.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -34,6 +36,8 @@ struct kvc_proxy {
     kvc_image_budget_t *images; /* shared by every image decode */
     kvc_proxy_observe_fn observe;
     void *observe_arg;
+    kvc_routing_t *rt; /* NULL: no routing, every request is served here */
+    uint32_t timeout_ms;
 };
 
 /* One request's working state. */
@@ -70,6 +74,12 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err)
     self->fw = kvc_forward_new(opts, err);
     if (!self->fw)
         goto fail;
+    self->timeout_ms = opts->timeout_ms ? opts->timeout_ms : 30000;
+    if (opts->sites) {
+        self->rt = kvc_routing_new(opts, kvc_forward_engine(self->fw), err);
+        if (!self->rt)
+            goto fail;
+    }
     self->images =
         kvc_image_budget_new(opts->image_memory ? opts->image_memory : (uint64_t)256 << 20);
     if (!self->images) {
@@ -96,6 +106,7 @@ void kvc_proxy_destroy(kvc_proxy_t **self_p)
         return;
     kvc_proxy_t *self = *self_p;
     kvc_forward_destroy(&self->fw);
+    kvc_routing_destroy(&self->rt);
     kvc_image_budget_destroy(&self->images);
     kvc_free(self);
     *self_p = NULL;
@@ -898,8 +909,229 @@ static const struct {
     {KVC_ROUTE_V2_INFER, 1, s_v2_infer},
 };
 
-/* Routes one request to its endpoint. */
-static void s_dispatch(s_ctx_t *c)
+/* The route table's entry for a kind, or -1. */
+static int s_route_index(kvc_route_kind_t kind)
+{
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++)
+        if (s_routes[i].kind == kind)
+            return (int)i;
+    return -1;
+}
+
+/* Serves the parsed request on this site's backend. */
+static void s_run_local(s_ctx_t *c, int i)
+{
+    if (s_routes[i].per_model && s_fwd(c, kvc_forward_find(&c->call)) != 0)
+        return;
+    s_routes[i].handle(c);
+}
+
+/* How a request served here ended, as router.h classifies a call. */
+static kvc_call_class_t s_local_class(const s_ctx_t *c)
+{
+    if (c->call.grpc_status >= 0)
+        return kvc_breaker_classify(KVC_CALL_E_NONE, c->call.grpc_status, 0);
+    if (!c->call.be && c->resp->status == 404)
+        return KVC_CALL_RETRY; /* not served here: another site may */
+    if (c->resp->status >= 400 && c->resp->status < 500)
+        return KVC_CALL_REJECT;
+    if (c->resp->status >= 500)
+        return KVC_CALL_FAIL;
+    return KVC_CALL_SUCCESS;
+}
+
+/* Resets what a failed attempt left, for the next one. */
+static void s_attempt_reset(s_ctx_t *c)
+{
+    kvc_forward_end(&c->call);
+    const char *pb_type = c->call.pb_type;
+    memset(&c->call, 0, sizeof c->call);
+    c->call.fw = c->p->fw;
+    c->call.route = &c->route;
+    c->call.pb_type = pb_type;
+    c->call.grpc_status = -1;
+    c->resp->status = 0;
+    c->resp->content_type[0] = c->resp->header_name[0] = '\0';
+    kvc_buf_reset(&c->resp->body);
+}
+
+/* One attempt at this site, timed and counted in the local figures. */
+static kvc_call_class_t s_attempt_local(s_ctx_t *c, int i)
+{
+    kvc_routing_t *rt = c->p->rt;
+    kvc_routing_local_begin(rt, c->route.model);
+    double t0 = s_now_s();
+    s_run_local(c, i);
+    kvc_call_class_t cls = s_local_class(c);
+    kvc_routing_local_end(rt, c->route.model, (int64_t)((s_now_s() - t0) * 1e6),
+                          cls == KVC_CALL_SUCCESS || cls == KVC_CALL_REJECT);
+    kvc_strlcpy(c->resp->served_by, kvc_routing_site(rt), sizeof c->resp->served_by);
+    return cls;
+}
+
+/* One attempt at another site: the whole HTTP request goes to a peer
+ * there, whose proxy runs it on its backend. */
+static kvc_call_class_t s_attempt_remote(s_ctx_t *c, const char *site, const char *constraint,
+                                         uint32_t timeout_ms)
+{
+    const kvc_http_req_t *req = c->req;
+    kvc_proxy_remote_req_t rr = {
+        .model = c->route.model,
+        .method = req->method,
+        .path = req->path,
+        .content_type = req->content_type,
+        .accept = req->accept,
+        .inference_header_length = req->inference_header_length,
+        .constraint = constraint,
+        .body = req->body,
+        .body_len = req->body_len,
+        .timeout_ms = timeout_ms,
+    };
+    kvc_proxy_remote_resp_t r;
+    int rc = kvc_routing_forward(c->p->rt, site, &rr, &r);
+    kvc_call_class_t cls;
+    if (rc != 0 || !r.answered) {
+        cls = kvc_breaker_classify(r.timed_out ? KVC_CALL_E_TIMEOUT : KVC_CALL_E_CONNECT, 0, 0);
+        kvc_http_error(c->resp, r.timed_out ? 504 : 502, "site %s: %s", site,
+                       r.error[0] ? r.error : "no answer");
+    } else {
+        cls = (r.call_class >= KVC_CALL_SUCCESS && r.call_class <= KVC_CALL_ABANDON)
+                  ? (kvc_call_class_t)r.call_class
+                  : KVC_CALL_FAIL;
+        kvc_buf_reset(&c->resp->body);
+        if (kvc_buf_append(&c->resp->body, r.body, r.body_len) != 0) {
+            kvc_http_error(c->resp, 502, "site %s: the answer is larger than this proxy sends",
+                           site);
+            cls = KVC_CALL_FAIL;
+        } else {
+            c->resp->status = r.status >= 100 && r.status <= 599 ? r.status : 502;
+            kvc_strlcpy(c->resp->content_type, r.content_type, sizeof c->resp->content_type);
+            kvc_strlcpy(c->resp->header_name, r.header_name, sizeof c->resp->header_name);
+            kvc_strlcpy(c->resp->header_value, r.header_value, sizeof c->resp->header_value);
+        }
+    }
+    kvc_free(r.body);
+    kvc_strlcpy(c->resp->served_by, r.served_by[0] ? r.served_by : site,
+                sizeof c->resp->served_by);
+    return cls;
+}
+
+/* The client's deadline in ms from Kvc-Timeout-Ms, 0 when none; -1 bad. */
+static int64_t s_deadline(const kvc_http_req_t *req)
+{
+    const char *v = kvc_http_header(req, KVC_PROXY_DEADLINE_HEADER);
+    if (!v)
+        return 0;
+    char *end;
+    long long ms = strtoll(v, &end, 10);
+    if (end == v || *end || ms < 1 || ms > 3600000)
+        return -1;
+    return ms;
+}
+
+/*
+ * A per-model request with routing: the router's candidates in order, the
+ * first the breaker lets through, and on a retryable failure once more at
+ * the next one when the client's deadline leaves room for it.
+ */
+static void s_routed(s_ctx_t *c, int i)
+{
+    kvc_routing_t *rt = c->p->rt;
+    const char *ctext = kvc_http_header(c->req, KVC_PROXY_CONSTRAINT_HEADER);
+    kvc_router_constraint_t cons;
+    kvc_err_t err = {0};
+    if (kvc_router_constraint_parse(ctext ? ctext : "", ctext ? strlen(ctext) : 0, &cons, &err) !=
+        0) {
+        kvc_http_error(c->resp, 400, "%s: %s", KVC_PROXY_CONSTRAINT_HEADER, err.msg);
+        return;
+    }
+    int64_t budget = s_deadline(c->req);
+    if (budget < 0) {
+        kvc_http_error(c->resp, 400, "%s must be a whole number of milliseconds, 1 to 3600000",
+                       KVC_PROXY_DEADLINE_HEADER);
+        return;
+    }
+    int local_has = kvc_forward_has(c->p->fw, c->route.model);
+    kvc_router_choice_t *choice = kvc_malloc(sizeof *choice);
+    if (!choice) {
+        kvc_http_error(c->resp, 503, "out of memory");
+        return;
+    }
+    int rc = kvc_routing_choose(rt, c->route.model, local_has, ctext ? &cons : NULL, choice, &err);
+    if (rc != 0) {
+        if (choice->n <= 1 && !local_has && !ctext) {
+            /* Known nowhere else either: this site's own 404 says why. */
+            s_run_local(c, i);
+        } else {
+            kvc_http_error(c->resp, 503, "%s", err.msg);
+            c->obs.site = "_none"; /* counted as failed, at no site */
+        }
+        kvc_routing_count(rt, 0, 0, 0, 1, 1);
+        kvc_free(choice);
+        return;
+    }
+    double t0 = s_now_s();
+    int64_t default_budget = c->p->timeout_ms;
+    int attempts = 0, retried = 0;
+    kvc_call_class_t cls = KVC_CALL_FAIL;
+    for (size_t k = 0; k < choice->n_ranked && attempts < 2; k++) {
+        const kvc_router_cand_t *cand = &choice->cands[k];
+        int64_t elapsed = (int64_t)((s_now_s() - t0) * 1000);
+        if (attempts > 0 && !kvc_breaker_retry_fits(budget, default_budget, elapsed,
+                                                    kvc_router_cand_cost_ms(cand), 5))
+            break;
+        if (!kvc_routing_begin(rt, cand->site))
+            continue;
+        if (attempts > 0) {
+            s_attempt_reset(c);
+            retried = 1;
+        }
+        attempts++;
+        if (cand->is_local) {
+            cls = s_attempt_local(c, i);
+        } else {
+            int64_t left = (budget > 0 ? budget : default_budget) - elapsed;
+            /* With a site left to retry at, this attempt gets a share of
+             * the deadline sized to what it is expected to cost, so an
+             * unreachable site costs a fraction of the budget, not all of
+             * it: 20x its expected cost, 250 ms at least, half of what is
+             * left at most. */
+            int64_t t = left;
+            if (attempts < 2 && k + 1 < choice->n_ranked) {
+                double share = 20.0 * kvc_router_cand_cost_ms(cand);
+                t = share < 250.0 ? 250 : (int64_t)share;
+                if (t > left / 2)
+                    t = left / 2;
+            }
+            cls = s_attempt_remote(c, cand->site, ctext, (uint32_t)(t > 1 ? t : 1));
+        }
+        kvc_routing_report(rt, cand->site, cls);
+        c->obs.site = c->resp->served_by;
+        c->obs.route = cand->is_local ? "local" : "forwarded";
+        if (cls != KVC_CALL_RETRY)
+            break;
+    }
+    if (attempts == 0) {
+        kvc_http_error(c->resp, 503, "no site can serve %s now: every candidate's circuit is open",
+                       c->route.model);
+        c->obs.site = "_none";
+        kvc_routing_count(rt, 0, 0, 0, 1, 1);
+        kvc_free(choice);
+        return;
+    }
+    c->obs.retried = retried;
+    snprintf(c->resp->route, sizeof c->resp->route, "%s",
+             retried ? "retried" : (strcmp(c->obs.route, "local") == 0 ? "local" : "forwarded"));
+    int failed = cls == KVC_CALL_RETRY || cls == KVC_CALL_FAIL;
+    kvc_routing_count(rt, strcmp(c->obs.route, "local") == 0, strcmp(c->obs.route, "forwarded") == 0,
+                      retried, failed, 0);
+    kvc_free(choice);
+}
+
+/* Routes one request to its endpoint: per-model requests through the
+ * router when there is one (local_only: a request another peer forwarded,
+ * served here or not at all). */
+static void s_dispatch(s_ctx_t *c, int local_only)
 {
     char msg[256];
     int rc = kvc_route_parse(c->req->method, c->req->path, &c->route, msg, sizeof msg);
@@ -909,15 +1141,17 @@ static void s_dispatch(s_ctx_t *c)
     }
     c->obs.model = c->route.model;
     c->obs.endpoint = kvc_route_name(c->route.kind);
-    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++) {
-        if (s_routes[i].kind != c->route.kind)
-            continue;
-        if (s_routes[i].per_model && s_fwd(c, kvc_forward_find(&c->call)) != 0)
-            return;
-        s_routes[i].handle(c);
+    int i = s_route_index(c->route.kind);
+    if (i < 0) {
+        kvc_http_error(c->resp, 404, "no such endpoint");
         return;
     }
-    kvc_http_error(c->resp, 404, "no such endpoint");
+    if (s_routes[i].per_model && c->p->rt && !local_only)
+        s_routed(c, i);
+    else if (s_routes[i].per_model && c->p->rt)
+        s_attempt_local(c, i);
+    else
+        s_run_local(c, i);
 }
 
 int kvc_proxy_inline_ok(void *arg, const kvc_http_req_t *req)
@@ -939,11 +1173,14 @@ struct kvc_grpc_client *kvc_proxy_engine(kvc_proxy_t *self)
     return kvc_forward_engine(self->fw);
 }
 
-void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+/* Runs one request: routed (kind 0), or forwarded here by another peer
+ * (kind 1; *call_class gets how it ended). */
+static void s_handle(kvc_proxy_t *p, const kvc_http_req_t *req, kvc_http_resp_t *resp,
+                     int forwarded, const char *constraint, int *call_class)
 {
     s_ctx_t c;
     memset(&c, 0, sizeof c);
-    c.p = arg;
+    c.p = p;
     c.req = req;
     c.resp = resp;
     c.call.fw = c.p->fw;
@@ -952,10 +1189,34 @@ void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *res
     c.call.grpc_status = -1;
     c.obs.model = "";
     c.obs.endpoint = "none";
-    c.obs.route = "local";
+    c.obs.route = forwarded ? "served" : "local";
+    c.obs.site = "";
     c.obs.request_bytes = req->body_len;
     double t0 = s_now_s();
-    s_dispatch(&c);
+    int refused = 0;
+    if (forwarded && p->rt && constraint && constraint[0]) {
+        kvc_router_constraint_t cons;
+        kvc_err_t err = {0};
+        if (kvc_router_constraint_parse(constraint, strlen(constraint), &cons, &err) != 0) {
+            kvc_http_error(resp, 400, "%s: %s", KVC_PROXY_CONSTRAINT_HEADER, err.msg);
+            refused = 1;
+            if (call_class)
+                *call_class = KVC_CALL_REJECT;
+        } else if (!kvc_routing_local_meets(p->rt, &cons)) {
+            kvc_http_error(resp, 503, "site %s does not meet the constraint \"%s\"",
+                           kvc_routing_site(p->rt), constraint);
+            refused = 1;
+            if (call_class)
+                *call_class = KVC_CALL_RETRY;
+        }
+    }
+    if (!refused) {
+        s_dispatch(&c, forwarded);
+        if (call_class)
+            *call_class = s_local_class(&c);
+        if (forwarded)
+            c.obs.site = resp->served_by;
+    }
     if (resp->status < 100 || resp->status > 599)
         kvc_http_error(resp, 500, "internal error: no answer");
     if (c.p->observe) {
@@ -968,4 +1229,71 @@ void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *res
         c.p->observe(c.p->observe_arg, &c.obs);
     }
     kvc_forward_end(&c.call); /* the table it used may go now */
+}
+
+void kvc_proxy_handle(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+{
+    s_handle(arg, req, resp, 0, NULL, NULL);
+}
+
+void kvc_proxy_handle_forwarded(kvc_proxy_t *p, const kvc_http_req_t *req, const char *constraint,
+                                kvc_http_resp_t *resp, int *call_class)
+{
+    int cls = KVC_CALL_FAIL;
+    s_handle(p, req, resp, 1, constraint, &cls);
+    if (call_class)
+        *call_class = cls;
+}
+
+size_t kvc_proxy_local_health(kvc_proxy_t *p, kvc_proxy_model_health_t *out, size_t cap)
+{
+    if (!p->rt)
+        return 0;
+    kvc_fwd_call_t call;
+    memset(&call, 0, sizeof call);
+    call.fw = p->fw;
+    size_t n = kvc_forward_size(&call), k = 0;
+    for (size_t i = 0; i < n && k < cap; i++) {
+        const kvc_fwd_backend_t *be = kvc_forward_backend(&call, i);
+        kvc_routing_local_health(p->rt, be->model, &out[k++]);
+    }
+    kvc_forward_end(&call);
+    return k;
+}
+
+int kvc_proxy_explain(kvc_proxy_t *p, const char *model, const char *constraint,
+                      kvc_router_choice_t *choice_out, char *buf, size_t size, kvc_err_t *err)
+{
+    if (!p->rt)
+        return kvc_err_set(err, KVC_EINVAL, "this peer's proxy does not route (no sites)");
+    kvc_router_constraint_t cons;
+    if (constraint && constraint[0] &&
+        kvc_router_constraint_parse(constraint, strlen(constraint), &cons, err) != 0)
+        return KVC_EPARSE;
+    kvc_router_choice_t *choice = kvc_malloc(sizeof *choice);
+    if (!choice)
+        return kvc_err_set(err, KVC_ENOMEM, "out of memory");
+    kvc_err_t cerr = {0};
+    int rc = kvc_routing_choose(p->rt, model, kvc_forward_has(p->fw, model),
+                                constraint && constraint[0] ? &cons : NULL, choice, &cerr);
+    if (rc != 0 && rc != KVC_EUNAVAIL) {
+        kvc_free(choice);
+        if (err)
+            *err = cerr;
+        return rc;
+    }
+    rc = kvc_router_explain_json(choice, buf, size, NULL);
+    if (choice_out)
+        *choice_out = *choice;
+    kvc_free(choice);
+    if (rc != 0)
+        return kvc_err_set(err, rc, "the explanation does not fit in %zu bytes", size);
+    return 0;
+}
+
+void kvc_proxy_route_stats(kvc_proxy_t *p, kvc_proxy_route_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (p->rt)
+        kvc_routing_stats(p->rt, out);
 }

@@ -13,6 +13,7 @@
 
 #include "base.h"
 #include "http_server.h"
+#include "router.h"
 #include "tensor.h"
 
 #include <stddef.h>
@@ -69,7 +70,10 @@ typedef void (*kvc_proxy_log_fn)(void *arg, int level, const char *msg);
 typedef struct {
     const char *model;    /* "" when the path named none */
     const char *endpoint; /* kvc_route_name(): "predict", "infer", ... */
-    const char *route;    /* "local" (later: "remote") */
+    const char *route;    /* "local", "forwarded" (answered at another site),
+                             "served" (answered here for another peer) */
+    const char *site;     /* the site that answered ("" when none did) */
+    int retried;          /* a second site was tried after a retryable failure */
     int http_status;
     int grpc_status;               /* -1 when no backend call was made */
     double seconds;                /* handler time */
@@ -91,6 +95,70 @@ typedef void (*kvc_proxy_observe_fn)(void *arg, const kvc_proxy_observation_t *o
  */
 typedef size_t (*kvc_proxy_where_fn)(void *arg, const char *model, char *buf, size_t cap);
 
+/*
+ * Routing across sites (issue 18). A proxy given a sites callback routes
+ * every per-model request with federation/router.h: it serves locally
+ * while its own backend for the model is healthy and not saturated, else
+ * forwards to the best other site that serves the model, and retries a
+ * call that failed retryably once at the next site within the client's
+ * deadline. The proxy keeps the router (breakers, hysteresis) and the
+ * local figures (in flight, latency window); the caller supplies the other
+ * sites and the transport.
+ */
+
+/* One other site serving a model, as the caller knows it now: s's numeric
+ * fields are the caller's to fill; its string pointers are set by the
+ * proxy to the arrays here. */
+typedef struct {
+    char site[KVC_ROUTER_NAME_MAX + 1];
+    char region[KVC_ROUTER_NAME_MAX + 1];
+    char arch[KVC_ROUTER_NAME_MAX + 1];
+    kvc_router_site_t s;
+} kvc_proxy_site_t;
+
+/* Fills out[0..cap) with the other sites (never this one) that may serve
+ * model; returns how many. Called on HTTP threads and fibers: thread-safe
+ * and quick (no network). */
+typedef size_t (*kvc_proxy_sites_fn)(void *arg, const char *model, kvc_proxy_site_t *out,
+                                     size_t cap);
+
+/* A request to run at another site's peer. Borrowed until done is called. */
+typedef struct {
+    const char *model; /* the route's model, to pick the site's peer */
+    const char *method, *path, *content_type, *accept, *inference_header_length;
+    const char *constraint; /* the client's, passed on; NULL = none */
+    const uint8_t *body;
+    size_t body_len;
+    uint32_t timeout_ms; /* what is left of the client's deadline */
+} kvc_proxy_remote_req_t;
+
+/* Its answer, filled by the transport before done. */
+typedef struct {
+    int answered;  /* 0: no answer came (unreachable, timed out, refused) */
+    int timed_out; /* with answered 0: the deadline passed (else: could not reach) */
+    int status;    /* the remote proxy's HTTP status */
+    char content_type[96];
+    uint8_t *body; /* kvc_malloc'd; the proxy takes it */
+    size_t body_len;
+    char header_name[64], header_value[64];
+    int call_class; /* the remote's own kvc_call_class_t for its backend call */
+    char served_by[64];
+    char error[256]; /* why there is no answer */
+} kvc_proxy_remote_resp_t;
+
+/* Sends req to a peer of site. Returns 0 when sent: done(done_arg) is then
+ * called exactly once, from any thread, after resp is filled. Nonzero: no
+ * peer of the site can be reached now (resp->error says why; done is not
+ * called). */
+typedef int (*kvc_proxy_remote_fn)(void *arg, const char *site, const kvc_proxy_remote_req_t *req,
+                                   kvc_proxy_remote_resp_t *resp, void (*done)(void *done_arg),
+                                   void *done_arg);
+
+/* The header a client names a constraint in (router.h's syntax), and the
+ * one it may give its deadline in, in milliseconds. */
+#define KVC_PROXY_CONSTRAINT_HEADER "Kvc-Constraint"
+#define KVC_PROXY_DEADLINE_HEADER "Kvc-Timeout-Ms"
+
 typedef struct {
     const kvc_proxy_backend_t *backends; /* the config's; may be none */
     size_t n_backends;
@@ -110,6 +178,19 @@ typedef struct {
      * "model \"M\" is not in the registry". */
     kvc_proxy_where_fn where;
     void *where_arg;
+    /* Routing; sites NULL = no routing (everything local, as before). */
+    kvc_proxy_sites_fn sites;
+    void *sites_arg;
+    kvc_proxy_remote_fn remote;
+    void *remote_arg;
+    const char *site;   /* this site's name (required with sites) */
+    const char *region; /* may be NULL */
+    const char *arch;   /* NULL: uname's machine */
+    kvc_accel_t accel;
+    uint32_t accel_count;
+    uint32_t capacity; /* in-flight requests per model that saturate the local
+                          backend; 0 = unknown (never saturated) */
+    const kvc_router_config_t *router; /* NULL: defaults */
 } kvc_proxy_opts_t;
 
 typedef struct kvc_proxy kvc_proxy_t;
@@ -140,6 +221,41 @@ kvc_proxy_t *kvc_proxy_new(const kvc_proxy_opts_t *opts, kvc_err_t *err);
  */
 int kvc_proxy_set_models(kvc_proxy_t *p, const kvc_proxy_backend_t *models, size_t n,
                          kvc_err_t *err);
+
+/*
+ * Serves a request another peer forwarded, on this site's backend only (it
+ * is never forwarded again). req->conn is NULL; constraint is the client's
+ * (checked again here: a site that does not meet it answers 503). Fills
+ * resp as kvc_proxy_handle does and *call_class with how the backend call
+ * ended (kvc_call_class_t), so the sender can tell a retryable failure.
+ */
+void kvc_proxy_handle_forwarded(kvc_proxy_t *p, const kvc_http_req_t *req, const char *constraint,
+                                kvc_http_resp_t *resp, int *call_class);
+
+/* This site's figures per model it serves, for the health gossip: fills
+ * out[0..cap) and returns how many (models of the local table). */
+typedef struct {
+    char model[KVC_ROUTER_MODEL_MAX + 1];
+    int ready;        /* a backend is configured and its breaker is not open */
+    uint32_t in_flight;
+    uint32_t capacity;
+    int64_t p50_us, p99_us; /* -1: no request in the window */
+} kvc_proxy_model_health_t;
+size_t kvc_proxy_local_health(kvc_proxy_t *p, kvc_proxy_model_health_t *out, size_t cap);
+
+/* Explains the route a request for model (with constraint text, may be
+ * NULL) would take now: the choice into *choice (may be NULL) and as
+ * router.h's JSON into buf. It is a real choice (the router's hysteresis
+ * state moves as for a request). Returns 0 (also when no site qualifies:
+ * the choice says why), or an error with err (bad constraint: KVC_EPARSE). */
+int kvc_proxy_explain(kvc_proxy_t *p, const char *model, const char *constraint,
+                      kvc_router_choice_t *choice, char *buf, size_t size, kvc_err_t *err);
+
+/* Counters of routed requests (totals; per model and site go to observe). */
+typedef struct {
+    uint64_t local, forwarded, retried, failed, no_route;
+} kvc_proxy_route_stats_t;
+void kvc_proxy_route_stats(kvc_proxy_t *p, kvc_proxy_route_stats_t *out);
 
 /* Stops the gRPC client and frees everything; nulls *self_p. */
 void kvc_proxy_destroy(kvc_proxy_t **self_p);
