@@ -1237,6 +1237,70 @@ static const s_field_t s_registry_fields[] = {
     {"kserve_image", s_v_image, S_CFG(registry_kserve_image), NULL, 0, 0},
 };
 
+/* routing.enabled: true or false. */
+static int s_v_bool(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    static const char *const names[] = {"false", "true"};
+    int i = 0;
+    int rc = s_take_choice(ctx, names, 2, "true, false", &i);
+    if (!rc)
+        *(int *)s_target(f, obj) = i;
+    return rc;
+}
+
+/* routing.accelerator: the router's kinds. */
+static int s_v_accel(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    static const char *const names[] = {"none", "nvidia", "amd", "tpu", "npu"};
+    int i = 0;
+    int rc = s_take_choice(ctx, names, 5, "none, nvidia, amd, tpu, npu", &i);
+    if (!rc)
+        kvc_strlcpy(s_target(f, obj), names[i], f->size);
+    return rc;
+}
+
+/* routing.arch: "" or a name as uname -m gives it (x86_64, arm64, armhf). */
+static int s_v_arch(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc || !dst[0])
+        return rc;
+    for (const char *p = dst; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' ||
+              *p == '.'))
+            return s_bad_value(ctx, "must be [a-z0-9._-]{1,63}, e.g. x86_64 or arm64");
+    return 0;
+}
+
+/* routing.forward_listen / forward_advertise: "" (derived) or tcp://HOST:PORT. */
+static int s_v_opt_endpoint(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char *dst = s_target(f, obj);
+    int rc = s_take_string(ctx, dst, f->size);
+    if (rc || dst[0] == '\0')
+        return rc;
+    return s_v_endpoint(ctx, f, obj);
+}
+
+static const s_field_t s_routing_fields[] = {
+    {"enabled", s_v_bool, S_CFG(routing_enabled), NULL, 0, 0},
+    {"forward_listen", s_v_opt_endpoint, S_CFG(routing_forward_listen), NULL, S_EP_PORT0, 0},
+    {"forward_advertise", s_v_opt_endpoint, S_CFG(routing_forward_advertise), NULL,
+     S_EP_NO_WILDCARD, 0},
+    {"capacity", s_v_u32_strict, S_CFG(routing_capacity), NULL, 0, 1000000},
+    {"arch", s_v_arch, S_CFG(routing_arch), NULL, 0, 0},
+    {"accelerator", s_v_accel, S_CFG(routing_accelerator), NULL, 0, 0},
+    {"accelerator_count", s_v_u32_strict, S_CFG(routing_accelerator_count), NULL, 0, 1024},
+};
+
+/* routing: */
+static int s_v_routing(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    (void)f;
+    return s_parse_mapping(ctx, s_routing_fields, sizeof s_routing_fields / sizeof s_routing_fields[0], obj);
+}
+
 /* jobs.connection: ssh or local. */
 static int s_v_connection(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
@@ -1343,6 +1407,7 @@ static const s_field_t s_root_fields[] = {
     {"kubernetes", s_v_kube, 0, 0, NULL, 0, 0},
     {"registry", s_v_registry, 0, 0, NULL, 0, 0},
     {"jobs", s_v_jobs, 0, 0, NULL, 0, 0},
+    {"routing", s_v_routing, 0, 0, NULL, 0, 0},
     {"log", s_v_log, 0, 0, NULL, 0, 0},
 };
 
@@ -1458,6 +1523,8 @@ void kvc_config_defaults(kvc_config_t *cfg)
     kvc_strlcpy(cfg->jobs_connection, "ssh", sizeof cfg->jobs_connection);
     kvc_strlcpy(cfg->jobs_ssh_user, "root", sizeof cfg->jobs_ssh_user);
     cfg->jobs_timeout_s = 3600;
+    cfg->routing_enabled = 1;
+    kvc_strlcpy(cfg->routing_accelerator, "none", sizeof cfg->routing_accelerator);
     cfg->log_level = KVC_LOG_INFO;
 }
 

@@ -137,6 +137,14 @@ typedef struct {
     char jobs_connection[16];               /* "ssh" or "local" */
     char jobs_ssh_user[64];                 /* the user Ansible logs in as on a node */
     uint32_t jobs_timeout_s;                /* a job running longer is killed */
+    /* routing: cross-site routing and failover of inference requests */
+    int routing_enabled;                    /* 0: serve only this site's models */
+    char routing_forward_listen[KVC_ENDPOINT_MAX];    /* "" = federation.listen's host, port 0 */
+    char routing_forward_advertise[KVC_ENDPOINT_MAX]; /* "" = advertise's host, bound port */
+    uint32_t routing_capacity;              /* in-flight per model that saturate; 0 = unknown */
+    char routing_arch[KVC_NAME_MAX];        /* "" = uname's */
+    char routing_accelerator[16];           /* none, nvidia, amd, tpu, npu */
+    uint32_t routing_accelerator_count;
 
     /* log.* */
     kvc_log_level_t log_level;

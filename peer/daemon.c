@@ -36,6 +36,7 @@
 #include "models_ctl.h"
 #include "repmap.h"
 #include "site_models.h"
+#include "site_routing.h"
 #include "store.h"
 #include "swim.h"
 #include "wire.h"
@@ -107,6 +108,7 @@ struct kvc_daemon {
     uint64_t registry_gen;           /* the registry's generation last seen */
     kvc_site_models_t *site_models;  /* what this site serves; its reconciliation */
     kvc_job_runner_t *jobs;          /* node setup and cluster creation (the coordinator's) */
+    kvc_site_routing_t *routing;     /* health gossip, routes, request forwarding */
     kvc_core_set_t cores;            /* channel -> core; every core's timers */
     kvc_outbox_t out;                /* what the cores said, flushed after every call */
     kvc_proxy_t *proxy;              /* inference proxy (HTTP loop and threads) */
@@ -1461,6 +1463,31 @@ static int s_cmd_info(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ct
     s_info(ctx, ents, "jobs", "interrupted", "%llu", (unsigned long long)js.interrupted);
     s_info(ctx, ents, "jobs", "cancelled", "%llu", (unsigned long long)js.cancelled);
     s_info(ctx, ents, "jobs", "running", "%s", js.running[0] ? js.running : "-");
+    kvc_site_routing_stats_t rts;
+    kvc_site_routing_stats(self->routing, &rts);
+    kvc_proxy_route_stats_t prs = {0};
+    if (self->proxy)
+        kvc_proxy_route_stats(self->proxy, &prs);
+    s_info(ctx, ents, "routing", "enabled", "%s", self->cfg.routing_enabled ? "true" : "false");
+    s_info(ctx, ents, "routing", "forward_endpoint", "%s",
+           kvc_site_routing_forward_endpoint(self->routing)[0]
+               ? kvc_site_routing_forward_endpoint(self->routing)
+               : "-");
+    s_info(ctx, ents, "routing", "members_reporting", "%zu", rts.members_reporting);
+    s_info(ctx, ents, "routing", "requests_local", "%llu", (unsigned long long)prs.local);
+    s_info(ctx, ents, "routing", "requests_forwarded", "%llu", (unsigned long long)prs.forwarded);
+    s_info(ctx, ents, "routing", "requests_retried", "%llu", (unsigned long long)prs.retried);
+    s_info(ctx, ents, "routing", "requests_failed", "%llu", (unsigned long long)prs.failed);
+    s_info(ctx, ents, "routing", "forwards_sent", "%llu", (unsigned long long)rts.forwards_sent);
+    s_info(ctx, ents, "routing", "forwards_answered", "%llu",
+           (unsigned long long)rts.forwards_answered);
+    s_info(ctx, ents, "routing", "forwards_failed", "%llu", (unsigned long long)rts.forwards_failed);
+    s_info(ctx, ents, "routing", "served", "%llu", (unsigned long long)rts.served);
+    s_info(ctx, ents, "routing", "refused", "%llu", (unsigned long long)rts.refused);
+    s_info(ctx, ents, "routing", "reports_sent", "%llu", (unsigned long long)rts.reports_sent);
+    s_info(ctx, ents, "routing", "reports_received", "%llu",
+           (unsigned long long)rts.reports_received);
+    s_info(ctx, ents, "routing", "reports_dropped", "%llu", (unsigned long long)rts.reports_dropped);
 #ifdef KVC_NEXT_KIND
     s_info(ctx, ents, "next", "sent", "%llu", (unsigned long long)self->next->sent);
     s_info(ctx, ents, "next", "received", "%llu", (unsigned long long)self->next->received);
@@ -1629,6 +1656,56 @@ static int s_cmd_tokens(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *
     return kvc_nodes_ctl_tokens(&((kvc_daemon_t *)arg)->site_kv, req, ctx);
 }
 
+/* Where a request for a model would go now, and why (the proxy's router). */
+static int s_cmd_route(void *arg, const Kvc__Ctl__Request *req, kvc_ctl_ctx_t *ctx)
+{
+    kvc_daemon_t *self = arg;
+    const char *model = kvc_ctl_arg(req, "model");
+    const char *constraint = kvc_ctl_arg(req, "constraint");
+    if (!model || !model[0])
+        return kvc_ctl_fail(ctx, KVC_EINVAL, "route needs a model name");
+    if (!self->proxy)
+        return kvc_ctl_fail(ctx, KVC_EINVAL, "this peer runs no proxy (http.listen is \"\")");
+    kvc_router_choice_t *ch = kvc_ctl_alloc(ctx, 1, sizeof *ch);
+    char *json = kvc_ctl_alloc(ctx, 1, 32768);
+    char **lines = kvc_ctl_alloc(ctx, KVC_ROUTER_SITES_MAX + 2, sizeof *lines);
+    if (!ch || !json || !lines)
+        return KVC_ENOMEM;
+    kvc_err_t err = {0};
+    int rc = kvc_proxy_explain(self->proxy, model, constraint, ch, json, 32768, &err);
+    if (rc)
+        return kvc_ctl_fail(ctx, rc, "%s", err.msg);
+    ctx->rep.json = json;
+    ctx->rep.lines = lines;
+    size_t n = 0;
+    char *l = kvc_ctl_alloc(ctx, 1, 256);
+    if (!l)
+        return KVC_ENOMEM;
+    if (ch->n_ranked)
+        snprintf(l, 256, "%s: a request goes to %s%s", model, ch->cands[0].site,
+                 ch->cands[0].is_local ? " (this site)" : "");
+    else
+        snprintf(l, 256, "%s: no site can serve it now", model);
+    lines[n++] = l;
+    for (size_t i = 0; i < ch->n; i++) {
+        const kvc_router_cand_t *c = &ch->cands[i];
+        if (!(l = kvc_ctl_alloc(ctx, 1, 256)))
+            return KVC_ENOMEM;
+        if (c->reason == KVC_ROUTER_ELIGIBLE)
+            snprintf(l, 256, "  %zu. %-20s score %.1f ms = rtt %.1f + latency %.1f + load %.1f%s%s%s%s",
+                     i + 1, c->site, c->score_ms, c->rtt_ms, c->latency_ms, c->load_ms,
+                     c->is_local ? "  (this site)" : "", c->current ? "  (current)" : "",
+                     c->held ? "  (held down: was not ready)" : "",
+                     c->probe ? "  (probe: circuit half-open)" : "");
+        else
+            snprintf(l, 256, "  -  %-20s excluded: %s%s", c->site, kvc_router_reason_name(c->reason),
+                     c->is_local ? "  (this site)" : "");
+        lines[n++] = l;
+    }
+    ctx->rep.n_lines = n;
+    return 0;
+}
+
 /* The command table: a command is one row. */
 static const kvc_ctl_cmd_t s_commands[] = {
     {"status", s_cmd_status, {NULL}, "this peer: identity, links, membership counts"},
@@ -1658,6 +1735,7 @@ static const kvc_ctl_cmd_t s_commands[] = {
     {"jobs-logs", s_cmd_jobs_logs, {"id", NULL}, "a job's log"},
     {"jobs-cancel", s_cmd_jobs_cancel, {"id", NULL}, "cancel a job"},
     {"jobs-retry", s_cmd_jobs_retry, {"id", NULL}, "run a finished job again"},
+    {"route", s_cmd_route, {"model", NULL}, "where a request for a model would go, and why"},
 };
 
 /* Answers one control request. */
@@ -1788,6 +1866,16 @@ static void s_to_node(void *arg, const uint8_t *routing, size_t rlen, const uint
     kvc_free(buf);
 }
 
+/* Is our link to member id up (loop thread)? */
+static int s_member_link_up(void *arg, const char *id)
+{
+    kvc_daemon_t *self = arg;
+    kvc_link_t *link = zhashx_lookup(self->by_member, id);
+    return link && s_link_up(link, s_now_ms());
+}
+
+static size_t s_model_where(void *arg, const char *model, char *buf, size_t cap);
+
 /* Builds the membership core from the profile and the timing overrides. */
 static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
 {
@@ -1861,6 +1949,21 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
                                     kvc_coord_election(self->coord), err);
     if (!self->jobs)
         return KVC_ENOMEM;
+    kvc_site_routing_env_t renv = {.cfg = &self->cfg,
+                                   .self_id = self->self_id,
+                                   .id = &self->id,
+                                   .trust = self->trust,
+                                   .advertise = self->advertise,
+                                   .revoked = s_zap_revoked, /* reads only the config */
+                                   .revoked_arg = self,
+                                   .link_up = s_member_link_up,
+                                   .link_arg = self,
+                                   .where = s_model_where,
+                                   .where_arg = self,
+                                   .epoch = self->started_ms};
+    self->routing = kvc_site_routing_new(&renv, self->swim, err);
+    if (!self->routing)
+        return KVC_ENOMEM;
     self->broker = kvc_broker_new(&self->cfg, self->self_id, &self->site_kv,
                                   kvc_coord_election(self->coord), s_to_node, self, err);
     if (!self->broker)
@@ -1882,6 +1985,8 @@ static int s_swim_create(kvc_daemon_t *self, kvc_err_t *err)
         rc = kvc_core_set_add(&self->cores, &kvc_site_models_core_ops, self->site_models);
     if (rc == 0)
         rc = kvc_core_set_add(&self->cores, &kvc_job_runner_core_ops, self->jobs);
+    if (rc == 0)
+        rc = kvc_core_set_add(&self->cores, &kvc_site_routing_core_ops, self->routing);
 #ifdef KVC_NEXT_KIND
     if (rc == 0 && !(self->next = kvc_calloc(1, sizeof *self->next)))
         rc = KVC_ENOMEM;
@@ -2041,6 +2146,23 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
         .log = s_proxy_log,
         .where = s_model_where,
         .where_arg = self};
+    if (self->cfg.routing_enabled) {
+        static const kvc_accel_t kinds[] = {KVC_ACCEL_NONE, KVC_ACCEL_NVIDIA, KVC_ACCEL_AMD,
+                                            KVC_ACCEL_TPU, KVC_ACCEL_NPU};
+        static const char *const names[] = {"none", "nvidia", "amd", "tpu", "npu"};
+        for (size_t i = 0; i < 5; i++)
+            if (strcmp(self->cfg.routing_accelerator, names[i]) == 0)
+                po.accel = kinds[i];
+        po.sites = kvc_site_routing_sites;
+        po.sites_arg = self->routing;
+        po.remote = kvc_site_routing_remote;
+        po.remote_arg = self->routing;
+        po.site = self->cfg.site;
+        po.region = self->cfg.region;
+        po.arch = self->cfg.routing_arch;
+        po.accel_count = self->cfg.routing_accelerator_count;
+        po.capacity = self->cfg.routing_capacity;
+    }
     self->proxy = kvc_proxy_new(&po, err);
     if (!self->proxy) {
         kvc_err_prefix(err, "proxy: ");
@@ -2061,7 +2183,7 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
     snprintf(self->http_endpoint, sizeof self->http_endpoint, "%s:%u", host,
              kvc_http_server_port(self->http));
     kvc_site_models_set_http(self->site_models, self->http_endpoint);
-    return KVC_OK;
+    return kvc_site_routing_start(self->routing, self->proxy, err);
 }
 
 /* Starts scraping the model servers that have a metrics_url, if any. */
@@ -2292,6 +2414,7 @@ void kvc_daemon_destroy(kvc_daemon_t **self_p)
         return;
     kvc_daemon_t *self = *self_p;
     kvc_http_server_destroy(&self->http); /* stops the threads that use the proxy */
+    kvc_site_routing_destroy(&self->routing); /* forwarding workers use the proxy too */
     kvc_proxy_destroy(&self->proxy);
     kvc_backend_scrape_destroy(&self->scrape); /* before the registry it reports to */
     kvc_peer_metrics_destroy(&self->metrics);

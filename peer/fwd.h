@@ -70,6 +70,8 @@ typedef struct {
     size_t body_len;
     char header_name[64], header_value[64]; /* one extra header, "" = none */
     char error[256];                        /* short reason when code != 0 */
+    int call_class;                         /* code OK: a kvc_call_class_t (0..4) */
+    char served_by[64];                     /* code OK: the answering site, "" unknown */
 } kvc_fwd_resp_t;
 
 /* Frees resp->body and zeroes *resp. */

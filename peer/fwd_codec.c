@@ -10,6 +10,7 @@
  */
 #include "fwd.h"
 
+#include "breaker.h"
 #include "credential.h"
 #include "forward.pb-c.h"
 #include "pb_alloc.h"
@@ -185,7 +186,11 @@ int kvc_fwd_reply_encode(uint64_t id, const kvc_fwd_resp_t *resp, size_t max_bod
     Kvc__Fwd__ForwardReply m = KVC__FWD__FORWARD_REPLY__INIT;
     /* The fixed fields may lack a NUL if a handler filled them carelessly. */
     char ctype[sizeof resp->content_type], hname[sizeof resp->header_name],
-        hvalue[sizeof resp->header_value], error[sizeof resp->error];
+        hvalue[sizeof resp->header_value], error[sizeof resp->error],
+        served[sizeof resp->served_by];
+    if (resp->call_class < 0 || resp->call_class > KVC_CALL_ABANDON)
+        return KVC_EINVAL;
+    snprintf(served, sizeof served, "%.*s", (int)sizeof served - 1, resp->served_by);
     snprintf(ctype, sizeof ctype, "%.*s", (int)sizeof ctype - 1, resp->content_type);
     snprintf(hname, sizeof hname, "%.*s", (int)sizeof hname - 1, resp->header_name);
     snprintf(hvalue, sizeof hvalue, "%.*s", (int)sizeof hvalue - 1, resp->header_value);
@@ -199,6 +204,8 @@ int kvc_fwd_reply_encode(uint64_t id, const kvc_fwd_resp_t *resp, size_t max_bod
     m.header_name = hname;
     m.header_value = hvalue;
     m.error = error;
+    m.call_class = (uint32_t)resp->call_class;
+    m.served_by = served;
     size_t n = kvc__fwd__forward_reply__get_packed_size(&m);
     uint8_t *buf = kvc_malloc(n ? n : 1);
     if (!buf)
@@ -233,11 +240,13 @@ int kvc_fwd_reply_decode(const uint8_t *data, size_t len, size_t max_body, uint6
         return kvc_pb_alloc_error(&t);
     int rc = KVC_EINVAL;
     *id = m->id;
-    if (m->code > KVC_FWD_SHUTDOWN || m->status < 0 || m->status > 999 || m->body.len > max_body)
+    if (m->code > KVC_FWD_SHUTDOWN || m->status < 0 || m->status > 999 ||
+        m->body.len > max_body || m->call_class > KVC_CALL_ABANDON)
         goto done;
     if (!s_field(out->content_type, sizeof out->content_type, m->content_type) ||
         !s_field(out->header_name, sizeof out->header_name, m->header_name) ||
-        !s_field(out->header_value, sizeof out->header_value, m->header_value))
+        !s_field(out->header_value, sizeof out->header_value, m->header_value) ||
+        !s_field(out->served_by, sizeof out->served_by, m->served_by))
         goto done;
     /* The error is only shown: cut it, and blank control characters. */
     snprintf(out->error, sizeof out->error, "%s", m->error ? m->error : "");
@@ -255,6 +264,7 @@ int kvc_fwd_reply_decode(const uint8_t *data, size_t len, size_t max_body, uint6
     }
     out->code = (int)m->code;
     out->status = m->status;
+    out->call_class = (int)m->call_class;
     rc = KVC_OK;
 done:
     if (rc != KVC_OK) {

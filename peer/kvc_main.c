@@ -16,6 +16,7 @@
 #include "cli_join.h"
 #include "cli_jobs.h"
 #include "cli_models.h"
+#include "cli_route.h"
 #include "pb_alloc.h"
 #include "cli_out.h"
 #include "config.h"
@@ -1232,6 +1233,7 @@ static void s_usage(FILE *f)
           "  jobs list|show ID|logs ID [--follow]|cancel ID|retry ID\n"
           "\nThe model registry (kvc models --help):\n"
           "  models publish|list|show|retire|status       publish models, see where they run\n"
+          "  route MODEL [--constraint C]                 where a request would go, and why\n"
           "\nOn a new node:\n"
           "  join --site S --peer EP --peer-key K --key F  get a join token (kvc join --help)\n"
           "\nOptions:\n"
@@ -1282,6 +1284,8 @@ int main(int argc, char **argv)
             return kvc_cli_models(argc - i, argv + i, o.config, o.control, o.json, o.timeout_ms);
         if (!cmd && strcmp(a, "jobs") == 0)
             return kvc_cli_jobs(argc - i, argv + i, o.config, o.control, o.json, o.timeout_ms);
+        if (!cmd && strcmp(a, "route") == 0)
+            return kvc_cli_route(argc - i, argv + i, o.config, o.control, o.json, o.timeout_ms);
         if (!cmd && strcmp(a, "cluster") == 0)
             return kvc_cli_cluster(argc - i, argv + i, o.config, o.control, o.json, o.timeout_ms);
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {

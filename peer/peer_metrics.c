@@ -47,6 +47,7 @@ struct kvc_peer_metrics {
     int have_gossiped;
 
     kvc_metric_t *rejects, *gossip_msgs, *gossip_bytes, *members, *peers_up;
+    kvc_metric_t *routed;
     kvc_metric_t *requests, *errors, *latency, *req_bytes, *resp_bytes, *backend_errors;
     kvc_metric_t *backend_bytes;
 
@@ -195,6 +196,13 @@ kvc_peer_metrics_t *kvc_peer_metrics_new(const char *site, const char *name, con
     self->requests = kvc_metrics_counter(r, "kvc_proxy_requests_total",
                                          "Proxy HTTP requests by model, route and HTTP code.",
                                          "model,endpoint,route,code");
+    self->routed = kvc_metrics_counter(
+        r, "kvc_proxy_routed_requests_total",
+        "Routed proxy requests by model, the site that answered (destination) and outcome: local, "
+        "forwarded (answered at another site), retried (a second site answered after a "
+        "retryable failure), failed (no site answered), served (answered here for another "
+        "peer).",
+        "model,destination,outcome");
     self->errors = kvc_metrics_counter(
         r, "kvc_proxy_errors_total", "Proxy requests answered with a 5xx code, by model.", "model");
     self->latency =
@@ -469,6 +477,15 @@ void kvc_peer_metrics_observe(void *arg, const kvc_proxy_observation_t *obs)
                     (const char *[]){model, obs->endpoint ? obs->endpoint : "", route, code}, 1);
     if (obs->http_status >= 500)
         kvc_metrics_inc(self->errors, (const char *[]){model}, 1);
+    if (obs->site && (obs->site[0] || strcmp(route, "served") == 0)) {
+        const char *outcome = strcmp(route, "served") == 0 ? "served"
+                              : obs->http_status >= 500    ? "failed"
+                              : obs->retried               ? "retried"
+                                                           : route;
+        kvc_metrics_inc(self->routed,
+                        (const char *[]){model, obs->site[0] ? obs->site : "_none", outcome}, 1);
+        /* obs->site "_none": no site could take it (proxy.c) */
+    }
     kvc_metrics_observe(self->latency, (const char *[]){model, route}, obs->seconds);
     kvc_metrics_observe(self->req_bytes, (const char *[]){model}, (double)obs->request_bytes);
     kvc_metrics_observe(self->resp_bytes, (const char *[]){model}, (double)obs->response_bytes);

@@ -11,8 +11,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "breaker.h"
 #include "clock.h"
 #include "credential.h"
+#include "forward.pb-c.h"
 #include "fwd.h"
 #include "zap.h"
 
@@ -253,7 +255,9 @@ static void test_codec(void **state)
                            .content_type = "text/plain",
                            .header_name = "a",
                            .header_value = "b",
-                           .error = ""};
+                           .error = "",
+                           .call_class = KVC_CALL_RETRY,
+                           .served_by = "site-b"};
     resp.body = (uint8_t *)"xyz";
     resp.body_len = 3;
     assert_int_equal(kvc_fwd_reply_encode(9, &resp, 16, &buf, &len), KVC_OK);
@@ -265,10 +269,25 @@ static void test_codec(void **state)
     assert_string_equal(out.content_type, "text/plain");
     assert_string_equal(out.header_value, "b");
     assert_memory_equal(out.body, "xyz", 3);
+    assert_int_equal(out.call_class, KVC_CALL_RETRY);
+    assert_string_equal(out.served_by, "site-b");
     kvc_fwd_resp_clear(&out);
     assert_int_equal(kvc_fwd_reply_decode(buf, len, 2, &id, &out), KVC_EINVAL);
     assert_null(out.body);
     kvc_free(buf);
+    /* a call class outside kvc_call_class_t neither leaves nor enters */
+    resp.call_class = KVC_CALL_ABANDON + 1;
+    assert_int_equal(kvc_fwd_reply_encode(9, &resp, 16, &buf, &len), KVC_EINVAL);
+    {
+        Kvc__Fwd__ForwardReply m = KVC__FWD__FORWARD_REPLY__INIT;
+        m.id = 3;
+        m.call_class = KVC_CALL_ABANDON + 1;
+        uint8_t raw[64];
+        size_t rl = kvc__fwd__forward_reply__pack(&m, raw);
+        assert_int_equal(kvc_fwd_reply_decode(raw, rl, 16, &id, &out), KVC_EINVAL);
+        assert_null(out.body);
+    }
+    resp.call_class = KVC_CALL_SUCCESS;
     resp.code = KVC_FWD_UNREACHABLE; /* the client's own code never travels */
     assert_int_equal(kvc_fwd_reply_encode(9, &resp, 16, &buf, &len), KVC_EINVAL);
 }
