@@ -43,7 +43,9 @@ poll() {
 # write_config FILE NAME SITE REGION DATA_DIR IDENTITY TRUST [SEED_EP SEED_KEY]...
 # BACKENDS_YAML, if set, is the list under proxy.backends (already indented);
 # PROXY_YAML, if set with it, more proxy keys (indented two spaces);
-# FEDERATION_YAML, if set, more federation keys (indented two spaces).
+# FEDERATION_YAML, if set, more federation keys (indented two spaces);
+# ROUTING_YAML, if set, printed verbatim after the proxy section (a whole
+# section: ROUTING_YAML=$'routing:\n  accelerator: nvidia\n  accelerator_count: 1').
 write_config() {
     local file=$1 name=$2 site=$3 region=$4 dir=$5 id=$6 trust=$7
     shift 7
@@ -77,6 +79,7 @@ write_config() {
             echo "$BACKENDS_YAML"
             if [ -n "${PROXY_YAML:-}" ]; then echo "$PROXY_YAML"; fi
         fi
+        if [ -n "${ROUTING_YAML:-}" ]; then echo "$ROUTING_YAML"; fi
         echo "log:"
         echo "  level: ${KVC_LOG_LEVEL:-info}"
     } >"$file"
