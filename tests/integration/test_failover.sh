@@ -176,9 +176,11 @@ answers() {
 at_least() { [ "$(answers "$1" "${3:-.}")" -ge "$2" ]; }
 poll 20 "2 s of answers before the kill" at_least 0 $((RATE * 2))
 
+# the kill's time is taken before it: a request sent while kill and wait run
+# may already meet the dead server, and belongs to "during"
+KILL=$(($(now_ms) - T0))
 kill -9 "$MSPID_a"
 wait "$MSPID_a" 2>/dev/null || true
-KILL=$(($(now_ms) - T0))
 poll 20 "an answer served elsewhere after the kill" at_least "$KILL" 1 '"served_by": "site-[bc]"'
 poll 30 "3 s of answers during the outage" at_least $((KILL + 3000)) 1
 

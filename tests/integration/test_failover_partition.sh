@@ -169,9 +169,9 @@ answers() { # SINCE_MS [REGEX]
 }
 at_least() { [ "$(answers "$1" "${3:-.}")" -ge "$2" ]; }
 poll 20 "1 s of answers before the kill" at_least 0 "$RATE"
+KILL=$(($(now_ms) - T0)) # before the kill: see test_failover.sh
 kill -9 "$MSPID_a"
 wait "$MSPID_a" 2>/dev/null || true
-KILL=$(($(now_ms) - T0))
 poll 20 "an answer from c after the kill" at_least "$KILL" 1 '"served_by": "site-c"'
 poll 30 "4 s of answers during the outage" at_least $((KILL + 4000)) 1
 touch "$T/stop"
