@@ -11,8 +11,8 @@ run:     rate_client.py --url URL --rate N (--duration S | --stop-file F)
   Unix milliseconds (written before the first request), so a test can put
   its own events (date +%s%N) on the same time line as t_ms.
 summary: rate_client.py summary FILE.jsonl T0:T1 [T0:T1]...
-  Per window [t0,t1) ms of send time: count, non200, p50_ms, p99_ms and
-  served_by counts, as one JSON object {"T0:T1": {...}}.
+  Per window [t0,t1) ms of send time: count, non200, p50_ms, p99_ms,
+  served_by and route counts, as one JSON object {"T0:T1": {...}}.
 failover: rate_client.py failover FILE.jsonl --home SITE --kill-ms K
           --back-ms R [--restart-ms S] [--from-ms F]
   A run that lost its home site's backend at client time K (ms, as t_ms),
@@ -43,13 +43,7 @@ def summary(argv):
     out = {}
     for w in argv[1:]:
         t0, t1 = (float(x) for x in w.split(":"))
-        sel = [r for r in rows if t0 <= r["t_ms"] < t1]
-        by = {}
-        for r in sel:
-            by[r["served_by"]] = by.get(r["served_by"], 0) + 1
-        out[w] = {"count": len(sel), "non200": sum(1 for r in sel if r["status"] != 200),
-                  "p50_ms": pct([r["latency_ms"] for r in sel], 50),
-                  "p99_ms": pct([r["latency_ms"] for r in sel], 99), "served_by": by}
+        out[w] = window([r for r in rows if t0 <= r["t_ms"] < t1])
     print(json.dumps(out))
 
 
