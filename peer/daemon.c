@@ -2169,6 +2169,10 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
         kvc_err_prefix(err, "proxy: ");
         return KVC_EINVAL;
     }
+    /* forwarding before HTTP: no request may see the routing half started */
+    int rc = kvc_site_routing_start(self->routing, self->proxy, err);
+    if (rc)
+        return rc;
     kvc_http_opts_t ho = {.max_body = self->cfg.http_max_body,
                           .inline_ok = s_http_inline,
                           .engine = self->proxy ? kvc_proxy_engine(self->proxy) : NULL};
@@ -2184,7 +2188,7 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
     snprintf(self->http_endpoint, sizeof self->http_endpoint, "%s:%u", host,
              kvc_http_server_port(self->http));
     kvc_site_models_set_http(self->site_models, self->http_endpoint);
-    return kvc_site_routing_start(self->routing, self->proxy, err);
+    return KVC_OK;
 }
 
 /* Starts scraping the model servers that have a metrics_url, if any. */
