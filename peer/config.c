@@ -13,6 +13,7 @@
  */
 #include "config.h"
 #include "preprocess.h"
+#include "router.h"
 #include "tensor.h"
 
 #include <arpa/inet.h>
@@ -1248,14 +1249,16 @@ static int s_v_bool(s_ctx_t *ctx, const s_field_t *f, void *obj)
     return rc;
 }
 
-/* routing.accelerator: the router's kinds. */
+/* routing.accelerator: the router's kinds, stored as a kvc_accel_t (the
+ * names are in its order). */
 static int s_v_accel(s_ctx_t *ctx, const s_field_t *f, void *obj)
 {
     static const char *const names[] = {"none", "nvidia", "amd", "tpu", "npu"};
+    _Static_assert(KVC_ACCEL_NPU == 4 && KVC_ACCEL_NVIDIA == 1, "names follow kvc_accel_t");
     int i = 0;
     int rc = s_take_choice(ctx, names, 5, "none, nvidia, amd, tpu, npu", &i);
     if (!rc)
-        kvc_strlcpy(s_target(f, obj), names[i], f->size);
+        *(uint32_t *)s_target(f, obj) = (uint32_t)i;
     return rc;
 }
 
@@ -1291,7 +1294,7 @@ static const s_field_t s_routing_fields[] = {
     {"capacity", s_v_u32_strict, S_CFG(routing_capacity), NULL, 0, 1000000},
     {"hedge_ms", s_v_u32_strict, S_CFG(routing_hedge_ms), NULL, 0, 600000},
     {"arch", s_v_arch, S_CFG(routing_arch), NULL, 0, 0},
-    {"accelerator", s_v_accel, S_CFG(routing_accelerator), NULL, 0, 0},
+    {"accelerator", s_v_accel, S_CFG(routing_accel), NULL, 0, 0},
     {"accelerator_count", s_v_u32_strict, S_CFG(routing_accelerator_count), NULL, 0, 1024},
 };
 
@@ -1525,7 +1528,6 @@ void kvc_config_defaults(kvc_config_t *cfg)
     kvc_strlcpy(cfg->jobs_ssh_user, "root", sizeof cfg->jobs_ssh_user);
     cfg->jobs_timeout_s = 3600;
     cfg->routing_enabled = 1;
-    kvc_strlcpy(cfg->routing_accelerator, "none", sizeof cfg->routing_accelerator);
     cfg->log_level = KVC_LOG_INFO;
 }
 

@@ -144,7 +144,7 @@ typedef struct {
     uint32_t routing_capacity;              /* in-flight per model that saturate; 0 = unknown */
     uint32_t routing_hedge_ms;              /* hedge Kvc-Idempotent requests after; 0 = off */
     char routing_arch[KVC_NAME_MAX];        /* "" = uname's */
-    char routing_accelerator[16];           /* none, nvidia, amd, tpu, npu */
+    uint32_t routing_accel;                 /* a kvc_accel_t (router.h); 0 = none */
     uint32_t routing_accelerator_count;
 
     /* log.* */

@@ -2147,12 +2147,7 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
         .where = s_model_where,
         .where_arg = self};
     if (self->cfg.routing_enabled) {
-        static const kvc_accel_t kinds[] = {KVC_ACCEL_NONE, KVC_ACCEL_NVIDIA, KVC_ACCEL_AMD,
-                                            KVC_ACCEL_TPU, KVC_ACCEL_NPU};
-        static const char *const names[] = {"none", "nvidia", "amd", "tpu", "npu"};
-        for (size_t i = 0; i < 5; i++)
-            if (strcmp(self->cfg.routing_accelerator, names[i]) == 0)
-                po.accel = kinds[i];
+        po.accel = (kvc_accel_t)self->cfg.routing_accel;
         po.sites = kvc_site_routing_sites;
         po.sites_arg = self->routing;
         po.remote = kvc_site_routing_remote;

@@ -264,10 +264,7 @@ static void s_publish(kvc_site_routing_t *self, uint64_t now)
     kvc_strlcpy(l->site, self->cfg.site, sizeof l->site);
     kvc_strlcpy(l->region, self->cfg.region, sizeof l->region);
     kvc_strlcpy(l->arch, self->cfg.routing_arch, sizeof l->arch);
-    static const char *const kinds[] = {"none", "nvidia", "amd", "tpu", "npu"};
-    for (uint32_t i = 0; i < 5; i++)
-        if (strcmp(self->cfg.routing_accelerator, kinds[i]) == 0)
-            l->accel = i;
+    l->accel = self->cfg.routing_accel;
     l->accel_count = self->cfg.routing_accelerator_count;
     kvc_strlcpy(l->forward, self->forward, sizeof l->forward);
     if (self->proxy && self->client) {
