@@ -68,6 +68,7 @@ typedef struct member {
     size_t down_pos; /* position + 1 in s->down, 0 if absent */
     uint8_t state;
     uint8_t rtt_n, rtt_i;
+    uint8_t direct_lost; /* its last probe was acked only through others */
     uint64_t incarnation;
     uint64_t last_change_ms;
     info_t *info;
@@ -104,7 +105,7 @@ typedef struct {
     member_t *target;
     uint64_t seq;
     uint64_t start_ms, sent_ms, timeout_ms, end_ms;
-    int acked, indirect_sent, repinged;
+    int acked, direct_acked, indirect_sent, repinged;
     uint32_t expected_nacks, nacks;
 } probe_t;
 
@@ -1371,6 +1372,10 @@ static void s_probe_finish(kvc_swim_t *s, uint64_t now, kvc_outbox_t *out)
     member_t *t = p->target;
     if (p->acked) {
         s_lhm_add(s, -1);
+        if (t && !p->direct_acked) { /* alive, but our own path to it is cut */
+            t->direct_lost = 1;
+            s->stats.direct_lost++;
+        }
         return;
     }
     s->stats.probe_failures++;
@@ -1712,6 +1717,10 @@ static int s_on_ack(kvc_swim_t *s, const char *from, const Kvc__Swim__Ack *a, ui
             if (!p->acked)
                 s->stats.acks++;
             p->acked = 1;
+            if (!a->relayed) {
+                p->direct_acked = 1;
+                p->target->direct_lost = 0;
+            }
         }
         return 0;
     }
@@ -2221,6 +2230,7 @@ static void s_view(const kvc_swim_t *s, const member_t *m, kvc_swim_member_t *v)
     v->state = (kvc_swim_state_t)m->state;
     v->incarnation = m->incarnation;
     v->last_change_ms = m->last_change_ms;
+    v->direct_lost = m->direct_lost;
     v->is_self = m == s->self;
     if (v->is_self) {
         v->has_coord = 1;

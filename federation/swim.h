@@ -143,6 +143,10 @@ typedef struct {
     kvc_swim_state_t state;
     uint64_t incarnation;
     uint64_t last_change_ms;
+    /* 1: our last probe of it was answered only through other members
+     * (indirect acks), so our own path to it is cut though it is alive
+     * (a partial partition); 0 again at its next direct ack. */
+    int direct_lost;
     int has_coord;
     kvc_vivaldi_coord_t coord;
     uint64_t meta_version;
@@ -226,6 +230,7 @@ typedef struct {
     uint64_t probe_failures;  /* probe periods that ended without any ack */
     uint64_t acks;            /* acks received for our probes */
     uint64_t indirect_probes; /* indirect probe rounds started */
+    uint64_t direct_lost;     /* probes acked only through others (path cut) */
     uint64_t suspicions;      /* members we started suspecting */
     uint64_t refutations;     /* times we refuted a suspicion about ourselves */
     uint64_t push_pulls;      /* push-pull exchanges we started */

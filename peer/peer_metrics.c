@@ -145,6 +145,7 @@ static void s_swim_counters(kvc_metrics_emitter_t *em, void *arg)
                 {"probe_failed", st.probe_failures},
                 {"ack", st.acks},
                 {"indirect_probe", st.indirect_probes},
+                {"direct_lost", st.direct_lost},
                 {"suspicion", st.suspicions},
                 {"refutation", st.refutations},
                 {"push_pull", st.push_pulls}};
@@ -222,7 +223,8 @@ kvc_peer_metrics_t *kvc_peer_metrics_new(const char *site, const char *name, con
                             "Model server calls that failed, by gRPC status.", "model,grpc_status");
     kvc_metrics_counter_fn(r, "kvc_membership_events_total",
                            "Membership protocol events: probes, failed probes, acks, indirect "
-                           "probes, suspicions, refutations, push-pull rounds.",
+                           "probes, probes acked only indirectly (direct path cut), "
+                           "suspicions, refutations, push-pull rounds.",
                            "event", s_swim_counters, self);
     kvc_metrics_gauge_fn(r, "kvc_membership_local_health",
                          "Lifeguard local health score (0 = healthy).", NULL, s_health, self);

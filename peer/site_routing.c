@@ -324,7 +324,9 @@ static void s_rebuild(kvc_site_routing_t *self, uint64_t now)
         int64_t rtt_us = kvc_swim_estimate_rtt_ms(self->swim, ids[i], &rtt_ms) == 0 && rtt_ms >= 0
                              ? (int64_t)(rtt_ms * 1000.0)
                              : -1;
-        int reachable = m.state == KVC_SWIM_ALIVE &&
+        /* alive by membership, our own path to it not cut (its last probe
+         * acked directly), and the link up */
+        int reachable = m.state == KVC_SWIM_ALIVE && !m.direct_lost &&
                         (!self->env.link_up || self->env.link_up(self->env.link_arg, ids[i]));
         mb[k] = (kvc_routes_member_t){.id = r->member,
                                       .site = r->body.site,

@@ -6,12 +6,14 @@
 # better site for a (c's model server answers 30 ms slower, and a light
 # load on b and c keeps both latency windows filled); then a<->b is cut
 # (a "prohibit" route to b in a's namespace and to a in b's) while a still
-# reaches c and c reaches b. Once a's router no longer ranks b before c
-# (b excluded, or ranked after c), a constant-rate client loads a's proxy
+# reaches c and c reaches b. Membership keeps b alive through c; once a's
+# router excludes b as unreachable (a's probes of b acked only through c),
+# a constant-rate client loads a's proxy
 # and a's model server is killed (-9): every answer must be 200, those of
 # the outage must all come from c, and a must never have tried b: no answer
 # from b, no forward of a's failed, b served nothing forwarded, a's
 # kvc_proxy_routed_requests_total for destination site-b stays still.
+# Then the cut heals and b must be ranked again.
 # Needs root (ip netns); without it the test fails, it does not skip.
 set -euo pipefail
 KVC=$1 KVC_PEER=$2
@@ -66,8 +68,12 @@ model_server() {
     local s=$1 port=$2
     shift 2
     rm -f "$T/ms_$s.json"
-    TMPDIR=$T in_ns "$s" "$PY" "$SRC/tests/interop/model_server.py" --grpc-port "$port" --rest-port 0 \
-        --port-file "$T/ms_$s.json" --exit-with-parent "$@" >>"$T/ms_$s.log" 2>&1 &
+    # ip netns exec directly (not through in_ns, a function: $! would be a
+    # subshell, and kill -9 of it would leave the server up until it saw
+    # its parent gone): ip execs the server, so $! is the server's pid
+    ip netns exec "$(eval echo "\$NS_$s")" env TMPDIR="$T" "$PY" "$SRC/tests/interop/model_server.py" \
+        --grpc-port "$port" --rest-port 0 --port-file "$T/ms_$s.json" --exit-with-parent "$@" \
+        >>"$T/ms_$s.log" 2>&1 &
     KVC_PIDS="$KVC_PIDS $!"
     eval "MSPID_$s=$!"
 }
@@ -137,11 +143,13 @@ ip -n "$NS_b" route add prohibit "$IP_a/32" || fail "cannot add a prohibit route
 ip -n "$NS_a" route get "$IP_c" >/dev/null || fail "a lost its route to c"
 ip -n "$NS_b" route get "$IP_c" >/dev/null || fail "b lost its route to c"
 PART=$(now_ms)
-b_demoted() {
-    route_json | jq -e '([.excluded[] | select(.site == "site-b")] | length) == 1 or
-        ([.candidates[].site] as $c | ($c | index("site-b")) > ($c | index("site-c")))'
+# membership keeps b alive (c acks a's probes of b for it), but a's probes
+# of b are acked only indirectly: a's own path to b is cut, b unreachable
+b_excluded() {
+    route_json | jq -e '[.excluded[] | select(.site == "site-b") | .reason] == ["unreachable"] and
+        ([.candidates[].site] | index("site-b")) == null'
 }
-poll 40 "a's router stops ranking b before c" b_demoted
+poll 40 "a's router excludes b as unreachable" b_excluded
 echo "partition seen by a's router after $(($(now_ms) - PART)) ms: $(route_json | jq -c '{candidates: [.candidates[].site], excluded}')"
 
 info() { "$KVC" --config "$T/$1.yaml" info --json | jq -r ".routing.$2"; }
@@ -199,6 +207,15 @@ jq -e '.count > 0 and .served_by == {"site-c": .count}' "$T/during.json" >/dev/n
 [ "$(metric a site-b)" = "$A_TO_B0" ] ||
     fail "a's routed requests to site-b moved from $A_TO_B0 to $(metric a site-b)"
 sent=$(($(info a forwards_sent) - A_SENT0))
-[ "$sent" -ge "$(f .during.count)" ] || fail "a sent $sent forwards for $(f .during.count) answers from c"
+from_c=$(answers 0 '"served_by": "site-c"')
+[ "$sent" -ge "$from_c" ] || fail "a sent $sent forwards for $from_c answers from c"
 echo "a sent $sent forwards during the run, $(($(info a forwards_failed) - A_FAILED0)) failed; b served none"
+
+# ---- healed: a's next direct probe of b is acked, b is a candidate again --
+ip -n "$NS_a" route del prohibit "$IP_b/32"
+ip -n "$NS_b" route del prohibit "$IP_a/32"
+HEAL=$(now_ms)
+b_back() { route_json | jq -e '([.candidates[].site] | index("site-b")) != null and ([.excluded[].site] | index("site-b")) == null'; }
+poll 40 "a's router ranks b again after the heal" b_back
+echo "healed: b back in a's candidates after $(($(now_ms) - HEAL)) ms: $(route_json | jq -c '[.candidates[].site]')"
 echo "test_failover_partition: ok"
