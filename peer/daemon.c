@@ -2171,6 +2171,12 @@ static int s_http_start(kvc_daemon_t *self, kvc_err_t *err)
     kvc_http_opts_t ho = {.max_body = self->cfg.http_max_body,
                           .inline_ok = s_http_inline,
                           .engine = self->proxy ? kvc_proxy_engine(self->proxy) : NULL};
+    /* the forwarding server is driven by the HTTP loop (site_routing.h) */
+    ho.n_hook_fds = kvc_site_routing_http_fds(self->routing, ho.hook_fds);
+    if (ho.n_hook_fds) {
+        ho.hook = kvc_site_routing_http_hook;
+        ho.hook_arg = self->routing;
+    }
     self->http = kvc_http_server_new(self->cfg.http_listen, &ho, s_http_handle, self, err);
     if (!self->http)
         return KVC_EIO;

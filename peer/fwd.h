@@ -169,6 +169,18 @@ typedef struct kvc_fwd_server kvc_fwd_server_t;
 typedef void (*kvc_fwd_handle_fn)(void *arg, const char *member_id, const kvc_fwd_req_t *req,
                                   kvc_fwd_resp_t *resp);
 
+/* An accepted request held by a dispatcher (driven mode, below). */
+typedef struct s_job kvc_fwd_job_t;
+
+/*
+ * Driven mode: offered each authenticated request on the driving thread,
+ * with the client's member id and the request (valid until the job is
+ * answered). Returns 1 to take it, and then answers it exactly once with
+ * kvc_fwd_server_answer on the driving thread; 0 leaves it to the workers.
+ */
+typedef int (*kvc_fwd_dispatch_fn)(void *arg, kvc_fwd_job_t *job, const char *member_id,
+                                   const kvc_fwd_req_t *req);
+
 typedef struct {
     const char *bind;       /* tcp://127.0.0.1:0, tcp://0.0.0.0:0, ipc://PATH */
     uint8_t public_key[32]; /* own CURVE keypair */
@@ -183,6 +195,14 @@ typedef struct {
                                  ZMQ_MAXMSGSIZE is this plus 64 KiB for the other fields */
     size_t max_queued;        /* 0 = 256; beyond it requests are answered OVERLOADED */
     size_t auth_cache;        /* 0 = 1024 entries */
+    /* 1: no server thread of its own. Another thread's loop (the HTTP
+     * loop, which also runs the model server calls) polls the descriptors
+     * of kvc_fwd_server_fds and calls kvc_fwd_server_pump at every turn;
+     * from its first pump it alone touches the server's sockets, until it
+     * stops pumping (before destroy). A request dispatch takes is answered
+     * on that thread with no thread switch; the rest go to the workers. */
+    int driven;
+    kvc_fwd_dispatch_fn dispatch; /* driven mode only; NULL: all to workers */
 } kvc_fwd_server_opts_t;
 
 /* Counters, all since kvc_fwd_server_new. */
@@ -210,6 +230,19 @@ kvc_fwd_server_t *kvc_fwd_server_new(const kvc_fwd_server_opts_t *o, kvc_err_t *
 /* The bound endpoint with its real port ("tcp://127.0.0.1:40123"); valid
  * until destroy. */
 const char *kvc_fwd_server_endpoint(const kvc_fwd_server_t *self);
+
+/* Driven mode: the two descriptors to poll for reading (ZeroMQ's: they
+ * say "look", pump then reads until nothing is left). */
+void kvc_fwd_server_fds(const kvc_fwd_server_t *self, int fds[2]);
+
+/* Driven mode, on the driving thread: sends the workers' replies, takes
+ * requests (offering each to dispatch). Returns 1 when it stopped at its
+ * batch bound with more waiting (pump again without waiting), else 0. */
+int kvc_fwd_server_pump(kvc_fwd_server_t *self);
+
+/* Driven mode, on the driving thread: answers a job dispatch took with
+ * resp (as a worker would: the body is the server's to free) and frees it. */
+void kvc_fwd_server_answer(kvc_fwd_server_t *self, kvc_fwd_job_t *job, kvc_fwd_resp_t *resp);
 
 /* Copies the counters (thread-safe). */
 void kvc_fwd_server_stats(kvc_fwd_server_t *self, kvc_fwd_server_stats_t *out);

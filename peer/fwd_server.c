@@ -9,6 +9,12 @@
  * through their own inproc PUSH to the server thread, which sends it: only
  * the server thread ever touches the ROUTER.
  *
+ * Driven mode (opts.driven): no server thread; the HTTP loop owns the
+ * ROUTER and the PULL and pumps them each turn, and a request the
+ * dispatcher takes runs in a fiber on that loop and is answered from it:
+ * one thread switch less each way than a worker, and the model server
+ * call it makes is the loop's own (no hand-off to the loop and back).
+ *
  * It must never let an unauthenticated request reach the handler, never log
  * a credential or a body, and answer (or count and drop) every bad request.
  */
@@ -161,6 +167,9 @@ static void s_on_request(kvc_fwd_server_t *self, const uint8_t *routing, size_t 
     job->d = d;
     memcpy(job->member, member, sizeof member);
     job->received_ms = kvc_clock_mono_ms();
+    if (self->o.driven && self->o.dispatch &&
+        self->o.dispatch(self->o.handle_arg, job, job->member, &job->d.req))
+        return; /* answered on this thread, kvc_fwd_server_answer */
     int code = KVC_FWD_OK;
     pthread_mutex_lock(&self->mu);
     if (self->stopping)
@@ -303,6 +312,54 @@ static s_job_t *s_take(kvc_fwd_server_t *self, int *stopping)
     return job;
 }
 
+/* Encodes the reply to job from r (clearing r); a reply that does not
+ * encode becomes MALFORMED. */
+static int s_encode_reply(kvc_fwd_server_t *self, const s_job_t *job, kvc_fwd_resp_t *r,
+                          uint8_t **buf, size_t *len)
+{
+    int rc = kvc_fwd_reply_encode(job->d.id, r, self->o.max_request_bytes, buf, len);
+    if (rc != KVC_OK) {
+        kvc_fwd_resp_clear(r);
+        r->code = KVC_FWD_MALFORMED;
+        kvc_strlcpy(r->error, rc == KVC_ERANGE ? "reply too large" : "handler gave a bad reply",
+                    sizeof r->error);
+        rc = kvc_fwd_reply_encode(job->d.id, r, 0, buf, len);
+    }
+    kvc_fwd_resp_clear(r);
+    return rc;
+}
+
+void kvc_fwd_server_answer(kvc_fwd_server_t *self, kvc_fwd_job_t *job, kvc_fwd_resp_t *resp)
+{
+    s_count(self, &self->stats.answered, 1);
+    uint8_t *buf;
+    size_t len;
+    if (s_encode_reply(self, job, resp, &buf, &len) != KVC_OK ||
+        s_send_pair(zsock_resolve(self->router), job->routing, job->rlen, buf, len,
+                    ZMQ_DONTWAIT) != 0)
+        s_count(self, &self->stats.send_failed, 1);
+    kvc_fwd_decoded_free(&job->d);
+    kvc_free(job);
+}
+
+void kvc_fwd_server_fds(const kvc_fwd_server_t *self, int fds[2])
+{
+    fds[0] = zsock_fd(self->router);
+    fds[1] = zsock_fd(self->pull);
+}
+
+int kvc_fwd_server_pump(kvc_fwd_server_t *self)
+{
+    int more = 0, i;
+    for (i = 0; i < 256 && s_recv_pull(self) == 1; i++)
+        ;
+    more |= i == 256;
+    for (i = 0; i < 256 && s_recv_router(self); i++)
+        ;
+    more |= i == 256;
+    return more;
+}
+
 /* A worker thread: run the handler for each job and push the reply. */
 static void *s_worker_run(void *arg)
 {
@@ -334,15 +391,7 @@ static void *s_worker_run(void *arg)
         }
         uint8_t *buf;
         size_t len;
-        int rc = kvc_fwd_reply_encode(job->d.id, &r, self->o.max_request_bytes, &buf, &len);
-        if (rc != KVC_OK) {
-            kvc_fwd_resp_clear(&r);
-            r.code = KVC_FWD_MALFORMED;
-            kvc_strlcpy(r.error, rc == KVC_ERANGE ? "reply too large" : "handler gave a bad reply",
-                        sizeof r.error);
-            rc = kvc_fwd_reply_encode(job->d.id, &r, 0, &buf, &len);
-        }
-        kvc_fwd_resp_clear(&r);
+        int rc = s_encode_reply(self, job, &r, &buf, &len);
         if (rc != KVC_OK || !push ||
             s_send_pair(zsock_resolve(push), job->routing, job->rlen, buf, len, 0) != 0) {
             if (rc == KVC_OK && !push)
@@ -390,6 +439,10 @@ static void s_stop(kvc_fwd_server_t *self)
         zmq_send(zsock_resolve(self->ctl), "", 0, 0);
         pthread_join(self->thread, NULL);
         self->thread_started = 0;
+    } else if (self->o.driven && self->router && self->pull) {
+        /* The driver has stopped: the last workers' replies go out from here. */
+        while (s_recv_pull(self) == 1)
+            ;
     }
 }
 
@@ -466,12 +519,14 @@ kvc_fwd_server_t *kvc_fwd_server_new(const kvc_fwd_server_opts_t *o, kvc_err_t *
         s_free(self);
         return NULL;
     }
-    if (pthread_create(&self->thread, NULL, s_server_run, self) != 0) {
-        kvc_err_set(err, KVC_ENOMEM, "forward server: cannot start a thread");
-        s_free(self);
-        return NULL;
+    if (!self->o.driven) {
+        if (pthread_create(&self->thread, NULL, s_server_run, self) != 0) {
+            kvc_err_set(err, KVC_ENOMEM, "forward server: cannot start a thread");
+            s_free(self);
+            return NULL;
+        }
+        self->thread_started = 1;
     }
-    self->thread_started = 1;
     for (int i = 0; i < self->o.workers; i++) {
         if (pthread_create(&self->workers[i], NULL, s_worker_run, self) != 0) {
             kvc_err_set(err, KVC_ENOMEM, "forward server: cannot start worker %d", i);

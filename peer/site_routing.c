@@ -93,6 +93,62 @@ static void s_serve(void *arg, const char *member_id, const kvc_fwd_req_t *req,
     kvc_free(body);
 }
 
+/* A forwarded request the HTTP loop answers in a fiber. */
+typedef struct {
+    kvc_site_routing_t *self;
+    kvc_fwd_job_t *job;
+    const kvc_fwd_req_t *req;
+} s_task_t;
+
+static void s_task(void *arg)
+{
+    s_task_t t = *(s_task_t *)arg;
+    kvc_free(arg);
+    kvc_fwd_resp_t r;
+    memset(&r, 0, sizeof r);
+    s_serve(t.self, NULL, t.req, &r);
+    kvc_fwd_server_answer(t.self->server, t.job, &r);
+}
+
+/* The forwarding server's dispatcher (HTTP loop thread): a request the HTTP
+ * front would answer inline (small JSON, signatures known) runs in a fiber
+ * on the loop; images and big bodies go to the server's workers. */
+static int s_dispatch(void *arg, kvc_fwd_job_t *job, const char *member_id,
+                      const kvc_fwd_req_t *req)
+{
+    kvc_site_routing_t *self = arg;
+    (void)member_id;
+    kvc_http_req_t hr = {.method = req->method ? req->method : "",
+                         .path = req->path ? req->path : "",
+                         .content_type = req->content_type,
+                         .body_len = req->body_len};
+    if (!kvc_proxy_inline_ok(self->proxy, &hr))
+        return 0;
+    s_task_t *t = kvc_malloc(sizeof *t);
+    if (!t)
+        return 0;
+    *t = (s_task_t){self, job, req};
+    if (kvc_http_loop_spawn(s_task, t) != KVC_OK) {
+        kvc_free(t);
+        return 0;
+    }
+    return 1;
+}
+
+int kvc_site_routing_http_hook(void *arg)
+{
+    kvc_site_routing_t *self = arg;
+    return self->server ? kvc_fwd_server_pump(self->server) : 0;
+}
+
+int kvc_site_routing_http_fds(const kvc_site_routing_t *self, int fds[2])
+{
+    if (!self || !self->server)
+        return 0;
+    kvc_fwd_server_fds(self->server, fds);
+    return 2;
+}
+
 typedef struct {
     kvc_site_routing_t *self;
     kvc_proxy_remote_resp_t *resp;
@@ -212,6 +268,8 @@ int kvc_site_routing_start(kvc_site_routing_t *self, kvc_proxy_t *proxy, kvc_err
                                 .revoked_arg = self->env.revoked_arg,
                                 .handle = s_serve,
                                 .handle_arg = self,
+                                .driven = 1,
+                                .dispatch = s_dispatch,
                                 .max_request_bytes = (size_t)self->cfg.http_max_body};
     memcpy(so.trust, self->env.trust, 32);
     memcpy(so.public_key, self->env.id->cred.curve_public, 32);

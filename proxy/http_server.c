@@ -340,6 +340,43 @@ static void s_check_hangups(kvc_http_server_t *self)
     }
 }
 
+/* The server whose loop runs on this thread (kvc_http_loop_spawn). */
+static __thread kvc_http_server_t *s_loop_self;
+
+typedef struct {
+    kvc_http_server_t *srv;
+    void (*fn)(void *);
+    void *arg;
+} s_task_t;
+
+/* A spawned task's fiber (loop thread). */
+static void s_task_main(void *arg)
+{
+    s_task_t t = *(s_task_t *)arg;
+    kvc_free(arg);
+    t.fn(t.arg);
+    t.srv->inflight--;
+}
+
+int kvc_http_loop_spawn(void (*fn)(void *arg), void *arg)
+{
+    kvc_http_server_t *self = s_loop_self;
+    if (!self || kvc_fiber_current())
+        return KVC_ESTATE;
+    s_task_t *t = kvc_malloc(sizeof *t);
+    if (!t)
+        return KVC_ENOMEM;
+    *t = (s_task_t){.srv = self, .fn = fn, .arg = arg};
+    kvc_fiber_t *f = kvc_fiber_new(s_task_main, t);
+    if (!f) {
+        kvc_free(t);
+        return KVC_ENOMEM;
+    }
+    self->inflight++;
+    kvc_fiber_resume(f); /* runs until its first wait, or to its end */
+    return KVC_OK;
+}
+
 /* Runs the handler and checks it answered. */
 static void s_run_handler(s_req_state_t *st)
 {
@@ -515,8 +552,18 @@ static void *s_loop_main(void *arg)
 {
     kvc_http_server_t *self = arg;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-    int fds[3] = {info ? info->epoll_fd : -1, self->evfd, self->watch_ep};
-    short revents[3] = {0, 0, 0};
+    /* fds: libmicrohttpd, evfd, the hook's (0..2), and watch_ep last */
+    int fds[5] = {info ? info->epoll_fd : -1, self->evfd};
+    short revents[5] = {0};
+    int n_fds = 2;
+    for (int i = 0; i < self->opts.n_hook_fds && i < 2; i++)
+        fds[n_fds++] = self->opts.hook_fds[i];
+    int watch_ix = -1;
+    if (self->watch_ep >= 0) {
+        watch_ix = n_fds;
+        fds[n_fds++] = self->watch_ep;
+    }
+    s_loop_self = self;
     if (self->opts.engine)
         kvc_grpc_client_own(self->opts.engine);
     int last_turn = 0, quiet = 0;
@@ -525,6 +572,7 @@ static void *s_loop_main(void *arg)
         while ((f = kvc_fiber_next_ready()) != NULL)
             kvc_fiber_resume(f);
         s_resume_finished(self);
+        int busy = self->opts.hook && !quiet && self->opts.hook(self->opts.hook_arg);
         MHD_run(self->mhd);
         /* A request that came in on a kept-alive connection during the last
          * turn is in progress: it must end before libmicrohttpd stops. */
@@ -543,21 +591,22 @@ static void *s_loop_main(void *arg)
             last_turn = 1;
         int wait_ms = S_TURN_MS;
         MHD_UNSIGNED_LONG_LONG to = 0;
-        if (last_turn || kvc_fiber_has_ready())
+        if (last_turn || busy || kvc_fiber_has_ready())
             wait_ms = 0;
         else if (MHD_get_timeout(self->mhd, &to) == MHD_YES && to < (MHD_UNSIGNED_LONG_LONG)wait_ms)
             wait_ms = (int)to;
         if (self->opts.engine) {
-            kvc_grpc_client_run(self->opts.engine, fds, revents, self->watch_ep >= 0 ? 3 : 2,
-                                wait_ms);
-            if (revents[2])
+            kvc_grpc_client_run(self->opts.engine, fds, revents, n_fds, wait_ms);
+            if (watch_ix >= 0 && revents[watch_ix])
                 s_check_hangups(self);
         } else {
-            struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN},
-                                  {.fd = fds[1], .events = POLLIN}};
-            poll(p, 2, wait_ms);
+            struct pollfd p[5];
+            for (int i = 0; i < n_fds; i++)
+                p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+            poll(p, (nfds_t)n_fds, wait_ms);
         }
     }
+    s_loop_self = NULL;
     if (self->opts.engine)
         kvc_grpc_client_disown(self->opts.engine);
     kvc_fiber_thread_cleanup();
@@ -619,6 +668,11 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
     kvc_http_server_t *self = kvc_calloc(1, sizeof *self);
     if (!self) {
         kvc_err_set(err, KVC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (opts->n_hook_fds < 0 || opts->n_hook_fds > 2 || (opts->n_hook_fds && !opts->hook)) {
+        kvc_free(self);
+        kvc_err_set(err, KVC_EINVAL, "http: at most 2 hook descriptors, with a hook");
         return NULL;
     }
     self->handler = handler;

@@ -69,6 +69,15 @@ typedef struct {
      * calls on it (CANCELLED): the handler's fiber or thread carries the
      * request's cancel flag (kvc_grpc_cancel_flag_set). */
     struct kvc_grpc_client *engine;
+    /* A module that serves on the loop thread too (the forwarding server):
+     * hook(hook_arg) runs on the loop thread at every turn (until the
+     * server stops), and the loop also wakes when one of hook_fds[0..
+     * n_hook_fds) is readable. It may start fibers (kvc_http_loop_spawn).
+     * Nonzero: it has more to do, the next turn does not wait. */
+    int (*hook)(void *arg);
+    void *hook_arg;
+    int hook_fds[2];
+    int n_hook_fds;
 } kvc_http_opts_t;
 
 /*
@@ -85,6 +94,15 @@ uint16_t kvc_http_server_port(const kvc_http_server_t *self);
 /* Waits for the requests in progress to end, stops the loop (handing the
  * engine back to its callers), closes the socket, nulls *self_p. */
 void kvc_http_server_destroy(kvc_http_server_t **self_p);
+
+/*
+ * From a hook, on the loop thread: runs fn(arg) in a fiber on the loop, as
+ * an inline request's handler runs (it must not block except in gRPC calls
+ * on the engine, or kvc_grpc_ext_wait); the loop does not stop before it
+ * has returned. KVC_ESTATE when not called on a loop thread, KVC_ENOMEM
+ * without memory for a fiber (fn is not called).
+ */
+int kvc_http_loop_spawn(void (*fn)(void *arg), void *arg);
 
 /* Returns a request header's value (NULL when absent); valid during the call. */
 const char *kvc_http_header(const kvc_http_req_t *req, const char *name);
