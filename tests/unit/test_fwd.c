@@ -18,6 +18,7 @@
 #include "fwd.h"
 #include "zap.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sodium.h>
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 
 /* --- fixture: one federation, a foreign one, and their members ---------- */
 
@@ -726,6 +728,343 @@ static void test_server_shutdown(void **state)
     kvc_fwd_client_destroy(&c);
 }
 
+/* --- driven mode: the test's thread owns the sockets --------------------- */
+
+/* What dispatch does with a request. */
+enum { D_TAKE, D_HOLD, D_DECLINE };
+
+#define D_HELD_MAX 16
+
+/* The dispatcher's record: only the driving thread writes it while a driver
+ * runs; the test reads it after joining the driver (or through the atomics). */
+typedef struct {
+    kvc_fwd_server_t *srv;
+    atomic_int mode;
+    atomic_int calls;
+    atomic_int other_thread; /* calls not on the driver's thread */
+    pthread_t driver;
+    int have_driver;
+    char member[KVC_FWD_MEMBER_MAX], path[64];
+    kvc_fwd_job_t *held[D_HELD_MAX]; /* D_HOLD: answered by the driver after its pump */
+    const kvc_fwd_req_t *held_req[D_HELD_MAX];
+    int n_held;
+} dispatch_t;
+
+static dispatch_t D;
+
+/* The answer a dispatcher gives: 201, "dispatched" and the request's body
+ * read at answer time (so a request freed early shows under ASan). */
+static void s_dispatch_answer(kvc_fwd_job_t *job, const kvc_fwd_req_t *req)
+{
+    kvc_fwd_resp_t r;
+    memset(&r, 0, sizeof r);
+    r.status = 201;
+    kvc_strlcpy(r.content_type, "application/x-dispatched", sizeof r.content_type);
+    kvc_strlcpy(r.header_name, "x-by", sizeof r.header_name);
+    kvc_strlcpy(r.header_value, "dispatch", sizeof r.header_value);
+    r.body = kvc_malloc(req->body_len + 1); /* no assert off the test's thread */
+    if (r.body) {
+        memcpy(r.body, req->body, req->body_len);
+        r.body_len = req->body_len;
+    }
+    kvc_fwd_server_answer(D.srv, job, &r);
+}
+
+static int s_dispatch(void *arg, kvc_fwd_job_t *job, const char *member, const kvc_fwd_req_t *req)
+{
+    dispatch_t *d = &D;
+    if (arg != &H) /* it gets handle_arg */
+        atomic_fetch_add(&d->other_thread, 1000);
+    if (!d->have_driver || !pthread_equal(pthread_self(), d->driver))
+        atomic_fetch_add(&d->other_thread, 1);
+    s_copy(d->member, sizeof d->member, member);
+    s_copy(d->path, sizeof d->path, req->path);
+    atomic_fetch_add(&d->calls, 1);
+    int mode = atomic_load(&d->mode);
+    if (mode == D_DECLINE)
+        return 0;
+    if (mode == D_HOLD && d->n_held < D_HELD_MAX) {
+        d->held[d->n_held] = job;
+        d->held_req[d->n_held++] = req;
+        return 1;
+    }
+    s_dispatch_answer(job, req);
+    return 1;
+}
+
+/* The driving loop: answer what dispatch holds, pump, then poll the two
+ * descriptors (and the stop eventfd) with no timeout: a request is served
+ * only if the descriptors wake it. */
+typedef struct {
+    kvc_fwd_server_t *srv;
+    int stop_fd;
+    pthread_t thread;
+    atomic_int pumps;
+} driver_t;
+
+static void *s_drive(void *arg)
+{
+    driver_t *dr = arg;
+    D.driver = pthread_self(); /* dispatch checks it runs here */
+    D.have_driver = 1;
+    int fds[2];
+    kvc_fwd_server_fds(dr->srv, fds);
+    for (;;) {
+        for (int i = 0; i < D.n_held; i++)
+            s_dispatch_answer(D.held[i], D.held_req[i]);
+        D.n_held = 0;
+        int more = kvc_fwd_server_pump(dr->srv);
+        atomic_fetch_add(&dr->pumps, 1);
+        if (D.n_held)
+            continue; /* answer them now, then pump again (as the HTTP loop does) */
+        struct pollfd p[3] = {{.fd = fds[0], .events = POLLIN},
+                              {.fd = fds[1], .events = POLLIN},
+                              {.fd = dr->stop_fd, .events = POLLIN}};
+        poll(p, 3, more ? 0 : -1);
+        if (p[2].revents)
+            break;
+    }
+    return NULL;
+}
+
+static kvc_fwd_server_t *s_driven_server(int driven, int workers, int mode)
+{
+    kvc_fwd_server_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.bind = "tcp://127.0.0.1:0";
+    memcpy(o.public_key, srv_id.cred.curve_public, 32);
+    memcpy(o.secret_key, srv_id.curve_secret, 32);
+    memcpy(o.trust, ca.public_key, 32);
+    o.revoked = s_srv_revoked;
+    o.handle = s_handle;
+    o.handle_arg = &H;
+    o.workers = workers;
+    o.driven = driven;
+    o.dispatch = s_dispatch;
+    kvc_err_t err = {0};
+    kvc_fwd_server_t *s = kvc_fwd_server_new(&o, &err);
+    if (!s)
+        fprintf(stderr, "server: %s\n", err.msg);
+    assert_non_null(s);
+    memset(&D, 0, sizeof D);
+    D.srv = s;
+    atomic_store(&D.mode, mode);
+    return s;
+}
+
+static void s_driver_start(driver_t *dr, kvc_fwd_server_t *s)
+{
+    memset(dr, 0, sizeof *dr);
+    dr->srv = s;
+    dr->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    assert_true(dr->stop_fd >= 0);
+    assert_int_equal(pthread_create(&dr->thread, NULL, s_drive, dr), 0);
+}
+
+static void s_driver_stop(driver_t *dr)
+{
+    uint64_t one = 1;
+    assert_int_equal(write(dr->stop_fd, &one, sizeof one), (ssize_t)sizeof one);
+    pthread_join(dr->thread, NULL);
+    close(dr->stop_fd);
+}
+
+/* One call with body "n=<i>", checked to be answered by dispatch. */
+static void s_call_dispatched(kvc_fwd_client_t *c, kvc_fwd_server_t *s, int i)
+{
+    char body[32];
+    int n = snprintf(body, sizeof body, "n=%d", i);
+    kvc_fwd_req_t r = s_small;
+    r.body = (const uint8_t *)body;
+    r.body_len = (size_t)n;
+    kvc_fwd_resp_t out;
+    assert_int_equal(kvc_fwd_client_call(c, kvc_fwd_server_endpoint(s), srv_id.cred.curve_public,
+                                         &r, 5000, &out),
+                     KVC_OK);
+    assert_int_equal(out.code, KVC_FWD_OK);
+    assert_int_equal(out.status, 201);
+    assert_string_equal(out.content_type, "application/x-dispatched");
+    assert_string_equal(out.header_value, "dispatch");
+    assert_int_equal(out.body_len, (size_t)n);
+    assert_memory_equal(out.body, body, (size_t)n);
+    kvc_fwd_resp_clear(&out);
+}
+
+/* (13) driven: until the driver pumps nothing serves the socket; then
+ * dispatch takes each request on the driving thread and answers it, in the
+ * call (TAKE) or later from the driver's loop (HOLD); the workers never run. */
+static void test_driven_dispatch_answers(void **state)
+{
+    kvc_fwd_server_t *s = s_driven_server(1, 2, D_TAKE);
+    kvc_fwd_client_t *c = s_client(&cli_id);
+    /* no driver yet: no server thread reads the ROUTER */
+    outcome_t early;
+    memset(&early, 0, sizeof early);
+    assert_int_equal(kvc_fwd_client_submit(c, kvc_fwd_server_endpoint(s), srv_id.cred.curve_public,
+                                           &s_small, 200, s_done, &early),
+                     KVC_OK);
+    assert_true(s_wait_int(&early.n, 1, 5000));
+    assert_int_equal(early.code, KVC_FWD_TIMEOUT);
+    kvc_fwd_server_stats_t st;
+    kvc_fwd_server_stats(s, &st);
+    assert_int_equal(st.requests, 0);
+    assert_int_equal(atomic_load(&D.calls), 0);
+
+    driver_t dr;
+    s_driver_start(&dr, s);
+    /* the waiting request is read by the first pump (its answer is late) */
+    assert_true(s_wait_int(&D.calls, 1, 5000));
+    for (int i = 0; i < 20; i++)
+        s_call_dispatched(c, s, i);
+    atomic_store(&D.mode, D_HOLD);
+    for (int i = 20; i < 40; i++)
+        s_call_dispatched(c, s, i);
+    s_driver_stop(&dr);
+    assert_int_equal(atomic_load(&D.calls), 41);
+    assert_int_equal(atomic_load(&D.other_thread), 0);
+    assert_true(pthread_equal(D.driver, dr.thread));
+    assert_string_equal(D.member, "site-a/gw-a");
+    assert_string_equal(D.path, "/v2/models/m/infer");
+    assert_int_equal(D.n_held, 0);
+    assert_int_equal(atomic_load(&H.calls), 0);
+    assert_int_equal(atomic_load(&H.entered), 0);
+    assert_true(atomic_load(&dr.pumps) >= 1);
+    kvc_fwd_server_stats(s, &st);
+    assert_int_equal(st.requests, 41);
+    assert_int_equal(st.answered, 41);
+    assert_int_equal(st.send_failed, 0);
+    kvc_fwd_client_stats_t cs;
+    uint64_t end = kvc_clock_mono_ms() + 5000;
+    do {
+        kvc_fwd_client_stats(c, &cs);
+        if (cs.late == 1)
+            break;
+        sched_yield();
+    } while (kvc_clock_mono_ms() < end);
+    assert_int_equal(cs.late, 1);
+    kvc_fwd_client_destroy(&c);
+    kvc_fwd_server_destroy(&s);
+}
+
+/* (14) driven: a request dispatch declines goes to the workers, and the
+ * driver's pump sends their reply. */
+static void test_driven_decline_to_workers(void **state)
+{
+    kvc_fwd_server_t *s = s_driven_server(1, 2, D_DECLINE);
+    driver_t dr;
+    s_driver_start(&dr, s);
+    kvc_fwd_client_t *c = s_client(&cli_id);
+    for (int i = 0; i < 20; i++) {
+        kvc_fwd_resp_t out;
+        s_call(c, s, 5000, &out);
+        assert_int_equal(out.code, KVC_FWD_OK);
+        assert_int_equal(out.status, 200);
+        assert_string_equal(out.content_type, "application/x-echo");
+        assert_string_equal(out.header_value, "/v2/models/m/infer");
+        assert_int_equal(out.body_len, 2);
+        assert_memory_equal(out.body, "{}", 2);
+        kvc_fwd_resp_clear(&out);
+    }
+    s_driver_stop(&dr);
+    assert_int_equal(atomic_load(&D.calls), 20);
+    assert_int_equal(atomic_load(&D.other_thread), 0);
+    assert_int_equal(atomic_load(&H.calls), 20);
+    assert_string_equal(H.member, "site-a/gw-a");
+    kvc_fwd_server_stats_t st;
+    kvc_fwd_server_stats(s, &st);
+    assert_int_equal(st.answered, 20);
+    kvc_fwd_client_destroy(&c);
+    kvc_fwd_server_destroy(&s);
+}
+
+/* (15) driven: a request that fails authentication is refused by the pump
+ * and never offered to dispatch. */
+static void test_driven_unauthenticated(void **state)
+{
+    kvc_fwd_server_t *s = s_driven_server(1, 1, D_TAKE);
+    driver_t dr;
+    s_driver_start(&dr, s);
+    kvc_fwd_client_t *cs[3] = {
+        s_client(&foreign_id), s_client(&expired_id),
+        s_client_blob(&cli_id, victim_id.cred.blob, victim_id.cred.blob_len)};
+    kvc_reject_t why[3] = {KVC_REJECT_FOREIGN, KVC_REJECT_EXPIRED, KVC_REJECT_KEY_MISMATCH};
+    for (int k = 0; k < 3; k++) {
+        kvc_fwd_resp_t out;
+        s_call(cs[k], s, 5000, &out);
+        assert_int_equal(out.code, KVC_FWD_UNAUTHENTICATED);
+        assert_string_equal(out.error, kvc_reject_name(why[k]));
+        assert_null(out.body);
+        kvc_fwd_resp_clear(&out);
+        kvc_fwd_client_destroy(&cs[k]);
+    }
+    /* and an authenticated one right after is dispatched */
+    kvc_fwd_client_t *c = s_client(&cli_id);
+    s_call_dispatched(c, s, 1);
+    s_driver_stop(&dr);
+    assert_int_equal(atomic_load(&D.calls), 1);
+    assert_string_equal(D.member, "site-a/gw-a");
+    assert_int_equal(atomic_load(&H.entered), 0);
+    kvc_fwd_server_stats_t st;
+    kvc_fwd_server_stats(s, &st);
+    assert_int_equal(st.unauthenticated, 3);
+    assert_int_equal(st.answered, 1);
+    kvc_fwd_client_destroy(&c);
+    kvc_fwd_server_destroy(&s);
+}
+
+/* (16) driven: destroy after the driver stopped sends the replies the
+ * workers pushed since (the one the handler finished, SHUTDOWN for the rest). */
+static void test_driven_destroy_sends_last_replies(void **state)
+{
+    kvc_fwd_server_t *s = s_driven_server(1, 1, D_DECLINE);
+    driver_t dr;
+    s_driver_start(&dr, s);
+    kvc_fwd_client_t *c = s_client(&cli_id);
+    s_gate(1);
+    outcome_t o[3];
+    memset(o, 0, sizeof o);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(kvc_fwd_client_submit(c, kvc_fwd_server_endpoint(s),
+                                               srv_id.cred.curve_public, &s_small, 20000, s_done,
+                                               &o[i]),
+                         KVC_OK);
+    assert_true(s_wait_int(&H.entered, 1, 5000)); /* the worker holds the first */
+    assert_true(s_wait_int(&D.calls, 3, 5000));   /* the other two are queued */
+    s_driver_stop(&dr);                           /* nobody pumps from here on */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, s_open_gate, NULL), 0);
+    kvc_fwd_server_destroy(&s); /* waits for the handler, then sends */
+    pthread_join(t, NULL);
+    for (int i = 0; i < 3; i++)
+        assert_true(s_wait_int(&o[i].n, 1, 5000)); /* before the client gives up */
+    assert_int_equal(o[0].code, KVC_FWD_OK);
+    for (int i = 1; i < 3; i++) /* the release may beat the stop */
+        assert_true(o[i].code == KVC_FWD_SHUTDOWN || o[i].code == KVC_FWD_OK);
+    kvc_fwd_client_destroy(&c);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(atomic_load(&o[i].n), 1);
+}
+
+/* (17) dispatch is for driven mode only: a server with its own thread
+ * gives everything to the workers. */
+static void test_dispatch_ignored_when_not_driven(void **state)
+{
+    kvc_fwd_server_t *s = s_driven_server(0, 2, D_TAKE);
+    kvc_fwd_client_t *c = s_client(&cli_id);
+    for (int i = 0; i < 5; i++) {
+        kvc_fwd_resp_t out;
+        s_call(c, s, 5000, &out);
+        assert_int_equal(out.code, KVC_FWD_OK);
+        assert_int_equal(out.status, 200);
+        assert_string_equal(out.content_type, "application/x-echo");
+        kvc_fwd_resp_clear(&out);
+    }
+    assert_int_equal(atomic_load(&D.calls), 0);
+    assert_int_equal(atomic_load(&H.calls), 5);
+    kvc_fwd_client_destroy(&c);
+    kvc_fwd_server_destroy(&s);
+}
+
 int main(void)
 {
     assert_int_equal(kvc_crypto_init(), 0);
@@ -759,6 +1098,11 @@ int main(void)
         cmocka_unit_test_setup(test_destroy_pending, setup),
         cmocka_unit_test_setup(test_cache_one_verify, setup),
         cmocka_unit_test_setup(test_server_shutdown, setup),
+        cmocka_unit_test_setup(test_driven_dispatch_answers, setup),
+        cmocka_unit_test_setup(test_driven_decline_to_workers, setup),
+        cmocka_unit_test_setup(test_driven_unauthenticated, setup),
+        cmocka_unit_test_setup(test_driven_destroy_sends_last_replies, setup),
+        cmocka_unit_test_setup(test_dispatch_ignored_when_not_driven, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kvc_zap_thread_stop(&zap);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <cmocka.h>
@@ -486,6 +487,217 @@ static void test_bad_listen(void **state)
     assert_string_equal(err.msg, "http.listen: invalid port in \"127.0.0.1:99999\"");
 }
 
+/* ---- Loop hooks: a module served on the loop thread -------------------- */
+
+typedef struct {
+    int efd;               /* the hook's descriptor: an eventfd the test writes */
+    atomic_int calls;      /* hook calls */
+    atomic_int wakes;      /* calls that found the eventfd written */
+    atomic_int busy_left;  /* the hook answers "more to do" this many more times */
+    atomic_int wrong;      /* calls or fibers off the loop thread, or not in a fiber */
+    atomic_int spawn_next; /* the next wake spawns s_spawned */
+    atomic_int spawn_rc;   /* what kvc_http_loop_spawn returned in the hook */
+    atomic_int inner_rc;   /* ... and what it returned inside the fiber */
+    atomic_int started;    /* the spawned fiber ran */
+    kvc_fiber_t *parked;   /* the spawned fiber, waiting for the next wake (loop only) */
+    atomic_int done;       /* the spawned fiber returned */
+    atomic_int have_loop;
+    pthread_t loop; /* the thread of the first call */
+    pthread_t test;
+} s_hook_t;
+
+static void s_dummy(void *arg)
+{
+    (void)arg;
+}
+
+/* The spawned fiber: checks where it runs, yields a few times (ready again
+ * each time), then parks until the hook readies it at the next wake, as a
+ * forwarded request's fiber waits for its model server call. */
+static void s_spawned(void *arg)
+{
+    s_hook_t *h = arg;
+    if (!kvc_fiber_current() || !pthread_equal(pthread_self(), h->loop))
+        atomic_fetch_add(&h->wrong, 1);
+    atomic_store(&h->inner_rc, kvc_http_loop_spawn(s_dummy, NULL)); /* not from a fiber */
+    atomic_store(&h->started, 1);
+    for (int i = 0; i < 3; i++) {
+        kvc_fiber_ready(kvc_fiber_current());
+        kvc_fiber_yield();
+    }
+    h->parked = kvc_fiber_current();
+    kvc_fiber_yield();
+    if (!pthread_equal(pthread_self(), h->loop))
+        atomic_fetch_add(&h->wrong, 1);
+    atomic_store(&h->done, 1);
+}
+
+static int s_hook(void *arg)
+{
+    s_hook_t *h = arg;
+    if (!atomic_load(&h->have_loop)) {
+        h->loop = pthread_self();
+        atomic_store(&h->have_loop, 1);
+    } else if (!pthread_equal(pthread_self(), h->loop)) {
+        atomic_fetch_add(&h->wrong, 1);
+    }
+    if (pthread_equal(pthread_self(), h->test) || kvc_fiber_current())
+        atomic_fetch_add(&h->wrong, 1);
+    uint64_t v;
+    if (read(h->efd, &v, sizeof v) == (ssize_t)sizeof v) {
+        if (atomic_exchange(&h->spawn_next, 0))
+            atomic_store(&h->spawn_rc, kvc_http_loop_spawn(s_spawned, h));
+        else if (h->parked) {
+            kvc_fiber_ready(h->parked);
+            h->parked = NULL;
+        }
+        atomic_fetch_add(&h->wakes, 1);
+    }
+    atomic_fetch_add(&h->calls, 1);
+    int busy = atomic_load(&h->busy_left) > 0;
+    if (busy)
+        atomic_fetch_sub(&h->busy_left, 1);
+    return busy;
+}
+
+/* Waits until *v >= want, for at most ms; returns whether it got there. */
+static int s_wait_atomic(atomic_int *v, int want, long ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (atomic_load(v) < want) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > ms)
+            return 0;
+        sched_yield();
+    }
+    return 1;
+}
+
+static void s_poke(int efd)
+{
+    uint64_t one = 1;
+    assert_int_equal(write(efd, &one, sizeof one), (ssize_t)sizeof one);
+}
+
+/* A wake must come from the descriptor: the loop otherwise waits a whole
+ * turn (1 s, S_TURN_MS) between hook calls, so 600 ms tells them apart. */
+#define S_WAKE_MS 600
+
+static void test_hook_runs_on_loop_and_wakes(void **state)
+{
+    static s_hook_t h;
+    memset(&h, 0, sizeof h);
+    h.test = pthread_self();
+    h.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    assert_true(h.efd >= 0);
+    kvc_http_opts_t opts = {.max_body = 1024, .hook = s_hook, .hook_arg = &h, .n_hook_fds = 1};
+    opts.hook_fds[0] = h.efd;
+    kvc_err_t err;
+    kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_echo, NULL, &err);
+    assert_non_null(srv);
+    assert_true(s_wait_atomic(&h.calls, 1, 5000)); /* the loop's first turn */
+    /* each write wakes the loop at once (the last call just began a turn's wait) */
+    for (int i = 1; i <= 3; i++) {
+        s_poke(h.efd);
+        assert_true(s_wait_atomic(&h.wakes, i, S_WAKE_MS));
+    }
+    /* "more to do": the next turns do not wait */
+    int c0 = atomic_load(&h.calls);
+    atomic_store(&h.busy_left, 10);
+    s_poke(h.efd);
+    assert_true(s_wait_atomic(&h.calls, c0 + 11, S_WAKE_MS));
+    /* the server still serves HTTP with a hook */
+    s_sink_t out;
+    assert_int_equal(s_request(kvc_http_server_port(srv), "GET", "/x", NULL, 0, 0, &out), 200);
+    assert_string_equal(out.data, "GET /x 0 application/json");
+    /* spawn from the hook: fn runs in a fiber on the loop, at once (until its
+     * first yield) and again whenever it is readied */
+    atomic_store(&h.spawn_rc, 99);
+    atomic_store(&h.inner_rc, 99);
+    atomic_store(&h.spawn_next, 1);
+    s_poke(h.efd);
+    assert_true(s_wait_atomic(&h.started, 1, 5000));
+    assert_true(s_wait_atomic(&h.wakes, 5, 5000));
+    assert_int_equal(atomic_load(&h.spawn_rc), KVC_OK);
+    assert_int_equal(atomic_load(&h.inner_rc), KVC_ESTATE);
+    assert_int_equal(atomic_load(&h.done), 0); /* parked: only the next wake readies it */
+    s_poke(h.efd);
+    assert_true(s_wait_atomic(&h.done, 1, 5000));
+    kvc_http_server_destroy(&srv);
+    assert_int_equal(atomic_load(&h.wrong), 0);
+    assert_true(atomic_load(&h.have_loop));
+    assert_false(pthread_equal(h.loop, h.test));
+    /* not on a loop thread */
+    assert_int_equal(kvc_http_loop_spawn(s_dummy, NULL), KVC_ESTATE);
+    close(h.efd);
+}
+
+/* A handler on a request thread or in an inline fiber cannot spawn either. */
+static void s_spawner(void *arg, const kvc_http_req_t *req, kvc_http_resp_t *resp)
+{
+    resp->status = 200;
+    snprintf(resp->content_type, sizeof resp->content_type, "text/plain");
+    kvc_buf_printf(&resp->body, "%s %d", kvc_fiber_current() ? "fiber" : "thread",
+                   kvc_http_loop_spawn(s_dummy, NULL));
+}
+
+static void test_loop_spawn_refused_off_hook(void **state)
+{
+    kvc_http_opts_t opts = {.max_body = 1024, .inline_ok = s_inline_prefix};
+    kvc_err_t err;
+    kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &opts, s_spawner, NULL, &err);
+    assert_non_null(srv);
+    uint16_t port = kvc_http_server_port(srv);
+    s_sink_t out;
+    char want[32];
+    snprintf(want, sizeof want, "thread %d", KVC_ESTATE);
+    assert_int_equal(s_request(port, "GET", "/elsewhere", NULL, 0, 0, &out), 200);
+    assert_string_equal(out.data, want);
+    snprintf(want, sizeof want, "fiber %d", KVC_ESTATE);
+    assert_int_equal(s_request(port, "GET", "/inline", NULL, 0, 0, &out), 200);
+    assert_string_equal(out.data, want);
+    kvc_http_server_destroy(&srv);
+    assert_int_equal(kvc_http_loop_spawn(s_dummy, NULL), KVC_ESTATE);
+}
+
+static void test_hook_opts_checked(void **state)
+{
+    s_hook_t h;
+    memset(&h, 0, sizeof h);
+    h.efd = -1;
+    kvc_err_t err;
+    kvc_http_opts_t three = {.max_body = 10, .hook = s_hook, .hook_arg = &h, .n_hook_fds = 3};
+    memset(&err, 0, sizeof err);
+    assert_null(kvc_http_server_new("127.0.0.1:0", &three, s_echo, NULL, &err));
+    assert_int_equal(err.code, KVC_EINVAL);
+    kvc_http_opts_t negative = {.max_body = 10, .hook = s_hook, .hook_arg = &h, .n_hook_fds = -1};
+    memset(&err, 0, sizeof err);
+    assert_null(kvc_http_server_new("127.0.0.1:0", &negative, s_echo, NULL, &err));
+    assert_int_equal(err.code, KVC_EINVAL);
+    kvc_http_opts_t no_hook = {.max_body = 10, .n_hook_fds = 1};
+    memset(&err, 0, sizeof err);
+    assert_null(kvc_http_server_new("127.0.0.1:0", &no_hook, s_echo, NULL, &err));
+    assert_int_equal(err.code, KVC_EINVAL);
+    /* two, with a hook: accepted */
+    int a = eventfd(0, EFD_NONBLOCK), b = eventfd(0, EFD_NONBLOCK);
+    assert_true(a >= 0 && b >= 0);
+    h.efd = b;
+    h.test = pthread_self();
+    kvc_http_opts_t two = {
+        .max_body = 10, .hook = s_hook, .hook_arg = &h, .n_hook_fds = 2, .hook_fds = {a, b}};
+    kvc_http_server_t *srv = kvc_http_server_new("127.0.0.1:0", &two, s_echo, NULL, &err);
+    assert_non_null(srv);
+    /* the second descriptor wakes it too */
+    assert_true(s_wait_atomic(&h.calls, 1, 5000));
+    s_poke(b);
+    assert_true(s_wait_atomic(&h.wakes, 1, S_WAKE_MS));
+    kvc_http_server_destroy(&srv);
+    assert_int_equal(atomic_load(&h.wrong), 0);
+    close(a);
+    close(b);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -498,6 +710,9 @@ int main(void)
         cmocka_unit_test(test_destroy_waits_for_requests_in_progress),
         cmocka_unit_test(test_gzip_when_asked),
         cmocka_unit_test(test_bad_listen),
+        cmocka_unit_test(test_hook_runs_on_loop_and_wakes),
+        cmocka_unit_test(test_loop_spawn_refused_off_hook),
+        cmocka_unit_test(test_hook_opts_checked),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
