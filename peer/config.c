@@ -1146,6 +1146,27 @@ static const s_field_t s_http_fields[] = {
     {"max_body", s_v_size, S_CFG(http_max_body), NULL, 1024, 1024u * 1024 * 1024},
 };
 
+/* proxy.cpu: "none" or a CPU number 0..1023. */
+static int s_v_cpu(s_ctx_t *ctx, const s_field_t *f, void *obj)
+{
+    char tmp[32];
+    uint64_t v;
+    int rc = s_take_string(ctx, tmp, sizeof tmp);
+    if (rc)
+        return rc;
+    int32_t cpu = -1;
+    if (strcmp(tmp, "none") != 0) {
+        if (s_parse_u64(tmp, strlen(tmp), &v))
+            return s_bad_value(ctx, "is not a CPU number or \"none\"");
+        if (v > 1023)
+            return s_fail(ctx, ctx->ev.start_mark, NULL, KVC_ERANGE,
+                          "%s is out of range (0..1023, or none)", s_quote_value(ctx));
+        cpu = (int32_t)v;
+    }
+    memcpy(s_target(f, obj), &cpu, sizeof cpu);
+    return 0;
+}
+
 static const s_field_t s_proxy_fields[] = {
     {"backends", s_v_backends, 0, 0, NULL, 0, 0},
     {"timeout_ms", s_v_u32_strict, S_CFG(proxy_timeout_ms), NULL, 10, 600000},
@@ -1153,6 +1174,7 @@ static const s_field_t s_proxy_fields[] = {
     {"max_message", s_v_size, S_CFG(proxy_max_message), NULL, 1024, 1024u * 1024 * 1024},
     {"image_memory", s_v_size, S_CFG(proxy_image_memory), NULL, 1024u * 1024,
      3u * 1024 * 1024 * 1024},
+    {"cpu", s_v_cpu, S_CFG(proxy_cpu), NULL, 0, 0},
 };
 
 /* kubernetes.kind: kubeadm or k3s. */
@@ -1518,6 +1540,7 @@ void kvc_config_defaults(kvc_config_t *cfg)
     cfg->join_progress_timeout_s = 45; /* a --print join has about the token's life */
     cfg->proxy_max_message = KVC_CONFIG_DEFAULT_MAX_MESSAGE;
     cfg->proxy_image_memory = KVC_CONFIG_DEFAULT_IMAGE_MEMORY;
+    cfg->proxy_cpu = -1;
     cfg->store_max_bytes = (uint64_t)256 << 20;
     kvc_strlcpy(cfg->registry_namespace, "kvc-models", sizeof cfg->registry_namespace);
     kvc_strlcpy(cfg->registry_grpc, "kvc-{model}.kvc-models.svc:8500", sizeof cfg->registry_grpc);

@@ -113,6 +113,7 @@ typedef struct {
     char proxy_grpc_ca_file[KVC_PATH_MAX];   /* CA bundle for https:// backends, "" = system */
     uint64_t proxy_max_message;              /* largest gRPC message either way, bytes */
     uint64_t proxy_image_memory;             /* bytes all image decodes may hold at once */
+    int32_t proxy_cpu; /* CPU for the HTTP loop and ZeroMQ's I/O thread; -1 = not pinned */
 
     /* kubernetes.* (the join-token broker; used while this peer coordinates) */
     char kube_kubeconfig[KVC_PATH_MAX];     /* "" = this peer mints no tokens */

@@ -264,11 +264,17 @@ typedef struct {
     size_t max_reply_bytes;    /* reply body bound, 0 = KVC_FWD_MAX_BODY_DEFAULT */
     size_t max_destinations;   /* 0 = 256 open DEALERs; idle ones close after idle_ms */
     uint32_t idle_ms;          /* 0 = 60000 */
+    /* 1: no I/O thread of its own. Another thread's loop (the HTTP loop)
+     * polls the descriptors of kvc_fwd_client_fds and calls
+     * kvc_fwd_client_pump at every turn; done callbacks then run on that
+     * thread, and a request submitted from it (a fiber) costs no thread
+     * switch. Submitting from other threads works as before. */
+    int driven;
 } kvc_fwd_client_opts_t;
 
 /*
  * Told the outcome of one submitted request, exactly once, on the client's
- * I/O thread. resp is valid only during the call; to keep the body, take it
+ * I/O thread (driven mode: the driver's). resp is valid only during the call; to keep the body, take it
  * (keep resp->body and set resp->body = NULL; free it with kvc_free). Must
  * not block for long (it delays every other request of the client) and must
  * not call kvc_fwd_client_call or kvc_fwd_client_destroy; it may submit.
@@ -304,15 +310,26 @@ int kvc_fwd_client_submit(kvc_fwd_client_t *self, const char *endpoint,
 /* Blocking kvc_fwd_client_submit: waits for the outcome and moves it into
  * *out (the caller then owns out->body: kvc_fwd_resp_clear). Returns 0 or
  * submit's error (out then has code KVC_FWD_UNREACHABLE and the reason).
- * Never call it from a done callback. */
+ * Never call it from a done callback, nor in driven mode on the driver. */
 int kvc_fwd_client_call(kvc_fwd_client_t *self, const char *endpoint, const uint8_t server_key[32],
                         const kvc_fwd_req_t *req, uint32_t timeout_ms, kvc_fwd_resp_t *out);
 
 /* Copies the counters (thread-safe). */
 void kvc_fwd_client_stats(kvc_fwd_client_t *self, kvc_fwd_client_stats_t *out);
 
+/* Driven mode: the two descriptors to poll for reading (submissions from
+ * other threads; an epoll set of the DEALERs). */
+void kvc_fwd_client_fds(const kvc_fwd_client_t *self, int fds[2]);
+
+/* Driven mode, on the driving thread: reads replies (calling done), sends
+ * what was submitted, ends requests past their deadline. Returns the
+ * longest the driver may wait before the next pump in ms (-1: until a
+ * descriptor is readable; 0: at once). */
+int kvc_fwd_client_pump(kvc_fwd_client_t *self);
+
 /* Completes every pending request with KVC_FWD_SHUTDOWN (done still runs on
- * the I/O thread), joins it, closes every DEALER, frees; nulls *self_p. */
+ * the I/O thread; in driven mode, once the driver has stopped, on the
+ * caller's), joins it, closes every DEALER, frees; nulls *self_p. */
 void kvc_fwd_client_destroy(kvc_fwd_client_t **self_p);
 
 #endif

@@ -24,6 +24,7 @@
 #include <sodium.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@ typedef struct {
     zsock_t *dealer;
     size_t pending;
     uint64_t last_used_ms;
+    int ep; /* driven mode: the epoll set its ZMQ_FD is in, else -1 */
 } s_dest_t;
 
 enum { S_FREE, S_RESERVED, S_QUEUED, S_ACTIVE };
@@ -82,6 +84,9 @@ struct kvc_fwd_client {
     zmq_pollitem_t *items;
     s_dest_t **item_dest;
     int dirty;
+    /* driven mode (opts.driven): the driver's thread only */
+    int ep;             /* epoll set of the DEALERs' ZMQ_FDs */
+    uint64_t next_idle; /* next idle sweep */
 };
 
 /* zmq_msg_init_data's destructor for kvc_malloc'd buffers. */
@@ -219,6 +224,8 @@ static void s_dest_destroy(void **item)
     s_dest_t *d = *item;
     if (!d)
         return;
+    if (d->ep >= 0 && d->dealer) /* before the socket (and its fd) go */
+        epoll_ctl(d->ep, EPOLL_CTL_DEL, zsock_fd(d->dealer), NULL);
     zsock_destroy(&d->dealer);
     kvc_free(d);
     *item = NULL;
@@ -235,6 +242,7 @@ static s_dest_t *s_dest_open(kvc_fwd_client_t *self, const char *name, const cha
     }
     kvc_strlcpy(d->name, name, sizeof d->name);
     kvc_strlcpy(d->endpoint, endpoint, sizeof d->endpoint);
+    d->ep = -1;
     d->dealer = zsock_new(ZMQ_DEALER);
     if (!d->dealer) {
         snprintf(why, why_size, "cannot create a socket");
@@ -256,6 +264,16 @@ static s_dest_t *s_dest_open(kvc_fwd_client_t *self, const char *name, const cha
         zsock_destroy(&d->dealer);
         kvc_free(d);
         return NULL;
+    }
+    if (self->o.driven) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = d};
+        if (epoll_ctl(self->ep, EPOLL_CTL_ADD, zsock_fd(d->dealer), &ev) != 0) {
+            snprintf(why, why_size, "cannot watch a socket: %s", strerror(errno));
+            zsock_destroy(&d->dealer);
+            kvc_free(d);
+            return NULL;
+        }
+        d->ep = self->ep;
     }
     return d;
 }
@@ -337,8 +355,9 @@ static void s_send(kvc_fwd_client_t *self, uint32_t ix, uint64_t now)
     s_heap_push(self, ix);
 }
 
-/* Reads the replies waiting on one DEALER (I/O thread). */
-static void s_on_dest(kvc_fwd_client_t *self, s_dest_t *d)
+/* Reads the replies waiting on one DEALER (I/O thread). Returns 1 when it
+ * stopped at its batch bound with more perhaps waiting, else 0. */
+static int s_on_dest(kvc_fwd_client_t *self, s_dest_t *d)
 {
     void *sock = zsock_resolve(d->dealer);
     for (int n = 0; n < 256; n++) {
@@ -346,7 +365,7 @@ static void s_on_dest(kvc_fwd_client_t *self, s_dest_t *d)
         zmq_msg_init(&m);
         if (zmq_msg_recv(&m, sock, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&m);
-            return;
+            return 0;
         }
         int extra = 0;
         while (zmq_msg_more(&m)) { /* a reply is one frame */
@@ -389,6 +408,7 @@ static void s_on_dest(kvc_fwd_client_t *self, s_dest_t *d)
         d->last_used_ms = kvc_clock_mono_ms();
         s_complete(self, ix, &r);
     }
+    return 1;
 }
 
 /* Rebuilds the poll set: the wake fd, then one item per DEALER. */
@@ -415,6 +435,24 @@ static int s_rebuild(kvc_fwd_client_t *self)
     }
     self->dirty = 0;
     return (int)n;
+}
+
+/* Ends every request still here with SHUTDOWN (the I/O thread as it
+ * exits, or destroy in driven mode) and refuses new ones. */
+static void s_shutdown(kvc_fwd_client_t *self)
+{
+    while (self->heap_len)
+        s_fail(self, self->heap[0], KVC_FWD_SHUTDOWN, "client shutting down");
+    pthread_mutex_lock(&self->mu);
+    self->closed = 1;
+    uint32_t q = self->q_head;
+    self->q_head = self->q_tail = S_NO_SLOT;
+    pthread_mutex_unlock(&self->mu);
+    while (q != S_NO_SLOT) {
+        uint32_t ix = q;
+        q = self->slots[ix].next;
+        s_fail(self, ix, KVC_FWD_SHUTDOWN, "client shutting down");
+    }
 }
 
 /* The I/O thread. */
@@ -479,19 +517,73 @@ static void *s_run(void *arg)
             next_idle = now + (self->o.idle_ms > 1000 ? self->o.idle_ms / 4 : self->o.idle_ms);
         }
     }
-    while (self->heap_len)
-        s_fail(self, self->heap[0], KVC_FWD_SHUTDOWN, "client shutting down");
+    s_shutdown(self);
+    return NULL;
+}
+
+/* Driven mode, on the driver's thread (see fwd.h). */
+int kvc_fwd_client_pump(kvc_fwd_client_t *self)
+{
+    if (!self->o.driven)
+        return -1; /* its I/O thread does this */
+    int more = 0;
+    struct epoll_event ev[64];
+    int n = epoll_wait(self->ep, ev, 64, 0);
+    for (int i = 0; i < n; i++)
+        more |= s_on_dest(self, ev[i].data.ptr);
+    uint64_t v;
+    if (read(self->wake_fd, &v, sizeof v) < 0) {
+        /* EAGAIN: no wake-up pending */
+    }
     pthread_mutex_lock(&self->mu);
-    self->closed = 1;
     uint32_t q = self->q_head;
     self->q_head = self->q_tail = S_NO_SLOT;
+    int closed = self->closed;
     pthread_mutex_unlock(&self->mu);
+    uint64_t now = kvc_clock_mono_ms();
     while (q != S_NO_SLOT) {
         uint32_t ix = q;
         q = self->slots[ix].next;
-        s_fail(self, ix, KVC_FWD_SHUTDOWN, "client shutting down");
+        if (closed)
+            s_fail(self, ix, KVC_FWD_SHUTDOWN, "client shutting down");
+        else
+            s_send(self, ix, now);
     }
-    return NULL;
+    /* A send can take the signal of its socket's ZMQ_FD: read every DEALER
+     * that is owed replies, whatever epoll said. */
+    for (s_dest_t *d = zhashx_first(self->dests); d; d = zhashx_next(self->dests))
+        if (d->pending)
+            more |= s_on_dest(self, d);
+    now = kvc_clock_mono_ms();
+    while (self->heap_len && self->slots[self->heap[0]].deadline_ms <= now) {
+        uint32_t ix = self->heap[0];
+        s_slot_t *s = &self->slots[ix];
+        s_fail(self, ix, KVC_FWD_TIMEOUT, "no answer from %s in %u ms", s->endpoint,
+               s->timeout_ms);
+    }
+    if (now >= self->next_idle) {
+        s_close_idle(self, now);
+        self->next_idle = now + (self->o.idle_ms > 1000 ? self->o.idle_ms / 4 : self->o.idle_ms);
+    }
+    if (more)
+        return 0;
+    long wait = -1;
+    if (self->heap_len) {
+        uint64_t due = self->slots[self->heap[0]].deadline_ms;
+        wait = (long)(due > now ? due - now : 0);
+    }
+    if (zhashx_size(self->dests)) {
+        long idle = (long)(self->next_idle > now ? self->next_idle - now : 0);
+        if (wait < 0 || idle < wait)
+            wait = idle;
+    }
+    return wait > INT32_MAX ? INT32_MAX : (int)wait;
+}
+
+void kvc_fwd_client_fds(const kvc_fwd_client_t *self, int fds[2])
+{
+    fds[0] = self->o.driven ? self->wake_fd : -1; /* poll skips -1 */
+    fds[1] = self->ep;
 }
 
 /* --- the public side ------------------------------------------------------ */
@@ -502,6 +594,8 @@ static void s_free(kvc_fwd_client_t *self)
     zhashx_destroy(&self->dests);
     if (self->wake_fd >= 0)
         close(self->wake_fd);
+    if (self->ep >= 0)
+        close(self->ep);
     if (self->slots)
         for (size_t i = 0; i < self->n_slots; i++)
             kvc_free(self->slots[i].buf);
@@ -544,12 +638,14 @@ kvc_fwd_client_t *kvc_fwd_client_new(const kvc_fwd_client_opts_t *o, kvc_err_t *
     pthread_mutex_init(&self->mu, NULL);
     self->n_slots = self->o.max_inflight;
     self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->ep = self->o.driven ? epoll_create1(EPOLL_CLOEXEC) : -1;
+    self->next_idle = kvc_clock_mono_ms() + self->o.idle_ms;
     self->slots = kvc_calloc(self->n_slots, sizeof *self->slots);
     self->active_id = kvc_calloc(self->n_slots, sizeof *self->active_id);
     self->heap = kvc_calloc(self->n_slots, sizeof *self->heap);
     self->dests = zhashx_new();
     self->q_head = self->q_tail = S_NO_SLOT;
-    if (self->wake_fd < 0 || !self->slots || !self->active_id || !self->heap || !self->dests) {
+    if (self->wake_fd < 0 || (self->o.driven && self->ep < 0) || !self->slots || !self->active_id || !self->heap || !self->dests) {
         kvc_err_set(err, KVC_ENOMEM, "forward client: out of memory");
         s_free(self);
         return NULL;
@@ -560,7 +656,7 @@ kvc_fwd_client_t *kvc_fwd_client_new(const kvc_fwd_client_opts_t *o, kvc_err_t *
         self->slots[i].next = self->free_head;
         self->free_head = (uint32_t)i;
     }
-    if (pthread_create(&self->thread, NULL, s_run, self) != 0) {
+    if (!self->o.driven && pthread_create(&self->thread, NULL, s_run, self) != 0) {
         kvc_err_set(err, KVC_ENOMEM, "forward client: cannot start a thread");
         s_free(self);
         return NULL;
@@ -699,11 +795,15 @@ void kvc_fwd_client_destroy(kvc_fwd_client_t **self_p)
     pthread_mutex_lock(&self->mu);
     self->closed = 1;
     pthread_mutex_unlock(&self->mu);
-    uint64_t one = 1;
-    if (write(self->wake_fd, &one, sizeof one) < 0) {
-        /* a wake-up is already pending */
+    if (self->o.driven) {
+        s_shutdown(self); /* the driver has stopped: the rest end here */
+    } else {
+        uint64_t one = 1;
+        if (write(self->wake_fd, &one, sizeof one) < 0) {
+            /* a wake-up is already pending */
+        }
+        pthread_join(self->thread, NULL);
     }
-    pthread_join(self->thread, NULL);
     s_free(self);
     *self_p = NULL;
 }

@@ -344,12 +344,14 @@ void kvc_fwd_server_answer(kvc_fwd_server_t *self, kvc_fwd_job_t *job, kvc_fwd_r
 
 void kvc_fwd_server_fds(const kvc_fwd_server_t *self, int fds[2])
 {
-    fds[0] = zsock_fd(self->router);
-    fds[1] = zsock_fd(self->pull);
+    fds[0] = self->o.driven ? zsock_fd(self->router) : -1; /* poll skips -1 */
+    fds[1] = self->o.driven ? zsock_fd(self->pull) : -1;
 }
 
 int kvc_fwd_server_pump(kvc_fwd_server_t *self)
 {
+    if (!self->o.driven)
+        return 0; /* its server thread does this */
     int more = 0, i;
     for (i = 0; i < 256 && s_recv_pull(self) == 1; i++)
         ;

@@ -138,15 +138,24 @@ static int s_dispatch(void *arg, kvc_fwd_job_t *job, const char *member_id,
 int kvc_site_routing_http_hook(void *arg)
 {
     kvc_site_routing_t *self = arg;
-    return self->server ? kvc_fwd_server_pump(self->server) : 0;
+    int wait = -1;
+    if (self->server && kvc_fwd_server_pump(self->server))
+        wait = 0;
+    if (self->client) {
+        int w = kvc_fwd_client_pump(self->client);
+        if (w >= 0 && (wait < 0 || w < wait))
+            wait = w;
+    }
+    return wait;
 }
 
-int kvc_site_routing_http_fds(const kvc_site_routing_t *self, int fds[2])
+int kvc_site_routing_http_fds(const kvc_site_routing_t *self, int fds[4])
 {
-    if (!self || !self->server)
+    if (!self || !self->server || !self->client)
         return 0;
     kvc_fwd_server_fds(self->server, fds);
-    return 2;
+    kvc_fwd_client_fds(self->client, fds + 2);
+    return 4;
 }
 
 typedef struct {
@@ -296,7 +305,8 @@ int kvc_site_routing_start(kvc_site_routing_t *self, kvc_proxy_t *proxy, kvc_err
         kvc_strlcpy(self->forward, bound, sizeof self->forward);
     }
     kvc_fwd_client_opts_t co = {.credential = self->env.id->cred.blob,
-                                .credential_len = self->env.id->cred.blob_len};
+                                .credential_len = self->env.id->cred.blob_len,
+                                .driven = 1};
     memcpy(co.public_key, self->env.id->cred.curve_public, 32);
     memcpy(co.secret_key, self->env.id->curve_secret, 32);
     self->client = kvc_fwd_client_new(&co, err);

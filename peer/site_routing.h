@@ -62,13 +62,13 @@ extern const kvc_core_ops_t kvc_site_routing_core_ops;
 int kvc_site_routing_start(kvc_site_routing_t *self, kvc_proxy_t *proxy, kvc_err_t *err);
 
 /* The endpoint other peers forward to ("" before start). */
-/* The forwarding server runs on the HTTP loop (driven mode, fwd.h): the
+/* The forwarding server and client run on the HTTP loop (driven mode, fwd.h): the
  * daemon gives the HTTP server kvc_site_routing_http_hook (arg: the
  * routing) and the descriptors kvc_site_routing_http_fds fills (returns
  * how many: 0 when forwarding is not running). Until the HTTP loop runs,
  * forwarded requests wait in the server's socket. */
 int kvc_site_routing_http_hook(void *arg);
-int kvc_site_routing_http_fds(const kvc_site_routing_t *self, int fds[2]);
+int kvc_site_routing_http_fds(const kvc_site_routing_t *self, int fds[4]);
 
 const char *kvc_site_routing_forward_endpoint(const kvc_site_routing_t *self);
 

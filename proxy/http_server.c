@@ -20,16 +20,19 @@
  * which resets the call's stream: a client that gives up does not leave
  * the model server working for nobody.
  */
+#define _GNU_SOURCE /* pthread_setaffinity_np, pthread_setname_np */
 #include "http_server.h"
 
 #include "fiber.h"
 #include "grpc_client.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -552,11 +555,11 @@ static void *s_loop_main(void *arg)
 {
     kvc_http_server_t *self = arg;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-    /* fds: libmicrohttpd, evfd, the hook's (0..2), and watch_ep last */
-    int fds[5] = {info ? info->epoll_fd : -1, self->evfd};
-    short revents[5] = {0};
+    /* fds: libmicrohttpd, evfd, the hook's, and watch_ep last */
+    int fds[3 + KVC_HTTP_HOOK_FDS] = {info ? info->epoll_fd : -1, self->evfd};
+    short revents[3 + KVC_HTTP_HOOK_FDS] = {0};
     int n_fds = 2;
-    for (int i = 0; i < self->opts.n_hook_fds && i < 2; i++)
+    for (int i = 0; i < self->opts.n_hook_fds && i < KVC_HTTP_HOOK_FDS; i++)
         fds[n_fds++] = self->opts.hook_fds[i];
     int watch_ix = -1;
     if (self->watch_ep >= 0) {
@@ -572,7 +575,7 @@ static void *s_loop_main(void *arg)
         while ((f = kvc_fiber_next_ready()) != NULL)
             kvc_fiber_resume(f);
         s_resume_finished(self);
-        int busy = self->opts.hook && !quiet && self->opts.hook(self->opts.hook_arg);
+        int hook_wait = self->opts.hook && !quiet ? self->opts.hook(self->opts.hook_arg) : -1;
         MHD_run(self->mhd);
         /* A request that came in on a kept-alive connection during the last
          * turn is in progress: it must end before libmicrohttpd stops. */
@@ -591,8 +594,10 @@ static void *s_loop_main(void *arg)
             last_turn = 1;
         int wait_ms = S_TURN_MS;
         MHD_UNSIGNED_LONG_LONG to = 0;
-        if (last_turn || busy || kvc_fiber_has_ready())
+        if (last_turn || hook_wait == 0 || kvc_fiber_has_ready())
             wait_ms = 0;
+        else if (hook_wait > 0 && hook_wait < wait_ms)
+            wait_ms = hook_wait;
         else if (MHD_get_timeout(self->mhd, &to) == MHD_YES && to < (MHD_UNSIGNED_LONG_LONG)wait_ms)
             wait_ms = (int)to;
         if (self->opts.engine) {
@@ -600,7 +605,7 @@ static void *s_loop_main(void *arg)
             if (watch_ix >= 0 && revents[watch_ix])
                 s_check_hangups(self);
         } else {
-            struct pollfd p[5];
+            struct pollfd p[3 + KVC_HTTP_HOOK_FDS];
             for (int i = 0; i < n_fds; i++)
                 p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
             poll(p, (nfds_t)n_fds, wait_ms);
@@ -670,9 +675,11 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
         kvc_err_set(err, KVC_ENOMEM, "out of memory");
         return NULL;
     }
-    if (opts->n_hook_fds < 0 || opts->n_hook_fds > 2 || (opts->n_hook_fds && !opts->hook)) {
+    if (opts->n_hook_fds < 0 || opts->n_hook_fds > KVC_HTTP_HOOK_FDS ||
+        (opts->n_hook_fds && !opts->hook)) {
         kvc_free(self);
-        kvc_err_set(err, KVC_EINVAL, "http: at most 2 hook descriptors, with a hook");
+        kvc_err_set(err, KVC_EINVAL, "http: at most %d hook descriptors, with a hook",
+                    KVC_HTTP_HOOK_FDS);
         return NULL;
     }
     self->handler = handler;
@@ -715,6 +722,21 @@ kvc_http_server_t *kvc_http_server_new(const char *listen, const kvc_http_opts_t
         goto fail;
     }
     self->loop_started = 1;
+    if (self->opts.pin) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(self->opts.cpu, &set);
+        int rc = self->opts.cpu >= 0 && self->opts.cpu < CPU_SETSIZE
+                     ? pthread_setaffinity_np(self->loop, sizeof set, &set)
+                     : EINVAL;
+        if (rc != 0) {
+            kvc_err_set(err, KVC_EINVAL, "http: cannot pin the loop thread to CPU %d: %s",
+                        self->opts.cpu, strerror(rc));
+            kvc_http_server_destroy(&self);
+            return NULL;
+        }
+    }
+    pthread_setname_np(self->loop, "kvc-http");
     return self;
 
 fail:

@@ -27,6 +27,8 @@
 
 typedef struct kvc_http_server kvc_http_server_t;
 
+#define KVC_HTTP_HOOK_FDS 4 /* descriptors a loop hook may have polled */
+
 /* One request; every pointer is valid only during the handler call. */
 typedef struct {
     const char *method;
@@ -69,15 +71,18 @@ typedef struct {
      * calls on it (CANCELLED): the handler's fiber or thread carries the
      * request's cancel flag (kvc_grpc_cancel_flag_set). */
     struct kvc_grpc_client *engine;
-    /* A module that serves on the loop thread too (the forwarding server):
-     * hook(hook_arg) runs on the loop thread at every turn (until the
-     * server stops), and the loop also wakes when one of hook_fds[0..
-     * n_hook_fds) is readable. It may start fibers (kvc_http_loop_spawn).
-     * Nonzero: it has more to do, the next turn does not wait. */
+    /* A module that serves on the loop thread too (the forwarding server
+     * and client): hook(hook_arg) runs on the loop thread at every turn
+     * (until the server stops), and the loop also wakes when one of
+     * hook_fds[0..n_hook_fds) is readable. It may start fibers
+     * (kvc_http_loop_spawn). It returns the longest the loop may wait
+     * before calling it again, in ms: -1 no limit, 0 at once. */
     int (*hook)(void *arg);
     void *hook_arg;
-    int hook_fds[2];
+    int hook_fds[KVC_HTTP_HOOK_FDS];
     int n_hook_fds;
+    int pin;  /* 1: the loop thread runs on CPU cpu only */
+    int cpu;
 } kvc_http_opts_t;
 
 /*

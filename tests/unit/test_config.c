@@ -185,6 +185,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->http_max_body, 67108864);
     assert_int_equal(cfg->proxy_max_message, 67108864);
     assert_int_equal(cfg->proxy_image_memory, 268435456);
+    assert_int_equal(cfg->proxy_cpu, -1);
     assert_int_equal(cfg->n_backends, 0);
     assert_int_equal(cfg->log_level, KVC_LOG_INFO);
 
@@ -567,6 +568,11 @@ static void test_byte_sizes(void **state)
                      KVC_OK);
     assert_int_equal(cfg->proxy_max_message, 1024);
     assert_int_equal(cfg->proxy_image_memory, 1ull << 20);
+    /* proxy.cpu: a CPU number or none */
+    assert_int_equal(s_parse(BASE "proxy: {cpu: 3}\n", cfg, &err), 0);
+    assert_int_equal(cfg->proxy_cpu, 3);
+    assert_int_equal(s_parse(BASE "proxy: {cpu: none}\n", cfg, &err), 0);
+    assert_int_equal(cfg->proxy_cpu, -1);
     free(cfg);
     s_expect(BASE "proxy: {max_message: 2GiB}\n", KVC_ERANGE,
              "c.yaml:3:22: proxy.max_message: \"2GiB\" is out of range (1 KiB..1 GiB)");
@@ -574,6 +580,10 @@ static void test_byte_sizes(void **state)
              "c.yaml:3:23: proxy.image_memory: \"1048575\" is out of range (1 MiB..3 GiB)");
     s_expect(BASE "proxy: {image_memory: 4GiB}\n", KVC_ERANGE,
              "c.yaml:3:23: proxy.image_memory: \"4GiB\" is out of range (1 MiB..3 GiB)");
+    s_expect(BASE "proxy: {cpu: 1024}\n", KVC_ERANGE,
+             "c.yaml:3:14: proxy.cpu: \"1024\" is out of range (0..1023, or none)");
+    s_expect(BASE "proxy: {cpu: -1}\n", KVC_EINVAL,
+             "c.yaml:3:14: proxy.cpu: \"-1\" is not a CPU number or \"none\"");
     s_expect(BASE "http: {max_body: 99999999999GiB}\n", KVC_EINVAL,
              "c.yaml:3:18: http.max_body: \"99999999999GiB\" is not a size (an integer with an "
              "optional unit: B, KiB, MiB, GiB, KB, MB, GB)");

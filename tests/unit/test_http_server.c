@@ -493,7 +493,8 @@ typedef struct {
     int efd;               /* the hook's descriptor: an eventfd the test writes */
     atomic_int calls;      /* hook calls */
     atomic_int wakes;      /* calls that found the eventfd written */
-    atomic_int busy_left;  /* the hook answers "more to do" this many more times */
+    atomic_int busy_left;  /* the hook answers "more to do" (0) this many more times */
+    atomic_int bound_ms;   /* otherwise it answers this bound on the wait (0: none, -1) */
     atomic_int wrong;      /* calls or fibers off the loop thread, or not in a fiber */
     atomic_int spawn_next; /* the next wake spawns s_spawned */
     atomic_int spawn_rc;   /* what kvc_http_loop_spawn returned in the hook */
@@ -557,7 +558,8 @@ static int s_hook(void *arg)
     int busy = atomic_load(&h->busy_left) > 0;
     if (busy)
         atomic_fetch_sub(&h->busy_left, 1);
-    return busy;
+    int bound = atomic_load(&h->bound_ms);
+    return busy ? 0 : bound > 0 ? bound : -1;
 }
 
 /* Waits until *v >= want, for at most ms; returns whether it got there. */
@@ -607,6 +609,13 @@ static void test_hook_runs_on_loop_and_wakes(void **state)
     atomic_store(&h.busy_left, 10);
     s_poke(h.efd);
     assert_true(s_wait_atomic(&h.calls, c0 + 11, S_WAKE_MS));
+    /* a bound of 20 ms: called again within it without any wake (a 1 s turn
+     * would make the 10 calls below take 10 s) */
+    c0 = atomic_load(&h.calls);
+    atomic_store(&h.bound_ms, 20);
+    s_poke(h.efd);
+    assert_true(s_wait_atomic(&h.calls, c0 + 10, S_WAKE_MS * 2));
+    atomic_store(&h.bound_ms, 0);
     /* the server still serves HTTP with a hook */
     s_sink_t out;
     assert_int_equal(s_request(kvc_http_server_port(srv), "GET", "/x", NULL, 0, 0, &out), 200);
@@ -618,7 +627,7 @@ static void test_hook_runs_on_loop_and_wakes(void **state)
     atomic_store(&h.spawn_next, 1);
     s_poke(h.efd);
     assert_true(s_wait_atomic(&h.started, 1, 5000));
-    assert_true(s_wait_atomic(&h.wakes, 5, 5000));
+    assert_true(s_wait_atomic(&h.wakes, 6, 5000));
     assert_int_equal(atomic_load(&h.spawn_rc), KVC_OK);
     assert_int_equal(atomic_load(&h.inner_rc), KVC_ESTATE);
     assert_int_equal(atomic_load(&h.done), 0); /* parked: only the next wake readies it */
@@ -667,7 +676,8 @@ static void test_hook_opts_checked(void **state)
     memset(&h, 0, sizeof h);
     h.efd = -1;
     kvc_err_t err;
-    kvc_http_opts_t three = {.max_body = 10, .hook = s_hook, .hook_arg = &h, .n_hook_fds = 3};
+    kvc_http_opts_t three = {
+        .max_body = 10, .hook = s_hook, .hook_arg = &h, .n_hook_fds = KVC_HTTP_HOOK_FDS + 1};
     memset(&err, 0, sizeof err);
     assert_null(kvc_http_server_new("127.0.0.1:0", &three, s_echo, NULL, &err));
     assert_int_equal(err.code, KVC_EINVAL);
