@@ -1065,6 +1065,295 @@ static void test_dispatch_ignored_when_not_driven(void **state)
     kvc_fwd_server_destroy(&s);
 }
 
+/* --- driven client: the test's thread owns the DEALERs ------------------- */
+
+/* Polls kvc_fwd_client_fds and a stop eventfd with pump's wait as timeout. */
+typedef struct {
+    kvc_fwd_client_t *c;
+    int stop_fd;
+    pthread_t thread;
+    atomic_int pumps;
+} cdriver_t;
+
+static void *s_cdrive(void *arg)
+{
+    cdriver_t *dr = arg;
+    int fds[2];
+    kvc_fwd_client_fds(dr->c, fds);
+    for (;;) {
+        int wait = kvc_fwd_client_pump(dr->c);
+        atomic_fetch_add(&dr->pumps, 1);
+        struct pollfd p[3] = {{.fd = fds[0], .events = POLLIN},
+                              {.fd = fds[1], .events = POLLIN},
+                              {.fd = dr->stop_fd, .events = POLLIN}};
+        poll(p, 3, wait);
+        if (p[2].revents)
+            break;
+    }
+    return NULL;
+}
+
+static kvc_fwd_client_t *s_driven_client(void)
+{
+    kvc_fwd_client_opts_t o;
+    memset(&o, 0, sizeof o);
+    memcpy(o.public_key, cli_id.cred.curve_public, 32);
+    memcpy(o.secret_key, cli_id.curve_secret, 32);
+    o.credential = cli_id.cred.blob;
+    o.credential_len = cli_id.cred.blob_len;
+    o.driven = 1;
+    kvc_err_t err = {0};
+    kvc_fwd_client_t *c = kvc_fwd_client_new(&o, &err);
+    assert_non_null(c);
+    int fds[2];
+    kvc_fwd_client_fds(c, fds);
+    assert_true(fds[0] >= 0);
+    assert_true(fds[1] >= 0);
+    return c;
+}
+
+static void s_cdriver_start(cdriver_t *dr, kvc_fwd_client_t *c)
+{
+    memset(dr, 0, sizeof *dr);
+    dr->c = c;
+    dr->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    assert_true(dr->stop_fd >= 0);
+    assert_int_equal(pthread_create(&dr->thread, NULL, s_cdrive, dr), 0);
+}
+
+static void s_cdriver_stop(cdriver_t *dr)
+{
+    uint64_t one = 1;
+    assert_int_equal(write(dr->stop_fd, &one, sizeof one), (ssize_t)sizeof one);
+    pthread_join(dr->thread, NULL);
+    close(dr->stop_fd);
+}
+
+/* One driven outcome: which thread ran done, the code, the echoed body. */
+typedef struct {
+    atomic_int n;
+    int code;
+    int status;
+    pthread_t by;
+    uint64_t at_ms;
+    char body[64];
+    size_t body_len;
+} coutcome_t;
+
+static void s_cdone(void *arg, kvc_fwd_resp_t *resp)
+{
+    coutcome_t *o = arg;
+    o->code = resp->code;
+    o->status = resp->status;
+    o->by = pthread_self();
+    o->at_ms = kvc_clock_mono_ms();
+    o->body_len = resp->body_len < sizeof o->body ? resp->body_len : sizeof o->body;
+    if (resp->body)
+        memcpy(o->body, resp->body, o->body_len);
+    atomic_fetch_add(&o->n, 1);
+}
+
+/* (18) driven client: submissions from the test's thread are sent and
+ * answered through the driver's pumps; done runs on the driver's thread. */
+static void test_driven_client_answers(void **state)
+{
+    kvc_fwd_server_t *s = s_server(2, 0);
+    kvc_fwd_client_t *c = s_driven_client();
+    cdriver_t dr;
+    s_cdriver_start(&dr, c);
+    static coutcome_t o[5];
+    memset(o, 0, sizeof o);
+    for (int i = 0; i < 5; i++) {
+        char body[32];
+        int n = snprintf(body, sizeof body, "req %d", i);
+        kvc_fwd_req_t r = s_small;
+        r.body = (const uint8_t *)body;
+        r.body_len = (size_t)n;
+        assert_int_equal(kvc_fwd_client_submit(c, kvc_fwd_server_endpoint(s),
+                                               srv_id.cred.curve_public, &r, 5000, s_cdone, &o[i]),
+                         KVC_OK);
+    }
+    for (int i = 0; i < 5; i++)
+        assert_true(s_wait_int(&o[i].n, 1, 5000));
+    s_cdriver_stop(&dr);
+    for (int i = 0; i < 5; i++) {
+        char body[32];
+        int n = snprintf(body, sizeof body, "req %d", i);
+        assert_int_equal(atomic_load(&o[i].n), 1);
+        assert_int_equal(o[i].code, KVC_FWD_OK);
+        assert_int_equal(o[i].status, 200);
+        assert_int_equal(o[i].body_len, (size_t)n);
+        assert_memory_equal(o[i].body, body, (size_t)n);
+        assert_true(pthread_equal(o[i].by, dr.thread));
+    }
+    assert_int_equal(atomic_load(&H.calls), 5);
+    kvc_fwd_client_destroy(&c);
+    kvc_fwd_server_destroy(&s);
+}
+
+/* (19) driven client: a request held at the server ends with TIMEOUT near
+ * its deadline; only pump's bounded wait wakes the driver for it. */
+static void test_driven_client_timeout(void **state)
+{
+    kvc_fwd_server_t *s = s_server(1, 0);
+    kvc_fwd_client_t *c = s_driven_client();
+    cdriver_t dr;
+    s_cdriver_start(&dr, c);
+    s_gate(1);
+    static coutcome_t o;
+    memset(&o, 0, sizeof o);
+    uint64_t t0 = kvc_clock_mono_ms();
+    assert_int_equal(kvc_fwd_client_submit(c, kvc_fwd_server_endpoint(s), srv_id.cred.curve_public,
+                                           &s_small, 300, s_cdone, &o),
+                     KVC_OK);
+    assert_true(s_wait_int(&H.entered, 1, 5000)); /* sent; the handler holds it */
+    assert_true(s_wait_int(&o.n, 1, 300 + 2000));
+    uint64_t took = o.at_ms - t0;
+    assert_int_equal(o.code, KVC_FWD_TIMEOUT);
+    assert_true(took >= 300);
+    assert_true(took <= 300 + 500);
+    assert_true(pthread_equal(o.by, dr.thread));
+    s_cdriver_stop(&dr);
+    assert_int_equal(atomic_load(&o.n), 1);
+    kvc_fwd_client_stats_t st;
+    kvc_fwd_client_stats(c, &st);
+    assert_int_equal(st.timeouts, 1);
+    s_gate(0);
+    kvc_fwd_client_destroy(&c);
+    kvc_fwd_server_destroy(&s);
+}
+
+#define CD_THREADS 4
+#define CD_CALLS 50
+
+typedef struct {
+    kvc_fwd_client_t *c;
+    const char *ep;
+    int t;
+    int rc_bad;
+    coutcome_t *o;
+} csubmitter_t;
+
+static void *s_csubmit(void *arg)
+{
+    csubmitter_t *w = arg;
+    for (int i = 0; i < CD_CALLS; i++) {
+        char body[32];
+        int n = snprintf(body, sizeof body, "t%d c%d", w->t, i);
+        kvc_fwd_req_t r = s_small;
+        r.body = (const uint8_t *)body;
+        r.body_len = (size_t)n;
+        if (kvc_fwd_client_submit(w->c, w->ep, srv_id.cred.curve_public, &r, 10000, s_cdone,
+                                  &w->o[i]) != KVC_OK)
+            w->rc_bad++;
+    }
+    return NULL;
+}
+
+/* (20) driven client: 200 requests from 4 threads, each answered once with
+ * its own body. */
+static void test_driven_client_concurrent(void **state)
+{
+    kvc_fwd_server_t *s = s_server(4, 0);
+    kvc_fwd_client_t *c = s_driven_client();
+    cdriver_t dr;
+    s_cdriver_start(&dr, c);
+    static coutcome_t o[CD_THREADS * CD_CALLS];
+    memset(o, 0, sizeof o);
+    pthread_t th[CD_THREADS];
+    csubmitter_t w[CD_THREADS];
+    for (int t = 0; t < CD_THREADS; t++) {
+        w[t] = (csubmitter_t){
+            .c = c, .ep = kvc_fwd_server_endpoint(s), .t = t, .o = o + t * CD_CALLS};
+        assert_int_equal(pthread_create(&th[t], NULL, s_csubmit, &w[t]), 0);
+    }
+    for (int t = 0; t < CD_THREADS; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(w[t].rc_bad, 0);
+    }
+    for (int i = 0; i < CD_THREADS * CD_CALLS; i++)
+        assert_true(s_wait_int(&o[i].n, 1, 10000));
+    s_cdriver_stop(&dr);
+    for (int t = 0; t < CD_THREADS; t++)
+        for (int i = 0; i < CD_CALLS; i++) {
+            coutcome_t *x = &o[t * CD_CALLS + i];
+            char body[32];
+            int n = snprintf(body, sizeof body, "t%d c%d", t, i);
+            assert_int_equal(atomic_load(&x->n), 1);
+            assert_int_equal(x->code, KVC_FWD_OK);
+            assert_int_equal(x->body_len, (size_t)n);
+            assert_memory_equal(x->body, body, (size_t)n);
+            assert_true(pthread_equal(x->by, dr.thread));
+        }
+    assert_int_equal(atomic_load(&H.calls), CD_THREADS * CD_CALLS);
+    kvc_fwd_client_destroy(&c);
+    kvc_fwd_server_destroy(&s);
+}
+
+/* (21) driven client: destroy after the driver stopped ends the sent and
+ * the queued requests with SHUTDOWN, once each, on the destroying thread. */
+static void test_driven_client_destroy_pending(void **state)
+{
+    kvc_fwd_server_t *s = s_server(1, 0);
+    kvc_fwd_client_t *c = s_driven_client();
+    cdriver_t dr;
+    s_cdriver_start(&dr, c);
+    s_gate(1);
+    static coutcome_t o[6];
+    memset(o, 0, sizeof o);
+    const char *ep = kvc_fwd_server_endpoint(s);
+    for (int i = 0; i < 3; i++) /* sent by the driver */
+        assert_int_equal(kvc_fwd_client_submit(c, ep, srv_id.cred.curve_public, &s_small, 60000,
+                                               s_cdone, &o[i]),
+                         KVC_OK);
+    assert_true(s_wait_int(&H.entered, 1, 5000));
+    s_cdriver_stop(&dr);
+    for (int i = 3; i < 6; i++) /* queued, never pumped */
+        assert_int_equal(kvc_fwd_client_submit(c, ep, srv_id.cred.curve_public, &s_small, 60000,
+                                               s_cdone, &o[i]),
+                         KVC_OK);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(atomic_load(&o[i].n), 0);
+    kvc_fwd_client_destroy(&c);
+    assert_null(c);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(atomic_load(&o[i].n), 1);
+        assert_int_equal(o[i].code, KVC_FWD_SHUTDOWN);
+        assert_true(pthread_equal(o[i].by, pthread_self()));
+    }
+    s_gate(0);
+    kvc_fwd_server_destroy(&s);
+}
+
+/* (22) pump and fds belong to driven mode: on a threaded client pump does
+ * nothing and returns -1, and both descriptors are -1. */
+static void test_pump_ignored_when_not_driven(void **state)
+{
+    kvc_fwd_server_t *s = s_server(1, 0);
+    kvc_fwd_client_t *c = s_client(&cli_id);
+    int fds[2] = {123, 456};
+    kvc_fwd_client_fds(c, fds);
+    assert_int_equal(fds[0], -1);
+    assert_int_equal(fds[1], -1);
+    s_gate(1);
+    static coutcome_t o;
+    memset(&o, 0, sizeof o);
+    assert_int_equal(kvc_fwd_client_submit(c, kvc_fwd_server_endpoint(s), srv_id.cred.curve_public,
+                                           &s_small, 100, s_cdone, &o),
+                     KVC_OK);
+    assert_true(s_wait_int(&H.entered, 1, 5000));
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(kvc_fwd_client_pump(c), -1);
+    /* the I/O thread, not the pumps, ends it */
+    assert_true(s_wait_int(&o.n, 1, 5000));
+    assert_int_equal(o.code, KVC_FWD_TIMEOUT);
+    assert_false(pthread_equal(o.by, pthread_self()));
+    s_gate(0);
+    kvc_fwd_client_destroy(&c);
+    kvc_fwd_server_destroy(&s);
+    assert_int_equal(atomic_load(&o.n), 1);
+}
+
 int main(void)
 {
     assert_int_equal(kvc_crypto_init(), 0);
@@ -1103,6 +1392,11 @@ int main(void)
         cmocka_unit_test_setup(test_driven_unauthenticated, setup),
         cmocka_unit_test_setup(test_driven_destroy_sends_last_replies, setup),
         cmocka_unit_test_setup(test_dispatch_ignored_when_not_driven, setup),
+        cmocka_unit_test_setup(test_driven_client_answers, setup),
+        cmocka_unit_test_setup(test_driven_client_timeout, setup),
+        cmocka_unit_test_setup(test_driven_client_concurrent, setup),
+        cmocka_unit_test_setup(test_driven_client_destroy_pending, setup),
+        cmocka_unit_test_setup(test_pump_ignored_when_not_driven, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kvc_zap_thread_stop(&zap);
