@@ -84,9 +84,8 @@ struct kvc_fwd_client {
     zmq_pollitem_t *items;
     s_dest_t **item_dest;
     int dirty;
-    /* driven mode (opts.driven): the driver's thread only */
-    int ep;             /* epoll set of the DEALERs' ZMQ_FDs */
-    uint64_t next_idle; /* next idle sweep */
+    uint64_t next_idle; /* next idle sweep (I/O thread, or the driver) */
+    int ep;             /* driven mode: epoll set of the DEALERs' ZMQ_FDs */
 };
 
 /* zmq_msg_init_data's destructor for kvc_malloc'd buffers. */
@@ -455,30 +454,72 @@ static void s_shutdown(kvc_fwd_client_t *self)
     }
 }
 
+/* Sends what callers queued (or fails it, once the client is closed).
+ * Returns whether it is closed. */
+static int s_send_queued(kvc_fwd_client_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    uint32_t q = self->q_head;
+    self->q_head = self->q_tail = S_NO_SLOT;
+    int closed = self->closed;
+    pthread_mutex_unlock(&self->mu);
+    uint64_t now = kvc_clock_mono_ms();
+    while (q != S_NO_SLOT) {
+        uint32_t ix = q;
+        q = self->slots[ix].next;
+        if (closed)
+            s_fail(self, ix, KVC_FWD_SHUTDOWN, "client shutting down");
+        else
+            s_send(self, ix, now);
+    }
+    return closed;
+}
+
+/* Ends the requests past their deadline and, when due, closes idle
+ * destinations. */
+static void s_expire(kvc_fwd_client_t *self, uint64_t now)
+{
+    while (self->heap_len && self->slots[self->heap[0]].deadline_ms <= now) {
+        uint32_t ix = self->heap[0];
+        s_slot_t *s = &self->slots[ix];
+        s_fail(self, ix, KVC_FWD_TIMEOUT, "no answer from %s in %u ms", s->endpoint,
+               s->timeout_ms);
+    }
+    if (now >= self->next_idle) {
+        s_close_idle(self, now);
+        self->next_idle = now + (self->o.idle_ms > 1000 ? self->o.idle_ms / 4 : self->o.idle_ms);
+    }
+}
+
+/* How long until the next deadline or idle sweep, in ms; -1: none. */
+static long s_wait_ms(const kvc_fwd_client_t *self, uint64_t now)
+{
+    long wait = -1;
+    if (self->heap_len) {
+        uint64_t due = self->slots[self->heap[0]].deadline_ms;
+        wait = (long)(due > now ? due - now : 0);
+    }
+    if (zhashx_size(self->dests)) {
+        long idle = (long)(self->next_idle > now ? self->next_idle - now : 0);
+        if (wait < 0 || idle < wait)
+            wait = idle;
+    }
+    return wait;
+}
+
 /* The I/O thread. */
 static void *s_run(void *arg)
 {
     kvc_fwd_client_t *self = arg;
     int n_items = 1;
-    uint64_t next_idle = kvc_clock_mono_ms() + self->o.idle_ms;
     for (;;) {
         if (self->dirty || !self->items) {
             int n = s_rebuild(self);
             if (n > 0)
                 n_items = n;
         }
-        long timeout = -1;
-        uint64_t now = kvc_clock_mono_ms();
-        if (self->heap_len) {
-            uint64_t due = self->slots[self->heap[0]].deadline_ms;
-            timeout = (long)(due > now ? due - now : 0);
-        }
-        if (zhashx_size(self->dests)) {
-            long idle = (long)(next_idle > now ? next_idle - now : 0);
-            if (timeout < 0 || idle < timeout)
-                timeout = idle;
-        }
-        if (zmq_poll(self->items, n_items, timeout) < 0 && zmq_errno() != EINTR)
+        if (zmq_poll(self->items, n_items, s_wait_ms(self, kvc_clock_mono_ms())) < 0 &&
+            zmq_errno() != EINTR)
             break;
         /* Replies, from the DEALERs this poll saw (the table may change below). */
         for (int i = 1; i < n_items; i++)
@@ -489,33 +530,9 @@ static void *s_run(void *arg)
             if (read(self->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
                 break;
         }
-        pthread_mutex_lock(&self->mu);
-        uint32_t q = self->q_head;
-        self->q_head = self->q_tail = S_NO_SLOT;
-        int closed = self->closed;
-        pthread_mutex_unlock(&self->mu);
-        now = kvc_clock_mono_ms();
-        while (q != S_NO_SLOT) {
-            uint32_t ix = q;
-            q = self->slots[ix].next;
-            if (closed)
-                s_fail(self, ix, KVC_FWD_SHUTDOWN, "client shutting down");
-            else
-                s_send(self, ix, now);
-        }
-        if (closed)
+        if (s_send_queued(self))
             break;
-        now = kvc_clock_mono_ms();
-        while (self->heap_len && self->slots[self->heap[0]].deadline_ms <= now) {
-            uint32_t ix = self->heap[0];
-            s_slot_t *s = &self->slots[ix];
-            s_fail(self, ix, KVC_FWD_TIMEOUT, "no answer from %s in %u ms", s->endpoint,
-                   s->timeout_ms);
-        }
-        if (now >= next_idle) {
-            s_close_idle(self, now);
-            next_idle = now + (self->o.idle_ms > 1000 ? self->o.idle_ms / 4 : self->o.idle_ms);
-        }
+        s_expire(self, kvc_clock_mono_ms());
     }
     s_shutdown(self);
     return NULL;
@@ -535,48 +552,17 @@ int kvc_fwd_client_pump(kvc_fwd_client_t *self)
     if (read(self->wake_fd, &v, sizeof v) < 0) {
         /* EAGAIN: no wake-up pending */
     }
-    pthread_mutex_lock(&self->mu);
-    uint32_t q = self->q_head;
-    self->q_head = self->q_tail = S_NO_SLOT;
-    int closed = self->closed;
-    pthread_mutex_unlock(&self->mu);
-    uint64_t now = kvc_clock_mono_ms();
-    while (q != S_NO_SLOT) {
-        uint32_t ix = q;
-        q = self->slots[ix].next;
-        if (closed)
-            s_fail(self, ix, KVC_FWD_SHUTDOWN, "client shutting down");
-        else
-            s_send(self, ix, now);
-    }
+    s_send_queued(self);
     /* A send can take the signal of its socket's ZMQ_FD: read every DEALER
      * that is owed replies, whatever epoll said. */
     for (s_dest_t *d = zhashx_first(self->dests); d; d = zhashx_next(self->dests))
         if (d->pending)
             more |= s_on_dest(self, d);
-    now = kvc_clock_mono_ms();
-    while (self->heap_len && self->slots[self->heap[0]].deadline_ms <= now) {
-        uint32_t ix = self->heap[0];
-        s_slot_t *s = &self->slots[ix];
-        s_fail(self, ix, KVC_FWD_TIMEOUT, "no answer from %s in %u ms", s->endpoint,
-               s->timeout_ms);
-    }
-    if (now >= self->next_idle) {
-        s_close_idle(self, now);
-        self->next_idle = now + (self->o.idle_ms > 1000 ? self->o.idle_ms / 4 : self->o.idle_ms);
-    }
+    uint64_t now = kvc_clock_mono_ms();
+    s_expire(self, now);
     if (more)
         return 0;
-    long wait = -1;
-    if (self->heap_len) {
-        uint64_t due = self->slots[self->heap[0]].deadline_ms;
-        wait = (long)(due > now ? due - now : 0);
-    }
-    if (zhashx_size(self->dests)) {
-        long idle = (long)(self->next_idle > now ? self->next_idle - now : 0);
-        if (wait < 0 || idle < wait)
-            wait = idle;
-    }
+    long wait = s_wait_ms(self, now);
     return wait > INT32_MAX ? INT32_MAX : (int)wait;
 }
 
